@@ -1,0 +1,90 @@
+//! Linking: static `mlxc`, dynamic `mlx`, the C++ runtime, optionally OpenBLAS; and how binaries
+//! of this and of dependent crates find `libmlx` at run time.
+
+use crate::provision::{Mlx, Origin};
+use crate::BuildResult;
+use std::path::{Path, PathBuf};
+
+pub fn emit(mlx: &Mlx, mlxc_lib: &Path, out_dir: &Path) -> BuildResult<()> {
+    println!("cargo:rustc-link-search=native={}", mlxc_lib.display());
+    println!("cargo:rustc-link-lib=static=mlxc");
+
+    let lib_dir = mlx.lib_dir();
+    if mlx.origin == Origin::Cache && mlx.flavor.library_file().ends_with(".so") {
+        // Our cached libmlx has no DT_SONAME (see elf.rs): a linker script naming it by absolute
+        // path makes every binary that links it record that path, so dependents' tests,
+        // examples and applications load it with no rpath and no LD_LIBRARY_PATH.
+        let script_dir = out_dir.join("link");
+        std::fs::create_dir_all(&script_dir)
+            .map_err(|e| format!("cannot create {}: {e}", script_dir.display()))?;
+        std::fs::write(
+            script_dir.join("libmlx.so"),
+            format!("INPUT({})\n", mlx.library().display()),
+        )
+        .map_err(|e| format!("cannot write the libmlx linker script: {e}"))?;
+        println!("cargo:rustc-link-search=native={}", script_dir.display());
+    } else {
+        // A prefix we do not own (MLX_DIR, Python) or macOS (absolute install name): search path
+        // plus rpath. The rpath reaches only this crate's own targets; dependents read
+        // DEP_MLXC_LIBDIR (below) and add it to theirs.
+        println!("cargo:rustc-link-search=native={}", lib_dir.display());
+    }
+    println!("cargo:rustc-link-lib=dylib=mlx");
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib_dir.display());
+    println!("cargo:libdir={}", lib_dir.display());
+    println!("cargo:include={}", mlx.include_dir().display());
+    println!("cargo:version={}", mlx.version);
+
+    match crate::env("CARGO_CFG_TARGET_OS")?.as_str() {
+        "macos" => println!("cargo:rustc-link-lib=dylib=c++"),
+        _ => println!("cargo:rustc-link-lib=dylib=stdc++"),
+    }
+
+    println!("cargo:rustc-check-cfg=cfg(mlx_openblas)");
+    if std::env::var_os("CARGO_FEATURE_OPENBLAS").is_some()
+        && crate::env("CARGO_CFG_TARGET_OS")? == "linux"
+    {
+        match find_openblas() {
+            Some(path) => {
+                let dir = path.parent().ok_or("OpenBLAS path without a folder")?;
+                let file = path
+                    .file_name()
+                    .ok_or("OpenBLAS path without a file name")?;
+                println!("cargo:rustc-link-search=native={}", dir.display());
+                println!(
+                    "cargo:rustc-link-lib=dylib:+verbatim={}",
+                    file.to_string_lossy()
+                );
+                println!("cargo:rustc-link-arg=-Wl,-rpath,{}", dir.display());
+                println!("cargo:openblas={}", path.display());
+                // lib.rs keeps a reference to an OpenBLAS symbol under this cfg, so that
+                // `--as-needed` keeps the DT_NEEDED entry that makes OpenBLAS interpose.
+                println!("cargo:rustc-cfg=mlx_openblas");
+            }
+            None => println!(
+                "cargo:warning=OpenBLAS (libopenblas.so.0) not found: MLX keeps the wheel's \
+                 reference BLAS, and f32 matmul runs about 30x slower. Debian/Ubuntu: `apt-get \
+                 install libopenblas0-pthread`, or set MLX_BLAS_LIB to a libopenblas.so.0."
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// `MLX_BLAS_LIB`, else `libopenblas.so.0` in the usual library folders.
+fn find_openblas() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("MLX_BLAS_LIB") {
+        let path = PathBuf::from(path);
+        return path.is_file().then_some(path);
+    }
+    let arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
+    [
+        format!("/usr/lib/{arch}-linux-gnu/libopenblas.so.0"),
+        format!("/lib/{arch}-linux-gnu/libopenblas.so.0"),
+        "/usr/lib64/libopenblas.so.0".to_string(),
+        "/usr/lib/libopenblas.so.0".to_string(),
+    ]
+    .into_iter()
+    .map(PathBuf::from)
+    .find(|p| p.is_file())
+}

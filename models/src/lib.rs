@@ -1,0 +1,2 @@
+//! The model zoo: LLM forward passes on MLX.
+pub use mlx_rs;
