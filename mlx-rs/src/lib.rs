@@ -1,2 +1,47 @@
-//! A safe, idiomatic Rust API over Apple's MLX (through mlx-c).
+//! A safe, idiomatic Rust API over Apple's MLX, through its official C API (mlx-c).
+//!
+//! # A tour
+//!
+//! Arrays are lazy: operations build a graph, and values are computed when you ask for them.
+//!
+//! ```
+//! use mlx_rs::{Array, Dtype};
+//! let x = Array::from_slice(&[1.0f32, 2.0, 3.0, 4.0], &[2, 2])?;
+//! let w = Array::eye(2, 2, 0, Dtype::Float32)?;
+//! let y = (x.matmul(&w)? + 1.0f32).exp()?.sum(-1, false)?;   // nothing computed yet
+//! let v = y.to_vec::<f32>()?;                                // evaluates
+//! assert!((v[0] - (2f32.exp() + 3f32.exp())).abs() < 1e-4);
+//! # Ok::<(), mlx_rs::Error>(())
+//! ```
+//!
+//! - [`Array`], [`Dtype`] and element types (`f32`, [`half::f16`], [`half::bf16`], integers,
+//!   `bool`); creation (`from_slice`, `zeros`, `arange`, ...), reading (`item`, `to_vec`).
+//! - Errors: every fallible call returns [`Result`]; MLX's exceptions come back as
+//!   [`Error::Mlx`] with MLX's message and your call site. The process never exits on an MLX
+//!   error. Operators (`+`, `*`, ...) panic with that message; their methods (`add`, ...) don't.
+//! - Devices and streams: operations run on the current stream; change it for a scope with
+//!   [`with_stream`] or [`with_device`].
+#![warn(missing_docs)]
+
+mod array;
+pub mod compile;
+mod device;
+mod dtype;
+pub mod error;
+pub mod fast;
+pub mod io;
+pub mod memory;
+pub mod ops;
+pub mod quant;
+pub mod random;
+mod stream;
+mod transforms;
+
+pub use array::{Array, ArrayElement};
+pub use device::{Device, DeviceType};
+pub use dtype::Dtype;
+pub use error::{Error, Result};
+pub use stream::{with_device, with_stream, Stream};
+
+pub use half;
 pub use mlx_sys as sys;

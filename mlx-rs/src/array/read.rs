@@ -1,0 +1,106 @@
+//! Reading values back: [`Array::item`] and [`Array::to_vec`].
+
+use super::{Array, ArrayElement};
+use crate::error::{Error, Result};
+use crate::Dtype;
+use mlx_sys as sys;
+
+impl Array {
+    /// The elements in row-major order, after evaluating the array.
+    ///
+    /// `T` must be the array's dtype (convert with [`Array::astype`] first); this never converts
+    /// silently. Works for `f16`/`bf16` on every platform (mlx-c has no accessor for them on
+    /// x86_64; the bits are read through a `uint16` view).
+    ///
+    /// ```
+    /// use mlx_rs::{Array, Dtype, Error};
+    /// let a = Array::from_slice(&[1.0f32, 2.0, 3.0, 4.0], &[2, 2])?;
+    /// // Transposed arrays read in their logical order:
+    /// assert_eq!(a.t()?.to_vec::<f32>()?, vec![1.0, 3.0, 2.0, 4.0]);
+    /// assert!(matches!(a.to_vec::<i32>(), Err(Error::DtypeMismatch { .. })));
+    /// let h = a.astype(Dtype::Bfloat16)?.to_vec::<half::bf16>()?;
+    /// assert_eq!(h[3].to_f32(), 4.0);
+    /// # Ok::<(), mlx_rs::Error>(())
+    /// ```
+    #[track_caller]
+    pub fn to_vec<T: ArrayElement>(&self) -> Result<Vec<T>> {
+        let dtype = self.dtype();
+        if dtype != T::DTYPE {
+            return Err(Error::DtypeMismatch {
+                expected: T::DTYPE,
+                found: dtype,
+            });
+        }
+        let contiguous = Array::try_op_stream(|res, s| unsafe {
+            sys::mlx_contiguous(res, self.as_raw(), false, s)
+        })?;
+        let n = contiguous.size();
+        let width = dtype.size_in_bytes();
+        let bits_dtype = match width {
+            1 => Dtype::Uint8,
+            2 => Dtype::Uint16,
+            4 => Dtype::Uint32,
+            _ => Dtype::Uint64,
+        };
+        let bits = if dtype == bits_dtype {
+            contiguous
+        } else {
+            contiguous.view(bits_dtype)?
+        };
+        bits.eval()?;
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        // SAFETY: `bits` is evaluated and row-contiguous with `n` elements of `width` bytes; the
+        // pointer is valid while `bits` lives.
+        let ptr: *const u8 = unsafe {
+            match width {
+                1 => sys::mlx_array_data_uint8(bits.as_raw()).cast(),
+                2 => sys::mlx_array_data_uint16(bits.as_raw()).cast(),
+                4 => sys::mlx_array_data_uint32(bits.as_raw()).cast(),
+                _ => sys::mlx_array_data_uint64(bits.as_raw()).cast(),
+            }
+        };
+        if ptr.is_null() {
+            return Err(Error::InvalidArgument(
+                "MLX returned no data for an evaluated array".into(),
+            ));
+        }
+        if dtype == Dtype::Bool {
+            // Never materialise a `bool` from a byte other than 0 or 1.
+            // SAFETY: `n` bytes at `ptr`, see above.
+            let bytes = unsafe { std::slice::from_raw_parts(ptr, n) };
+            let bools: Vec<bool> = bytes.iter().map(|&b| b != 0).collect();
+            // SAFETY: T::DTYPE == Bool means T is `bool` (the trait is sealed).
+            return Ok(unsafe { std::mem::transmute::<Vec<bool>, Vec<T>>(bools) });
+        }
+        let mut out = Vec::<T>::with_capacity(n);
+        // SAFETY: `T` is a plain numeric type of exactly `width` bytes (sealed trait); any bit
+        // pattern is a valid value; the source holds `n * width` bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(ptr, out.as_mut_ptr().cast::<u8>(), n * width);
+            out.set_len(n);
+        }
+        Ok(out)
+    }
+
+    /// The single element of a one-element array (any shape), after evaluating it.
+    ///
+    /// ```
+    /// use mlx_rs::Array;
+    /// let a = Array::from_slice(&[1.0f32, 2.0, 3.0], &[3])?;
+    /// assert_eq!(a.sum(.., false)?.item::<f32>()?, 6.0);
+    /// assert!(a.item::<f32>().is_err()); // three elements
+    /// # Ok::<(), mlx_rs::Error>(())
+    /// ```
+    #[track_caller]
+    pub fn item<T: ArrayElement>(&self) -> Result<T> {
+        if self.size() != 1 {
+            return Err(Error::Shape(format!(
+                "item() needs exactly one element, the array has shape {:?}",
+                self.shape()
+            )));
+        }
+        Ok(self.to_vec::<T>()?[0])
+    }
+}
