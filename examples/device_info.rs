@@ -6,7 +6,11 @@
 use mlx_rs::{with_device, Array, Device};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    println!("MLX {} (mlx-sys built against {})", mlx_version()?, mlx_rs::sys::MLX_VERSION);
+    println!(
+        "MLX {} (mlx-sys built against {})",
+        mlx_version()?,
+        mlx_rs::sys::MLX_VERSION
+    );
     println!("default device: {}", Device::default_device()?);
     // [[1,2,3],[4,5,6]] @ [[1,0],[0,1],[1,1]] = [[4,5],[10,11]]
     let expected = [4.0f32, 5.0, 10.0, 11.0];
@@ -37,7 +41,9 @@ fn mlx_version() -> Result<String, Box<dyn std::error::Error>> {
         if mlx_rs::sys::mlx_version(&mut s) != 0 {
             return Err("mlx_version failed".into());
         }
-        let v = std::ffi::CStr::from_ptr(mlx_rs::sys::mlx_string_data(s)).to_string_lossy().into_owned();
+        let v = std::ffi::CStr::from_ptr(mlx_rs::sys::mlx_string_data(s))
+            .to_string_lossy()
+            .into_owned();
         mlx_rs::sys::mlx_string_free(s);
         Ok(v)
     }

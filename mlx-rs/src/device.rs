@@ -68,6 +68,7 @@ impl Device {
         init();
         // SAFETY: a fresh handle filled by mlx-c, freed by `RawDevice`.
         let mut raw = RawDevice(unsafe { sys::mlx_device_new() });
+        // SAFETY: valid handle and out-pointer.
         check(unsafe { sys::mlx_get_default_device(&mut raw.0) })?;
         raw.to_device()
     }
@@ -111,6 +112,7 @@ impl RawDevice {
         // SAFETY: valid handle and out-pointer.
         check(unsafe { sys::mlx_device_get_type(&mut kind, self.0) })?;
         let mut index = 0;
+        // SAFETY: valid handle and out-pointer.
         check(unsafe { sys::mlx_device_get_index(&mut index, self.0) })?;
         let kind = if kind == sys::MLX_GPU {
             DeviceType::Gpu

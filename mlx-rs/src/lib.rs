@@ -42,6 +42,7 @@ pub use device::{Device, DeviceType};
 pub use dtype::Dtype;
 pub use error::{Error, Result};
 pub use stream::{with_device, with_stream, Stream};
+pub use transforms::{async_eval, eval, synchronize};
 
 pub use half;
 pub use mlx_sys as sys;

@@ -1,1 +1,381 @@
-//! (in progress)
+//! Affine quantization: packing weights into a few bits per value, and matrix products that
+//! read them directly.
+//!
+//! MLX's affine format splits each row of a matrix into groups of `group_size` consecutive
+//! values. A group is stored as one `scale` and one `bias` (in the weight's float dtype) and
+//! `group_size` unsigned codes `q` of `bits` bits each; the value it stands for is
+//! `scale * q + bias`. The codes are packed into `uint32` words as a little-endian bit stream:
+//! the first code of a row sits in the lowest bits of the row's first word. A `[N, K]` float
+//! matrix thus becomes a `[N, K * bits / 32]` `uint32` matrix plus `[N, K / group_size]` scales
+//! and biases.
+//!
+//! Supported: `bits` in {2, 3, 4, 5, 6, 8} and `group_size` in {32, 64, 128}; other values
+//! give [`Error::InvalidArgument`].
+//!
+//! ```
+//! use mlx_rs::{quant, Array, Dtype};
+//! let data: Vec<f32> = (0..64).map(|i| i as f32).collect();
+//! let w = Array::from_slice(&data, &[2, 32])?;
+//! let (wq, scales, biases) = quant::quantize(&w, 32, 8)?;
+//! assert_eq!((wq.shape(), wq.dtype()), (vec![2, 8], Dtype::Uint32));
+//! assert_eq!(scales.shape(), vec![2, 1]);
+//! let back = quant::dequantize(&wq, &scales, &biases, 32, 8)?.to_vec::<f32>()?;
+//! // Each group spans 31 over 255 steps: the error is at most half a step, 31 / 255 / 2.
+//! assert!(back.iter().enumerate().all(|(i, v)| (v - i as f32).abs() <= 0.061));
+//! # Ok::<(), mlx_rs::Error>(())
+//! ```
+
+use crate::error::{check, init, Error, Result};
+use crate::{Array, Dtype};
+use mlx_sys as sys;
+use std::ffi::CString;
+
+const MODE: &str = "affine";
+
+fn null_array() -> sys::mlx_array {
+    sys::mlx_array {
+        ctx: std::ptr::null_mut(),
+    }
+}
+
+fn some_int(value: i32) -> sys::mlx_optional_int {
+    sys::mlx_optional_int {
+        value,
+        has_value: true,
+    }
+}
+
+/// An owned `mlx_vector_array` (private: only [`quantize`] needs one).
+struct VectorArray {
+    raw: sys::mlx_vector_array,
+}
+
+impl Drop for VectorArray {
+    fn drop(&mut self) {
+        // SAFETY: an owned handle, not used afterwards.
+        unsafe { sys::mlx_vector_array_free(self.raw) };
+    }
+}
+
+impl VectorArray {
+    fn new() -> Self {
+        init();
+        // SAFETY: creates an empty vector that `Drop` frees.
+        let raw = unsafe { sys::mlx_vector_array_new() };
+        VectorArray { raw }
+    }
+
+    #[track_caller]
+    fn into_arrays(self) -> Result<Vec<Array>> {
+        // SAFETY: valid handle.
+        let n = unsafe { sys::mlx_vector_array_size(self.raw) };
+        (0..n)
+            .map(|i| {
+                Array::try_op(|res| {
+                    // SAFETY: `i < n`; `res` is a fresh handle owned by the new `Array`.
+                    unsafe { sys::mlx_vector_array_get(res, self.raw, i) }
+                })
+            })
+            .collect()
+    }
+}
+
+/// Checks `group_size` and `bits` against the values MLX's affine mode supports.
+fn check_params(group_size: i32, bits: i32) -> Result<()> {
+    if ![2, 3, 4, 5, 6, 8].contains(&bits) {
+        return Err(Error::InvalidArgument(format!(
+            "quantization bits must be one of 2, 3, 4, 5, 6, 8; got {bits}"
+        )));
+    }
+    if ![32, 64, 128].contains(&group_size) {
+        return Err(Error::InvalidArgument(format!(
+            "quantization group_size must be 32, 64 or 128; got {group_size}"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a packed weight and its scales and biases against each other; returns the unpacked
+/// `(rows, cols)` of the matrix it stands for (cols = the quantized axis).
+fn check_packed(
+    op: &str,
+    w: &Array,
+    scales: &Array,
+    biases: &Array,
+    group_size: i32,
+    bits: i32,
+) -> Result<(i32, i32)> {
+    check_params(group_size, bits)?;
+    if w.dtype() != Dtype::Uint32 {
+        return Err(Error::DtypeMismatch {
+            expected: Dtype::Uint32,
+            found: w.dtype(),
+        });
+    }
+    let ws = w.shape();
+    if ws.len() < 2 {
+        return Err(Error::Shape(format!(
+            "{op}: the packed weight must have at least 2 dimensions, got {ws:?}"
+        )));
+    }
+    let words = ws[ws.len() - 1];
+    let cols = words * 32 / bits;
+    if (words * 32) % bits != 0 || cols % group_size != 0 {
+        return Err(Error::Shape(format!(
+            "{op}: {words} packed words per row do not hold whole groups of {group_size} \
+             {bits}-bit values"
+        )));
+    }
+    let mut want = ws.clone();
+    *want.last_mut().expect("at least 2 dims") = cols / group_size;
+    for (name, a) in [("scales", scales), ("biases", biases)] {
+        if a.shape() != want {
+            return Err(Error::Shape(format!(
+                "{op}: {name} must have shape {want:?} for a packed weight of shape {ws:?} \
+                 ({bits} bits, groups of {group_size}), got {:?}",
+                a.shape()
+            )));
+        }
+    }
+    Ok((ws[ws.len() - 2], cols))
+}
+
+/// Quantizes `w` along its last axis: returns `(packed, scales, biases)`.
+///
+/// `w` is floating with at least 2 dimensions and a last axis divisible by `group_size`.
+/// `packed` is `uint32` with the last axis `K * bits / 32`; `scales` and `biases` have `w`'s
+/// dtype and the last axis `K / group_size`. Each group gets `scale ≈ (max - min) / (2^bits - 1)`
+/// and `bias` = the group's extreme of larger magnitude, adjusted so that it is represented
+/// exactly; codes are `round((w - bias) / scale)` clipped to `[0, 2^bits - 1]`.
+///
+/// ```
+/// use mlx_rs::{quant, Array, Error};
+/// let w = Array::from_slice(&[0.0f32; 64], &[1, 64])?;
+/// assert!(matches!(quant::quantize(&w, 32, 7), Err(Error::InvalidArgument(_))));
+/// assert!(matches!(quant::quantize(&w, 48, 4), Err(Error::InvalidArgument(_))));
+/// let bad = Array::from_slice(&[0.0f32; 40], &[1, 40])?; // 40 is not a multiple of 32
+/// assert!(matches!(quant::quantize(&bad, 32, 4), Err(Error::Shape(_))));
+/// let (wq, s, b) = quant::quantize(&w, 32, 4)?;
+/// assert_eq!((wq.shape(), s.shape(), b.shape()), (vec![1, 8], vec![1, 2], vec![1, 2]));
+/// # Ok::<(), mlx_rs::Error>(())
+/// ```
+#[track_caller]
+pub fn quantize(w: &Array, group_size: i32, bits: i32) -> Result<(Array, Array, Array)> {
+    check_params(group_size, bits)?;
+    let shape = w.shape();
+    if shape.len() < 2 || shape[shape.len() - 1] % group_size != 0 {
+        return Err(Error::Shape(format!(
+            "quantize: w must have at least 2 dimensions and a last axis divisible by \
+             group_size {group_size}, got {shape:?}"
+        )));
+    }
+    if !w.dtype().is_floating() {
+        return Err(Error::InvalidArgument(format!(
+            "quantize: w must be floating, got {}",
+            w.dtype()
+        )));
+    }
+    let mode = CString::new(MODE).expect("no NUL in a literal");
+    let stream = crate::Stream::current()?;
+    let mut out = VectorArray::new();
+    // SAFETY: valid handles, a NUL-terminated mode that outlives the call, and a null global
+    // scale (affine mode has none). mlx-c writes the result into the vector we own.
+    let status = unsafe {
+        sys::mlx_quantize(
+            &mut out.raw,
+            w.as_raw(),
+            some_int(group_size),
+            some_int(bits),
+            mode.as_ptr(),
+            null_array(),
+            stream.as_raw(),
+        )
+    };
+    check(status)?;
+    let mut parts = out.into_arrays()?.into_iter();
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(wq), Some(scales), Some(biases)) => Ok((wq, scales, biases)),
+        _ => Err(Error::InvalidArgument(
+            "quantize: MLX returned fewer than three arrays".into(),
+        )),
+    }
+}
+
+/// The float matrix a quantized one stands for: `scale * q + bias` per group, in the dtype of
+/// `scales`.
+///
+/// ```
+/// use mlx_rs::{quant, Array};
+/// // 8-bit codes 0, 1, 2, ... 31 packed four per word, lowest byte first.
+/// let words: Vec<u32> = (0..8u32)
+///     .map(|j| (0..4).map(|i| (4 * j + i) << (8 * i)).sum())
+///     .collect();
+/// let wq = Array::from_slice(&words, &[1, 8])?;
+/// let scales = Array::from_slice(&[0.5f32], &[1, 1])?;
+/// let biases = Array::from_slice(&[-1.0f32], &[1, 1])?;
+/// let w = quant::dequantize(&wq, &scales, &biases, 32, 8)?.to_vec::<f32>()?;
+/// assert_eq!(w[..3], [-1.0, -0.5, 0.0]);
+/// assert_eq!(w[31], 14.5);
+/// # Ok::<(), mlx_rs::Error>(())
+/// ```
+#[track_caller]
+pub fn dequantize(
+    w: &Array,
+    scales: &Array,
+    biases: &Array,
+    group_size: i32,
+    bits: i32,
+) -> Result<Array> {
+    check_packed("dequantize", w, scales, biases, group_size, bits)?;
+    let mode = CString::new(MODE).expect("no NUL in a literal");
+    let no_dtype = sys::mlx_optional_dtype {
+        value: Dtype::Float32.to_sys(),
+        has_value: false,
+    };
+    // SAFETY: valid handles, a NUL-terminated mode that outlives the call, a null global scale.
+    Array::try_op_stream(|res, s| unsafe {
+        sys::mlx_dequantize(
+            res,
+            w.as_raw(),
+            scales.as_raw(),
+            biases.as_raw(),
+            some_int(group_size),
+            some_int(bits),
+            mode.as_ptr(),
+            null_array(),
+            no_dtype,
+            s,
+        )
+    })
+}
+
+/// `x @ dequantize(w)ᵀ` (with `transpose = true`, `w` packed from an `[N, K]` matrix) or
+/// `x @ dequantize(w)` (with `transpose = false`, `w` packed from `[K, N]`), without
+/// materialising the float weight. `x`'s last axis must be `K`.
+///
+/// ```
+/// use mlx_rs::{quant, Array, Dtype, Error};
+/// // A [2, 32] weight of codes 1 with scale 1 and bias 0 (4 bits): every entry is 1.
+/// let wq = Array::from_slice(&[0x1111_1111u32; 8], &[2, 4])?;
+/// let s = Array::from_slice(&[1.0f32, 1.0], &[2, 1])?;
+/// let b = Array::from_slice(&[0.0f32, 0.0], &[2, 1])?;
+/// let x = Array::ones(&[1, 32], Dtype::Float32)?;
+/// let y = quant::quantized_matmul(&x, &wq, &s, &b, true, 32, 4)?;
+/// assert_eq!(y.to_vec::<f32>()?, vec![32.0, 32.0]);
+/// let x16 = Array::ones(&[1, 16], Dtype::Float32)?;
+/// assert!(matches!(quant::quantized_matmul(&x16, &wq, &s, &b, true, 32, 4), Err(Error::Shape(_))));
+/// # Ok::<(), mlx_rs::Error>(())
+/// ```
+#[allow(clippy::too_many_arguments)]
+#[track_caller]
+pub fn quantized_matmul(
+    x: &Array,
+    w: &Array,
+    scales: &Array,
+    biases: &Array,
+    transpose: bool,
+    group_size: i32,
+    bits: i32,
+) -> Result<Array> {
+    let (rows, cols) = check_packed("quantized_matmul", w, scales, biases, group_size, bits)?;
+    check_x("quantized_matmul", x, transpose, rows, cols)?;
+    let mode = CString::new(MODE).expect("no NUL in a literal");
+    // SAFETY: valid handles and a NUL-terminated mode that outlives the call.
+    Array::try_op_stream(|res, s| unsafe {
+        sys::mlx_quantized_matmul(
+            res,
+            x.as_raw(),
+            w.as_raw(),
+            scales.as_raw(),
+            biases.as_raw(),
+            transpose,
+            some_int(group_size),
+            some_int(bits),
+            mode.as_ptr(),
+            s,
+        )
+    })
+}
+
+fn check_x(op: &str, x: &Array, transpose: bool, rows: i32, cols: i32) -> Result<()> {
+    let k = if transpose { cols } else { rows };
+    if x.ndim() == 0 || x.shape()[x.ndim() - 1] != k {
+        return Err(Error::Shape(format!(
+            "{op}: x's last axis must be {k} (the weight's {} axis), got shape {:?}",
+            if transpose { "quantized" } else { "first" },
+            x.shape()
+        )));
+    }
+    Ok(())
+}
+
+/// [`quantized_matmul`] with gathered operands: batch entry `i` of the result is
+/// `x[lhs_indices[i]] @ dequantize(w[rhs_indices[i]])ᵀ` (mixture-of-experts style), where
+/// `x` is `[..., M, K]` and `w` is a stack of packed matrices `[E, N, K * bits / 32]`. Either
+/// index array may be `None` (then the batch axes of that operand are used as they are).
+/// `sorted_indices` promises that `rhs_indices` is sorted, which allows a faster kernel.
+///
+/// ```
+/// use mlx_rs::{quant, Array, Dtype};
+/// // Two "experts" of shape [1, 32], all codes 1, with scales 1 and 2 (4 bits).
+/// let wq = Array::from_slice(&[0x1111_1111u32; 8], &[2, 1, 4])?;
+/// let s = Array::from_slice(&[1.0f32, 2.0], &[2, 1, 1])?;
+/// let b = Array::from_slice(&[0.0f32, 0.0], &[2, 1, 1])?;
+/// let x = Array::ones(&[3, 1, 32], Dtype::Float32)?;
+/// let idx = Array::from_slice(&[1u32, 0, 1], &[3])?;
+/// let y = quant::gather_qmm(&x, &wq, &s, &b, None, Some(&idx), true, 32, 4, false)?;
+/// assert_eq!(y.to_vec::<f32>()?, vec![64.0, 32.0, 64.0]);
+/// # Ok::<(), mlx_rs::Error>(())
+/// ```
+#[allow(clippy::too_many_arguments)]
+#[track_caller]
+pub fn gather_qmm(
+    x: &Array,
+    w: &Array,
+    scales: &Array,
+    biases: &Array,
+    lhs_indices: Option<&Array>,
+    rhs_indices: Option<&Array>,
+    transpose: bool,
+    group_size: i32,
+    bits: i32,
+    sorted_indices: bool,
+) -> Result<Array> {
+    let (rows, cols) = check_packed("gather_qmm", w, scales, biases, group_size, bits)?;
+    check_x("gather_qmm", x, transpose, rows, cols)?;
+    if x.ndim() < 2 {
+        return Err(Error::Shape(format!(
+            "gather_qmm: x must have at least 2 dimensions [..., M, K], got {:?}",
+            x.shape()
+        )));
+    }
+    for idx in [lhs_indices, rhs_indices].into_iter().flatten() {
+        if idx.dtype().is_floating() || idx.dtype() == Dtype::Bool {
+            return Err(Error::InvalidArgument(format!(
+                "gather_qmm: indices must be integers, got {}",
+                idx.dtype()
+            )));
+        }
+    }
+    let mode = CString::new(MODE).expect("no NUL in a literal");
+    let raw = |a: Option<&Array>| a.map_or_else(null_array, Array::as_raw);
+    // SAFETY: valid handles (or null for absent indices) and a NUL-terminated mode that
+    // outlives the call.
+    Array::try_op_stream(|res, s| unsafe {
+        sys::mlx_gather_qmm(
+            res,
+            x.as_raw(),
+            w.as_raw(),
+            scales.as_raw(),
+            biases.as_raw(),
+            raw(lhs_indices),
+            raw(rhs_indices),
+            transpose,
+            some_int(group_size),
+            some_int(bits),
+            mode.as_ptr(),
+            sorted_indices,
+            s,
+        )
+    })
+}

@@ -86,10 +86,10 @@ impl Stream {
     #[track_caller]
     pub fn default_for(device: Device) -> Result<Stream> {
         let dev = RawDevice::new(device);
-        // SAFETY: fresh handle filled by mlx-c.
-        let mut stream = Stream {
-            raw: unsafe { sys::mlx_stream_new() },
-        };
+        // SAFETY: fresh handle, owned by `Stream` from here on.
+        let raw = unsafe { sys::mlx_stream_new() };
+        let mut stream = Stream { raw };
+        // SAFETY: valid handles; mlx-c fills `stream.raw`.
         check(unsafe { sys::mlx_get_default_stream(&mut stream.raw, dev.0) })?;
         Ok(stream)
     }
@@ -109,6 +109,7 @@ impl Stream {
         init();
         // SAFETY: fresh device handle filled by mlx-c.
         let mut dev = RawDevice(unsafe { sys::mlx_device_new() });
+        // SAFETY: valid handles; mlx-c fills `dev.0`.
         check(unsafe { sys::mlx_stream_get_device(&mut dev.0, self.raw) })?;
         dev.to_device()
     }

@@ -178,12 +178,15 @@ pub fn build(mlxc: &Path, mlx: &Mlx, vendor: &Path) -> BuildResult<PathBuf> {
         .define("MLX_PREFIX", &mlx.prefix)
         .cxxflag(format!("-include {}", shim.display()))
         .build();
-    let lib = dst.join("lib");
-    if !lib.join("libmlxc.a").is_file() {
-        return Err(format!(
-            "CMake finished but left no libmlxc.a in {}",
-            lib.display()
-        ));
-    }
-    Ok(lib)
+    // GNUInstallDirs picks lib64 on some distributions.
+    ["lib", "lib64"]
+        .iter()
+        .map(|d| dst.join(d))
+        .find(|lib| lib.join("libmlxc.a").is_file())
+        .ok_or_else(|| {
+            format!(
+                "CMake finished but left no libmlxc.a under {}",
+                dst.display()
+            )
+        })
 }

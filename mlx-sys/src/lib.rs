@@ -11,7 +11,12 @@
 //! match, builds mlx-c with CMake and links everything so that binaries run without
 //! `LD_LIBRARY_PATH`.
 #![allow(non_upper_case_globals, non_camel_case_types, non_snake_case)]
-#![allow(missing_debug_implementations, clippy::all, rustdoc::all)]
+#![allow(
+    missing_debug_implementations,
+    clippy::all,
+    clippy::undocumented_unsafe_blocks,
+    rustdoc::all
+)]
 
 include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
 

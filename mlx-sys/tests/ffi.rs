@@ -9,8 +9,9 @@ use std::sync::Mutex;
 static HANDLER: Mutex<()> = Mutex::new(());
 
 unsafe extern "C" fn record_error(msg: *const c_char, data: *mut c_void) {
-    // SAFETY: `data` is the `Mutex<Vec<String>>` passed at installation; `msg` is a C string.
+    // SAFETY: `data` is the `Mutex<Vec<String>>` passed at installation.
     let sink = unsafe { &*(data as *const Mutex<Vec<String>>) };
+    // SAFETY: mlx-c passes a NUL-terminated message.
     let text = unsafe { CStr::from_ptr(msg) }
         .to_string_lossy()
         .into_owned();

@@ -83,9 +83,8 @@ impl Array {
     pub(crate) fn try_op(f: impl FnOnce(*mut sys::mlx_array) -> c_int) -> Result<Array> {
         init();
         // SAFETY: a fresh empty handle; `Array` frees it on every path.
-        let mut out = Array {
-            raw: unsafe { sys::mlx_array_new() },
-        };
+        let raw = unsafe { sys::mlx_array_new() };
+        let mut out = Array { raw };
         let status = f(&mut out.raw);
         check(status)?;
         Ok(out)

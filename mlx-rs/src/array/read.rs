@@ -31,6 +31,7 @@ impl Array {
                 found: dtype,
             });
         }
+        // SAFETY: `self` is a valid handle for the duration of the call.
         let contiguous = Array::try_op_stream(|res, s| unsafe {
             sys::mlx_contiguous(res, self.as_raw(), false, s)
         })?;

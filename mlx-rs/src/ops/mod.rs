@@ -9,11 +9,14 @@ mod compare;
 mod index;
 mod reduce;
 mod scalar;
-mod shape;
+pub(crate) mod shape;
 mod sort;
 
 pub use axes::Axes;
+pub use compare::where_;
+pub use index::{Ellipsis, NewAxis, SliceIndex};
 pub use scalar::ScalarOperand;
+pub use shape::{concatenate, stack};
 
 /// Defines methods `fn name(&self) -> Result<Array>` over mlx-c unary ops.
 macro_rules! unary_ops {
