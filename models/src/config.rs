@@ -1,0 +1,411 @@
+//! `config.json` and `generation_config.json`, parsed with serde under Hugging Face's field names,
+//! with per-family defaults resolved by accessor methods.
+
+use crate::error::{Error, Result};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// An `eos_token_id` field: one id or a list.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum TokenIds {
+    /// A single id.
+    One(u32),
+    /// Several ids.
+    Many(Vec<u32>),
+}
+
+impl TokenIds {
+    /// The ids as a list.
+    pub fn to_vec(&self) -> Vec<u32> {
+        match self {
+            TokenIds::One(id) => vec![*id],
+            TokenIds::Many(ids) => ids.clone(),
+        }
+    }
+}
+
+/// `rope_scaling` (or the newer `rope_parameters`) of a config.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct RopeScaling {
+    /// `rope_type` (or the older `type`): `default`, `linear`, `llama3`, `yarn`, ...
+    #[serde(alias = "type", default)]
+    pub rope_type: Option<String>,
+    /// Scaling factor.
+    pub factor: Option<f32>,
+    /// llama3: low-frequency factor (default 1).
+    pub low_freq_factor: Option<f32>,
+    /// llama3: high-frequency factor (default 4).
+    pub high_freq_factor: Option<f32>,
+    /// llama3/yarn: the context length the model was trained with.
+    pub original_max_position_embeddings: Option<usize>,
+    /// transformers 5.x writes `rope_theta` inside `rope_parameters`.
+    pub rope_theta: Option<f32>,
+}
+
+/// Per-layer quantization parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuantParams {
+    /// Elements per group (32, 64 or 128).
+    pub group_size: i32,
+    /// Bits per element.
+    pub bits: i32,
+}
+
+/// The `quantization` entry of an MLX-quantized (mlx-community) `config.json`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantizationConfig {
+    /// The default for every quantized layer.
+    pub default: QuantParams,
+    /// `mode`; only `affine` is supported.
+    pub mode: String,
+    /// Overrides by module path (`model.layers.0.mlp.down_proj`); `None` = not quantized.
+    pub overrides: BTreeMap<String, Option<QuantParams>>,
+}
+
+impl QuantizationConfig {
+    /// Parses the JSON object of `quantization` / `quantization_config`.
+    pub fn from_value(value: &serde_json::Value) -> Result<QuantizationConfig> {
+        let obj = value
+            .as_object()
+            .ok_or_else(|| Error::Config("`quantization` must be an object".into()))?;
+        let params = |v: &serde_json::Value, what: &str| -> Result<QuantParams> {
+            let get = |k: &str| {
+                v.get(k)
+                    .and_then(|x| x.as_i64())
+                    .ok_or_else(|| Error::Config(format!("{what}: missing integer `{k}`")))
+            };
+            Ok(QuantParams {
+                group_size: get("group_size")? as i32,
+                bits: get("bits")? as i32,
+            })
+        };
+        let default = params(value, "quantization")?;
+        let mode = obj
+            .get("mode")
+            .and_then(|m| m.as_str())
+            .unwrap_or("affine")
+            .to_string();
+        if mode != "affine" {
+            return Err(Error::Config(format!(
+                "quantization mode `{mode}` is not supported (only `affine`)"
+            )));
+        }
+        let mut overrides = BTreeMap::new();
+        for (key, v) in obj {
+            match v {
+                serde_json::Value::Object(_) => {
+                    overrides.insert(key.clone(), Some(params(v, key)?));
+                }
+                serde_json::Value::Bool(false) => {
+                    overrides.insert(key.clone(), None);
+                }
+                _ => {}
+            }
+        }
+        Ok(QuantizationConfig {
+            default,
+            mode,
+            overrides,
+        })
+    }
+
+    /// The parameters for the module at `path` (`None`: kept in floating point).
+    pub fn for_module(&self, path: &str) -> Option<QuantParams> {
+        match self.overrides.get(path) {
+            Some(o) => *o,
+            None => Some(self.default),
+        }
+    }
+}
+
+/// A model's `config.json`, with the fields of the Llama-block families (Llama, Qwen2, Qwen3).
+///
+/// Optional fields are resolved by the accessor methods, with the family's defaults.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ModelConfig {
+    /// The family: `llama`, `qwen2`, `qwen3`, ...
+    pub model_type: String,
+    /// Model width.
+    pub hidden_size: usize,
+    /// Number of decoder layers.
+    pub num_hidden_layers: usize,
+    /// MLP width.
+    pub intermediate_size: usize,
+    /// Query heads.
+    pub num_attention_heads: usize,
+    /// Key/value heads (default: `num_attention_heads`).
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    /// Per-head width (default: `hidden_size / num_attention_heads`).
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+    /// RMSNorm epsilon.
+    #[serde(default)]
+    pub rms_norm_eps: Option<f32>,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// RoPE base (may instead sit in `rope_parameters`).
+    #[serde(default)]
+    pub rope_theta: Option<f32>,
+    /// RoPE scaling (`rope_scaling`, or `rope_parameters` in transformers 5.x configs).
+    #[serde(default, alias = "rope_parameters")]
+    pub rope_scaling: Option<RopeScaling>,
+    /// Longest context the model supports.
+    #[serde(default)]
+    pub max_position_embeddings: Option<usize>,
+    /// Whether the LM head is the embedding matrix.
+    #[serde(default)]
+    pub tie_word_embeddings: Option<bool>,
+    /// Bias on q/k/v/o projections (Llama); Qwen2 always has q/k/v bias, Qwen3 none.
+    #[serde(default)]
+    pub attention_bias: Option<bool>,
+    /// Bias on the MLP projections.
+    #[serde(default)]
+    pub mlp_bias: Option<bool>,
+    /// End-of-sequence id(s).
+    #[serde(default)]
+    pub eos_token_id: Option<TokenIds>,
+    /// Beginning-of-sequence id (informative only: the tokenizer decides whether BOS is added).
+    #[serde(default)]
+    pub bos_token_id: Option<u32>,
+    /// MLX quantization (raw JSON; see [`ModelConfig::quantization`]).
+    #[serde(default, alias = "quantization_config")]
+    pub quantization: Option<serde_json::Value>,
+    /// The checkpoint's dtype (`torch_dtype` or `dtype`).
+    #[serde(default, alias = "torch_dtype")]
+    pub dtype: Option<String>,
+}
+
+impl ModelConfig {
+    /// Parses `config.json` text; `text_config` (multimodal wrappers) is used when present.
+    pub fn from_json(text: &str) -> Result<ModelConfig> {
+        let mut value: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| Error::Config(format!("config.json is not valid JSON: {e}")))?;
+        if let Some(inner) = value.get("text_config").cloned() {
+            if let (Some(outer), Some(mut inner)) =
+                (value.as_object().cloned(), inner.as_object().cloned())
+            {
+                for key in [
+                    "quantization",
+                    "quantization_config",
+                    "eos_token_id",
+                    "tie_word_embeddings",
+                ] {
+                    if let Some(v) = outer.get(key) {
+                        inner.entry(key.to_string()).or_insert(v.clone());
+                    }
+                }
+                value = serde_json::Value::Object(inner);
+            }
+        }
+        let config: ModelConfig = serde_json::from_value(value)
+            .map_err(|e| Error::Config(format!("config.json: {e}")))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads and parses a `config.json` file.
+    pub fn from_file(path: &Path) -> Result<ModelConfig> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        ModelConfig::from_json(&text)
+    }
+
+    /// Checks the values that would otherwise fail deep inside the forward pass.
+    pub fn validate(&self) -> Result<()> {
+        let positive = [
+            ("hidden_size", self.hidden_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("intermediate_size", self.intermediate_size),
+            ("num_attention_heads", self.num_attention_heads),
+            ("vocab_size", self.vocab_size),
+        ];
+        for (name, v) in positive {
+            if v == 0 {
+                return Err(Error::Config(format!("`{name}` must be positive")));
+            }
+        }
+        let kv = self.num_key_value_heads();
+        if kv == 0 || self.num_attention_heads % kv != 0 {
+            return Err(Error::Config(format!(
+                "num_attention_heads ({}) must be a multiple of num_key_value_heads ({kv})",
+                self.num_attention_heads
+            )));
+        }
+        if self.head_dim.is_none() && self.hidden_size % self.num_attention_heads != 0 {
+            return Err(Error::Config(format!(
+                "hidden_size ({}) is not divisible by num_attention_heads ({}) and no head_dim is given",
+                self.hidden_size, self.num_attention_heads
+            )));
+        }
+        if self.head_dim() % 2 != 0 {
+            return Err(Error::Config(format!(
+                "head_dim ({}) must be even for RoPE",
+                self.head_dim()
+            )));
+        }
+        if let Some(q) = &self.quantization {
+            QuantizationConfig::from_value(q)?;
+        }
+        Ok(())
+    }
+
+    /// Key/value heads.
+    pub fn num_key_value_heads(&self) -> usize {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+
+    /// Per-head width.
+    pub fn head_dim(&self) -> usize {
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
+    }
+
+    /// RMSNorm epsilon (family default when absent).
+    pub fn rms_norm_eps(&self) -> f32 {
+        self.rms_norm_eps.unwrap_or(match self.model_type.as_str() {
+            "qwen2" | "qwen3" => 1e-6,
+            _ => 1e-5,
+        })
+    }
+
+    /// RoPE base: the top-level `rope_theta`, else the one inside `rope_parameters`, else the
+    /// family default.
+    pub fn rope_theta(&self) -> f32 {
+        self.rope_theta
+            .or_else(|| self.rope_scaling.as_ref().and_then(|r| r.rope_theta))
+            .unwrap_or(match self.model_type.as_str() {
+                "qwen2" | "qwen3" => 1_000_000.0,
+                _ => 10_000.0,
+            })
+    }
+
+    /// The RoPE scaling in force, if any (a `default` type counts as none).
+    pub fn rope_scaling(&self) -> Option<&RopeScaling> {
+        self.rope_scaling
+            .as_ref()
+            .filter(|r| r.rope_type.as_deref().is_some_and(|t| t != "default"))
+    }
+
+    /// Whether the LM head shares the embedding matrix (family default when absent).
+    pub fn tie_word_embeddings(&self) -> bool {
+        self.tie_word_embeddings
+            .unwrap_or(self.model_type == "qwen2")
+    }
+
+    /// The longest context, if the config says.
+    pub fn context_length(&self) -> Option<usize> {
+        self.max_position_embeddings
+    }
+
+    /// The parsed MLX quantization, if the checkpoint is quantized.
+    pub fn quantization(&self) -> Result<Option<QuantizationConfig>> {
+        self.quantization
+            .as_ref()
+            .map(QuantizationConfig::from_value)
+            .transpose()
+    }
+}
+
+/// `generation_config.json`: stop ids and the model's sampling defaults.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct GenerationConfig {
+    /// End-of-sequence id(s); these override `config.json`'s.
+    #[serde(default)]
+    pub eos_token_id: Option<TokenIds>,
+    /// Beginning-of-sequence id.
+    #[serde(default)]
+    pub bos_token_id: Option<u32>,
+    /// Sampling temperature.
+    #[serde(default)]
+    pub temperature: Option<f32>,
+    /// Nucleus sampling mass.
+    #[serde(default)]
+    pub top_p: Option<f32>,
+    /// Top-k.
+    #[serde(default)]
+    pub top_k: Option<usize>,
+    /// Min-p.
+    #[serde(default)]
+    pub min_p: Option<f32>,
+    /// Repetition penalty.
+    #[serde(default)]
+    pub repetition_penalty: Option<f32>,
+    /// Whether the model's authors sample (`false`: greedy).
+    #[serde(default)]
+    pub do_sample: Option<bool>,
+}
+
+impl GenerationConfig {
+    /// Parses `generation_config.json` text.
+    pub fn from_json(text: &str) -> Result<GenerationConfig> {
+        serde_json::from_str(text)
+            .map_err(|e| Error::Config(format!("generation_config.json: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const QWEN: &str = r#"{"model_type":"qwen2","hidden_size":896,"num_hidden_layers":24,
+        "intermediate_size":4864,"num_attention_heads":14,"num_key_value_heads":2,"vocab_size":151936,
+        "rope_theta":1000000.0,"tie_word_embeddings":true,"eos_token_id":151645,"rms_norm_eps":1e-6}"#;
+
+    #[test]
+    fn parses_hf_names_and_resolves_defaults() {
+        let c = ModelConfig::from_json(QWEN).unwrap();
+        assert_eq!((c.head_dim(), c.num_key_value_heads()), (64, 2));
+        assert!(c.tie_word_embeddings());
+        assert_eq!(c.rope_theta(), 1e6);
+        assert_eq!(c.eos_token_id, Some(TokenIds::One(151645)));
+    }
+
+    #[test]
+    fn rope_theta_inside_rope_parameters_is_used() {
+        let text = r#"{"model_type":"llama","hidden_size":64,"num_hidden_layers":1,"intermediate_size":128,
+            "num_attention_heads":4,"vocab_size":10,"rope_parameters":{"rope_type":"default","rope_theta":100000.0}}"#;
+        let c = ModelConfig::from_json(text).unwrap();
+        assert_eq!(c.rope_theta(), 100000.0);
+        assert!(c.rope_scaling().is_none());
+    }
+
+    #[test]
+    fn inconsistent_heads_are_errors() {
+        let text = QWEN.replace("\"num_key_value_heads\":2", "\"num_key_value_heads\":3");
+        assert!(matches!(
+            ModelConfig::from_json(&text),
+            Err(Error::Config(_))
+        ));
+        assert!(matches!(ModelConfig::from_json("{"), Err(Error::Config(_))));
+        assert!(matches!(
+            ModelConfig::from_json(r#"{"model_type":"llama"}"#),
+            Err(Error::Config(_))
+        ));
+    }
+
+    #[test]
+    fn quantization_with_overrides() {
+        let q = serde_json::json!({"group_size": 64, "bits": 4, "mode": "affine",
+            "model.layers.0.mlp.down_proj": {"group_size": 32, "bits": 8}, "lm_head": false});
+        let q = QuantizationConfig::from_value(&q).unwrap();
+        assert_eq!(
+            q.for_module("model.layers.1.mlp.down_proj"),
+            Some(QuantParams {
+                group_size: 64,
+                bits: 4
+            })
+        );
+        assert_eq!(
+            q.for_module("model.layers.0.mlp.down_proj"),
+            Some(QuantParams {
+                group_size: 32,
+                bits: 8
+            })
+        );
+        assert_eq!(q.for_module("lm_head"), None);
+        let bad = serde_json::json!({"group_size": 64, "bits": 4, "mode": "mxfp4"});
+        assert!(QuantizationConfig::from_value(&bad).is_err());
+    }
+}

@@ -1,0 +1,1 @@
+//! Model families, one per file, and the registry by `model_type`.

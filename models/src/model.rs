@@ -1,0 +1,117 @@
+//! The two seams of the zoo.
+//!
+//! - [`CausalLm`]: a family's MLX forward pass (tokens in, logits out, KV cache updated).
+//! - [`LanguageModel`]: "a language model you can generate with and score text with", whatever
+//!   engine stands behind it. The examples and benchmarks only use this trait, so another
+//!   backend (the ggml baseline) can stand behind the same tools.
+
+use crate::config::ModelConfig;
+use crate::error::Result;
+use crate::runtime::cache::KvCache;
+use crate::runtime::sample::SamplingParams;
+use crate::text::Tokenizer;
+use mlx_rs::Array;
+
+/// A decoder-only transformer's forward pass on MLX.
+pub trait CausalLm: Send {
+    /// Runs `tokens` (`[B, L]`, int32), appending their keys and values to `cache` (whose
+    /// offset is the position of the first token), and returns logits `[B, L, vocab]`.
+    fn forward(&self, tokens: &Array, cache: &mut KvCache) -> Result<Array>;
+
+    /// The parsed configuration.
+    fn config(&self) -> &ModelConfig;
+
+    /// A fresh, empty cache with one entry per layer.
+    fn new_cache(&self) -> KvCache {
+        KvCache::new(self.config().num_hidden_layers)
+    }
+}
+
+/// What to generate: length limit, sampling and stop rules.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateParams {
+    /// Maximum new tokens.
+    pub max_tokens: usize,
+    /// Sampling parameters (greedy by default).
+    pub sampling: SamplingParams,
+    /// Extra stop token ids (the model's eos ids always stop).
+    pub stop_token_ids: Vec<u32>,
+}
+
+impl Default for GenerateParams {
+    fn default() -> Self {
+        GenerateParams {
+            max_tokens: 256,
+            sampling: SamplingParams::default(),
+            stop_token_ids: Vec::new(),
+        }
+    }
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// An end-of-sequence or stop token was produced (it is not passed to the callback).
+    Stop,
+    /// `max_tokens` were generated.
+    Length,
+    /// The callback asked to stop (e.g. a stop string matched).
+    Callback,
+}
+
+/// Figures of one generation, printed by the tools as one line (see [`std::fmt::Display`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GenerationStats {
+    /// Prompt tokens processed.
+    pub prompt_tokens: usize,
+    /// Prompt tokens per second (prefill).
+    pub prompt_tps: f64,
+    /// Tokens generated (including a final stop token).
+    pub generation_tokens: usize,
+    /// Generated tokens per second (decode).
+    pub generation_tps: f64,
+    /// Peak memory of the engine during the call, in MB (10^6 bytes).
+    pub peak_memory_mb: f64,
+    /// Why it ended.
+    pub finish_reason: FinishReason,
+}
+
+impl std::fmt::Display for GenerationStats {
+    /// `prompt: <n> tokens, <x> tok/s | generation: <m> tokens, <y> tok/s | peak memory: <z> MB`
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "prompt: {} tokens, {:.1} tok/s | generation: {} tokens, {:.1} tok/s | peak memory: {:.1} MB",
+            self.prompt_tokens, self.prompt_tps, self.generation_tokens, self.generation_tps, self.peak_memory_mb
+        )
+    }
+}
+
+/// A language model you can generate with: the seam between the tools and an engine.
+pub trait LanguageModel {
+    /// A short description of the engine and model (`mlx cpu f32 llama 30L`, ...).
+    fn describe(&self) -> String;
+
+    /// The tokenizer (with its chat template and special tokens).
+    fn tokenizer(&self) -> &Tokenizer;
+
+    /// Ids that end generation.
+    fn eos_token_ids(&self) -> &[u32];
+
+    /// The model's context length.
+    fn context_length(&self) -> usize;
+
+    /// Generates after `prompt` (token ids, special tokens included as the tokenizer added
+    /// them), starting from an empty state, calling `on_token` with each new token; `on_token`
+    /// returns `Ok(false)` to stop.
+    fn generate(
+        &mut self,
+        prompt: &[u32],
+        params: &GenerateParams,
+        on_token: &mut dyn FnMut(u32) -> Result<bool>,
+    ) -> Result<GenerationStats>;
+
+    /// `log p(tokens[i + 1] | tokens[..=i])` for `i` in `0..tokens.len() - 1`, from an empty
+    /// state (for perplexity).
+    fn token_log_probs(&mut self, tokens: &[u32]) -> Result<Vec<f32>>;
+}

@@ -1,0 +1,1 @@
+//! Small layers built from loaded weights (no random initialisation on this path).

@@ -1,0 +1,4 @@
+//! (in progress)
+/// A tokenizer (in progress).
+#[derive(Debug)]
+pub struct Tokenizer;
