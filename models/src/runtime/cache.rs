@@ -1,10 +1,142 @@
-//! (in progress)
-/// The KV cache of a model (in progress).
-#[derive(Debug)]
-pub struct KvCache;
+//! The KV cache: per layer, keys and values preallocated in steps of [`KV_STEP`] positions and
+//! written in place with `slice_update` (no concatenation per token).
+
+use crate::error::{Error, Result};
+use mlx_rs::ops::concatenate;
+use mlx_rs::{s, Array};
+
+/// Positions added each time a layer's cache grows (as mlx-lm).
+pub const KV_STEP: i32 = 256;
+
+/// The keys and values of one attention layer, `[B, H_kv, capacity, head_dim]`.
+#[derive(Debug, Default, Clone)]
+pub struct LayerCache {
+    keys: Option<Array>,
+    values: Option<Array>,
+    offset: i32,
+}
+
+impl LayerCache {
+    /// Positions stored so far (the RoPE offset of the next token).
+    pub fn offset(&self) -> i32 {
+        self.offset
+    }
+
+    /// Appends `keys` and `values` (`[B, H_kv, L, head_dim]`) at the current offset and returns
+    /// views of everything stored so far, `[B, H_kv, offset + L, head_dim]`.
+    ///
+    /// ```
+    /// use mlx_models::runtime::cache::LayerCache;
+    /// use mlx_rs::{Array, Dtype};
+    /// let mut cache = LayerCache::default();
+    /// let k = Array::ones(&[1, 2, 3, 4], Dtype::Float32)?;
+    /// let (keys, _) = cache.update_and_fetch(&k, &k)?;
+    /// assert_eq!((keys.shape(), cache.offset()), (vec![1, 2, 3, 4], 3));
+    /// let (keys, _) = cache.update_and_fetch(&(&k * 2.0f32), &k)?;
+    /// assert_eq!(keys.shape(), vec![1, 2, 6, 4]);
+    /// assert_eq!(keys.sum(.., false)?.item::<f32>()?, (24 + 48) as f32);
+    /// # Ok::<(), mlx_models::Error>(())
+    /// ```
+    pub fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<(Array, Array)> {
+        let (ks, vs) = (keys.shape(), values.shape());
+        if ks.len() != 4 || vs.len() != 4 || ks[..3] != vs[..3] {
+            return Err(Error::InvalidArgument(format!(
+                "KV cache: keys {ks:?} and values {vs:?} must be [B, H_kv, L, head_dim] with equal B, H_kv, L"
+            )));
+        }
+        let new_len = ks[2];
+        let end = self.offset + new_len;
+        let capacity = self.keys.as_ref().map_or(0, |k| k.shape()[2]);
+        if end > capacity {
+            let grow = ((end - capacity + KV_STEP - 1) / KV_STEP) * KV_STEP;
+            let extend = |old: &Option<Array>, like: &Array| -> Result<Array> {
+                let mut shape = like.shape();
+                shape[2] = grow;
+                let fresh = Array::zeros(&shape, like.dtype())?;
+                Ok(match old {
+                    // Keep only the written part before growing (a trim may have left a tail).
+                    Some(old) => concatenate(&[&old.slice(s![.., .., ..self.offset])?, &fresh], 2)?,
+                    None => fresh,
+                })
+            };
+            self.keys = Some(extend(&self.keys, keys)?);
+            self.values = Some(extend(&self.values, values)?);
+        }
+        let write = |store: &Array, update: &Array| -> Result<Array> {
+            let mut stop = store.shape();
+            stop[2] = end;
+            Ok(store.slice_update(update, &[0, 0, self.offset, 0], &stop, &[1, 1, 1, 1])?)
+        };
+        let (k_store, v_store) = match (&self.keys, &self.values) {
+            (Some(k), Some(v)) => (write(k, keys)?, write(v, values)?),
+            _ => unreachable!("allocated above"),
+        };
+        let k_view = k_store.slice(s![.., .., ..end])?;
+        let v_view = v_store.slice(s![.., .., ..end])?;
+        self.keys = Some(k_store);
+        self.values = Some(v_store);
+        self.offset = end;
+        Ok((k_view, v_view))
+    }
+
+    /// Forgets the last `n` positions (clamped to what is stored); returns how many were removed.
+    pub fn trim(&mut self, n: i32) -> i32 {
+        let n = n.clamp(0, self.offset);
+        self.offset -= n;
+        n
+    }
+
+    /// The stored buffers, for `eval`.
+    pub fn state(&self) -> Vec<&Array> {
+        self.keys.iter().chain(self.values.iter()).collect()
+    }
+}
+
+/// The KV cache of a whole model: one [`LayerCache`] per layer.
+#[derive(Debug, Default, Clone)]
+pub struct KvCache {
+    layers: Vec<LayerCache>,
+}
+
 impl KvCache {
     /// An empty cache for `layers` layers.
-    pub fn new(_layers: usize) -> KvCache {
-        KvCache
+    pub fn new(layers: usize) -> KvCache {
+        KvCache { layers: vec![LayerCache::default(); layers] }
+    }
+
+    /// The cache of layer `i`.
+    pub fn layer_mut(&mut self, i: usize) -> Result<&mut LayerCache> {
+        let n = self.layers.len();
+        self.layers
+            .get_mut(i)
+            .ok_or_else(|| Error::InvalidArgument(format!("layer {i} out of range for a cache of {n} layers")))
+    }
+
+    /// Number of layers.
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Positions stored (those of layer 0).
+    pub fn offset(&self) -> i32 {
+        self.layers.first().map_or(0, LayerCache::offset)
+    }
+
+    /// Forgets the last `n` positions of every layer.
+    pub fn trim(&mut self, n: i32) {
+        for layer in &mut self.layers {
+            layer.trim(n);
+        }
+    }
+
+    /// Empties the cache (keeps the number of layers).
+    pub fn reset(&mut self) {
+        let n = self.layers.len();
+        *self = KvCache::new(n);
+    }
+
+    /// Every stored buffer, for `eval` after a prefill chunk.
+    pub fn state(&self) -> Vec<&Array> {
+        self.layers.iter().flat_map(LayerCache::state).collect()
     }
 }
