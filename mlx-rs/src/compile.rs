@@ -21,7 +21,7 @@
 //! ```
 
 use crate::error::{check, init, Error, Result};
-use crate::transforms::VectorArrayHandle;
+use crate::vector::VectorArray;
 use crate::Array;
 use mlx_sys as sys;
 use std::any::Any;
@@ -204,17 +204,18 @@ impl CompiledFn {
     /// ```
     #[track_caller]
     pub fn call(&self, inputs: &[&Array]) -> Result<Vec<Array>> {
-        let input = VectorArrayHandle::from_arrays(inputs);
-        let mut output = VectorArrayHandle::new();
+        let input = VectorArray::from_arrays(inputs);
+        let mut output = VectorArray::new();
         let closure = self.compiled.borrow().0;
         FAILURE.with(|slot| slot.borrow_mut().take());
         self.depth.set(self.depth.get() + 1);
         // SAFETY: valid handles; `closure` stays alive during the call (it is only replaced
         // below, when no call is running).
-        let status = unsafe { sys::mlx_closure_apply(&mut output.raw, closure, input.raw) };
+        let status =
+            unsafe { sys::mlx_closure_apply(output.as_mut_ptr(), closure, input.as_raw()) };
         self.depth.set(self.depth.get() - 1);
         if status == 0 {
-            return output.to_arrays();
+            return output.into_arrays();
         }
         let mlx_error = check(status).unwrap_err();
         let failure = FAILURE.with(|slot| slot.borrow_mut().take());

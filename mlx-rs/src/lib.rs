@@ -36,6 +36,7 @@ pub mod quant;
 pub mod random;
 mod stream;
 mod transforms;
+mod vector;
 
 pub use array::{Array, ArrayElement};
 pub use device::{Device, DeviceType};

@@ -1,54 +1,9 @@
 //! Evaluation: [`eval`], [`async_eval`] and [`synchronize`].
 
-use crate::error::{check, init, Result};
+use crate::error::{check, Result};
+use crate::vector::VectorArray;
 use crate::{Array, Stream};
 use mlx_sys as sys;
-
-/// An owned `mlx_vector_array` (freed on drop), for the calls that take or return several arrays.
-pub(crate) struct VectorArrayHandle {
-    pub(crate) raw: sys::mlx_vector_array,
-}
-
-impl VectorArrayHandle {
-    /// An empty vector.
-    pub(crate) fn new() -> Self {
-        init();
-        VectorArrayHandle {
-            // SAFETY: returns a fresh, owned, empty vector.
-            raw: unsafe { sys::mlx_vector_array_new() },
-        }
-    }
-
-    /// A vector holding (shared references to) `arrays`.
-    pub(crate) fn from_arrays(arrays: &[&Array]) -> Self {
-        init();
-        let raws: Vec<sys::mlx_array> = arrays.iter().map(|a| a.as_raw()).collect();
-        VectorArrayHandle {
-            // SAFETY: `raws` holds `raws.len()` valid handles; mlx-c copies them (shared pointers).
-            raw: unsafe { sys::mlx_vector_array_new_data(raws.as_ptr(), raws.len()) },
-        }
-    }
-
-    /// Copies the elements out as owned [`Array`]s.
-    #[track_caller]
-    pub(crate) fn to_arrays(&self) -> Result<Vec<Array>> {
-        // SAFETY: valid handle.
-        let n = unsafe { sys::mlx_vector_array_size(self.raw) };
-        (0..n)
-            .map(|i| {
-                // SAFETY: `i < n`; the out-handle is owned by the `Array` try_op creates.
-                Array::try_op(|res| unsafe { sys::mlx_vector_array_get(res, self.raw, i) })
-            })
-            .collect()
-    }
-}
-
-impl Drop for VectorArrayHandle {
-    fn drop(&mut self) {
-        // SAFETY: owned handle, not used afterwards.
-        unsafe { sys::mlx_vector_array_free(self.raw) };
-    }
-}
 
 /// Evaluates all `arrays` together (one pass over their shared graph), blocking until done.
 ///
@@ -66,9 +21,9 @@ impl Drop for VectorArrayHandle {
 /// ```
 #[track_caller]
 pub fn eval(arrays: &[&Array]) -> Result<()> {
-    let vec = VectorArrayHandle::from_arrays(arrays);
+    let vec = VectorArray::from_arrays(arrays);
     // SAFETY: valid vector handle.
-    check(unsafe { sys::mlx_eval(vec.raw) })
+    check(unsafe { sys::mlx_eval(vec.as_raw()) })
 }
 
 /// Starts evaluating `arrays` in the background and returns at once.
@@ -86,9 +41,9 @@ pub fn eval(arrays: &[&Array]) -> Result<()> {
 /// ```
 #[track_caller]
 pub fn async_eval(arrays: &[&Array]) -> Result<()> {
-    let vec = VectorArrayHandle::from_arrays(arrays);
+    let vec = VectorArray::from_arrays(arrays);
     // SAFETY: valid vector handle.
-    check(unsafe { sys::mlx_async_eval(vec.raw) })
+    check(unsafe { sys::mlx_async_eval(vec.as_raw()) })
 }
 
 /// Waits until all work queued on the current stream (see [`crate::with_stream`]) has finished.
