@@ -1,1 +1,51 @@
 //! Small layers built from loaded weights (no random initialisation on this path).
+//!
+//! Each layer takes its tensors from [`Weights`](crate::weights::Weights) by Hugging Face name
+//! (`<path>.weight`, `<path>.bias`, and for MLX-quantized modules `<path>.scales` /
+//! `<path>.biases`), checks their shapes, casts floating tensors to the compute dtype, and
+//! runs its forward pass with MLX's fused kernels where MLX has one.
+
+pub mod attention;
+pub mod embedding;
+pub mod linear;
+pub mod mlp;
+pub mod norm;
+pub mod rope;
+
+pub use attention::{Attention, AttentionSpec};
+pub use embedding::Embedding;
+pub use linear::Linear;
+pub use mlp::Mlp;
+pub use norm::RmsNorm;
+pub use rope::Rope;
+
+use crate::error::{Error, Result};
+use crate::load::BuildOptions;
+use crate::weights::Weights;
+use mlx_rs::Array;
+
+/// Takes the float tensor `name` with shape `shape` and casts it to the compute dtype.
+pub(crate) fn take_float(
+    weights: &mut Weights,
+    name: &str,
+    shape: &[i32],
+    options: &BuildOptions,
+) -> Result<Array> {
+    let array = weights.take_shaped(name, shape)?;
+    if !array.dtype().is_floating() {
+        return Err(Error::Config(format!(
+            "tensor `{name}` has dtype {}, expected a floating-point dtype",
+            array.dtype()
+        )));
+    }
+    Ok(if array.dtype() == options.dtype {
+        array
+    } else {
+        array.astype(options.dtype)?
+    })
+}
+
+/// A usize dimension as MLX's i32, or a config error naming it.
+pub(crate) fn dim(name: &str, value: usize) -> Result<i32> {
+    i32::try_from(value).map_err(|_| Error::Config(format!("`{name}` ({value}) is too large")))
+}

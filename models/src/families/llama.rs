@@ -1,0 +1,217 @@
+//! Llama (`model_type` "llama", Llama 2/3.x and the many models that reuse its block): the
+//! baseline decoder of model-families.md §0, which Qwen2 and Qwen3 build with their own
+//! [`AttentionSpec`].
+//!
+//! Per layer, with `x` of shape `[B, L, hidden]`:
+//! `h = x + self_attn(input_layernorm(x))`, `out = h + mlp(post_attention_layernorm(h))`;
+//! then `model.norm` and the LM head (`lm_head`, or the embedding matrix when
+//! `tie_word_embeddings`).
+//!
+//! Quirks: `attention_bias` puts a bias on all four projections and `mlp_bias` on the three MLP
+//! projections (both false in released Llama 3); llama3 / linear RoPE scaling comes from
+//! `rope_scaling` / `rope_parameters` ([`Rope::from_config`]).
+
+use super::BuildOptions;
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::model::CausalLm;
+use crate::nn::{dim, Attention, AttentionSpec, Embedding, Linear, Mlp, RmsNorm, Rope};
+use crate::runtime::cache::KvCache;
+use crate::weights::Weights;
+use mlx_rs::{Array, Dtype};
+
+/// One decoder layer: pre-norm attention and pre-norm MLP, each added to the residual stream.
+#[derive(Debug, Clone)]
+pub struct DecoderLayer {
+    input_layernorm: RmsNorm,
+    self_attn: Attention,
+    post_attention_layernorm: RmsNorm,
+    mlp: Mlp,
+}
+
+impl DecoderLayer {
+    /// Takes `model.layers.{index}.*`.
+    #[allow(clippy::too_many_arguments)]
+    fn load(
+        weights: &mut Weights,
+        index: usize,
+        config: &ModelConfig,
+        attention: AttentionSpec,
+        mlp_bias: bool,
+        rope: &Rope,
+        options: &BuildOptions,
+    ) -> Result<DecoderLayer> {
+        let path = format!("model.layers.{index}");
+        let hidden = dim("hidden_size", config.hidden_size)?;
+        let intermediate = dim("intermediate_size", config.intermediate_size)?;
+        let eps = config.rms_norm_eps();
+        Ok(DecoderLayer {
+            input_layernorm: RmsNorm::load(
+                weights,
+                &format!("{path}.input_layernorm"),
+                hidden,
+                eps,
+                options,
+            )?,
+            self_attn: Attention::load(
+                weights,
+                &format!("{path}.self_attn"),
+                config,
+                attention,
+                rope.clone(),
+                options,
+            )?,
+            post_attention_layernorm: RmsNorm::load(
+                weights,
+                &format!("{path}.post_attention_layernorm"),
+                hidden,
+                eps,
+                options,
+            )?,
+            mlp: Mlp::load(
+                weights,
+                &format!("{path}.mlp"),
+                hidden,
+                intermediate,
+                mlp_bias,
+                options,
+            )?,
+        })
+    }
+
+    /// Runs the layer on `x` (`[B, L, hidden]`) with this layer's cache.
+    pub fn forward(
+        &self,
+        x: &Array,
+        cache: &mut crate::runtime::cache::LayerCache,
+    ) -> Result<Array> {
+        let attn = self
+            .self_attn
+            .forward(&self.input_layernorm.forward(x)?, cache)?;
+        let h = x.add(&attn)?;
+        let mlp = self
+            .mlp
+            .forward(&self.post_attention_layernorm.forward(&h)?)?;
+        Ok(h.add(&mlp)?)
+    }
+}
+
+/// A Llama-block causal LM (also Qwen2 and Qwen3, which differ in [`AttentionSpec`] only).
+#[derive(Debug, Clone)]
+pub struct Llama {
+    config: ModelConfig,
+    embed_tokens: Embedding,
+    layers: Vec<DecoderLayer>,
+    norm: RmsNorm,
+    lm_head: Linear,
+    dtype: Dtype,
+}
+
+impl Llama {
+    /// Builds the decoder from `weights` with the given attention variant and MLP bias, then
+    /// checks that every tensor was used.
+    ///
+    /// Dropped before building: `*.rotary_emb.inv_freq` (recomputed), and `lm_head.*` when the
+    /// embeddings are tied (some exporters write the duplicate).
+    pub fn build(
+        config: &ModelConfig,
+        mut weights: Weights,
+        options: &BuildOptions,
+        attention: AttentionSpec,
+        mlp_bias: bool,
+    ) -> Result<Llama> {
+        config.validate()?;
+        if !options.dtype.is_floating() {
+            return Err(Error::InvalidArgument(format!(
+                "the compute dtype must be floating, got {}",
+                options.dtype
+            )));
+        }
+        weights.drop_where(|name| name.ends_with(".rotary_emb.inv_freq"));
+        let tied = config.tie_word_embeddings();
+        if tied {
+            weights.drop_where(|name| name.starts_with("lm_head."));
+        }
+        let hidden = dim("hidden_size", config.hidden_size)?;
+        let vocab = dim("vocab_size", config.vocab_size)?;
+        let rope = Rope::from_config(config)?;
+        let embed_tokens =
+            Embedding::load(&mut weights, "model.embed_tokens", vocab, hidden, options)?;
+        let layers = (0..config.num_hidden_layers)
+            .map(|i| {
+                DecoderLayer::load(&mut weights, i, config, attention, mlp_bias, &rope, options)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let norm = RmsNorm::load(
+            &mut weights,
+            "model.norm",
+            hidden,
+            config.rms_norm_eps(),
+            options,
+        )?;
+        let lm_head = if tied {
+            embed_tokens.as_linear()?
+        } else {
+            Linear::load(&mut weights, "lm_head", hidden, vocab, false, options)?
+        };
+        weights.finish()?;
+        Ok(Llama {
+            config: config.clone(),
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            dtype: options.dtype,
+        })
+    }
+
+    /// The compute dtype.
+    pub fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+}
+
+/// Builds a Llama model: `attention_bias` on q/k/v/o, `mlp_bias` on the MLP.
+pub fn build(config: &ModelConfig, weights: Weights, options: &BuildOptions) -> Result<Llama> {
+    let bias = config.attention_bias.unwrap_or(false);
+    let attention = AttentionSpec {
+        qkv_bias: bias,
+        o_bias: bias,
+        qk_norm: false,
+    };
+    Llama::build(
+        config,
+        weights,
+        options,
+        attention,
+        config.mlp_bias.unwrap_or(false),
+    )
+}
+
+impl CausalLm for Llama {
+    fn forward(&self, tokens: &Array, cache: &mut KvCache) -> Result<Array> {
+        if tokens.ndim() != 2 || tokens.dtype().is_floating() {
+            return Err(Error::InvalidArgument(format!(
+                "tokens must be integer ids of shape [B, L], got {} {:?}",
+                tokens.dtype(),
+                tokens.shape()
+            )));
+        }
+        if cache.num_layers() != self.layers.len() {
+            return Err(Error::InvalidArgument(format!(
+                "the cache has {} layers, the model {}",
+                cache.num_layers(),
+                self.layers.len()
+            )));
+        }
+        let mut x = self.embed_tokens.forward(tokens)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(&x, cache.layer_mut(i)?)?;
+        }
+        self.lm_head.forward(&self.norm.forward(&x)?)
+    }
+
+    fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+}

@@ -1,0 +1,102 @@
+//! Token embeddings (dense or MLX-quantized), usable as the tied LM head.
+
+use super::linear::{Linear, QuantizedMatrix};
+use super::take_float;
+use crate::error::Result;
+use crate::load::BuildOptions;
+use crate::weights::Weights;
+use mlx_rs::{quant, Array};
+
+/// The embedding matrix `[vocab, dim]`.
+#[derive(Debug, Clone)]
+pub enum Embedding {
+    /// Float rows.
+    Dense(Array),
+    /// Packed rows (`QuantizedEmbedding`): rows are gathered packed, then dequantized.
+    Quantized(QuantizedMatrix),
+}
+
+impl Embedding {
+    /// Takes `<path>.weight` (`[vocab, dim]`), or the quantization triplet when `<path>.scales`
+    /// exists.
+    pub fn load(
+        weights: &mut Weights,
+        path: &str,
+        vocab: i32,
+        dim: i32,
+        options: &BuildOptions,
+    ) -> Result<Embedding> {
+        Ok(
+            match QuantizedMatrix::load(weights, path, vocab, dim, options)? {
+                Some(q) => Embedding::Quantized(q),
+                None => Embedding::Dense(take_float(
+                    weights,
+                    &format!("{path}.weight"),
+                    &[vocab, dim],
+                    options,
+                )?),
+            },
+        )
+    }
+
+    /// The rows of `ids` (`[...]`, integer): `[..., dim]`.
+    pub fn forward(&self, ids: &Array) -> Result<Array> {
+        Ok(match self {
+            Embedding::Dense(w) => w.take(ids, 0)?,
+            Embedding::Quantized(q) => {
+                let weight = q.weight.take(ids, 0)?;
+                let scales = q.scales.take(ids, 0)?;
+                let biases = q.biases.take(ids, 0)?;
+                let rows = quant::dequantize(
+                    &weight,
+                    &scales,
+                    &biases,
+                    q.params.group_size,
+                    q.params.bits,
+                )?;
+                if rows.dtype() == q.scales.dtype() {
+                    rows
+                } else {
+                    rows.astype(q.scales.dtype())?
+                }
+            }
+        })
+    }
+
+    /// The same matrix as a linear layer `x·Eᵀ` (`dim → vocab`): the LM head of models with
+    /// `tie_word_embeddings`.
+    pub fn as_linear(&self) -> Result<Linear> {
+        Ok(match self {
+            Embedding::Dense(w) => Linear::from_dense_transposed(w.t()?),
+            Embedding::Quantized(q) => Linear::from_quantized(q.clone()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mlx_rs::Dtype;
+
+    #[test]
+    fn rows_and_tied_head() {
+        // E = [[1, 0], [0, 1], [2, 3]]; ids [2, 0] -> rows; x·Eᵀ for x = [1, 1] is [1, 1, 5].
+        let mut w = Weights::default();
+        w.insert(
+            "e.weight",
+            Array::from_slice(&[1.0f32, 0.0, 0.0, 1.0, 2.0, 3.0], &[3, 2]).unwrap(),
+        );
+        let options = BuildOptions {
+            dtype: Dtype::Float32,
+            quantization: None,
+        };
+        let e = Embedding::load(&mut w, "e", 3, 2, &options).unwrap();
+        let ids = Array::from_slice(&[2i32, 0], &[1, 2]).unwrap();
+        let rows = e.forward(&ids).unwrap();
+        assert_eq!(rows.shape(), vec![1, 2, 2]);
+        assert_eq!(rows.to_vec::<f32>().unwrap(), vec![2.0, 3.0, 1.0, 0.0]);
+        let x = Array::from_slice(&[1.0f32, 1.0], &[1, 2]).unwrap();
+        let logits = e.as_linear().unwrap().forward(&x).unwrap();
+        assert_eq!(logits.to_vec::<f32>().unwrap(), vec![1.0, 1.0, 5.0]);
+    }
+}

@@ -1,0 +1,236 @@
+//! Linear layers: dense (`y = x·Wᵀ + b`) or MLX affine-quantized (`quantized_matmul`).
+
+use super::take_float;
+use crate::config::QuantParams;
+use crate::error::{Error, Result};
+use crate::load::BuildOptions;
+use crate::weights::Weights;
+use mlx_rs::{quant, Array, Dtype};
+
+/// The packed form of a `[rows, cols]` matrix in MLX's affine format: `weight` is `uint32`
+/// `[rows, cols·bits/32]`, `scales` and `biases` are `[rows, cols/group_size]`.
+#[derive(Debug, Clone)]
+pub struct QuantizedMatrix {
+    /// Packed codes.
+    pub weight: Array,
+    /// Per-group scales (compute dtype).
+    pub scales: Array,
+    /// Per-group biases (compute dtype); not the layer's own `bias`.
+    pub biases: Array,
+    /// Group size and bits, from the config entry of this module.
+    pub params: QuantParams,
+}
+
+impl QuantizedMatrix {
+    /// Takes `<path>.{weight,scales,biases}` when `<path>.scales` exists (the MLX rule for "this
+    /// module is quantized"); `Ok(None)` when it does not.
+    pub fn load(
+        weights: &mut Weights,
+        path: &str,
+        rows: i32,
+        cols: i32,
+        options: &BuildOptions,
+    ) -> Result<Option<QuantizedMatrix>> {
+        if !weights.contains(&format!("{path}.scales")) {
+            return Ok(None);
+        }
+        let params = options
+            .quantization
+            .as_ref()
+            .and_then(|q| q.for_module(path))
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "`{path}.scales` is present but the config's `quantization` does not quantize `{path}`"
+                ))
+            })?;
+        let QuantParams { group_size, bits } = params;
+        if group_size <= 0 || bits <= 0 || cols % group_size != 0 || (cols * bits) % 32 != 0 {
+            return Err(Error::Config(format!(
+                "`{path}`: {cols} input features cannot be quantized with group size {group_size} and {bits} bits"
+            )));
+        }
+        let name = format!("{path}.weight");
+        let weight = weights.take_shaped(&name, &[rows, cols * bits / 32])?;
+        if weight.dtype() != Dtype::Uint32 {
+            return Err(Error::Config(format!(
+                "quantized tensor `{name}` has dtype {}, expected uint32",
+                weight.dtype()
+            )));
+        }
+        let groups = [rows, cols / group_size];
+        let scales = take_float(weights, &format!("{path}.scales"), &groups, options)?;
+        let biases = take_float(weights, &format!("{path}.biases"), &groups, options)?;
+        Ok(Some(QuantizedMatrix {
+            weight,
+            scales,
+            biases,
+            params,
+        }))
+    }
+
+    /// `x · dequantize(W)ᵀ`, read straight from the packed codes.
+    pub fn matmul_t(&self, x: &Array) -> Result<Array> {
+        Ok(quant::quantized_matmul(
+            x,
+            &self.weight,
+            &self.scales,
+            &self.biases,
+            true,
+            self.params.group_size,
+            self.params.bits,
+        )?)
+    }
+}
+
+/// The weight of a [`Linear`].
+#[derive(Debug, Clone)]
+enum LinearWeight {
+    /// `Wᵀ`, `[in, out]` (a transposed view of the checkpoint's `[out, in]`).
+    Dense(Array),
+    /// Packed `[out, in]`.
+    Quantized(QuantizedMatrix),
+}
+
+/// A linear layer `y = x·Wᵀ + b`, `W` being `[out_features, in_features]` as in Hugging Face
+/// checkpoints; quantized when the checkpoint has `<path>.scales`.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: LinearWeight,
+    bias: Option<Array>,
+}
+
+impl Linear {
+    /// Takes `<path>.weight` (and `<path>.bias` when `bias`; the MLX quantization triplet when
+    /// `<path>.scales` exists), checking shapes against `in_features`/`out_features`.
+    pub fn load(
+        weights: &mut Weights,
+        path: &str,
+        in_features: i32,
+        out_features: i32,
+        bias: bool,
+        options: &BuildOptions,
+    ) -> Result<Linear> {
+        let weight = match QuantizedMatrix::load(weights, path, out_features, in_features, options)?
+        {
+            Some(q) => LinearWeight::Quantized(q),
+            None => {
+                let shape = [out_features, in_features];
+                let w = take_float(weights, &format!("{path}.weight"), &shape, options)?;
+                LinearWeight::Dense(w.t()?)
+            }
+        };
+        let bias = if bias {
+            Some(take_float(
+                weights,
+                &format!("{path}.bias"),
+                &[out_features],
+                options,
+            )?)
+        } else {
+            None
+        };
+        Ok(Linear { weight, bias })
+    }
+
+    /// A dense layer from `Wᵀ` (`[in, out]`) and an optional bias (for `as_linear`).
+    pub(crate) fn from_dense_transposed(weight_t: Array) -> Linear {
+        Linear {
+            weight: LinearWeight::Dense(weight_t),
+            bias: None,
+        }
+    }
+
+    /// A quantized layer from a packed matrix (for `as_linear`).
+    pub(crate) fn from_quantized(matrix: QuantizedMatrix) -> Linear {
+        Linear {
+            weight: LinearWeight::Quantized(matrix),
+            bias: None,
+        }
+    }
+
+    /// Whether the weight is stored quantized.
+    pub fn is_quantized(&self) -> bool {
+        matches!(self.weight, LinearWeight::Quantized(_))
+    }
+
+    /// Applies the layer to `x` (`[..., in_features]`).
+    pub fn forward(&self, x: &Array) -> Result<Array> {
+        match (&self.weight, &self.bias) {
+            (LinearWeight::Dense(wt), Some(b)) => Ok(b.addmm(x, wt, 1.0, 1.0)?),
+            (LinearWeight::Dense(wt), None) => Ok(x.matmul(wt)?),
+            (LinearWeight::Quantized(q), bias) => {
+                let y = q.matmul_t(x)?;
+                match bias {
+                    Some(b) => Ok(y.add(b)?),
+                    None => Ok(y),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::QuantizationConfig;
+
+    fn options(quantization: Option<QuantizationConfig>) -> BuildOptions {
+        BuildOptions {
+            dtype: Dtype::Float32,
+            quantization,
+        }
+    }
+
+    #[test]
+    fn dense_with_bias_is_x_wt_plus_b() {
+        // W = [[1, 2], [3, 4], [5, 6]] (out 3, in 2), b = [1, 0, -1], x = [1, 1]:
+        // y = [1+2+1, 3+4+0, 5+6-1] = [4, 7, 10].
+        let mut w = Weights::default();
+        w.insert(
+            "p.weight",
+            Array::from_slice(&[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], &[3, 2]).unwrap(),
+        );
+        w.insert(
+            "p.bias",
+            Array::from_slice(&[1.0f32, 0.0, -1.0], &[3]).unwrap(),
+        );
+        let lin = Linear::load(&mut w, "p", 2, 3, true, &options(None)).unwrap();
+        w.finish().unwrap();
+        let x = Array::from_slice(&[1.0f32, 1.0], &[1, 1, 2]).unwrap();
+        let y = lin.forward(&x).unwrap();
+        assert_eq!(y.shape(), vec![1, 1, 3]);
+        assert_eq!(y.to_vec::<f32>().unwrap(), vec![4.0, 7.0, 10.0]);
+    }
+
+    #[test]
+    fn quantized_reads_codes_scales_and_biases() {
+        // One row of 32 4-bit codes, all 1 (0x11111111 per word), scale 2, bias -1:
+        // every weight is 2·1 - 1 = 1, so x = ones(32) gives 32.
+        let mut w = Weights::default();
+        w.insert(
+            "p.weight",
+            Array::from_slice(&[0x1111_1111u32; 4], &[1, 4]).unwrap(),
+        );
+        w.insert("p.scales", Array::from_slice(&[2.0f32], &[1, 1]).unwrap());
+        w.insert("p.biases", Array::from_slice(&[-1.0f32], &[1, 1]).unwrap());
+        let q = QuantizationConfig::from_value(&serde_json::json!({"group_size": 32, "bits": 4}))
+            .unwrap();
+        let lin = Linear::load(&mut w, "p", 32, 1, false, &options(Some(q))).unwrap();
+        assert!(lin.is_quantized());
+        let x = Array::ones(&[1, 32], Dtype::Float32).unwrap();
+        assert_eq!(
+            lin.forward(&x).unwrap().to_vec::<f32>().unwrap(),
+            vec![32.0]
+        );
+    }
+
+    #[test]
+    fn scales_without_quantization_config_is_an_error() {
+        let mut w = Weights::default();
+        w.insert("p.weight", Array::from_slice(&[0u32; 4], &[1, 4]).unwrap());
+        w.insert("p.scales", Array::from_slice(&[2.0f32], &[1, 1]).unwrap());
+        w.insert("p.biases", Array::from_slice(&[-1.0f32], &[1, 1]).unwrap());
+        let r = Linear::load(&mut w, "p", 32, 1, false, &options(None));
+        assert!(matches!(r, Err(Error::Config(_))));
+    }
+}

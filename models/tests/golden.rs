@@ -1,0 +1,336 @@
+//! Golden tests of the Llama, Qwen2 and Qwen3 forward passes against Hugging Face transformers.
+//!
+//! The fixtures under `tests/fixtures/tiny/` (tiny random-weight checkpoints, float32) and their
+//! reference logits / greedy continuations were produced by transformers with
+//! `scripts/fixtures/tiny_models.py`; `llama_q4` is MLX-affine-quantized in numpy and its
+//! reference ran on the dequantized weights. The checkpoints are read with
+//! `mlx_rs::io::safetensors` and built with `families::build` directly (no loader involved).
+
+mod common;
+
+use mlx_models::config::ModelConfig;
+use mlx_models::families::{build, BuildOptions};
+use mlx_models::model::CausalLm;
+use mlx_models::weights::Weights;
+use mlx_models::Error;
+use mlx_rs::io::safetensors::load_safetensors;
+use mlx_rs::{quant, Array, Dtype};
+use std::collections::HashMap;
+
+/// `reference.json`.
+struct Reference {
+    prompt: Vec<i32>,
+    vocab: usize,
+    /// `[prompt_len, vocab]`, row-major.
+    logits: Vec<f32>,
+    greedy: Vec<i32>,
+}
+
+struct Fixture {
+    config: ModelConfig,
+    tensors: HashMap<String, Array>,
+    reference: Reference,
+}
+
+fn fixture(name: &str) -> Fixture {
+    let dir = common::fixture(&format!("tiny/{name}"));
+    let config = ModelConfig::from_file(&dir.join("config.json")).expect("config.json");
+    let (tensors, _) = load_safetensors(dir.join("model.safetensors")).expect("safetensors");
+    let text = std::fs::read_to_string(dir.join("reference.json")).expect("reference.json");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("reference json");
+    let ints = |key: &str| -> Vec<i32> {
+        v[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_i64().unwrap() as i32)
+            .collect()
+    };
+    let shape = ints("logits_shape");
+    let logits: Vec<f32> = v["logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_f64().unwrap() as f32)
+        .collect();
+    assert_eq!(logits.len(), (shape[0] * shape[1]) as usize);
+    let reference = Reference {
+        prompt: ints("prompt"),
+        vocab: shape[1] as usize,
+        logits,
+        greedy: ints("greedy"),
+    };
+    assert_eq!(reference.prompt.len(), shape[0] as usize);
+    Fixture {
+        config,
+        tensors,
+        reference,
+    }
+}
+
+fn options(config: &ModelConfig) -> BuildOptions {
+    BuildOptions {
+        dtype: Dtype::Float32,
+        quantization: config.quantization().expect("quantization config"),
+    }
+}
+
+fn build_model(config: &ModelConfig, tensors: HashMap<String, Array>) -> Box<dyn CausalLm> {
+    build(config, Weights::from_map(tensors), &options(config)).expect("build")
+}
+
+fn tokens(ids: &[i32]) -> Array {
+    Array::from_slice(ids, &[1, ids.len() as i32]).unwrap()
+}
+
+/// max |a - b| / max |b|.
+fn relative_diff(found: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(found.len(), want.len());
+    let diff = found
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    let scale = want.iter().map(|b| b.abs()).fold(0.0, f32::max);
+    diff / scale
+}
+
+fn argmax(row: &[f32]) -> i32 {
+    let mut best = 0;
+    for (i, v) in row.iter().enumerate() {
+        if *v > row[best] {
+            best = i;
+        }
+    }
+    best as i32
+}
+
+const TOLERANCE: f32 = 1e-4;
+
+/// (1) the full-sequence logits match transformers at every position.
+fn check_full_forward(model: &dyn CausalLm, r: &Reference) {
+    let mut cache = model.new_cache();
+    let logits = model.forward(&tokens(&r.prompt), &mut cache).unwrap();
+    assert_eq!(
+        logits.shape(),
+        vec![1, r.prompt.len() as i32, r.vocab as i32]
+    );
+    let d = relative_diff(&logits.to_vec::<f32>().unwrap(), &r.logits);
+    eprintln!("full forward: relative difference {d:.2e}");
+    assert!(d < TOLERANCE, "full forward: relative difference {d}");
+    assert_eq!(cache.offset(), r.prompt.len() as i32);
+}
+
+/// (2) prefill of 7 tokens, then one token at a time through the KV cache: same logits.
+fn check_incremental(model: &dyn CausalLm, r: &Reference) {
+    let mut cache = model.new_cache();
+    let mut found = model
+        .forward(&tokens(&r.prompt[..7]), &mut cache)
+        .unwrap()
+        .to_vec::<f32>()
+        .unwrap();
+    for t in 7..r.prompt.len() {
+        let step = model
+            .forward(&tokens(&r.prompt[t..=t]), &mut cache)
+            .unwrap();
+        assert_eq!(step.shape(), vec![1, 1, r.vocab as i32]);
+        found.extend(step.to_vec::<f32>().unwrap());
+    }
+    assert_eq!(cache.offset(), r.prompt.len() as i32);
+    for (pos, (a, b)) in found
+        .chunks(r.vocab)
+        .zip(r.logits.chunks(r.vocab))
+        .enumerate()
+    {
+        let d = relative_diff(a, b);
+        assert!(
+            d < TOLERANCE,
+            "incremental, position {pos}: relative difference {d}"
+        );
+    }
+}
+
+/// (3) greedy continuation equals transformers' `generate(do_sample=False)`.
+fn check_greedy(model: &dyn CausalLm, r: &Reference) {
+    let mut cache = model.new_cache();
+    let logits = model
+        .forward(&tokens(&r.prompt), &mut cache)
+        .unwrap()
+        .to_vec::<f32>()
+        .unwrap();
+    let mut next = argmax(&logits[logits.len() - r.vocab..]);
+    let mut generated = vec![next];
+    while generated.len() < r.greedy.len() {
+        let logits = model
+            .forward(&tokens(&[next]), &mut cache)
+            .unwrap()
+            .to_vec::<f32>()
+            .unwrap();
+        next = argmax(&logits);
+        generated.push(next);
+    }
+    assert_eq!(generated, r.greedy);
+}
+
+fn check_all(name: &str) {
+    let f = fixture(name);
+    let model = build_model(&f.config, f.tensors);
+    check_full_forward(model.as_ref(), &f.reference);
+    check_incremental(model.as_ref(), &f.reference);
+    check_greedy(model.as_ref(), &f.reference);
+}
+
+#[test]
+fn llama_untied_matches_transformers() {
+    check_all("llama");
+}
+
+#[test]
+fn llama_tied_with_llama3_rope_scaling_matches_transformers() {
+    check_all("llama_rope3");
+}
+
+#[test]
+fn llama3_rope_scaling_changes_the_logits() {
+    // Guards the fixture: without its rope scaling the same weights give other logits, so the
+    // test above exercises the scaling.
+    let f = fixture("llama_rope3");
+    let mut config = f.config.clone();
+    config.rope_scaling = None;
+    let model = build_model(&config, f.tensors);
+    let logits = model
+        .forward(&tokens(&f.reference.prompt), &mut model.new_cache())
+        .unwrap();
+    let d = relative_diff(&logits.to_vec::<f32>().unwrap(), &f.reference.logits);
+    assert!(d > 1e-2, "relative difference without scaling only {d}");
+}
+
+#[test]
+fn qwen2_matches_transformers() {
+    check_all("qwen2");
+}
+
+#[test]
+fn qwen3_matches_transformers() {
+    check_all("qwen3");
+}
+
+#[test]
+fn quantized_llama_matches_transformers_on_dequantized_weights() {
+    let f = fixture("llama_q4");
+    assert!(f.tensors["model.embed_tokens.weight"].dtype() == Dtype::Uint32);
+    // The 8-bit override of the config is what makes this tensor's shape valid.
+    assert_eq!(
+        f.tensors["model.layers.1.mlp.down_proj.weight"].shape(),
+        vec![64, 32]
+    );
+    check_all("llama_q4");
+}
+
+#[test]
+fn quantized_llama_dequantized_at_load_matches_transformers() {
+    let f = fixture("llama_q4");
+    let quantization = f.config.quantization().unwrap().unwrap();
+    let mut tensors = f.tensors;
+    let modules: Vec<String> = tensors
+        .keys()
+        .filter_map(|k| k.strip_suffix(".scales").map(str::to_string))
+        .collect();
+    assert_eq!(
+        modules.len(),
+        2 * 7 + 1,
+        "7 projections per layer and the embedding"
+    );
+    for module in modules {
+        let p = quantization.for_module(&module).unwrap();
+        let w = tensors.remove(&format!("{module}.weight")).unwrap();
+        let s = tensors.remove(&format!("{module}.scales")).unwrap();
+        let b = tensors.remove(&format!("{module}.biases")).unwrap();
+        let dense = quant::dequantize(&w, &s, &b, p.group_size, p.bits).unwrap();
+        tensors.insert(format!("{module}.weight"), dense);
+    }
+    let mut config = f.config.clone();
+    config.quantization = None;
+    let model = build_model(&config, tensors);
+    check_full_forward(model.as_ref(), &f.reference);
+    check_greedy(model.as_ref(), &f.reference);
+}
+
+fn build_err(config: &ModelConfig, tensors: HashMap<String, Array>) -> Error {
+    match build(config, Weights::from_map(tensors), &options(config)) {
+        Ok(_) => panic!("build succeeded"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn missing_tensor_is_named() {
+    let f = fixture("qwen3");
+    let mut tensors = f.tensors;
+    tensors
+        .remove("model.layers.1.self_attn.k_norm.weight")
+        .unwrap();
+    match build_err(&f.config, tensors) {
+        Error::MissingTensor(name) => assert_eq!(name, "model.layers.1.self_attn.k_norm.weight"),
+        e => panic!("wrong error {e:?}"),
+    }
+}
+
+#[test]
+fn misshaped_tensor_is_named() {
+    let f = fixture("qwen2");
+    let mut tensors = f.tensors;
+    // k_proj must be [kv_heads·head_dim, hidden] = [32, 64]; give it q_proj's [64, 64].
+    tensors.insert(
+        "model.layers.0.self_attn.k_proj.weight".into(),
+        Array::zeros(&[64, 64], Dtype::Float32).unwrap(),
+    );
+    match build_err(&f.config, tensors) {
+        Error::ShapeMismatch {
+            name,
+            expected,
+            found,
+        } => {
+            assert_eq!(name, "model.layers.0.self_attn.k_proj.weight");
+            assert_eq!((expected, found), (vec![32, 64], vec![64, 64]));
+        }
+        e => panic!("wrong error {e:?}"),
+    }
+}
+
+#[test]
+fn extra_tensor_is_reported() {
+    let f = fixture("llama");
+    let mut tensors = f.tensors;
+    // An o_proj bias the config (attention_bias: false) does not ask for.
+    tensors.insert(
+        "model.layers.0.self_attn.o_proj.bias".into(),
+        Array::zeros(&[64], Dtype::Float32).unwrap(),
+    );
+    match build_err(&f.config, tensors) {
+        Error::UnexpectedTensors(names) => {
+            assert_eq!(
+                names,
+                vec!["model.layers.0.self_attn.o_proj.bias".to_string()]
+            )
+        }
+        e => panic!("wrong error {e:?}"),
+    }
+}
+
+#[test]
+fn unknown_model_type_is_unsupported() {
+    let f = fixture("llama");
+    let mut config = f.config.clone();
+    config.model_type = "mamba".into();
+    match build_err(&config, f.tensors) {
+        Error::UnsupportedModel {
+            model_type,
+            supported,
+        } => {
+            assert_eq!(model_type, "mamba");
+            assert_eq!(supported, vec!["llama", "qwen2", "qwen3"]);
+        }
+        e => panic!("wrong error {e:?}"),
+    }
+}
