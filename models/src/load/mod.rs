@@ -1,6 +1,280 @@
 //! Loading checkpoints: Hugging Face folders (sharded safetensors, MLX-quantized), GGUF files,
 //! and model ids resolved through the Hugging Face Hub cache.
+//!
+//! [`load`] is the entry point: it reads the config, weights and tokenizer, applies the dtype
+//! policy below, and builds the family's model.
+//!
+//! # Dtype policy
+//!
+//! - **Compute dtype** ([`LoadOptions::dtype`], default by device): `float32` on the CPU,
+//!   `bfloat16` on a GPU. On x86 CPUs MLX is fast only in f32, where matmuls go to BLAS
+//!   (OpenBLAS: ~200 GFLOP/s, 10-14 GB/s matvec); its f16/bf16 and quantized CPU kernels are
+//!   single-threaded scalar code (bf16 matmul ~5 GFLOP/s). Measured on SmolLM2-135M with
+//!   mlx-lm on MLX 0.32.2 (2-core x86): f32 + OpenBLAS 18.6 tok/s, bf16 7.7 tok/s
+//!   (see `shared/reference/mlx-on-linux.md` and `test-weights.md`). Floating tensors are
+//!   converted to the compute dtype at load.
+//! - **Quantized weights** (MLX-quantized checkpoints; GGUF `Q4_0` / `Q4_1` / `Q8_0`, which MLX
+//!   loads as `weight` / `scales` / `biases` triplets): on the CPU they are dequantized to the
+//!   compute dtype at load by default (f32 dequantized 18.6 tok/s against 7.8 tok/s for MLX's
+//!   CPU `quantized_matmul` on SmolLM2, at 4x the memory); on a GPU they stay quantized for the
+//!   families' quantized layers. [`LoadOptions::keep_quantized`] overrides either way.
 
 pub mod gguf;
 pub mod hf;
 pub mod hub;
+
+use crate::config::{GenerationConfig, ModelConfig, QuantizationConfig};
+use crate::error::{Error, Result};
+use crate::model::CausalLm;
+use crate::text::Tokenizer;
+use crate::weights::Weights;
+use mlx_rs::{Device, DeviceType, Dtype};
+use std::path::Path;
+
+/// How a family builds its layers from the (prepared) weights.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// Compute dtype: the floating tensors (weights, scales, biases) already have it.
+    pub dtype: Dtype,
+    /// Quantization of the weights left quantized (`None`: every weight is floating point).
+    /// A module is quantized iff `<path>.scales` exists; its parameters come from
+    /// [`QuantizationConfig::for_module`].
+    pub quantization: Option<QuantizationConfig>,
+}
+
+/// Options of [`load`].
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Compute dtype; `None` = the device's default ([`default_dtype`]).
+    pub dtype: Option<Dtype>,
+    /// Keep quantized weights quantized; `None` = the default policy (quantized on a GPU,
+    /// dequantized on the CPU; see the [module docs](self)).
+    pub keep_quantized: Option<bool>,
+    /// The device the model will run on.
+    pub device: Device,
+}
+
+impl Default for LoadOptions {
+    /// Default dtype and quantization policy on MLX's default device.
+    fn default() -> Self {
+        LoadOptions {
+            dtype: None,
+            keep_quantized: None,
+            device: Device::default_device().unwrap_or_else(|_| Device::cpu()),
+        }
+    }
+}
+
+impl LoadOptions {
+    /// The compute dtype in force.
+    pub fn compute_dtype(&self) -> Dtype {
+        self.dtype.unwrap_or_else(|| default_dtype(self.device))
+    }
+
+    /// Whether quantized weights stay quantized.
+    pub fn keeps_quantized(&self) -> bool {
+        self.keep_quantized
+            .unwrap_or(self.device.device_type() == DeviceType::Gpu)
+    }
+}
+
+/// The default compute dtype of a device: `float32` on the CPU, `bfloat16` on a GPU.
+///
+/// ```
+/// use mlx_models::load::default_dtype;
+/// assert_eq!(default_dtype(mlx_rs::Device::cpu()), mlx_rs::Dtype::Float32);
+/// assert_eq!(default_dtype(mlx_rs::Device::gpu()), mlx_rs::Dtype::Bfloat16);
+/// ```
+pub fn default_dtype(device: Device) -> Dtype {
+    match device.device_type() {
+        DeviceType::Cpu => Dtype::Float32,
+        DeviceType::Gpu => Dtype::Bfloat16,
+    }
+}
+
+/// A model ready to generate with.
+pub struct LoadedModel {
+    /// The forward pass.
+    pub model: Box<dyn CausalLm>,
+    /// The tokenizer (with its chat template).
+    pub tokenizer: Tokenizer,
+    /// The parsed config.
+    pub config: ModelConfig,
+    /// `generation_config.json` (default when absent, e.g. for GGUF files).
+    pub generation_config: GenerationConfig,
+    /// The ids that end generation.
+    pub eos_token_ids: Vec<u32>,
+    /// Where the model came from (the path, or the Hub id and its snapshot folder).
+    pub source: String,
+}
+
+impl std::fmt::Debug for LoadedModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedModel")
+            .field("config", &self.config)
+            .field("eos_token_ids", &self.eos_token_ids)
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Loads `model`: a local Hugging Face folder, a `.gguf` file, or a Hugging Face repo id
+/// (see [`hub::resolve`]); builds the family on `options.device` with the dtype policy of the
+/// [module docs](self).
+///
+/// End-of-sequence ids: `generation_config.json`'s override `config.json`'s; without either,
+/// the tokenizer's.
+///
+/// Errors: [`Error::Io`] (missing files), [`Error::Hub`], [`Error::Config`],
+/// [`Error::UnsupportedModel`] (checked before the weights are read), [`Error::Gguf`],
+/// [`Error::Tokenizer`], and the families' tensor errors.
+pub fn load(model: &str, options: &LoadOptions) -> Result<LoadedModel> {
+    let path = hub::resolve(model)?;
+    let source = if Path::new(model).exists() {
+        path.display().to_string()
+    } else {
+        format!("{model} ({})", path.display())
+    };
+    let (config, generation, weights, tokenizer) = if path.is_file() {
+        let (config, weights, tokenizer) = gguf::load_gguf_checkpoint(&path)?;
+        (config, None, weights, tokenizer)
+    } else {
+        let (config, generation) = hf::load_hf_config(&path)?;
+        check_supported(&config)?;
+        let mut weights = hf::load_hf_weights(&path)?;
+        hf::sanitize(&config, &mut weights);
+        let tokenizer = Tokenizer::from_dir(&path)?;
+        (config, generation, weights, tokenizer)
+    };
+    check_supported(&config)?;
+    let eos_token_ids = eos_token_ids(&config, generation.as_ref(), &tokenizer);
+    let build = mlx_rs::with_device(options.device, || -> Result<_> {
+        let (weights, build) = prepare_weights(&config, weights, options)?;
+        let build = crate::families::BuildOptions {
+            dtype: build.dtype,
+            quantization: build.quantization,
+        };
+        crate::families::build(&config, weights, &build)
+    })?;
+    let model = build?;
+    Ok(LoadedModel {
+        model,
+        tokenizer,
+        config,
+        generation_config: generation.unwrap_or_default(),
+        eos_token_ids,
+        source,
+    })
+}
+
+/// [`Error::UnsupportedModel`] unless a family implements `config.model_type`.
+pub fn check_supported(config: &ModelConfig) -> Result<()> {
+    if crate::families::SUPPORTED.contains(&config.model_type.as_str()) {
+        Ok(())
+    } else {
+        Err(Error::UnsupportedModel {
+            model_type: config.model_type.clone(),
+            supported: crate::families::SUPPORTED.to_vec(),
+        })
+    }
+}
+
+/// The end-of-sequence ids: `generation_config.json`'s, else `config.json`'s, else the
+/// tokenizer's.
+pub fn eos_token_ids(
+    config: &ModelConfig,
+    generation: Option<&GenerationConfig>,
+    tokenizer: &Tokenizer,
+) -> Vec<u32> {
+    if let Some(ids) = generation.and_then(|g| g.eos_token_id.as_ref()) {
+        return ids.to_vec();
+    }
+    if let Some(ids) = &config.eos_token_id {
+        return ids.to_vec();
+    }
+    tokenizer.eos_token_ids()
+}
+
+/// Applies the dtype policy: dequantizes quantized triplets unless they are kept, then converts
+/// every floating tensor to the compute dtype. Returns the weights and the [`BuildOptions`]
+/// that describe them.
+///
+/// Errors: [`Error::Config`] when a module has `.scales` but the config's quantization is
+/// missing or excludes it; [`Error::MissingTensor`] for a triplet without `.weight` or
+/// `.biases`; [`Error::Mlx`] for mismatched triplet shapes.
+pub fn prepare_weights(
+    config: &ModelConfig,
+    mut weights: Weights,
+    options: &LoadOptions,
+) -> Result<(Weights, BuildOptions)> {
+    let dtype = options.compute_dtype();
+    let mut quantization = config.quantization()?;
+    let quantized = weights.names().iter().any(|n| n.ends_with(".scales"));
+    if quantized && quantization.is_none() {
+        return Err(Error::Config(
+            "the checkpoint holds quantized tensors (`*.scales`) but its config has no \
+             `quantization` entry"
+                .into(),
+        ));
+    }
+    if quantized && !options.keeps_quantized() {
+        if let Some(q) = &quantization {
+            dequantize_weights(&mut weights, q, dtype)?;
+        }
+        quantization = None;
+    }
+    if !quantized {
+        quantization = None;
+    }
+    weights.convert_floats(dtype)?;
+    Ok((
+        weights,
+        BuildOptions {
+            dtype,
+            quantization,
+        },
+    ))
+}
+
+/// Replaces every quantized triplet `P.weight` / `P.scales` / `P.biases` with the dense
+/// `P.weight` in `dtype`, using `quantization.for_module(P)`'s group size and bits (the
+/// dequantization runs in f32).
+///
+/// Errors: as [`prepare_weights`].
+pub fn dequantize_weights(
+    weights: &mut Weights,
+    quantization: &QuantizationConfig,
+    dtype: Dtype,
+) -> Result<()> {
+    let modules: Vec<String> = weights
+        .names()
+        .into_iter()
+        .filter_map(|n| n.strip_suffix(".scales").map(str::to_string))
+        .collect();
+    for module in modules {
+        let params = quantization.for_module(&module).ok_or_else(|| {
+            Error::Config(format!(
+                "`{module}` is quantized but the config's quantization excludes it"
+            ))
+        })?;
+        let w = weights.take(&format!("{module}.weight"))?;
+        let scales = weights.take(&format!("{module}.scales"))?;
+        let biases = weights.take(&format!("{module}.biases"))?;
+        let dense = mlx_rs::quant::dequantize(
+            &w,
+            &scales.astype(Dtype::Float32)?,
+            &biases.astype(Dtype::Float32)?,
+            params.group_size,
+            params.bits,
+        )?
+        .astype(dtype)?;
+        dense.eval()?;
+        weights.insert(format!("{module}.weight"), dense);
+    }
+    Ok(())
+}
+
+/// The tokenizer embedded in a GGUF file's metadata.
+fn tokenizer_from_gguf(gguf: &mlx_rs::io::gguf::Gguf) -> Result<Tokenizer> {
+    Tokenizer::from_gguf(gguf)
+}

@@ -1,0 +1,391 @@
+//! GGUF loading against llama.cpp's own converter (tiny llama / qwen2 checkpoints made with
+//! transformers and converted by `convert_hf_to_gguf.py`, originals recorded as JSON), a numpy
+//! decoding of SmolLM2's Q4_1 blocks, and hostile files. Fixtures:
+//! `scripts/fixtures/load_fixtures.py`.
+
+mod common;
+
+use mlx_models::load::gguf::{load_gguf_checkpoint, read_gguf_checkpoint};
+use mlx_models::load::{dequantize_weights, prepare_weights, LoadOptions};
+use mlx_models::Error;
+use mlx_rs::io::gguf::{save_gguf, Gguf, GgufValue};
+use mlx_rs::{Array, Device, Dtype};
+use std::path::PathBuf;
+
+fn json(name: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(common::fixture(name)).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn f32s(v: &serde_json::Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+/// Every original HF tensor equals (exactly) the one read from the converted GGUF, and no other
+/// tensor is present.
+fn check_tiny(arch: &str) {
+    let expected = json(&format!("load/tiny_{arch}.json"));
+    let ck = read_gguf_checkpoint(&common::fixture(&format!("load/tiny_{arch}.gguf"))).unwrap();
+    let tensors = expected["tensors"].as_object().unwrap();
+    let mut names: Vec<String> = tensors.keys().cloned().collect();
+    names.sort();
+    assert_eq!(ck.weights.names(), names, "{arch}");
+    for (name, t) in tensors {
+        let a = ck.weights.get(name).unwrap();
+        let shape: Vec<i32> = t["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_i64().unwrap() as i32)
+            .collect();
+        assert_eq!(a.shape(), shape, "{arch} {name}");
+        assert_eq!(a.dtype(), Dtype::Float32, "{arch} {name}");
+        assert!(
+            a.to_vec::<f32>().unwrap() == f32s(&t["values"]),
+            "{arch} {name} differs from the HF original"
+        );
+    }
+    // Config against the HF config.json the GGUF came from.
+    let hf = &expected["config"];
+    let c = &ck.config;
+    assert_eq!(c.model_type, arch);
+    assert_eq!(c.hidden_size as u64, hf["hidden_size"].as_u64().unwrap());
+    assert_eq!(
+        c.num_hidden_layers as u64,
+        hf["num_hidden_layers"].as_u64().unwrap()
+    );
+    assert_eq!(
+        c.intermediate_size as u64,
+        hf["intermediate_size"].as_u64().unwrap()
+    );
+    assert_eq!(
+        c.num_attention_heads as u64,
+        hf["num_attention_heads"].as_u64().unwrap()
+    );
+    assert_eq!(
+        c.num_key_value_heads() as u64,
+        hf["num_key_value_heads"].as_u64().unwrap()
+    );
+    assert_eq!(c.vocab_size as u64, hf["vocab_size"].as_u64().unwrap());
+    assert_eq!(
+        c.tie_word_embeddings(),
+        hf["tie_word_embeddings"].as_bool().unwrap()
+    );
+    assert_eq!(
+        c.rms_norm_eps(),
+        hf["rms_norm_eps"].as_f64().unwrap() as f32
+    );
+    let theta = hf
+        .get("rope_theta")
+        .or_else(|| hf["rope_parameters"].get("rope_theta"))
+        .unwrap();
+    assert_eq!(c.rope_theta(), theta.as_f64().unwrap() as f32);
+    assert_eq!(c.head_dim(), c.hidden_size / c.num_attention_heads);
+}
+
+#[test]
+fn tiny_llama_gguf_unpermutes_q_and_k_to_the_hf_originals() {
+    check_tiny("llama");
+}
+
+#[test]
+fn tiny_qwen2_gguf_maps_names_and_biases_without_permutation() {
+    check_tiny("qwen2");
+}
+
+#[test]
+fn smollm2_q4_1_config_and_dequantized_rows() {
+    let Some(path) = common::test_data("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") else {
+        return;
+    };
+    let expected = json("load/smollm2_q4_1.json");
+    let (config, mut weights, tokenizer) = load_gguf_checkpoint(&path).unwrap();
+    // test-weights.md: 30 layers, d=576, 9/3 heads, head_dim 64, FFN 1536, vocab 49152,
+    // theta 1e5, eps 1e-5, ctx 8192, tied.
+    assert_eq!(config.model_type, "llama");
+    assert_eq!(config.num_hidden_layers, 30);
+    assert_eq!(config.hidden_size, 576);
+    assert_eq!(
+        (config.num_attention_heads, config.num_key_value_heads()),
+        (9, 3)
+    );
+    assert_eq!(config.head_dim(), 64);
+    assert_eq!(config.intermediate_size, 1536);
+    assert_eq!(config.vocab_size, 49152);
+    assert_eq!(config.rope_theta(), 1e5);
+    assert_eq!(config.rms_norm_eps(), 1e-5);
+    assert_eq!(config.context_length(), Some(8192));
+    assert!(config.tie_word_embeddings());
+    assert_eq!(tokenizer.vocab_size(), 49152);
+    // The same values read independently by the `gguf` package.
+    let want = &expected["config"];
+    assert_eq!(
+        config.num_hidden_layers as u64,
+        want["num_hidden_layers"].as_u64().unwrap()
+    );
+    assert_eq!(
+        config.vocab_size as u64,
+        want["vocab_size"].as_u64().unwrap()
+    );
+    assert_eq!(
+        config.rms_norm_eps(),
+        want["rms_norm_eps"].as_f64().unwrap() as f32
+    );
+
+    // Q4_1 everywhere but token_embd (Q8_0): group size 32, default 4 bits, embed 8 bits.
+    let q = config.quantization().unwrap().unwrap();
+    assert_eq!((q.default.group_size, q.default.bits), (32, 4));
+    let embed = q.for_module("model.embed_tokens").unwrap();
+    assert_eq!((embed.group_size, embed.bits), (32, 8));
+    let qw = weights
+        .get("model.layers.0.self_attn.q_proj.weight")
+        .unwrap();
+    assert_eq!(qw.shape(), vec![576, 576 * 4 / 32]);
+    assert_eq!(
+        weights
+            .get("model.layers.0.self_attn.q_proj.scales")
+            .unwrap()
+            .shape(),
+        vec![576, 576 / 32]
+    );
+    assert!(!weights.contains("lm_head.weight"));
+
+    dequantize_weights(&mut weights, &q, Dtype::Float32).unwrap();
+    for (gguf_name, hf_name) in [
+        (
+            "blk.0.attn_q.weight",
+            "model.layers.0.self_attn.q_proj.weight",
+        ),
+        (
+            "blk.0.attn_k.weight",
+            "model.layers.0.self_attn.k_proj.weight",
+        ),
+    ] {
+        let rows = &expected["rows"][gguf_name];
+        let w = weights.get(hf_name).unwrap();
+        let shape: Vec<i32> = rows["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_i64().unwrap() as i32)
+            .collect();
+        assert_eq!(w.shape(), shape);
+        let all = w.to_vec::<f32>().unwrap();
+        let cols = shape[1] as usize;
+        for (row, values) in rows["rows"].as_object().unwrap() {
+            let r: usize = row.parse().unwrap();
+            let got = &all[r * cols..(r + 1) * cols];
+            for (c, (g, e)) in got.iter().zip(f32s(values)).enumerate() {
+                assert!(
+                    (g - e).abs() <= 1e-6 * e.abs().max(1e-3),
+                    "{hf_name}[{r}, {c}]: {g} vs numpy {e}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn smollm2_kept_quantized_unpermutes_triplets_like_the_dense_rows() {
+    let Some(path) = common::test_data("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") else {
+        return;
+    };
+    let ck = read_gguf_checkpoint(&path).unwrap();
+    let options = LoadOptions {
+        dtype: Some(Dtype::Float32),
+        keep_quantized: Some(true),
+        device: Device::cpu(),
+    };
+    let (weights, build) = prepare_weights(&ck.config, ck.weights, &options).unwrap();
+    let q = build.quantization.unwrap();
+    let name = "model.layers.0.self_attn.k_proj";
+    let dense = mlx_rs::quant::dequantize(
+        weights.get(&format!("{name}.weight")).unwrap(),
+        weights.get(&format!("{name}.scales")).unwrap(),
+        weights.get(&format!("{name}.biases")).unwrap(),
+        32,
+        q.for_module(name).unwrap().bits,
+    )
+    .unwrap()
+    .to_vec::<f32>()
+    .unwrap();
+    let expected = json("load/smollm2_q4_1.json");
+    let row = &expected["rows"]["blk.0.attn_k.weight"]["rows"]["33"];
+    for (g, e) in dense[33 * 576..34 * 576].iter().zip(f32s(row)) {
+        assert!((g - e).abs() <= 1e-6 * e.abs().max(1e-3), "{g} vs {e}");
+    }
+}
+
+fn temp(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("mlx_models_gguf_{}_{name}", std::process::id()))
+}
+
+#[test]
+fn truncated_gguf_is_an_io_error() {
+    let bytes = std::fs::read(common::fixture("load/tiny_qwen2.gguf")).unwrap();
+    let path = temp("truncated.gguf");
+    for cut in [3, 100, bytes.len() / 2, bytes.len() - 1] {
+        std::fs::write(&path, &bytes[..cut]).unwrap();
+        let err = read_gguf_checkpoint(&path).unwrap_err();
+        assert!(matches!(err, Error::Io { .. }), "cut at {cut}: {err}");
+    }
+    std::fs::remove_file(&path).ok();
+}
+
+#[test]
+fn a_type_mlx_cannot_load_is_named() {
+    let err = read_gguf_checkpoint(&common::fixture("load/q5_0.gguf")).unwrap_err();
+    match err {
+        Error::Gguf(m) => assert!(m.contains("Q5_0") && m.contains("token_embd"), "{m}"),
+        other => panic!("{other}"),
+    }
+}
+
+fn minimal_gguf(arch: &str, q_rows: i32) -> Gguf {
+    let mut g = Gguf::default();
+    let num = |v: u32| GgufValue::Array(Array::scalar(v));
+    g.metadata.insert(
+        "general.architecture".into(),
+        GgufValue::String(arch.into()),
+    );
+    for (k, v) in [
+        ("block_count", 1),
+        ("embedding_length", 8),
+        ("feed_forward_length", 16),
+        ("attention.head_count", 2),
+        ("attention.head_count_kv", 1),
+    ] {
+        g.metadata.insert(format!("{arch}.{k}"), num(v));
+    }
+    g.metadata.insert(
+        "tokenizer.ggml.tokens".into(),
+        GgufValue::Strings(vec!["a".into(), "b".into()]),
+    );
+    g.arrays.insert(
+        "token_embd.weight".into(),
+        Array::zeros(&[2, 8], Dtype::Float32).unwrap(),
+    );
+    g.arrays.insert(
+        "blk.0.attn_q.weight".into(),
+        Array::zeros(&[q_rows, 8], Dtype::Float32).unwrap(),
+    );
+    g
+}
+
+#[test]
+fn unsupported_architecture_and_wrong_q_shape() {
+    let path = temp("arch.gguf");
+    save_gguf(&path, &minimal_gguf("gemma3", 8)).unwrap();
+    match read_gguf_checkpoint(&path).unwrap_err() {
+        Error::UnsupportedModel {
+            model_type,
+            supported,
+        } => {
+            assert_eq!(model_type, "gemma3");
+            assert_eq!(supported, vec!["llama", "qwen2", "qwen3"]);
+        }
+        other => panic!("{other}"),
+    }
+    // 2 heads x head_dim 4 = 8 rows expected for attn_q; 6 given.
+    save_gguf(&path, &minimal_gguf("llama", 6)).unwrap();
+    match read_gguf_checkpoint(&path).unwrap_err() {
+        Error::ShapeMismatch {
+            name,
+            expected,
+            found,
+        } => {
+            assert_eq!(name, "model.layers.0.self_attn.q_proj.weight");
+            assert_eq!((expected, found), (vec![8, 8], vec![6, 8]));
+        }
+        other => panic!("{other}"),
+    }
+    // The right shape loads; a missing required key is a GGUF error.
+    save_gguf(&path, &minimal_gguf("llama", 8)).unwrap();
+    let ck = read_gguf_checkpoint(&path).unwrap();
+    assert_eq!((ck.config.vocab_size, ck.config.head_dim()), (2, 4));
+    let mut g = minimal_gguf("qwen3", 8);
+    g.metadata.remove("qwen3.block_count");
+    save_gguf(&path, &g).unwrap();
+    assert!(matches!(
+        read_gguf_checkpoint(&path),
+        Err(Error::Gguf(m)) if m.contains("qwen3.block_count")
+    ));
+    std::fs::remove_file(&path).ok();
+}
+
+/// The loaded tiny model's logits equal transformers' (the un-permuted Q/K must meet the
+/// families' HF-style RoPE for this to hold).
+fn check_logits(arch: &str) {
+    let expected = json(&format!("load/tiny_{arch}.json"));
+    let ck = read_gguf_checkpoint(&common::fixture(&format!("load/tiny_{arch}.gguf"))).unwrap();
+    let options = LoadOptions {
+        dtype: Some(Dtype::Float32),
+        keep_quantized: None,
+        device: Device::cpu(),
+    };
+    let (weights, build) = prepare_weights(&ck.config, ck.weights, &options).unwrap();
+    let build = mlx_models::families::BuildOptions {
+        dtype: build.dtype,
+        quantization: build.quantization,
+    };
+    let model = mlx_models::families::build(&ck.config, weights, &build).unwrap();
+    let tokens: Vec<i32> = expected["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_i64().unwrap() as i32)
+        .collect();
+    let input = Array::from_slice(&tokens, &[1, tokens.len() as i32]).unwrap();
+    let mut cache = model.new_cache();
+    let logits = model.forward(&input, &mut cache).unwrap();
+    let got = logits
+        .astype(Dtype::Float32)
+        .unwrap()
+        .to_vec::<f32>()
+        .unwrap();
+    let want = f32s(&expected["logits"]);
+    assert_eq!(got.len(), want.len());
+    let max_err = got
+        .iter()
+        .zip(&want)
+        .map(|(g, w)| (g - w).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        max_err < 1e-3,
+        "{arch}: max |logit - transformers| = {max_err}"
+    );
+}
+
+#[test]
+fn tiny_llama_gguf_logits_match_transformers() {
+    check_logits("llama");
+}
+
+#[test]
+fn tiny_qwen2_gguf_logits_match_transformers() {
+    check_logits("qwen2");
+}
+
+#[test]
+fn load_entry_point_on_a_gguf_file() {
+    let path = common::fixture("load/tiny_qwen2.gguf");
+    let options = LoadOptions {
+        dtype: None,
+        keep_quantized: None,
+        device: Device::cpu(),
+    };
+    let loaded = mlx_models::load::load(path.to_str().unwrap(), &options).unwrap();
+    let expected = json("load/tiny_qwen2.json");
+    // The GGUF's eos (written by llama.cpp from the HF tokenizer's `<|im_end|>`, id 2).
+    assert_eq!(
+        loaded.eos_token_ids,
+        vec![expected["config"]["eos_token_id"].as_u64().unwrap() as u32]
+    );
+    assert_eq!(loaded.config.model_type, "qwen2");
+    assert_eq!(loaded.source, path.display().to_string());
+    assert!(loaded.generation_config.eos_token_id.is_none());
+}
