@@ -29,6 +29,7 @@ use crate::error::{check, init, Error, Result};
 use crate::{Array, Dtype};
 use mlx_sys as sys;
 use std::ffi::CString;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 const MODE: &str = "affine";
 
@@ -253,6 +254,14 @@ pub fn dequantize(
 /// `x @ dequantize(w)` (with `transpose = false`, `w` packed from `[K, N]`), without
 /// materialising the float weight. `x`'s last axis must be `K`.
 ///
+/// On CPU streams of x86-64 machines, with `transpose = true`, 4 or 8 bits, a 2-D weight and
+/// float `x`/scales/biases (scales and biases of one dtype), this runs the project's own
+/// multi-threaded SIMD kernel (see [`set_native_qmm`]) instead of MLX's single-threaded scalar
+/// one: f32 accumulation for every activation dtype, the result in the dtype MLX would give
+/// (the promotion of `x`'s and the scales' dtypes). Everything else, the GPU included, runs
+/// MLX's op. GGUF Q4_0/Q4_1/Q8_0 weights loaded through MLX's GGUF reader (affine, group 32,
+/// f16 scales) take the native path.
+///
 /// ```
 /// use mlx_rs::{quant, Array, Dtype, Error};
 /// // A [2, 32] weight of codes 1 with scale 1 and bias 0 (4 bits): every entry is 1.
@@ -279,6 +288,24 @@ pub fn quantized_matmul(
 ) -> Result<Array> {
     let (rows, cols) = check_packed("quantized_matmul", w, scales, biases, group_size, bits)?;
     check_x("quantized_matmul", x, transpose, rows, cols)?;
+    if native_qmm_enabled() {
+        // SAFETY: valid handles; a null `used_native`. The shim falls back to MLX's op for
+        // calls its kernel does not take (GPU streams, `transpose = false`, other bits, ...).
+        return Array::try_op_stream(|res, s| unsafe {
+            sys::native_qmm::mlxrs_quantized_matmul(
+                res,
+                x.as_raw(),
+                w.as_raw(),
+                scales.as_raw(),
+                biases.as_raw(),
+                transpose,
+                group_size,
+                bits,
+                s,
+                std::ptr::null_mut(),
+            )
+        });
+    }
     let mode = CString::new(MODE).expect("no NUL in a literal");
     // SAFETY: valid handles and a NUL-terminated mode that outlives the call.
     Array::try_op_stream(|res, s| unsafe {
@@ -378,4 +405,94 @@ pub fn gather_qmm(
             s,
         )
     })
+}
+
+// ------------------------------------------------------------------ native kernel knobs
+
+/// 0: not decided yet (read `MLX_RS_NATIVE_QMM`), 1: on, 2: off.
+static NATIVE_QMM: AtomicU8 = AtomicU8::new(0);
+
+/// Turns the native CPU quantized-matmul kernel used by [`quantized_matmul`] on or off for the
+/// whole process (MLX's own op is used while it is off). The default is on unless the
+/// environment variable `MLX_RS_NATIVE_QMM` is `0`, `false` or `off` when first consulted.
+///
+/// ```
+/// use mlx_rs::{quant, Array};
+/// let wq = Array::from_slice(&[0x2222_2222u32; 4], &[1, 4])?; // [1, 32] of codes 2
+/// let s = Array::from_slice(&[0.5f32], &[1, 1])?;
+/// let b = Array::from_slice(&[1.0f32], &[1, 1])?;
+/// let x = Array::from_slice(&[1.0f32; 32], &[1, 32])?;
+/// let before = quant::native_qmm_enabled();
+/// quant::set_native_qmm(false);
+/// let mlx = quant::quantized_matmul(&x, &wq, &s, &b, true, 32, 4)?.to_vec::<f32>()?;
+/// quant::set_native_qmm(true);
+/// let ours = quant::quantized_matmul(&x, &wq, &s, &b, true, 32, 4)?.to_vec::<f32>()?;
+/// quant::set_native_qmm(before);
+/// // Every weight is 0.5 * 2 + 1 = 2: the row sums to 64 either way.
+/// assert_eq!((mlx, ours), (vec![64.0], vec![64.0]));
+/// # Ok::<(), mlx_rs::Error>(())
+/// ```
+pub fn set_native_qmm(enabled: bool) {
+    NATIVE_QMM.store(if enabled { 1 } else { 2 }, Ordering::Relaxed);
+}
+
+/// Whether [`quantized_matmul`] uses the native CPU kernel where it can (see
+/// [`set_native_qmm`]).
+///
+/// ```
+/// use mlx_rs::quant;
+/// quant::set_native_qmm(true);
+/// assert!(quant::native_qmm_enabled());
+/// ```
+pub fn native_qmm_enabled() -> bool {
+    match NATIVE_QMM.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => {
+            let off = std::env::var("MLX_RS_NATIVE_QMM").is_ok_and(|v| {
+                matches!(
+                    v.trim().to_ascii_lowercase().as_str(),
+                    "0" | "false" | "off"
+                )
+            });
+            // Only the first reader decides; a concurrent `set_native_qmm` wins.
+            let _ = NATIVE_QMM.compare_exchange(
+                0,
+                if off { 2 } else { 1 },
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            NATIVE_QMM.load(Ordering::Relaxed) == 1
+        }
+    }
+}
+
+/// Sets how many threads the native kernel uses: the thread that runs the matmul plus
+/// `threads - 1` persistent workers. `0` restores the default: the environment variable
+/// `MLX_RS_QMM_THREADS` if set, else the CPUs this process may run on. The kernel never calls
+/// BLAS from its workers, and its workers sleep before the prefill path's `sgemm`, so it does
+/// not compete with OpenBLAS's own threads. Waits for a running kernel call to finish.
+///
+/// ```
+/// use mlx_rs::quant;
+/// quant::set_native_qmm_threads(1);
+/// assert_eq!(quant::native_qmm_threads(), 1);
+/// quant::set_native_qmm_threads(0);
+/// assert!(quant::native_qmm_threads() >= 1);
+/// ```
+pub fn set_native_qmm_threads(threads: usize) {
+    let n = i32::try_from(threads).unwrap_or(i32::MAX);
+    // SAFETY: plain integer argument; the pool is guarded inside.
+    unsafe { sys::native_qmm::mlxrs_qmm_set_num_threads(n) };
+}
+
+/// The number of threads the native kernel uses (see [`set_native_qmm_threads`]).
+///
+/// ```
+/// assert!(mlx_rs::quant::native_qmm_threads() >= 1);
+/// ```
+pub fn native_qmm_threads() -> usize {
+    // SAFETY: no arguments; the pool is guarded inside.
+    let n = unsafe { sys::native_qmm::mlxrs_qmm_num_threads() };
+    usize::try_from(n).unwrap_or(1)
 }

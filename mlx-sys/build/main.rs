@@ -11,6 +11,7 @@
 
 mod bindings;
 mod elf;
+mod kernels;
 mod link;
 mod mlxc;
 mod pins;
@@ -56,6 +57,7 @@ fn run() -> BuildResult<()> {
     mlxc::check_pairing(&mlxc_src, &mlx)?;
     let mlxc_lib = mlxc::build(&mlxc_src, &mlx, &vendor)?;
     bindings::generate(&mlxc_src, &out_dir)?;
+    kernels::build(&manifest_dir, &mlx, &mlxc_src)?;
     link::emit(&mlx, &mlxc_lib, &out_dir)?;
     Ok(())
 }

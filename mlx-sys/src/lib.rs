@@ -33,3 +33,81 @@ mod openblas {
     #[used]
     static KEEP_OPENBLAS: unsafe extern "C" fn() -> std::os::raw::c_int = openblas_get_num_threads;
 }
+
+/// The project's own CPU quantized-matmul kernels (`mlx-sys/kernels/`, C interface in
+/// `kernels/qmm.h`): affine 4- and 8-bit weights in MLX's layout, groups of 32, 64 or 128,
+/// f32/f16/bf16 activations and scales, multi-threaded, AVX-512 / AVX2 / portable code chosen at
+/// run time. Functions returning `c_int` return 0 on success; on failure they report through
+/// mlx-c's error handler and return 1.
+pub mod native_qmm {
+    use super::{mlx_array, mlx_stream};
+    use std::os::raw::{c_int, c_void};
+
+    /// Element type code: f32.
+    pub const F32: c_int = 0;
+    /// Element type code: IEEE f16.
+    pub const F16: c_int = 1;
+    /// Element type code: bfloat16.
+    pub const BF16: c_int = 2;
+    /// Instruction set: none (not x86-64; the native kernel is never used).
+    pub const ISA_NONE: c_int = 0;
+    /// Instruction set: portable C++.
+    pub const ISA_GENERIC: c_int = 1;
+    /// Instruction set: AVX2 + FMA.
+    pub const ISA_AVX2: c_int = 2;
+    /// Instruction set: AVX-512F.
+    pub const ISA_AVX512: c_int = 3;
+
+    extern "C" {
+        /// `mlx_quantized_matmul` (affine, with biases) that builds the native primitive when
+        /// it supports the call (CPU stream, x86-64, `transpose`, bits 4/8, group 32/64/128,
+        /// 2-D `uint32` weight, float x, scales and biases of one float dtype with matching
+        /// shapes) and calls MLX's op otherwise. `used_native` (nullable) receives which.
+        pub fn mlxrs_quantized_matmul(
+            res: *mut mlx_array,
+            x: mlx_array,
+            w: mlx_array,
+            scales: mlx_array,
+            biases: mlx_array,
+            transpose: bool,
+            group_size: c_int,
+            bits: c_int,
+            s: mlx_stream,
+            used_native: *mut bool,
+        ) -> c_int;
+
+        /// Runs the kernel synchronously on raw row-major buffers:
+        /// `y[M, N] = x[M, K] @ dequantize(w[N, K*bits/32], scales, biases)ᵀ`, with element
+        /// type codes [`F32`], [`F16`], [`BF16`]. Returns 1 (without reporting) for unsupported
+        /// parameters or null pointers, else 0.
+        pub fn mlxrs_qmm_raw(
+            x: *const c_void,
+            x_dt: c_int,
+            w: *const u32,
+            scales: *const c_void,
+            biases: *const c_void,
+            sb_dt: c_int,
+            y: *mut c_void,
+            y_dt: c_int,
+            m: c_int,
+            n: c_int,
+            k: c_int,
+            bits: c_int,
+            group_size: c_int,
+        ) -> c_int;
+
+        /// Sets the kernel's thread count (caller + `n - 1` workers); `n <= 0` restores the
+        /// default (`MLX_RS_QMM_THREADS`, else the CPUs this process may use).
+        pub fn mlxrs_qmm_set_num_threads(n: c_int);
+        /// The thread count in effect.
+        pub fn mlxrs_qmm_num_threads() -> c_int;
+        /// The instruction set in use (`ISA_*`).
+        pub fn mlxrs_qmm_isa() -> c_int;
+        /// Caps the instruction set (0: the best supported); returns the one now in use.
+        pub fn mlxrs_qmm_force_isa(isa: c_int) -> c_int;
+        /// Native primitives built so far in this process.
+        pub fn mlxrs_qmm_native_count() -> u64;
+        /// Row count above which the dequantize + `cblas_sgemm` path is used (`<= 0`: 8).
+        pub fn mlxrs_qmm_set_gemm_threshold(m: c_int);
+    }
+}

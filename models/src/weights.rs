@@ -76,10 +76,14 @@ impl Weights {
         self.tensors.remove(name)
     }
 
-    /// Takes a tensor and checks its shape; [`Error::ShapeMismatch`] names it otherwise.
+    /// Takes a tensor if it has `shape`; otherwise [`Error::ShapeMismatch`] names it (and the
+    /// tensor stays).
     pub fn take_shaped(&mut self, name: &str, shape: &[i32]) -> Result<Array> {
-        let array = self.take(name)?;
-        let found = array.shape();
+        let found = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| Error::MissingTensor(name.to_string()))?
+            .shape();
         if found != shape {
             return Err(Error::ShapeMismatch {
                 name: name.to_string(),
@@ -87,7 +91,7 @@ impl Weights {
                 found,
             });
         }
-        Ok(array)
+        self.take(name)
     }
 
     /// Removes every tensor whose name matches `pred` (e.g. `rotary_emb.inv_freq`).

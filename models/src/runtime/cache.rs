@@ -101,15 +101,17 @@ pub struct KvCache {
 impl KvCache {
     /// An empty cache for `layers` layers.
     pub fn new(layers: usize) -> KvCache {
-        KvCache { layers: vec![LayerCache::default(); layers] }
+        KvCache {
+            layers: vec![LayerCache::default(); layers],
+        }
     }
 
     /// The cache of layer `i`.
     pub fn layer_mut(&mut self, i: usize) -> Result<&mut LayerCache> {
         let n = self.layers.len();
-        self.layers
-            .get_mut(i)
-            .ok_or_else(|| Error::InvalidArgument(format!("layer {i} out of range for a cache of {n} layers")))
+        self.layers.get_mut(i).ok_or_else(|| {
+            Error::InvalidArgument(format!("layer {i} out of range for a cache of {n} layers"))
+        })
     }
 
     /// Number of layers.

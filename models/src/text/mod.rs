@@ -1,8 +1,16 @@
 //! Text: tokenizers (tokenizer.json or a GGUF vocabulary), chat templates, streaming
 //! detokenization.
+//!
+//! - [`Tokenizer`]: encode/decode with the checkpoint's special tokens and BOS policy.
+//! - [`chat`]: [`ChatMessage`] and [`ChatTemplate`] (Jinja, rendered like transformers).
+//! - [`detokenize`]: [`StreamingDetokenizer`], text chunks as tokens are generated.
 
 pub mod chat;
 pub mod detokenize;
+mod gguf_vocab;
 pub mod tokenizer;
 
+pub use chat::{ChatMessage, ChatTemplate};
+pub use detokenize::StreamingDetokenizer;
+pub use gguf_vocab::SUPPORTED_PRE_TOKENIZERS;
 pub use tokenizer::Tokenizer;

@@ -1,4 +1,353 @@
-//! (in progress)
-/// A tokenizer (in progress).
-#[derive(Debug)]
-pub struct Tokenizer;
+//! [`Tokenizer`]: text ↔ token ids, with the special tokens and chat template of a checkpoint.
+//!
+//! Two sources: a Hugging Face folder ([`Tokenizer::from_dir`]: `tokenizer.json`, plus the
+//! optional `tokenizer_config.json` and `chat_template.jinja`) or the vocabulary embedded in a
+//! GGUF file ([`Tokenizer::from_gguf`], byte-level BPE only).
+//!
+//! **Who decides BOS:** the tokenizer, never `config.json`. For a Hugging Face folder, the
+//! `tokenizer.json` post-processor decides, unless `tokenizer_config.json` sets `add_bos_token`
+//! explicitly (as transformers' Llama tokenizers rebuild their post-processor from it); for a
+//! GGUF vocabulary, `tokenizer.ggml.add_bos_token`, defaulting like llama.cpp per pre-tokenizer.
+
+use super::chat::{ChatMessage, ChatTemplate};
+use super::gguf_vocab;
+use crate::{Error, Result};
+use mlx_rs::io::gguf::Gguf;
+use serde::Deserialize;
+use std::path::Path;
+
+/// How [`Tokenizer::encode`] corrects the wrapped tokenizer's BOS handling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BosFix {
+    /// The wrapped tokenizer already does what is wanted.
+    None,
+    /// Prepend BOS (GGUF vocabularies; `add_bos_token: true` without a post-processor).
+    Prepend,
+    /// Remove a leading BOS the post-processor adds (`add_bos_token: false`).
+    Strip,
+}
+
+/// A tokenizer with its special tokens and chat template.
+#[derive(Debug, Clone)]
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    bos: Option<(String, u32)>,
+    eos_token: Option<String>,
+    eos_ids: Vec<u32>,
+    adds_bos: bool,
+    bos_fix: BosFix,
+    /// Append EOS when encoding with special tokens (GGUF `tokenizer.ggml.add_eos_token`).
+    append_eos: Option<u32>,
+    chat_template: Option<ChatTemplate>,
+}
+
+/// A token in `tokenizer_config.json`: a string or an `AddedToken` object.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ConfigToken {
+    Text(String),
+    Object { content: String },
+}
+
+impl ConfigToken {
+    fn into_text(self) -> String {
+        match self {
+            ConfigToken::Text(s) | ConfigToken::Object { content: s } => s,
+        }
+    }
+}
+
+/// A named template of `tokenizer_config.json`'s list form.
+#[derive(Debug, Deserialize)]
+struct NamedTemplate {
+    name: String,
+    template: String,
+}
+
+/// `chat_template`: one template, or a list of named ones.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ConfigChatTemplate {
+    One(String),
+    Named(Vec<NamedTemplate>),
+}
+
+/// The parts of `tokenizer_config.json` that matter here.
+#[derive(Debug, Default, Deserialize)]
+struct TokenizerConfig {
+    #[serde(default)]
+    chat_template: Option<ConfigChatTemplate>,
+    #[serde(default)]
+    bos_token: Option<ConfigToken>,
+    #[serde(default)]
+    eos_token: Option<ConfigToken>,
+    #[serde(default)]
+    add_bos_token: Option<bool>,
+}
+
+impl Tokenizer {
+    /// Loads a Hugging Face tokenizer folder: `tokenizer.json` (required),
+    /// `tokenizer_config.json` (optional: `chat_template` as a string or a list of
+    /// `{name, template}` — the one named `default`, else the first —, `bos_token`/`eos_token`,
+    /// `add_bos_token`) and `chat_template.jinja` (optional; wins over the config's template).
+    ///
+    /// Errors: [`Error::Io`] naming a file that is missing or unreadable; [`Error::Tokenizer`]
+    /// naming a file that is malformed; [`Error::ChatTemplate`] for a template that does not
+    /// compile.
+    ///
+    /// ```
+    /// use mlx_models::{text::Tokenizer, Error};
+    /// let err = Tokenizer::from_dir(std::path::Path::new("/no/such/dir")).unwrap_err();
+    /// assert!(matches!(err, Error::Io { ref path, .. } if path.ends_with("tokenizer.json")));
+    /// ```
+    pub fn from_dir(dir: &Path) -> Result<Tokenizer> {
+        let json_path = dir.join("tokenizer.json");
+        let bytes = std::fs::read(&json_path).map_err(|e| Error::io(&json_path, e))?;
+        let inner = tokenizers::Tokenizer::from_bytes(&bytes)
+            .map_err(|e| Error::Tokenizer(format!("{}: {e}", json_path.display())))?;
+
+        let config_path = dir.join("tokenizer_config.json");
+        let config: TokenizerConfig = match std::fs::read(&config_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| Error::Tokenizer(format!("{}: {e}", config_path.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => TokenizerConfig::default(),
+            Err(e) => return Err(Error::io(&config_path, e)),
+        };
+
+        let jinja_path = dir.join("chat_template.jinja");
+        let template_source = match std::fs::read_to_string(&jinja_path) {
+            Ok(source) => Some(source),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match config.chat_template {
+                None => None,
+                Some(ConfigChatTemplate::One(s)) => Some(s),
+                Some(ConfigChatTemplate::Named(list)) => {
+                    let pick = list.iter().position(|t| t.name == "default").unwrap_or(0);
+                    list.into_iter().nth(pick).map(|t| t.template)
+                }
+            },
+            Err(e) => return Err(Error::io(&jinja_path, e)),
+        };
+        let chat_template = template_source.map(ChatTemplate::new).transpose()?;
+
+        let bos = config.bos_token.map(ConfigToken::into_text).and_then(|t| {
+            let id = inner.token_to_id(&t)?;
+            Some((t, id))
+        });
+        let eos_token = config.eos_token.map(ConfigToken::into_text);
+        let eos_ids = eos_token
+            .as_deref()
+            .and_then(|t| inner.token_to_id(t))
+            .into_iter()
+            .collect();
+
+        // What the post-processor does, probed on a plain word.
+        let post_processor_adds_bos = match &bos {
+            Some((_, id)) => {
+                inner
+                    .encode("a", true)
+                    .map_err(|e| Error::Tokenizer(format!("{}: {e}", json_path.display())))?
+                    .get_ids()
+                    .first()
+                    == Some(id)
+            }
+            None => false,
+        };
+        let adds_bos = bos.is_some() && config.add_bos_token.unwrap_or(post_processor_adds_bos);
+        let bos_fix = match (adds_bos, post_processor_adds_bos) {
+            (true, false) => BosFix::Prepend,
+            (false, true) => BosFix::Strip,
+            _ => BosFix::None,
+        };
+
+        Ok(Tokenizer {
+            inner,
+            bos,
+            eos_token,
+            eos_ids,
+            adds_bos,
+            bos_fix,
+            append_eos: None,
+            chat_template,
+        })
+    }
+
+    /// Builds the tokenizer embedded in a GGUF file (`tokenizer.ggml.*` and
+    /// `tokenizer.chat_template` metadata).
+    ///
+    /// Supports `tokenizer.ggml.model == "gpt2"` (byte-level BPE) with the pre-tokenizers
+    /// `llama-bpe` (Llama 3), `qwen2`, `qwen35`, `gpt-2`, `smollm` (and the identical `mpt`,
+    /// `olmo`, `starcoder`, `refact`, `command-r`, `deepseek-r1-qwen`), splitting text like
+    /// llama.cpp.
+    /// Control and user-defined tokens encode atomically.
+    ///
+    /// Errors: [`Error::Tokenizer`] naming an unsupported tokenizer model (e.g. `llama`, the
+    /// SentencePiece kind) or pre-tokenizer, or malformed metadata; [`Error::ChatTemplate`] for
+    /// a template that does not compile.
+    pub fn from_gguf(gguf: &Gguf) -> Result<Tokenizer> {
+        let vocab = gguf_vocab::from_gguf(gguf)?;
+        let chat_template = vocab.chat_template.map(ChatTemplate::new).transpose()?;
+        let bos = vocab
+            .bos_id
+            .map(|id| (vocab.tokens[id as usize].clone(), id));
+        let eos_token = vocab
+            .eos_ids
+            .first()
+            .map(|&id| vocab.tokens[id as usize].clone());
+        Ok(Tokenizer {
+            inner: vocab.tokenizer,
+            bos,
+            eos_token,
+            append_eos: if vocab.add_eos {
+                vocab.eos_ids.first().copied()
+            } else {
+                None
+            },
+            eos_ids: vocab.eos_ids,
+            adds_bos: vocab.add_bos,
+            bos_fix: if vocab.add_bos {
+                BosFix::Prepend
+            } else {
+                BosFix::None
+            },
+            chat_template,
+        })
+    }
+
+    /// Token ids of `text`. With `add_special_tokens`, BOS (and EOS) are added as the tokenizer
+    /// defines; special-token strings in `text` (`<|im_start|>`, ...) always encode as their id.
+    pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
+        let encoding = self
+            .inner
+            .encode(text, add_special_tokens)
+            .map_err(|e| Error::Tokenizer(format!("encode: {e}")))?;
+        let mut ids = encoding.get_ids().to_vec();
+        if add_special_tokens {
+            if let Some((_, bos)) = &self.bos {
+                match self.bos_fix {
+                    BosFix::Prepend if ids.first() != Some(bos) => ids.insert(0, *bos),
+                    BosFix::Strip if ids.first() == Some(bos) => {
+                        ids.remove(0);
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(eos) = self.append_eos {
+                ids.push(eos);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// The text of `ids`. Errors: [`Error::Tokenizer`] for an id outside the vocabulary.
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
+        let size = self.vocab_size();
+        if let Some(bad) = ids.iter().find(|&&id| id as usize >= size) {
+            return Err(Error::Tokenizer(format!(
+                "token id {bad} is outside the vocabulary of {size} tokens"
+            )));
+        }
+        self.inner
+            .decode(ids, skip_special_tokens)
+            .map_err(|e| Error::Tokenizer(format!("decode: {e}")))
+    }
+
+    /// The number of tokens, added tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// The id of a token string (its vocabulary form, e.g. `Ġthe` for byte-level BPE).
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// The token string of an id (its vocabulary form).
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
+    /// The BOS token string, if the tokenizer has one.
+    pub fn bos_token(&self) -> Option<&str> {
+        self.bos.as_ref().map(|(t, _)| t.as_str())
+    }
+
+    /// The BOS token id, if the tokenizer has one.
+    pub fn bos_token_id(&self) -> Option<u32> {
+        self.bos.as_ref().map(|(_, id)| *id)
+    }
+
+    /// The EOS token string, if the tokenizer has one.
+    pub fn eos_token(&self) -> Option<&str> {
+        self.eos_token.as_deref()
+    }
+
+    /// End-of-sequence ids the tokenizer itself declares (GGUF: `eos`, `eot` and `eom`); the
+    /// model's `config.json` / `generation_config.json` may add more.
+    pub fn eos_token_ids(&self) -> Vec<u32> {
+        self.eos_ids.clone()
+    }
+
+    /// Whether [`encode`](Self::encode) with special tokens starts with BOS.
+    pub fn adds_bos(&self) -> bool {
+        self.adds_bos
+    }
+
+    /// The chat template, if the checkpoint ships one.
+    pub fn chat_template(&self) -> Option<&ChatTemplate> {
+        self.chat_template.as_ref()
+    }
+
+    /// This tokenizer with `template` as its chat template (e.g. a user-supplied override).
+    pub fn with_chat_template(mut self, template: ChatTemplate) -> Tokenizer {
+        self.chat_template = Some(template);
+        self
+    }
+
+    /// Renders `messages` with the chat template (see [`ChatTemplate::render`] for `extra`).
+    /// Errors: [`Error::ChatTemplate`] when there is no template or rendering fails.
+    pub fn render_chat_template(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+        extra: &serde_json::Value,
+    ) -> Result<String> {
+        let template = self
+            .chat_template
+            .as_ref()
+            .ok_or_else(|| Error::ChatTemplate("the tokenizer has no chat template".into()))?;
+        template.render(
+            messages,
+            add_generation_prompt,
+            self.bos_token(),
+            self.eos_token(),
+            extra,
+        )
+    }
+
+    /// Renders `messages` with the chat template and encodes the result.
+    ///
+    /// Avoids a double BOS like mlx-lm: when the rendered text already starts with the BOS
+    /// token, it is encoded without adding special tokens.
+    pub fn apply_chat_template(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<Vec<u32>> {
+        self.apply_chat_template_with(messages, add_generation_prompt, &serde_json::Value::Null)
+    }
+
+    /// [`apply_chat_template`](Self::apply_chat_template) with extra template variables (a
+    /// JSON object such as `{"enable_thinking": false}`).
+    pub fn apply_chat_template_with(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+        extra: &serde_json::Value,
+    ) -> Result<Vec<u32>> {
+        let text = self.render_chat_template(messages, add_generation_prompt, extra)?;
+        let starts_with_bos = self
+            .bos_token()
+            .is_some_and(|bos| !bos.is_empty() && text.starts_with(bos));
+        self.encode(&text, !starts_with_bos)
+    }
+}

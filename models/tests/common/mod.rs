@@ -15,13 +15,21 @@ pub fn test_data(relative: &str) -> Option<PathBuf> {
         return Some(path);
     }
     if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{} is missing: run scripts/fetch_test_data.sh", path.display());
+        panic!(
+            "{} is missing: run scripts/fetch_test_data.sh",
+            path.display()
+        );
     }
-    eprintln!("skipping: {} not found (run scripts/fetch_test_data.sh)", path.display());
+    eprintln!(
+        "skipping: {} not found (run scripts/fetch_test_data.sh)",
+        path.display()
+    );
     None
 }
 
 /// A committed fixture under `models/tests/fixtures/`.
 pub fn fixture(relative: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(relative)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(relative)
 }

@@ -1,0 +1,71 @@
+//! Criterion benchmark of the native CPU quantized matmul (mlx-sys/kernels) against MLX's own
+//! CPU op (the kernel switched off with `quant::set_native_qmm(false)`), 4-bit, group 64.
+//!
+//! Throughput is the weight bytes read per call (packed codes + scales + biases), so the
+//! figure for decode shapes reads as GB/s of weights. Weights stay in place between
+//! iterations: the 896-wide matrices fit in the L3 cache and are flattered; the 4096 x 11008
+//! one (about 28 MB in f32 scales) mostly comes from DRAM.
+//!
+//! ```text
+//! cargo bench --bench qmm_kernel
+//! ```
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use mlx_rs::{quant, random, with_device, Array, Device, Dtype};
+use std::time::Duration;
+
+fn input(shape: &[i32], dtype: Dtype, seed: u64) -> Array {
+    let key = random::key(seed).expect("key");
+    let x = random::normal(shape, Dtype::Float32, 0.0, 1.0, Some(&key)).expect("normal");
+    let x = x.astype(dtype).expect("astype");
+    x.eval().expect("eval");
+    x
+}
+
+fn bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("qmm_kernel");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2));
+    with_device(Device::cpu(), || {
+        for &(m, n, k) in &[
+            (1, 11008, 4096),
+            (1, 4864, 896),
+            (8, 11008, 4096),
+            (128, 4864, 896),
+        ] {
+            for dtype in [Dtype::Float32, Dtype::Bfloat16] {
+                let w = input(&[n, k], dtype, 1);
+                let (wq, s, b) = quant::quantize(&w, 64, 4).expect("quantize");
+                mlx_rs::eval(&[&wq, &s, &b]).expect("eval");
+                let x = input(&[m, k], dtype, 2);
+                let bytes = (wq.nbytes() + s.nbytes() + b.nbytes()) as u64;
+                g.throughput(Throughput::Bytes(bytes));
+                for native in [true, false] {
+                    // MLX's bf16 op takes seconds for the [8, 4096] and prefill shapes.
+                    if !native && dtype == Dtype::Bfloat16 && m * n * k > 100_000_000 {
+                        continue;
+                    }
+                    let id = BenchmarkId::new(
+                        format!("{}/{dtype}", if native { "native" } else { "mlx" }),
+                        format!("{m}x{k}@{n}x{k}T"),
+                    );
+                    g.bench_function(id, |bch| {
+                        quant::set_native_qmm(native);
+                        bch.iter(|| {
+                            let y =
+                                quant::quantized_matmul(&x, &wq, &s, &b, true, 64, 4).expect("qmm");
+                            y.eval().expect("eval");
+                            y
+                        })
+                    });
+                }
+                quant::set_native_qmm(true);
+            }
+        }
+    })
+    .expect("cpu stream");
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,155 @@
+//! Flags and printing shared by the examples (`#[path = "cli/mod.rs"] mod cli;`).
+#![allow(dead_code)] // each example uses a part
+
+use clap::{Args, Parser, ValueEnum};
+use mlx_models::load::{load, LoadOptions};
+use mlx_models::model::{GenerateParams, GenerationStats, LanguageModel};
+use mlx_models::runtime::engine::MlxEngine;
+use mlx_models::runtime::sample::SamplingParams;
+use mlx_models::Error;
+use mlx_rs::Device;
+use std::process::ExitCode;
+
+/// What the examples' `run` functions return.
+pub type CliResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
+
+/// The model used when `--model` is not given.
+pub const DEFAULT_MODEL: &str = "Qwen/Qwen2.5-0.5B-Instruct";
+
+/// Where MLX runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DeviceArg {
+    /// The CPU (float32 by default).
+    Cpu,
+    /// The GPU (Metal or CUDA builds; bfloat16 by default).
+    Gpu,
+}
+
+/// Which model, on which device.
+#[derive(Debug, Clone, Args)]
+pub struct ModelArgs {
+    /// Hugging Face repo id, local model folder, or .gguf file.
+    #[arg(long, default_value = DEFAULT_MODEL)]
+    pub model: String,
+    /// Device (default: MLX's default device).
+    #[arg(long, value_enum)]
+    pub device: Option<DeviceArg>,
+}
+
+impl ModelArgs {
+    /// The chosen device, checked to exist.
+    pub fn device(&self) -> CliResult<Device> {
+        let device = match self.device {
+            None => Device::default_device()?,
+            Some(DeviceArg::Cpu) => Device::cpu(),
+            Some(DeviceArg::Gpu) => Device::gpu(),
+        };
+        if !device.is_available() {
+            return Err(format!("device {device} is not available in this MLX build").into());
+        }
+        Ok(device)
+    }
+
+    /// Loads the model into an [`MlxEngine`] (progress on stderr).
+    pub fn load_engine(&self) -> CliResult<MlxEngine> {
+        let device = self.device()?;
+        Device::set_default(device)?;
+        let options = LoadOptions {
+            device,
+            ..LoadOptions::default()
+        };
+        eprintln!("loading {} ...", self.model);
+        let started = std::time::Instant::now();
+        let loaded = load(&self.model, &options)?;
+        let engine = MlxEngine::from_loaded(loaded, &options)?;
+        eprintln!(
+            "loaded {} in {:.1} s",
+            engine.describe(),
+            started.elapsed().as_secs_f64()
+        );
+        Ok(engine)
+    }
+}
+
+/// Sampling and length flags.
+#[derive(Debug, Clone, Args)]
+pub struct SamplingArgs {
+    /// Maximum new tokens.
+    #[arg(long, default_value_t = 256)]
+    pub max_tokens: usize,
+    /// Temperature (0 = greedy).
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
+    pub temp: f32,
+    /// Nucleus sampling threshold (1 = off).
+    #[arg(long, allow_negative_numbers = true, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Keep the k most likely tokens (0 = off).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Keep tokens with probability ≥ min_p × the top probability (0 = off).
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
+    pub min_p: f32,
+    /// CTRL repetition penalty (1 = off).
+    #[arg(long, allow_negative_numbers = true, default_value_t = 1.0)]
+    pub repetition_penalty: f32,
+    /// Recent tokens the repetition penalty looks at.
+    #[arg(long, default_value_t = 20)]
+    pub repetition_context_size: usize,
+    /// Seed of the sampler (default: MLX's global generator).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Stop when this text appears (repeatable); the text is not printed.
+    #[arg(long = "stop")]
+    pub stop: Vec<String>,
+}
+
+impl SamplingArgs {
+    /// The generation parameters, validated.
+    pub fn params(&self) -> Result<GenerateParams, Error> {
+        let sampling = SamplingParams {
+            temperature: self.temp,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            min_p: self.min_p,
+            repetition_penalty: self.repetition_penalty,
+            repetition_context_size: self.repetition_context_size,
+            seed: self.seed,
+        };
+        sampling.validate()?;
+        Ok(GenerateParams {
+            max_tokens: self.max_tokens,
+            sampling,
+            stop_token_ids: Vec::new(),
+        })
+    }
+}
+
+/// Parses the command line; `--help` / `--version` print and exit 0, bad flags print the error
+/// and exit 1.
+pub fn parse<T: Parser>() -> Result<T, ExitCode> {
+    T::try_parse().map_err(|e| {
+        let code = if e.use_stderr() { 1 } else { 0 };
+        let _ = e.print();
+        ExitCode::from(code)
+    })
+}
+
+/// Runs an example's body: an error is printed and the exit code is 1.
+pub fn main_with<T: Parser>(run: impl FnOnce(T) -> CliResult) -> ExitCode {
+    let args = match parse::<T>() {
+        Ok(args) => args,
+        Err(code) => return code,
+    };
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The statistics line printed after each generation.
+pub fn print_stats(stats: &GenerationStats) {
+    println!("{stats}");
+}

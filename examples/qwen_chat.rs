@@ -1,0 +1,101 @@
+//! Interactive, streaming, multi-turn chat with a model's chat template.
+//!
+//! ```text
+//! cargo run --release --example qwen_chat -- --model Qwen/Qwen2.5-0.5B-Instruct --temp 0.7
+//! cargo run --release --example qwen_chat -- --prompt "Why is the sky blue?"
+//! ```
+//! Commands at the prompt: `/reset` forgets the conversation, `/quit` (or end of input) leaves.
+
+#[path = "cli/mod.rs"]
+mod cli;
+
+use clap::Parser;
+use cli::{CliResult, ModelArgs, SamplingArgs};
+use mlx_models::model::{GenerateParams, LanguageModel};
+use mlx_models::runtime::engine::MlxEngine;
+use mlx_models::runtime::generate::generate_text;
+use mlx_models::text::ChatMessage;
+use std::io::{BufRead, Write};
+use std::process::ExitCode;
+
+/// Chat with a model.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    /// System prompt.
+    #[arg(long)]
+    system: Option<String>,
+    /// One non-interactive turn with this message.
+    #[arg(long)]
+    prompt: Option<String>,
+}
+
+/// Runs one turn: streams the reply to stdout, records it, prints the stats line.
+fn turn(
+    engine: &mut MlxEngine,
+    messages: &mut Vec<ChatMessage>,
+    params: &GenerateParams,
+    stops: &[String],
+) -> CliResult {
+    let ids = engine.tokenizer().apply_chat_template(messages, true)?;
+    let mut reply = String::new();
+    let mut stdout = std::io::stdout();
+    let stats = generate_text(engine, &ids, params, stops, &mut |text| {
+        reply.push_str(text);
+        print!("{text}");
+        let _ = stdout.flush();
+    })?;
+    println!();
+    cli::print_stats(&stats);
+    messages.push(ChatMessage::new("assistant", reply));
+    Ok(())
+}
+
+fn run(cli: Cli) -> CliResult {
+    let params = cli.sampling.params()?;
+    let mut engine = cli.model.load_engine()?;
+    let base: Vec<ChatMessage> = cli
+        .system
+        .iter()
+        .map(|s| ChatMessage::new("system", s.clone()))
+        .collect();
+    let mut messages = base.clone();
+    if let Some(prompt) = &cli.prompt {
+        messages.push(ChatMessage::new("user", prompt.clone()));
+        return turn(&mut engine, &mut messages, &params, &cli.sampling.stop);
+    }
+    eprintln!("type a message; /reset forgets the conversation, /quit leaves");
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    loop {
+        print!(">> ");
+        std::io::stdout().flush()?;
+        let Some(line) = lines.next() else { break };
+        let line = line?;
+        match line.trim() {
+            "" => continue,
+            "/quit" | "/exit" => break,
+            "/reset" => {
+                messages = base.clone();
+                eprintln!("(conversation reset)");
+                continue;
+            }
+            _ => {}
+        }
+        messages.push(ChatMessage::new("user", line));
+        if let Err(e) = turn(&mut engine, &mut messages, &params, &cli.sampling.stop) {
+            // Keep the session: drop the turn that failed (e.g. the context is full).
+            messages.pop();
+            eprintln!("error: {e}");
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    cli::main_with(run)
+}

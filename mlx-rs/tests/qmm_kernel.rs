@@ -1,0 +1,481 @@
+//! The native CPU quantized matmul (mlx-sys/kernels): values against an f64 evaluation of the
+//! packed weights done here in Rust, against MLX's own op (f32 activations), on every
+//! instruction set the CPU has, every supported bits/group/dtype, awkward shapes, poisoned
+//! outputs, lazy graphs, async_eval, memory, threads.
+use mlx_rs::half::{bf16, f16};
+use mlx_rs::{fast, quant, sys, Array, Dtype};
+use std::ffi::CString;
+use std::sync::Mutex;
+
+/// The kernel's instruction set and enable switch are process-wide: tests take turns.
+static LOCK: Mutex<()> = Mutex::new(());
+
+fn lock() -> std::sync::MutexGuard<'static, ()> {
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Deterministic pseudo-random values in [-1, 1).
+fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// The instruction sets this CPU supports (generic first).
+fn isas() -> Vec<i32> {
+    // SAFETY: plain integer calls.
+    let best = unsafe { sys::native_qmm::mlxrs_qmm_force_isa(0) };
+    (1..=best).collect()
+}
+
+fn force_isa(isa: i32) {
+    // SAFETY: plain integer call.
+    let got = unsafe { sys::native_qmm::mlxrs_qmm_force_isa(isa) };
+    assert_eq!(got, isa);
+}
+
+fn reset_isa() {
+    // SAFETY: plain integer call.
+    unsafe { sys::native_qmm::mlxrs_qmm_force_isa(0) };
+}
+
+struct Quantized {
+    wq: Array,
+    scales: Array,
+    biases: Array,
+    n: usize,
+    k: usize,
+    bits: i32,
+    group: i32,
+}
+
+fn make_weights(n: usize, k: usize, bits: i32, group: i32, sb: Dtype, seed: u64) -> Quantized {
+    let w = Array::from_slice(&rand_vec(n * k, seed), &[n as i32, k as i32])
+        .unwrap()
+        .astype(sb)
+        .unwrap();
+    let (wq, scales, biases) = quant::quantize(&w, group, bits).unwrap();
+    assert_eq!(scales.dtype(), sb);
+    Quantized {
+        wq,
+        scales,
+        biases,
+        n,
+        k,
+        bits,
+        group,
+    }
+}
+
+/// The float weights, in f64, unpacked here from the packed words and the scales/biases.
+fn dequant_f64(q: &Quantized) -> Vec<f64> {
+    let words = q.wq.to_vec::<u32>().unwrap();
+    let s = q
+        .scales
+        .astype(Dtype::Float32)
+        .unwrap()
+        .to_vec::<f32>()
+        .unwrap();
+    let b = q
+        .biases
+        .astype(Dtype::Float32)
+        .unwrap()
+        .to_vec::<f32>()
+        .unwrap();
+    let mask = (1u32 << q.bits) - 1;
+    let ng = q.k / q.group as usize;
+    let mut out = vec![0f64; q.n * q.k];
+    for r in 0..q.n {
+        for c in 0..q.k {
+            // A little-endian bit stream per row (3 bits cross word boundaries).
+            let row = r * q.k * q.bits as usize / 32;
+            let bit = c * q.bits as usize;
+            let lo = words[row + bit / 32] as u64;
+            let hi = words.get(row + bit / 32 + 1).map_or(0, |&v| v as u64);
+            let code = (((hi << 32 | lo) >> (bit % 32)) as u32) & mask;
+            let g = r * ng + c / q.group as usize;
+            out[r * q.k + c] = s[g] as f64 * code as f64 + b[g] as f64;
+        }
+    }
+    out
+}
+
+/// y = x @ wᵀ in f64, with the bound used for tolerances: sum |x||w| per output.
+fn reference(x: &[f32], w: &[f64], m: usize, n: usize, k: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut y = vec![0f64; m * n];
+    let mut mag = vec![0f64; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            for e in 0..k {
+                let p = x[i * k + e] as f64 * w[j * k + e];
+                y[i * n + j] += p;
+                mag[i * n + j] += p.abs();
+            }
+        }
+    }
+    (y, mag)
+}
+
+fn tolerance(out: Dtype, y: f64, mag: f64) -> f64 {
+    let rounding = match out {
+        Dtype::Bfloat16 => 1.0 / 128.0,
+        Dtype::Float16 => 1.0 / 1024.0,
+        _ => 0.0,
+    };
+    rounding * y.abs() + 2e-5 * mag + 1e-5
+}
+
+fn check_close(got: &[f32], want: &[f64], mag: &[f64], out: Dtype, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (&g, (&w, &m))) in got.iter().zip(want.iter().zip(mag)).enumerate() {
+        assert!(
+            g.is_finite() && (g as f64 - w).abs() <= tolerance(out, w, m),
+            "{what}: element {i}: got {g}, want {w} (sum |x w| = {m})"
+        );
+    }
+}
+
+fn native_count() -> u64 {
+    // SAFETY: no arguments.
+    unsafe { sys::native_qmm::mlxrs_qmm_native_count() }
+}
+
+/// MLX's own op, called directly through mlx-c (the kernel plays no part).
+fn mlx_qmm(x: &Array, q: &Quantized) -> Array {
+    let mode = CString::new("affine").unwrap();
+    let stream = mlx_rs::Stream::current().unwrap();
+    // SAFETY: valid handles; the result handle is fresh and owned by the returned Array.
+    unsafe {
+        let mut res = sys::mlx_array_new();
+        let status = sys::mlx_quantized_matmul(
+            &mut res,
+            x.as_raw(),
+            q.wq.as_raw(),
+            q.scales.as_raw(),
+            q.biases.as_raw(),
+            true,
+            sys::mlx_optional_int {
+                value: q.group,
+                has_value: true,
+            },
+            sys::mlx_optional_int {
+                value: q.bits,
+                has_value: true,
+            },
+            mode.as_ptr(),
+            stream.as_raw(),
+        );
+        assert_eq!(status, 0);
+        Array::from_raw(res)
+    }
+}
+
+fn qmm(x: &Array, q: &Quantized) -> mlx_rs::Result<Array> {
+    quant::quantized_matmul(x, &q.wq, &q.scales, &q.biases, true, q.group, q.bits)
+}
+
+const FLOATS: [Dtype; 3] = [Dtype::Float32, Dtype::Float16, Dtype::Bfloat16];
+
+#[test]
+fn every_isa_bits_group_and_dtype_against_f64() {
+    let _g = lock();
+    quant::set_native_qmm(true);
+    let ms = [1usize, 2, 3, 5, 8, 9, 17, 64];
+    let mut case = 0u64;
+    for isa in isas() {
+        force_isa(isa);
+        for bits in [4, 8] {
+            for group in [32, 64, 128] {
+                for sb in FLOATS {
+                    let (n, k) = (37, group as usize * 3);
+                    let q = make_weights(n, k, bits, group, sb, case);
+                    let w = dequant_f64(&q);
+                    for xdt in FLOATS {
+                        case += 1;
+                        let m = ms[case as usize % ms.len()];
+                        let x =
+                            Array::from_slice(&rand_vec(m * k, 1000 + case), &[m as i32, k as i32])
+                                .unwrap()
+                                .astype(xdt)
+                                .unwrap();
+                        let xs = x.astype(Dtype::Float32).unwrap().to_vec::<f32>().unwrap();
+                        let before = native_count();
+                        let y = qmm(&x, &q).unwrap();
+                        assert_eq!(native_count(), before + 1, "the native kernel was not used");
+                        let out = if xdt == sb { xdt } else { Dtype::Float32 };
+                        assert_eq!(y.dtype(), out);
+                        assert_eq!(y.shape(), vec![m as i32, n as i32]);
+                        let got = y.astype(Dtype::Float32).unwrap().to_vec::<f32>().unwrap();
+                        let (want, mag) = reference(&xs, &w, m, n, k);
+                        let what =
+                            format!("isa {isa} bits {bits} group {group} sb {sb} x {xdt} m {m}");
+                        check_close(&got, &want, &mag, out, &what);
+                    }
+                }
+            }
+        }
+    }
+    reset_isa();
+}
+
+#[test]
+fn awkward_shapes_match_mlx_and_f64() {
+    let _g = lock();
+    quant::set_native_qmm(true);
+    for isa in isas() {
+        force_isa(isa);
+        for (i, &(m, n, k, bits, group)) in [
+            (1usize, 1usize, 32usize, 4, 32),
+            (1, 7, 160, 4, 32),
+            (1, 13, 192, 8, 64),
+            (3, 5, 384, 4, 128),
+            (4, 9, 96, 8, 32),
+            (7, 33, 320, 4, 64),
+            (16, 11, 224, 4, 32),
+            (33, 6, 256, 8, 128),
+            (64, 19, 96, 4, 32),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let q = make_weights(n, k, bits, group, Dtype::Float32, 50 + i as u64);
+            let xv = rand_vec(m * k, 60 + i as u64);
+            // A batch axis too: [2, m, k] flattens to 2m rows.
+            let x = Array::from_slice(&[xv.clone(), xv.clone()].concat(), &[2, m as i32, k as i32])
+                .unwrap();
+            let y = qmm(&x, &q).unwrap();
+            assert_eq!(y.shape(), vec![2, m as i32, n as i32]);
+            let got = y.to_vec::<f32>().unwrap();
+            let mlx = mlx_qmm(&x, &q).to_vec::<f32>().unwrap();
+            let (want, mag) = reference(&[xv.clone(), xv].concat(), &dequant_f64(&q), 2 * m, n, k);
+            let what = format!("isa {isa} m {m} n {n} k {k} bits {bits} group {group}");
+            check_close(&got, &want, &mag, Dtype::Float32, &what);
+            check_close(&mlx, &want, &mag, Dtype::Float32, &format!("MLX, {what}"));
+        }
+    }
+    reset_isa();
+}
+
+#[test]
+fn raw_kernel_writes_every_output_of_a_poisoned_buffer() {
+    let _g = lock();
+    use sys::native_qmm::{mlxrs_qmm_raw, BF16, F16, F32};
+    for isa in isas() {
+        force_isa(isa);
+        for (i, &(m, n, k, bits, group)) in [
+            (1usize, 45usize, 192usize, 4, 64),
+            (6, 23, 256, 8, 32),
+            (40, 70, 128, 4, 128),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let q = make_weights(n, k, bits, group, Dtype::Float32, 80 + i as u64);
+            let words = q.wq.to_vec::<u32>().unwrap();
+            let s = q.scales.to_vec::<f32>().unwrap();
+            let b = q.biases.to_vec::<f32>().unwrap();
+            let x = rand_vec(m * k, 90 + i as u64);
+            let (want, mag) = reference(&x, &dequant_f64(&q), m, n, k);
+            let run = |y: *mut std::ffi::c_void, dt| {
+                // SAFETY: buffers of the sizes the call describes, alive for the call.
+                unsafe {
+                    mlxrs_qmm_raw(
+                        x.as_ptr().cast(),
+                        F32,
+                        words.as_ptr(),
+                        s.as_ptr().cast(),
+                        b.as_ptr().cast(),
+                        F32,
+                        y,
+                        dt,
+                        m as i32,
+                        n as i32,
+                        k as i32,
+                        bits,
+                        group,
+                    )
+                }
+            };
+            let mut y = vec![f32::NAN; m * n + 3];
+            assert_eq!(run(y.as_mut_ptr().cast(), F32), 0);
+            assert!(y[m * n..].iter().all(|v| v.is_nan()), "wrote past the end");
+            check_close(&y[..m * n], &want, &mag, Dtype::Float32, "raw f32");
+            let mut yb = vec![bf16::NAN; m * n];
+            assert_eq!(run(yb.as_mut_ptr().cast(), BF16), 0);
+            let yb: Vec<f32> = yb.iter().map(|v| v.to_f32()).collect();
+            check_close(&yb, &want, &mag, Dtype::Bfloat16, "raw bf16");
+            let mut yh = vec![f16::NAN; m * n];
+            assert_eq!(run(yh.as_mut_ptr().cast(), F16), 0);
+            let yh: Vec<f32> = yh.iter().map(|v| v.to_f32()).collect();
+            check_close(&yh, &want, &mag, Dtype::Float16, "raw f16");
+            // Unsupported parameters are refused, not run.
+            let mut z = vec![0f32; m * n];
+            // SAFETY: refused before any buffer is read.
+            let refused = unsafe {
+                mlxrs_qmm_raw(
+                    x.as_ptr().cast(),
+                    F32,
+                    words.as_ptr(),
+                    s.as_ptr().cast(),
+                    b.as_ptr().cast(),
+                    F32,
+                    z.as_mut_ptr().cast(),
+                    F32,
+                    m as i32,
+                    n as i32,
+                    k as i32,
+                    3,
+                    group,
+                )
+            };
+            assert_eq!(refused, 1);
+        }
+    }
+    reset_isa();
+}
+
+#[test]
+fn lazy_graph_rms_norm_qmm_silu() {
+    let _g = lock();
+    quant::set_native_qmm(true);
+    let (n, k) = (48usize, 256usize);
+    let q = make_weights(n, k, 4, 64, Dtype::Float32, 7);
+    let xv = rand_vec(k, 8);
+    let x = Array::from_slice(&xv, &[1, k as i32]).unwrap();
+    let before = native_count();
+    let y = qmm(&fast::rms_norm(&x, None, 1e-5).unwrap(), &q)
+        .unwrap()
+        .silu()
+        .unwrap();
+    assert_eq!(native_count(), before + 1);
+    let got = y.to_vec::<f32>().unwrap();
+    let rms = (xv.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / k as f64 + 1e-5).sqrt();
+    let xn: Vec<f32> = xv.iter().map(|v| (*v as f64 / rms) as f32).collect();
+    let (z, mag) = reference(&xn, &dequant_f64(&q), 1, n, k);
+    for i in 0..n {
+        let want = z[i] / (1.0 + (-z[i]).exp());
+        assert!(
+            (got[i] as f64 - want).abs() <= 1e-4 * mag[i] + 1e-4,
+            "{i}: {} vs {want}",
+            got[i]
+        );
+    }
+    // The same graph with the kernel off gives the same values (MLX's f32 path).
+    quant::set_native_qmm(false);
+    let off = qmm(&fast::rms_norm(&x, None, 1e-5).unwrap(), &q)
+        .unwrap()
+        .silu()
+        .unwrap();
+    assert_eq!(native_count(), before + 1);
+    quant::set_native_qmm(true);
+    for (a, b) in got.iter().zip(off.to_vec::<f32>().unwrap()) {
+        assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()));
+    }
+}
+
+#[test]
+fn async_eval_and_flat_memory_over_1000_calls() {
+    let _g = lock();
+    quant::set_native_qmm(true);
+    let q = make_weights(64, 128, 4, 32, Dtype::Float32, 11);
+    let x = Array::from_slice(&rand_vec(128, 12), &[1, 128]).unwrap();
+    let first = qmm(&x, &q).unwrap();
+    mlx_rs::async_eval(&[&first]).unwrap();
+    let first = first.to_vec::<f32>().unwrap();
+    let (want, mag) = reference(&x.to_vec::<f32>().unwrap(), &dequant_f64(&q), 1, 64, 128);
+    check_close(&first, &want, &mag, Dtype::Float32, "async_eval");
+    let mut base = 0;
+    for i in 0..1000 {
+        let y = qmm(&x, &q).unwrap();
+        mlx_rs::async_eval(&[&y]).unwrap();
+        assert_eq!(y.to_vec::<f32>().unwrap(), first, "call {i} differs");
+        drop(y);
+        let active = mlx_rs::memory::active_memory().unwrap();
+        if i == 10 {
+            base = active;
+        } else if i > 10 {
+            assert!(
+                active <= base + 4096,
+                "active memory grew: {active} after {i} calls, {base} at 10"
+            );
+        }
+    }
+}
+
+#[test]
+fn threads_issue_work_concurrently() {
+    let _g = lock();
+    quant::set_native_qmm(true);
+    let handles: Vec<_> = (0..4u64)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let stream = mlx_rs::Stream::new(mlx_rs::Device::cpu()).unwrap();
+                mlx_rs::with_stream(&stream, || {
+                    let q = make_weights(40 + t as usize, 192, 4, 64, Dtype::Float32, 20 + t);
+                    let w = dequant_f64(&q);
+                    for i in 0..20 {
+                        let m = 1 + (i % 3) as usize;
+                        let xv = rand_vec(m * 192, 100 * t + i);
+                        let x = Array::from_slice(&xv, &[m as i32, 192]).unwrap();
+                        let y = qmm(&x, &q).unwrap().to_vec::<f32>().unwrap();
+                        let (want, mag) = reference(&xv, &w, m, q.n, 192);
+                        check_close(&y, &want, &mag, Dtype::Float32, "threaded");
+                    }
+                })
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+}
+
+#[test]
+fn thread_knob_and_fallbacks() {
+    let _g = lock();
+    quant::set_native_qmm(true);
+    let q = make_weights(50, 128, 8, 32, Dtype::Float32, 30);
+    let xv = rand_vec(3 * 128, 31);
+    let x = Array::from_slice(&xv, &[3, 128]).unwrap();
+    let (want, mag) = reference(&xv, &dequant_f64(&q), 3, 50, 128);
+    for threads in [1, 2, 3, 0] {
+        quant::set_native_qmm_threads(threads);
+        if threads > 0 {
+            assert_eq!(quant::native_qmm_threads(), threads);
+        }
+        let y = qmm(&x, &q).unwrap().to_vec::<f32>().unwrap();
+        check_close(
+            &y,
+            &want,
+            &mag,
+            Dtype::Float32,
+            &format!("{threads} threads"),
+        );
+    }
+    // transpose = false and 3 bits go to MLX's op, and still give the right answer.
+    let before = native_count();
+    let q3 = make_weights(8, 64, 3, 32, Dtype::Float32, 32);
+    let x3v = rand_vec(64, 33);
+    let x3 = Array::from_slice(&x3v, &[1, 64]).unwrap();
+    let y3 = qmm(&x3, &q3).unwrap().to_vec::<f32>().unwrap();
+    let (want3, mag3) = reference(&x3v, &dequant_f64(&q3), 1, 8, 64);
+    check_close(&y3, &want3, &mag3, Dtype::Float32, "3 bits");
+    let wq_t = Array::from_slice(&[0x1111_1111u32; 128], &[32, 4]).unwrap();
+    let s_t = Array::from_slice(&[1.0f32; 32], &[32, 1]).unwrap();
+    let b_t = Array::from_slice(&[0.0f32; 32], &[32, 1]).unwrap();
+    let x_t = Array::ones(&[1, 32], Dtype::Float32).unwrap();
+    let y_t = quant::quantized_matmul(&x_t, &wq_t, &s_t, &b_t, false, 32, 4).unwrap();
+    assert_eq!(y_t.to_vec::<f32>().unwrap(), vec![32.0; 32]);
+    assert_eq!(native_count(), before);
+    // Errors still come back as Err, not aborts.
+    let bad = Array::ones(&[1, 100], Dtype::Float32).unwrap();
+    assert!(qmm(&bad, &q).is_err());
+}

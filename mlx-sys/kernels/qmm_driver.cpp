@@ -1,0 +1,354 @@
+// Driver of the native quantized matmul: instruction-set selection, the thread pool, input
+// conversion, the decode / small-M path and the prefill path (dequantized f32 tiles +
+// cblas_sgemm). Includes no MLX header and is compiled without instruction-set flags.
+#include <dlfcn.h>
+#include <sched.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "qmm_driver.h"
+
+#define MLXRS_EXPORT extern "C" __attribute__((visibility("default")))
+
+namespace mlxrs_qmm {
+namespace {
+
+// ---------------------------------------------------------------- instruction sets
+int detect_isa() {
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f")) return 3;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 2;
+  return 1;
+#else
+  return 0;
+#endif
+}
+
+const int kBestIsa = detect_isa();
+std::atomic<int> g_isa{kBestIsa};
+
+const Kernels& kernels_for(int isa) {
+#if defined(__x86_64__)
+  if (isa >= 3) return kernels_avx512();
+  if (isa == 2) return kernels_avx2();
+#endif
+  (void)isa;
+  return kernels_generic();
+}
+
+// ---------------------------------------------------------------- thread pool
+// Persistent workers. A job is (fn, ctx, ntasks); the submitter and the workers take task
+// indices from one atomic counter. Each job bumps a generation number; every worker
+// acknowledges every generation (pending_), so none can skip one, and workers start from
+// generation 0, the value before any job, so none can miss the first. After a job, workers
+// spin for a short while (cheap wake-up for back-to-back decode matmuls) unless the job asked
+// not to (the prefill path, whose sgemm runs OpenBLAS's own threads next), then sleep.
+class Pool {
+ public:
+  explicit Pool(int threads) {
+    for (int i = 1; i < threads; ++i) threads_.emplace_back([this] { worker(); });
+  }
+  ~Pool() {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      stop_ = true;
+      gen_.fetch_add(1, std::memory_order_release);
+    }
+    cv_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+  int size() const { return int(threads_.size()) + 1; }
+
+  // Runs fn(ctx, i) for every i in [0, ntasks) and returns when all have finished.
+  void run(void (*fn)(void*, int), void* ctx, int ntasks, bool spin_after) {
+    if (threads_.empty() || ntasks <= 1) {
+      for (int i = 0; i < ntasks; ++i) fn(ctx, i);
+      return;
+    }
+    fn_ = fn;
+    ctx_ = ctx;
+    ntasks_ = ntasks;
+    spin_ = spin_after;
+    next_.store(0, std::memory_order_relaxed);
+    pending_.store(int(threads_.size()), std::memory_order_relaxed);
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      gen_.fetch_add(1, std::memory_order_release);
+    }
+    cv_.notify_all();
+    work();
+    for (int spins = 0; pending_.load(std::memory_order_acquire) != 0; ++spins) {
+      if (spins > 2000) std::this_thread::yield();
+#if defined(__x86_64__)
+      else __builtin_ia32_pause();
+#endif
+    }
+  }
+
+ private:
+  void work() {
+    for (int i; (i = next_.fetch_add(1, std::memory_order_relaxed)) < ntasks_;) fn_(ctx_, i);
+  }
+  void worker() {
+    uint64_t seen = 0;
+    for (;;) {
+      auto t0 = std::chrono::steady_clock::now();
+      uint64_t g;
+      while ((g = gen_.load(std::memory_order_acquire)) == seen) {
+        if (spin_ && std::chrono::steady_clock::now() - t0 < std::chrono::microseconds(200)) {
+#if defined(__x86_64__)
+          __builtin_ia32_pause();
+#endif
+          continue;
+        }
+        std::unique_lock<std::mutex> lk(mu_);
+        cv_.wait(lk, [&] { return gen_.load(std::memory_order_acquire) != seen; });
+      }
+      seen = g;
+      {
+        std::lock_guard<std::mutex> lk(mu_);
+        if (stop_) return;
+      }
+      work();
+      pending_.fetch_sub(1, std::memory_order_acq_rel);
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::atomic<uint64_t> gen_{0};
+  std::atomic<int> next_{0}, pending_{0};
+  void (*fn_)(void*, int) = nullptr;
+  void* ctx_ = nullptr;
+  int ntasks_ = 0;
+  std::atomic<bool> spin_{true};
+  bool stop_ = false;
+  std::vector<std::thread> threads_;
+};
+
+int default_threads() {
+  if (const char* v = std::getenv("MLX_RS_QMM_THREADS")) {
+    int n = std::atoi(v);
+    if (n > 0) return n < 256 ? n : 256;
+  }
+#if defined(__linux__)
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+    int n = CPU_COUNT(&set);
+    if (n > 0) return n;
+  }
+#endif
+  unsigned n = std::thread::hardware_concurrency();
+  return n ? int(n) : 1;
+}
+
+// Held by the one kernel call that uses the pool; a second stream calling at the same time
+// does not wait: it runs on its own thread alone.
+std::mutex g_pool_mu;
+Pool* g_pool = nullptr;  // created on first use, under g_pool_mu
+int g_threads = 0;       // 0: not yet decided
+
+Pool& pool_locked() {
+  if (!g_pool) {
+    if (g_threads <= 0) g_threads = default_threads();
+    g_pool = new Pool(g_threads);
+  }
+  return *g_pool;
+}
+
+// ---------------------------------------------------------------- BLAS
+typedef void (*sgemm_fn)(int, int, int, int, int, int, float, const float*, int, const float*,
+                         int, float, float*, int);
+sgemm_fn find_sgemm() {
+  // Whatever cblas_sgemm the process resolves (OpenBLAS when linked, else the reference BLAS
+  // of the MLX wheel), looked up at run time so that linking never depends on it.
+  return reinterpret_cast<sgemm_fn>(dlsym(RTLD_DEFAULT, "cblas_sgemm"));
+}
+std::atomic<int> g_gemm_threshold{8};
+
+// ---------------------------------------------------------------- conversions
+inline float to_f32(const void* p, int dt, size_t i) { return sb_load(p, dt, i); }
+
+inline uint16_t f32_to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40);
+  u += 0x7fffu + ((u >> 16) & 1);
+  return uint16_t(u >> 16);
+}
+
+inline uint16_t f32_to_f16(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  uint32_t sign = (x >> 16) & 0x8000u, a = x & 0x7fffffffu;
+  if (a >= 0x7f800000u) return uint16_t(sign | 0x7c00u | (a > 0x7f800000u ? 0x200u : 0));
+  if (a >= 0x477ff000u) return uint16_t(sign | 0x7c00u);  // rounds to infinity
+  if (a < 0x38800000u) {                                  // zero or subnormal half
+    float t;
+    std::memcpy(&t, &a, 4);
+    t += 0.5f;
+    uint32_t u;
+    std::memcpy(&u, &t, 4);
+    return uint16_t(sign | (u - 0x3f000000u));
+  }
+  a += 0xc8000fffu + ((a >> 13) & 1);
+  return uint16_t(sign | (a >> 13));
+}
+
+// ---------------------------------------------------------------- jobs
+struct RowsJob {
+  const Kernels* k;
+  const Problem* p;
+  int chunk;
+  static void run(void* c, int i) {
+    auto* j = static_cast<RowsJob*>(c);
+    int n0 = i * j->chunk, n1 = n0 + j->chunk;
+    if (n1 > j->p->N) n1 = j->p->N;
+    j->k->rows(*j->p, n0, n1);
+  }
+};
+
+struct DequantJob {
+  const Kernels* k;
+  const Problem* p;
+  int n0, n1, chunk;
+  float* out;
+  static void run(void* c, int i) {
+    auto* j = static_cast<DequantJob*>(c);
+    int a = j->n0 + i * j->chunk, b = a + j->chunk;
+    if (b > j->n1) b = j->n1;
+    j->k->dequant(*j->p, a, b, j->out + size_t(a - j->n0) * j->p->K);
+  }
+};
+
+}  // namespace
+
+bool supported(int bits, int group) {
+  return (bits == 4 || bits == 8) && (group == 32 || group == 64 || group == 128);
+}
+
+bool native_isa_available() { return kBestIsa > 0; }
+
+void compute(const Call& c) noexcept {
+  const int M = c.M, N = c.N, K = c.K, G = c.group, ng = K / G;
+  if (M <= 0 || N <= 0) return;
+  const Kernels& k = kernels_for(g_isa.load(std::memory_order_relaxed));
+
+  std::vector<float> xbuf;
+  const float* xf = static_cast<const float*>(c.x);
+  if (c.x_dt != F32) {
+    xbuf.resize(size_t(M) * K);
+    for (size_t i = 0; i < xbuf.size(); ++i) xbuf[i] = to_f32(c.x, c.x_dt, i);
+    xf = xbuf.data();
+  }
+  std::vector<float> xsum(size_t(M) * ng);
+  for (size_t m = 0; m < size_t(M); ++m)
+    for (int g = 0; g < ng; ++g) {
+      float s = 0.f;
+      for (int e = g * G; e < (g + 1) * G; ++e) s += xf[m * K + e];
+      xsum[m * ng + g] = s;
+    }
+  std::vector<float> xpbuf(k.xp_floats(M, K, c.bits));
+  const float* xp = xf;
+  if (!xpbuf.empty()) {
+    k.prepare(xf, xpbuf.data(), M, K, c.bits);
+    xp = xpbuf.data();
+  }
+  std::vector<float> ybuf;
+  float* yf = static_cast<float*>(c.y);
+  if (c.y_dt != F32) {
+    ybuf.resize(size_t(M) * N);
+    yf = ybuf.data();
+  }
+  Problem p{xf, xsum.data(), xp, c.w, c.scales, c.biases, c.sb_dt, yf, M, N, K, c.bits, G};
+
+  std::unique_lock<std::mutex> lk(g_pool_mu, std::try_to_lock);
+  Pool* pool = lk.owns_lock() ? &pool_locked() : nullptr;
+  const int threads = pool ? pool->size() : 1;
+  static const sgemm_fn sgemm = find_sgemm();
+
+  if (sgemm && M > g_gemm_threshold.load(std::memory_order_relaxed)) {
+    // Prefill: dequantize tiles of about 4 MB of f32 rows (in the kernel's K order, which is
+    // xp's), then one sgemm per tile on the calling thread, where OpenBLAS threads itself.
+    int nb = int((size_t(1) << 20) / size_t(K));
+    nb = nb < 64 ? 64 : (nb / 16) * 16;
+    if (nb > N) nb = N;
+    std::vector<float> tile(size_t(nb) * K);
+    for (int n0 = 0; n0 < N; n0 += nb) {
+      int n1 = n0 + nb < N ? n0 + nb : N;
+      DequantJob j{&k, &p, n0, n1, 16, tile.data()};
+      int ntasks = (n1 - n0 + 15) / 16;
+      if (pool)
+        pool->run(DequantJob::run, &j, ntasks, false);
+      else
+        for (int i = 0; i < ntasks; ++i) DequantJob::run(&j, i);
+      sgemm(101 /* row major */, 111 /* no trans */, 112 /* trans */, M, n1 - n0, K, 1.0f, xp,
+            K, tile.data(), K, 0.0f, yf + n0, N);
+    }
+  } else {
+    // Decode / small M: rows split into chunks (multiples of 4 rows), about 4 per thread.
+    int chunk = (N + threads * 4 - 1) / (threads * 4);
+    chunk = (chunk + 3) / 4 * 4;
+    if (chunk < 16) chunk = 16;
+    RowsJob j{&k, &p, chunk};
+    int ntasks = (N + chunk - 1) / chunk;
+    if (pool)
+      pool->run(RowsJob::run, &j, ntasks, true);
+    else
+      for (int i = 0; i < ntasks; ++i) RowsJob::run(&j, i);
+  }
+  lk = {};
+
+  if (c.y_dt == BF16) {
+    auto* o = static_cast<uint16_t*>(c.y);
+    for (size_t i = 0; i < ybuf.size(); ++i) o[i] = f32_to_bf16(ybuf[i]);
+  } else if (c.y_dt == F16) {
+    auto* o = static_cast<uint16_t*>(c.y);
+    for (size_t i = 0; i < ybuf.size(); ++i) o[i] = f32_to_f16(ybuf[i]);
+  }
+}
+
+}  // namespace mlxrs_qmm
+
+using namespace mlxrs_qmm;
+
+MLXRS_EXPORT int mlxrs_qmm_raw(const void* x, int x_dt, const uint32_t* w, const void* scales,
+                               const void* biases, int sb_dt, void* y, int y_dt, int M, int N,
+                               int K, int bits, int group_size) {
+  auto dt_ok = [](int d) { return d == F32 || d == F16 || d == BF16; };
+  if (!supported(bits, group_size) || !dt_ok(x_dt) || !dt_ok(sb_dt) || !dt_ok(y_dt) || M < 0 ||
+      N < 0 || K <= 0 || K % group_size != 0 || !x || !w || !scales || !biases || !y)
+    return 1;
+  compute(Call{x, x_dt, w, scales, biases, sb_dt, y, y_dt, M, N, K, bits, group_size});
+  return 0;
+}
+
+MLXRS_EXPORT void mlxrs_qmm_set_num_threads(int n) {
+  std::lock_guard<std::mutex> lk(g_pool_mu);
+  delete g_pool;
+  g_pool = nullptr;
+  g_threads = n > 0 ? (n < 256 ? n : 256) : 0;
+}
+
+MLXRS_EXPORT int mlxrs_qmm_num_threads(void) {
+  std::lock_guard<std::mutex> lk(g_pool_mu);
+  return pool_locked().size();
+}
+
+MLXRS_EXPORT int mlxrs_qmm_isa(void) { return g_isa.load(); }
+
+MLXRS_EXPORT int mlxrs_qmm_force_isa(int isa) {
+  int v = (isa <= 0 || isa > kBestIsa) ? kBestIsa : isa;
+  g_isa.store(v);
+  return v;
+}
+
+MLXRS_EXPORT void mlxrs_qmm_set_gemm_threshold(int m) { g_gemm_threshold.store(m > 0 ? m : 8); }

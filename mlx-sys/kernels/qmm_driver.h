@@ -1,0 +1,26 @@
+// Between the MLX-facing glue (qmm_glue.cpp) and the driver (qmm_driver.cpp).
+#pragma once
+#include "qmm_internal.h"
+
+namespace mlxrs_qmm {
+
+struct Call {
+  const void* x;
+  int x_dt;
+  const uint32_t* w;
+  const void* scales;
+  const void* biases;
+  int sb_dt;
+  void* y;
+  int y_dt;
+  int M, N, K, bits, group;
+};
+
+// bits 4 or 8 and group 32, 64 or 128.
+bool supported(int bits, int group);
+// False on CPUs other than x86-64: the glue then always uses MLX's op.
+bool native_isa_available();
+// y = x @ dequantize(w)^T on row-major buffers. Never throws.
+void compute(const Call& c) noexcept;
+
+}  // namespace mlxrs_qmm

@@ -1,0 +1,156 @@
+// MLX-facing glue: the NativeQuantizedMatmul primitive and the C interface over mlx-c handles.
+// Compiled with -std=c++20 against the MLX headers and mlx-c's sources, without instruction-set
+// flags; the kernels it calls live in units that include no MLX header.
+#include <atomic>
+#include <exception>
+#include <stdexcept>
+#include <vector>
+
+#include "mlx/allocator.h"
+#include "mlx/array.h"
+#include "mlx/backend/cpu/encoder.h"
+#include "mlx/ops.h"
+#include "mlx/primitives.h"
+#include "mlx/c/error.h"
+#include "mlx/c/private/array.h"
+#include "mlx/c/private/stream.h"
+#include "qmm.h"
+#include "qmm_driver.h"
+
+namespace mx = mlx::core;
+
+namespace {
+
+std::atomic<uint64_t> g_native_count{0};
+
+int dt_code(mx::Dtype d) {
+  if (d == mx::float32) return mlxrs_qmm::F32;
+  if (d == mx::float16) return mlxrs_qmm::F16;
+  if (d == mx::bfloat16) return mlxrs_qmm::BF16;
+  return -1;
+}
+
+class NativeQuantizedMatmul : public mx::UnaryPrimitive {
+ public:
+  NativeQuantizedMatmul(mx::Stream stream, int group_size, int bits)
+      : mx::UnaryPrimitive(stream), group_size_(group_size), bits_(bits) {}
+
+  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
+    const auto& x = inputs[0];
+    const auto& w = inputs[1];
+    const auto& scales = inputs[2];
+    const auto& biases = inputs[3];
+    for (const auto* a : {&x, &w, &scales, &biases})
+      if (!a->flags().row_contiguous)
+        throw std::runtime_error("NativeQuantizedMatmul: inputs must be row-contiguous");
+    out.set_data(mx::allocator::malloc(out.nbytes()));
+    auto& enc = mx::cpu::get_command_encoder(stream());
+    enc.set_input_array(x);
+    enc.set_input_array(w);
+    enc.set_input_array(scales);
+    enc.set_input_array(biases);
+    enc.set_output_array(out);
+    const int K = x.shape(-1);
+    mlxrs_qmm::Call call{x.data<void>(),
+                         dt_code(x.dtype()),
+                         w.data<uint32_t>(),
+                         scales.data<void>(),
+                         biases.data<void>(),
+                         dt_code(scales.dtype()),
+                         out.data<void>(),
+                         dt_code(out.dtype()),
+                         int(x.size() / size_t(K)),
+                         w.shape(0),
+                         K,
+                         bits_,
+                         group_size_};
+    enc.dispatch([call]() { mlxrs_qmm::compute(call); });
+  }
+
+  void eval_gpu(const std::vector<mx::array>&, mx::array&) override {
+    throw std::runtime_error("NativeQuantizedMatmul has no GPU implementation");
+  }
+
+  const char* name() const override { return "NativeQuantizedMatmul"; }
+
+  bool is_equivalent(const mx::Primitive& other) const override {
+    auto* o = dynamic_cast<const NativeQuantizedMatmul*>(&other);
+    return o && o->group_size_ == group_size_ && o->bits_ == bits_;
+  }
+
+  std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override {
+    auto shape = inputs[0].shape();
+    shape.back() = inputs[1].shape(0);
+    return {shape};
+  }
+
+ private:
+  int group_size_;
+  int bits_;
+};
+
+bool float_dtype(mx::Dtype d) { return dt_code(d) >= 0; }
+
+// Whether the native kernel takes this call; everything else goes to MLX's op.
+bool native_ok(const mx::array& x, const mx::array& w, const mx::array& scales,
+               const mx::array& biases, bool transpose, int group_size, int bits,
+               const mx::Stream& s) {
+  if (!mlxrs_qmm::native_isa_available() || s.device != mx::Device::cpu || !transpose ||
+      !mlxrs_qmm::supported(bits, group_size))
+    return false;
+  if (w.dtype() != mx::uint32 || w.ndim() != 2 || x.ndim() < 1 || !float_dtype(x.dtype()) ||
+      !float_dtype(scales.dtype()) || biases.dtype() != scales.dtype())
+    return false;
+  const int N = w.shape(0), K = w.shape(1) * 32 / bits;
+  if (x.shape(-1) != K || K % group_size != 0 || N == 0 || x.size() == 0) return false;
+  const mx::Shape sb{N, K / group_size};
+  return scales.shape() == sb && biases.shape() == sb;
+}
+
+mx::array ensure_contiguous(const mx::array& a, const mx::Stream& s) {
+  // Evaluated row-contiguous arrays (weights, usually) are used as they are; anything else
+  // gets a Contiguous node, which shares the buffer when it turns out to be contiguous.
+  if (a.is_available() && a.flags().row_contiguous) return a;
+  return mx::contiguous(a, false, s);
+}
+
+}  // namespace
+
+extern "C" __attribute__((visibility("default"))) int mlxrs_quantized_matmul(
+    mlx_array* res, const mlx_array x, const mlx_array w, const mlx_array scales,
+    const mlx_array biases, bool transpose, int group_size, int bits, const mlx_stream s,
+    bool* used_native) {
+  try {
+    const auto& xa = mlx_array_get_(x);
+    const auto& wa = mlx_array_get_(w);
+    const auto& sa = mlx_array_get_(scales);
+    const auto& ba = mlx_array_get_(biases);
+    const auto& stream = mlx_stream_get_(s);
+    if (used_native) *used_native = false;
+    if (!native_ok(xa, wa, sa, ba, transpose, group_size, bits, stream)) {
+      mlx_array_set_(*res, mx::quantized_matmul(xa, wa, sa, ba, transpose, group_size, bits,
+                                                "affine", stream));
+      return 0;
+    }
+    // MLX computes in the promoted type of x, scales and biases and returns it.
+    const mx::Dtype out_dtype = mx::promote_types(xa.dtype(), sa.dtype());
+    auto shape = xa.shape();
+    shape.back() = wa.shape(0);
+    std::vector<mx::array> inputs{ensure_contiguous(xa, stream), ensure_contiguous(wa, stream),
+                                  ensure_contiguous(sa, stream), ensure_contiguous(ba, stream)};
+    mlx_array_set_(*res, mx::array(std::move(shape), out_dtype,
+                                   std::make_shared<NativeQuantizedMatmul>(stream, group_size,
+                                                                           bits),
+                                   std::move(inputs)));
+    g_native_count.fetch_add(1, std::memory_order_relaxed);
+    if (used_native) *used_native = true;
+    return 0;
+  } catch (std::exception& e) {
+    mlx_error("%s", e.what());
+    return 1;
+  }
+}
+
+extern "C" __attribute__((visibility("default"))) uint64_t mlxrs_qmm_native_count(void) {
+  return g_native_count.load(std::memory_order_relaxed);
+}

@@ -1,0 +1,541 @@
+//! [`MlxEngine`]: a [`CausalLm`] with its tokenizer behind the [`LanguageModel`] seam.
+//!
+//! The loop is mlx-lm's `generate_step`: chunked prefill (evaluating the cache and clearing
+//! MLX's buffer cache between chunks), then a decode loop that builds and `async_eval`s step
+//! n + 1 before blocking on token n, so the device computes the next token while the host
+//! handles the current one. All MLX work of a call runs on the engine's own stream.
+
+use crate::error::{Error, Result};
+use crate::load::{LoadOptions, LoadedModel};
+use crate::model::{CausalLm, FinishReason, GenerateParams, GenerationStats, LanguageModel};
+use crate::runtime::cache::KvCache;
+use crate::runtime::sample::Sampler;
+use crate::text::Tokenizer;
+use mlx_rs::ops::concatenate;
+use mlx_rs::{async_eval, eval, memory, s, with_stream, Array, Device, DeviceType, Dtype, Stream};
+
+/// `cpu` or `gpu`.
+trait DeviceName {
+    fn device_type_name(&self) -> &'static str;
+}
+
+impl DeviceName for Device {
+    fn device_type_name(&self) -> &'static str {
+        match self.device_type() {
+            DeviceType::Cpu => "cpu",
+            DeviceType::Gpu => "gpu",
+        }
+    }
+}
+use std::time::Instant;
+
+/// Prompt tokens run per forward pass during prefill (and per pass when scoring).
+pub const DEFAULT_PREFILL_CHUNK: usize = 512;
+
+/// Decode steps between two `clear_cache` calls (as mlx-lm).
+const CLEAR_CACHE_EVERY: usize = 256;
+
+/// Token ids as an int32 `[1, L]` model input.
+fn input_ids(tokens: &[u32]) -> Result<Array> {
+    let ids: Vec<i32> = tokens
+        .iter()
+        .map(|&t| {
+            i32::try_from(t)
+                .map_err(|_| Error::InvalidArgument(format!("token id {t} does not fit int32")))
+        })
+        .collect::<Result<_>>()?;
+    Ok(Array::from_slice(&ids, &[1, ids.len() as i32])?)
+}
+
+/// Runs the prompt except its last token through `model` in chunks of `chunk`, evaluating the
+/// cache after each chunk; returns the tokens still to process (at least one).
+fn prefill<'a>(
+    model: &dyn CausalLm,
+    cache: &mut KvCache,
+    prompt: &'a [u32],
+    chunk: usize,
+) -> Result<&'a [u32]> {
+    let mut rest = prompt;
+    while rest.len() > 1 {
+        let n = chunk.min(rest.len() - 1);
+        model.forward(&input_ids(&rest[..n])?, cache)?;
+        eval(&cache.state())?;
+        memory::clear_cache()?;
+        rest = &rest[n..];
+    }
+    Ok(rest)
+}
+
+/// The last `n` entries of a 1-D array.
+fn last_n(tokens: &Array, n: usize) -> Result<Array> {
+    let len = tokens.size();
+    Ok(if len > n {
+        tokens.slice(s![(len - n) as i32..])?
+    } else {
+        tokens.clone()
+    })
+}
+
+/// The generation loop over a bare [`CausalLm`] (what [`MlxEngine::generate`] runs, on the
+/// engine's stream): prefill in chunks of `prefill_chunk`, then decode until a token of `eos`
+/// or `params.stop_token_ids` (not passed to `on_token`), `params.max_tokens`, or `on_token`
+/// returning `Ok(false)`.
+///
+/// Errors: an empty prompt or a zero chunk ([`Error::InvalidArgument`]), invalid sampling
+/// parameters, `prompt.len() + max_tokens > context_length` ([`Error::ContextOverflow`]).
+pub fn generate_tokens(
+    model: &dyn CausalLm,
+    prompt: &[u32],
+    params: &GenerateParams,
+    eos: &[u32],
+    context_length: usize,
+    prefill_chunk: usize,
+    on_token: &mut dyn FnMut(u32) -> Result<bool>,
+) -> Result<GenerationStats> {
+    let mut sampler = Sampler::new(&params.sampling)?;
+    if prompt.is_empty() {
+        return Err(Error::InvalidArgument("the prompt is empty".into()));
+    }
+    if prefill_chunk == 0 {
+        return Err(Error::InvalidArgument(
+            "the prefill chunk must be positive".into(),
+        ));
+    }
+    if prompt.len().saturating_add(params.max_tokens) > context_length {
+        return Err(Error::ContextOverflow {
+            prompt: prompt.len(),
+            requested: params.max_tokens,
+            context: context_length,
+        });
+    }
+    let mut stats = GenerationStats {
+        prompt_tokens: prompt.len(),
+        prompt_tps: 0.0,
+        generation_tokens: 0,
+        generation_tps: 0.0,
+        peak_memory_mb: 0.0,
+        finish_reason: FinishReason::Length,
+    };
+    if params.max_tokens == 0 {
+        return Ok(stats);
+    }
+    memory::reset_peak_memory()?;
+    let start = Instant::now();
+
+    let context = params.sampling.repetition_context_size;
+    let penalize = params.sampling.uses_repetition_penalty();
+    let mut recent = if penalize {
+        let tail = &prompt[prompt.len().saturating_sub(context)..];
+        Some(Array::from_slice(tail, &[tail.len() as i32])?)
+    } else {
+        None
+    };
+
+    let mut cache = model.new_cache();
+    let rest = prefill(model, &mut cache, prompt, prefill_chunk)?;
+
+    // One decode step: logits of the last position → next token id, `[1]` uint32 (lazy).
+    let mut step =
+        |input: &Array, cache: &mut KvCache, recent: &mut Option<Array>| -> Result<Array> {
+            let logits = model.forward(input, cache)?;
+            let last = logits.slice(s![.., -1, ..])?;
+            let token = sampler.sample(&last, recent.as_ref())?;
+            if let Some(r) = recent.as_mut() {
+                *r = last_n(&concatenate(&[&*r, &token.astype(r.dtype())?], 0)?, context)?;
+            }
+            Ok(token)
+        };
+
+    let mut y = step(&input_ids(rest)?, &mut cache, &mut recent)?;
+    async_eval(&[&y])?;
+    let mut first_token_at = None;
+    let mut n = 0usize;
+    loop {
+        // Build and launch the next step before blocking on this one.
+        let next = if n + 1 < params.max_tokens {
+            let input = y.reshape(&[1, 1])?.astype(Dtype::Int32)?;
+            let next = step(&input, &mut cache, &mut recent)?;
+            async_eval(&[&next])?;
+            Some(next)
+        } else {
+            None
+        };
+        let token = y.item::<u32>()?;
+        let now = Instant::now();
+        if first_token_at.is_none() {
+            first_token_at = Some(now);
+            stats.prompt_tps = prompt.len() as f64 / now.duration_since(start).as_secs_f64();
+        }
+        n += 1;
+        stats.generation_tokens = n;
+        if n > 1 {
+            if let Some(first) = first_token_at {
+                stats.generation_tps = (n - 1) as f64 / now.duration_since(first).as_secs_f64();
+            }
+        }
+        if eos.contains(&token) || params.stop_token_ids.contains(&token) {
+            stats.finish_reason = FinishReason::Stop;
+            break;
+        }
+        if !on_token(token)? {
+            stats.finish_reason = FinishReason::Callback;
+            break;
+        }
+        match next {
+            Some(next) => y = next,
+            None => {
+                stats.finish_reason = FinishReason::Length;
+                break;
+            }
+        }
+        if n % CLEAR_CACHE_EVERY == 0 {
+            memory::clear_cache()?;
+        }
+    }
+    stats.peak_memory_mb = memory::peak_memory()? as f64 / 1e6;
+    Ok(stats)
+}
+
+/// `log p(tokens[i + 1] | tokens[..=i])` for `i` in `0..tokens.len() - 1` from an empty cache,
+/// running at most `chunk` tokens per forward pass (log-softmax in float32).
+///
+/// Errors: a zero chunk, or more tokens than `context_length` ([`Error::ContextOverflow`]).
+pub fn score_tokens(
+    model: &dyn CausalLm,
+    tokens: &[u32],
+    context_length: usize,
+    chunk: usize,
+) -> Result<Vec<f32>> {
+    if chunk == 0 {
+        return Err(Error::InvalidArgument(
+            "the scoring chunk must be positive".into(),
+        ));
+    }
+    if tokens.len() > context_length {
+        return Err(Error::ContextOverflow {
+            prompt: tokens.len(),
+            requested: 0,
+            context: context_length,
+        });
+    }
+    let n = tokens.len();
+    let mut out = Vec::with_capacity(n.saturating_sub(1));
+    let mut cache = model.new_cache();
+    let mut start = 0;
+    // Positions start..end are run; those with a next token (< n - 1) are scored.
+    while start + 1 < n {
+        let end = (start + chunk).min(n - 1);
+        let logits = model.forward(&input_ids(&tokens[start..end])?, &mut cache)?;
+        let logits = logits.astype(Dtype::Float32)?;
+        let lse = logits.logsumexp(-1, true)?;
+        let m = (end - start) as i32;
+        let targets: Vec<i32> = tokens[start + 1..=end].iter().map(|&t| t as i32).collect();
+        let targets = Array::from_slice(&targets, &[1, m, 1])?;
+        let picked = logits.take_along_axis(&targets, -1)?.subtract(&lse)?;
+        out.extend(picked.reshape(&[-1])?.to_vec::<f32>()?);
+        eval(&cache.state())?;
+        start = end;
+    }
+    Ok(out)
+}
+
+/// A model on MLX: forward pass, tokenizer, stop ids and context length, with its own stream.
+pub struct MlxEngine {
+    model: Box<dyn CausalLm>,
+    tokenizer: Tokenizer,
+    eos_token_ids: Vec<u32>,
+    context_length: usize,
+    stream: Stream,
+    prefill_chunk: usize,
+    description: String,
+}
+
+impl std::fmt::Debug for MlxEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MlxEngine")
+            .field("description", &self.description)
+            .field("eos_token_ids", &self.eos_token_ids)
+            .field("context_length", &self.context_length)
+            .field("prefill_chunk", &self.prefill_chunk)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MlxEngine {
+    /// An engine over `model` whose work runs on a new stream of `device`.
+    pub fn new(
+        model: Box<dyn CausalLm>,
+        tokenizer: Tokenizer,
+        eos_token_ids: Vec<u32>,
+        context_length: usize,
+        device: Device,
+    ) -> Result<MlxEngine> {
+        let config = model.config();
+        let description = format!(
+            "mlx {} {} {}L",
+            device.device_type_name(),
+            config.model_type,
+            config.num_hidden_layers
+        );
+        Ok(MlxEngine {
+            stream: Stream::new(device)?,
+            model,
+            tokenizer,
+            eos_token_ids,
+            context_length,
+            prefill_chunk: DEFAULT_PREFILL_CHUNK,
+            description,
+        })
+    }
+
+    /// An engine over a checkpoint loaded with `options` (whose device it runs on). The
+    /// context length is the config's (no limit when the config names none).
+    pub fn from_loaded(loaded: LoadedModel, options: &LoadOptions) -> Result<MlxEngine> {
+        let context = loaded.config.context_length().unwrap_or(usize::MAX);
+        let mut engine = MlxEngine::new(
+            loaded.model,
+            loaded.tokenizer,
+            loaded.eos_token_ids,
+            context,
+            options.device,
+        )?;
+        engine.description = format!(
+            "mlx {} {} {} {}L ({})",
+            options.device.device_type_name(),
+            options.compute_dtype(),
+            loaded.config.model_type,
+            loaded.config.num_hidden_layers,
+            loaded.source
+        );
+        Ok(engine)
+    }
+
+    /// Sets the prefill chunk (tokens per forward pass over the prompt); must be positive.
+    pub fn set_prefill_chunk(&mut self, chunk: usize) -> Result<()> {
+        if chunk == 0 {
+            return Err(Error::InvalidArgument(
+                "the prefill chunk must be positive".into(),
+            ));
+        }
+        self.prefill_chunk = chunk;
+        Ok(())
+    }
+
+    /// Replaces the ids that end generation (an empty list makes benchmarks run to
+    /// `max_tokens`).
+    pub fn set_eos_token_ids(&mut self, ids: Vec<u32>) {
+        self.eos_token_ids = ids;
+    }
+
+    /// The forward pass.
+    pub fn model(&self) -> &dyn CausalLm {
+        self.model.as_ref()
+    }
+}
+
+impl LanguageModel for MlxEngine {
+    fn describe(&self) -> String {
+        self.description.clone()
+    }
+
+    fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    fn eos_token_ids(&self) -> &[u32] {
+        &self.eos_token_ids
+    }
+
+    fn context_length(&self) -> usize {
+        self.context_length
+    }
+
+    fn generate(
+        &mut self,
+        prompt: &[u32],
+        params: &GenerateParams,
+        on_token: &mut dyn FnMut(u32) -> Result<bool>,
+    ) -> Result<GenerationStats> {
+        let (model, eos) = (self.model.as_ref(), &self.eos_token_ids);
+        let (context, chunk) = (self.context_length, self.prefill_chunk);
+        with_stream(&self.stream, || {
+            let stats = generate_tokens(model, prompt, params, eos, context, chunk, on_token);
+            self.stream.synchronize()?;
+            stats
+        })
+    }
+
+    fn token_log_probs(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let (model, context, chunk) =
+            (self.model.as_ref(), self.context_length, self.prefill_chunk);
+        with_stream(&self.stream, || score_tokens(model, tokens, context, chunk))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ModelConfig;
+    use crate::runtime::sample::SamplingParams;
+    use std::sync::Mutex;
+
+    const VOCAB: i32 = 16;
+
+    /// A fake model: after token t it predicts t + 1 (mod 16) with logit 10, all others 0.
+    /// It records (cache offset, chunk length) of every forward call.
+    struct Counter {
+        config: ModelConfig,
+        calls: Mutex<Vec<(i32, i32)>>,
+    }
+
+    impl Counter {
+        fn new() -> Counter {
+            let config = ModelConfig::from_json(
+                r#"{"model_type":"fake","hidden_size":8,"num_hidden_layers":1,
+                   "intermediate_size":8,"num_attention_heads":1,"vocab_size":16}"#,
+            )
+            .unwrap();
+            Counter {
+                config,
+                calls: Mutex::new(Vec::new()),
+            }
+        }
+    }
+
+    impl CausalLm for Counter {
+        fn forward(&self, tokens: &Array, cache: &mut KvCache) -> Result<Array> {
+            let len = tokens.shape()[1];
+            self.calls.lock().unwrap().push((cache.offset(), len));
+            let kv = Array::zeros(&[1, 1, len, 2], Dtype::Float32)?;
+            cache.layer_mut(0)?.update_and_fetch(&kv, &kv)?;
+            let next = tokens
+                .add(&Array::scalar(1i32))?
+                .remainder(&Array::scalar(VOCAB))?;
+            let vocab = Array::arange(0.0, VOCAB as f64, 1.0, Dtype::Int32)?;
+            let hit = next.expand_dims(&[-1])?.equal(&vocab)?;
+            Ok(hit
+                .astype(Dtype::Float32)?
+                .multiply(&Array::scalar(10.0f32))?)
+        }
+
+        fn config(&self) -> &ModelConfig {
+            &self.config
+        }
+    }
+
+    fn run(
+        model: &Counter,
+        prompt: &[u32],
+        max_tokens: usize,
+        chunk: usize,
+    ) -> (Vec<u32>, Result<GenerationStats>) {
+        let params = GenerateParams {
+            max_tokens,
+            ..GenerateParams::default()
+        };
+        let mut out = Vec::new();
+        let stats = generate_tokens(model, prompt, &params, &[7], 1000, chunk, &mut |t| {
+            out.push(t);
+            Ok(true)
+        });
+        (out, stats)
+    }
+
+    #[test]
+    fn stops_on_eos_without_emitting_it() {
+        let model = Counter::new();
+        let (out, stats) = run(&model, &[1, 2, 3], 100, 512);
+        let stats = stats.unwrap();
+        assert_eq!(out, vec![4, 5, 6]);
+        assert_eq!(stats.finish_reason, FinishReason::Stop);
+        assert_eq!((stats.prompt_tokens, stats.generation_tokens), (3, 4));
+    }
+
+    #[test]
+    fn stops_at_max_tokens() {
+        let model = Counter::new();
+        let (out, stats) = run(&model, &[8], 3, 512);
+        assert_eq!(out, vec![9, 10, 11]);
+        assert_eq!(stats.unwrap().finish_reason, FinishReason::Length);
+    }
+
+    #[test]
+    fn prefill_runs_in_chunks_then_one_token_steps() {
+        let model = Counter::new();
+        let prompt: Vec<u32> = (0..11).map(|i| (i % 5) as u32 + 8).collect(); // ends with 8
+        let (out, _) = run(&model, &prompt, 2, 4);
+        assert_eq!(out, vec![9, 10]);
+        // 11 tokens, chunk 4: 4 + 4 + 2 prefilled, the last prompt token, then one decode step
+        // for the second token (the step after it is not built: max_tokens reached).
+        let calls = model.calls.lock().unwrap().clone();
+        assert_eq!(calls, vec![(0, 4), (4, 4), (8, 2), (10, 1), (11, 1)]);
+    }
+
+    #[test]
+    fn callback_can_stop() {
+        let model = Counter::new();
+        let params = GenerateParams {
+            max_tokens: 10,
+            ..GenerateParams::default()
+        };
+        let mut seen = Vec::new();
+        let stats = generate_tokens(&model, &[1], &params, &[], 1000, 512, &mut |t| {
+            seen.push(t);
+            Ok(seen.len() < 2)
+        })
+        .unwrap();
+        assert_eq!(seen, vec![2, 3]);
+        assert_eq!(stats.finish_reason, FinishReason::Callback);
+    }
+
+    #[test]
+    fn bad_requests_are_errors() {
+        let model = Counter::new();
+        let params = GenerateParams {
+            max_tokens: 10,
+            ..GenerateParams::default()
+        };
+        let mut sink = |_| Ok(true);
+        let overflow = generate_tokens(&model, &[1; 8], &params, &[], 17, 512, &mut sink);
+        assert!(matches!(
+            overflow,
+            Err(Error::ContextOverflow {
+                prompt: 8,
+                requested: 10,
+                context: 17
+            })
+        ));
+        assert!(generate_tokens(&model, &[], &params, &[], 100, 512, &mut sink).is_err());
+        let bad = GenerateParams {
+            sampling: SamplingParams {
+                temperature: -1.0,
+                ..SamplingParams::default()
+            },
+            ..params
+        };
+        assert!(matches!(
+            generate_tokens(&model, &[1], &bad, &[], 100, 512, &mut sink),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            score_tokens(&model, &[1; 5], 4, 512),
+            Err(Error::ContextOverflow { .. })
+        ));
+    }
+
+    #[test]
+    fn scores_match_hand_computation_across_chunks() {
+        let model = Counter::new();
+        // ln(e^10 + 15): the normaliser of one hit (logit 10) and 15 misses (logit 0).
+        let z = (10f64.exp() + 15.0).ln();
+        let (hit, miss) = ((10.0 - z) as f32, (-z) as f32);
+        let lp = score_tokens(&model, &[1, 2, 5, 6, 7], 100, 2).unwrap();
+        let expected = [hit, miss, hit, hit];
+        assert_eq!(lp.len(), 4);
+        for (a, b) in lp.iter().zip(expected) {
+            assert!((a - b).abs() < 1e-4, "{lp:?} vs {expected:?}");
+        }
+        assert_eq!(model.calls.lock().unwrap().clone(), vec![(0, 2), (2, 2)]);
+        assert!(score_tokens(&model, &[3], 100, 2).unwrap().is_empty());
+    }
+}
