@@ -7,7 +7,7 @@ use mlx_models::model::{GenerateParams, GenerationStats, LanguageModel};
 use mlx_models::runtime::engine::MlxEngine;
 use mlx_models::runtime::sample::SamplingParams;
 use mlx_models::Error;
-use mlx_rs::Device;
+use mlx_rs::{Device, Dtype};
 use std::process::ExitCode;
 
 /// What the examples' `run` functions return.
@@ -34,6 +34,33 @@ pub struct ModelArgs {
     /// Device (default: MLX's default device).
     #[arg(long, value_enum)]
     pub device: Option<DeviceArg>,
+    /// Compute dtype (default: float32 on the CPU, bfloat16 on a GPU).
+    #[arg(long, value_enum)]
+    pub dtype: Option<DtypeArg>,
+    /// Quantized checkpoints: keep the weights quantized, or dequantize them at load
+    /// (default: the device's policy, see `mlx_models::load`).
+    #[arg(long, value_enum)]
+    pub quantized: Option<QuantizedArg>,
+}
+
+/// Compute dtype.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DtypeArg {
+    /// float32
+    F32,
+    /// float16
+    F16,
+    /// bfloat16
+    Bf16,
+}
+
+/// What to do with quantized weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum QuantizedArg {
+    /// Keep them quantized (quantized matmul).
+    Keep,
+    /// Dequantize them to the compute dtype at load.
+    Dequantize,
 }
 
 impl ModelArgs {
@@ -56,7 +83,12 @@ impl ModelArgs {
         Device::set_default(device)?;
         let options = LoadOptions {
             device,
-            ..LoadOptions::default()
+            dtype: self.dtype.map(|d| match d {
+                DtypeArg::F32 => Dtype::Float32,
+                DtypeArg::F16 => Dtype::Float16,
+                DtypeArg::Bf16 => Dtype::Bfloat16,
+            }),
+            keep_quantized: self.quantized.map(|q| q == QuantizedArg::Keep),
         };
         eprintln!("loading {} ...", self.model);
         let started = std::time::Instant::now();
