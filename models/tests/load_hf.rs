@@ -174,7 +174,13 @@ fn dtype_policy_defaults_by_device() {
         device: Device::cpu(),
     };
     assert_eq!(cpu.compute_dtype(), Dtype::Float32);
-    assert!(!cpu.keeps_quantized());
+    // On the CPU, quantized weights stay quantized exactly when the native kernel is on.
+    assert_eq!(cpu.keeps_quantized(), mlx_rs::quant::native_qmm_enabled());
+    let forced = LoadOptions {
+        keep_quantized: Some(false),
+        ..cpu.clone()
+    };
+    assert!(!forced.keeps_quantized());
     let gpu = LoadOptions {
         device: Device::gpu(),
         ..cpu.clone()
@@ -234,7 +240,7 @@ fn quantized_weights_are_dequantized_on_cpu_and_kept_on_request() {
     };
     let cpu = LoadOptions {
         dtype: None,
-        keep_quantized: None,
+        keep_quantized: Some(false),
         device: Device::cpu(),
     };
     let (weights, dense) = triplet();

@@ -14,10 +14,14 @@
 //!   (see `shared/reference/mlx-on-linux.md` and `test-weights.md`). Floating tensors are
 //!   converted to the compute dtype at load.
 //! - **Quantized weights** (MLX-quantized checkpoints; GGUF `Q4_0` / `Q4_1` / `Q8_0`, which MLX
-//!   loads as `weight` / `scales` / `biases` triplets): on the CPU they are dequantized to the
-//!   compute dtype at load by default (f32 dequantized 18.6 tok/s against 7.8 tok/s for MLX's
-//!   CPU `quantized_matmul` on SmolLM2, at 4x the memory); on a GPU they stay quantized for the
-//!   families' quantized layers. [`LoadOptions::keep_quantized`] overrides either way.
+//!   loads as `weight` / `scales` / `biases` triplets) stay quantized by default: on a GPU for
+//!   MLX's kernels, and on an x86 CPU for mlx-rs's native quantized matmul
+//!   ([`mlx_rs::quant::native_qmm_enabled`]), which measures faster than f32 + OpenBLAS:
+//!   SmolLM2-135M (GGUF Q4_1) decodes at 32 tok/s kept 4-bit against 15 tok/s dequantized to
+//!   f32, with a quarter of the memory (BENCHMARKS.md). Where that kernel is off
+//!   (`MLX_RS_NATIVE_QMM=0`, or a non-x86 CPU) they are dequantized to the compute dtype at
+//!   load instead, since MLX's own CPU `quantized_matmul` is slower than f32 (7.8 against
+//!   18.6 tok/s with mlx-lm). [`LoadOptions::keep_quantized`] overrides either way.
 
 pub mod gguf;
 pub mod hf;
@@ -71,10 +75,13 @@ impl LoadOptions {
         self.dtype.unwrap_or_else(|| default_dtype(self.device))
     }
 
-    /// Whether quantized weights stay quantized.
+    /// Whether quantized weights stay quantized: on a GPU always; on the CPU when mlx-rs's
+    /// native quantized matmul kernel is enabled (see the module docs), else they are
+    /// dequantized at load.
     pub fn keeps_quantized(&self) -> bool {
-        self.keep_quantized
-            .unwrap_or(self.device.device_type() == DeviceType::Gpu)
+        self.keep_quantized.unwrap_or(
+            self.device.device_type() == DeviceType::Gpu || mlx_rs::quant::native_qmm_enabled(),
+        )
     }
 }
 
