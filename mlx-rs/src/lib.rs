@@ -14,6 +14,19 @@
 //! # Ok::<(), mlx_rs::Error>(())
 //! ```
 //!
+//! Slicing reads like NumPy, and scalars take the array's dtype:
+//!
+//! ```
+//! use mlx_rs::{s, with_device, Array, Device, Dtype};
+//! let x = Array::from_slice(&[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3])?;
+//! let y = (x.slice(s![.., 1..])?.matmul(&Array::ones(&[2, 1], Dtype::Float32)?)? * 0.5f32).exp()?;
+//! let v: Vec<f32> = with_device(Device::cpu(), || y.to_vec::<f32>())??;
+//! assert!((v[0] - 2.5f32.exp()).abs() < 1e-4 && (v[1] - 5.5f32.exp()).abs() < 1e-3);
+//! let h = x.astype(Dtype::Bfloat16)?;
+//! assert_eq!((&h * 0.5f32).dtype(), Dtype::Bfloat16);
+//! # Ok::<(), mlx_rs::Error>(())
+//! ```
+//!
 //! - [`Array`], [`Dtype`] and element types (`f32`, [`half::f16`], [`half::bf16`], integers,
 //!   `bool`); creation (`from_slice`, `zeros`, `arange`, ...), reading (`item`, `to_vec`).
 //! - Errors: every fallible call returns [`Result`]; MLX's exceptions come back as

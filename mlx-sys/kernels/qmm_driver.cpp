@@ -51,6 +51,18 @@ const Kernels& kernels_for(int isa) {
 // generation 0, the value before any job, so none can miss the first. After a job, workers
 // spin for a short while (cheap wake-up for back-to-back decode matmuls) unless the job asked
 // not to (the prefill path, whose sgemm runs OpenBLAS's own threads next), then sleep.
+// How long an idle worker spins before sleeping: MLX_RS_QMM_SPIN_US, default 200 µs.
+std::chrono::microseconds spin_budget() {
+  static const std::chrono::microseconds budget = [] {
+    if (const char* v = std::getenv("MLX_RS_QMM_SPIN_US")) {
+      int n = std::atoi(v);
+      if (n >= 0) return std::chrono::microseconds(n);
+    }
+    return std::chrono::microseconds(200);
+  }();
+  return budget;
+}
+
 class Pool {
  public:
   explicit Pool(int threads) {
@@ -102,8 +114,11 @@ class Pool {
     for (;;) {
       auto t0 = std::chrono::steady_clock::now();
       uint64_t g;
-      while ((g = gen_.load(std::memory_order_acquire)) == seen) {
-        if (spin_ && std::chrono::steady_clock::now() - t0 < std::chrono::microseconds(200)) {
+      // Spin (reading the clock only every 128 pauses: clock_gettime itself costs CPU time that
+      // the stream thread and the graph-building thread need on a small machine), then sleep.
+      for (unsigned spins = 1; (g = gen_.load(std::memory_order_acquire)) == seen; ++spins) {
+        if (spin_ && ((spins & 127) != 0 ||
+                      std::chrono::steady_clock::now() - t0 < spin_budget())) {
 #if defined(__x86_64__)
           __builtin_ia32_pause();
 #endif

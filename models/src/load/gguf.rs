@@ -8,9 +8,10 @@
 //! weight; GGUF lists dimensions innermost first). `Q4_0`, `Q4_1` and `Q8_0` tensors stay
 //! quantized as MLX affine triplets `P.weight` (`uint32`), `P.scales`, `P.biases` with a group
 //! size of 32 and 4 or 8 bits; the triplets keep those suffixes here, and the bits are read from
-//! the packed shapes into the config's `quantization` entry. K-quants MLX can decode (`Q2_K`,
-//! `Q4_K`, `Q6_K`) arrive as `float16`; other types (`Q5_0`, `Q5_1`, `Q3_K`, `IQ*`, ...) are an
-//! [`Error::Gguf`] naming the type.
+//! the packed shapes into the config's `quantization` entry. `Q6_K` and `Q2_K` arrive from MLX
+//! as `float16`; `Q4_K`, which MLX 0.32.2 decodes wrongly, is decoded by the project's own code
+//! ([`super::ggml_quants`]) into `float32`. Other types (`Q5_0`, `Q5_1`, `Q3_K`, `IQ*`, ...)
+//! make MLX's loader fail and are reported as an [`Error::Gguf`] naming the type.
 //!
 //! # The llama Q/K permutation
 //!
@@ -79,7 +80,8 @@ pub fn read_gguf_checkpoint(path: &Path) -> Result<GgufCheckpoint> {
             supported: SUPPORTED_ARCHITECTURES.to_vec(),
         });
     }
-    let arrays = std::mem::take(&mut gguf.arrays);
+    let mut arrays = std::mem::take(&mut gguf.arrays);
+    redecode_q4_k(path, &mut arrays)?;
     if arrays.contains_key("rope_freqs.weight") {
         return Err(Error::Gguf(
             "`rope_freqs` (Llama 3 RoPE scaling baked into a tensor) is not supported; \
@@ -454,6 +456,26 @@ fn explain_load_failure(path: &Path, err: &mlx_rs::Error) -> String {
 /// The (name, ggml type) of every tensor of a GGUF file, read from its header with bounded
 /// reads.
 fn tensor_types(path: &Path) -> std::result::Result<Vec<(String, u32)>, String> {
+    Ok(tensor_infos(path)?
+        .into_iter()
+        .map(|t| (t.name, t.ggml_type))
+        .collect())
+}
+
+/// Where a tensor's data lies in a GGUF file.
+#[derive(Debug, Clone)]
+struct TensorInfo {
+    name: String,
+    /// GGUF order: innermost dimension first.
+    dims: Vec<u64>,
+    ggml_type: u32,
+    /// Absolute byte offset of the data in the file.
+    offset: u64,
+}
+
+/// Every tensor's name, dimensions, type and absolute data offset, read from the header with
+/// bounded reads.
+fn tensor_infos(path: &Path) -> std::result::Result<Vec<TensorInfo>, String> {
     let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
     let len = file.metadata().map_err(|e| e.to_string())?.len();
     let mut r = Reader {
@@ -466,10 +488,18 @@ fn tensor_types(path: &Path) -> std::result::Result<Vec<(String, u32)>, String> 
     let _version = r.u32()?;
     let n_tensors = r.u64()?;
     let n_kv = r.u64()?;
+    let mut alignment = 32u64;
     for _ in 0..n_kv {
-        r.string()?;
+        let key = r.string()?;
         let ty = r.u32()?;
-        r.skip_value(ty, 0)?;
+        if key == "general.alignment" && ty == 4 {
+            alignment = u64::from(r.u32()?);
+        } else {
+            r.skip_value(ty, 0)?;
+        }
+    }
+    if alignment == 0 || !alignment.is_power_of_two() {
+        return Err(format!("invalid alignment {alignment}"));
     }
     let mut out = Vec::new();
     for _ in 0..n_tensors {
@@ -478,14 +508,54 @@ fn tensor_types(path: &Path) -> std::result::Result<Vec<(String, u32)>, String> 
         if n_dims > 8 {
             return Err("too many dimensions".into());
         }
-        for _ in 0..n_dims {
-            r.u64()?;
-        }
-        let ty = r.u32()?;
-        r.u64()?; // offset
-        out.push((name, ty));
+        let dims = (0..n_dims)
+            .map(|_| r.u64())
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let ggml_type = r.u32()?;
+        let offset = r.u64()?;
+        out.push(TensorInfo {
+            name,
+            dims,
+            ggml_type,
+            offset,
+        });
+    }
+    let data_start = (len - r.left).div_ceil(alignment) * alignment;
+    for t in &mut out {
+        t.offset = t
+            .offset
+            .checked_add(data_start)
+            .ok_or_else(|| format!("tensor {} has an invalid offset", t.name))?;
     }
     Ok(out)
+}
+
+/// ggml type id of `Q4_K`.
+const GGML_Q4_K: u32 = 12;
+
+/// Replaces the tensors that MLX decodes wrongly (`Q4_K`, see [`super::ggml_quants`]) with
+/// the project's own decoding of their blocks, as float32 `[rows, cols]` arrays.
+fn redecode_q4_k(path: &Path, arrays: &mut HashMap<String, Array>) -> Result<()> {
+    let infos = tensor_infos(path).map_err(|e| Error::Gguf(format!("{}: {e}", path.display())))?;
+    for info in infos.into_iter().filter(|t| t.ggml_type == GGML_Q4_K) {
+        let count: u64 = info.dims.iter().product();
+        let len = std::fs::metadata(path)
+            .map_err(|e| Error::io(path, e))?
+            .len();
+        let bytes =
+            count / super::ggml_quants::QK_K as u64 * super::ggml_quants::Q4_K_BLOCK_BYTES as u64;
+        if info.offset.checked_add(bytes).is_none_or(|end| end > len) {
+            return Err(Error::Gguf(format!(
+                "{}: the data of tensor `{}` lies beyond the end of the file",
+                path.display(),
+                info.name
+            )));
+        }
+        let values = super::ggml_quants::read_q4_k(path, info.offset, count as usize)?;
+        let shape: Vec<i32> = info.dims.iter().rev().map(|&d| d as i32).collect();
+        arrays.insert(info.name, Array::from_slice(&values, &shape)?);
+    }
+    Ok(())
 }
 
 struct Reader<R> {

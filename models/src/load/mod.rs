@@ -23,6 +23,7 @@
 //!   load instead, since MLX's own CPU `quantized_matmul` is slower than f32 (7.8 against
 //!   18.6 tok/s with mlx-lm). [`LoadOptions::keep_quantized`] overrides either way.
 
+pub mod ggml_quants;
 pub mod gguf;
 pub mod hf;
 pub mod hub;

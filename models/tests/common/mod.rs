@@ -7,10 +7,7 @@ use std::path::PathBuf;
 /// moves it). `None` means "skip": the data is absent on a developer machine. In CI
 /// (`CI=true`) absence is a failure, so these tests cannot silently stop running there.
 pub fn test_data(relative: &str) -> Option<PathBuf> {
-    let root = std::env::var_os("MLX_ZOO_TEST_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../test-data"));
-    let path = root.join(relative);
+    let path = test_data_root().join(relative);
     if path.exists() {
         return Some(path);
     }
@@ -32,4 +29,72 @@ pub fn fixture(relative: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(relative)
+}
+
+/// Like [`test_data`] for opt-in data (`scripts/fetch_test_data.sh --large`). The tests using
+/// it are `#[ignore]`d, so they run only when asked for, and then absence is a failure.
+pub fn test_data_opt_in(relative: &str) -> Option<PathBuf> {
+    let path = test_data_root().join(relative);
+    if path.exists() {
+        return Some(path);
+    }
+    panic!(
+        "{} is missing: run scripts/fetch_test_data.sh --large",
+        path.display()
+    );
+}
+
+/// `MLX_ZOO_TEST_DATA`, else `test-data/` at the repository root.
+fn test_data_root() -> PathBuf {
+    std::env::var_os("MLX_ZOO_TEST_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../test-data"))
+}
+
+/// Greedy completion of "The capital of France is" (BOS as the tokenizer adds it), up to 16
+/// tokens; returns the text and the statistics.
+pub fn complete_capital_of_france(
+    engine: &mut mlx_models::runtime::engine::MlxEngine,
+    stop: &[String],
+) -> (String, mlx_models::model::GenerationStats, usize) {
+    use mlx_models::model::{GenerateParams, LanguageModel};
+    let prompt = engine
+        .tokenizer()
+        .encode("The capital of France is", true)
+        .unwrap();
+    let params = GenerateParams {
+        max_tokens: 16,
+        ..GenerateParams::default()
+    };
+    let mut text = String::new();
+    let stats =
+        mlx_models::runtime::generate::generate_text(engine, &prompt, &params, stop, &mut |t| {
+            text.push_str(t)
+        })
+        .unwrap();
+    (text, stats, prompt.len())
+}
+
+/// Perplexity of `tests/fixtures/ppl_text.txt` the llama.cpp way, checked against a reference
+/// JSON written by scripts/reference_perplexity.py: same token count, same scored count, and
+/// within 2%.
+pub fn check_perplexity(engine: &mut mlx_models::runtime::engine::MlxEngine, reference: &str) {
+    use mlx_models::model::LanguageModel;
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture(reference)).unwrap()).unwrap();
+    let text = std::fs::read_to_string(fixture("ppl_text.txt")).unwrap();
+    let tokens = engine.tokenizer().encode(&text, true).unwrap();
+    assert_eq!(
+        tokens.len() as u64,
+        reference["text_tokens"].as_u64().unwrap()
+    );
+    let ctx = reference["ctx"].as_u64().unwrap() as usize;
+    let (ppl, count) =
+        mlx_models::runtime::perplexity::perplexity(engine, &text, ctx, None).unwrap();
+    let expected = reference["perplexity"].as_f64().unwrap();
+    assert_eq!(count as u64, reference["scored_tokens"].as_u64().unwrap());
+    assert!(
+        (ppl - expected).abs() / expected < 0.02,
+        "perplexity {ppl} vs reference {expected}"
+    );
 }
