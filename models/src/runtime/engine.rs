@@ -47,6 +47,18 @@ fn input_ids(tokens: &[u32]) -> Result<Array> {
     Ok(Array::from_slice(&ids, &[1, ids.len() as i32])?)
 }
 
+/// Token ids must index the model's vocabulary: MLX's gather does not check its indices, so an
+/// out-of-range id would read outside the embedding matrix.
+fn check_token_ids(model: &dyn CausalLm, tokens: &[u32]) -> Result<()> {
+    let vocab = model.config().vocab_size;
+    match tokens.iter().find(|&&t| t as usize >= vocab) {
+        Some(t) => Err(Error::InvalidArgument(format!(
+            "token id {t} is outside the vocabulary of {vocab} tokens"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Runs the prompt except its last token through `model` in chunks of `chunk`, evaluating the
 /// cache after each chunk; returns the tokens still to process (at least one).
 fn prefill<'a>(
@@ -81,7 +93,8 @@ fn last_n(tokens: &Array, n: usize) -> Result<Array> {
 /// or `params.stop_token_ids` (not passed to `on_token`), `params.max_tokens`, or `on_token`
 /// returning `Ok(false)`.
 ///
-/// Errors: an empty prompt or a zero chunk ([`Error::InvalidArgument`]), invalid sampling
+/// Errors: an empty prompt, a token id outside the vocabulary or a zero chunk
+/// ([`Error::InvalidArgument`]), invalid sampling
 /// parameters, `prompt.len() + max_tokens > context_length` ([`Error::ContextOverflow`]).
 pub fn generate_tokens(
     model: &dyn CausalLm,
@@ -96,6 +109,7 @@ pub fn generate_tokens(
     if prompt.is_empty() {
         return Err(Error::InvalidArgument("the prompt is empty".into()));
     }
+    check_token_ids(model, prompt)?;
     if prefill_chunk == 0 {
         return Err(Error::InvalidArgument(
             "the prefill chunk must be positive".into(),
@@ -218,6 +232,7 @@ pub fn score_tokens(
             context: context_length,
         });
     }
+    check_token_ids(model, tokens)?;
     let n = tokens.len();
     let mut out = Vec::with_capacity(n.saturating_sub(1));
     let mut cache = model.new_cache();
@@ -506,6 +521,15 @@ mod tests {
             })
         ));
         assert!(generate_tokens(&model, &[], &params, &[], 100, 512, &mut sink).is_err());
+        let vocab = model.config().vocab_size as u32;
+        assert!(matches!(
+            generate_tokens(&model, &[1, vocab], &params, &[], 100, 512, &mut sink),
+            Err(Error::InvalidArgument(m)) if m.contains("vocabulary")
+        ));
+        assert!(matches!(
+            score_tokens(&model, &[vocab + 7, 1], 100, 512),
+            Err(Error::InvalidArgument(_))
+        ));
         let bad = GenerateParams {
             sampling: SamplingParams {
                 temperature: -1.0,
