@@ -1,6 +1,6 @@
 //! Multi-head attention with grouped-query heads, RoPE and a KV cache.
 
-use super::{dim, Linear, RmsNorm, Rope};
+use super::{dim, FusedLinear, Linear, RmsNorm, Rope};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::load::BuildOptions;
@@ -24,9 +24,8 @@ pub struct AttentionSpec {
 /// `self_attn` of a decoder layer.
 #[derive(Debug, Clone)]
 pub struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    /// q, k and v projections, fused into one product when their storage allows.
+    qkv_proj: FusedLinear,
     o_proj: Linear,
     q_norm: Option<RmsNorm>,
     k_norm: Option<RmsNorm>,
@@ -74,10 +73,10 @@ impl Attention {
         } else {
             (None, None)
         };
+        let qkv_proj =
+            FusedLinear::fuse(vec![q_proj, k_proj, v_proj], &[q_width, kv_width, kv_width])?;
         Ok(Attention {
-            q_proj,
-            k_proj,
-            v_proj,
+            qkv_proj,
             o_proj,
             q_norm,
             k_norm,
@@ -108,9 +107,16 @@ impl Attention {
             };
             Ok(y.transpose(&[0, 2, 1, 3])?)
         };
-        let q = split(self.q_proj.forward(x)?, self.heads, self.q_norm.as_ref())?;
-        let k = split(self.k_proj.forward(x)?, self.kv_heads, self.k_norm.as_ref())?;
-        let v = split(self.v_proj.forward(x)?, self.kv_heads, None)?;
+        let [q, k, v]: [Array; 3] =
+            self.qkv_proj
+                .forward(x)?
+                .try_into()
+                .map_err(|parts: Vec<Array>| {
+                    Error::InvalidArgument(format!("q/k/v projection gave {} outputs", parts.len()))
+                })?;
+        let q = split(q, self.heads, self.q_norm.as_ref())?;
+        let k = split(k, self.kv_heads, self.k_norm.as_ref())?;
+        let v = split(v, self.kv_heads, None)?;
         let offset = cache.offset();
         let q = self.rope.forward(&q, offset)?;
         let k = self.rope.forward(&k, offset)?;

@@ -84,7 +84,7 @@ impl QuantizedMatrix {
 
 /// The weight of a [`Linear`].
 #[derive(Debug, Clone)]
-enum LinearWeight {
+pub(crate) enum LinearWeight {
     /// `Wᵀ`, `[in, out]` (a transposed view of the checkpoint's `[out, in]`).
     Dense(Array),
     /// Packed `[out, in]`.
@@ -95,8 +95,8 @@ enum LinearWeight {
 /// checkpoints; quantized when the checkpoint has `<path>.scales`.
 #[derive(Debug, Clone)]
 pub struct Linear {
-    weight: LinearWeight,
-    bias: Option<Array>,
+    pub(crate) weight: LinearWeight,
+    pub(crate) bias: Option<Array>,
 }
 
 impl Linear {

@@ -1,7 +1,7 @@
 //! The gated feed-forward block of Llama-style models.
 
-use super::Linear;
-use crate::error::Result;
+use super::{FusedLinear, Linear};
+use crate::error::{Error, Result};
 use crate::load::BuildOptions;
 use crate::weights::Weights;
 use mlx_rs::Array;
@@ -9,8 +9,8 @@ use mlx_rs::Array;
 /// SwiGLU MLP: `down(silu(gate(x)) * up(x))`.
 #[derive(Debug, Clone)]
 pub struct Mlp {
-    gate_proj: Linear,
-    up_proj: Linear,
+    /// gate and up projections, fused into one product when their storage allows.
+    gate_up_proj: FusedLinear,
     down_proj: Linear,
 }
 
@@ -28,17 +28,26 @@ impl Mlp {
         let proj = |w: &mut Weights, name: &str, inp: i32, out: i32| {
             Linear::load(w, &format!("{path}.{name}"), inp, out, bias, options)
         };
+        let gate = proj(weights, "gate_proj", hidden, intermediate)?;
+        let up = proj(weights, "up_proj", hidden, intermediate)?;
         Ok(Mlp {
-            gate_proj: proj(weights, "gate_proj", hidden, intermediate)?,
-            up_proj: proj(weights, "up_proj", hidden, intermediate)?,
+            gate_up_proj: FusedLinear::fuse(vec![gate, up], &[intermediate, intermediate])?,
             down_proj: proj(weights, "down_proj", intermediate, hidden)?,
         })
     }
 
     /// Applies the block to `x` (`[..., hidden]`).
     pub fn forward(&self, x: &Array) -> Result<Array> {
-        let gate = self.gate_proj.forward(x)?.silu()?;
-        let up = self.up_proj.forward(x)?;
-        self.down_proj.forward(&gate.multiply(&up)?)
+        let [gate, up]: [Array; 2] =
+            self.gate_up_proj
+                .forward(x)?
+                .try_into()
+                .map_err(|parts: Vec<Array>| {
+                    Error::InvalidArgument(format!(
+                        "gate/up projection gave {} outputs",
+                        parts.len()
+                    ))
+                })?;
+        self.down_proj.forward(&gate.silu()?.multiply(&up)?)
     }
 }

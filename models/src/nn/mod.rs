@@ -7,6 +7,7 @@
 
 pub mod attention;
 pub mod embedding;
+pub mod fused;
 pub mod linear;
 pub mod mlp;
 pub mod norm;
@@ -14,6 +15,7 @@ pub mod rope;
 
 pub use attention::{Attention, AttentionSpec};
 pub use embedding::Embedding;
+pub use fused::FusedLinear;
 pub use linear::Linear;
 pub use mlp::Mlp;
 pub use norm::RmsNorm;
