@@ -17,7 +17,7 @@
 //!   loads as `weight` / `scales` / `biases` triplets) stay quantized by default: on a GPU for
 //!   MLX's kernels, and on an x86 CPU for mlx-rs's native quantized matmul
 //!   ([`mlx_rs::quant::native_qmm_enabled`]), which measures faster than f32 + OpenBLAS:
-//!   SmolLM2-135M (GGUF Q4_1) decodes at 32 tok/s kept 4-bit against 15 tok/s dequantized to
+//!   SmolLM2-135M (GGUF Q4_1) decodes at 28.6 tok/s kept 4-bit against 13.3 tok/s dequantized to
 //!   f32, with a quarter of the memory (BENCHMARKS.md). Where that kernel is off
 //!   (`MLX_RS_NATIVE_QMM=0`, or a non-x86 CPU) they are dequantized to the compute dtype at
 //!   load instead, since MLX's own CPU `quantized_matmul` is slower than f32 (7.8 against
