@@ -175,7 +175,10 @@ fn dtype_policy_defaults_by_device() {
     };
     assert_eq!(cpu.compute_dtype(), Dtype::Float32);
     // On the CPU, quantized weights stay quantized exactly when the native kernel is on.
-    assert_eq!(cpu.keeps_quantized(), mlx_rs::quant::native_qmm_enabled());
+    assert_eq!(
+        cpu.keeps_quantized(),
+        cfg!(target_arch = "x86_64") && mlx_rs::quant::native_qmm_enabled()
+    );
     let forced = LoadOptions {
         keep_quantized: Some(false),
         ..cpu.clone()

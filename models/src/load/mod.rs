@@ -80,10 +80,15 @@ impl LoadOptions {
     /// native quantized matmul kernel is enabled (see the module docs), else they are
     /// dequantized at load.
     pub fn keeps_quantized(&self) -> bool {
-        self.keep_quantized.unwrap_or(
-            self.device.device_type() == DeviceType::Gpu || mlx_rs::quant::native_qmm_enabled(),
-        )
+        self.keep_quantized
+            .unwrap_or(self.device.device_type() == DeviceType::Gpu || native_cpu_kernel())
     }
+}
+
+/// Whether mlx-rs's native CPU quantized matmul serves this process (x86-64 only, and not
+/// switched off with `MLX_RS_NATIVE_QMM=0` / `set_native_qmm(false)`).
+fn native_cpu_kernel() -> bool {
+    cfg!(target_arch = "x86_64") && mlx_rs::quant::native_qmm_enabled()
 }
 
 /// The default compute dtype of a device: `float32` on the CPU, `bfloat16` on a GPU.
