@@ -7,19 +7,13 @@ use mlx_models::load::ggml_quants::dequantize_q4_k;
 
 #[test]
 fn q4_k_matches_the_reference_decoder() {
-    let text = std::fs::read_to_string(common::fixture("q4_k_blocks.json")).unwrap();
-    let fixture: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let fixture = common::json("q4_k_blocks.json");
     let hex = fixture["blocks_hex"].as_str().unwrap();
     let bytes: Vec<u8> = (0..hex.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
         .collect();
-    let expected: Vec<f32> = fixture["values"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap() as f32)
-        .collect();
+    let expected = common::f32s(&fixture["values"]);
     let mut got = vec![0f32; expected.len()];
     dequantize_q4_k(&bytes, &mut got).unwrap();
     for (i, (g, e)) in got.iter().zip(&expected).enumerate() {

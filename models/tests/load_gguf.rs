@@ -12,23 +12,10 @@ use mlx_rs::io::gguf::{save_gguf, Gguf, GgufValue};
 use mlx_rs::{Array, Device, Dtype};
 use std::path::PathBuf;
 
-fn json(name: &str) -> serde_json::Value {
-    let text = std::fs::read_to_string(common::fixture(name)).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
-fn f32s(v: &serde_json::Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
-}
-
 /// Every original HF tensor equals (exactly) the one read from the converted GGUF, and no other
 /// tensor is present.
 fn check_tiny(arch: &str) {
-    let expected = json(&format!("load/tiny_{arch}.json"));
+    let expected = common::json(&format!("load/tiny_{arch}.json"));
     let ck = read_gguf_checkpoint(&common::fixture(&format!("load/tiny_{arch}.gguf"))).unwrap();
     let tensors = expected["tensors"].as_object().unwrap();
     let mut names: Vec<String> = tensors.keys().cloned().collect();
@@ -45,7 +32,7 @@ fn check_tiny(arch: &str) {
         assert_eq!(a.shape(), shape, "{arch} {name}");
         assert_eq!(a.dtype(), Dtype::Float32, "{arch} {name}");
         assert!(
-            a.to_vec::<f32>().unwrap() == f32s(&t["values"]),
+            a.to_vec::<f32>().unwrap() == common::f32s(&t["values"]),
             "{arch} {name} differs from the HF original"
         );
     }
@@ -102,7 +89,7 @@ fn smollm2_q4_1_config_and_dequantized_rows() {
     let Some(path) = common::test_data("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") else {
         return;
     };
-    let expected = json("load/smollm2_q4_1.json");
+    let expected = common::json("load/smollm2_q4_1.json");
     let (config, mut weights, tokenizer) = load_gguf_checkpoint(&path).unwrap();
     // test-weights.md: 30 layers, d=576, 9/3 heads, head_dim 64, FFN 1536, vocab 49152,
     // theta 1e5, eps 1e-5, ctx 8192, tied.
@@ -179,7 +166,7 @@ fn smollm2_q4_1_config_and_dequantized_rows() {
         for (row, values) in rows["rows"].as_object().unwrap() {
             let r: usize = row.parse().unwrap();
             let got = &all[r * cols..(r + 1) * cols];
-            for (c, (g, e)) in got.iter().zip(f32s(values)).enumerate() {
+            for (c, (g, e)) in got.iter().zip(common::f32s(values)).enumerate() {
                 assert!(
                     (g - e).abs() <= 1e-6 * e.abs().max(1e-3),
                     "{hf_name}[{r}, {c}]: {g} vs numpy {e}"
@@ -213,9 +200,9 @@ fn smollm2_kept_quantized_unpermutes_triplets_like_the_dense_rows() {
     .unwrap()
     .to_vec::<f32>()
     .unwrap();
-    let expected = json("load/smollm2_q4_1.json");
+    let expected = common::json("load/smollm2_q4_1.json");
     let row = &expected["rows"]["blk.0.attn_k.weight"]["rows"]["33"];
-    for (g, e) in dense[33 * 576..34 * 576].iter().zip(f32s(row)) {
+    for (g, e) in dense[33 * 576..34 * 576].iter().zip(common::f32s(row)) {
         assert!((g - e).abs() <= 1e-6 * e.abs().max(1e-3), "{g} vs {e}");
     }
 }
@@ -320,7 +307,7 @@ fn unsupported_architecture_and_wrong_q_shape() {
 /// The loaded tiny model's logits equal transformers' (the un-permuted Q/K must meet the
 /// families' HF-style RoPE for this to hold).
 fn check_logits(arch: &str) {
-    let expected = json(&format!("load/tiny_{arch}.json"));
+    let expected = common::json(&format!("load/tiny_{arch}.json"));
     let ck = read_gguf_checkpoint(&common::fixture(&format!("load/tiny_{arch}.gguf"))).unwrap();
     let options = LoadOptions {
         dtype: Some(Dtype::Float32),
@@ -347,7 +334,7 @@ fn check_logits(arch: &str) {
         .unwrap()
         .to_vec::<f32>()
         .unwrap();
-    let want = f32s(&expected["logits"]);
+    let want = common::f32s(&expected["logits"]);
     assert_eq!(got.len(), want.len());
     let max_err = got
         .iter()
@@ -379,7 +366,7 @@ fn load_entry_point_on_a_gguf_file() {
         device: Device::cpu(),
     };
     let loaded = mlx_models::load::load(path.to_str().unwrap(), &options).unwrap();
-    let expected = json("load/tiny_qwen2.json");
+    let expected = common::json("load/tiny_qwen2.json");
     // The GGUF's eos (written by llama.cpp from the HF tokenizer's `<|im_end|>`, id 2).
     assert_eq!(
         loaded.eos_token_ids,

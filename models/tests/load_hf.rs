@@ -11,16 +11,7 @@ use mlx_rs::{Array, Device, Dtype};
 use std::collections::HashMap;
 
 fn expected() -> serde_json::Value {
-    let text = std::fs::read_to_string(common::fixture("load/hf_sharded.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
-fn f32s(v: &serde_json::Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
+    common::json("load/hf_sharded.json")
 }
 
 #[test]
@@ -40,7 +31,11 @@ fn shards_are_merged_and_consolidated_is_ignored() {
             .map(|d| d.as_i64().unwrap() as i32)
             .collect();
         assert_eq!(a.shape(), shape, "{name}");
-        assert_eq!(a.to_vec::<f32>().unwrap(), f32s(&t["values"]), "{name}");
+        assert_eq!(
+            a.to_vec::<f32>().unwrap(),
+            common::f32s(&t["values"]),
+            "{name}"
+        );
     }
 }
 
@@ -305,7 +300,7 @@ fn load_entry_point_on_a_hf_folder() {
     let logits = loaded.model.forward(&input, &mut cache).unwrap();
     assert_eq!(logits.dtype(), Dtype::Float32);
     let got = logits.to_vec::<f32>().unwrap();
-    let want = f32s(&expected["logits"]);
+    let want = common::f32s(&expected["logits"]);
     let max_err = got
         .iter()
         .zip(&want)

@@ -80,8 +80,7 @@ pub fn complete_capital_of_france(
 /// within 2%.
 pub fn check_perplexity(engine: &mut mlx_models::runtime::engine::MlxEngine, reference: &str) {
     use mlx_models::model::LanguageModel;
-    let reference: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture(reference)).unwrap()).unwrap();
+    let reference = json(reference);
     let text = std::fs::read_to_string(fixture("ppl_text.txt")).unwrap();
     let tokens = engine.tokenizer().encode(&text, true).unwrap();
     assert_eq!(
@@ -97,4 +96,19 @@ pub fn check_perplexity(engine: &mut mlx_models::runtime::engine::MlxEngine, ref
         (ppl - expected).abs() / expected < 0.02,
         "perplexity {ppl} vs reference {expected}"
     );
+}
+
+/// A committed JSON fixture under `models/tests/fixtures/`.
+pub fn json(relative: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(fixture(relative)).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// A JSON array of numbers as `f32`s.
+pub fn f32s(v: &serde_json::Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
 }
