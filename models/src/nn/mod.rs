@@ -1,6 +1,6 @@
 //! Small layers built from loaded weights (no random initialisation on this path).
 //!
-//! Each layer takes its tensors from [`Weights`](crate::weights::Weights) by Hugging Face name
+//! Each layer takes its tensors from [`Weights`] by Hugging Face name
 //! (`<path>.weight`, `<path>.bias`, and for MLX-quantized modules `<path>.scales` /
 //! `<path>.biases`), checks their shapes, casts floating tensors to the compute dtype, and
 //! runs its forward pass with MLX's fused kernels where MLX has one.
