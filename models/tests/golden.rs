@@ -38,14 +38,7 @@ fn fixture(name: &str) -> Fixture {
     let (tensors, _) = load_safetensors(dir.join("model.safetensors")).expect("safetensors");
     let text = std::fs::read_to_string(dir.join("reference.json")).expect("reference.json");
     let v: serde_json::Value = serde_json::from_str(&text).expect("reference json");
-    let ints = |key: &str| -> Vec<i32> {
-        v[key]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t.as_i64().unwrap() as i32)
-            .collect()
-    };
+    let ints = |key: &str| -> Vec<i32> { common::i32s(&v[key]) };
     let shape = ints("logits_shape");
     let logits: Vec<f32> = v["logits"]
         .as_array()

@@ -23,12 +23,7 @@ fn check_tiny(arch: &str) {
     assert_eq!(ck.weights.names(), names, "{arch}");
     for (name, t) in tensors {
         let a = ck.weights.get(name).unwrap();
-        let shape: Vec<i32> = t["shape"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d.as_i64().unwrap() as i32)
-            .collect();
+        let shape: Vec<i32> = common::i32s(&t["shape"]);
         assert_eq!(a.shape(), shape, "{arch} {name}");
         assert_eq!(a.dtype(), Dtype::Float32, "{arch} {name}");
         assert!(
@@ -154,12 +149,7 @@ fn smollm2_q4_1_config_and_dequantized_rows() {
     ] {
         let rows = &expected["rows"][gguf_name];
         let w = weights.get(hf_name).unwrap();
-        let shape: Vec<i32> = rows["shape"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d.as_i64().unwrap() as i32)
-            .collect();
+        let shape: Vec<i32> = common::i32s(&rows["shape"]);
         assert_eq!(w.shape(), shape);
         let all = w.to_vec::<f32>().unwrap();
         let cols = shape[1] as usize;
@@ -320,12 +310,7 @@ fn check_logits(arch: &str) {
         quantization: build.quantization,
     };
     let model = mlx_models::families::build(&ck.config, weights, &build).unwrap();
-    let tokens: Vec<i32> = expected["tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t.as_i64().unwrap() as i32)
-        .collect();
+    let tokens: Vec<i32> = common::i32s(&expected["tokens"]);
     let input = Array::from_slice(&tokens, &[1, tokens.len() as i32]).unwrap();
     let mut cache = model.new_cache();
     let logits = model.forward(&input, &mut cache).unwrap();

@@ -24,12 +24,7 @@ fn shards_are_merged_and_consolidated_is_ignored() {
     assert_eq!(weights.names(), names);
     for (name, t) in expected.as_object().unwrap() {
         let a = weights.get(name).unwrap();
-        let shape: Vec<i32> = t["shape"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d.as_i64().unwrap() as i32)
-            .collect();
+        let shape: Vec<i32> = common::i32s(&t["shape"]);
         assert_eq!(a.shape(), shape, "{name}");
         assert_eq!(
             a.to_vec::<f32>().unwrap(),
@@ -289,12 +284,7 @@ fn load_entry_point_on_a_hf_folder() {
     assert_eq!(loaded.config.num_hidden_layers, 2);
     let text = std::fs::read_to_string(common::fixture("load/tiny_llama.json")).unwrap();
     let expected: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let tokens: Vec<i32> = expected["tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t.as_i64().unwrap() as i32)
-        .collect();
+    let tokens: Vec<i32> = common::i32s(&expected["tokens"]);
     let input = Array::from_slice(&tokens, &[1, tokens.len() as i32]).unwrap();
     let mut cache = loaded.model.new_cache();
     let logits = loaded.model.forward(&input, &mut cache).unwrap();

@@ -112,3 +112,12 @@ pub fn f32s(v: &serde_json::Value) -> Vec<f32> {
         .map(|x| x.as_f64().unwrap() as f32)
         .collect()
 }
+
+/// A JSON array of integers as `i32`s (shapes, token ids).
+pub fn i32s(v: &serde_json::Value) -> Vec<i32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_i64().unwrap() as i32)
+        .collect()
+}
