@@ -218,21 +218,7 @@ pub fn uniform(
 ) -> Result<Array> {
     check_shape(shape)?;
     check_float("uniform", dtype)?;
-    let key = key_raw(key)?;
-    let (lo, hi) = (Array::scalar(low), Array::scalar(high));
-    // SAFETY: valid handles; `shape` outlives the call.
-    Array::try_op_stream(|res, s| unsafe {
-        sys::mlx_random_uniform(
-            res,
-            lo.as_raw(),
-            hi.as_raw(),
-            shape.as_ptr(),
-            shape.len(),
-            dtype.to_sys(),
-            key,
-            s,
-        )
-    })
+    sample_in_range(sys::mlx_random_uniform, low, high, shape, dtype, key)
 }
 
 /// Random integers in `[low, high)`, of integer `dtype`.
@@ -257,21 +243,7 @@ pub fn randint(
             "randint: dtype must be an integer type, got {dtype}"
         )));
     }
-    let key = key_raw(key)?;
-    let (lo, hi) = (Array::scalar(low), Array::scalar(high));
-    // SAFETY: valid handles; `shape` outlives the call.
-    Array::try_op_stream(|res, s| unsafe {
-        sys::mlx_random_randint(
-            res,
-            lo.as_raw(),
-            hi.as_raw(),
-            shape.as_ptr(),
-            shape.len(),
-            dtype.to_sys(),
-            key,
-            s,
-        )
-    })
+    sample_in_range(sys::mlx_random_randint, low, high, shape, dtype, key)
 }
 
 /// Booleans that are `true` with probability `p` (an array broadcast to `shape`).
@@ -353,5 +325,45 @@ pub fn categorical_n(
     // SAFETY: valid handles.
     Array::try_op_stream(|res, s| unsafe {
         sys::mlx_random_categorical_num_samples(res, logits.as_raw(), axis, num_samples, key, s)
+    })
+}
+
+/// The signature shared by mlx-c's `mlx_random_uniform` and `mlx_random_randint`.
+type RangeSampler = unsafe extern "C" fn(
+    *mut sys::mlx_array,
+    sys::mlx_array,
+    sys::mlx_array,
+    *const std::ffi::c_int,
+    usize,
+    sys::mlx_dtype,
+    sys::mlx_array,
+    sys::mlx_stream,
+) -> std::ffi::c_int;
+
+/// Draws `shape` values in `[low, high)` of `dtype` with one of the range samplers.
+#[track_caller]
+fn sample_in_range<T: crate::ArrayElement>(
+    sampler: RangeSampler,
+    low: T,
+    high: T,
+    shape: &[i32],
+    dtype: Dtype,
+    key: Option<&Array>,
+) -> Result<Array> {
+    let key = key_raw(key)?;
+    let (lo, hi) = (Array::scalar(low), Array::scalar(high));
+    // SAFETY: valid handles; `shape` outlives the call; `sampler` is an mlx-c function of
+    // this signature.
+    Array::try_op_stream(|res, s| unsafe {
+        sampler(
+            res,
+            lo.as_raw(),
+            hi.as_raw(),
+            shape.as_ptr(),
+            shape.len(),
+            dtype.to_sys(),
+            key,
+            s,
+        )
     })
 }
