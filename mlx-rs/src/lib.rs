@@ -44,6 +44,7 @@ pub mod error;
 pub mod fast;
 pub mod io;
 pub mod memory;
+pub mod native;
 pub mod ops;
 pub mod quant;
 pub mod random;

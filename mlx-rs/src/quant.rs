@@ -30,7 +30,6 @@ use crate::vector::VectorArray;
 use crate::{Array, Dtype};
 use mlx_sys as sys;
 use std::ffi::CString;
-use std::sync::atomic::{AtomicU8, Ordering};
 
 const MODE: &str = "affine";
 
@@ -372,8 +371,7 @@ pub fn gather_qmm(
 
 // ------------------------------------------------------------------ native kernel knobs
 
-/// 0: not decided yet (read `MLX_RS_NATIVE_QMM`), 1: on, 2: off.
-static NATIVE_QMM: AtomicU8 = AtomicU8::new(0);
+static NATIVE_QMM: crate::native::Switch = crate::native::Switch::new("MLX_RS_NATIVE_QMM");
 
 /// Turns the native CPU quantized-matmul kernel used by [`quantized_matmul`] on or off for the
 /// whole process (MLX's own op is used while it is off). The default is on unless the
@@ -396,7 +394,7 @@ static NATIVE_QMM: AtomicU8 = AtomicU8::new(0);
 /// # Ok::<(), mlx_rs::Error>(())
 /// ```
 pub fn set_native_qmm(enabled: bool) {
-    NATIVE_QMM.store(if enabled { 1 } else { 2 }, Ordering::Relaxed);
+    NATIVE_QMM.set(enabled);
 }
 
 /// Whether [`quantized_matmul`] uses the native CPU kernel where it can (see
@@ -408,26 +406,7 @@ pub fn set_native_qmm(enabled: bool) {
 /// assert!(quant::native_qmm_enabled());
 /// ```
 pub fn native_qmm_enabled() -> bool {
-    match NATIVE_QMM.load(Ordering::Relaxed) {
-        1 => true,
-        2 => false,
-        _ => {
-            let off = std::env::var("MLX_RS_NATIVE_QMM").is_ok_and(|v| {
-                matches!(
-                    v.trim().to_ascii_lowercase().as_str(),
-                    "0" | "false" | "off"
-                )
-            });
-            // Only the first reader decides; a concurrent `set_native_qmm` wins.
-            let _ = NATIVE_QMM.compare_exchange(
-                0,
-                if off { 2 } else { 1 },
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
-            NATIVE_QMM.load(Ordering::Relaxed) == 1
-        }
-    }
+    NATIVE_QMM.get()
 }
 
 /// Sets how many threads the native kernel uses: the thread that runs the matmul plus

@@ -6,7 +6,7 @@
 //! header (inline MLX functions compiled with AVX-512 could otherwise be picked as weak symbols
 //! on a CPU without it), and the driver picks one at run time. The glue and the driver form a
 //! baseline build (`-std=c++20 -isystem <mlx>/include -I <mlx-c>`). Everything is built with
-//! `-fvisibility=hidden`; only the C interface (`kernels/qmm.h`) is exported.
+//! `-fvisibility=hidden`; only the C interfaces (`kernels/qmm.h`, `kernels/ops.h`) are exported.
 
 use crate::provision::Mlx;
 use crate::BuildResult;
@@ -43,6 +43,14 @@ pub fn build(manifest_dir: &Path, mlx: &Mlx, mlxc_src: &Path) -> BuildResult<()>
     generic.std("c++17").file(dir.join("qmm_generic.cpp"));
     compile(generic, "generic")?;
 
+    // Fused decoder-step kernels: portable code with `omp simd` hints (no OpenMP runtime);
+    // on x86-64 their entry points carry gcc target_clones (AVX-512, AVX2, baseline).
+    let mut ops = base();
+    ops.std("c++17")
+        .flag_if_supported("-fopenmp-simd")
+        .file(dir.join("ops_cpu.cpp"));
+    compile(ops, "ops")?;
+
     if arch == "x86_64" {
         let mut avx2 = base();
         avx2.std("c++17")
@@ -76,6 +84,7 @@ pub fn build(manifest_dir: &Path, mlx: &Mlx, mlxc_src: &Path) -> BuildResult<()>
         .flag("-include")
         .flag(shim.to_string_lossy().as_ref())
         .file(dir.join("qmm_glue.cpp"))
+        .file(dir.join("ops_glue.cpp"))
         .file(dir.join("qmm_driver.cpp"));
     compile(glue, "glue")?;
 

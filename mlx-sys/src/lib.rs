@@ -34,6 +34,56 @@ mod openblas {
     static KEEP_OPENBLAS: unsafe extern "C" fn() -> std::os::raw::c_int = openblas_get_num_threads;
 }
 
+/// The project's own CPU primitives for the small fused ops of a decoder step
+/// (`mlx-sys/kernels/ops_cpu.h`, C interface in `kernels/ops.h`): RMS norm, SwiGLU and
+/// single-token attention with RoPE and the KV-cache write. The builders set `*used_native` to
+/// false and write nothing when the call is not eligible (not a CPU stream, not float32, ...);
+/// they return 1 after reporting through mlx-c's error handler when MLX fails.
+pub mod native_ops {
+    use super::{mlx_array, mlx_stream, mlx_vector_array};
+    use std::os::raw::c_int;
+
+    extern "C" {
+        /// `x / sqrt(mean(x², -1) + eps) * weight`; `weight` may be the null handle.
+        pub fn mlxrs_rms_norm(
+            res: *mut mlx_array,
+            x: mlx_array,
+            weight: mlx_array,
+            eps: f32,
+            s: mlx_stream,
+            used_native: *mut bool,
+        ) -> c_int;
+
+        /// `silu(gate) * up` where `x`'s last axis is `[gate | up]`.
+        pub fn mlxrs_swiglu(
+            res: *mut mlx_array,
+            x: mlx_array,
+            s: mlx_stream,
+            used_native: *mut bool,
+        ) -> c_int;
+
+        /// One grouped-query attention step with RoPE and the in-place KV-cache write; writes
+        /// `[attention, k_cache, v_cache]` into `res` (see `kernels/ops.h`).
+        pub fn mlxrs_decode_attention(
+            res: *mut mlx_vector_array,
+            qkv: mlx_array,
+            k_cache: mlx_array,
+            v_cache: mlx_array,
+            inv_freq: mlx_array,
+            q_norm: mlx_array,
+            k_norm: mlx_array,
+            norm_eps: f32,
+            scale: f32,
+            heads: c_int,
+            kv_heads: c_int,
+            head_dim: c_int,
+            offset: c_int,
+            s: mlx_stream,
+            used_native: *mut bool,
+        ) -> c_int;
+    }
+}
+
 /// The project's own CPU quantized-matmul kernels (`mlx-sys/kernels/`, C interface in
 /// `kernels/qmm.h`): affine 4- and 8-bit weights in MLX's layout, groups of 32, 64 or 128,
 /// f32/f16/bf16 activations and scales, multi-threaded, AVX-512 / AVX2 / portable code chosen at

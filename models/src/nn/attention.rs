@@ -7,6 +7,7 @@ use crate::load::BuildOptions;
 use crate::runtime::cache::LayerCache;
 use crate::weights::Weights;
 use mlx_rs::fast::{scaled_dot_product_attention, AttentionMask};
+use mlx_rs::native::DecodeAttentionParams;
 use mlx_rs::Array;
 
 /// The per-family differences of the attention block.
@@ -99,6 +100,28 @@ impl Attention {
         };
         // [B, L, H·hd] -> [B, L, H, hd]; the per-head norm (Qwen3) acts here, before the
         // transpose to [B, H, L, hd] and RoPE.
+        if l == 1 {
+            // Decode: the fused projection, then one primitive for norms, RoPE, the cache
+            // write and the attention itself (CPU, float32); other cases compose MLX's ops.
+            let qkv = self.qkv_proj.forward_joined(x)?;
+            let params = DecodeAttentionParams {
+                heads: self.heads,
+                kv_heads: self.kv_heads,
+                head_dim: self.head_dim,
+                offset: cache.offset(),
+                scale: self.scale,
+                norm_eps: self.q_norm.as_ref().map_or(0.0, RmsNorm::eps),
+            };
+            if let Some(out) = cache.native_decode(
+                &qkv,
+                self.rope.inv_freq(),
+                self.q_norm.as_ref().map(RmsNorm::weight),
+                self.k_norm.as_ref().map(RmsNorm::weight),
+                params,
+            )? {
+                return self.o_proj.forward(&out);
+            }
+        }
         let split = |y: Array, heads: i32, norm: Option<&RmsNorm>| -> Result<Array> {
             let y = y.reshape(&[b, l, heads, self.head_dim])?;
             let y = match norm {

@@ -115,6 +115,22 @@ impl FusedLinear {
             FusedLinear::Separate(parts) => parts.iter().map(|p| p.forward(x)).collect(),
         }
     }
+
+    /// The outputs side by side along the last axis, unsplit (what [`FusedLinear::forward`]
+    /// splits): one product when fused, a concatenation of the separate products otherwise.
+    pub fn forward_joined(&self, x: &Array) -> Result<Array> {
+        match self {
+            FusedLinear::Fused { linear, .. } => linear.forward(x),
+            FusedLinear::Separate(parts) => {
+                let outs = parts
+                    .iter()
+                    .map(|p| p.forward(x))
+                    .collect::<Result<Vec<_>>>()?;
+                let refs: Vec<&Array> = outs.iter().collect();
+                Ok(concatenate(&refs, -1)?)
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! The gated feed-forward block of Llama-style models.
 
 use super::{FusedLinear, Linear};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::load::BuildOptions;
 use crate::weights::Weights;
 use mlx_rs::Array;
@@ -38,16 +38,9 @@ impl Mlp {
 
     /// Applies the block to `x` (`[..., hidden]`).
     pub fn forward(&self, x: &Array) -> Result<Array> {
-        let [gate, up]: [Array; 2] =
-            self.gate_up_proj
-                .forward(x)?
-                .try_into()
-                .map_err(|parts: Vec<Array>| {
-                    Error::InvalidArgument(format!(
-                        "gate/up projection gave {} outputs",
-                        parts.len()
-                    ))
-                })?;
-        self.down_proj.forward(&gate.silu()?.multiply(&up)?)
+        // silu(gate) * up from the joined [gate | up] output: one native primitive on the
+        // CPU, MLX's ops elsewhere.
+        let gate_up = self.gate_up_proj.forward_joined(x)?;
+        self.down_proj.forward(&mlx_rs::native::swiglu(&gate_up)?)
     }
 }

@@ -26,6 +26,16 @@ impl RmsNorm {
         Ok(RmsNorm { weight, eps })
     }
 
+    /// The scale vector.
+    pub fn weight(&self) -> &Array {
+        &self.weight
+    }
+
+    /// The epsilon added to the mean square.
+    pub fn eps(&self) -> f32 {
+        self.eps
+    }
+
     /// Normalises `x` (`[..., dim]`).
     pub fn forward(&self, x: &Array) -> Result<Array> {
         Ok(fast::rms_norm(x, Some(&self.weight), self.eps)?)

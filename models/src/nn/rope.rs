@@ -13,6 +13,8 @@ pub struct Rope {
     scale: f32,
     /// Periods `F_i` (`[dims / 2]`), when a scaling rewrote them.
     freqs: Option<Array>,
+    /// `scale / F_i` for each rotated pair (what the native decode step takes).
+    inv_freq: Array,
 }
 
 impl Rope {
@@ -30,6 +32,7 @@ impl Rope {
             base: Some(theta),
             scale: 1.0,
             freqs: None,
+            inv_freq: inv_freq(&default_periods(theta, dims), 1.0)?,
         };
         let Some(scaling) = config.rope_scaling() else {
             return Ok(rope);
@@ -56,6 +59,7 @@ impl Rope {
                 )?;
                 rope.base = None;
                 rope.freqs = Some(Array::from_slice(&periods, &[dims / 2])?);
+                rope.inv_freq = inv_freq(&periods, rope.scale)?;
             }
             other => {
                 return Err(Error::Config(format!(
@@ -63,7 +67,16 @@ impl Rope {
                 )))
             }
         }
+        if rope.freqs.is_none() {
+            rope.inv_freq = inv_freq(&default_periods(theta, dims), rope.scale)?;
+        }
         Ok(rope)
+    }
+
+    /// Radians per position of each rotated pair (`[head_dim / 2]`), scaling included: the
+    /// angle of pair `i` at position `p` is `p * inv_freq[i]`.
+    pub fn inv_freq(&self) -> &Array {
+        &self.inv_freq
     }
 
     /// Rotates `x` (`[B, H, L, head_dim]`); row `t` of axis 2 gets position `offset + t`.
@@ -81,6 +94,22 @@ impl Rope {
 }
 
 /// Llama 3.1 RoPE periods `F_i` (MLX's `freqs`: the reciprocals of HF's `inv_freq`).
+/// `θ^(2i/d)` for each rotated pair `i < d/2`: the period of pair `i`, in positions per radian.
+fn default_periods(theta: f32, dims: i32) -> Vec<f32> {
+    (0..dims / 2)
+        .map(|i| (theta as f64).powf(2.0 * i as f64 / dims as f64) as f32)
+        .collect()
+}
+
+/// The rotation speed of each pair, `scale / period` (radians per position).
+fn inv_freq(periods: &[f32], scale: f32) -> Result<Array> {
+    let v: Vec<f32> = periods
+        .iter()
+        .map(|p| (scale as f64 / *p as f64) as f32)
+        .collect();
+    Ok(Array::from_slice(&v, &[v.len() as i32])?)
+}
+
 fn llama3_periods(
     theta: f32,
     dims: i32,

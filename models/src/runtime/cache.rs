@@ -2,8 +2,9 @@
 //! written in place with `slice_update` (no concatenation per token).
 
 use crate::error::{Error, Result};
+use mlx_rs::native::{decode_attention, DecodeAttentionParams};
 use mlx_rs::ops::concatenate;
-use mlx_rs::{s, Array};
+use mlx_rs::{s, Array, Dtype};
 
 /// Positions added each time a layer's cache grows (as mlx-lm).
 pub const KV_STEP: i32 = 256;
@@ -46,22 +47,7 @@ impl LayerCache {
         }
         let new_len = ks[2];
         let end = self.offset + new_len;
-        let capacity = self.keys.as_ref().map_or(0, |k| k.shape()[2]);
-        if end > capacity {
-            let grow = ((end - capacity + KV_STEP - 1) / KV_STEP) * KV_STEP;
-            let extend = |old: &Option<Array>, like: &Array| -> Result<Array> {
-                let mut shape = like.shape();
-                shape[2] = grow;
-                let fresh = Array::zeros(&shape, like.dtype())?;
-                Ok(match old {
-                    // Keep only the written part before growing (a trim may have left a tail).
-                    Some(old) => concatenate(&[&old.slice(s![.., .., ..self.offset])?, &fresh], 2)?,
-                    None => fresh,
-                })
-            };
-            self.keys = Some(extend(&self.keys, keys)?);
-            self.values = Some(extend(&self.values, values)?);
-        }
+        self.reserve(end, &ks, keys.dtype(), &vs, values.dtype())?;
         let write = |store: &Array, update: &Array| -> Result<Array> {
             let mut stop = store.shape();
             stop[2] = end;
@@ -77,6 +63,70 @@ impl LayerCache {
         self.values = Some(v_store);
         self.offset = end;
         Ok((k_view, v_view))
+    }
+
+    /// One decoding step through the native attention primitive
+    /// ([`mlx_rs::native::decode_attention`]): grows the buffers if needed, lets the primitive
+    /// write position `offset` in place and returns the attention output `[B, 1, heads *
+    /// head_dim]`. `Ok(None)` (nothing changed) when the primitive does not take the call; the
+    /// caller then uses [`LayerCache::update_and_fetch`].
+    pub fn native_decode(
+        &mut self,
+        qkv: &Array,
+        inv_freq: &Array,
+        q_norm: Option<&Array>,
+        k_norm: Option<&Array>,
+        mut params: DecodeAttentionParams,
+    ) -> Result<Option<Array>> {
+        if !mlx_rs::native::native_ops_enabled() {
+            return Ok(None);
+        }
+        let b = qkv.shape().first().copied().unwrap_or(0);
+        let shape = [b, params.kv_heads, 1, params.head_dim];
+        let dtype = qkv.dtype();
+        self.reserve(self.offset + 1, &shape, dtype, &shape, dtype)?;
+        let (Some(keys), Some(values)) = (&self.keys, &self.values) else {
+            unreachable!("reserved above")
+        };
+        params.offset = self.offset;
+        let Some(out) = decode_attention(qkv, keys, values, inv_freq, q_norm, k_norm, params)?
+        else {
+            return Ok(None);
+        };
+        self.keys = Some(out.k_cache);
+        self.values = Some(out.v_cache);
+        self.offset += 1;
+        Ok(Some(out.attention))
+    }
+
+    /// Makes the buffers hold at least `end` positions, growing by whole [`KV_STEP`]s; new
+    /// buffers take the shapes (but for the positions axis) and dtypes given.
+    fn reserve(
+        &mut self,
+        end: i32,
+        k_shape: &[i32],
+        k_dtype: Dtype,
+        v_shape: &[i32],
+        v_dtype: Dtype,
+    ) -> Result<()> {
+        let capacity = self.keys.as_ref().map_or(0, |k| k.shape()[2]);
+        if end <= capacity {
+            return Ok(());
+        }
+        let grow = ((end - capacity + KV_STEP - 1) / KV_STEP) * KV_STEP;
+        let extend = |old: &Option<Array>, like: &[i32], dtype: Dtype| -> Result<Array> {
+            let mut shape = like.to_vec();
+            shape[2] = grow;
+            let fresh = Array::zeros(&shape, dtype)?;
+            Ok(match old {
+                // Keep only the written part before growing (a trim may have left a tail).
+                Some(old) => concatenate(&[&old.slice(s![.., .., ..self.offset])?, &fresh], 2)?,
+                None => fresh,
+            })
+        };
+        self.keys = Some(extend(&self.keys, k_shape, k_dtype)?);
+        self.values = Some(extend(&self.values, v_shape, v_dtype)?);
+        Ok(())
     }
 
     /// Forgets the last `n` positions (clamped to what is stored); returns how many were removed.

@@ -1,0 +1,277 @@
+//! The project's own CPU primitives for the small fused ops of a decoder step: RMS norm,
+//! SwiGLU, and single-token attention with RoPE and the KV-cache write.
+//!
+//! MLX 0.32.2 has no CPU kernels for its `fast` ops: on the CPU `fast::rms_norm`, `fast::rope`
+//! and `fast::scaled_dot_product_attention` are composed from several primitives each, and
+//! each primitive costs microseconds of scheduling. At decode, where every tensor is a few
+//! hundred floats, that overhead was most of a step (on the 2-core development machine:
+//! ~40 µs per RMS norm, ~120 µs per RoPE and ~100 µs per attention call, for a few µs of
+//! arithmetic). Each op here is one MLX primitive whose CPU evaluation runs one loop
+//! (`mlx-sys/kernels/ops_cpu.cpp`).
+//!
+//! Used for float32 on CPU streams; everything else (GPU streams, other dtypes) takes MLX's
+//! own ops. [`crate::fast::rms_norm`] and [`swiglu`] pick the path themselves;
+//! [`decode_attention`] returns `None` when the call is not eligible, so that the caller can
+//! compose the step itself. Opt out with [`set_native_ops`] or the environment variable
+//! `MLX_RS_NATIVE_OPS=0` (the quantized matmul has its own switch,
+//! [`crate::quant::set_native_qmm`]).
+
+use crate::error::{Error, Result};
+use crate::vector::VectorArray;
+use crate::Array;
+use mlx_sys as sys;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// An on/off switch whose first reading may come from an environment variable (`0`, `false`
+/// or `off` turn it off); [`Switch::set`] overrides it.
+pub(crate) struct Switch {
+    state: AtomicU8, // 0: not decided yet, 1: on, 2: off
+    env: &'static str,
+}
+
+impl Switch {
+    pub(crate) const fn new(env: &'static str) -> Switch {
+        Switch {
+            state: AtomicU8::new(0),
+            env,
+        }
+    }
+
+    pub(crate) fn set(&self, on: bool) {
+        self.state.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+    }
+
+    pub(crate) fn get(&self) -> bool {
+        match self.state.load(Ordering::Relaxed) {
+            1 => true,
+            2 => false,
+            _ => {
+                let off = std::env::var(self.env).is_ok_and(|v| {
+                    matches!(
+                        v.trim().to_ascii_lowercase().as_str(),
+                        "0" | "false" | "off"
+                    )
+                });
+                // Only the first reader decides; a concurrent `set` wins.
+                let _ = self.state.compare_exchange(
+                    0,
+                    if off { 2 } else { 1 },
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+                self.state.load(Ordering::Relaxed) == 1
+            }
+        }
+    }
+}
+
+static NATIVE_OPS: Switch = Switch::new("MLX_RS_NATIVE_OPS");
+
+/// Turns the native primitives of this module on or off for the whole process (on by default,
+/// unless `MLX_RS_NATIVE_OPS` is `0`, `false` or `off` when first consulted).
+///
+/// ```
+/// use mlx_rs::{fast, native, Array};
+/// let x = Array::from_slice(&[3.0f32, 4.0], &[1, 2])?;
+/// let before = native::native_ops_enabled();
+/// native::set_native_ops(false);
+/// let mlx = fast::rms_norm(&x, None, 0.0)?.to_vec::<f32>()?;
+/// native::set_native_ops(true);
+/// let ours = fast::rms_norm(&x, None, 0.0)?.to_vec::<f32>()?;
+/// native::set_native_ops(before);
+/// // mean of squares 12.5: both give x / sqrt(12.5).
+/// for v in mlx.iter().chain(&ours).zip([3.0f32, 4.0, 3.0, 4.0]) {
+///     assert!((v.0 - v.1 / 12.5f32.sqrt()).abs() < 1e-6);
+/// }
+/// # Ok::<(), mlx_rs::Error>(())
+/// ```
+pub fn set_native_ops(enabled: bool) {
+    NATIVE_OPS.set(enabled);
+}
+
+/// Whether the native primitives are used where they apply (see [`set_native_ops`]).
+///
+/// ```
+/// mlx_rs::native::set_native_ops(true);
+/// assert!(mlx_rs::native::native_ops_enabled());
+/// ```
+pub fn native_ops_enabled() -> bool {
+    NATIVE_OPS.get()
+}
+
+fn null_array() -> sys::mlx_array {
+    sys::mlx_array {
+        ctx: std::ptr::null_mut(),
+    }
+}
+
+/// Runs a native builder; `None` when it declined the call.
+#[track_caller]
+fn try_native(
+    build: impl FnOnce(*mut sys::mlx_array, sys::mlx_stream, *mut bool) -> std::ffi::c_int,
+) -> Result<Option<Array>> {
+    if !native_ops_enabled() {
+        return Ok(None);
+    }
+    let mut used = false;
+    let out = Array::try_op_stream(|res, s| build(res, s, &mut used))?;
+    Ok(used.then_some(out))
+}
+
+/// The native RMS norm when it applies (CPU stream, float32 `x` and weight); `None` otherwise.
+/// Shapes are checked by the caller ([`crate::fast::rms_norm`]).
+#[track_caller]
+pub(crate) fn rms_norm(x: &Array, weight: Option<&Array>, eps: f32) -> Result<Option<Array>> {
+    let w = weight.map_or_else(null_array, Array::as_raw);
+    // SAFETY: valid handles (or the null handle for "no weight") and out-parameters we own.
+    try_native(|res, s, used| unsafe {
+        sys::native_ops::mlxrs_rms_norm(res, x.as_raw(), w, eps, s, used)
+    })
+}
+
+/// `silu(gate) * up` where the last axis of `x` is `[gate | up]`: the activation of a SwiGLU
+/// MLP whose gate and up projections are fused into one matmul. The result's last axis is half
+/// of `x`'s. One native primitive on CPU streams in float32; MLX's ops otherwise.
+///
+/// ```
+/// use mlx_rs::{native, Array};
+/// let x = Array::from_slice(&[0.0f32, 2.0, 5.0, 7.0], &[1, 4])?; // gate [0, 2], up [5, 7]
+/// let y = native::swiglu(&x)?.to_vec::<f32>()?;
+/// // silu(0) = 0; silu(2) = 2 / (1 + e^-2).
+/// let want = 2.0f32 / (1.0 + (-2.0f32).exp()) * 7.0;
+/// assert!(y[0] == 0.0 && (y[1] - want).abs() < 1e-5);
+/// assert!(native::swiglu(&Array::from_slice(&[1.0f32; 3], &[3])?).is_err());
+/// # Ok::<(), mlx_rs::Error>(())
+/// ```
+#[track_caller]
+pub fn swiglu(x: &Array) -> Result<Array> {
+    let last = x.shape().last().copied().unwrap_or(0);
+    if x.ndim() == 0 || last == 0 || last % 2 != 0 {
+        return Err(Error::Shape(format!(
+            "swiglu: the last axis must hold [gate | up] (a positive even length), got shape {:?}",
+            x.shape()
+        )));
+    }
+    // SAFETY: a valid handle and out-parameters we own.
+    if let Some(y) = try_native(|res, s, used| unsafe {
+        sys::native_ops::mlxrs_swiglu(res, x.as_raw(), s, used)
+    })? {
+        return Ok(y);
+    }
+    match &x.split(2, -1)?[..] {
+        [gate, up] => Ok(gate.silu()?.multiply(up)?),
+        _ => unreachable!("split into 2 sections returns 2 arrays"),
+    }
+}
+
+/// The parameters of [`decode_attention`] besides its arrays.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DecodeAttentionParams {
+    /// Query heads.
+    pub heads: i32,
+    /// Key/value heads (`heads` is a multiple).
+    pub kv_heads: i32,
+    /// Size of each head (even).
+    pub head_dim: i32,
+    /// Position of the new token; the caches hold positions `0..offset`.
+    pub offset: i32,
+    /// Multiplies `q · k` (usually `head_dim^-0.5`).
+    pub scale: f32,
+    /// Epsilon of the optional per-head RMS norms.
+    pub norm_eps: f32,
+}
+
+/// The three arrays [`decode_attention`] returns.
+#[derive(Debug, Clone)]
+pub struct DecodeAttentionOutput {
+    /// `[B, 1, heads * head_dim]`, ready for the output projection.
+    pub attention: Array,
+    /// The key cache with the new position written.
+    pub k_cache: Array,
+    /// The value cache with the new position written.
+    pub v_cache: Array,
+}
+
+/// One decoding step of grouped-query attention as a single primitive: takes the fused q/k/v
+/// projection of one token, applies the optional per-head RMS norms (`q_norm`, `k_norm`, as
+/// Qwen3) and RoPE in the "rotate half" layout at position `offset`
+/// (`angle_i = offset * inv_freq[i]`), writes k and v at `offset` into the caches and returns
+/// `softmax(q kᵀ * scale) v` over positions `0..=offset`.
+///
+/// - `qkv`: `[B, 1, (heads + 2 kv_heads) * head_dim]`, q heads then k heads then v heads;
+/// - `k_cache`, `v_cache`: `[B, kv_heads, capacity, head_dim]`, `offset < capacity`;
+/// - `inv_freq`: `[head_dim / 2]`; `q_norm`, `k_norm`: `[head_dim]`.
+///
+/// The caches are written in place: the returned cache arrays share the input caches'
+/// buffers, so other handles to the same caches see the new position too (positions below
+/// `offset` are never changed). Returns `Ok(None)` when the call is not eligible for the
+/// native primitive (not a CPU stream, not float32, more than one token, native ops off): the
+/// caller then composes the step from MLX's ops. Inconsistent shapes are an error.
+///
+/// ```
+/// use mlx_rs::native::{decode_attention, DecodeAttentionParams};
+/// use mlx_rs::{Array, Dtype};
+/// // One head of size 2, at position 1; position 0 holds k = (1, 0), v = (0, 0).
+/// let qkv = Array::from_slice(&[1.0f32, 0.0, 1.0, 0.0, 4.0, 8.0], &[1, 1, 6])?;
+/// let k = Array::from_slice(&[1.0f32, 0.0, 0.0, 0.0], &[1, 1, 2, 2])?;
+/// let v = Array::zeros(&[1, 1, 2, 2], Dtype::Float32)?;
+/// let inv_freq = Array::from_slice(&[0.0f32], &[1])?; // no rotation
+/// let p = DecodeAttentionParams { heads: 1, kv_heads: 1, head_dim: 2, offset: 1, scale: 1.0, norm_eps: 1e-6 };
+/// if let Some(out) = decode_attention(&qkv, &k, &v, &inv_freq, None, None, p)? {
+///     // Both keys equal q: equal weights, so the output is the mean of (0, 0) and (4, 8).
+///     assert_eq!(out.attention.to_vec::<f32>()?, vec![2.0, 4.0]);
+///     assert_eq!(out.v_cache.to_vec::<f32>()?, vec![0.0, 0.0, 4.0, 8.0]);
+/// }
+/// # Ok::<(), mlx_rs::Error>(())
+/// ```
+#[track_caller]
+pub fn decode_attention(
+    qkv: &Array,
+    k_cache: &Array,
+    v_cache: &Array,
+    inv_freq: &Array,
+    q_norm: Option<&Array>,
+    k_norm: Option<&Array>,
+    params: DecodeAttentionParams,
+) -> Result<Option<DecodeAttentionOutput>> {
+    if !native_ops_enabled() {
+        return Ok(None);
+    }
+    let mut used = false;
+    let opt = |a: Option<&Array>| a.map_or_else(null_array, Array::as_raw);
+    // SAFETY: valid handles (or null handles for absent norms) and out-parameters we own;
+    // the shim validates shapes and parameters before building anything.
+    let parts = VectorArray::try_op_stream(|res, s| unsafe {
+        sys::native_ops::mlxrs_decode_attention(
+            res,
+            qkv.as_raw(),
+            k_cache.as_raw(),
+            v_cache.as_raw(),
+            inv_freq.as_raw(),
+            opt(q_norm),
+            opt(k_norm),
+            params.norm_eps,
+            params.scale,
+            params.heads,
+            params.kv_heads,
+            params.head_dim,
+            params.offset,
+            s,
+            &mut used,
+        )
+    });
+    if !used {
+        return parts.map(|_| None);
+    }
+    let mut parts = parts?.into_iter();
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(attention), Some(k_cache), Some(v_cache)) => Ok(Some(DecodeAttentionOutput {
+            attention,
+            k_cache,
+            v_cache,
+        })),
+        _ => Err(Error::InvalidArgument(
+            "decode_attention: the primitive returned fewer than three arrays".into(),
+        )),
+    }
+}

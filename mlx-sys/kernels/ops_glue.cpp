@@ -1,0 +1,301 @@
+// MLX-facing glue of ops.h: one primitive per fused op, whose CPU evaluation calls the kernels
+// of ops_cpu.h on the stream's thread. Compiled like qmm_glue.cpp (C++20, MLX headers, no
+// instruction-set flags).
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "glue_common.h"
+#include "mlx/allocator.h"
+#include "mlx/array.h"
+#include "mlx/backend/cpu/encoder.h"
+#include "mlx/c/private/array.h"
+#include "mlx/c/private/stream.h"
+#include "mlx/c/private/vector.h"
+#include "mlx/primitives.h"
+#include "ops.h"
+#include "ops_cpu.h"
+
+namespace mx = mlx::core;
+using mlxrs_glue::guarded;
+using mlxrs_glue::Strided;
+
+namespace {
+
+bool on_cpu(const mx::Stream& s) { return s.device == mx::Device::cpu; }
+
+bool f32(const mx::array& a) { return a.dtype() == mx::float32; }
+
+std::string shape_str(const mx::Shape& s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+void alloc(mx::array& out) { out.set_data(mx::allocator::malloc(out.nbytes())); }
+
+// ---------------------------------------------------------------- RMS norm
+class NativeRmsNorm : public mx::UnaryPrimitive {
+ public:
+  NativeRmsNorm(mx::Stream s, float eps, bool weighted)
+      : mx::UnaryPrimitive(s), eps_(eps), weighted_(weighted) {}
+
+  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
+    const auto& x = inputs[0];
+    const bool in_place = x.is_donatable() && x.flags().row_contiguous;
+    if (in_place)
+      out.copy_shared_buffer(x);
+    else
+      alloc(out);
+    auto& enc = mx::cpu::get_command_encoder(stream());
+    for (const auto& a : inputs) enc.set_input_array(a);
+    enc.set_output_array(out);
+    Strided xs(x);
+    const float* w = weighted_ ? inputs[1].data<float>() : nullptr;
+    float* y = out.data<float>();
+    const int dim = x.shape(-1);
+    const size_t rows = x.size() / size_t(dim);
+    const float eps = eps_;
+    enc.dispatch([xs, w, y, dim, rows, eps]() {
+      std::vector<char> scratch;
+      auto* xp = static_cast<const float*>(xs.row_major(scratch));
+      mlxrs_ops::rms_norm(xp, w, eps, y, rows, dim);
+    });
+  }
+  void eval_gpu(const std::vector<mx::array>&, mx::array&) override {
+    throw std::runtime_error("NativeRmsNorm has no GPU implementation");
+  }
+  const char* name() const override { return "NativeRmsNorm"; }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    auto* o = dynamic_cast<const NativeRmsNorm*>(&other);
+    return o && o->eps_ == eps_ && o->weighted_ == weighted_;
+  }
+  std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override {
+    return {inputs[0].shape()};
+  }
+
+ private:
+  float eps_;
+  bool weighted_;
+};
+
+// ---------------------------------------------------------------- SwiGLU
+class NativeSwiglu : public mx::UnaryPrimitive {
+ public:
+  explicit NativeSwiglu(mx::Stream s) : mx::UnaryPrimitive(s) {}
+
+  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
+    const auto& x = inputs[0];
+    alloc(out);
+    auto& enc = mx::cpu::get_command_encoder(stream());
+    enc.set_input_array(x);
+    enc.set_output_array(out);
+    Strided xs(x);
+    float* y = out.data<float>();
+    const int inter = out.shape(-1);
+    const size_t rows = out.size() / size_t(inter);
+    enc.dispatch([xs, y, inter, rows]() {
+      std::vector<char> scratch;
+      mlxrs_ops::swiglu(static_cast<const float*>(xs.row_major(scratch)), y, rows, inter);
+    });
+  }
+  void eval_gpu(const std::vector<mx::array>&, mx::array&) override {
+    throw std::runtime_error("NativeSwiglu has no GPU implementation");
+  }
+  const char* name() const override { return "NativeSwiglu"; }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    return dynamic_cast<const NativeSwiglu*>(&other) != nullptr;
+  }
+  std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override {
+    auto shape = inputs[0].shape();
+    shape.back() /= 2;
+    return {shape};
+  }
+};
+
+// ---------------------------------------------------------------- decode attention
+struct AttentionParams {
+  int heads, kv_heads, head_dim, offset;
+  float scale, norm_eps;
+  bool q_norm, k_norm;
+  bool operator==(const AttentionParams&) const = default;
+};
+
+class NativeDecodeAttention : public mx::Primitive {
+ public:
+  NativeDecodeAttention(mx::Stream s, AttentionParams p) : mx::Primitive(s), p_(p) {}
+
+  // inputs: qkv, k_cache, v_cache, inv_freq[, q_norm][, k_norm]
+  // outputs: attention, k_cache (in place), v_cache (in place)
+  void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
+    const auto& qkv = inputs[0];
+    alloc(outputs[0]);
+    // The caches are written in place when their buffers are plain row-major arrays (always,
+    // once a cache has been written); a broadcast or strided cache is first gathered into a
+    // fresh buffer.
+    bool gather_cache[2];
+    for (int c = 0; c < 2; ++c) {
+      const auto& in = inputs[1 + c];
+      gather_cache[c] = !in.flags().row_contiguous;
+      if (gather_cache[c])
+        alloc(outputs[1 + c]);
+      else
+        outputs[1 + c].copy_shared_buffer(in);
+    }
+    auto& enc = mx::cpu::get_command_encoder(stream());
+    for (const auto& a : inputs) enc.set_input_array(a);
+    for (auto& a : outputs) enc.set_output_array(a);
+
+    Strided qkv_s(qkv), kin(inputs[1]), vin(inputs[2]);
+    size_t next = 4;
+    const float* q_norm = p_.q_norm ? inputs[next++].data<float>() : nullptr;
+    const float* k_norm = p_.k_norm ? inputs[next++].data<float>() : nullptr;
+    mlxrs_ops::DecodeAttention a{qkv.shape(0),
+                                 p_.heads,
+                                 p_.kv_heads,
+                                 p_.head_dim,
+                                 inputs[1].shape(2),
+                                 p_.offset,
+                                 p_.scale,
+                                 p_.norm_eps,
+                                 inputs[3].data<float>(),
+                                 q_norm,
+                                 k_norm};
+    float* out = outputs[0].data<float>();
+    float* kc = outputs[1].data<float>();
+    float* vc = outputs[2].data<float>();
+    const size_t cache_bytes = outputs[1].nbytes();
+    const bool gk = gather_cache[0], gv = gather_cache[1];
+    enc.dispatch([a, qkv_s, kin, vin, out, kc, vc, cache_bytes, gk, gv]() {
+      std::vector<char> scratch;
+      if (gk) std::memcpy(kc, kin.row_major(scratch), cache_bytes);
+      if (gv) std::memcpy(vc, vin.row_major(scratch), cache_bytes);
+      auto* q = static_cast<const float*>(qkv_s.row_major(scratch));
+      mlxrs_ops::decode_attention(a, q, kc, vc, out);
+    });
+  }
+  void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
+    throw std::runtime_error("NativeDecodeAttention has no GPU implementation");
+  }
+  const char* name() const override { return "NativeDecodeAttention"; }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    auto* o = dynamic_cast<const NativeDecodeAttention*>(&other);
+    return o && o->p_ == p_;
+  }
+  std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override {
+    return {{inputs[0].shape(0), 1, p_.heads * p_.head_dim}, inputs[1].shape(),
+            inputs[2].shape()};
+  }
+
+ private:
+  AttentionParams p_;
+};
+
+bool has(const mlx_array a) { return a.ctx != nullptr; }
+
+}  // namespace
+
+#define MLXRS_EXPORT extern "C" __attribute__((visibility("default")))
+
+MLXRS_EXPORT int mlxrs_rms_norm(mlx_array* res, const mlx_array x, const mlx_array weight,
+                                float eps, const mlx_stream s, bool* used_native) {
+  *used_native = false;
+  return guarded([&] {
+    const auto& xa = mlx_array_get_(x);
+    const auto& stream = mlx_stream_get_(s);
+    const bool weighted = has(weight);
+    if (!on_cpu(stream) || !f32(xa) || xa.ndim() < 1 || xa.shape(-1) == 0 ||
+        (weighted && !f32(mlx_array_get_(weight))))
+      return;
+    std::vector<mx::array> inputs{xa};
+    if (weighted) {
+      const auto& w = mlx_array_get_(weight);
+      if (w.ndim() != 1 || w.shape(0) != xa.shape(-1))
+        throw std::invalid_argument("rms_norm: weight " + shape_str(w.shape()) +
+                                    " does not match x " + shape_str(xa.shape()));
+      // The weight is read in place: it must be row-major once evaluated.
+      inputs.push_back(w.is_available() && w.flags().row_contiguous ? w
+                                                                     : mx::contiguous(w, false, stream));
+    }
+    mlx_array_set_(*res, mx::array(xa.shape(), mx::float32,
+                                   std::make_shared<NativeRmsNorm>(stream, eps, weighted),
+                                   std::move(inputs)));
+    *used_native = true;
+  });
+}
+
+MLXRS_EXPORT int mlxrs_swiglu(mlx_array* res, const mlx_array x, const mlx_stream s,
+                              bool* used_native) {
+  *used_native = false;
+  return guarded([&] {
+    const auto& xa = mlx_array_get_(x);
+    if (!on_cpu(mlx_stream_get_(s)) || !f32(xa) || xa.ndim() < 1) return;
+    if (xa.shape(-1) % 2 != 0 || xa.shape(-1) == 0)
+      throw std::invalid_argument("swiglu: the last axis of " + shape_str(xa.shape()) +
+                                  " must hold [gate | up] (a positive even length)");
+    auto shape = xa.shape();
+    shape.back() /= 2;
+    mlx_array_set_(*res, mx::array(std::move(shape), mx::float32,
+                                   std::make_shared<NativeSwiglu>(mlx_stream_get_(s)),
+                                   std::vector<mx::array>{xa}));
+    *used_native = true;
+  });
+}
+
+MLXRS_EXPORT int mlxrs_decode_attention(mlx_vector_array* res, const mlx_array qkv,
+                                        const mlx_array k_cache, const mlx_array v_cache,
+                                        const mlx_array inv_freq, const mlx_array q_norm,
+                                        const mlx_array k_norm, float norm_eps, float scale,
+                                        int heads, int kv_heads, int head_dim, int offset,
+                                        const mlx_stream s, bool* used_native) {
+  *used_native = false;
+  return guarded([&] {
+    const auto& stream = mlx_stream_get_(s);
+    const auto& q = mlx_array_get_(qkv);
+    const auto& kc = mlx_array_get_(k_cache);
+    const auto& vc = mlx_array_get_(v_cache);
+    const auto& f = mlx_array_get_(inv_freq);
+    std::vector<mx::array> inputs{q, kc, vc, f};
+    for (const auto* n : {&q_norm, &k_norm})
+      if (has(*n)) inputs.push_back(mlx_array_get_(*n));
+    for (const auto& a : inputs)
+      if (!f32(a)) return;
+    if (!on_cpu(stream) || q.ndim() != 3 || q.shape(1) != 1) return;
+    if (heads <= 0 || kv_heads <= 0 || heads % kv_heads != 0 || head_dim <= 0 ||
+        head_dim % 2 != 0)
+      throw std::invalid_argument("decode_attention: heads " + std::to_string(heads) +
+                                  ", kv_heads " + std::to_string(kv_heads) + ", head_dim " +
+                                  std::to_string(head_dim) + " are inconsistent");
+    const int B = q.shape(0);
+    const mx::Shape want{B, kv_heads, kc.ndim() == 4 ? kc.shape(2) : 0, head_dim};
+    if (q.shape(2) != (heads + 2 * kv_heads) * head_dim || kc.shape() != want ||
+        vc.shape() != want || offset < 0 || offset >= want[2])
+      throw std::invalid_argument(
+          "decode_attention: qkv " + shape_str(q.shape()) + ", k_cache " +
+          shape_str(kc.shape()) + ", v_cache " + shape_str(vc.shape()) + " and offset " +
+          std::to_string(offset) + " do not fit heads " + std::to_string(heads) +
+          ", kv_heads " + std::to_string(kv_heads) + ", head_dim " + std::to_string(head_dim));
+    if (f.ndim() != 1 || f.shape(0) != head_dim / 2)
+      throw std::invalid_argument("decode_attention: inv_freq must be [" +
+                                  std::to_string(head_dim / 2) + "], got " +
+                                  shape_str(f.shape()));
+    for (size_t i = 4; i < inputs.size(); ++i)
+      if (inputs[i].ndim() != 1 || inputs[i].shape(0) != head_dim)
+        throw std::invalid_argument("decode_attention: q_norm / k_norm must be [" +
+                                    std::to_string(head_dim) + "], got " +
+                                    shape_str(inputs[i].shape()));
+    // Small parameter vectors are read in place: make sure they are row-major.
+    for (size_t i = 3; i < inputs.size(); ++i)
+      if (!(inputs[i].is_available() && inputs[i].flags().row_contiguous))
+        inputs[i] = mx::contiguous(inputs[i], false, stream);
+    AttentionParams p{heads, kv_heads, head_dim, offset, scale, norm_eps, has(q_norm),
+                      has(k_norm)};
+    auto outs = mx::array::make_arrays(
+        {{B, 1, heads * head_dim}, kc.shape(), vc.shape()},
+        {mx::float32, mx::float32, mx::float32},
+        std::make_shared<NativeDecodeAttention>(stream, p), inputs);
+    mlx_vector_array_set_(*res, std::move(outs));
+    *used_native = true;
+  });
+}
