@@ -3,6 +3,8 @@
 // gcc's target_clones, resolved once at load time: no illegal instruction on older CPUs.
 #include "ops_cpu.h"
 
+#include "qmm_internal.h"  // the kernels' thread pool (parallel_for)
+
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -65,12 +67,41 @@ void swiglu(const float* gu, float* y, size_t rows, int inter) {
   }
 }
 
+namespace {
+
+// One (sequence, query head) pair of a decode step: scores, softmax, weighted sum of values.
+struct HeadTask {
+  const DecodeAttention* a;
+  const float* q;        // [batch * heads, head_dim], normed, roped and scaled
+  const float* k_cache;
+  const float* v_cache;
+  float* out;
+  float* scores;         // [batch * heads, offset + 1]
+
+  static void run(void* ctx, int task) {
+    const auto& t = *static_cast<const HeadTask*>(ctx);
+    const DecodeAttention& a = *t.a;
+    const int D = a.head_dim, T = a.offset + 1;
+    const int b = task / a.heads, h = task % a.heads, j = h / (a.heads / a.kv_heads);
+    const size_t base = (size_t(b) * a.kv_heads + j) * a.capacity * D;
+    const float* keys = t.k_cache + base;
+    const float* values = t.v_cache + base;
+    const float* qh = t.q + size_t(task) * D;
+    float* sc = t.scores + size_t(task) * T;
+    mlxrs_qmm::active_kernels().attend(qh, keys, values, T, D, sc,
+                                       t.out + size_t(task) * D);
+  }
+};
+
+}  // namespace
+
 MLXRS_CLONES
 void decode_attention(const DecodeAttention& a, const float* qkv, float* k_cache,
                       float* v_cache, float* out) {
   const int D = a.head_dim, H = a.heads, Hkv = a.kv_heads, half = D / 2;
-  const int width = (H + 2 * Hkv) * D, T = a.offset + 1, group = H / Hkv;
-  std::vector<float> cosv(half), sinv(half), q(size_t(H) * D), scores(T);
+  const int width = (H + 2 * Hkv) * D, T = a.offset + 1;
+  std::vector<float> cosv(half), sinv(half), q(size_t(a.batch) * H * D),
+      scores(size_t(a.batch) * H * T);
   for (int i = 0; i < half; ++i) {
     const float angle = float(a.offset) * a.inv_freq[i];
     cosv[i] = std::cos(angle);
@@ -80,7 +111,7 @@ void decode_attention(const DecodeAttention& a, const float* qkv, float* k_cache
     const float* row = qkv + size_t(b) * width;
     // Queries: norm, RoPE, then the softmax scale folded in.
     for (int h = 0; h < H; ++h) {
-      float* qh = q.data() + size_t(h) * D;
+      float* qh = q.data() + (size_t(b) * H + h) * D;
       if (a.q_norm)
         rms_row(row + size_t(h) * D, a.q_norm, a.norm_eps, qh, D);
       else
@@ -89,6 +120,7 @@ void decode_attention(const DecodeAttention& a, const float* qkv, float* k_cache
 #pragma omp simd
       for (int i = 0; i < D; ++i) qh[i] *= a.scale;
     }
+    // The new key (norm, RoPE) and value, written at `offset`.
     for (int j = 0; j < Hkv; ++j) {
       const size_t at = ((size_t(b) * Hkv + j) * a.capacity + a.offset) * D;
       const float* kj = row + size_t(H + j) * D;
@@ -99,34 +131,14 @@ void decode_attention(const DecodeAttention& a, const float* qkv, float* k_cache
       rope_head(k_cache + at, D, cosv.data(), sinv.data());
       std::memcpy(v_cache + at, row + size_t(H + Hkv + j) * D, sizeof(float) * D);
     }
-    for (int h = 0; h < H; ++h) {
-      const int j = h / group;
-      const float* keys = k_cache + (size_t(b) * Hkv + j) * a.capacity * D;
-      const float* values = v_cache + (size_t(b) * Hkv + j) * a.capacity * D;
-      const float* qh = q.data() + size_t(h) * D;
-      float mx = -INFINITY;
-      for (int t = 0; t < T; ++t) {
-        scores[t] = dot(qh, keys + size_t(t) * D, D);
-        mx = scores[t] > mx ? scores[t] : mx;
-      }
-      float sum = 0.f;
-      for (int t = 0; t < T; ++t) {
-        scores[t] = std::exp(scores[t] - mx);
-        sum += scores[t];
-      }
-      float* o = out + (size_t(b) * H + h) * D;
-      std::memset(o, 0, sizeof(float) * D);
-      for (int t = 0; t < T; ++t) {
-        const float p = scores[t];
-        const float* vt = values + size_t(t) * D;
-#pragma omp simd
-        for (int i = 0; i < D; ++i) o[i] += p * vt[i];
-      }
-      const float inv = 1.0f / sum;
-#pragma omp simd
-      for (int i = 0; i < D; ++i) o[i] *= inv;
-    }
   }
+  HeadTask task{&a, q.data(), k_cache, v_cache, out, scores.data()};
+  // Heads in parallel once there is enough work to pay for waking the pool.
+  const int tasks = a.batch * H;
+  if (size_t(tasks) * T * D >= 16384)
+    mlxrs_qmm::parallel_for(tasks, HeadTask::run, &task);
+  else
+    for (int i = 0; i < tasks; ++i) HeadTask::run(&task, i);
 }
 
 }  // namespace mlxrs_ops

@@ -134,10 +134,13 @@ class NativeDecodeAttention : public mx::Primitive {
     // The caches are written in place when their buffers are plain row-major arrays (always,
     // once a cache has been written); a broadcast or strided cache is first gathered into a
     // fresh buffer.
+    // The same buffer passed as both caches: the values get a buffer of their own (copied
+    // before the keys are written).
+    const bool shared = inputs[1].data_shared_ptr() == inputs[2].data_shared_ptr();
     bool gather_cache[2];
     for (int c = 0; c < 2; ++c) {
       const auto& in = inputs[1 + c];
-      gather_cache[c] = !in.flags().row_contiguous;
+      gather_cache[c] = !in.flags().row_contiguous || (c == 1 && shared);
       if (gather_cache[c])
         alloc(outputs[1 + c]);
       else
@@ -261,7 +264,10 @@ MLXRS_EXPORT int mlxrs_decode_attention(mlx_vector_array* res, const mlx_array q
       if (has(*n)) inputs.push_back(mlx_array_get_(*n));
     for (const auto& a : inputs)
       if (!f32(a)) return;
-    if (!on_cpu(stream) || q.ndim() != 3 || q.shape(1) != 1) return;
+    if (q.ndim() != 3)
+      throw std::invalid_argument("decode_attention: qkv must be [B, L, width], got " +
+                                  shape_str(q.shape()));
+    if (!on_cpu(stream) || q.shape(1) != 1) return;
     if (heads <= 0 || kv_heads <= 0 || heads % kv_heads != 0 || head_dim <= 0 ||
         head_dim % 2 != 0)
       throw std::invalid_argument("decode_attention: heads " + std::to_string(heads) +

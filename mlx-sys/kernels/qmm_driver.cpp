@@ -246,6 +246,16 @@ struct DequantJob {
 
 }  // namespace
 
+const Kernels& active_kernels() { return kernels_for(g_isa.load(std::memory_order_relaxed)); }
+
+void parallel_for(int ntasks, void (*fn)(void*, int), void* ctx) noexcept {
+  std::unique_lock<std::mutex> lk(g_pool_mu, std::try_to_lock);
+  if (lk.owns_lock())
+    pool_locked().run(fn, ctx, ntasks, true);
+  else
+    for (int i = 0; i < ntasks; ++i) fn(ctx, i);
+}
+
 bool supported(int bits, int group) {
   return (bits == 4 || bits == 8) && (group == 32 || group == 64 || group == 128);
 }

@@ -50,10 +50,24 @@ void dequant(const Problem& p, int n0, int n1, float* out) {
   }
 }
 
+void attend(const float* q, const float* keys, const float* values, int T, int D,
+            float* scores, float* out) {
+  for (int t = 0; t < T; ++t) {
+    float s = 0.f;
+    for (int i = 0; i < D; ++i) s += q[i] * keys[size_t(t) * D + i];
+    scores[t] = s;
+  }
+  const float inv = softmax_unnormalized(scores, T);
+  for (int i = 0; i < D; ++i) out[i] = 0.f;
+  for (int t = 0; t < T; ++t)
+    for (int i = 0; i < D; ++i) out[i] += scores[t] * values[size_t(t) * D + i];
+  for (int i = 0; i < D; ++i) out[i] *= inv;
+}
+
 }  // namespace
 
 const Kernels& kernels_generic() {
-  static const Kernels k{xp_floats, prepare, rows, dequant};
+  static const Kernels k{xp_floats, prepare, rows, dequant, attend};
   return k;
 }
 

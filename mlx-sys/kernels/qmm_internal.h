@@ -33,7 +33,51 @@ struct Kernels {
   void (*rows)(const Problem& p, int n0, int n1);
   // Dequantizes rows [n0, n1) into out ([n1 - n0, K] f32, row-major).
   void (*dequant)(const Problem& p, int n0, int n1, float* out);
+  // One attention head over T cached positions (rows of `keys` / `values`, D floats each):
+  // scores[t] = q . keys[t] (q already scaled), softmax, out = sum_t p_t values[t].
+  // `scores` has room for T floats.
+  void (*attend)(const float* q, const float* keys, const float* values, int T, int D,
+                 float* scores, float* out);
 };
+
+// The kernel set of the instruction set in use (see mlxrs_qmm_force_isa).
+const Kernels& active_kernels();
+
+// e^x for x <= 0 (softmax after subtracting the maximum), vectorizable: 2^(x log2 e) split
+// into a power of two and 2^f, |f| <= 1/2, by the degree-6 Taylor polynomial of e^(f ln 2)
+// (relative error below 2e-7). Underflows to 0 below -87.
+inline float exp_nonpositive(float x) {
+  x = x < -87.f ? -87.f : x;
+  const float t = x * 1.44269504088896341f;
+  const float n = (t + 12582912.f) - 12582912.f;  // round to nearest (|t| < 2^22)
+  const float f = (t - n) * 0.693147180559945f;
+  float p = 1.0f / 720;
+  p = p * f + 1.0f / 120;
+  p = p * f + 1.0f / 24;
+  p = p * f + 1.0f / 6;
+  p = p * f + 0.5f;
+  p = p * f + 1.0f;
+  p = p * f + 1.0f;
+  const uint32_t bits = uint32_t(int32_t(n) + 127) << 23;
+  float scale;
+  __builtin_memcpy(&scale, &bits, 4);
+  return p * scale;
+}
+
+// Softmax of scores[0, T) in place; returns 1 / (sum of the exponentials).
+inline float softmax_unnormalized(float* scores, int T) {
+  float mx = scores[0];
+  for (int t = 1; t < T; ++t) mx = scores[t] > mx ? scores[t] : mx;
+  for (int t = 0; t < T; ++t) scores[t] = exp_nonpositive(scores[t] - mx);
+  float sum = 0.f;
+  for (int t = 0; t < T; ++t) sum += scores[t];
+  return 1.0f / sum;
+}
+
+// Runs fn(ctx, i) for every i in [0, ntasks) on the kernels' thread pool (the caller's thread
+// plus the workers; the caller alone when another call holds the pool) and returns when all
+// have run. fn must not throw. Defined in qmm_driver.cpp; also used by ops_cpu.cpp.
+void parallel_for(int ntasks, void (*fn)(void*, int), void* ctx) noexcept;
 
 const Kernels& kernels_generic();
 #if defined(__x86_64__) || defined(_M_X64)

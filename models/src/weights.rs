@@ -101,8 +101,17 @@ impl Weights {
 
     /// Converts every floating-point tensor to `dtype` (integer and packed tensors are kept).
     pub fn convert_floats(&mut self, dtype: mlx_rs::Dtype) -> Result<()> {
-        for array in self.tensors.values_mut() {
-            if array.dtype().is_floating() && array.dtype() != dtype {
+        self.convert_floats_except(dtype, |_, _| false)
+    }
+
+    /// [`Weights::convert_floats`], leaving the tensors for which `keep(name, array)` holds.
+    pub fn convert_floats_except(
+        &mut self,
+        dtype: mlx_rs::Dtype,
+        keep: impl Fn(&str, &Array) -> bool,
+    ) -> Result<()> {
+        for (name, array) in self.tensors.iter_mut() {
+            if array.dtype().is_floating() && array.dtype() != dtype && !keep(name, array) {
                 *array = array.astype(dtype)?;
             }
         }

@@ -180,10 +180,18 @@ fn smollm2_kept_quantized_unpermutes_triplets_like_the_dense_rows() {
     let (weights, build) = prepare_weights(&ck.config, ck.weights, &options).unwrap();
     let q = build.quantization.unwrap();
     let name = "model.layers.0.self_attn.k_proj";
+    // Kept quantized under f32 compute, the f16 scales and biases stay f16 (the kernels widen
+    // them in registers); widened here, the rows must equal the dense ones.
+    let scales = weights.get(&format!("{name}.scales")).unwrap();
+    let biases = weights.get(&format!("{name}.biases")).unwrap();
+    assert_eq!(
+        (scales.dtype(), biases.dtype()),
+        (Dtype::Float16, Dtype::Float16)
+    );
     let dense = mlx_rs::quant::dequantize(
         weights.get(&format!("{name}.weight")).unwrap(),
-        weights.get(&format!("{name}.scales")).unwrap(),
-        weights.get(&format!("{name}.biases")).unwrap(),
+        &scales.astype(Dtype::Float32).unwrap(),
+        &biases.astype(Dtype::Float32).unwrap(),
         32,
         q.for_module(name).unwrap().bits,
     )

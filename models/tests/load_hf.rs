@@ -252,7 +252,9 @@ fn quantized_weights_are_dequantized_on_cpu_and_kept_on_request() {
     let (w, build) = load::prepare_weights(&config(q), weights, &keep).unwrap();
     assert_eq!(build.quantization.unwrap().default.bits, 4);
     assert_eq!(w.names(), vec!["m.biases", "m.scales", "m.weight"]);
-    assert_eq!(w.get("m.scales").unwrap().dtype(), Dtype::Float32);
+    // Kept under f32 compute, half-precision scales and biases stay as stored.
+    assert_eq!(w.get("m.scales").unwrap().dtype(), Dtype::Float16);
+    assert_eq!(w.get("m.biases").unwrap().dtype(), Dtype::Float16);
     assert_eq!(w.get("m.weight").unwrap().dtype(), Dtype::Uint32);
 
     // Quantized tensors without a quantization entry, or a triplet missing its biases.

@@ -27,6 +27,14 @@ int mlxrs_qmm_raw(const void* x, int x_dt, const uint32_t* w, const void* scales
 int mlxrs_qmm_force_isa(int isa);
 void mlxrs_qmm_set_num_threads(int n);
 void mlxrs_qmm_set_gemm_threshold(int m);
+// kernels/ops.h (not included: it pulls in MLX headers); defined in kernels/ops_cpu.cpp.
+void mlxrs_rms_norm_raw(const float* x, const float* w, float eps, float* y, size_t rows,
+                        int dim);
+void mlxrs_swiglu_raw(const float* gu, float* y, size_t rows, int inter);
+int mlxrs_decode_attention_raw(const float* qkv, float* k_cache, float* v_cache, float* out,
+                               const float* inv_freq, const float* q_norm, const float* k_norm,
+                               float norm_eps, float scale, int batch, int heads, int kv_heads,
+                               int head_dim, int capacity, int offset);
 }
 
 namespace {
@@ -249,6 +257,316 @@ int test_qmm_unsupported() {
   return fails;
 }
 
+// ---------------------------------------------------------------- decoder-step ops (ops_cpu)
+// Exactly-sized f32 buffer filled from rng.uniform(lo, hi).
+struct FBuf : Buf {
+  size_t n;
+  explicit FBuf(size_t count) : Buf(count * 4), n(count) {}
+  float* f() { return as<float>(); }
+  void random(Rng& rng, double lo, double hi) {
+    for (size_t i = 0; i < n; ++i) f()[i] = float(rng.uniform(lo, hi));
+  }
+  void nan() { fill_nan(p, F32, n); }
+  std::vector<float> copy() { return std::vector<float>(f(), f() + n); }
+  bool same(const std::vector<float>& v) { return std::memcmp(p, v.data(), bytes) == 0; }
+};
+
+int test_rms_norm() {
+  int fails = 0, calls = 0;
+  for (int rows = 1; rows <= 5; ++rows)
+    for (int dim : {1, 2, 7, 64, 65, 576})
+      for (bool weighted : {false, true})
+        for (float eps : {1e-5f, 1e-6f})
+          for (int zero_row : {-1, 0}) {  // 0: first row all zero (eps alone in the sqrt)
+            Rng rng{uint64_t(1000 + ++calls)};
+            FBuf x(size_t(rows) * dim), w{size_t(dim)}, y{size_t(rows) * dim};
+            x.random(rng, -2, 2);
+            w.random(rng, -1.5, 1.5);
+            if (zero_row == 0) std::memset(x.p, 0, size_t(dim) * 4);
+            auto x0 = x.copy(), w0 = w.copy();
+            y.nan();
+            mlxrs_rms_norm_raw(x.f(), weighted ? w.f() : nullptr, eps, y.f(), size_t(rows), dim);
+            char tag[128];
+            std::snprintf(tag, sizeof tag, "rms_norm rows=%d dim=%d w=%d eps=%g zero_row=%d",
+                          rows, dim, int(weighted), double(eps), zero_row);
+            if (!report(x.same(x0) && w.same(w0), "%s: input modified", tag)) { ++fails; continue; }
+            bool ok = true;
+            for (int r = 0; r < rows && ok; ++r) {
+              double ss = 0;
+              for (int i = 0; i < dim; ++i) ss += double(x0[size_t(r) * dim + i]) * x0[size_t(r) * dim + i];
+              const double inv = 1 / std::sqrt(ss / dim + double(eps));
+              for (int i = 0; i < dim && ok; ++i) {
+                double ref = x0[size_t(r) * dim + i] * inv * (weighted ? double(w0[i]) : 1.0);
+                double got = y.f()[size_t(r) * dim + i];
+                ok = report(std::fabs(got - ref) <= 4e-5 * std::fabs(ref) + 1e-6,
+                            "%s: y[%d,%d] = %.9g, expected %.9g", tag, r, i, got, ref);
+              }
+            }
+            fails += !ok;
+          }
+  std::printf("  rms_norm: %d calls\n", calls);
+  return fails;
+}
+
+int test_swiglu() {
+  int fails = 0, calls = 0;
+  for (int rows = 1; rows <= 5; ++rows)
+    for (int inter : {1, 3, 7, 63, 64, 577}) {
+      Rng rng{uint64_t(2000 + ++calls)};
+      FBuf gu(size_t(rows) * 2 * inter), y(size_t(rows) * inter);
+      gu.random(rng, -8, 8);
+      // Extremes of the gate: exp(-g) overflows to inf / underflows to 0.
+      const float extreme[] = {-100.f, 100.f, -88.5f, 89.f, 0.f, -0.f};
+      for (int k = 0; k < 6 && k < inter; ++k) gu.f()[k] = extreme[k];
+      auto g0 = gu.copy();
+      y.nan();
+      mlxrs_swiglu_raw(gu.f(), y.f(), size_t(rows), inter);
+      char tag[96];
+      std::snprintf(tag, sizeof tag, "swiglu rows=%d inter=%d", rows, inter);
+      if (!report(gu.same(g0), "%s: input modified", tag)) { ++fails; continue; }
+      bool ok = true;
+      for (int r = 0; r < rows && ok; ++r)
+        for (int i = 0; i < inter && ok; ++i) {
+          double g = g0[size_t(r) * 2 * inter + i], u = g0[size_t(r) * 2 * inter + inter + i];
+          double ref = g / (1 + std::exp(-g)) * u, got = y.f()[size_t(r) * inter + i];
+          ok = report(std::isfinite(got) && std::fabs(got - ref) <= 2e-6 * std::fabs(ref) + 1e-7,
+                      "%s: y[%d,%d] = %.9g, expected %.9g (g=%g u=%g)", tag, r, i, got, ref, g, u);
+        }
+      fails += !ok;
+    }
+  std::printf("  swiglu: %d calls\n", calls);
+  return fails;
+}
+
+// Null pointers and non-positive sizes: no crash, nothing written.
+int test_ops_void_degenerate() {
+  int fails = 0;
+  FBuf x(8), w(8), y(8), gu(16);
+  Rng rng{3000};
+  x.random(rng, -1, 1), w.random(rng, -1, 1), gu.random(rng, -1, 1);
+  y.nan();
+  auto y0 = y.copy();
+  mlxrs_rms_norm_raw(nullptr, w.f(), 1e-5f, y.f(), 1, 8);
+  fails += !report(y.same(y0), "rms_norm x=null: y written");
+  mlxrs_rms_norm_raw(x.f(), w.f(), 1e-5f, nullptr, 1, 8);
+  mlxrs_rms_norm_raw(nullptr, nullptr, 1e-5f, nullptr, 1, 8);
+  for (int dim : {0, -1, -8}) {
+    mlxrs_rms_norm_raw(x.f(), w.f(), 1e-5f, y.f(), 1, dim);
+    fails += !report(y.same(y0), "rms_norm dim=%d: y written", dim);
+  }
+  mlxrs_rms_norm_raw(x.f(), w.f(), 1e-5f, y.f(), 0, 8);
+  fails += !report(y.same(y0), "rms_norm rows=0: y written");
+  mlxrs_swiglu_raw(nullptr, y.f(), 1, 8);
+  fails += !report(y.same(y0), "swiglu gu=null: y written");
+  mlxrs_swiglu_raw(gu.f(), nullptr, 1, 8);
+  mlxrs_swiglu_raw(nullptr, nullptr, 1, 8);
+  for (int inter : {0, -1, -8}) {
+    mlxrs_swiglu_raw(gu.f(), y.f(), 1, inter);
+    fails += !report(y.same(y0), "swiglu inter=%d: y written", inter);
+  }
+  mlxrs_swiglu_raw(gu.f(), y.f(), 0, 8);
+  fails += !report(y.same(y0), "swiglu rows=0: y written");
+  return fails;
+}
+
+struct AttnCase {
+  int batch, heads, kv_heads, head_dim, capacity, offset;
+  bool qn, kn;
+  float scale;
+};
+
+// Double reference of one head's RMS norm (w may be null) and rotate-half RoPE.
+std::vector<double> ref_norm_rope(const float* x, const float* w, double eps, int D,
+                                  int offset, const float* inv_freq) {
+  std::vector<double> v(x, x + D);
+  if (w) {
+    double ss = 0;
+    for (double e : v) ss += e * e;
+    const double inv = 1 / std::sqrt(ss / D + eps);
+    for (int i = 0; i < D; ++i) v[i] *= inv * w[i];
+  }
+  const int h = D / 2;
+  for (int i = 0; i < h; ++i) {
+    const double a = double(offset) * inv_freq[i], c = std::cos(a), s = std::sin(a);
+    const double x1 = v[i], x2 = v[i + h];
+    v[i] = x1 * c - x2 * s;
+    v[i + h] = x2 * c + x1 * s;
+  }
+  return v;
+}
+
+int run_attn(const AttnCase& c, uint64_t seed, const char* tag) {
+  const int B = c.batch, H = c.heads, Hkv = c.kv_heads, D = c.head_dim, C = c.capacity,
+            off = c.offset, width = (H + 2 * Hkv) * D, group = H / Hkv;
+  const float eps = 1e-6f;
+  Rng rng{seed};
+  FBuf qkv(size_t(B) * width), kc(size_t(B) * Hkv * C * D), vc(kc.n), out(size_t(B) * H * D),
+      inv_freq{size_t(D / 2)}, qn{size_t(D)}, kn{size_t(D)};
+  qkv.random(rng, -1, 1), kc.random(rng, -1, 1), vc.random(rng, -1, 1);
+  qn.random(rng, 0.5, 1.5), kn.random(rng, 0.5, 1.5);
+  for (int i = 0; i < D / 2; ++i) inv_freq.f()[i] = float(std::pow(10000.0, -2.0 * i / D));
+  auto qkv0 = qkv.copy(), kc0 = kc.copy(), vc0 = vc.copy(), if0 = inv_freq.copy(),
+       qn0 = qn.copy(), kn0 = kn.copy();
+  out.nan();
+  int rc = mlxrs_decode_attention_raw(qkv.f(), kc.f(), vc.f(), out.f(), inv_freq.f(),
+                                      c.qn ? qn.f() : nullptr, c.kn ? kn.f() : nullptr, eps,
+                                      c.scale, B, H, Hkv, D, C, off);
+  if (!report(rc == 0, "%s: returned %d", tag, rc)) return 1;
+  if (!report(qkv.same(qkv0) && inv_freq.same(if0) && qn.same(qn0) && kn.same(kn0),
+              "%s: an input was modified", tag))
+    return 1;
+  for (int b = 0; b < B; ++b) {
+    const float* row = qkv0.data() + size_t(b) * width;
+    std::vector<std::vector<double>> kref(Hkv);
+    for (int j = 0; j < Hkv; ++j) {
+      kref[j] = ref_norm_rope(row + size_t(H + j) * D, c.kn ? kn0.data() : nullptr, eps, D, off,
+                              if0.data());
+      // Cache: positions other than `offset` untouched; k at `offset` matches, v copied exactly.
+      for (int t = 0; t < C; ++t) {
+        const size_t at = ((size_t(b) * Hkv + j) * C + t) * D;
+        if (t != off) {
+          bool same = !std::memcmp(kc.f() + at, kc0.data() + at, size_t(D) * 4) &&
+                      !std::memcmp(vc.f() + at, vc0.data() + at, size_t(D) * 4);
+          if (!report(same, "%s: cache b=%d kv=%d t=%d (not offset) modified", tag, b, j, t))
+            return 1;
+          continue;
+        }
+        double kmax = 0;
+        for (double e : kref[j]) kmax = std::fmax(kmax, std::fabs(e));
+        for (int i = 0; i < D; ++i) {
+          double got = kc.f()[at + i];
+          if (!report(std::fabs(got - kref[j][i]) <= 3e-5 * kmax + 1e-6,
+                      "%s: k_cache[b=%d,kv=%d,t=%d,%d] = %.9g, expected %.9g", tag, b, j, t, i,
+                      got, kref[j][i]))
+            return 1;
+        }
+        if (!report(!std::memcmp(vc.f() + at, row + size_t(H + Hkv + j) * D, size_t(D) * 4),
+                    "%s: v_cache[b=%d,kv=%d,t=%d] is not the v of qkv", tag, b, j, t))
+          return 1;
+      }
+    }
+    for (int h = 0; h < H; ++h) {
+      const int j = h / group;
+      auto q = ref_norm_rope(row + size_t(h) * D, c.qn ? qn0.data() : nullptr, eps, D, off,
+                             if0.data());
+      const size_t base = (size_t(b) * Hkv + j) * C * D;
+      auto key = [&](int t, int i) { return t == off ? kref[j][i] : double(kc0[base + size_t(t) * D + i]); };
+      auto val = [&](int t, int i) {
+        return t == off ? double(row[size_t(H + Hkv + j) * D + i]) : double(vc0[base + size_t(t) * D + i]);
+      };
+      std::vector<double> s(size_t(off) + 1);
+      double mx = -INFINITY, smag = 0, vmax = 0;
+      for (int t = 0; t <= off; ++t) {
+        double d = 0, m = 0;
+        for (int i = 0; i < D; ++i) d += q[i] * key(t, i), m += std::fabs(q[i] * key(t, i));
+        s[t] = c.scale * d;
+        mx = std::fmax(mx, s[t]);
+        smag = std::fmax(smag, std::fabs(c.scale) * m);
+        for (int i = 0; i < D; ++i) vmax = std::fmax(vmax, std::fabs(val(t, i)));
+      }
+      double sum = 0;
+      for (double& e : s) sum += (e = std::exp(e - mx));
+      const double tol = vmax * (2e-5 + 3e-5 * smag) + 1e-6;
+      for (int i = 0; i < D; ++i) {
+        double ref = 0;
+        for (int t = 0; t <= off; ++t) ref += s[t] / sum * val(t, i);
+        double got = out.f()[(size_t(b) * H + h) * D + i];
+        if (!report(std::fabs(got - ref) <= tol, "%s: out[b=%d,h=%d,%d] = %.9g, expected %.9g (tol %.3g)",
+                    tag, b, h, i, got, ref, tol))
+          return 1;
+      }
+    }
+  }
+  return 0;
+}
+
+int test_decode_attention() {
+  struct Hk { int h, kv; };
+  struct Co { int cap, off; };
+  const Hk hks[] = {{1, 1}, {4, 2}, {9, 3}, {4, 1}};
+  const Co cos_[] = {{1, 0}, {5, 0}, {5, 1}, {5, 4}, {33, 0}, {33, 1}, {33, 32}, {33, 17}};
+  int fails = 0, calls = 0;
+  for (int D : {2, 8, 64, 128})
+    for (const Hk& hk : hks)
+      for (const Co& co : cos_)
+        for (int B : {1, 2})
+          for (int norms = 0; norms < 4; ++norms)
+            for (float scale : {float(1 / std::sqrt(double(D))), 2.0f}) {
+              AttnCase c{B, hk.h, hk.kv, D, co.cap, co.off, bool(norms & 1), bool(norms & 2), scale};
+              char tag[160];
+              std::snprintf(tag, sizeof tag,
+                            "decode_attention B=%d heads=%d kv=%d D=%d cap=%d off=%d q_norm=%d "
+                            "k_norm=%d scale=%g",
+                            B, c.heads, c.kv_heads, D, c.capacity, c.offset, int(c.qn),
+                            int(c.kn), double(scale));
+              fails += run_attn(c, uint64_t(4000 + ++calls), tag);
+            }
+  std::printf("  decode_attention: %d calls\n", calls);
+  return fails;
+}
+
+// Inconsistent parameters: returns 1 and writes nothing. Buffers are sized for the largest
+// shape below, so a kernel that went ahead would be seen writing rather than crash.
+int test_decode_attention_invalid() {
+  struct Bad {
+    int batch, heads, kv, D, cap, off;
+    int null_arg;  // 0 none, 1 qkv, 2 k_cache, 3 v_cache, 4 out, 5 inv_freq
+    const char* what;
+  };
+  const Bad bad[] = {
+      {1, 3, 2, 8, 5, 1, 0, "heads % kv_heads != 0"},
+      {1, 2, 4, 8, 5, 1, 0, "kv_heads > heads"},
+      {1, 4, 0, 8, 5, 1, 0, "kv_heads 0"},
+      {1, 0, 1, 8, 5, 1, 0, "heads 0"},
+      {1, -4, -2, 8, 5, 1, 0, "negative heads"},
+      {1, 4, 2, 7, 5, 1, 0, "odd head_dim"},
+      {1, 4, 2, 1, 5, 1, 0, "head_dim 1"},
+      {1, 4, 2, 0, 5, 1, 0, "head_dim 0"},
+      {1, 4, 2, -8, 5, 1, 0, "negative head_dim"},
+      {1, 4, 2, 8, 5, 5, 0, "offset == capacity"},
+      {1, 4, 2, 8, 5, 9, 0, "offset > capacity"},
+      {1, 4, 2, 8, 5, -1, 0, "negative offset"},
+      {1, 4, 2, 8, 0, 0, 0, "capacity 0"},
+      {-1, 4, 2, 8, 5, 1, 0, "negative batch"},
+      {2, 4, 2, 8, 5, 1, 1, "qkv null"},
+      {2, 4, 2, 8, 5, 1, 2, "k_cache null"},
+      {2, 4, 2, 8, 5, 1, 3, "v_cache null"},
+      {2, 4, 2, 8, 5, 1, 4, "out null"},
+      {2, 4, 2, 8, 5, 1, 5, "inv_freq null"},
+  };
+  const size_t big = 2 * 16 * 16 * 16;
+  int fails = 0;
+  for (const Bad& c : bad) {
+    Rng rng{5000};
+    FBuf qkv(big), kc(big), vc(big), out(big), inv_freq(64), qn(64), kn(64);
+    qkv.random(rng, -1, 1), kc.random(rng, -1, 1), vc.random(rng, -1, 1);
+    inv_freq.random(rng, 0, 1), qn.random(rng, 0.5, 1.5), kn.random(rng, 0.5, 1.5);
+    out.nan();
+    auto qkv0 = qkv.copy(), kc0 = kc.copy(), vc0 = vc.copy(), out0 = out.copy();
+    int rc = mlxrs_decode_attention_raw(
+        c.null_arg == 1 ? nullptr : qkv.f(), c.null_arg == 2 ? nullptr : kc.f(),
+        c.null_arg == 3 ? nullptr : vc.f(), c.null_arg == 4 ? nullptr : out.f(),
+        c.null_arg == 5 ? nullptr : inv_freq.f(), qn.f(), kn.f(), 1e-6f, 0.35f, c.batch,
+        c.heads, c.kv, c.D, c.cap, c.off);
+    bool untouched = qkv.same(qkv0) && kc.same(kc0) && vc.same(vc0) && out.same(out0);
+    fails += !report(rc == 1 && untouched, "decode_attention invalid (%s): returned %d%s",
+                     c.what, rc, untouched ? "" : ", buffers written");
+  }
+  // batch 0 is valid and touches nothing.
+  {
+    FBuf qkv(64), kc(64), vc(64), out(64), inv_freq(4);
+    Rng rng{5001};
+    qkv.random(rng, -1, 1), kc.random(rng, -1, 1), vc.random(rng, -1, 1), inv_freq.random(rng, 0, 1);
+    out.nan();
+    auto kc0 = kc.copy(), vc0 = vc.copy(), out0 = out.copy();
+    int rc = mlxrs_decode_attention_raw(qkv.f(), kc.f(), vc.f(), out.f(), inv_freq.f(), nullptr,
+                                        nullptr, 1e-6f, 0.35f, 0, 4, 2, 8, 5, 1);
+    fails += !report(rc == 0 && kc.same(kc0) && vc.same(vc0) && out.same(out0),
+                     "decode_attention batch=0: returned %d or wrote", rc);
+  }
+  return fails;
+}
+
 // ---------------------------------------------------------------- registry
 struct Test {
   const char* name;
@@ -257,6 +575,11 @@ struct Test {
 const Test kTests[] = {
     {"qmm", test_qmm},
     {"qmm_unsupported", test_qmm_unsupported},
+    {"rms_norm", test_rms_norm},
+    {"swiglu", test_swiglu},
+    {"ops_degenerate", test_ops_void_degenerate},
+    {"decode_attention", test_decode_attention},
+    {"decode_attention_invalid", test_decode_attention_invalid},
 };
 
 }  // namespace

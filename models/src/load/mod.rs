@@ -239,7 +239,14 @@ pub fn prepare_weights(
     if !quantized {
         quantization = None;
     }
-    weights.convert_floats(dtype)?;
+    // Half-precision scales and biases of kept quantized matrices stay as they are under f32
+    // compute (see `nn::linear::QuantizedMatrix::load`).
+    let keep_group_params = quantization.is_some() && dtype == Dtype::Float32;
+    weights.convert_floats_except(dtype, |name, array| {
+        keep_group_params
+            && (name.ends_with(".scales") || name.ends_with(".biases"))
+            && matches!(array.dtype(), Dtype::Float16 | Dtype::Bfloat16)
+    })?;
     Ok((
         weights,
         BuildOptions {

@@ -5,15 +5,21 @@ use super::take_float;
 use crate::error::Result;
 use crate::load::BuildOptions;
 use crate::weights::Weights;
-use mlx_rs::{quant, Array};
+use mlx_rs::{quant, Array, Dtype};
 
 /// The embedding matrix `[vocab, dim]`.
 #[derive(Debug, Clone)]
 pub enum Embedding {
     /// Float rows.
     Dense(Array),
-    /// Packed rows (`QuantizedEmbedding`): rows are gathered packed, then dequantized.
-    Quantized(QuantizedMatrix),
+    /// Packed rows (`QuantizedEmbedding`): rows are gathered packed, then dequantized to the
+    /// compute dtype `dtype`.
+    Quantized {
+        /// The packed matrix.
+        matrix: QuantizedMatrix,
+        /// The compute dtype of the gathered rows.
+        dtype: Dtype,
+    },
 }
 
 impl Embedding {
@@ -28,7 +34,10 @@ impl Embedding {
     ) -> Result<Embedding> {
         Ok(
             match QuantizedMatrix::load(weights, path, vocab, dim, options)? {
-                Some(q) => Embedding::Quantized(q),
+                Some(matrix) => Embedding::Quantized {
+                    matrix,
+                    dtype: options.dtype,
+                },
                 None => Embedding::Dense(take_float(
                     weights,
                     &format!("{path}.weight"),
@@ -43,10 +52,12 @@ impl Embedding {
     pub fn forward(&self, ids: &Array) -> Result<Array> {
         Ok(match self {
             Embedding::Dense(w) => w.take(ids, 0)?,
-            Embedding::Quantized(q) => {
+            Embedding::Quantized { matrix: q, dtype } => {
                 let weight = q.weight.take(ids, 0)?;
-                let scales = q.scales.take(ids, 0)?;
-                let biases = q.biases.take(ids, 0)?;
+                // The rows' scales and biases in the compute dtype (the matrix may keep them
+                // in half precision, see `QuantizedMatrix::load`).
+                let scales = q.scales.take(ids, 0)?.astype(*dtype)?;
+                let biases = q.biases.take(ids, 0)?.astype(*dtype)?;
                 let rows = quant::dequantize(
                     &weight,
                     &scales,
@@ -54,10 +65,10 @@ impl Embedding {
                     q.params.group_size,
                     q.params.bits,
                 )?;
-                if rows.dtype() == q.scales.dtype() {
+                if rows.dtype() == *dtype {
                     rows
                 } else {
-                    rows.astype(q.scales.dtype())?
+                    rows.astype(*dtype)?
                 }
             }
         })
@@ -68,7 +79,7 @@ impl Embedding {
     pub fn as_linear(&self) -> Result<Linear> {
         Ok(match self {
             Embedding::Dense(w) => Linear::from_dense_transposed(w.t()?),
-            Embedding::Quantized(q) => Linear::from_quantized(q.clone()),
+            Embedding::Quantized { matrix, .. } => Linear::from_quantized(matrix.clone()),
         })
     }
 }
@@ -76,7 +87,6 @@ impl Embedding {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mlx_rs::Dtype;
 
     #[test]
     fn rows_and_tied_head() {

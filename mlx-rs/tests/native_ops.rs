@@ -1,0 +1,1021 @@
+//! Tests of `mlx_rs::native`: the project's own CPU primitives for RMS norm, SwiGLU and
+//! single-token decode attention (and `fast::rms_norm`, which tries the native primitive first).
+//!
+//! Expected values are computed here in f64 from the input values and the definitions (RMS
+//! norm, `silu(gate) * up`, per-head RMS norm + rotate-half RoPE + softmax attention), and the
+//! native path is also compared with MLX's own composition of the same step (native ops off).
+//!
+//! The native switch is process-wide and the tests of this binary run on parallel threads:
+//! every test holds [`LOCK`] (through [`Native`]) for its whole body and restores the switch.
+
+use mlx_rs::fast::{self, AttentionMask};
+use mlx_rs::native::{self, decode_attention, DecodeAttentionOutput, DecodeAttentionParams};
+use mlx_rs::{s, Array, Dtype, Error};
+use std::sync::{Mutex, MutexGuard};
+
+static LOCK: Mutex<()> = Mutex::new(());
+
+/// Holds [`LOCK`] and restores the native switch on drop (before the lock is released).
+struct Native {
+    before: bool,
+    _guard: MutexGuard<'static, ()>,
+}
+
+impl Native {
+    fn lock(on: bool) -> Native {
+        let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let before = native::native_ops_enabled();
+        native::set_native_ops(on);
+        Native {
+            before,
+            _guard: guard,
+        }
+    }
+
+    fn set(&self, on: bool) {
+        native::set_native_ops(on);
+    }
+}
+
+impl Drop for Native {
+    fn drop(&mut self) {
+        native::set_native_ops(self.before);
+    }
+}
+
+/// Deterministic values in [-1, 1) (a 64-bit LCG).
+fn data(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f64 / (1u64 << 24) as f64 * 2.0 - 1.0) as f32
+        })
+        .collect()
+}
+
+fn arr(v: &[f32], shape: &[i32]) -> Array {
+    Array::from_slice(v, shape).unwrap()
+}
+
+fn f32s(a: &Array) -> Vec<f32> {
+    a.astype(Dtype::Float32).unwrap().to_vec::<f32>().unwrap()
+}
+
+#[track_caller]
+fn assert_close(got: &[f32], want: &[f64], rtol: f64, atol: f64, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g as f64 - w).abs() <= atol + rtol * w.abs(),
+            "{what}: element {i}: got {g}, want {w}"
+        );
+    }
+}
+
+fn widen(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+// ------------------------------------------------------------------------------ RMS norm
+
+/// `x / sqrt(mean(x^2) + eps) * w` over rows of `dim`, in f64.
+fn rms_ref(x: &[f32], w: Option<&[f32]>, eps: f64, dim: usize) -> Vec<f64> {
+    let mut out = Vec::with_capacity(x.len());
+    for row in x.chunks(dim) {
+        let ms = row.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / dim as f64;
+        let inv = 1.0 / (ms + eps).sqrt();
+        for (i, &v) in row.iter().enumerate() {
+            out.push(v as f64 * inv * w.map_or(1.0, |w| w[i] as f64));
+        }
+    }
+    out
+}
+
+#[test]
+fn rms_norm_native_matches_f64_reference_and_mlx() {
+    let n = Native::lock(true);
+    let eps = 1e-5f32;
+    for (k, shape) in [vec![1, 576], vec![3, 7], vec![2, 3, 64]]
+        .iter()
+        .enumerate()
+    {
+        let dim = *shape.last().unwrap() as usize;
+        let size: usize = shape.iter().map(|&d| d as usize).product();
+        let xv: Vec<f32> = data(size, 10 + k as u64).iter().map(|v| v * 3.0).collect();
+        let wv: Vec<f32> = data(dim, 20 + k as u64).iter().map(|v| v + 1.5).collect();
+        let x = arr(&xv, shape);
+        let w = arr(&wv, &[dim as i32]);
+        for weight in [None, Some(&w)] {
+            let what = format!("{shape:?} weighted {}", weight.is_some());
+            let want = rms_ref(&xv, weight.map(|_| &wv[..]), eps as f64, dim);
+            n.set(true);
+            let ours = fast::rms_norm(&x, weight, eps).unwrap();
+            assert_eq!(ours.shape(), *shape);
+            assert_eq!(ours.dtype(), Dtype::Float32);
+            let ours = ours.to_vec::<f32>().unwrap();
+            assert_close(&ours, &want, 1e-5, 1e-6, &format!("native {what}"));
+            n.set(false);
+            let mlx = fast::rms_norm(&x, weight, eps)
+                .unwrap()
+                .to_vec::<f32>()
+                .unwrap();
+            assert_close(&mlx, &want, 1e-5, 1e-6, &format!("mlx {what}"));
+            assert_close(
+                &ours,
+                &widen(&mlx),
+                1e-5,
+                1e-6,
+                &format!("native vs mlx {what}"),
+            );
+            // The input is left as it was.
+            assert_eq!(x.to_vec::<f32>().unwrap(), xv);
+        }
+    }
+}
+
+#[test]
+fn rms_norm_non_contiguous_inputs() {
+    let _n = Native::lock(true);
+    // A transposed [7, 3] array is a [3, 7] view whose rows are the columns of the data.
+    let base: Vec<f32> = data(21, 1).iter().map(|v| v * 2.0).collect();
+    let x = arr(&base, &[7, 3]);
+    let xt = x.t().unwrap();
+    let mut rows = vec![0f32; 21];
+    for i in 0..7 {
+        for j in 0..3 {
+            rows[j * 7 + i] = base[i * 3 + j];
+        }
+    }
+    let w: Vec<f32> = data(7, 2).iter().map(|v| v + 1.0).collect();
+    let got = fast::rms_norm(&xt, Some(&arr(&w, &[7])), 1e-6).unwrap();
+    assert_eq!(got.shape(), vec![3, 7]);
+    assert_close(
+        &got.to_vec::<f32>().unwrap(),
+        &rms_ref(&rows, Some(&w), 1e-6, 7),
+        1e-5,
+        1e-6,
+        "transposed",
+    );
+
+    // Slices with a step, over the rows and over the normalised axis.
+    let base: Vec<f32> = data(40, 3).iter().map(|v| v * 5.0).collect();
+    let x = arr(&base, &[4, 10]);
+    let rows_02: Vec<f32> = [0, 2]
+        .iter()
+        .flat_map(|&r| base[r * 10..r * 10 + 10].to_vec())
+        .collect();
+    let got = fast::rms_norm(&x.slice(s![..;2, ..]).unwrap(), None, 1e-6).unwrap();
+    assert_eq!(got.shape(), vec![2, 10]);
+    assert_close(
+        &got.to_vec::<f32>().unwrap(),
+        &rms_ref(&rows_02, None, 1e-6, 10),
+        1e-5,
+        1e-6,
+        "rows step 2",
+    );
+    let odd_cols: Vec<f32> = (0..4)
+        .flat_map(|r| (0..5).map(move |c| (r, 2 * c + 1)))
+        .map(|(r, c)| base[r * 10 + c])
+        .collect();
+    let got = fast::rms_norm(&x.slice(s![.., 1..;2]).unwrap(), None, 1e-6).unwrap();
+    assert_eq!(got.shape(), vec![4, 5]);
+    assert_close(
+        &got.to_vec::<f32>().unwrap(),
+        &rms_ref(&odd_cols, None, 1e-6, 5),
+        1e-5,
+        1e-6,
+        "columns step 2",
+    );
+
+    // A broadcast row (stride 0 on the first axis) and a transposed (strided) weight source.
+    let row: Vec<f32> = data(5, 4);
+    let xb = arr(&row, &[1, 5]).broadcast_to(&[3, 5]).unwrap();
+    let wsrc: Vec<f32> = data(10, 5);
+    let wview = arr(&wsrc, &[5, 2]).slice(s![.., 1]).unwrap(); // every other element
+    let wv: Vec<f32> = (0..5).map(|i| wsrc[2 * i + 1]).collect();
+    let got = fast::rms_norm(&xb, Some(&wview), 1e-6).unwrap();
+    let want: Vec<f64> = rms_ref(&row, Some(&wv), 1e-6, 5).repeat(3);
+    assert_close(
+        &got.to_vec::<f32>().unwrap(),
+        &want,
+        1e-5,
+        1e-6,
+        "broadcast",
+    );
+    // The sources are untouched.
+    assert_eq!(x.to_vec::<f32>().unwrap(), base);
+}
+
+#[test]
+fn rms_norm_in_a_lazy_graph() {
+    let _n = Native::lock(true);
+    let (av, bv, cv) = (data(24, 6), data(24, 7), data(24, 8));
+    let wv: Vec<f32> = data(8, 9).iter().map(|v| v * 0.5 + 1.0).collect();
+    let (a, b, c) = (arr(&av, &[3, 8]), arr(&bv, &[3, 8]), arr(&cv, &[3, 8]));
+    let w = arr(&wv, &[8]);
+    // (a + b) is a temporary the primitive may overwrite; the multiply reads its result.
+    let y = fast::rms_norm(&(&a + &b), Some(&w), 1e-5)
+        .unwrap()
+        .multiply(&c)
+        .unwrap();
+    y.eval().unwrap();
+    let sum: Vec<f32> = av.iter().zip(&bv).map(|(x, y)| x + y).collect();
+    let want: Vec<f64> = rms_ref(&sum, Some(&wv), 1e-5, 8)
+        .iter()
+        .zip(&cv)
+        .map(|(r, &c)| r * c as f64)
+        .collect();
+    assert_close(&y.to_vec::<f32>().unwrap(), &want, 1e-5, 1e-6, "lazy");
+    assert_eq!(a.to_vec::<f32>().unwrap(), av);
+    assert_eq!(b.to_vec::<f32>().unwrap(), bv);
+
+    // A reshape of an array the caller still holds shares its buffer: it must not be
+    // normalised in place.
+    let xv = data(12, 11);
+    let x = arr(&xv, &[2, 6]);
+    let y = fast::rms_norm(&x.reshape(&[3, 4]).unwrap(), None, 1e-6).unwrap();
+    assert_close(
+        &y.to_vec::<f32>().unwrap(),
+        &rms_ref(&xv, None, 1e-6, 4),
+        1e-5,
+        1e-6,
+        "reshaped",
+    );
+    assert_eq!(x.to_vec::<f32>().unwrap(), xv);
+}
+
+#[test]
+fn rms_norm_float16_takes_mlx_path() {
+    let _n = Native::lock(true);
+    let xv: Vec<f32> = data(2 * 3 * 16, 12).iter().map(|v| v * 4.0).collect();
+    let wv: Vec<f32> = data(16, 13).iter().map(|v| v + 1.0).collect();
+    let x16 = arr(&xv, &[2, 3, 16]).astype(Dtype::Float16).unwrap();
+    let w16 = arr(&wv, &[16]).astype(Dtype::Float16).unwrap();
+    // Reference from the float16-rounded inputs.
+    let xr = f32s(&x16);
+    let wr = f32s(&w16);
+    let want = rms_ref(&xr, Some(&wr), 1e-5, 16);
+    let y = fast::rms_norm(&x16, Some(&w16), 1e-5).unwrap();
+    assert_eq!(y.dtype(), Dtype::Float16);
+    assert_close(&f32s(&y), &want, 1e-2, 2e-3, "float16");
+    // float32 x with a float16 weight is not eligible either, and still right.
+    let y = fast::rms_norm(&arr(&xv, &[2, 3, 16]), Some(&w16), 1e-5).unwrap();
+    assert_close(
+        &f32s(&y),
+        &rms_ref(&xv, Some(&wr), 1e-5, 16),
+        1e-2,
+        2e-3,
+        "float32 x, float16 weight",
+    );
+}
+
+#[test]
+fn rms_norm_shape_errors() {
+    let n = Native::lock(true);
+    let x = arr(&data(8, 14), &[2, 4]);
+    for on in [true, false] {
+        n.set(on);
+        let bad = arr(&[1.0; 5], &[5]);
+        assert!(matches!(
+            fast::rms_norm(&x, Some(&bad), 1e-5),
+            Err(Error::Shape(_))
+        ));
+        let bad2 = arr(&[1.0; 4], &[1, 4]);
+        assert!(matches!(
+            fast::rms_norm(&x, Some(&bad2), 1e-5),
+            Err(Error::Shape(_))
+        ));
+        assert!(fast::rms_norm(&Array::scalar(1.0f32), None, 1e-5).is_err());
+        // Still usable afterwards.
+        let y = fast::rms_norm(&x, None, 1e-5)
+            .unwrap()
+            .to_vec::<f32>()
+            .unwrap();
+        assert_close(
+            &y,
+            &rms_ref(&data(8, 14), None, 1e-5, 4),
+            1e-5,
+            1e-6,
+            "after",
+        );
+    }
+}
+
+// ------------------------------------------------------------------------------ SwiGLU
+
+fn swiglu_ref(x: &[f32], inter: usize) -> Vec<f64> {
+    let mut out = Vec::new();
+    for row in x.chunks(2 * inter) {
+        for i in 0..inter {
+            let g = row[i] as f64;
+            let u = row[inter + i] as f64;
+            out.push(g / (1.0 + (-g).exp()) * u);
+        }
+    }
+    out
+}
+
+#[test]
+fn swiglu_matches_f64_reference_and_mlx() {
+    let n = Native::lock(true);
+    for (k, shape) in [vec![1, 8], vec![3, 2], vec![2, 3, 64], vec![6]]
+        .iter()
+        .enumerate()
+    {
+        let last = *shape.last().unwrap() as usize;
+        let size: usize = shape.iter().map(|&d| d as usize).product();
+        let xv: Vec<f32> = data(size, 30 + k as u64).iter().map(|v| v * 6.0).collect();
+        let x = arr(&xv, shape);
+        let want = swiglu_ref(&xv, last / 2);
+        let mut out_shape = shape.clone();
+        *out_shape.last_mut().unwrap() /= 2;
+        n.set(true);
+        let ours = native::swiglu(&x).unwrap();
+        assert_eq!(ours.shape(), out_shape);
+        let ours = ours.to_vec::<f32>().unwrap();
+        assert_close(&ours, &want, 1e-5, 1e-6, &format!("native {shape:?}"));
+        n.set(false);
+        let mlx = native::swiglu(&x).unwrap().to_vec::<f32>().unwrap();
+        assert_close(&mlx, &want, 1e-5, 1e-6, &format!("mlx {shape:?}"));
+        assert_close(&ours, &widen(&mlx), 1e-5, 1e-6, "native vs mlx");
+        assert_eq!(x.to_vec::<f32>().unwrap(), xv);
+    }
+    // Extreme gates: silu(-100) ~ 0, silu(100) = 100, no NaN.
+    n.set(true);
+    let xv = [-100.0f32, 100.0, -20.0, 0.0, 3.0, 2.0, 1.0, 5.0];
+    let y = native::swiglu(&arr(&xv, &[1, 8]))
+        .unwrap()
+        .to_vec::<f32>()
+        .unwrap();
+    assert!(y.iter().all(|v| v.is_finite()), "{y:?}");
+    assert_close(&y, &swiglu_ref(&xv, 4), 1e-6, 1e-6, "extremes");
+}
+
+#[test]
+fn swiglu_non_contiguous_input() {
+    let _n = Native::lock(true);
+    // [6, 3] transposed: a [3, 6] view; row r is column r of the data.
+    let base = data(18, 40);
+    let xt = arr(&base, &[6, 3]).t().unwrap();
+    let rows: Vec<f32> = (0..3)
+        .flat_map(|r| (0..6).map(move |c| (r, c)))
+        .map(|(r, c)| base[c * 3 + r])
+        .collect();
+    let got = native::swiglu(&xt).unwrap();
+    assert_eq!(got.shape(), vec![3, 3]);
+    assert_close(
+        &got.to_vec::<f32>().unwrap(),
+        &swiglu_ref(&rows, 3),
+        1e-5,
+        1e-6,
+        "transposed",
+    );
+}
+
+#[test]
+fn swiglu_errors_and_fallbacks() {
+    let n = Native::lock(true);
+    for on in [true, false] {
+        n.set(on);
+        assert!(matches!(
+            native::swiglu(&arr(&[1.0; 6], &[2, 3])),
+            Err(Error::Shape(_))
+        ));
+        assert!(native::swiglu(&Array::scalar(1.0f32)).is_err());
+        assert!(native::swiglu(&Array::zeros(&[2, 0], Dtype::Float32).unwrap()).is_err());
+    }
+    n.set(true);
+    // bfloat16 is not eligible: MLX's ops compute it, within bfloat16's precision.
+    let xv: Vec<f32> = data(4 * 32, 41).iter().map(|v| v * 4.0).collect();
+    let x = arr(&xv, &[4, 32]).astype(Dtype::Bfloat16).unwrap();
+    let y = native::swiglu(&x).unwrap();
+    assert_eq!(y.dtype(), Dtype::Bfloat16);
+    assert_eq!(y.shape(), vec![4, 16]);
+    let want = swiglu_ref(&f32s(&x), 16);
+    assert_close(&f32s(&y), &want, 2e-2, 2e-2, "bfloat16");
+}
+
+// ------------------------------------------------------------------------------ decode attention
+
+#[derive(Clone, Copy, Debug)]
+struct Dims {
+    b: usize,
+    h: usize,
+    hkv: usize,
+    d: usize,
+    cap: usize,
+}
+
+impl Dims {
+    fn width(&self) -> usize {
+        (self.h + 2 * self.hkv) * self.d
+    }
+    fn cache_len(&self) -> usize {
+        self.b * self.hkv * self.cap * self.d
+    }
+    fn cache_shape(&self) -> [i32; 4] {
+        [self.b, self.hkv, self.cap, self.d].map(|v| v as i32)
+    }
+    fn params(&self, offset: usize) -> DecodeAttentionParams {
+        DecodeAttentionParams {
+            heads: self.h as i32,
+            kv_heads: self.hkv as i32,
+            head_dim: self.d as i32,
+            offset: offset as i32,
+            scale: 1.0 / (self.d as f32).sqrt(),
+            norm_eps: 1e-6,
+        }
+    }
+}
+
+fn inv_freq(d: usize) -> Vec<f32> {
+    (0..d / 2)
+        .map(|i| 10000f64.powf(-2.0 * i as f64 / d as f64) as f32)
+        .collect()
+}
+
+/// The inputs of one step besides the caches.
+struct StepData {
+    qkv: Vec<f32>,
+    inv_freq: Vec<f32>,
+    q_norm: Option<Vec<f32>>,
+    k_norm: Option<Vec<f32>>,
+}
+
+impl StepData {
+    fn new(dims: Dims, norms: bool, seed: u64) -> StepData {
+        let qkv: Vec<f32> = data(dims.b * dims.width(), seed)
+            .iter()
+            .map(|v| v * 2.0)
+            .collect();
+        let norm = |s| {
+            data(dims.d, s)
+                .iter()
+                .map(|v| v * 0.5 + 1.0)
+                .collect::<Vec<_>>()
+        };
+        StepData {
+            qkv,
+            inv_freq: inv_freq(dims.d),
+            q_norm: norms.then(|| norm(seed + 1000)),
+            k_norm: norms.then(|| norm(seed + 2000)),
+        }
+    }
+
+    fn qkv(&self, dims: Dims) -> Array {
+        arr(&self.qkv, &[dims.b as i32, 1, dims.width() as i32])
+    }
+    fn inv_freq(&self) -> Array {
+        arr(&self.inv_freq, &[self.inv_freq.len() as i32])
+    }
+    fn norms(&self) -> (Option<Array>, Option<Array>) {
+        let a = |v: &Option<Vec<f32>>| v.as_ref().map(|v| arr(v, &[v.len() as i32]));
+        (a(&self.q_norm), a(&self.k_norm))
+    }
+}
+
+/// One step in f64: writes position `offset` of the caches (`[B, Hkv, cap, D]`) and returns
+/// the attention output `[B, H * D]`.
+fn attention_ref(
+    dims: Dims,
+    step: &StepData,
+    offset: usize,
+    kc: &mut [f64],
+    vc: &mut [f64],
+) -> Vec<f64> {
+    let Dims { b, h, hkv, d, cap } = dims;
+    let half = d / 2;
+    let scale = 1.0 / (d as f64).sqrt();
+    let eps = 1e-6;
+    let head_norm = |x: &[f32], w: &Option<Vec<f32>>| -> Vec<f64> {
+        match w {
+            Some(w) => rms_ref(x, Some(w), eps, d),
+            None => widen(x),
+        }
+    };
+    let rope = |v: &mut [f64]| {
+        for i in 0..half {
+            let angle = offset as f64 * step.inv_freq[i] as f64;
+            let (x1, x2) = (v[i], v[i + half]);
+            v[i] = x1 * angle.cos() - x2 * angle.sin();
+            v[i + half] = x2 * angle.cos() + x1 * angle.sin();
+        }
+    };
+    let at = |bi: usize, j: usize, t: usize| ((bi * hkv + j) * cap + t) * d;
+    let mut out = Vec::with_capacity(b * h * d);
+    for bi in 0..b {
+        let row = &step.qkv[bi * dims.width()..(bi + 1) * dims.width()];
+        for j in 0..hkv {
+            let mut k = head_norm(&row[(h + j) * d..(h + j + 1) * d], &step.k_norm);
+            rope(&mut k);
+            let p = at(bi, j, offset);
+            kc[p..p + d].copy_from_slice(&k);
+            let v = &row[(h + hkv + j) * d..(h + hkv + j + 1) * d];
+            vc[p..p + d].copy_from_slice(&widen(v));
+        }
+        for hi in 0..h {
+            let mut q = head_norm(&row[hi * d..(hi + 1) * d], &step.q_norm);
+            rope(&mut q);
+            let j = hi / (h / hkv);
+            let scores: Vec<f64> = (0..=offset)
+                .map(|t| {
+                    let k = &kc[at(bi, j, t)..at(bi, j, t) + d];
+                    scale * q.iter().zip(k).map(|(a, b)| a * b).sum::<f64>()
+                })
+                .collect();
+            let mx = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let e: Vec<f64> = scores.iter().map(|s| (s - mx).exp()).collect();
+            let z: f64 = e.iter().sum();
+            for i in 0..d {
+                out.push(
+                    (0..=offset)
+                        .map(|t| e[t] / z * vc[at(bi, j, t) + i])
+                        .sum::<f64>(),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// The same step composed from MLX's ops (`fast::rms_norm`, `fast::rope` with base 10000,
+/// `slice_update`, `fast::scaled_dot_product_attention`); call with native ops off.
+fn attention_mlx(
+    dims: Dims,
+    step: &StepData,
+    offset: usize,
+    kc: &Array,
+    vc: &Array,
+) -> (Array, Array, Array) {
+    let (b, h, hkv, d) = (dims.b as i32, dims.h as i32, dims.hkv as i32, dims.d as i32);
+    let off = offset as i32;
+    let x = step.qkv(dims).reshape(&[b, 1, h + 2 * hkv, d]).unwrap();
+    let parts = x.split_at(&[h, h + hkv], 2).unwrap();
+    let heads = |a: &Array| a.transpose(&[0, 2, 1, 3]).unwrap(); // [B, heads, 1, D]
+    let (mut q, mut k, v) = (heads(&parts[0]), heads(&parts[1]), heads(&parts[2]));
+    let (qn, kn) = step.norms();
+    if let Some(w) = &qn {
+        q = fast::rms_norm(&q, Some(w), 1e-6).unwrap();
+    }
+    if let Some(w) = &kn {
+        k = fast::rms_norm(&k, Some(w), 1e-6).unwrap();
+    }
+    let q = fast::rope(&q, d, false, Some(10000.0), 1.0, off, None).unwrap();
+    let k = fast::rope(&k, d, false, Some(10000.0), 1.0, off, None).unwrap();
+    let (start, stop) = ([0, 0, off, 0], [b, hkv, off + 1, d]);
+    let kc = kc.slice_update(&k, &start, &stop, &[1; 4]).unwrap();
+    let vc = vc.slice_update(&v, &start, &stop, &[1; 4]).unwrap();
+    let keys = kc.slice(s![.., .., ..off + 1, ..]).unwrap();
+    let values = vc.slice(s![.., .., ..off + 1, ..]).unwrap();
+    let scale = 1.0 / (d as f32).sqrt();
+    let o =
+        fast::scaled_dot_product_attention(&q, &keys, &values, scale, AttentionMask::None).unwrap();
+    let o = o
+        .transpose(&[0, 2, 1, 3])
+        .unwrap()
+        .reshape(&[b, 1, h * d])
+        .unwrap();
+    (o, kc, vc)
+}
+
+fn run_native(
+    dims: Dims,
+    step: &StepData,
+    offset: usize,
+    kc: &Array,
+    vc: &Array,
+) -> DecodeAttentionOutput {
+    let (qn, kn) = step.norms();
+    decode_attention(
+        &step.qkv(dims),
+        kc,
+        vc,
+        &step.inv_freq(),
+        qn.as_ref(),
+        kn.as_ref(),
+        dims.params(offset),
+    )
+    .unwrap()
+    .expect("eligible call took the native path")
+}
+
+/// Checks a returned cache against the reference: position `offset` within tolerance, every
+/// other position bit-for-bit the original.
+#[track_caller]
+fn check_cache(dims: Dims, offset: usize, got: &[f32], want: &[f64], original: &[f32], what: &str) {
+    assert_eq!(got.len(), dims.cache_len(), "{what}: length");
+    for (i, &g) in got.iter().enumerate() {
+        let t = (i / dims.d) % dims.cap;
+        if t == offset {
+            assert!(
+                (g as f64 - want[i]).abs() <= 1e-5 + 1e-5 * want[i].abs(),
+                "{what}: element {i} (position {t}): got {g}, want {}",
+                want[i]
+            );
+        } else {
+            assert_eq!(
+                g.to_bits(),
+                original[i].to_bits(),
+                "{what}: element {i} (position {t}) changed"
+            );
+        }
+    }
+}
+
+const SHAPES: [(usize, usize, usize); 3] = [(1, 1, 2), (4, 2, 8), (9, 3, 64)];
+
+#[test]
+fn decode_attention_matches_reference_and_mlx() {
+    let n = Native::lock(true);
+    let cap = 5;
+    let mut seed = 100;
+    for (h, hkv, d) in SHAPES {
+        for b in [1, 2] {
+            let dims = Dims { b, h, hkv, d, cap };
+            for offset in [0, 1, cap - 1] {
+                for norms in [false, true] {
+                    seed += 1;
+                    let what = format!("{dims:?} offset {offset} norms {norms}");
+                    let step = StepData::new(dims, norms, seed);
+                    let k0 = data(dims.cache_len(), seed + 5000);
+                    let v0: Vec<f32> = data(dims.cache_len(), seed + 6000)
+                        .iter()
+                        .map(|v| v * 3.0)
+                        .collect();
+                    let (mut kr, mut vr) = (widen(&k0), widen(&v0));
+                    let want = attention_ref(dims, &step, offset, &mut kr, &mut vr);
+
+                    n.set(true);
+                    let kc = arr(&k0, &dims.cache_shape());
+                    let vc = arr(&v0, &dims.cache_shape());
+                    let out = run_native(dims, &step, offset, &kc, &vc);
+                    assert_eq!(out.attention.shape(), vec![b as i32, 1, (h * d) as i32]);
+                    assert_eq!(out.k_cache.shape(), dims.cache_shape().to_vec());
+                    let att = out.attention.to_vec::<f32>().unwrap();
+                    assert_close(&att, &want, 1e-4, 1e-5, &format!("attention {what}"));
+                    let kgot = out.k_cache.to_vec::<f32>().unwrap();
+                    let vgot = out.v_cache.to_vec::<f32>().unwrap();
+                    check_cache(dims, offset, &kgot, &kr, &k0, &format!("k {what}"));
+                    check_cache(dims, offset, &vgot, &vr, &v0, &format!("v {what}"));
+
+                    n.set(false);
+                    let kc2 = arr(&k0, &dims.cache_shape());
+                    let vc2 = arr(&v0, &dims.cache_shape());
+                    let (o, km, vm) = attention_mlx(dims, &step, offset, &kc2, &vc2);
+                    let mlx = o.to_vec::<f32>().unwrap();
+                    assert_close(&mlx, &want, 1e-4, 1e-5, &format!("mlx attention {what}"));
+                    assert_close(&att, &widen(&mlx), 1e-4, 1e-5, &format!("vs mlx {what}"));
+                    assert_close(
+                        &kgot,
+                        &widen(&km.to_vec::<f32>().unwrap()),
+                        1e-5,
+                        1e-5,
+                        &format!("k vs mlx {what}"),
+                    );
+                    assert_eq!(vgot, vm.to_vec::<f32>().unwrap(), "v vs mlx {what}");
+                }
+            }
+        }
+    }
+}
+
+/// The caches are written in place (documented behaviour of `decode_attention`): an input
+/// cache handle that was evaluated before the call shares its buffer with the returned cache,
+/// so once the result is evaluated it shows the new position too.
+#[test]
+fn decode_attention_writes_caches_in_place() {
+    let _n = Native::lock(true);
+    let dims = Dims {
+        b: 2,
+        h: 4,
+        hkv: 2,
+        d: 8,
+        cap: 6,
+    };
+    let offset = 3;
+    let step = StepData::new(dims, true, 7);
+    let k0 = data(dims.cache_len(), 8);
+    let v0 = data(dims.cache_len(), 9);
+    let kc = arr(&k0, &dims.cache_shape());
+    let vc = arr(&v0, &dims.cache_shape());
+    kc.eval().unwrap();
+    vc.eval().unwrap();
+    let (mut kr, mut vr) = (widen(&k0), widen(&v0));
+    let want = attention_ref(dims, &step, offset, &mut kr, &mut vr);
+
+    let out = run_native(dims, &step, offset, &kc, &vc);
+    // Before evaluation nothing has been written.
+    assert_eq!(kc.to_vec::<f32>().unwrap(), k0);
+    out.attention.eval().unwrap();
+    assert_close(
+        &out.attention.to_vec::<f32>().unwrap(),
+        &want,
+        1e-4,
+        1e-5,
+        "attention",
+    );
+    // The old handles see the write; the returned caches hold the same values.
+    let (kin, vin) = (kc.to_vec::<f32>().unwrap(), vc.to_vec::<f32>().unwrap());
+    check_cache(dims, offset, &kin, &kr, &k0, "input k handle");
+    check_cache(dims, offset, &vin, &vr, &v0, "input v handle");
+    assert_eq!(out.k_cache.to_vec::<f32>().unwrap(), kin);
+    assert_eq!(out.v_cache.to_vec::<f32>().unwrap(), vin);
+}
+
+#[test]
+fn decode_attention_gathers_broadcast_and_strided_caches() {
+    let _n = Native::lock(true);
+    let dims = Dims {
+        b: 2,
+        h: 4,
+        hkv: 2,
+        d: 8,
+        cap: 4,
+    };
+    // A never-evaluated `Array::zeros` cache. MLX evaluates `zeros` (its `Full` primitive) to
+    // a plain row-major buffer, so it is written in place like any evaluated cache: the zeros
+    // handle shows the new position too.
+    for offset in [0, 2] {
+        let step = StepData::new(dims, false, 50 + offset as u64);
+        let zeros = vec![0f32; dims.cache_len()];
+        let kc = Array::zeros(&dims.cache_shape(), Dtype::Float32).unwrap();
+        let vc = Array::zeros(&dims.cache_shape(), Dtype::Float32).unwrap();
+        let (mut kr, mut vr) = (widen(&zeros), widen(&zeros));
+        let want = attention_ref(dims, &step, offset, &mut kr, &mut vr);
+        let out = run_native(dims, &step, offset, &kc, &vc);
+        let what = format!("zeros offset {offset}");
+        assert_close(
+            &out.attention.to_vec::<f32>().unwrap(),
+            &want,
+            1e-4,
+            1e-5,
+            &what,
+        );
+        let kgot = out.k_cache.to_vec::<f32>().unwrap();
+        let vgot = out.v_cache.to_vec::<f32>().unwrap();
+        check_cache(dims, offset, &kgot, &kr, &zeros, &what);
+        check_cache(dims, offset, &vgot, &vr, &zeros, &what);
+        assert_eq!(kc.to_vec::<f32>().unwrap(), kgot, "{what}: zeros handle");
+        assert_eq!(vc.to_vec::<f32>().unwrap(), vgot, "{what}: zeros handle");
+    }
+
+    // Truly broadcast caches (one [D] row repeated, stride 0 on the other axes), evaluated or
+    // not: gathered into a fresh buffer; the source row is not written through.
+    for (offset, evaluated) in [(0, false), (3, true)] {
+        let step = StepData::new(dims, true, 55 + offset as u64);
+        let krow = data(dims.d, 56);
+        let vrow = data(dims.d, 57);
+        let ksrc = arr(&krow, &[1, 1, 1, dims.d as i32]);
+        let vsrc = arr(&vrow, &[1, 1, 1, dims.d as i32]);
+        let kc = ksrc.broadcast_to(&dims.cache_shape()).unwrap();
+        let vc = vsrc.broadcast_to(&dims.cache_shape()).unwrap();
+        if evaluated {
+            kc.eval().unwrap();
+            vc.eval().unwrap();
+        }
+        let k0 = krow.repeat(dims.cache_len() / dims.d);
+        let v0 = vrow.repeat(dims.cache_len() / dims.d);
+        let (mut kr, mut vr) = (widen(&k0), widen(&v0));
+        let want = attention_ref(dims, &step, offset, &mut kr, &mut vr);
+        let out = run_native(dims, &step, offset, &kc, &vc);
+        let what = format!("broadcast offset {offset} evaluated {evaluated}");
+        assert_close(
+            &out.attention.to_vec::<f32>().unwrap(),
+            &want,
+            1e-4,
+            1e-5,
+            &what,
+        );
+        let kgot = out.k_cache.to_vec::<f32>().unwrap();
+        let vgot = out.v_cache.to_vec::<f32>().unwrap();
+        check_cache(dims, offset, &kgot, &kr, &k0, &what);
+        check_cache(dims, offset, &vgot, &vr, &v0, &what);
+        assert_eq!(ksrc.to_vec::<f32>().unwrap(), krow, "{what}: source row");
+        assert_eq!(vsrc.to_vec::<f32>().unwrap(), vrow, "{what}: source row");
+        assert_eq!(kc.to_vec::<f32>().unwrap(), k0, "{what}: broadcast handle");
+    }
+
+    // Caches evaluated as transposed views of [B, cap, Hkv, D] buffers.
+    let offset = 2;
+    let step = StepData::new(dims, true, 60);
+    let kb = data(dims.cache_len(), 61);
+    let vb = data(dims.cache_len(), 62);
+    let bshape = [dims.b, dims.cap, dims.hkv, dims.d].map(|v| v as i32);
+    let kbase = arr(&kb, &bshape);
+    let vbase = arr(&vb, &bshape);
+    let kc = kbase.transpose(&[0, 2, 1, 3]).unwrap();
+    let vc = vbase.transpose(&[0, 2, 1, 3]).unwrap();
+    kc.eval().unwrap();
+    vc.eval().unwrap();
+    // The same values laid out as [B, Hkv, cap, D].
+    let relayout = |src: &[f32]| -> Vec<f32> {
+        let mut out = vec![0f32; src.len()];
+        for bi in 0..dims.b {
+            for j in 0..dims.hkv {
+                for t in 0..dims.cap {
+                    for i in 0..dims.d {
+                        out[((bi * dims.hkv + j) * dims.cap + t) * dims.d + i] =
+                            src[((bi * dims.cap + t) * dims.hkv + j) * dims.d + i];
+                    }
+                }
+            }
+        }
+        out
+    };
+    let (k0, v0) = (relayout(&kb), relayout(&vb));
+    let (mut kr, mut vr) = (widen(&k0), widen(&v0));
+    let want = attention_ref(dims, &step, offset, &mut kr, &mut vr);
+    let out = run_native(dims, &step, offset, &kc, &vc);
+    assert_close(
+        &out.attention.to_vec::<f32>().unwrap(),
+        &want,
+        1e-4,
+        1e-5,
+        "transposed caches",
+    );
+    check_cache(
+        dims,
+        offset,
+        &out.k_cache.to_vec::<f32>().unwrap(),
+        &kr,
+        &k0,
+        "transposed k",
+    );
+    check_cache(
+        dims,
+        offset,
+        &out.v_cache.to_vec::<f32>().unwrap(),
+        &vr,
+        &v0,
+        "transposed v",
+    );
+    // The strided source was gathered, not written through.
+    assert_eq!(kbase.to_vec::<f32>().unwrap(), kb);
+    assert_eq!(vbase.to_vec::<f32>().unwrap(), vb);
+}
+
+#[test]
+fn decode_attention_consecutive_steps() {
+    let _n = Native::lock(true);
+    for (h, hkv, d) in SHAPES {
+        for lazy in [false, true] {
+            let dims = Dims {
+                b: 2,
+                h,
+                hkv,
+                d,
+                cap: 4,
+            };
+            let mut kc = Array::zeros(&dims.cache_shape(), Dtype::Float32).unwrap();
+            let mut vc = Array::zeros(&dims.cache_shape(), Dtype::Float32).unwrap();
+            let mut kr = vec![0f64; dims.cache_len()];
+            let mut vr = vec![0f64; dims.cache_len()];
+            let mut outs = Vec::new();
+            let mut wants = Vec::new();
+            for offset in 0..4 {
+                let step = StepData::new(dims, offset % 2 == 1, 300 + offset as u64);
+                wants.push(attention_ref(dims, &step, offset, &mut kr, &mut vr));
+                let out = run_native(dims, &step, offset, &kc, &vc);
+                if !lazy {
+                    out.attention.eval().unwrap();
+                }
+                kc = out.k_cache;
+                vc = out.v_cache;
+                outs.push(out.attention);
+            }
+            for (offset, (o, w)) in outs.iter().zip(&wants).enumerate() {
+                let what = format!("{dims:?} lazy {lazy} step {offset}");
+                assert_close(&o.to_vec::<f32>().unwrap(), w, 1e-4, 1e-5, &what);
+            }
+            assert_close(&kc.to_vec::<f32>().unwrap(), &kr, 1e-5, 1e-5, "k after 4");
+            assert_close(&vc.to_vec::<f32>().unwrap(), &vr, 0.0, 0.0, "v after 4");
+        }
+    }
+}
+
+#[test]
+fn decode_attention_declines_ineligible_calls() {
+    let n = Native::lock(false);
+    let dims = Dims {
+        b: 1,
+        h: 4,
+        hkv: 2,
+        d: 8,
+        cap: 4,
+    };
+    let step = StepData::new(dims, true, 70);
+    let (qn, kn) = step.norms();
+    let kc = Array::zeros(&dims.cache_shape(), Dtype::Float32).unwrap();
+    let vc = Array::zeros(&dims.cache_shape(), Dtype::Float32).unwrap();
+    let call = |qkv: &Array, kc: &Array, vc: &Array| {
+        decode_attention(
+            qkv,
+            kc,
+            vc,
+            &step.inv_freq(),
+            qn.as_ref(),
+            kn.as_ref(),
+            dims.params(1),
+        )
+    };
+    // Native ops off.
+    assert!(call(&step.qkv(dims), &kc, &vc).unwrap().is_none());
+    n.set(true);
+    assert!(call(&step.qkv(dims), &kc, &vc).unwrap().is_some());
+    // float16 inputs.
+    let h = |a: &Array| a.astype(Dtype::Float16).unwrap();
+    assert!(call(&h(&step.qkv(dims)), &h(&kc), &h(&vc))
+        .unwrap()
+        .is_none());
+    assert!(call(&h(&step.qkv(dims)), &kc, &vc).unwrap().is_none());
+    // Two tokens.
+    let two = Array::zeros(&[1, 2, dims.width() as i32], Dtype::Float32).unwrap();
+    assert!(call(&two, &kc, &vc).unwrap().is_none());
+}
+
+#[test]
+fn decode_attention_rejects_inconsistent_shapes() {
+    let _n = Native::lock(true);
+    let dims = Dims {
+        b: 2,
+        h: 4,
+        hkv: 2,
+        d: 8,
+        cap: 4,
+    };
+    let step = StepData::new(dims, true, 80);
+    let (qn, kn) = step.norms();
+    let kc = Array::zeros(&dims.cache_shape(), Dtype::Float32).unwrap();
+    let vc = Array::zeros(&dims.cache_shape(), Dtype::Float32).unwrap();
+    let qkv = step.qkv(dims);
+    let f = step.inv_freq();
+    let p = dims.params(1);
+    let call = |qkv: &Array, kc: &Array, vc: &Array, f: &Array, p: DecodeAttentionParams| {
+        decode_attention(qkv, kc, vc, f, qn.as_ref(), kn.as_ref(), p)
+    };
+    let bad_width = Array::zeros(&[2, 1, dims.width() as i32 - 8], Dtype::Float32).unwrap();
+    assert!(call(&bad_width, &kc, &vc, &f, p).is_err(), "qkv width");
+    let bad_batch = Array::zeros(&[1, 1, dims.width() as i32], Dtype::Float32).unwrap();
+    assert!(call(&bad_batch, &kc, &vc, &f, p).is_err(), "qkv batch");
+    for offset in [4, 5, -1] {
+        let p = DecodeAttentionParams { offset, ..p };
+        assert!(call(&qkv, &kc, &vc, &f, p).is_err(), "offset {offset}");
+    }
+    let p3 = DecodeAttentionParams { kv_heads: 3, ..p };
+    assert!(call(&qkv, &kc, &vc, &f, p3).is_err(), "heads % kv_heads");
+    let podd = DecodeAttentionParams { head_dim: 7, ..p };
+    assert!(call(&qkv, &kc, &vc, &f, podd).is_err(), "odd head_dim");
+    let f5 = arr(&inv_freq(10), &[5]);
+    assert!(call(&qkv, &kc, &vc, &f5, p).is_err(), "inv_freq length");
+    let vshort = Array::zeros(&[2, 2, 3, 8], Dtype::Float32).unwrap();
+    assert!(call(&qkv, &kc, &vshort, &f, p).is_err(), "v capacity");
+    let k3 = Array::zeros(&[2, 2, 4], Dtype::Float32).unwrap();
+    assert!(call(&qkv, &k3, &vc, &f, p).is_err(), "3-D cache");
+    let flat = Array::zeros(&[2, dims.width() as i32], Dtype::Float32).unwrap();
+    assert!(call(&flat, &kc, &vc, &f, p).is_err(), "2-D qkv");
+    let bad_norm = arr(&[1.0; 4], &[4]);
+    assert!(
+        decode_attention(&qkv, &kc, &vc, &f, Some(&bad_norm), None, p).is_err(),
+        "q_norm length"
+    );
+    // The process goes on: a valid call still works.
+    let (mut kr, mut vr) = (vec![0f64; dims.cache_len()], vec![0f64; dims.cache_len()]);
+    let want = attention_ref(dims, &step, 1, &mut kr, &mut vr);
+    let out = run_native(dims, &step, 1, &kc, &vc);
+    assert_close(
+        &out.attention.to_vec::<f32>().unwrap(),
+        &want,
+        1e-4,
+        1e-5,
+        "after errors",
+    );
+}
+
+#[test]
+fn decode_attention_with_one_array_as_both_caches() {
+    // The same (evaluated) buffer passed as k and v cache: the values must get a buffer of their
+    // own, so the roped key and the raw value both survive.
+    let _n = Native::lock(true);
+    let dims = Dims {
+        b: 1,
+        h: 2,
+        hkv: 1,
+        d: 8,
+        cap: 3,
+    };
+    let step = StepData::new(dims, false, 31);
+    let c0 = data(dims.cache_len(), 32);
+    let cache = arr(&c0, &dims.cache_shape());
+    cache.eval().unwrap();
+    let (mut kr, mut vr) = (widen(&c0), widen(&c0));
+    let want = attention_ref(dims, &step, 1, &mut kr, &mut vr);
+    let out = run_native(dims, &step, 1, &cache, &cache);
+    assert_close(&f32s(&out.attention), &want, 1e-4, 1e-5, "attention");
+    check_cache(dims, 1, &f32s(&out.k_cache), &kr, &c0, "k cache");
+    check_cache(dims, 1, &f32s(&out.v_cache), &vr, &c0, "v cache");
+}
