@@ -35,7 +35,7 @@ fn take_group_params(
     if options.dtype == Dtype::Float32 {
         if let Some(dtype) = weights.get(name).map(Array::dtype) {
             if matches!(dtype, Dtype::Float16 | Dtype::Bfloat16) {
-                return Ok(weights.take_shaped(name, shape)?);
+                return weights.take_shaped(name, shape);
             }
         }
     }
