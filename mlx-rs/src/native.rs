@@ -1,5 +1,5 @@
 //! The project's own CPU primitives for the small fused ops of a decoder step: RMS norm,
-//! SwiGLU, and single-token attention with RoPE and the KV-cache write.
+//! SwiGLU, and attention with RoPE and the KV-cache write.
 //!
 //! MLX 0.32.2 has no CPU kernels for its `fast` ops: on the CPU `fast::rms_norm`, `fast::rope`
 //! and `fast::scaled_dot_product_attention` are composed from several primitives each, and
@@ -11,7 +11,7 @@
 //!
 //! Used for float32 on CPU streams; everything else (GPU streams, other dtypes) takes MLX's
 //! own ops. [`crate::fast::rms_norm`] and [`swiglu`] pick the path themselves;
-//! [`decode_attention`] returns `None` when the call is not eligible, so that the caller can
+//! [`cached_attention`] returns `None` when the call is not eligible, so that the caller can
 //! compose the step itself. Opt out with [`set_native_ops`] or the environment variable
 //! `MLX_RS_NATIVE_OPS=0` (the quantized matmul has its own switch,
 //! [`crate::quant::set_native_qmm`]).
@@ -164,16 +164,16 @@ pub fn swiglu(x: &Array) -> Result<Array> {
     }
 }
 
-/// The parameters of [`decode_attention`] besides its arrays.
+/// The parameters of [`cached_attention`] besides its arrays.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct DecodeAttentionParams {
+pub struct CachedAttentionParams {
     /// Query heads.
     pub heads: i32,
     /// Key/value heads (`heads` is a multiple).
     pub kv_heads: i32,
     /// Size of each head (even).
     pub head_dim: i32,
-    /// Position of the new token; the caches hold positions `0..offset`.
+    /// Position of the first new token; the caches hold positions `0..offset`.
     pub offset: i32,
     /// Multiplies `q · k` (usually `head_dim^-0.5`).
     pub scale: f32,
@@ -181,43 +181,47 @@ pub struct DecodeAttentionParams {
     pub norm_eps: f32,
 }
 
-/// The three arrays [`decode_attention`] returns.
+/// The three arrays [`cached_attention`] returns.
 #[derive(Debug, Clone)]
-pub struct DecodeAttentionOutput {
-    /// `[B, 1, heads * head_dim]`, ready for the output projection.
+pub struct CachedAttentionOutput {
+    /// `[B, L, heads * head_dim]`, ready for the output projection.
     pub attention: Array,
-    /// The key cache with the new position written.
+    /// The key cache with the new positions written.
     pub k_cache: Array,
-    /// The value cache with the new position written.
+    /// The value cache with the new positions written.
     pub v_cache: Array,
 }
 
-/// One decoding step of grouped-query attention as a single primitive: takes the fused q/k/v
-/// projection of one token, applies the optional per-head RMS norms (`q_norm`, `k_norm`, as
-/// Qwen3) and RoPE in the "rotate half" layout at position `offset`
-/// (`angle_i = offset * inv_freq[i]`), writes k and v at `offset` into the caches and returns
-/// `softmax(q kᵀ * scale) v` over positions `0..=offset`.
+/// One step of grouped-query attention over a KV cache as a single primitive: takes the
+/// fused q/k/v projection of `L` new tokens (1 when decoding, more for a prefill chunk),
+/// applies the optional per-head RMS norms (`q_norm`, `k_norm`, as Qwen3) and RoPE in the
+/// "rotate half" layout (token `l` at position `offset + l`, `angle_i = position *
+/// inv_freq[i]`), writes k and v at positions `offset..offset + L` into the caches and returns
+/// causal attention `softmax(q kᵀ * scale) v`, token `l` seeing positions `0..=offset + l`.
+/// Long chunks go through BLAS (`cblas_sgemm`) per key/value head; decode spreads the heads
+/// over the native kernels' threads.
 ///
-/// - `qkv`: `[B, 1, (heads + 2 kv_heads) * head_dim]`, q heads then k heads then v heads;
-/// - `k_cache`, `v_cache`: `[B, kv_heads, capacity, head_dim]`, `offset < capacity`;
+/// - `qkv`: `[B, L, (heads + 2 kv_heads) * head_dim]`, q heads then k heads then v heads;
+/// - `k_cache`, `v_cache`: `[B, kv_heads, capacity, head_dim]`, `offset + L <= capacity`;
 /// - `inv_freq`: `[head_dim / 2]`; `q_norm`, `k_norm`: `[head_dim]`.
 ///
+/// Returns `[B, L, heads * head_dim]`, ready for the output projection, and the caches.
 /// The caches are written in place: the returned cache arrays share the input caches'
-/// buffers, so other handles to the same caches see the new position too (positions below
+/// buffers, so other handles to the same caches see the new positions too (positions below
 /// `offset` are never changed). Returns `Ok(None)` when the call is not eligible for the
-/// native primitive (not a CPU stream, not float32, more than one token, native ops off): the
-/// caller then composes the step from MLX's ops. Inconsistent shapes are an error.
+/// native primitive (not a CPU stream, not float32, native ops off): the caller then composes
+/// the step from MLX's ops. Inconsistent shapes are an error.
 ///
 /// ```
-/// use mlx_rs::native::{decode_attention, DecodeAttentionParams};
+/// use mlx_rs::native::{cached_attention, CachedAttentionParams};
 /// use mlx_rs::{Array, Dtype};
 /// // One head of size 2, at position 1; position 0 holds k = (1, 0), v = (0, 0).
 /// let qkv = Array::from_slice(&[1.0f32, 0.0, 1.0, 0.0, 4.0, 8.0], &[1, 1, 6])?;
 /// let k = Array::from_slice(&[1.0f32, 0.0, 0.0, 0.0], &[1, 1, 2, 2])?;
 /// let v = Array::zeros(&[1, 1, 2, 2], Dtype::Float32)?;
 /// let inv_freq = Array::from_slice(&[0.0f32], &[1])?; // no rotation
-/// let p = DecodeAttentionParams { heads: 1, kv_heads: 1, head_dim: 2, offset: 1, scale: 1.0, norm_eps: 1e-6 };
-/// if let Some(out) = decode_attention(&qkv, &k, &v, &inv_freq, None, None, p)? {
+/// let p = CachedAttentionParams { heads: 1, kv_heads: 1, head_dim: 2, offset: 1, scale: 1.0, norm_eps: 1e-6 };
+/// if let Some(out) = cached_attention(&qkv, &k, &v, &inv_freq, None, None, p)? {
 ///     // Both keys equal q: equal weights, so the output is the mean of (0, 0) and (4, 8).
 ///     assert_eq!(out.attention.to_vec::<f32>()?, vec![2.0, 4.0]);
 ///     assert_eq!(out.v_cache.to_vec::<f32>()?, vec![0.0, 0.0, 4.0, 8.0]);
@@ -225,15 +229,15 @@ pub struct DecodeAttentionOutput {
 /// # Ok::<(), mlx_rs::Error>(())
 /// ```
 #[track_caller]
-pub fn decode_attention(
+pub fn cached_attention(
     qkv: &Array,
     k_cache: &Array,
     v_cache: &Array,
     inv_freq: &Array,
     q_norm: Option<&Array>,
     k_norm: Option<&Array>,
-    params: DecodeAttentionParams,
-) -> Result<Option<DecodeAttentionOutput>> {
+    params: CachedAttentionParams,
+) -> Result<Option<CachedAttentionOutput>> {
     if !native_ops_enabled() {
         return Ok(None);
     }
@@ -242,7 +246,7 @@ pub fn decode_attention(
     // SAFETY: valid handles (or null handles for absent norms) and out-parameters we own;
     // the shim validates shapes and parameters before building anything.
     let parts = VectorArray::try_op_stream(|res, s| unsafe {
-        sys::native_ops::mlxrs_decode_attention(
+        sys::native_ops::mlxrs_cached_attention(
             res,
             qkv.as_raw(),
             k_cache.as_raw(),
@@ -265,13 +269,13 @@ pub fn decode_attention(
     }
     let mut parts = parts?.into_iter();
     match (parts.next(), parts.next(), parts.next()) {
-        (Some(attention), Some(k_cache), Some(v_cache)) => Ok(Some(DecodeAttentionOutput {
+        (Some(attention), Some(k_cache), Some(v_cache)) => Ok(Some(CachedAttentionOutput {
             attention,
             k_cache,
             v_cache,
         })),
         _ => Err(Error::InvalidArgument(
-            "decode_attention: the primitive returned fewer than three arrays".into(),
+            "cached_attention: the primitive returned fewer than three arrays".into(),
         )),
     }
 }

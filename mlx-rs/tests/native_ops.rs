@@ -9,7 +9,7 @@
 //! every test holds [`LOCK`] (through [`Native`]) for its whole body and restores the switch.
 
 use mlx_rs::fast::{self, AttentionMask};
-use mlx_rs::native::{self, decode_attention, DecodeAttentionOutput, DecodeAttentionParams};
+use mlx_rs::native::{self, cached_attention, CachedAttentionOutput, CachedAttentionParams};
 use mlx_rs::{s, Array, Dtype, Error};
 use std::sync::{Mutex, MutexGuard};
 
@@ -421,8 +421,8 @@ impl Dims {
     fn cache_shape(&self) -> [i32; 4] {
         [self.b, self.hkv, self.cap, self.d].map(|v| v as i32)
     }
-    fn params(&self, offset: usize) -> DecodeAttentionParams {
-        DecodeAttentionParams {
+    fn params(&self, offset: usize) -> CachedAttentionParams {
+        CachedAttentionParams {
             heads: self.h as i32,
             kv_heads: self.hkv as i32,
             head_dim: self.d as i32,
@@ -589,9 +589,9 @@ fn run_native(
     offset: usize,
     kc: &Array,
     vc: &Array,
-) -> DecodeAttentionOutput {
+) -> CachedAttentionOutput {
     let (qn, kn) = step.norms();
-    decode_attention(
+    cached_attention(
         &step.qkv(dims),
         kc,
         vc,
@@ -630,7 +630,7 @@ fn check_cache(dims: Dims, offset: usize, got: &[f32], want: &[f64], original: &
 const SHAPES: [(usize, usize, usize); 3] = [(1, 1, 2), (4, 2, 8), (9, 3, 64)];
 
 #[test]
-fn decode_attention_matches_reference_and_mlx() {
+fn cached_attention_matches_reference_and_mlx() {
     let n = Native::lock(true);
     let cap = 5;
     let mut seed = 100;
@@ -684,11 +684,11 @@ fn decode_attention_matches_reference_and_mlx() {
     }
 }
 
-/// The caches are written in place (documented behaviour of `decode_attention`): an input
+/// The caches are written in place (documented behaviour of `cached_attention`): an input
 /// cache handle that was evaluated before the call shares its buffer with the returned cache,
 /// so once the result is evaluated it shows the new position too.
 #[test]
-fn decode_attention_writes_caches_in_place() {
+fn cached_attention_writes_caches_in_place() {
     let _n = Native::lock(true);
     let dims = Dims {
         b: 2,
@@ -728,7 +728,7 @@ fn decode_attention_writes_caches_in_place() {
 }
 
 #[test]
-fn decode_attention_gathers_broadcast_and_strided_caches() {
+fn cached_attention_gathers_broadcast_and_strided_caches() {
     let _n = Native::lock(true);
     let dims = Dims {
         b: 2,
@@ -860,7 +860,7 @@ fn decode_attention_gathers_broadcast_and_strided_caches() {
 }
 
 #[test]
-fn decode_attention_consecutive_steps() {
+fn cached_attention_consecutive_steps() {
     let _n = Native::lock(true);
     for (h, hkv, d) in SHAPES {
         for lazy in [false, true] {
@@ -899,7 +899,7 @@ fn decode_attention_consecutive_steps() {
 }
 
 #[test]
-fn decode_attention_declines_ineligible_calls() {
+fn cached_attention_declines_ineligible_calls() {
     let n = Native::lock(false);
     let dims = Dims {
         b: 1,
@@ -913,7 +913,7 @@ fn decode_attention_declines_ineligible_calls() {
     let kc = Array::zeros(&dims.cache_shape(), Dtype::Float32).unwrap();
     let vc = Array::zeros(&dims.cache_shape(), Dtype::Float32).unwrap();
     let call = |qkv: &Array, kc: &Array, vc: &Array| {
-        decode_attention(
+        cached_attention(
             qkv,
             kc,
             vc,
@@ -933,13 +933,10 @@ fn decode_attention_declines_ineligible_calls() {
         .unwrap()
         .is_none());
     assert!(call(&h(&step.qkv(dims)), &kc, &vc).unwrap().is_none());
-    // Two tokens.
-    let two = Array::zeros(&[1, 2, dims.width() as i32], Dtype::Float32).unwrap();
-    assert!(call(&two, &kc, &vc).unwrap().is_none());
 }
 
 #[test]
-fn decode_attention_rejects_inconsistent_shapes() {
+fn cached_attention_rejects_inconsistent_shapes() {
     let _n = Native::lock(true);
     let dims = Dims {
         b: 2,
@@ -955,20 +952,20 @@ fn decode_attention_rejects_inconsistent_shapes() {
     let qkv = step.qkv(dims);
     let f = step.inv_freq();
     let p = dims.params(1);
-    let call = |qkv: &Array, kc: &Array, vc: &Array, f: &Array, p: DecodeAttentionParams| {
-        decode_attention(qkv, kc, vc, f, qn.as_ref(), kn.as_ref(), p)
+    let call = |qkv: &Array, kc: &Array, vc: &Array, f: &Array, p: CachedAttentionParams| {
+        cached_attention(qkv, kc, vc, f, qn.as_ref(), kn.as_ref(), p)
     };
     let bad_width = Array::zeros(&[2, 1, dims.width() as i32 - 8], Dtype::Float32).unwrap();
     assert!(call(&bad_width, &kc, &vc, &f, p).is_err(), "qkv width");
     let bad_batch = Array::zeros(&[1, 1, dims.width() as i32], Dtype::Float32).unwrap();
     assert!(call(&bad_batch, &kc, &vc, &f, p).is_err(), "qkv batch");
     for offset in [4, 5, -1] {
-        let p = DecodeAttentionParams { offset, ..p };
+        let p = CachedAttentionParams { offset, ..p };
         assert!(call(&qkv, &kc, &vc, &f, p).is_err(), "offset {offset}");
     }
-    let p3 = DecodeAttentionParams { kv_heads: 3, ..p };
+    let p3 = CachedAttentionParams { kv_heads: 3, ..p };
     assert!(call(&qkv, &kc, &vc, &f, p3).is_err(), "heads % kv_heads");
-    let podd = DecodeAttentionParams { head_dim: 7, ..p };
+    let podd = CachedAttentionParams { head_dim: 7, ..p };
     assert!(call(&qkv, &kc, &vc, &f, podd).is_err(), "odd head_dim");
     let f5 = arr(&inv_freq(10), &[5]);
     assert!(call(&qkv, &kc, &vc, &f5, p).is_err(), "inv_freq length");
@@ -980,7 +977,7 @@ fn decode_attention_rejects_inconsistent_shapes() {
     assert!(call(&flat, &kc, &vc, &f, p).is_err(), "2-D qkv");
     let bad_norm = arr(&[1.0; 4], &[4]);
     assert!(
-        decode_attention(&qkv, &kc, &vc, &f, Some(&bad_norm), None, p).is_err(),
+        cached_attention(&qkv, &kc, &vc, &f, Some(&bad_norm), None, p).is_err(),
         "q_norm length"
     );
     // The process goes on: a valid call still works.
@@ -997,7 +994,7 @@ fn decode_attention_rejects_inconsistent_shapes() {
 }
 
 #[test]
-fn decode_attention_with_one_array_as_both_caches() {
+fn cached_attention_with_one_array_as_both_caches() {
     // The same (evaluated) buffer passed as k and v cache: the values must get a buffer of their
     // own, so the roped key and the raw value both survive.
     let _n = Native::lock(true);

@@ -1,6 +1,5 @@
 /* C interface of mlx-rs's native CPU primitives for the small fused ops of a decoder step
- * (mlx-sys/kernels/ops_cpu.h): RMS norm, SwiGLU and single-token attention with RoPE and the
- * KV-cache write. MLX 0.32.2 composes these from many primitives on the CPU; each of ours is
+ * (mlx-sys/kernels/ops_cpu.h): RMS norm, SwiGLU and attention with RoPE and the KV-cache write. MLX 0.32.2 composes these from many primitives on the CPU; each of ours is
  * one primitive.
  *
  * Each builder takes mlx-c handles and a stream. When the call is eligible (a CPU stream,
@@ -31,14 +30,15 @@ int mlxrs_rms_norm(mlx_array* res, const mlx_array x, const mlx_array weight, fl
  * axis I. */
 int mlxrs_swiglu(mlx_array* res, const mlx_array x, const mlx_stream s, bool* used_native);
 
-/* One decoding step of grouped-query attention (see mlxrs_ops::decode_attention):
- * qkv [B, 1, (heads + 2 kv_heads) * head_dim], k_cache and v_cache [B, kv_heads, capacity,
- * head_dim] with offset < capacity, inv_freq [head_dim / 2], q_norm / k_norm [head_dim] or null
- * handles. Writes three arrays into `*res`: the attention output [B, 1, heads * head_dim] and
- * the two caches with position `offset` written. The caches are updated in place: the
- * returned cache arrays share the input caches' buffers (positions below `offset` are never
- * changed), and the result depends on them, so later readers see the write. */
-int mlxrs_decode_attention(mlx_vector_array* res, const mlx_array qkv, const mlx_array k_cache,
+/* One step of grouped-query attention over a KV cache (see mlxrs_ops::cached_attention):
+ * qkv [B, L, (heads + 2 kv_heads) * head_dim] (L new tokens: 1 when decoding, a prefill chunk
+ * otherwise), k_cache and v_cache [B, kv_heads, capacity, head_dim] with offset + L <=
+ * capacity, inv_freq [head_dim / 2], q_norm / k_norm [head_dim] or null handles. Writes three
+ * arrays into `*res`: the causal attention output [B, L, heads * head_dim] and the two caches
+ * with positions [offset, offset + L) written. The caches are updated in place: the returned
+ * cache arrays share the input caches' buffers (positions below `offset` are never changed),
+ * and the result depends on them, so later readers see the write. */
+int mlxrs_cached_attention(mlx_vector_array* res, const mlx_array qkv, const mlx_array k_cache,
                            const mlx_array v_cache, const mlx_array inv_freq,
                            const mlx_array q_norm, const mlx_array k_norm, float norm_eps,
                            float scale, int heads, int kv_heads, int head_dim, int offset,
@@ -48,10 +48,10 @@ int mlxrs_decode_attention(mlx_vector_array* res, const mlx_array qkv, const mlx
 void mlxrs_rms_norm_raw(const float* x, const float* w, float eps, float* y, size_t rows,
                         int dim);
 void mlxrs_swiglu_raw(const float* gu, float* y, size_t rows, int inter);
-int mlxrs_decode_attention_raw(const float* qkv, float* k_cache, float* v_cache, float* out,
+int mlxrs_cached_attention_raw(const float* qkv, float* k_cache, float* v_cache, float* out,
                                const float* inv_freq, const float* q_norm, const float* k_norm,
-                               float norm_eps, float scale, int batch, int heads, int kv_heads,
-                               int head_dim, int capacity, int offset);
+                               float norm_eps, float scale, int batch, int tokens, int heads,
+                               int kv_heads, int head_dim, int capacity, int offset);
 
 #ifdef __cplusplus
 }

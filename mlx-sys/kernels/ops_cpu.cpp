@@ -69,76 +69,124 @@ void swiglu(const float* gu, float* y, size_t rows, int inter) {
 
 namespace {
 
-// One (sequence, query head) pair of a decode step: scores, softmax, weighted sum of values.
-struct HeadTask {
-  const DecodeAttention* a;
-  const float* q;        // [batch * heads, head_dim], normed, roped and scaled
+// Rows of attention that share one key/value head: the queries of a group of heads for a
+// range of tokens. Row r is (head h0 + r / tokens, token r % tokens); it sees positions
+// [0, offset + r % tokens].
+struct GroupTask {
+  const CachedAttention* a;
+  const float* q;     // [batch, heads, tokens, head_dim], normed, roped and scaled
   const float* k_cache;
   const float* v_cache;
-  float* out;
-  float* scores;         // [batch * heads, offset + 1]
+  float* out;         // [batch, tokens, heads * head_dim]
+  float* scores;      // per task: rows * (offset + tokens) floats
+  float* o;           // per task: rows * head_dim floats (the sgemm path)
 
+  int rows() const { return (a->heads / a->kv_heads) * a->tokens; }
+
+  // One row of a group (decode: the rows are spread over the pool).
+  static void run_row(void* ctx, int task) {
+    const auto& t = *static_cast<const GroupTask*>(ctx);
+    const int R = t.rows();
+    t.run_rows(task / R, task % R, task % R + 1);
+  }
+
+  // A whole group.
   static void run(void* ctx, int task) {
-    const auto& t = *static_cast<const HeadTask*>(ctx);
-    const DecodeAttention& a = *t.a;
-    const int D = a.head_dim, T = a.offset + 1;
-    const int b = task / a.heads, h = task % a.heads, j = h / (a.heads / a.kv_heads);
+    const auto& t = *static_cast<const GroupTask*>(ctx);
+    t.run_rows(task, 0, t.rows());
+  }
+
+  // Rows [r0, r1) of group `task`; the whole group goes through BLAS when it is large.
+  void run_rows(int task, int r0, int r1) const {
+    const GroupTask& t = *this;
+    const CachedAttention& a = *t.a;
+    const int D = a.head_dim, L = a.tokens, T = a.offset + L, group = a.heads / a.kv_heads;
+    const int b = task / a.kv_heads, j = task % a.kv_heads, R = t.rows();
     const size_t base = (size_t(b) * a.kv_heads + j) * a.capacity * D;
     const float* keys = t.k_cache + base;
     const float* values = t.v_cache + base;
-    const float* qh = t.q + size_t(task) * D;
-    float* sc = t.scores + size_t(task) * T;
-    mlxrs_qmm::active_kernels().attend(qh, keys, values, T, D, sc,
-                                       t.out + size_t(task) * D);
+    // The group's query rows are contiguous in q: heads j*group .. j*group + group - 1.
+    const float* q = t.q + (size_t(b) * a.heads + size_t(j) * group) * L * D;
+    float* sc = t.scores + size_t(task) * R * T;
+    auto out_row = [&](int r) {
+      const int h = j * group + r / L, l = r % L;
+      return t.out + (size_t(b) * L + l) * a.heads * D + size_t(h) * D;
+    };
+    const mlxrs_qmm::SgemmFn sgemm = mlxrs_qmm::blas_sgemm();
+    if (!sgemm || R < 16 || r1 - r0 < R) {
+      for (int r = r0; r < r1; ++r)
+        mlxrs_qmm::active_kernels().attend(q + size_t(r) * D, keys, values,
+                                           a.offset + r % L + 1, D, sc + size_t(r) * T,
+                                           out_row(r));
+      return;
+    }
+    // S = Q K^T over all T positions, causal softmax per row, O = P V.
+    using namespace mlxrs_qmm;
+    sgemm(kRowMajor, kNoTrans, kTrans, R, T, D, 1.0f, q, D, keys, D, 0.0f, sc, T);
+    for (int r = 0; r < R; ++r) {
+      float* row = sc + size_t(r) * T;
+      const int seen = a.offset + r % L + 1;
+      const float inv = softmax_unnormalized(row, seen);
+      for (int p = 0; p < seen; ++p) row[p] *= inv;
+      for (int p = seen; p < T; ++p) row[p] = 0.f;
+    }
+    float* o = t.o + size_t(task) * R * D;
+    sgemm(kRowMajor, kNoTrans, kNoTrans, R, D, T, 1.0f, sc, T, values, D, 0.0f, o, D);
+    for (int r = 0; r < R; ++r) std::memcpy(out_row(r), o + size_t(r) * D, sizeof(float) * D);
   }
 };
 
 }  // namespace
 
 MLXRS_CLONES
-void decode_attention(const DecodeAttention& a, const float* qkv, float* k_cache,
+void cached_attention(const CachedAttention& a, const float* qkv, float* k_cache,
                       float* v_cache, float* out) {
-  const int D = a.head_dim, H = a.heads, Hkv = a.kv_heads, half = D / 2;
-  const int width = (H + 2 * Hkv) * D, T = a.offset + 1;
-  std::vector<float> cosv(half), sinv(half), q(size_t(a.batch) * H * D),
-      scores(size_t(a.batch) * H * T);
-  for (int i = 0; i < half; ++i) {
-    const float angle = float(a.offset) * a.inv_freq[i];
-    cosv[i] = std::cos(angle);
-    sinv[i] = std::sin(angle);
-  }
-  for (int b = 0; b < a.batch; ++b) {
-    const float* row = qkv + size_t(b) * width;
-    // Queries: norm, RoPE, then the softmax scale folded in.
-    for (int h = 0; h < H; ++h) {
-      float* qh = q.data() + (size_t(b) * H + h) * D;
-      if (a.q_norm)
-        rms_row(row + size_t(h) * D, a.q_norm, a.norm_eps, qh, D);
-      else
-        std::memcpy(qh, row + size_t(h) * D, sizeof(float) * D);
-      rope_head(qh, D, cosv.data(), sinv.data());
+  const int D = a.head_dim, H = a.heads, Hkv = a.kv_heads, L = a.tokens, half = D / 2;
+  const int width = (H + 2 * Hkv) * D, T = a.offset + L;
+  std::vector<float> cosv(half), sinv(half), q(size_t(a.batch) * H * L * D);
+  for (int l = 0; l < L; ++l) {
+    const float pos = float(a.offset + l);
+    for (int i = 0; i < half; ++i) {
+      const float angle = pos * a.inv_freq[i];
+      cosv[i] = std::cos(angle);
+      sinv[i] = std::sin(angle);
+    }
+    for (int b = 0; b < a.batch; ++b) {
+      const float* row = qkv + (size_t(b) * L + l) * width;
+      // Queries: norm, RoPE, then the softmax scale folded in; stored [b, h, l, :].
+      for (int h = 0; h < H; ++h) {
+        float* qh = q.data() + ((size_t(b) * H + h) * L + l) * D;
+        if (a.q_norm)
+          rms_row(row + size_t(h) * D, a.q_norm, a.norm_eps, qh, D);
+        else
+          std::memcpy(qh, row + size_t(h) * D, sizeof(float) * D);
+        rope_head(qh, D, cosv.data(), sinv.data());
 #pragma omp simd
-      for (int i = 0; i < D; ++i) qh[i] *= a.scale;
-    }
-    // The new key (norm, RoPE) and value, written at `offset`.
-    for (int j = 0; j < Hkv; ++j) {
-      const size_t at = ((size_t(b) * Hkv + j) * a.capacity + a.offset) * D;
-      const float* kj = row + size_t(H + j) * D;
-      if (a.k_norm)
-        rms_row(kj, a.k_norm, a.norm_eps, k_cache + at, D);
-      else
-        std::memcpy(k_cache + at, kj, sizeof(float) * D);
-      rope_head(k_cache + at, D, cosv.data(), sinv.data());
-      std::memcpy(v_cache + at, row + size_t(H + Hkv + j) * D, sizeof(float) * D);
+        for (int i = 0; i < D; ++i) qh[i] *= a.scale;
+      }
+      // The new key (norm, RoPE) and value, written at their position.
+      for (int j = 0; j < Hkv; ++j) {
+        const size_t at = ((size_t(b) * Hkv + j) * a.capacity + a.offset + l) * D;
+        const float* kj = row + size_t(H + j) * D;
+        if (a.k_norm)
+          rms_row(kj, a.k_norm, a.norm_eps, k_cache + at, D);
+        else
+          std::memcpy(k_cache + at, kj, sizeof(float) * D);
+        rope_head(k_cache + at, D, cosv.data(), sinv.data());
+        std::memcpy(v_cache + at, row + size_t(H + Hkv + j) * D, sizeof(float) * D);
+      }
     }
   }
-  HeadTask task{&a, q.data(), k_cache, v_cache, out, scores.data()};
-  // Heads in parallel once there is enough work to pay for waking the pool.
-  const int tasks = a.batch * H;
-  if (size_t(tasks) * T * D >= 16384)
-    mlxrs_qmm::parallel_for(tasks, HeadTask::run, &task);
+  const int groups = a.batch * Hkv, rows = (H / Hkv) * L;
+  std::vector<float> scores(size_t(groups) * rows * T), o;
+  if (L > 1) o.resize(size_t(groups) * rows * D);
+  GroupTask task{&a, q.data(), k_cache, v_cache, out, scores.data(), o.data()};
+  // Decode: groups in parallel on the kernels' pool once there is enough work to pay for
+  // waking it. Prefill chunks: one group at a time, BLAS threads itself.
+  if (L == 1 && size_t(groups) * rows * T * D >= 16384)
+    mlxrs_qmm::parallel_for(groups * rows, GroupTask::run_row, &task);
   else
-    for (int i = 0; i < tasks; ++i) HeadTask::run(&task, i);
+    for (int g = 0; g < groups; ++g) GroupTask::run(&task, g);
 }
 
 }  // namespace mlxrs_ops
@@ -155,18 +203,18 @@ MLXRS_EXPORT void mlxrs_swiglu_raw(const float* gu, float* y, size_t rows, int i
 }
 
 // Returns 1 (touching nothing) for inconsistent parameters, else 0.
-MLXRS_EXPORT int mlxrs_decode_attention_raw(const float* qkv, float* k_cache, float* v_cache,
+MLXRS_EXPORT int mlxrs_cached_attention_raw(const float* qkv, float* k_cache, float* v_cache,
                                             float* out, const float* inv_freq,
                                             const float* q_norm, const float* k_norm,
-                                            float norm_eps, float scale, int batch, int heads,
-                                            int kv_heads, int head_dim, int capacity,
+                                            float norm_eps, float scale, int batch, int tokens,
+                                            int heads, int kv_heads, int head_dim, int capacity,
                                             int offset) {
-  if (!qkv || !k_cache || !v_cache || !out || !inv_freq || batch < 0 || heads <= 0 ||
-      kv_heads <= 0 || heads % kv_heads != 0 || head_dim <= 0 || head_dim % 2 != 0 ||
-      offset < 0 || offset >= capacity)
+  if (!qkv || !k_cache || !v_cache || !out || !inv_freq || batch < 0 || tokens <= 0 ||
+      heads <= 0 || kv_heads <= 0 || heads % kv_heads != 0 || head_dim <= 0 ||
+      head_dim % 2 != 0 || offset < 0 || capacity - offset < tokens)
     return 1;
-  mlxrs_ops::DecodeAttention a{batch,  heads, kv_heads,  head_dim, capacity, offset,
-                               scale,  norm_eps, inv_freq, q_norm,   k_norm};
-  mlxrs_ops::decode_attention(a, qkv, k_cache, v_cache, out);
+  mlxrs_ops::CachedAttention a{batch,    tokens,   heads,    kv_heads, head_dim, capacity,
+                               offset,   scale,    norm_eps, inv_freq, q_norm,   k_norm};
+  mlxrs_ops::cached_attention(a, qkv, k_cache, v_cache, out);
   return 0;
 }

@@ -114,7 +114,7 @@ class NativeSwiglu : public mx::UnaryPrimitive {
   }
 };
 
-// ---------------------------------------------------------------- decode attention
+// ---------------------------------------------------------------- cached attention
 struct AttentionParams {
   int heads, kv_heads, head_dim, offset;
   float scale, norm_eps;
@@ -122,9 +122,9 @@ struct AttentionParams {
   bool operator==(const AttentionParams&) const = default;
 };
 
-class NativeDecodeAttention : public mx::Primitive {
+class NativeCachedAttention : public mx::Primitive {
  public:
-  NativeDecodeAttention(mx::Stream s, AttentionParams p) : mx::Primitive(s), p_(p) {}
+  NativeCachedAttention(mx::Stream s, AttentionParams p) : mx::Primitive(s), p_(p) {}
 
   // inputs: qkv, k_cache, v_cache, inv_freq[, q_norm][, k_norm]
   // outputs: attention, k_cache (in place), v_cache (in place)
@@ -154,7 +154,8 @@ class NativeDecodeAttention : public mx::Primitive {
     size_t next = 4;
     const float* q_norm = p_.q_norm ? inputs[next++].data<float>() : nullptr;
     const float* k_norm = p_.k_norm ? inputs[next++].data<float>() : nullptr;
-    mlxrs_ops::DecodeAttention a{qkv.shape(0),
+    mlxrs_ops::CachedAttention a{qkv.shape(0),
+                                 qkv.shape(1),
                                  p_.heads,
                                  p_.kv_heads,
                                  p_.head_dim,
@@ -175,19 +176,19 @@ class NativeDecodeAttention : public mx::Primitive {
       if (gk) std::memcpy(kc, kin.row_major(scratch), cache_bytes);
       if (gv) std::memcpy(vc, vin.row_major(scratch), cache_bytes);
       auto* q = static_cast<const float*>(qkv_s.row_major(scratch));
-      mlxrs_ops::decode_attention(a, q, kc, vc, out);
+      mlxrs_ops::cached_attention(a, q, kc, vc, out);
     });
   }
   void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
-    throw std::runtime_error("NativeDecodeAttention has no GPU implementation");
+    throw std::runtime_error("NativeCachedAttention has no GPU implementation");
   }
-  const char* name() const override { return "NativeDecodeAttention"; }
+  const char* name() const override { return "NativeCachedAttention"; }
   bool is_equivalent(const mx::Primitive& other) const override {
-    auto* o = dynamic_cast<const NativeDecodeAttention*>(&other);
+    auto* o = dynamic_cast<const NativeCachedAttention*>(&other);
     return o && o->p_ == p_;
   }
   std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override {
-    return {{inputs[0].shape(0), 1, p_.heads * p_.head_dim}, inputs[1].shape(),
+    return {{inputs[0].shape(0), inputs[0].shape(1), p_.heads * p_.head_dim}, inputs[1].shape(),
             inputs[2].shape()};
   }
 
@@ -246,7 +247,7 @@ MLXRS_EXPORT int mlxrs_swiglu(mlx_array* res, const mlx_array x, const mlx_strea
   });
 }
 
-MLXRS_EXPORT int mlxrs_decode_attention(mlx_vector_array* res, const mlx_array qkv,
+MLXRS_EXPORT int mlxrs_cached_attention(mlx_vector_array* res, const mlx_array qkv,
                                         const mlx_array k_cache, const mlx_array v_cache,
                                         const mlx_array inv_freq, const mlx_array q_norm,
                                         const mlx_array k_norm, float norm_eps, float scale,
@@ -265,30 +266,30 @@ MLXRS_EXPORT int mlxrs_decode_attention(mlx_vector_array* res, const mlx_array q
     for (const auto& a : inputs)
       if (!f32(a)) return;
     if (q.ndim() != 3)
-      throw std::invalid_argument("decode_attention: qkv must be [B, L, width], got " +
+      throw std::invalid_argument("cached_attention: qkv must be [B, L, width], got " +
                                   shape_str(q.shape()));
-    if (!on_cpu(stream) || q.shape(1) != 1) return;
+    if (!on_cpu(stream)) return;
     if (heads <= 0 || kv_heads <= 0 || heads % kv_heads != 0 || head_dim <= 0 ||
         head_dim % 2 != 0)
-      throw std::invalid_argument("decode_attention: heads " + std::to_string(heads) +
+      throw std::invalid_argument("cached_attention: heads " + std::to_string(heads) +
                                   ", kv_heads " + std::to_string(kv_heads) + ", head_dim " +
                                   std::to_string(head_dim) + " are inconsistent");
-    const int B = q.shape(0);
+    const int B = q.shape(0), L = q.shape(1);
     const mx::Shape want{B, kv_heads, kc.ndim() == 4 ? kc.shape(2) : 0, head_dim};
     if (q.shape(2) != (heads + 2 * kv_heads) * head_dim || kc.shape() != want ||
-        vc.shape() != want || offset < 0 || offset >= want[2])
+        vc.shape() != want || L < 1 || offset < 0 || want[2] - offset < L)
       throw std::invalid_argument(
-          "decode_attention: qkv " + shape_str(q.shape()) + ", k_cache " +
+          "cached_attention: qkv " + shape_str(q.shape()) + ", k_cache " +
           shape_str(kc.shape()) + ", v_cache " + shape_str(vc.shape()) + " and offset " +
           std::to_string(offset) + " do not fit heads " + std::to_string(heads) +
           ", kv_heads " + std::to_string(kv_heads) + ", head_dim " + std::to_string(head_dim));
     if (f.ndim() != 1 || f.shape(0) != head_dim / 2)
-      throw std::invalid_argument("decode_attention: inv_freq must be [" +
+      throw std::invalid_argument("cached_attention: inv_freq must be [" +
                                   std::to_string(head_dim / 2) + "], got " +
                                   shape_str(f.shape()));
     for (size_t i = 4; i < inputs.size(); ++i)
       if (inputs[i].ndim() != 1 || inputs[i].shape(0) != head_dim)
-        throw std::invalid_argument("decode_attention: q_norm / k_norm must be [" +
+        throw std::invalid_argument("cached_attention: q_norm / k_norm must be [" +
                                     std::to_string(head_dim) + "], got " +
                                     shape_str(inputs[i].shape()));
     // Small parameter vectors are read in place: make sure they are row-major.
@@ -298,9 +299,9 @@ MLXRS_EXPORT int mlxrs_decode_attention(mlx_vector_array* res, const mlx_array q
     AttentionParams p{heads, kv_heads, head_dim, offset, scale, norm_eps, has(q_norm),
                       has(k_norm)};
     auto outs = mx::array::make_arrays(
-        {{B, 1, heads * head_dim}, kc.shape(), vc.shape()},
+        {{B, L, heads * head_dim}, kc.shape(), vc.shape()},
         {mx::float32, mx::float32, mx::float32},
-        std::make_shared<NativeDecodeAttention>(stream, p), inputs);
+        std::make_shared<NativeCachedAttention>(stream, p), inputs);
     mlx_vector_array_set_(*res, std::move(outs));
     *used_native = true;
   });

@@ -180,13 +180,6 @@ Pool& pool_locked() {
 }
 
 // ---------------------------------------------------------------- BLAS
-typedef void (*sgemm_fn)(int, int, int, int, int, int, float, const float*, int, const float*,
-                         int, float, float*, int);
-sgemm_fn find_sgemm() {
-  // Whatever cblas_sgemm the process resolves (OpenBLAS when linked, else the reference BLAS
-  // of the MLX wheel), looked up at run time so that linking never depends on it.
-  return reinterpret_cast<sgemm_fn>(dlsym(RTLD_DEFAULT, "cblas_sgemm"));
-}
 std::atomic<int> g_gemm_threshold{8};
 
 // ---------------------------------------------------------------- conversions
@@ -246,6 +239,13 @@ struct DequantJob {
 
 }  // namespace
 
+SgemmFn blas_sgemm() {
+  // Whatever cblas_sgemm the process resolves (OpenBLAS when linked, else the reference BLAS
+  // of the MLX wheel), looked up at run time so that linking never depends on it.
+  static const SgemmFn fn = reinterpret_cast<SgemmFn>(dlsym(RTLD_DEFAULT, "cblas_sgemm"));
+  return fn;
+}
+
 const Kernels& active_kernels() { return kernels_for(g_isa.load(std::memory_order_relaxed)); }
 
 void parallel_for(int ntasks, void (*fn)(void*, int), void* ctx) noexcept {
@@ -298,7 +298,7 @@ void compute(const Call& c) noexcept {
   std::unique_lock<std::mutex> lk(g_pool_mu, std::try_to_lock);
   Pool* pool = lk.owns_lock() ? &pool_locked() : nullptr;
   const int threads = pool ? pool->size() : 1;
-  static const sgemm_fn sgemm = find_sgemm();
+  const SgemmFn sgemm = blas_sgemm();
 
   if (sgemm && M > g_gemm_threshold.load(std::memory_order_relaxed)) {
     // Prefill: dequantize tiles of about 4 MB of f32 rows (in the kernel's K order, which is

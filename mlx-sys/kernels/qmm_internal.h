@@ -43,6 +43,13 @@ struct Kernels {
 // The kernel set of the instruction set in use (see mlxrs_qmm_force_isa).
 const Kernels& active_kernels();
 
+// cblas_sgemm(order, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc), as the
+// process resolves it (dlsym), or null when no BLAS is loaded.
+typedef void (*SgemmFn)(int, int, int, int, int, int, float, const float*, int, const float*,
+                        int, float, float*, int);
+SgemmFn blas_sgemm();
+constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
+
 // e^x for x <= 0 (softmax after subtracting the maximum), vectorizable: 2^(x log2 e) split
 // into a power of two and 2^f, |f| <= 1/2, by the degree-6 Taylor polynomial of e^(f ln 2)
 // (relative error below 2e-7). Underflows to 0 below -87.

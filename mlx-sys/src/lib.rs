@@ -36,7 +36,7 @@ mod openblas {
 
 /// The project's own CPU primitives for the small fused ops of a decoder step
 /// (`mlx-sys/kernels/ops_cpu.h`, C interface in `kernels/ops.h`): RMS norm, SwiGLU and
-/// single-token attention with RoPE and the KV-cache write. The builders set `*used_native` to
+/// attention with RoPE and the KV-cache write. The builders set `*used_native` to
 /// false and write nothing when the call is not eligible (not a CPU stream, not float32, ...);
 /// they return 1 after reporting through mlx-c's error handler when MLX fails.
 pub mod native_ops {
@@ -62,9 +62,10 @@ pub mod native_ops {
             used_native: *mut bool,
         ) -> c_int;
 
-        /// One grouped-query attention step with RoPE and the in-place KV-cache write; writes
-        /// `[attention, k_cache, v_cache]` into `res` (see `kernels/ops.h`).
-        pub fn mlxrs_decode_attention(
+        /// One grouped-query attention step (one token or a prefill chunk) with RoPE and the
+        /// in-place KV-cache write; writes `[attention, k_cache, v_cache]` into `res` (see
+        /// `kernels/ops.h`).
+        pub fn mlxrs_cached_attention(
             res: *mut mlx_vector_array,
             qkv: mlx_array,
             k_cache: mlx_array,

@@ -31,10 +31,10 @@ void mlxrs_qmm_set_gemm_threshold(int m);
 void mlxrs_rms_norm_raw(const float* x, const float* w, float eps, float* y, size_t rows,
                         int dim);
 void mlxrs_swiglu_raw(const float* gu, float* y, size_t rows, int inter);
-int mlxrs_decode_attention_raw(const float* qkv, float* k_cache, float* v_cache, float* out,
+int mlxrs_cached_attention_raw(const float* qkv, float* k_cache, float* v_cache, float* out,
                                const float* inv_freq, const float* q_norm, const float* k_norm,
-                               float norm_eps, float scale, int batch, int heads, int kv_heads,
-                               int head_dim, int capacity, int offset);
+                               float norm_eps, float scale, int batch, int tokens, int heads,
+                               int kv_heads, int head_dim, int capacity, int offset);
 }
 
 namespace {
@@ -408,9 +408,9 @@ int run_attn(const AttnCase& c, uint64_t seed, const char* tag) {
   auto qkv0 = qkv.copy(), kc0 = kc.copy(), vc0 = vc.copy(), if0 = inv_freq.copy(),
        qn0 = qn.copy(), kn0 = kn.copy();
   out.nan();
-  int rc = mlxrs_decode_attention_raw(qkv.f(), kc.f(), vc.f(), out.f(), inv_freq.f(),
+  int rc = mlxrs_cached_attention_raw(qkv.f(), kc.f(), vc.f(), out.f(), inv_freq.f(),
                                       c.qn ? qn.f() : nullptr, c.kn ? kn.f() : nullptr, eps,
-                                      c.scale, B, H, Hkv, D, C, off);
+                                      c.scale, B, 1, H, Hkv, D, C, off);
   if (!report(rc == 0, "%s: returned %d", tag, rc)) return 1;
   if (!report(qkv.same(qkv0) && inv_freq.same(if0) && qn.same(qn0) && kn.same(kn0),
               "%s: an input was modified", tag))
@@ -543,10 +543,10 @@ int test_decode_attention_invalid() {
     inv_freq.random(rng, 0, 1), qn.random(rng, 0.5, 1.5), kn.random(rng, 0.5, 1.5);
     out.nan();
     auto qkv0 = qkv.copy(), kc0 = kc.copy(), vc0 = vc.copy(), out0 = out.copy();
-    int rc = mlxrs_decode_attention_raw(
+    int rc = mlxrs_cached_attention_raw(
         c.null_arg == 1 ? nullptr : qkv.f(), c.null_arg == 2 ? nullptr : kc.f(),
         c.null_arg == 3 ? nullptr : vc.f(), c.null_arg == 4 ? nullptr : out.f(),
-        c.null_arg == 5 ? nullptr : inv_freq.f(), qn.f(), kn.f(), 1e-6f, 0.35f, c.batch,
+        c.null_arg == 5 ? nullptr : inv_freq.f(), qn.f(), kn.f(), 1e-6f, 0.35f, c.batch, 1,
         c.heads, c.kv, c.D, c.cap, c.off);
     bool untouched = qkv.same(qkv0) && kc.same(kc0) && vc.same(vc0) && out.same(out0);
     fails += !report(rc == 1 && untouched, "decode_attention invalid (%s): returned %d%s",
@@ -559,8 +559,8 @@ int test_decode_attention_invalid() {
     qkv.random(rng, -1, 1), kc.random(rng, -1, 1), vc.random(rng, -1, 1), inv_freq.random(rng, 0, 1);
     out.nan();
     auto kc0 = kc.copy(), vc0 = vc.copy(), out0 = out.copy();
-    int rc = mlxrs_decode_attention_raw(qkv.f(), kc.f(), vc.f(), out.f(), inv_freq.f(), nullptr,
-                                        nullptr, 1e-6f, 0.35f, 0, 4, 2, 8, 5, 1);
+    int rc = mlxrs_cached_attention_raw(qkv.f(), kc.f(), vc.f(), out.f(), inv_freq.f(), nullptr,
+                                        nullptr, 1e-6f, 0.35f, 0, 1, 4, 2, 8, 5, 1);
     fails += !report(rc == 0 && kc.same(kc0) && vc.same(vc0) && out.same(out0),
                      "decode_attention batch=0: returned %d or wrote", rc);
   }

@@ -7,7 +7,7 @@ use crate::load::BuildOptions;
 use crate::runtime::cache::LayerCache;
 use crate::weights::Weights;
 use mlx_rs::fast::{scaled_dot_product_attention, AttentionMask};
-use mlx_rs::native::DecodeAttentionParams;
+use mlx_rs::native::CachedAttentionParams;
 use mlx_rs::Array;
 
 /// The per-family differences of the attention block.
@@ -100,27 +100,25 @@ impl Attention {
         };
         // [B, L, H·hd] -> [B, L, H, hd]; the per-head norm (Qwen3) acts here, before the
         // transpose to [B, H, L, hd] and RoPE.
-        if l == 1 {
-            // Decode: the fused projection, then one primitive for norms, RoPE, the cache
-            // write and the attention itself (CPU, float32); other cases compose MLX's ops.
-            let qkv = self.qkv_proj.forward_joined(x)?;
-            let params = DecodeAttentionParams {
-                heads: self.heads,
-                kv_heads: self.kv_heads,
-                head_dim: self.head_dim,
-                offset: cache.offset(),
-                scale: self.scale,
-                norm_eps: self.q_norm.as_ref().map_or(0.0, RmsNorm::eps),
-            };
-            if let Some(out) = cache.native_decode(
-                &qkv,
-                self.rope.inv_freq(),
-                self.q_norm.as_ref().map(RmsNorm::weight),
-                self.k_norm.as_ref().map(RmsNorm::weight),
-                params,
-            )? {
-                return self.o_proj.forward(&out);
-            }
+        // The fused projection, then one primitive for the norms, RoPE, the cache write and
+        // the attention itself (CPU, float32); other cases compose MLX's ops below.
+        let qkv = self.qkv_proj.forward_joined(x)?;
+        let params = CachedAttentionParams {
+            heads: self.heads,
+            kv_heads: self.kv_heads,
+            head_dim: self.head_dim,
+            offset: cache.offset(),
+            scale: self.scale,
+            norm_eps: self.q_norm.as_ref().map_or(0.0, RmsNorm::eps),
+        };
+        if let Some(out) = cache.native_step(
+            &qkv,
+            self.rope.inv_freq(),
+            self.q_norm.as_ref().map(RmsNorm::weight),
+            self.k_norm.as_ref().map(RmsNorm::weight),
+            params,
+        )? {
+            return self.o_proj.forward(&out);
         }
         let split = |y: Array, heads: i32, norm: Option<&RmsNorm>| -> Result<Array> {
             let y = y.reshape(&[b, l, heads, self.head_dim])?;
@@ -132,7 +130,7 @@ impl Attention {
         };
         let [q, k, v]: [Array; 3] =
             self.qkv_proj
-                .forward(x)?
+                .split(qkv)?
                 .try_into()
                 .map_err(|parts: Vec<Array>| {
                     Error::InvalidArgument(format!("q/k/v projection gave {} outputs", parts.len()))

@@ -24,13 +24,24 @@ pub enum FusedLinear {
     },
     /// The layers could not be fused (mixed dense/quantized storage, different quantization
     /// parameters, or bias on some parts only): run them one by one.
-    Separate(Vec<Linear>),
+    Separate {
+        /// The layers.
+        parts: Vec<Linear>,
+        /// Cumulative output widths, as for [`FusedLinear::Fused`].
+        split_at: Vec<i32>,
+    },
 }
 
 impl FusedLinear {
     /// Fuses `parts` (their output widths in `out_features`) when they are all dense, or all
     /// quantized with the same group size and bits, and all or none have a bias.
     pub fn fuse(parts: Vec<Linear>, out_features: &[i32]) -> Result<FusedLinear> {
+        let mut split_at = Vec::with_capacity(out_features.len().saturating_sub(1));
+        let mut end = 0;
+        for w in &out_features[..out_features.len().saturating_sub(1)] {
+            end += w;
+            split_at.push(end);
+        }
         let same_bias =
             parts.iter().all(|p| p.bias.is_some()) || parts.iter().all(|p| p.bias.is_none());
         let weight = match parts.first().map(|p| &p.weight) {
@@ -84,7 +95,7 @@ impl FusedLinear {
             _ => None,
         };
         let Some(weight) = weight else {
-            return Ok(FusedLinear::Separate(parts));
+            return Ok(FusedLinear::Separate { parts, split_at });
         };
         let bias = match parts
             .iter()
@@ -94,12 +105,6 @@ impl FusedLinear {
             Some(bs) if !bs.is_empty() => Some(concatenate(&bs, 0)?),
             _ => None,
         };
-        let mut split_at = Vec::with_capacity(out_features.len().saturating_sub(1));
-        let mut end = 0;
-        for w in &out_features[..out_features.len().saturating_sub(1)] {
-            end += w;
-            split_at.push(end);
-        }
         Ok(FusedLinear::Fused {
             linear: Linear { weight, bias },
             split_at,
@@ -112,8 +117,14 @@ impl FusedLinear {
             FusedLinear::Fused { linear, split_at } => {
                 Ok(linear.forward(x)?.split_at(split_at, -1)?)
             }
-            FusedLinear::Separate(parts) => parts.iter().map(|p| p.forward(x)).collect(),
+            FusedLinear::Separate { parts, .. } => parts.iter().map(|p| p.forward(x)).collect(),
         }
+    }
+
+    /// Splits a [`FusedLinear::forward_joined`] output into the parts' outputs.
+    pub fn split(&self, joined: Array) -> Result<Vec<Array>> {
+        let (FusedLinear::Fused { split_at, .. } | FusedLinear::Separate { split_at, .. }) = self;
+        Ok(joined.split_at(split_at, -1)?)
     }
 
     /// The outputs side by side along the last axis, unsplit (what [`FusedLinear::forward`]
@@ -121,7 +132,7 @@ impl FusedLinear {
     pub fn forward_joined(&self, x: &Array) -> Result<Array> {
         match self {
             FusedLinear::Fused { linear, .. } => linear.forward(x),
-            FusedLinear::Separate(parts) => {
+            FusedLinear::Separate { parts, .. } => {
                 let outs = parts
                     .iter()
                     .map(|p| p.forward(x))
@@ -172,7 +183,7 @@ mod tests {
             })
         };
         let fused = FusedLinear::fuse(vec![quantized(4), quantized(8)], &[2, 2]).unwrap();
-        assert!(matches!(fused, FusedLinear::Separate(ref p) if p.len() == 2));
+        assert!(matches!(fused, FusedLinear::Separate { ref parts, .. } if parts.len() == 2));
         let same = FusedLinear::fuse(vec![quantized(4), quantized(4)], &[2, 2]).unwrap();
         assert!(matches!(same, FusedLinear::Fused { .. }));
         let x = Array::ones(&[1, 32], Dtype::Float32).unwrap();

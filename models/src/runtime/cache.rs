@@ -2,7 +2,7 @@
 //! written in place with `slice_update` (no concatenation per token).
 
 use crate::error::{Error, Result};
-use mlx_rs::native::{decode_attention, DecodeAttentionParams};
+use mlx_rs::native::{cached_attention, CachedAttentionParams};
 use mlx_rs::ops::concatenate;
 use mlx_rs::{s, Array, Dtype};
 
@@ -65,37 +65,42 @@ impl LayerCache {
         Ok((k_view, v_view))
     }
 
-    /// One decoding step through the native attention primitive
-    /// ([`mlx_rs::native::decode_attention`]): grows the buffers if needed, lets the primitive
-    /// write position `offset` in place and returns the attention output `[B, 1, heads *
-    /// head_dim]`. `Ok(None)` (nothing changed) when the primitive does not take the call; the
-    /// caller then uses [`LayerCache::update_and_fetch`].
-    pub fn native_decode(
+    /// One attention step through the native primitive ([`mlx_rs::native::cached_attention`])
+    /// for the `L` tokens of `qkv` (`[B, L, width]`): grows the buffers if needed, lets the
+    /// primitive write positions `offset..offset + L` in place and returns the attention output
+    /// `[B, L, heads * head_dim]`. `Ok(None)` (nothing changed) when the primitive does not
+    /// take the call; the caller then uses [`LayerCache::update_and_fetch`].
+    pub fn native_step(
         &mut self,
         qkv: &Array,
         inv_freq: &Array,
         q_norm: Option<&Array>,
         k_norm: Option<&Array>,
-        mut params: DecodeAttentionParams,
+        mut params: CachedAttentionParams,
     ) -> Result<Option<Array>> {
         if !mlx_rs::native::native_ops_enabled() {
             return Ok(None);
         }
-        let b = qkv.shape().first().copied().unwrap_or(0);
-        let shape = [b, params.kv_heads, 1, params.head_dim];
+        let shape = qkv.shape();
+        let [b, l, _] = shape[..] else {
+            return Err(Error::InvalidArgument(format!(
+                "KV cache: qkv must be [B, L, width], got {shape:?}"
+            )));
+        };
+        let like = [b, params.kv_heads, l, params.head_dim];
         let dtype = qkv.dtype();
-        self.reserve(self.offset + 1, &shape, dtype, &shape, dtype)?;
+        self.reserve(self.offset + l, &like, dtype, &like, dtype)?;
         let (Some(keys), Some(values)) = (&self.keys, &self.values) else {
             unreachable!("reserved above")
         };
         params.offset = self.offset;
-        let Some(out) = decode_attention(qkv, keys, values, inv_freq, q_norm, k_norm, params)?
+        let Some(out) = cached_attention(qkv, keys, values, inv_freq, q_norm, k_norm, params)?
         else {
             return Ok(None);
         };
         self.keys = Some(out.k_cache);
         self.values = Some(out.v_cache);
-        self.offset += 1;
+        self.offset += l;
         Ok(Some(out.attention))
     }
 
