@@ -1,5 +1,6 @@
 //! Tests of `mlx_rs::native`: the project's own CPU primitives for RMS norm, SwiGLU and
-//! single-token decode attention (and `fast::rms_norm`, which tries the native primitive first).
+//! cached attention over L new tokens (and `fast::rms_norm`, which tries the native primitive
+//! first).
 //!
 //! Expected values are computed here in f64 from the input values and the definitions (RMS
 //! norm, `silu(gate) * up`, per-head RMS norm + rotate-half RoPE + softmax attention), and the
@@ -400,7 +401,7 @@ fn swiglu_errors_and_fallbacks() {
     assert_close(&f32s(&y), &want, 2e-2, 2e-2, "bfloat16");
 }
 
-// ------------------------------------------------------------------------------ decode attention
+// ------------------------------------------------------------------------------ cached attention
 
 #[derive(Clone, Copy, Debug)]
 struct Dims {
@@ -439,8 +440,9 @@ fn inv_freq(d: usize) -> Vec<f32> {
         .collect()
 }
 
-/// The inputs of one step besides the caches.
+/// The inputs of one call besides the caches: `tokens` new tokens per sequence.
 struct StepData {
+    tokens: usize,
     qkv: Vec<f32>,
     inv_freq: Vec<f32>,
     q_norm: Option<Vec<f32>>,
@@ -448,8 +450,14 @@ struct StepData {
 }
 
 impl StepData {
+    /// One decode token per sequence.
     fn new(dims: Dims, norms: bool, seed: u64) -> StepData {
-        let qkv: Vec<f32> = data(dims.b * dims.width(), seed)
+        StepData::chunk(dims, 1, norms, seed)
+    }
+
+    /// A chunk of `tokens` new tokens per sequence.
+    fn chunk(dims: Dims, tokens: usize, norms: bool, seed: u64) -> StepData {
+        let qkv: Vec<f32> = data(dims.b * tokens * dims.width(), seed)
             .iter()
             .map(|v| v * 2.0)
             .collect();
@@ -460,6 +468,7 @@ impl StepData {
                 .collect::<Vec<_>>()
         };
         StepData {
+            tokens,
             qkv,
             inv_freq: inv_freq(dims.d),
             q_norm: norms.then(|| norm(seed + 1000)),
@@ -468,7 +477,10 @@ impl StepData {
     }
 
     fn qkv(&self, dims: Dims) -> Array {
-        arr(&self.qkv, &[dims.b as i32, 1, dims.width() as i32])
+        arr(
+            &self.qkv,
+            &[dims.b as i32, self.tokens as i32, dims.width() as i32],
+        )
     }
     fn inv_freq(&self) -> Array {
         arr(&self.inv_freq, &[self.inv_freq.len() as i32])
@@ -479,8 +491,9 @@ impl StepData {
     }
 }
 
-/// One step in f64: writes position `offset` of the caches (`[B, Hkv, cap, D]`) and returns
-/// the attention output `[B, H * D]`.
+/// One call in f64: writes positions `offset..offset + L` of the caches (`[B, Hkv, cap, D]`)
+/// and returns the causal attention output `[B, L, H * D]` (token `l` at position
+/// `offset + l`, seeing positions `0..=offset + l`).
 fn attention_ref(
     dims: Dims,
     step: &StepData,
@@ -489,6 +502,7 @@ fn attention_ref(
     vc: &mut [f64],
 ) -> Vec<f64> {
     let Dims { b, h, hkv, d, cap } = dims;
+    let tokens = step.tokens;
     let half = d / 2;
     let scale = 1.0 / (d as f64).sqrt();
     let eps = 1e-6;
@@ -498,53 +512,67 @@ fn attention_ref(
             None => widen(x),
         }
     };
-    let rope = |v: &mut [f64]| {
+    let rope = |v: &mut [f64], pos: usize| {
         for i in 0..half {
-            let angle = offset as f64 * step.inv_freq[i] as f64;
+            let angle = pos as f64 * step.inv_freq[i] as f64;
             let (x1, x2) = (v[i], v[i + half]);
             v[i] = x1 * angle.cos() - x2 * angle.sin();
             v[i + half] = x2 * angle.cos() + x1 * angle.sin();
         }
     };
     let at = |bi: usize, j: usize, t: usize| ((bi * hkv + j) * cap + t) * d;
-    let mut out = Vec::with_capacity(b * h * d);
+    let row = |bi: usize, l: usize| {
+        let start = (bi * tokens + l) * dims.width();
+        &step.qkv[start..start + dims.width()]
+    };
+    // Every new key and value first: token l only reads positions up to its own.
     for bi in 0..b {
-        let row = &step.qkv[bi * dims.width()..(bi + 1) * dims.width()];
-        for j in 0..hkv {
-            let mut k = head_norm(&row[(h + j) * d..(h + j + 1) * d], &step.k_norm);
-            rope(&mut k);
-            let p = at(bi, j, offset);
-            kc[p..p + d].copy_from_slice(&k);
-            let v = &row[(h + hkv + j) * d..(h + hkv + j + 1) * d];
-            vc[p..p + d].copy_from_slice(&widen(v));
+        for l in 0..tokens {
+            let row = row(bi, l);
+            for j in 0..hkv {
+                let mut k = head_norm(&row[(h + j) * d..(h + j + 1) * d], &step.k_norm);
+                rope(&mut k, offset + l);
+                let p = at(bi, j, offset + l);
+                kc[p..p + d].copy_from_slice(&k);
+                let v = &row[(h + hkv + j) * d..(h + hkv + j + 1) * d];
+                vc[p..p + d].copy_from_slice(&widen(v));
+            }
         }
-        for hi in 0..h {
-            let mut q = head_norm(&row[hi * d..(hi + 1) * d], &step.q_norm);
-            rope(&mut q);
-            let j = hi / (h / hkv);
-            let scores: Vec<f64> = (0..=offset)
-                .map(|t| {
-                    let k = &kc[at(bi, j, t)..at(bi, j, t) + d];
-                    scale * q.iter().zip(k).map(|(a, b)| a * b).sum::<f64>()
-                })
-                .collect();
-            let mx = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let e: Vec<f64> = scores.iter().map(|s| (s - mx).exp()).collect();
-            let z: f64 = e.iter().sum();
-            for i in 0..d {
-                out.push(
-                    (0..=offset)
-                        .map(|t| e[t] / z * vc[at(bi, j, t) + i])
-                        .sum::<f64>(),
-                );
+    }
+    let mut out = Vec::with_capacity(b * tokens * h * d);
+    for bi in 0..b {
+        for l in 0..tokens {
+            let row = row(bi, l);
+            let seen = offset + l + 1;
+            for hi in 0..h {
+                let mut q = head_norm(&row[hi * d..(hi + 1) * d], &step.q_norm);
+                rope(&mut q, offset + l);
+                let j = hi / (h / hkv);
+                let scores: Vec<f64> = (0..seen)
+                    .map(|t| {
+                        let k = &kc[at(bi, j, t)..at(bi, j, t) + d];
+                        scale * q.iter().zip(k).map(|(a, b)| a * b).sum::<f64>()
+                    })
+                    .collect();
+                let mx = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let e: Vec<f64> = scores.iter().map(|s| (s - mx).exp()).collect();
+                let z: f64 = e.iter().sum();
+                for i in 0..d {
+                    out.push(
+                        (0..seen)
+                            .map(|t| e[t] / z * vc[at(bi, j, t) + i])
+                            .sum::<f64>(),
+                    );
+                }
             }
         }
     }
     out
 }
 
-/// The same step composed from MLX's ops (`fast::rms_norm`, `fast::rope` with base 10000,
-/// `slice_update`, `fast::scaled_dot_product_attention`); call with native ops off.
+/// The same call composed from MLX's ops (`fast::rms_norm`, `fast::rope` with base 10000 at
+/// `offset`, `slice_update`, `fast::scaled_dot_product_attention` with MLX's causal mask, which
+/// aligns the L queries with the last L of the `offset + L` keys); call with native ops off.
 fn attention_mlx(
     dims: Dims,
     step: &StepData,
@@ -553,10 +581,10 @@ fn attention_mlx(
     vc: &Array,
 ) -> (Array, Array, Array) {
     let (b, h, hkv, d) = (dims.b as i32, dims.h as i32, dims.hkv as i32, dims.d as i32);
-    let off = offset as i32;
-    let x = step.qkv(dims).reshape(&[b, 1, h + 2 * hkv, d]).unwrap();
+    let (off, l) = (offset as i32, step.tokens as i32);
+    let x = step.qkv(dims).reshape(&[b, l, h + 2 * hkv, d]).unwrap();
     let parts = x.split_at(&[h, h + hkv], 2).unwrap();
-    let heads = |a: &Array| a.transpose(&[0, 2, 1, 3]).unwrap(); // [B, heads, 1, D]
+    let heads = |a: &Array| a.transpose(&[0, 2, 1, 3]).unwrap(); // [B, heads, L, D]
     let (mut q, mut k, v) = (heads(&parts[0]), heads(&parts[1]), heads(&parts[2]));
     let (qn, kn) = step.norms();
     if let Some(w) = &qn {
@@ -567,18 +595,22 @@ fn attention_mlx(
     }
     let q = fast::rope(&q, d, false, Some(10000.0), 1.0, off, None).unwrap();
     let k = fast::rope(&k, d, false, Some(10000.0), 1.0, off, None).unwrap();
-    let (start, stop) = ([0, 0, off, 0], [b, hkv, off + 1, d]);
+    let (start, stop) = ([0, 0, off, 0], [b, hkv, off + l, d]);
     let kc = kc.slice_update(&k, &start, &stop, &[1; 4]).unwrap();
     let vc = vc.slice_update(&v, &start, &stop, &[1; 4]).unwrap();
-    let keys = kc.slice(s![.., .., ..off + 1, ..]).unwrap();
-    let values = vc.slice(s![.., .., ..off + 1, ..]).unwrap();
+    let keys = kc.slice(s![.., .., ..off + l, ..]).unwrap();
+    let values = vc.slice(s![.., .., ..off + l, ..]).unwrap();
     let scale = 1.0 / (d as f32).sqrt();
-    let o =
-        fast::scaled_dot_product_attention(&q, &keys, &values, scale, AttentionMask::None).unwrap();
+    let mask = if l > 1 {
+        AttentionMask::Causal
+    } else {
+        AttentionMask::None
+    };
+    let o = fast::scaled_dot_product_attention(&q, &keys, &values, scale, mask).unwrap();
     let o = o
         .transpose(&[0, 2, 1, 3])
         .unwrap()
-        .reshape(&[b, 1, h * d])
+        .reshape(&[b, l, h * d])
         .unwrap();
     (o, kc, vc)
 }
@@ -604,14 +636,28 @@ fn run_native(
     .expect("eligible call took the native path")
 }
 
-/// Checks a returned cache against the reference: position `offset` within tolerance, every
-/// other position bit-for-bit the original.
+/// Checks a returned cache after a one-token call (see [`check_written`]).
 #[track_caller]
 fn check_cache(dims: Dims, offset: usize, got: &[f32], want: &[f64], original: &[f32], what: &str) {
+    check_written(dims, offset, 1, got, want, original, what);
+}
+
+/// Checks a returned cache against the reference: positions `offset..offset + tokens` within
+/// tolerance, every other position bit-for-bit the original.
+#[track_caller]
+fn check_written(
+    dims: Dims,
+    offset: usize,
+    tokens: usize,
+    got: &[f32],
+    want: &[f64],
+    original: &[f32],
+    what: &str,
+) {
     assert_eq!(got.len(), dims.cache_len(), "{what}: length");
     for (i, &g) in got.iter().enumerate() {
         let t = (i / dims.d) % dims.cap;
-        if t == offset {
+        if (offset..offset + tokens).contains(&t) {
             assert!(
                 (g as f64 - want[i]).abs() <= 1e-5 + 1e-5 * want[i].abs(),
                 "{what}: element {i} (position {t}): got {g}, want {}",
@@ -629,6 +675,60 @@ fn check_cache(dims: Dims, offset: usize, got: &[f32], want: &[f64], original: &
 
 const SHAPES: [(usize, usize, usize); 3] = [(1, 1, 2), (4, 2, 8), (9, 3, 64)];
 
+/// One call on random caches: the native output and caches against the f64 reference (every
+/// written position, every other position unchanged) and against MLX's own composition.
+fn check_against_reference_and_mlx(
+    n: &Native,
+    dims: Dims,
+    step: &StepData,
+    offset: usize,
+    seed: u64,
+    what: &str,
+) {
+    let l = step.tokens;
+    let k0 = data(dims.cache_len(), seed + 5000);
+    let v0: Vec<f32> = data(dims.cache_len(), seed + 6000)
+        .iter()
+        .map(|v| v * 3.0)
+        .collect();
+    let (mut kr, mut vr) = (widen(&k0), widen(&v0));
+    let want = attention_ref(dims, step, offset, &mut kr, &mut vr);
+
+    n.set(true);
+    let kc = arr(&k0, &dims.cache_shape());
+    let vc = arr(&v0, &dims.cache_shape());
+    let out = run_native(dims, step, offset, &kc, &vc);
+    assert_eq!(
+        out.attention.shape(),
+        vec![dims.b as i32, l as i32, (dims.h * dims.d) as i32]
+    );
+    assert_eq!(out.k_cache.shape(), dims.cache_shape().to_vec());
+    assert_eq!(out.v_cache.shape(), dims.cache_shape().to_vec());
+    let att = out.attention.to_vec::<f32>().unwrap();
+    assert_close(&att, &want, 1e-4, 1e-5, &format!("attention {what}"));
+    let kgot = out.k_cache.to_vec::<f32>().unwrap();
+    let vgot = out.v_cache.to_vec::<f32>().unwrap();
+    check_written(dims, offset, l, &kgot, &kr, &k0, &format!("k {what}"));
+    check_written(dims, offset, l, &vgot, &vr, &v0, &format!("v {what}"));
+
+    n.set(false);
+    let kc2 = arr(&k0, &dims.cache_shape());
+    let vc2 = arr(&v0, &dims.cache_shape());
+    let (o, km, vm) = attention_mlx(dims, step, offset, &kc2, &vc2);
+    let mlx = o.to_vec::<f32>().unwrap();
+    assert_close(&mlx, &want, 1e-4, 1e-5, &format!("mlx attention {what}"));
+    assert_close(&att, &widen(&mlx), 1e-4, 1e-5, &format!("vs mlx {what}"));
+    assert_close(
+        &kgot,
+        &widen(&km.to_vec::<f32>().unwrap()),
+        1e-5,
+        1e-5,
+        &format!("k vs mlx {what}"),
+    );
+    assert_eq!(vgot, vm.to_vec::<f32>().unwrap(), "v vs mlx {what}");
+    n.set(true);
+}
+
 #[test]
 fn cached_attention_matches_reference_and_mlx() {
     let n = Native::lock(true);
@@ -642,46 +742,171 @@ fn cached_attention_matches_reference_and_mlx() {
                     seed += 1;
                     let what = format!("{dims:?} offset {offset} norms {norms}");
                     let step = StepData::new(dims, norms, seed);
-                    let k0 = data(dims.cache_len(), seed + 5000);
-                    let v0: Vec<f32> = data(dims.cache_len(), seed + 6000)
-                        .iter()
-                        .map(|v| v * 3.0)
-                        .collect();
-                    let (mut kr, mut vr) = (widen(&k0), widen(&v0));
-                    let want = attention_ref(dims, &step, offset, &mut kr, &mut vr);
-
-                    n.set(true);
-                    let kc = arr(&k0, &dims.cache_shape());
-                    let vc = arr(&v0, &dims.cache_shape());
-                    let out = run_native(dims, &step, offset, &kc, &vc);
-                    assert_eq!(out.attention.shape(), vec![b as i32, 1, (h * d) as i32]);
-                    assert_eq!(out.k_cache.shape(), dims.cache_shape().to_vec());
-                    let att = out.attention.to_vec::<f32>().unwrap();
-                    assert_close(&att, &want, 1e-4, 1e-5, &format!("attention {what}"));
-                    let kgot = out.k_cache.to_vec::<f32>().unwrap();
-                    let vgot = out.v_cache.to_vec::<f32>().unwrap();
-                    check_cache(dims, offset, &kgot, &kr, &k0, &format!("k {what}"));
-                    check_cache(dims, offset, &vgot, &vr, &v0, &format!("v {what}"));
-
-                    n.set(false);
-                    let kc2 = arr(&k0, &dims.cache_shape());
-                    let vc2 = arr(&v0, &dims.cache_shape());
-                    let (o, km, vm) = attention_mlx(dims, &step, offset, &kc2, &vc2);
-                    let mlx = o.to_vec::<f32>().unwrap();
-                    assert_close(&mlx, &want, 1e-4, 1e-5, &format!("mlx attention {what}"));
-                    assert_close(&att, &widen(&mlx), 1e-4, 1e-5, &format!("vs mlx {what}"));
-                    assert_close(
-                        &kgot,
-                        &widen(&km.to_vec::<f32>().unwrap()),
-                        1e-5,
-                        1e-5,
-                        &format!("k vs mlx {what}"),
-                    );
-                    assert_eq!(vgot, vm.to_vec::<f32>().unwrap(), "v vs mlx {what}");
+                    check_against_reference_and_mlx(&n, dims, &step, offset, seed, &what);
                 }
             }
         }
     }
+}
+
+/// Chunks of L > 1 tokens. The rows of a key/value head group are (heads / kv_heads) * L: below
+/// 16 they take the per-row loops, from 16 on the BLAS path (S = Q Kᵀ, causal softmax, P V)
+/// when the process has `cblas_sgemm`. Over SHAPES (groups 1, 2, 3) and L in {2, 3, 8, 17}:
+/// rows 2..9 (loops) and 16, 17, 24, 34, 51 (BLAS); the last offset fills the cache exactly.
+#[test]
+fn cached_attention_chunks_match_reference_and_mlx() {
+    let n = Native::lock(true);
+    let mut seed = 400;
+    let (mut loops, mut blas) = (0, 0);
+    for (h, hkv, d) in SHAPES {
+        for l in [2, 3, 8, 17] {
+            if (h / hkv) * l >= 16 {
+                blas += 1;
+            } else {
+                loops += 1;
+            }
+            for b in [1, 2] {
+                let cap = l + 4;
+                let dims = Dims { b, h, hkv, d, cap };
+                for offset in [0, 1, 4] {
+                    for norms in [false, true] {
+                        seed += 1;
+                        let rows = (h / hkv) * l;
+                        let what =
+                            format!("{dims:?} L {l} (rows {rows}) offset {offset} norms {norms}");
+                        let step = StepData::chunk(dims, l, norms, seed);
+                        check_against_reference_and_mlx(&n, dims, &step, offset, seed, &what);
+                    }
+                }
+            }
+        }
+    }
+    assert!(loops > 0 && blas > 0, "both paths are covered");
+}
+
+/// A prefill chunk of 5 tokens, then three decode steps fed the returned caches, against the
+/// reference run over the same steps; eager and lazy (the whole chain evaluated at the end).
+#[test]
+fn cached_attention_prefill_then_decode() {
+    let _n = Native::lock(true);
+    // (8, 2, 16): 4 heads per group, 20 rows in the chunk: the BLAS path.
+    for (h, hkv, d) in SHAPES.into_iter().chain([(8, 2, 16)]) {
+        for lazy in [false, true] {
+            let dims = Dims {
+                b: 2,
+                h,
+                hkv,
+                d,
+                cap: 8,
+            };
+            let mut kc = Array::zeros(&dims.cache_shape(), Dtype::Float32).unwrap();
+            let mut vc = Array::zeros(&dims.cache_shape(), Dtype::Float32).unwrap();
+            let mut kr = vec![0f64; dims.cache_len()];
+            let mut vr = vec![0f64; dims.cache_len()];
+            let (mut outs, mut wants) = (Vec::new(), Vec::new());
+            let steps = [(0, 5), (5, 1), (6, 1), (7, 1)];
+            for (i, &(offset, l)) in steps.iter().enumerate() {
+                let step = StepData::chunk(dims, l, true, 700 + 10 * i as u64);
+                wants.push(attention_ref(dims, &step, offset, &mut kr, &mut vr));
+                let out = run_native(dims, &step, offset, &kc, &vc);
+                assert_eq!(out.attention.shape(), vec![2, l as i32, (h * d) as i32]);
+                if !lazy {
+                    out.attention.eval().unwrap();
+                }
+                kc = out.k_cache;
+                vc = out.v_cache;
+                outs.push(out.attention);
+            }
+            for (i, (o, w)) in outs.iter().zip(&wants).enumerate() {
+                let what = format!("{dims:?} lazy {lazy} call {i} {:?}", steps[i]);
+                assert_close(&o.to_vec::<f32>().unwrap(), w, 1e-4, 1e-5, &what);
+            }
+            let what = format!("{dims:?} lazy {lazy}");
+            assert_close(
+                &kc.to_vec::<f32>().unwrap(),
+                &kr,
+                1e-5,
+                1e-5,
+                &format!("k {what}"),
+            );
+            assert_close(
+                &vc.to_vec::<f32>().unwrap(),
+                &vr,
+                0.0,
+                0.0,
+                &format!("v {what}"),
+            );
+        }
+    }
+}
+
+/// `offset + L > capacity` and an empty chunk (L = 0) are inconsistent shapes: errors (the
+/// shim rejects them before building anything), and the process goes on.
+#[test]
+fn cached_attention_rejects_chunks_that_do_not_fit() {
+    let _n = Native::lock(true);
+    let dims = Dims {
+        b: 2,
+        h: 4,
+        hkv: 2,
+        d: 8,
+        cap: 6,
+    };
+    let kc = Array::zeros(&dims.cache_shape(), Dtype::Float32).unwrap();
+    let vc = Array::zeros(&dims.cache_shape(), Dtype::Float32).unwrap();
+    let call = |step: &StepData, offset: usize| {
+        let (qn, kn) = step.norms();
+        cached_attention(
+            &step.qkv(dims),
+            &kc,
+            &vc,
+            &step.inv_freq(),
+            qn.as_ref(),
+            kn.as_ref(),
+            dims.params(offset),
+        )
+    };
+    for (l, offset) in [(3, 4), (3, 6), (7, 0), (2, 5), (17, 0)] {
+        let step = StepData::chunk(dims, l, true, 900 + l as u64);
+        assert!(
+            call(&step, offset).is_err(),
+            "L {l} offset {offset} capacity {}",
+            dims.cap
+        );
+    }
+    // L = 0: qkv [B, 0, width].
+    for offset in [0, 3, 6] {
+        let empty = StepData::chunk(dims, 0, true, 950);
+        assert_eq!(empty.qkv(dims).shape(), vec![2, 0, dims.width() as i32]);
+        assert!(call(&empty, offset).is_err(), "L 0 offset {offset}");
+    }
+    // The largest chunk that fits still works, and the caches were never written.
+    assert_eq!(kc.to_vec::<f32>().unwrap(), vec![0f32; dims.cache_len()]);
+    assert_eq!(vc.to_vec::<f32>().unwrap(), vec![0f32; dims.cache_len()]);
+    let step = StepData::chunk(dims, 3, true, 960);
+    let (mut kr, mut vr) = (vec![0f64; dims.cache_len()], vec![0f64; dims.cache_len()]);
+    let want = attention_ref(dims, &step, 3, &mut kr, &mut vr);
+    let out = run_native(dims, &step, 3, &kc, &vc);
+    assert_close(&f32s(&out.attention), &want, 1e-4, 1e-5, "L 3 offset 3");
+    let zeros = vec![0f32; dims.cache_len()];
+    check_written(
+        dims,
+        3,
+        3,
+        &f32s(&out.k_cache),
+        &kr,
+        &zeros,
+        "k L 3 offset 3",
+    );
+    check_written(
+        dims,
+        3,
+        3,
+        &f32s(&out.v_cache),
+        &vr,
+        &zeros,
+        "v L 3 offset 3",
+    );
 }
 
 /// The caches are written in place (documented behaviour of `cached_attention`): an input

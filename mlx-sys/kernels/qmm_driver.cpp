@@ -45,12 +45,17 @@ const Kernels& kernels_for(int isa) {
 }
 
 // ---------------------------------------------------------------- thread pool
-// Persistent workers. A job is (fn, ctx, ntasks); the submitter and the workers take task
-// indices from one atomic counter. Each job bumps a generation number; every worker
-// acknowledges every generation (pending_), so none can skip one, and workers start from
-// generation 0, the value before any job, so none can miss the first. After a job, workers
-// spin for a short while (cheap wake-up for back-to-back decode matmuls) unless the job asked
-// not to (the prefill path, whose sgemm runs OpenBLAS's own threads next), then sleep.
+// Persistent workers. A job is (fn, ctx, ntasks). Tasks are claimed by compare-and-swap on
+// one 64-bit word describing the current job: generation (16 bits) | ntasks (24) | next index
+// (24). A claim succeeds only against the word as it is now, so it is always a task of the
+// current job, and that job's fn/ctx (written before the word is published, read after the
+// claim) cannot change until the claimed task has completed, because the next job starts only
+// once every task of this one has. A worker that wakes late (descheduled on a busy machine)
+// either helps with the current job or finds nothing to do: it never blocks the submitter,
+// which claims tasks itself and waits only for claimed tasks to complete. After a job,
+// workers spin for a short while (cheap wake-up for back-to-back decode matmuls) unless the
+// job asked not to (the prefill path, whose sgemm runs OpenBLAS's own threads next), then
+// sleep.
 // How long an idle worker spins before sleeping: MLX_RS_QMM_SPIN_US, default 200 µs.
 std::chrono::microseconds spin_budget() {
   static const std::chrono::microseconds budget = [] {
@@ -79,25 +84,30 @@ class Pool {
   }
   int size() const { return int(threads_.size()) + 1; }
 
-  // Runs fn(ctx, i) for every i in [0, ntasks) and returns when all have finished.
+  // Runs fn(ctx, i) for every i in [0, ntasks) and returns when all have finished. One caller
+  // at a time (the callers hold g_pool_mu).
   void run(void (*fn)(void*, int), void* ctx, int ntasks, bool spin_after) {
     if (threads_.empty() || ntasks <= 1) {
       for (int i = 0; i < ntasks; ++i) fn(ctx, i);
       return;
     }
+    if (ntasks >= (1 << 24)) {  // does not fit the claim word: run it here
+      for (int i = 0; i < ntasks; ++i) fn(ctx, i);
+      return;
+    }
+    const uint64_t g = gen_.load(std::memory_order_relaxed) + 1;
     fn_ = fn;
     ctx_ = ctx;
-    ntasks_ = ntasks;
-    spin_ = spin_after;
-    next_.store(0, std::memory_order_relaxed);
-    pending_.store(int(threads_.size()), std::memory_order_relaxed);
+    spin_.store(spin_after, std::memory_order_relaxed);
+    done_.store(0, std::memory_order_relaxed);
+    next_.store((g & 0xffff) << 48 | uint64_t(ntasks) << 24, std::memory_order_release);
     {
       std::lock_guard<std::mutex> lk(mu_);
-      gen_.fetch_add(1, std::memory_order_release);
+      gen_.store(g, std::memory_order_release);
     }
     cv_.notify_all();
-    work();
-    for (int spins = 0; pending_.load(std::memory_order_acquire) != 0; ++spins) {
+    help();
+    for (int spins = 0; done_.load(std::memory_order_acquire) != ntasks; ++spins) {
       if (spins > 2000) std::this_thread::yield();
 #if defined(__x86_64__)
       else __builtin_ia32_pause();
@@ -106,8 +116,19 @@ class Pool {
   }
 
  private:
-  void work() {
-    for (int i; (i = next_.fetch_add(1, std::memory_order_relaxed)) < ntasks_;) fn_(ctx_, i);
+  // Claims and runs tasks of whatever job next_ describes until none is left.
+  void help() {
+    uint64_t v = next_.load(std::memory_order_acquire);
+    for (;;) {
+      const uint32_t index = uint32_t(v & 0xffffff), count = uint32_t(v >> 24 & 0xffffff);
+      if (index >= count) return;
+      if (next_.compare_exchange_weak(v, v + 1, std::memory_order_acq_rel,
+                                      std::memory_order_acquire)) {
+        fn_(ctx_, int(index));
+        done_.fetch_add(1, std::memory_order_release);
+        v = next_.load(std::memory_order_acquire);
+      }
+    }
   }
   void worker() {
     uint64_t seen = 0;
@@ -117,8 +138,8 @@ class Pool {
       // Spin (reading the clock only every 128 pauses: clock_gettime itself costs CPU time that
       // the stream thread and the graph-building thread need on a small machine), then sleep.
       for (unsigned spins = 1; (g = gen_.load(std::memory_order_acquire)) == seen; ++spins) {
-        if (spin_ && ((spins & 127) != 0 ||
-                      std::chrono::steady_clock::now() - t0 < spin_budget())) {
+        if (spin_.load(std::memory_order_relaxed) &&
+            ((spins & 127) != 0 || std::chrono::steady_clock::now() - t0 < spin_budget())) {
 #if defined(__x86_64__)
           __builtin_ia32_pause();
 #endif
@@ -132,18 +153,17 @@ class Pool {
         std::lock_guard<std::mutex> lk(mu_);
         if (stop_) return;
       }
-      work();
-      pending_.fetch_sub(1, std::memory_order_acq_rel);
+      help();
     }
   }
 
   std::mutex mu_;
   std::condition_variable cv_;
   std::atomic<uint64_t> gen_{0};
-  std::atomic<int> next_{0}, pending_{0};
+  std::atomic<uint64_t> next_{0};  // generation:16 | ntasks:24 | next index:24
+  std::atomic<int> done_{0};       // tasks of the current job completed
   void (*fn_)(void*, int) = nullptr;
   void* ctx_ = nullptr;
-  int ntasks_ = 0;
   std::atomic<bool> spin_{true};
   bool stop_ = false;
   std::vector<std::thread> threads_;

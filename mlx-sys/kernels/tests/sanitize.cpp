@@ -370,14 +370,14 @@ int test_ops_void_degenerate() {
 }
 
 struct AttnCase {
-  int batch, heads, kv_heads, head_dim, capacity, offset;
+  int batch, tokens, heads, kv_heads, head_dim, capacity, offset;
   bool qn, kn;
   float scale;
 };
 
-// Double reference of one head's RMS norm (w may be null) and rotate-half RoPE.
-std::vector<double> ref_norm_rope(const float* x, const float* w, double eps, int D,
-                                  int offset, const float* inv_freq) {
+// Double reference of one head's RMS norm (w may be null) and rotate-half RoPE at `pos`.
+std::vector<double> ref_norm_rope(const float* x, const float* w, double eps, int D, int pos,
+                                  const float* inv_freq) {
   std::vector<double> v(x, x + D);
   if (w) {
     double ss = 0;
@@ -387,7 +387,7 @@ std::vector<double> ref_norm_rope(const float* x, const float* w, double eps, in
   }
   const int h = D / 2;
   for (int i = 0; i < h; ++i) {
-    const double a = double(offset) * inv_freq[i], c = std::cos(a), s = std::sin(a);
+    const double a = double(pos) * inv_freq[i], c = std::cos(a), s = std::sin(a);
     const double x1 = v[i], x2 = v[i + h];
     v[i] = x1 * c - x2 * s;
     v[i + h] = x2 * c + x1 * s;
@@ -395,13 +395,15 @@ std::vector<double> ref_norm_rope(const float* x, const float* w, double eps, in
   return v;
 }
 
+// One call on fresh random data (exact-size buffers) against the double reference, per token:
+// token l at position offset + l, k/v written there, causal attention over [0, offset + l].
 int run_attn(const AttnCase& c, uint64_t seed, const char* tag) {
-  const int B = c.batch, H = c.heads, Hkv = c.kv_heads, D = c.head_dim, C = c.capacity,
-            off = c.offset, width = (H + 2 * Hkv) * D, group = H / Hkv;
+  const int B = c.batch, L = c.tokens, H = c.heads, Hkv = c.kv_heads, D = c.head_dim,
+            C = c.capacity, off = c.offset, width = (H + 2 * Hkv) * D, group = H / Hkv;
   const float eps = 1e-6f;
   Rng rng{seed};
-  FBuf qkv(size_t(B) * width), kc(size_t(B) * Hkv * C * D), vc(kc.n), out(size_t(B) * H * D),
-      inv_freq{size_t(D / 2)}, qn{size_t(D)}, kn{size_t(D)};
+  FBuf qkv(size_t(B) * L * width), kc(size_t(B) * Hkv * C * D), vc(kc.n),
+      out(size_t(B) * L * H * D), inv_freq{size_t(D / 2)}, qn{size_t(D)}, kn{size_t(D)};
   qkv.random(rng, -1, 1), kc.random(rng, -1, 1), vc.random(rng, -1, 1);
   qn.random(rng, 0.5, 1.5), kn.random(rng, 0.5, 1.5);
   for (int i = 0; i < D / 2; ++i) inv_freq.f()[i] = float(std::pow(10000.0, -2.0 * i / D));
@@ -410,131 +412,184 @@ int run_attn(const AttnCase& c, uint64_t seed, const char* tag) {
   out.nan();
   int rc = mlxrs_cached_attention_raw(qkv.f(), kc.f(), vc.f(), out.f(), inv_freq.f(),
                                       c.qn ? qn.f() : nullptr, c.kn ? kn.f() : nullptr, eps,
-                                      c.scale, B, 1, H, Hkv, D, C, off);
+                                      c.scale, B, L, H, Hkv, D, C, off);
   if (!report(rc == 0, "%s: returned %d", tag, rc)) return 1;
   if (!report(qkv.same(qkv0) && inv_freq.same(if0) && qn.same(qn0) && kn.same(kn0),
               "%s: an input was modified", tag))
     return 1;
+  auto row = [&](int b, int l) { return qkv0.data() + (size_t(b) * L + l) * width; };
   for (int b = 0; b < B; ++b) {
-    const float* row = qkv0.data() + size_t(b) * width;
-    std::vector<std::vector<double>> kref(Hkv);
+    // kref[j][l]: the normed, roped key of token l for kv head j.
+    std::vector<std::vector<std::vector<double>>> kref(Hkv);
     for (int j = 0; j < Hkv; ++j) {
-      kref[j] = ref_norm_rope(row + size_t(H + j) * D, c.kn ? kn0.data() : nullptr, eps, D, off,
-                              if0.data());
-      // Cache: positions other than `offset` untouched; k at `offset` matches, v copied exactly.
+      for (int l = 0; l < L; ++l)
+        kref[j].push_back(ref_norm_rope(row(b, l) + size_t(H + j) * D,
+                                        c.kn ? kn0.data() : nullptr, eps, D, off + l,
+                                        if0.data()));
+      // Cache: positions outside [offset, offset + L) untouched; k there matches, v is copied
+      // exactly.
       for (int t = 0; t < C; ++t) {
         const size_t at = ((size_t(b) * Hkv + j) * C + t) * D;
-        if (t != off) {
+        if (t < off || t >= off + L) {
           bool same = !std::memcmp(kc.f() + at, kc0.data() + at, size_t(D) * 4) &&
                       !std::memcmp(vc.f() + at, vc0.data() + at, size_t(D) * 4);
-          if (!report(same, "%s: cache b=%d kv=%d t=%d (not offset) modified", tag, b, j, t))
+          if (!report(same, "%s: cache b=%d kv=%d t=%d (not written) modified", tag, b, j, t))
             return 1;
           continue;
         }
+        const auto& kt = kref[j][t - off];
         double kmax = 0;
-        for (double e : kref[j]) kmax = std::fmax(kmax, std::fabs(e));
+        for (double e : kt) kmax = std::fmax(kmax, std::fabs(e));
         for (int i = 0; i < D; ++i) {
           double got = kc.f()[at + i];
-          if (!report(std::fabs(got - kref[j][i]) <= 3e-5 * kmax + 1e-6,
+          if (!report(std::fabs(got - kt[i]) <= 3e-5 * kmax + 1e-6,
                       "%s: k_cache[b=%d,kv=%d,t=%d,%d] = %.9g, expected %.9g", tag, b, j, t, i,
-                      got, kref[j][i]))
+                      got, kt[i]))
             return 1;
         }
-        if (!report(!std::memcmp(vc.f() + at, row + size_t(H + Hkv + j) * D, size_t(D) * 4),
+        if (!report(!std::memcmp(vc.f() + at, row(b, t - off) + size_t(H + Hkv + j) * D,
+                                 size_t(D) * 4),
                     "%s: v_cache[b=%d,kv=%d,t=%d] is not the v of qkv", tag, b, j, t))
           return 1;
       }
     }
-    for (int h = 0; h < H; ++h) {
-      const int j = h / group;
-      auto q = ref_norm_rope(row + size_t(h) * D, c.qn ? qn0.data() : nullptr, eps, D, off,
-                             if0.data());
-      const size_t base = (size_t(b) * Hkv + j) * C * D;
-      auto key = [&](int t, int i) { return t == off ? kref[j][i] : double(kc0[base + size_t(t) * D + i]); };
-      auto val = [&](int t, int i) {
-        return t == off ? double(row[size_t(H + Hkv + j) * D + i]) : double(vc0[base + size_t(t) * D + i]);
-      };
-      std::vector<double> s(size_t(off) + 1);
-      double mx = -INFINITY, smag = 0, vmax = 0;
-      for (int t = 0; t <= off; ++t) {
-        double d = 0, m = 0;
-        for (int i = 0; i < D; ++i) d += q[i] * key(t, i), m += std::fabs(q[i] * key(t, i));
-        s[t] = c.scale * d;
-        mx = std::fmax(mx, s[t]);
-        smag = std::fmax(smag, std::fabs(c.scale) * m);
-        for (int i = 0; i < D; ++i) vmax = std::fmax(vmax, std::fabs(val(t, i)));
+    for (int l = 0; l < L; ++l)
+      for (int h = 0; h < H; ++h) {
+        const int j = h / group, seen = off + l + 1;
+        auto q = ref_norm_rope(row(b, l) + size_t(h) * D, c.qn ? qn0.data() : nullptr, eps, D,
+                               off + l, if0.data());
+        const size_t base = (size_t(b) * Hkv + j) * C * D;
+        auto key = [&](int t, int i) {
+          return t >= off ? kref[j][t - off][i] : double(kc0[base + size_t(t) * D + i]);
+        };
+        auto val = [&](int t, int i) {
+          return t >= off ? double(row(b, t - off)[size_t(H + Hkv + j) * D + i])
+                          : double(vc0[base + size_t(t) * D + i]);
+        };
+        std::vector<double> s(seen);
+        double mx = -INFINITY, smag = 0, vmax = 0;
+        for (int t = 0; t < seen; ++t) {
+          double d = 0, m = 0;
+          for (int i = 0; i < D; ++i) d += q[i] * key(t, i), m += std::fabs(q[i] * key(t, i));
+          s[t] = c.scale * d;
+          mx = std::fmax(mx, s[t]);
+          smag = std::fmax(smag, std::fabs(c.scale) * m);
+          for (int i = 0; i < D; ++i) vmax = std::fmax(vmax, std::fabs(val(t, i)));
+        }
+        double sum = 0;
+        for (double& e : s) sum += (e = std::exp(e - mx));
+        const double tol = vmax * (2e-5 + 3e-5 * smag) + 1e-6;
+        for (int i = 0; i < D; ++i) {
+          double ref = 0;
+          for (int t = 0; t < seen; ++t) ref += s[t] / sum * val(t, i);
+          double got = out.f()[((size_t(b) * L + l) * H + h) * D + i];
+          if (!report(std::fabs(got - ref) <= tol,
+                      "%s: out[b=%d,l=%d,h=%d,%d] = %.9g, expected %.9g (tol %.3g)", tag, b, l,
+                      h, i, got, ref, tol))
+            return 1;
+        }
       }
-      double sum = 0;
-      for (double& e : s) sum += (e = std::exp(e - mx));
-      const double tol = vmax * (2e-5 + 3e-5 * smag) + 1e-6;
-      for (int i = 0; i < D; ++i) {
-        double ref = 0;
-        for (int t = 0; t <= off; ++t) ref += s[t] / sum * val(t, i);
-        double got = out.f()[(size_t(b) * H + h) * D + i];
-        if (!report(std::fabs(got - ref) <= tol, "%s: out[b=%d,h=%d,%d] = %.9g, expected %.9g (tol %.3g)",
-                    tag, b, h, i, got, ref, tol))
-          return 1;
-      }
-    }
   }
   return 0;
 }
 
-int test_decode_attention() {
+// Chunks of L tokens (1: decode). The kernel takes a kv-head group of (heads / kv_heads) * L
+// rows through BLAS (cblas_sgemm) from 16 rows on, else per-row loops: groups 1..4 with L in
+// {1, 2, 5, 17} give both (L 17 always BLAS, L 5 with group 4, L 1 and 2 never). Offsets
+// include offset + L == capacity and capacity == L.
+int test_cached_attention() {
+  if (!dlsym(RTLD_DEFAULT, "cblas_sgemm")) {
+    std::puts("FAIL cached_attention: cblas_sgemm not in the process (link OpenBLAS): "
+              "BLAS path untested");
+    return 1;
+  }
   struct Hk { int h, kv; };
-  struct Co { int cap, off; };
+  struct Co { int extra, off; };  // capacity L + extra
   const Hk hks[] = {{1, 1}, {4, 2}, {9, 3}, {4, 1}};
-  const Co cos_[] = {{1, 0}, {5, 0}, {5, 1}, {5, 4}, {33, 0}, {33, 1}, {33, 32}, {33, 17}};
-  int fails = 0, calls = 0;
-  for (int D : {2, 8, 64, 128})
-    for (const Hk& hk : hks)
-      for (const Co& co : cos_)
-        for (int B : {1, 2})
-          for (int norms = 0; norms < 4; ++norms)
-            for (float scale : {float(1 / std::sqrt(double(D))), 2.0f}) {
-              AttnCase c{B, hk.h, hk.kv, D, co.cap, co.off, bool(norms & 1), bool(norms & 2), scale};
-              char tag[160];
-              std::snprintf(tag, sizeof tag,
-                            "decode_attention B=%d heads=%d kv=%d D=%d cap=%d off=%d q_norm=%d "
-                            "k_norm=%d scale=%g",
-                            B, c.heads, c.kv_heads, D, c.capacity, c.offset, int(c.qn),
-                            int(c.kn), double(scale));
-              fails += run_attn(c, uint64_t(4000 + ++calls), tag);
-            }
-  std::printf("  decode_attention: %d calls\n", calls);
+  const Co cos_[] = {{0, 0}, {4, 0}, {4, 1}, {4, 4}, {32, 0}, {32, 17}, {32, 32}};
+  int fails = 0, calls = 0, blas_calls = 0;
+  for (int L : {1, 2, 5, 17})
+    for (int D : {2, 8, 64, 128})
+      for (const Hk& hk : hks)
+        for (const Co& co : cos_)
+          for (int B : {1, 2})
+            for (int norms = 0; norms < 4; ++norms)
+              for (float scale : {float(1 / std::sqrt(double(D))), 2.0f}) {
+                AttnCase c{B,      L,     hk.h,           hk.kv,          D,
+                           L + co.extra, co.off, bool(norms & 1), bool(norms & 2), scale};
+                blas_calls += (hk.h / hk.kv) * L >= 16;
+                char tag[192];
+                std::snprintf(tag, sizeof tag,
+                              "cached_attention B=%d L=%d heads=%d kv=%d D=%d cap=%d off=%d "
+                              "q_norm=%d k_norm=%d scale=%g",
+                              B, L, c.heads, c.kv_heads, D, c.capacity, c.offset, int(c.qn),
+                              int(c.kn), double(scale));
+                fails += run_attn(c, uint64_t(4000 + ++calls), tag);
+              }
+  std::printf("  cached_attention: %d calls (%d with >= 16 rows per group: BLAS)\n", calls,
+              blas_calls);
+  // The per-row loops run the ISA's attend kernel, and decode spreads rows over the pool:
+  // a smaller sweep under every ISA with 1 and 2 threads.
+  for_each_isa_and_threads([&](int isa, int threads) {
+    int before = fails, n_before = calls;
+    for (int L : {1, 5, 17})
+      for (int D : {8, 64})
+        for (const Hk& hk : hks)
+          for (const Co& co : {Co{4, 4}, Co{32, 17}, Co{32, 32}}) {
+            AttnCase c{2, L, hk.h, hk.kv, D, L + co.extra, co.off, true, true,
+                       float(1 / std::sqrt(double(D)))};
+            char tag[192];
+            std::snprintf(tag, sizeof tag,
+                          "cached_attention isa=%d threads=%d B=2 L=%d heads=%d kv=%d D=%d "
+                          "cap=%d off=%d",
+                          isa, threads, L, c.heads, c.kv_heads, D, c.capacity, c.offset);
+            fails += run_attn(c, uint64_t(4000 + ++calls), tag);
+          }
+    std::printf("  cached_attention isa=%d threads=%d: %d calls, %d failed\n", isa, threads,
+                calls - n_before, fails - before);
+  });
   return fails;
 }
 
 // Inconsistent parameters: returns 1 and writes nothing. Buffers are sized for the largest
 // shape below, so a kernel that went ahead would be seen writing rather than crash.
-int test_decode_attention_invalid() {
+int test_cached_attention_invalid() {
   struct Bad {
-    int batch, heads, kv, D, cap, off;
+    int batch, tokens, heads, kv, D, cap, off;
     int null_arg;  // 0 none, 1 qkv, 2 k_cache, 3 v_cache, 4 out, 5 inv_freq
     const char* what;
   };
   const Bad bad[] = {
-      {1, 3, 2, 8, 5, 1, 0, "heads % kv_heads != 0"},
-      {1, 2, 4, 8, 5, 1, 0, "kv_heads > heads"},
-      {1, 4, 0, 8, 5, 1, 0, "kv_heads 0"},
-      {1, 0, 1, 8, 5, 1, 0, "heads 0"},
-      {1, -4, -2, 8, 5, 1, 0, "negative heads"},
-      {1, 4, 2, 7, 5, 1, 0, "odd head_dim"},
-      {1, 4, 2, 1, 5, 1, 0, "head_dim 1"},
-      {1, 4, 2, 0, 5, 1, 0, "head_dim 0"},
-      {1, 4, 2, -8, 5, 1, 0, "negative head_dim"},
-      {1, 4, 2, 8, 5, 5, 0, "offset == capacity"},
-      {1, 4, 2, 8, 5, 9, 0, "offset > capacity"},
-      {1, 4, 2, 8, 5, -1, 0, "negative offset"},
-      {1, 4, 2, 8, 0, 0, 0, "capacity 0"},
-      {-1, 4, 2, 8, 5, 1, 0, "negative batch"},
-      {2, 4, 2, 8, 5, 1, 1, "qkv null"},
-      {2, 4, 2, 8, 5, 1, 2, "k_cache null"},
-      {2, 4, 2, 8, 5, 1, 3, "v_cache null"},
-      {2, 4, 2, 8, 5, 1, 4, "out null"},
-      {2, 4, 2, 8, 5, 1, 5, "inv_freq null"},
+      {1, 1, 3, 2, 8, 5, 1, 0, "heads % kv_heads != 0"},
+      {1, 1, 2, 4, 8, 5, 1, 0, "kv_heads > heads"},
+      {1, 1, 4, 0, 8, 5, 1, 0, "kv_heads 0"},
+      {1, 1, 0, 1, 8, 5, 1, 0, "heads 0"},
+      {1, 1, -4, -2, 8, 5, 1, 0, "negative heads"},
+      {1, 1, 4, 2, 7, 5, 1, 0, "odd head_dim"},
+      {1, 1, 4, 2, 1, 5, 1, 0, "head_dim 1"},
+      {1, 1, 4, 2, 0, 5, 1, 0, "head_dim 0"},
+      {1, 1, 4, 2, -8, 5, 1, 0, "negative head_dim"},
+      {1, 1, 4, 2, 8, 5, 5, 0, "offset == capacity"},
+      {1, 1, 4, 2, 8, 5, 9, 0, "offset > capacity"},
+      {1, 1, 4, 2, 8, 5, -1, 0, "negative offset"},
+      {1, 1, 4, 2, 8, 0, 0, 0, "capacity 0"},
+      {-1, 1, 4, 2, 8, 5, 1, 0, "negative batch"},
+      {1, 0, 4, 2, 8, 5, 1, 0, "tokens 0"},
+      {2, 0, 4, 2, 8, 5, 0, 0, "tokens 0, offset 0"},
+      {1, -1, 4, 2, 8, 5, 1, 0, "negative tokens"},
+      {1, 3, 4, 2, 8, 5, 3, 0, "offset + tokens = capacity + 1"},
+      {2, 2, 4, 2, 8, 5, 4, 0, "offset + tokens > capacity (2 tokens)"},
+      {1, 6, 4, 2, 8, 5, 0, 0, "tokens > capacity"},
+      {2, 17, 8, 2, 8, 16, 0, 0, "tokens > capacity (BLAS-sized group)"},
+      {1, 2, 4, 2, 8, 5, -1, 0, "negative offset, 2 tokens"},
+      {1, 3, 4, 2, 8, 0, 0, 0, "capacity 0, 3 tokens"},
+      {2, 2, 4, 2, 8, 5, 1, 1, "qkv null"},
+      {2, 2, 4, 2, 8, 5, 1, 2, "k_cache null"},
+      {2, 2, 4, 2, 8, 5, 1, 3, "v_cache null"},
+      {2, 2, 4, 2, 8, 5, 1, 4, "out null"},
+      {2, 2, 4, 2, 8, 5, 1, 5, "inv_freq null"},
   };
-  const size_t big = 2 * 16 * 16 * 16;
+  const size_t big = 2 * 16 * 16 * 16 * 4;
   int fails = 0;
   for (const Bad& c : bad) {
     Rng rng{5000};
@@ -546,23 +601,24 @@ int test_decode_attention_invalid() {
     int rc = mlxrs_cached_attention_raw(
         c.null_arg == 1 ? nullptr : qkv.f(), c.null_arg == 2 ? nullptr : kc.f(),
         c.null_arg == 3 ? nullptr : vc.f(), c.null_arg == 4 ? nullptr : out.f(),
-        c.null_arg == 5 ? nullptr : inv_freq.f(), qn.f(), kn.f(), 1e-6f, 0.35f, c.batch, 1,
-        c.heads, c.kv, c.D, c.cap, c.off);
+        c.null_arg == 5 ? nullptr : inv_freq.f(), qn.f(), kn.f(), 1e-6f, 0.35f, c.batch,
+        c.tokens, c.heads, c.kv, c.D, c.cap, c.off);
     bool untouched = qkv.same(qkv0) && kc.same(kc0) && vc.same(vc0) && out.same(out0);
-    fails += !report(rc == 1 && untouched, "decode_attention invalid (%s): returned %d%s",
+    fails += !report(rc == 1 && untouched, "cached_attention invalid (%s): returned %d%s",
                      c.what, rc, untouched ? "" : ", buffers written");
   }
-  // batch 0 is valid and touches nothing.
-  {
+  // batch 0 is valid and touches nothing, for one token and for a chunk.
+  for (int tokens : {1, 3}) {
     FBuf qkv(64), kc(64), vc(64), out(64), inv_freq(4);
     Rng rng{5001};
-    qkv.random(rng, -1, 1), kc.random(rng, -1, 1), vc.random(rng, -1, 1), inv_freq.random(rng, 0, 1);
+    qkv.random(rng, -1, 1), kc.random(rng, -1, 1), vc.random(rng, -1, 1);
+    inv_freq.random(rng, 0, 1);
     out.nan();
     auto kc0 = kc.copy(), vc0 = vc.copy(), out0 = out.copy();
     int rc = mlxrs_cached_attention_raw(qkv.f(), kc.f(), vc.f(), out.f(), inv_freq.f(), nullptr,
-                                        nullptr, 1e-6f, 0.35f, 0, 1, 4, 2, 8, 5, 1);
+                                        nullptr, 1e-6f, 0.35f, 0, tokens, 4, 2, 8, 5, 1);
     fails += !report(rc == 0 && kc.same(kc0) && vc.same(vc0) && out.same(out0),
-                     "decode_attention batch=0: returned %d or wrote", rc);
+                     "cached_attention batch=0 tokens=%d: returned %d or wrote", tokens, rc);
   }
   return fails;
 }
@@ -578,8 +634,8 @@ const Test kTests[] = {
     {"rms_norm", test_rms_norm},
     {"swiglu", test_swiglu},
     {"ops_degenerate", test_ops_void_degenerate},
-    {"decode_attention", test_decode_attention},
-    {"decode_attention_invalid", test_decode_attention_invalid},
+    {"cached_attention", test_cached_attention},
+    {"cached_attention_invalid", test_cached_attention_invalid},
 };
 
 }  // namespace
