@@ -279,3 +279,71 @@ pub fn cached_attention(
         )),
     }
 }
+
+/// `rms_norm(x) · dequantize(W)ᵀ + residual` as one native primitive: the quantized matmul of
+/// [`crate::quant::quantized_matmul`] (`transpose = true`) with an optional RMS-norm prologue
+/// (`norm = Some((weight, eps))`, weight `[K]` float32) and an optional residual added to the
+/// result (`residual`, the output's shape). In a decoder layer this turns
+/// `norm → projection` and `projection → + residual` into one MLX op each.
+///
+/// Returns `Ok(None)` when the native kernel does not take the call (not an x86-64 CPU
+/// stream, unsupported bits or group size, the kernel switched off with
+/// [`crate::quant::set_native_qmm`], a norm weight that is not float32): the caller then
+/// composes the ops. Shapes are checked as for `quantized_matmul`; a norm weight or residual
+/// of the wrong shape is an error.
+///
+/// ```
+/// use mlx_rs::{native, quant, Array};
+/// let wq = Array::from_slice(&[0x2222_2222u32; 4], &[1, 4])?; // [1, 32] of codes 2
+/// let s = Array::from_slice(&[0.5f32], &[1, 1])?;
+/// let b = Array::from_slice(&[1.0f32], &[1, 1])?; // every weight is 0.5 * 2 + 1 = 2
+/// let x = Array::from_slice(&[3.0f32; 32], &[1, 32])?;
+/// let w = Array::from_slice(&[1.0f32; 32], &[32])?;
+/// let r = Array::from_slice(&[10.0f32], &[1, 1])?;
+/// if let Some(y) = native::fused_quantized_matmul(&x, &wq, &s, &b, 32, 4, Some((&w, 0.0)), Some(&r))? {
+///     // The norm maps every 3 to 1: 32 * 2 + 10.
+///     assert!((y.item::<f32>()? - 74.0).abs() < 1e-4);
+/// }
+/// # Ok::<(), mlx_rs::Error>(())
+/// ```
+#[allow(clippy::too_many_arguments)]
+#[track_caller]
+pub fn fused_quantized_matmul(
+    x: &Array,
+    w: &Array,
+    scales: &Array,
+    biases: &Array,
+    group_size: i32,
+    bits: i32,
+    norm: Option<(&Array, f32)>,
+    residual: Option<&Array>,
+) -> Result<Option<Array>> {
+    let (rows, cols) =
+        crate::quant::check_packed("quantized_matmul", w, scales, biases, group_size, bits)?;
+    crate::quant::check_x("quantized_matmul", x, true, rows, cols)?;
+    if !crate::quant::native_qmm_enabled() {
+        return Ok(None);
+    }
+    let (norm_weight, eps) = norm.map_or((null_array(), 0.0), |(w, e)| (w.as_raw(), e));
+    let residual = residual.map_or_else(null_array, Array::as_raw);
+    let mut used = false;
+    // SAFETY: valid handles (or null handles for the absent prologue / epilogue) and
+    // out-parameters we own.
+    let out = Array::try_op_stream(|res, s| unsafe {
+        sys::native_qmm::mlxrs_quantized_matmul_fused(
+            res,
+            x.as_raw(),
+            w.as_raw(),
+            scales.as_raw(),
+            biases.as_raw(),
+            group_size,
+            bits,
+            norm_weight,
+            eps,
+            residual,
+            s,
+            &mut used,
+        )
+    })?;
+    Ok(used.then_some(out))
+}

@@ -63,7 +63,7 @@ fn check_params(group_size: i32, bits: i32) -> Result<()> {
 
 /// Checks a packed weight and its scales and biases against each other; returns the unpacked
 /// `(rows, cols)` of the matrix it stands for (cols = the quantized axis).
-fn check_packed(
+pub(crate) fn check_packed(
     op: &str,
     w: &Array,
     scales: &Array,
@@ -286,7 +286,7 @@ pub fn quantized_matmul(
     })
 }
 
-fn check_x(op: &str, x: &Array, transpose: bool, rows: i32, cols: i32) -> Result<()> {
+pub(crate) fn check_x(op: &str, x: &Array, transpose: bool, rows: i32, cols: i32) -> Result<()> {
     let k = if transpose { cols } else { rows };
     if x.ndim() == 0 || x.shape()[x.ndim() - 1] != k {
         return Err(Error::Shape(format!(

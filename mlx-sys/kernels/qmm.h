@@ -49,6 +49,26 @@ int mlxrs_quantized_matmul(
     const mlx_stream s,
     bool* used_native);
 
+/* The native kernel with an optional RMS-norm prologue and residual epilogue, in one
+ * primitive: y = rms_norm(x, norm_weight, norm_eps) @ dequantize(w)^T + residual (transpose =
+ * true). `norm_weight` ([K] float32) and `residual` (the output's shape, a float dtype) may
+ * be null handles (ctx == NULL) for none. When the native kernel does not take the call (see
+ * mlxrs_quantized_matmul), writes nothing and sets *used_native to false: the caller
+ * composes the ops. Returns 0, or 1 after reporting through the error handler. */
+int mlxrs_quantized_matmul_fused(
+    mlx_array* res,
+    const mlx_array x,
+    const mlx_array w,
+    const mlx_array scales,
+    const mlx_array biases,
+    int group_size,
+    int bits,
+    const mlx_array norm_weight,
+    float norm_eps,
+    const mlx_array residual,
+    const mlx_stream s,
+    bool* used_native);
+
 /* Runs the kernel on raw row-major buffers, synchronously on the calling thread (plus the
  * pool): y[M, N] = x[M, K] @ dequantize(w[N, K*bits/32], scales, biases)^T. x_dt, sb_dt, y_dt
  * are MLXRS_QMM_* codes. Returns 0, or 1 (without calling the error handler) for parameters

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "qmm_driver.h"
+#include "ops_cpu.h"
 
 #define MLXRS_EXPORT extern "C" __attribute__((visibility("default")))
 
@@ -294,6 +295,11 @@ void compute(const Call& c) noexcept {
     for (size_t i = 0; i < xbuf.size(); ++i) xbuf[i] = to_f32(c.x, c.x_dt, i);
     xf = xbuf.data();
   }
+  if (c.norm_w) {
+    if (xbuf.empty()) xbuf.resize(size_t(M) * K);
+    mlxrs_ops::rms_norm(xf, c.norm_w, c.norm_eps, xbuf.data(), size_t(M), K);
+    xf = xbuf.data();
+  }
   std::vector<float> xsum(size_t(M) * ng);
   for (size_t m = 0; m < size_t(M); ++m)
     for (int g = 0; g < ng; ++g) {
@@ -351,6 +357,16 @@ void compute(const Call& c) noexcept {
       for (int i = 0; i < ntasks; ++i) RowsJob::run(&j, i);
   }
   lk = {};
+
+  if (c.residual) {
+    const size_t n = size_t(M) * N;
+    if (c.residual_dt == F32) {
+      const float* r = static_cast<const float*>(c.residual);
+      for (size_t i = 0; i < n; ++i) yf[i] += r[i];
+    } else {
+      for (size_t i = 0; i < n; ++i) yf[i] += to_f32(c.residual, c.residual_dt, i);
+    }
+  }
 
   if (c.y_dt == BF16) {
     auto* o = static_cast<uint16_t*>(c.y);

@@ -14,6 +14,13 @@ struct Call {
   void* y;
   int y_dt;
   int M, N, K, bits, group;
+  // Optional prologue: x is first RMS-normalised per row, x / sqrt(mean(x^2) + norm_eps) *
+  // norm_w (norm_w: K floats).
+  const float* norm_w = nullptr;
+  float norm_eps = 0.f;
+  // Optional epilogue: y += residual ([M, N], dtype residual_dt).
+  const void* residual = nullptr;
+  int residual_dt = 0;
 };
 
 // bits 4 or 8 and group 32, 64 or 128.

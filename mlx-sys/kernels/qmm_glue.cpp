@@ -3,7 +3,9 @@
 // flags; the kernels it calls live in units that include no MLX header.
 #include <atomic>
 #include <exception>
+#include <optional>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "mlx/allocator.h"
@@ -14,6 +16,7 @@
 #include "mlx/c/error.h"
 #include "mlx/c/private/array.h"
 #include "mlx/c/private/stream.h"
+#include "glue_common.h"
 #include "qmm.h"
 #include "qmm_driver.h"
 
@@ -30,25 +33,31 @@ int dt_code(mx::Dtype d) {
   return -1;
 }
 
+// inputs: x, w, scales, biases[, norm weight][, residual]
 class NativeQuantizedMatmul : public mx::UnaryPrimitive {
  public:
-  NativeQuantizedMatmul(mx::Stream stream, int group_size, int bits)
-      : mx::UnaryPrimitive(stream), group_size_(group_size), bits_(bits) {}
+  NativeQuantizedMatmul(mx::Stream stream, int group_size, int bits, bool norm = false,
+                        float norm_eps = 0.f, bool residual = false)
+      : mx::UnaryPrimitive(stream),
+        group_size_(group_size),
+        bits_(bits),
+        norm_(norm),
+        norm_eps_(norm_eps),
+        residual_(residual) {}
 
   void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
     const auto& x = inputs[0];
     const auto& w = inputs[1];
     const auto& scales = inputs[2];
     const auto& biases = inputs[3];
-    for (const auto* a : {&x, &w, &scales, &biases})
+    // The weights (evaluated, usually) must be row-major; x and the residual may be views
+    // (gathered when the task runs, rather than a Contiguous node in every graph).
+    for (const auto* a : {&w, &scales, &biases})
       if (!a->flags().row_contiguous)
-        throw std::runtime_error("NativeQuantizedMatmul: inputs must be row-contiguous");
+        throw std::runtime_error("NativeQuantizedMatmul: weights must be row-contiguous");
     out.set_data(mx::allocator::malloc(out.nbytes()));
     auto& enc = mx::cpu::get_command_encoder(stream());
-    enc.set_input_array(x);
-    enc.set_input_array(w);
-    enc.set_input_array(scales);
-    enc.set_input_array(biases);
+    for (const auto& a : inputs) enc.set_input_array(a);
     enc.set_output_array(out);
     const int K = x.shape(-1);
     mlxrs_qmm::Call call{x.data<void>(),
@@ -64,7 +73,25 @@ class NativeQuantizedMatmul : public mx::UnaryPrimitive {
                          K,
                          bits_,
                          group_size_};
-    enc.dispatch([call]() { mlxrs_qmm::compute(call); });
+    size_t next = 4;
+    if (norm_) {
+      if (!inputs[next].flags().row_contiguous)
+        throw std::runtime_error("NativeQuantizedMatmul: the norm weight must be row-contiguous");
+      call.norm_w = inputs[next++].data<float>();
+      call.norm_eps = norm_eps_;
+    }
+    mlxrs_glue::Strided xs(x);
+    std::optional<mlxrs_glue::Strided> rs;
+    if (residual_) {
+      rs.emplace(inputs[next]);
+      call.residual_dt = dt_code(inputs[next].dtype());
+    }
+    enc.dispatch([call, xs, rs]() mutable {
+      std::vector<char> xbuf, rbuf;
+      call.x = xs.row_major(xbuf);
+      if (rs) call.residual = rs->row_major(rbuf);
+      mlxrs_qmm::compute(call);
+    });
   }
 
   void eval_gpu(const std::vector<mx::array>&, mx::array&) override {
@@ -75,7 +102,8 @@ class NativeQuantizedMatmul : public mx::UnaryPrimitive {
 
   bool is_equivalent(const mx::Primitive& other) const override {
     auto* o = dynamic_cast<const NativeQuantizedMatmul*>(&other);
-    return o && o->group_size_ == group_size_ && o->bits_ == bits_;
+    return o && o->group_size_ == group_size_ && o->bits_ == bits_ && o->norm_ == norm_ &&
+           o->norm_eps_ == norm_eps_ && o->residual_ == residual_;
   }
 
   std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override {
@@ -87,6 +115,9 @@ class NativeQuantizedMatmul : public mx::UnaryPrimitive {
  private:
   int group_size_;
   int bits_;
+  bool norm_;
+  float norm_eps_;
+  bool residual_;
 };
 
 bool float_dtype(mx::Dtype d) { return dt_code(d) >= 0; }
@@ -136,8 +167,8 @@ extern "C" __attribute__((visibility("default"))) int mlxrs_quantized_matmul(
     const mx::Dtype out_dtype = mx::promote_types(xa.dtype(), sa.dtype());
     auto shape = xa.shape();
     shape.back() = wa.shape(0);
-    std::vector<mx::array> inputs{ensure_contiguous(xa, stream), ensure_contiguous(wa, stream),
-                                  ensure_contiguous(sa, stream), ensure_contiguous(ba, stream)};
+    std::vector<mx::array> inputs{xa, ensure_contiguous(wa, stream), ensure_contiguous(sa, stream),
+                                  ensure_contiguous(ba, stream)};
     mlx_array_set_(*res, mx::array(std::move(shape), out_dtype,
                                    std::make_shared<NativeQuantizedMatmul>(stream, group_size,
                                                                            bits),
@@ -149,6 +180,48 @@ extern "C" __attribute__((visibility("default"))) int mlxrs_quantized_matmul(
     mlx_error("%s", e.what());
     return 1;
   }
+}
+
+extern "C" __attribute__((visibility("default"))) int mlxrs_quantized_matmul_fused(
+    mlx_array* res, const mlx_array x, const mlx_array w, const mlx_array scales,
+    const mlx_array biases, int group_size, int bits, const mlx_array norm_weight,
+    float norm_eps, const mlx_array residual, const mlx_stream s, bool* used_native) {
+  *used_native = false;
+  return mlxrs_glue::guarded([&] {
+    const auto& xa = mlx_array_get_(x);
+    const auto& wa = mlx_array_get_(w);
+    const auto& sa = mlx_array_get_(scales);
+    const auto& ba = mlx_array_get_(biases);
+    const auto& stream = mlx_stream_get_(s);
+    if (!native_ok(xa, wa, sa, ba, true, group_size, bits, stream)) return;
+    const mx::Dtype out_dtype = mx::promote_types(xa.dtype(), sa.dtype());
+    auto shape = xa.shape();
+    shape.back() = wa.shape(0);
+    std::vector<mx::array> inputs{xa, ensure_contiguous(wa, stream), ensure_contiguous(sa, stream),
+                                  ensure_contiguous(ba, stream)};
+    const bool norm = norm_weight.ctx != nullptr, add = residual.ctx != nullptr;
+    if (norm) {
+      const auto& nw = mlx_array_get_(norm_weight);
+      if (nw.dtype() != mx::float32) return;  // the prologue reads f32 weights
+      if (nw.ndim() != 1 || nw.shape(0) != xa.shape(-1))
+        throw std::invalid_argument("quantized_matmul: the norm weight must be [" +
+                                    std::to_string(xa.shape(-1)) + "]");
+      inputs.push_back(ensure_contiguous(nw, stream));
+    }
+    if (add) {
+      const auto& r = mlx_array_get_(residual);
+      if (r.shape() != shape || !float_dtype(r.dtype()))
+        throw std::invalid_argument("quantized_matmul: the residual must be a float array of "
+                                    "the output's shape");
+      inputs.push_back(r);
+    }
+    mlx_array_set_(*res, mx::array(std::move(shape), out_dtype,
+                                   std::make_shared<NativeQuantizedMatmul>(
+                                       stream, group_size, bits, norm, norm_eps, add),
+                                   std::move(inputs)));
+    g_native_count.fetch_add(1, std::memory_order_relaxed);
+    *used_native = true;
+  });
 }
 
 extern "C" __attribute__((visibility("default"))) uint64_t mlxrs_qmm_native_count(void) {

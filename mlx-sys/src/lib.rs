@@ -127,6 +127,25 @@ pub mod native_qmm {
             used_native: *mut bool,
         ) -> c_int;
 
+        /// The native kernel with an optional RMS-norm prologue (`norm_weight`, `[K]` f32)
+        /// and residual epilogue (`residual`, the output's shape); null handles for none.
+        /// Sets `*used_native` to false and writes nothing when the kernel does not take the
+        /// call.
+        pub fn mlxrs_quantized_matmul_fused(
+            res: *mut mlx_array,
+            x: mlx_array,
+            w: mlx_array,
+            scales: mlx_array,
+            biases: mlx_array,
+            group_size: c_int,
+            bits: c_int,
+            norm_weight: mlx_array,
+            norm_eps: f32,
+            residual: mlx_array,
+            s: mlx_stream,
+            used_native: *mut bool,
+        ) -> c_int;
+
         /// Runs the kernel synchronously on raw row-major buffers:
         /// `y[M, N] = x[M, K] @ dequantize(w[N, K*bits/32], scales, biases)ᵀ`, with element
         /// type codes [`F32`], [`F16`], [`BF16`]. Returns 1 (without reporting) for unsupported

@@ -85,14 +85,11 @@ impl DecoderLayer {
         x: &Array,
         cache: &mut crate::runtime::cache::LayerCache,
     ) -> Result<Array> {
-        let attn = self
+        let h = self
             .self_attn
-            .forward(&self.input_layernorm.forward(x)?, cache)?;
-        let h = x.add(&attn)?;
-        let mlp = self
-            .mlp
-            .forward(&self.post_attention_layernorm.forward(&h)?)?;
-        Ok(h.add(&mlp)?)
+            .forward(x, Some(&self.input_layernorm), Some(x), cache)?;
+        self.mlp
+            .forward(&h, Some(&self.post_attention_layernorm), Some(&h))
     }
 }
 
@@ -208,7 +205,7 @@ impl CausalLm for Llama {
         for (i, layer) in self.layers.iter().enumerate() {
             x = layer.forward(&x, cache.layer_mut(i)?)?;
         }
-        self.lm_head.forward(&self.norm.forward(&x)?)
+        self.lm_head.forward_fused(&x, Some(&self.norm), None)
     }
 
     fn config(&self) -> &ModelConfig {

@@ -89,9 +89,18 @@ impl Attention {
         })
     }
 
-    /// Attends `x` (`[B, L, hidden]`) to the cached positions and itself; appends this chunk's
-    /// keys and values to `cache`. Positions start at the cache's offset.
-    pub fn forward(&self, x: &Array, cache: &mut LayerCache) -> Result<Array> {
+    /// Attends `norm(x)` (`x`: `[B, L, hidden]`; no norm when `None`) to the cached positions
+    /// and itself, appending this chunk's keys and values to `cache` (positions start at the
+    /// cache's offset), and returns the output projection plus `residual` when given. The
+    /// norm and the residual run inside the quantized projections where the native kernel
+    /// serves them.
+    pub fn forward(
+        &self,
+        x: &Array,
+        norm: Option<&RmsNorm>,
+        residual: Option<&Array>,
+        cache: &mut LayerCache,
+    ) -> Result<Array> {
         let shape = x.shape();
         let [b, l, _] = shape[..] else {
             return Err(Error::InvalidArgument(format!(
@@ -102,7 +111,7 @@ impl Attention {
         // transpose to [B, H, L, hd] and RoPE.
         // The fused projection, then one primitive for the norms, RoPE, the cache write and
         // the attention itself (CPU, float32); other cases compose MLX's ops below.
-        let qkv = self.qkv_proj.forward_joined(x)?;
+        let qkv = self.qkv_proj.forward_joined(x, norm)?;
         let params = CachedAttentionParams {
             heads: self.heads,
             kv_heads: self.kv_heads,
@@ -118,7 +127,7 @@ impl Attention {
             self.k_norm.as_ref().map(RmsNorm::weight),
             params,
         )? {
-            return self.o_proj.forward(&out);
+            return self.o_proj.forward_fused(&out, None, residual);
         }
         let split = |y: Array, heads: i32, norm: Option<&RmsNorm>| -> Result<Array> {
             let y = y.reshape(&[b, l, heads, self.head_dim])?;
@@ -152,6 +161,6 @@ impl Attention {
         let out = out
             .transpose(&[0, 2, 1, 3])?
             .reshape(&[b, l, self.heads * self.head_dim])?;
-        self.o_proj.forward(&out)
+        self.o_proj.forward_fused(&out, None, residual)
     }
 }

@@ -8,6 +8,7 @@
 //! corresponding column slice.
 
 use super::linear::{Linear, LinearWeight, QuantizedMatrix};
+use super::RmsNorm;
 use crate::error::Result;
 use mlx_rs::ops::concatenate;
 use mlx_rs::Array;
@@ -128,11 +129,21 @@ impl FusedLinear {
     }
 
     /// The outputs side by side along the last axis, unsplit (what [`FusedLinear::forward`]
-    /// splits): one product when fused, a concatenation of the separate products otherwise.
-    pub fn forward_joined(&self, x: &Array) -> Result<Array> {
+    /// splits), of `norm(x)` when a norm is given: one product when fused (the norm then runs
+    /// inside the quantized kernel where it can, see [`Linear::forward_fused`]), a
+    /// concatenation of the separate products otherwise.
+    pub fn forward_joined(&self, x: &Array, norm: Option<&RmsNorm>) -> Result<Array> {
         match self {
-            FusedLinear::Fused { linear, .. } => linear.forward(x),
+            FusedLinear::Fused { linear, .. } => linear.forward_fused(x, norm, None),
             FusedLinear::Separate { parts, .. } => {
+                let normed;
+                let x = match norm {
+                    Some(n) => {
+                        normed = n.forward(x)?;
+                        &normed
+                    }
+                    None => x,
+                };
                 let outs = parts
                     .iter()
                     .map(|p| p.forward(x))

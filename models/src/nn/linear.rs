@@ -1,11 +1,11 @@
 //! Linear layers: dense (`y = x·Wᵀ + b`) or MLX affine-quantized (`quantized_matmul`).
 
-use super::take_float;
+use super::{take_float, RmsNorm};
 use crate::config::QuantParams;
 use crate::error::{Error, Result};
 use crate::load::BuildOptions;
 use crate::weights::Weights;
-use mlx_rs::{quant, Array, Dtype};
+use mlx_rs::{native, quant, Array, Dtype};
 
 /// The packed form of a `[rows, cols]` matrix in MLX's affine format: `weight` is `uint32`
 /// `[rows, cols·bits/32]`, `scales` and `biases` are `[rows, cols/group_size]`.
@@ -187,6 +187,54 @@ impl Linear {
                 }
             }
         }
+    }
+
+    /// `self.forward(norm(x)) + residual`, with either part optional. A quantized layer on a
+    /// CPU the native kernel serves runs it as one primitive
+    /// ([`mlx_rs::native::fused_quantized_matmul`]; the residual is fused only without a
+    /// bias, so that the additions keep their order); otherwise the ops are composed. The
+    /// numbers are the same either way.
+    pub fn forward_fused(
+        &self,
+        x: &Array,
+        norm: Option<&RmsNorm>,
+        residual: Option<&Array>,
+    ) -> Result<Array> {
+        if let LinearWeight::Quantized(q) = &self.weight {
+            let fused_residual = residual.filter(|_| self.bias.is_none());
+            if let Some(y) = native::fused_quantized_matmul(
+                x,
+                &q.weight,
+                &q.scales,
+                &q.biases,
+                q.params.group_size,
+                q.params.bits,
+                norm.map(|n| (n.weight(), n.eps())),
+                fused_residual,
+            )? {
+                let y = match &self.bias {
+                    Some(b) => y.add(b)?,
+                    None => y,
+                };
+                return Ok(match (residual, fused_residual) {
+                    (Some(r), None) => y.add(r)?,
+                    _ => y,
+                });
+            }
+        }
+        let normed;
+        let x = match norm {
+            Some(n) => {
+                normed = n.forward(x)?;
+                &normed
+            }
+            None => x,
+        };
+        let y = self.forward(x)?;
+        Ok(match residual {
+            Some(r) => y.add(r)?,
+            None => y,
+        })
     }
 }
 

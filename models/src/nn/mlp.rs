@@ -1,6 +1,6 @@
 //! The gated feed-forward block of Llama-style models.
 
-use super::{FusedLinear, Linear};
+use super::{FusedLinear, Linear, RmsNorm};
 use crate::error::Result;
 use crate::load::BuildOptions;
 use crate::weights::Weights;
@@ -36,11 +36,18 @@ impl Mlp {
         })
     }
 
-    /// Applies the block to `x` (`[..., hidden]`).
-    pub fn forward(&self, x: &Array) -> Result<Array> {
+    /// `down(silu(gate(norm(x))) * up(norm(x))) + residual` (norm and residual optional;
+    /// they run inside the quantized projections where the native kernel serves them).
+    pub fn forward(
+        &self,
+        x: &Array,
+        norm: Option<&RmsNorm>,
+        residual: Option<&Array>,
+    ) -> Result<Array> {
         // silu(gate) * up from the joined [gate | up] output: one native primitive on the
         // CPU, MLX's ops elsewhere.
-        let gate_up = self.gate_up_proj.forward_joined(x)?;
-        self.down_proj.forward(&mlx_rs::native::swiglu(&gate_up)?)
+        let gate_up = self.gate_up_proj.forward_joined(x, norm)?;
+        self.down_proj
+            .forward_fused(&mlx_rs::native::swiglu(&gate_up)?, None, residual)
     }
 }
