@@ -2,8 +2,10 @@
 //!
 //! MLX 0.32.2 converts GGUF `Q4_K` tensors to f16 incorrectly (checked against the `gguf`
 //! package's reference dequantizer on Qwen2.5-Coder-1.5B: errors as large as the values
-//! themselves; its `Q6_K` conversion is right). [`read_q4_k`] reads such a tensor's blocks
-//! straight from the file and decodes them here.
+//! themselves; its `Q6_K` conversion is right). [`read_q4_k_affine`] reads such a tensor's blocks
+//! straight from the file and rewrites them, without loss, as an MLX affine 4-bit triplet
+//! ([`q4_k_to_affine`]), which the quantized matmul reads directly; [`dequantize_q4_k`] is the
+//! plain decoding (the reference the conversion is tested against).
 //!
 //! `Q4_K` block (256 weights, 144 bytes): `d` (f16), `dmin` (f16), 12 bytes of packed 6-bit
 //! scales and mins for 8 sub-blocks of 32 weights, then 128 bytes of 4-bit codes. Sub-blocks
@@ -66,7 +68,85 @@ pub fn dequantize_q4_k(blocks: &[u8], out: &mut [f32]) -> Result<()> {
 }
 
 /// Reads the `Q4_K` tensor of `count` weights stored at byte `offset` of `path` and decodes it.
-pub fn read_q4_k(path: &Path, offset: u64, count: usize) -> Result<Vec<f32>> {
+/// A matrix in MLX's affine quantized layout (4 bits, groups of 32): `packed` holds
+/// `[rows, cols / 8]` words (code `e` of a row in bits `4 (e % 8)` of word `e / 8`), `scales`
+/// and `biases` `[rows, cols / 32]`; weight = `scale * code + bias`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AffineQ4 {
+    /// Packed codes.
+    pub packed: Vec<u32>,
+    /// Per-group scales.
+    pub scales: Vec<f32>,
+    /// Per-group biases.
+    pub biases: Vec<f32>,
+}
+
+/// Rewrites `Q4_K` blocks as an MLX affine 4-bit, group-32 triplet, without loss: each
+/// 32-weight sub-block of a `Q4_K` super-block is one group with scale `d * sc` and bias
+/// `-dmin * m` (exact in f32: an f16 times a 6-bit integer), and the codes are re-packed
+/// from `Q4_K`'s split-nibble order (the low nibbles of 32 bytes are one sub-block, the high
+/// nibbles the next) into MLX's sequential nibbles. Blocks follow each other row by row, so
+/// the outputs are row-major like the tensor.
+///
+/// ```
+/// use mlx_models::load::ggml_quants::{dequantize_q4_k, q4_k_to_affine, Q4_K_BLOCK_BYTES, QK_K};
+/// let mut block = vec![0u8; Q4_K_BLOCK_BYTES];
+/// block[0..2].copy_from_slice(&half::f16::from_f32(0.5).to_le_bytes()); // d
+/// block[4] = 3; // sub-block 0: scale 3
+/// block[16] = 0x21; // codes 1 (sub-block 0, weight 0) and 2 (sub-block 1, weight 32)
+/// let t = q4_k_to_affine(&block)?;
+/// assert_eq!((t.packed.len(), t.scales.len()), (QK_K / 8, QK_K / 32));
+/// assert_eq!((t.packed[0] & 0xf, t.scales[0], t.biases[0]), (1, 1.5, 0.0));
+/// let mut dense = vec![0f32; QK_K];
+/// dequantize_q4_k(&block, &mut dense)?;
+/// assert_eq!(dense[0], t.scales[0] * 1.0 + t.biases[0]);
+/// # Ok::<(), mlx_models::Error>(())
+/// ```
+pub fn q4_k_to_affine(blocks: &[u8]) -> Result<AffineQ4> {
+    if blocks.len() % Q4_K_BLOCK_BYTES != 0 {
+        return Err(Error::Gguf(format!(
+            "Q4_K: {} bytes are not whole {Q4_K_BLOCK_BYTES}-byte blocks",
+            blocks.len()
+        )));
+    }
+    let n = blocks.len() / Q4_K_BLOCK_BYTES;
+    let mut out = AffineQ4 {
+        packed: Vec::with_capacity(n * QK_K / 8),
+        scales: Vec::with_capacity(n * QK_K / 32),
+        biases: Vec::with_capacity(n * QK_K / 32),
+    };
+    for block in blocks.chunks_exact(Q4_K_BLOCK_BYTES) {
+        let d = f16::from_le_bytes([block[0], block[1]]).to_f32();
+        let dmin = f16::from_le_bytes([block[2], block[3]]).to_f32();
+        let scales = &block[4..16];
+        let qs = &block[16..];
+        for sub in 0..8 {
+            let (sc, m) = scale_min(sub, scales);
+            out.scales.push(d * f32::from(sc));
+            out.biases.push(-(dmin * f32::from(m)));
+            let bytes = &qs[(sub / 2) * 32..(sub / 2) * 32 + 32];
+            let code = |l: usize| -> u32 {
+                u32::from(if sub % 2 == 0 {
+                    bytes[l] & 0x0f
+                } else {
+                    bytes[l] >> 4
+                })
+            };
+            for word in 0..4 {
+                out.packed
+                    .push((0..8).fold(0u32, |acc, k| acc | code(word * 8 + k) << (4 * k)));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Reads `count` weights of `Q4_K` blocks at `offset` of `path` as an [`AffineQ4`] triplet.
+pub fn read_q4_k_affine(path: &Path, offset: u64, count: usize) -> Result<AffineQ4> {
+    q4_k_to_affine(&read_blocks(path, offset, count)?)
+}
+
+fn read_blocks(path: &Path, offset: u64, count: usize) -> Result<Vec<u8>> {
     if count % QK_K != 0 {
         return Err(Error::Gguf(format!(
             "Q4_K tensor of {count} weights is not whole blocks"
@@ -77,9 +157,7 @@ pub fn read_q4_k(path: &Path, offset: u64, count: usize) -> Result<Vec<f32>> {
     file.seek(SeekFrom::Start(offset))
         .and_then(|_| file.read_exact(&mut bytes))
         .map_err(|e| Error::io(path, e))?;
-    let mut out = vec![0f32; count];
-    dequantize_q4_k(&bytes, &mut out)?;
-    Ok(out)
+    Ok(bytes)
 }
 
 #[cfg(test)]

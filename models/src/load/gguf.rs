@@ -8,9 +8,11 @@
 //! weight; GGUF lists dimensions innermost first). `Q4_0`, `Q4_1` and `Q8_0` tensors stay
 //! quantized as MLX affine triplets `P.weight` (`uint32`), `P.scales`, `P.biases` with a group
 //! size of 32 and 4 or 8 bits; the triplets keep those suffixes here, and the bits are read from
-//! the packed shapes into the config's `quantization` entry. `Q6_K` and `Q2_K` arrive from MLX
-//! as `float16`; `Q4_K`, which MLX 0.32.2 decodes wrongly, is decoded by the project's own code
-//! ([`super::ggml_quants`]) into `float32`. Other types (`Q5_0`, `Q5_1`, `Q3_K`, `IQ*`, ...)
+//! the packed shapes into the config's `quantization` entry. `Q4_K`, which MLX 0.32.2 decodes
+//! wrongly, is read by the project's own code ([`super::ggml_quants`]) and becomes such a
+//! triplet too (4 bits, group 32, f32 scales; lossless). `Q6_K` arrives from MLX as `float16`
+//! and is requantized to an 8-bit, group-32 triplet ([`requantize_q6_k`]: not lossless, but
+//! its rounding step is about a quarter of `Q6_K`'s own). `Q2_K` stays `float16`. Other types (`Q5_0`, `Q5_1`, `Q3_K`, `IQ*`, ...)
 //! make MLX's loader fail and are reported as an [`Error::Gguf`] naming the type.
 //!
 //! # The llama Q/K permutation
@@ -82,6 +84,7 @@ pub fn read_gguf_checkpoint(path: &Path) -> Result<GgufCheckpoint> {
     }
     let mut arrays = std::mem::take(&mut gguf.arrays);
     redecode_q4_k(path, &mut arrays)?;
+    requantize_q6_k(path, &mut arrays)?;
     if arrays.contains_key("rope_freqs.weight") {
         return Err(Error::Gguf(
             "`rope_freqs` (Llama 3 RoPE scaling baked into a tensor) is not supported; \
@@ -534,14 +537,16 @@ fn tensor_infos(path: &Path) -> std::result::Result<Vec<TensorInfo>, String> {
 const GGML_Q4_K: u32 = 12;
 
 /// Replaces the tensors that MLX decodes wrongly (`Q4_K`, see [`super::ggml_quants`]) with
-/// the project's own decoding of their blocks, as float32 `[rows, cols]` arrays.
+/// the project's own reading of their blocks, as MLX affine triplets (4 bits, group 32, f32
+/// scales and biases; lossless): `P.weight` becomes the packed `uint32` `[rows, cols / 8]`,
+/// with `P.scales` and `P.biases` `[rows, cols / 32]` beside it.
 fn redecode_q4_k(path: &Path, arrays: &mut HashMap<String, Array>) -> Result<()> {
     let infos = tensor_infos(path).map_err(|e| Error::Gguf(format!("{}: {e}", path.display())))?;
+    let len = std::fs::metadata(path)
+        .map_err(|e| Error::io(path, e))?
+        .len();
     for info in infos.into_iter().filter(|t| t.ggml_type == GGML_Q4_K) {
         let count: u64 = info.dims.iter().product();
-        let len = std::fs::metadata(path)
-            .map_err(|e| Error::io(path, e))?
-            .len();
         let bytes =
             count / super::ggml_quants::QK_K as u64 * super::ggml_quants::Q4_K_BLOCK_BYTES as u64;
         if info.offset.checked_add(bytes).is_none_or(|end| end > len) {
@@ -551,9 +556,64 @@ fn redecode_q4_k(path: &Path, arrays: &mut HashMap<String, Array>) -> Result<()>
                 info.name
             )));
         }
-        let values = super::ggml_quants::read_q4_k(path, info.offset, count as usize)?;
-        let shape: Vec<i32> = info.dims.iter().rev().map(|&d| d as i32).collect();
-        arrays.insert(info.name, Array::from_slice(&values, &shape)?);
+        let Some(stem) = info.name.strip_suffix(".weight") else {
+            return Err(Error::Gguf(format!(
+                "{}: Q4_K tensor `{}` is not a `.weight`",
+                path.display(),
+                info.name
+            )));
+        };
+        let cols = info.dims.first().copied().unwrap_or(0);
+        let rows = if cols == 0 { 0 } else { count / cols };
+        let (rows, cols) = (
+            i32::try_from(rows)
+                .map_err(|_| Error::Gguf(format!("`{}` is too large", info.name)))?,
+            i32::try_from(cols)
+                .map_err(|_| Error::Gguf(format!("`{}` is too large", info.name)))?,
+        );
+        let t = super::ggml_quants::read_q4_k_affine(path, info.offset, count as usize)?;
+        arrays.insert(
+            info.name.clone(),
+            Array::from_slice(&t.packed, &[rows, cols / 8])?,
+        );
+        arrays.insert(
+            format!("{stem}.scales"),
+            Array::from_slice(&t.scales, &[rows, cols / 32])?,
+        );
+        arrays.insert(
+            format!("{stem}.biases"),
+            Array::from_slice(&t.biases, &[rows, cols / 32])?,
+        );
+    }
+    Ok(())
+}
+
+/// ggml type id of `Q6_K`.
+const GGML_Q6_K: u32 = 14;
+
+/// Requantizes the `Q6_K` tensors (which MLX decodes into `float16`) as MLX affine 8-bit,
+/// group-32 triplets, so that they stay compact and go through the quantized matmul. Not
+/// lossless: a `Q6_K` group of 32 spans two 16-weight sub-blocks with their own scales, and
+/// MLX's affine groups are 32 wide; the 8-bit step is about a quarter of `Q6_K`'s 6-bit step
+/// over the same range, so the rounding added is small next to `Q6_K`'s own. Tensors that
+/// are not 2-D with a multiple of 32 columns stay `float16`.
+fn requantize_q6_k(path: &Path, arrays: &mut HashMap<String, Array>) -> Result<()> {
+    let types = tensor_types(path).map_err(|e| Error::Gguf(format!("{}: {e}", path.display())))?;
+    for (name, _) in types.into_iter().filter(|(_, t)| *t == GGML_Q6_K) {
+        let Some(stem) = name.strip_suffix(".weight") else {
+            continue;
+        };
+        let Some(dense) = arrays.get(&name) else {
+            continue;
+        };
+        let shape = dense.shape();
+        if shape.len() != 2 || shape[1] % 32 != 0 {
+            continue;
+        }
+        let (packed, scales, biases) = mlx_rs::quant::quantize(dense, 32, 8)?;
+        arrays.insert(format!("{stem}.scales"), scales);
+        arrays.insert(format!("{stem}.biases"), biases);
+        arrays.insert(name, packed);
     }
     Ok(())
 }
