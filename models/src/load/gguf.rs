@@ -564,7 +564,7 @@ fn redecode_q4_k(path: &Path, arrays: &mut HashMap<String, Array>) -> Result<()>
             )));
         };
         let cols = info.dims.first().copied().unwrap_or(0);
-        let rows = if cols == 0 { 0 } else { count / cols };
+        let rows = count.checked_div(cols).unwrap_or(0);
         let (rows, cols) = (
             i32::try_from(rows)
                 .map_err(|_| Error::Gguf(format!("`{}` is too large", info.name)))?,
