@@ -11,8 +11,9 @@
 //! the packed shapes into the config's `quantization` entry. `Q4_K`, which MLX 0.32.2 decodes
 //! wrongly, is read by the project's own code ([`super::ggml_quants`]) and becomes such a
 //! triplet too (4 bits, group 32, f32 scales; lossless). `Q6_K` arrives from MLX as `float16`
-//! and is requantized to an 8-bit, group-32 triplet ([`requantize_q6_k`]: not lossless, but
-//! its rounding step is about a quarter of `Q6_K`'s own). `Q2_K` stays `float16`. Other types (`Q5_0`, `Q5_1`, `Q3_K`, `IQ*`, ...)
+//! and is requantized to an 8-bit, group-32 triplet (not lossless, but
+//! its error is at most one 8-bit step of the group's range, typically a quarter of `Q6_K`'s own
+//! step; see `requantize_q6_k`). `Q2_K` stays `float16`. Other types (`Q5_0`, `Q5_1`, `Q3_K`, `IQ*`, ...)
 //! make MLX's loader fail and are reported as an [`Error::Gguf`] naming the type.
 //!
 //! # The llama Q/K permutation
@@ -593,10 +594,12 @@ const GGML_Q6_K: u32 = 14;
 
 /// Requantizes the `Q6_K` tensors (which MLX decodes into `float16`) as MLX affine 8-bit,
 /// group-32 triplets, so that they stay compact and go through the quantized matmul. Not
-/// lossless: a `Q6_K` group of 32 spans two 16-weight sub-blocks with their own scales, and
-/// MLX's affine groups are 32 wide; the 8-bit step is about a quarter of `Q6_K`'s 6-bit step
-/// over the same range, so the rounding added is small next to `Q6_K`'s own. Tensors that
-/// are not 2-D with a multiple of 32 columns stay `float16`.
+/// lossless: a group of 32 spans two 16-weight `Q6_K` sub-blocks with their own scales, and
+/// MLX's affine groups are 32 wide. The error of a weight is at most one 8-bit step of its
+/// group's range, `(max - min) / 255` (MLX keeps the bias exact and may clip the far end of
+/// the range); measured against `Q6_K`'s own step it is typically about a quarter
+/// (models/tests/gguf_kquants.rs), more where neighbouring sub-blocks have very different
+/// scales. Tensors that are not 2-D with a multiple of 32 columns stay `float16`.
 fn requantize_q6_k(path: &Path, arrays: &mut HashMap<String, Array>) -> Result<()> {
     let types = tensor_types(path).map_err(|e| Error::Gguf(format!("{}: {e}", path.display())))?;
     for (name, _) in types.into_iter().filter(|(_, t)| *t == GGML_Q6_K) {

@@ -14,11 +14,13 @@
 //!   (see `shared/reference/mlx-on-linux.md` and `test-weights.md`). Floating tensors are
 //!   converted to the compute dtype at load.
 //! - **Quantized weights** (MLX-quantized checkpoints; GGUF `Q4_0` / `Q4_1` / `Q8_0`, which MLX
-//!   loads as `weight` / `scales` / `biases` triplets) stay quantized by default: on a GPU for
-//!   MLX's kernels, and on an x86 CPU for mlx-rs's native quantized matmul
-//!   ([`mlx_rs::quant::native_qmm_enabled`]), which measures faster than f32 + OpenBLAS:
-//!   SmolLM2-135M (GGUF Q4_1) decodes at 28.6 tok/s kept 4-bit against 13.3 tok/s dequantized to
-//!   f32, with a quarter of the memory (BENCHMARKS.md). Where that kernel is off
+//!   loads as `weight` / `scales` / `biases` triplets, and `Q4_K` / `Q6_K`, which
+//!   [`gguf`] turns into such triplets) stay quantized by default: on a GPU for MLX's kernels,
+//!   and on an x86 CPU for mlx-rs's native quantized matmul
+//!   ([`mlx_rs::quant::native_qmm_enabled`]), which measures far faster than f32 + OpenBLAS
+//!   (SmolLM2-135M, GGUF Q4_1, dev-cpu in BENCHMARKS.md: ~9× the decode speed dequantized to
+//!   f32, in a third of the memory). Half-precision scales and biases stay as stored under
+//!   f32 compute (the kernel widens them in registers). Where that kernel is off
 //!   (`MLX_RS_NATIVE_QMM=0`, or a non-x86 CPU) they are dequantized to the compute dtype at
 //!   load instead, since MLX's own CPU `quantized_matmul` is slower than f32 (7.8 against
 //!   18.6 tok/s with mlx-lm). [`LoadOptions::keep_quantized`] overrides either way.

@@ -1,0 +1,235 @@
+//! GGUF k-quants through the loader: a tiny qwen2 file with a `Q4_K` and a `Q6_K` matrix
+//! (blocks built by scripts/fixtures/gguf_kquants.py, reference values from the `gguf`
+//! package's decoder). `Q4_K` must become a lossless 4-bit triplet, `Q6_K` an 8-bit triplet
+//! within the 8-bit rounding bound, and the config's `quantization` entry must describe both.
+
+mod common;
+
+use mlx_models::load::gguf::read_gguf_checkpoint;
+use mlx_models::load::{prepare_weights, LoadOptions};
+use mlx_rs::{Device, Dtype};
+
+const Q4_K_MODULE: &str = "model.layers.0.self_attn.v_proj";
+const Q6_K_MODULE: &str = "model.layers.0.mlp.down_proj";
+
+/// The reference values and `[rows, cols]` of a tensor of the fixture (by GGUF name).
+fn reference(name: &str) -> (Vec<f32>, usize, usize) {
+    let fixture = common::json("gguf_kquants.json");
+    let t = &fixture[name];
+    let shape = common::i32s(&t["shape"]);
+    let hex = t["values_f32_hex"].as_str().unwrap();
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    let values: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let (rows, cols) = (shape[0] as usize, shape[1] as usize);
+    assert_eq!(values.len(), rows * cols);
+    (values, rows, cols)
+}
+
+/// The triplet of `module`, checked for MLX's layout at `bits`, dequantized in f32.
+fn dequantized(weights: &mlx_models::weights::Weights, module: &str, bits: i32) -> Vec<f32> {
+    let w = weights.get(&format!("{module}.weight")).unwrap();
+    let scales = weights.get(&format!("{module}.scales")).unwrap();
+    let biases = weights.get(&format!("{module}.biases")).unwrap();
+    let (rows, cols) = (scales.shape()[0], scales.shape()[1] * 32);
+    assert_eq!(w.dtype(), Dtype::Uint32, "{module}");
+    assert_eq!(w.shape(), vec![rows, cols * bits / 32], "{module}");
+    assert_eq!(biases.shape(), scales.shape(), "{module}");
+    mlx_rs::quant::dequantize(
+        w,
+        &scales.astype(Dtype::Float32).unwrap(),
+        &biases.astype(Dtype::Float32).unwrap(),
+        32,
+        bits,
+    )
+    .unwrap()
+    .to_vec::<f32>()
+    .unwrap()
+}
+
+/// The bounds on how far an 8-bit, group-32 requantization (MLX's `quantize`) of the
+/// f16-decoded `Q6_K` values may move a weight of `group` (reference values), as
+/// `(rounded, clipped)`. With `step = (max - min) / 255`: MLX takes the group's extreme of larger
+/// magnitude as the bias and, to keep it exact, replaces the scale `s0 = step` by
+/// `edge / round(edge / s0)`, with `|edge| / s0 >= 127.5`: at most `s0 / 127` larger or
+/// `s0 / 255` smaller. A weight rounded to a code moves at most half that scale; the far
+/// extreme, when the scale shrank, may fall past code 255 and be clipped, by up to
+/// `(max - min) / 256`, just under one step. Both add the f16 rounding of the scale (`2^-11`
+/// relative, times a code of at most 255) and that of the decoded value and the bias (`2^-11`
+/// of the group's largest magnitude each, plus f16's smallest subnormal step).
+fn q6_k_bounds(group: &[f32]) -> (f32, f32) {
+    let max = group.iter().copied().fold(f32::MIN, f32::max);
+    let min = group.iter().copied().fold(f32::MAX, f32::min);
+    let step = (max - min) / 255.0;
+    let ulp = 2f32.powi(-11);
+    let scale = step * (1.0 + 1.0 / 127.0);
+    let f16 = 255.0 * scale * ulp + 2.0 * (max.abs().max(min.abs()) * ulp + 2f32.powi(-24));
+    (0.5 * scale + f16, (max - min) / 256.0 + f16)
+}
+
+#[test]
+fn q4_k_and_q6_k_become_affine_triplets() {
+    let ck = read_gguf_checkpoint(&common::fixture("gguf_kquants.gguf")).unwrap();
+    let mut names = ck.weights.names();
+    names.sort();
+    let mut want: Vec<String> = [Q4_K_MODULE, Q6_K_MODULE]
+        .iter()
+        .flat_map(|m| ["biases", "scales", "weight"].map(|s| format!("{m}.{s}")))
+        .collect();
+    want.sort();
+    assert_eq!(names, want);
+    assert_eq!(ck.config.model_type, "qwen2");
+    assert_eq!((ck.config.hidden_size, ck.config.vocab_size), (256, 4));
+
+    // quantization: group 32; one 4-bit and one 8-bit module, the tie going to 4 bits as the
+    // default and the Q6_K module listed as an 8-bit override.
+    let q = ck.config.quantization().unwrap().unwrap();
+    assert_eq!((q.default.group_size, q.default.bits), (32, 4));
+    assert_eq!(q.mode, "affine");
+    let p4 = q.for_module(Q4_K_MODULE).unwrap();
+    let p6 = q.for_module(Q6_K_MODULE).unwrap();
+    assert_eq!((p4.group_size, p4.bits), (32, 4));
+    assert_eq!((p6.group_size, p6.bits), (32, 8));
+    assert_eq!(q.overrides.len(), 1, "{:?}", q.overrides);
+    assert!(q.overrides.contains_key(Q6_K_MODULE));
+
+    // Q4_K: f32 scales and biases, [2, 256] → weight [2, 32], scales [2, 8]; exact.
+    let (expected, rows, cols) = reference("blk.0.attn_v.weight");
+    let scales = ck.weights.get(&format!("{Q4_K_MODULE}.scales")).unwrap();
+    assert_eq!(scales.dtype(), Dtype::Float32);
+    assert_eq!(scales.shape(), vec![rows as i32, cols as i32 / 32]);
+    let got = dequantized(&ck.weights, Q4_K_MODULE, 4);
+    assert_eq!(got.len(), expected.len());
+    for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+        assert!(
+            g == e,
+            "Q4_K [{}, {}]: {g} vs reference {e}",
+            i / cols,
+            i % cols
+        );
+    }
+
+    // Q6_K: requantized to 8 bits. Every weight is within a step of its group; all but the
+    // clipped extremes (code 0 or 255) within half a step.
+    let fixture = common::json("gguf_kquants.json");
+    let q6_steps = common::f32s(&fixture["blk.0.ffn_down.weight"]["sub_block_steps"]);
+    let (expected, rows, cols) = reference("blk.0.ffn_down.weight");
+    let scales = ck.weights.get(&format!("{Q6_K_MODULE}.scales")).unwrap();
+    assert_eq!(scales.shape(), vec![rows as i32, cols as i32 / 32]);
+    let words = ck
+        .weights
+        .get(&format!("{Q6_K_MODULE}.weight"))
+        .unwrap()
+        .to_vec::<u32>()
+        .unwrap();
+    let got = dequantized(&ck.weights, Q6_K_MODULE, 8);
+    assert_eq!(got.len(), expected.len());
+    let (mut inexact, mut clipped) = (0, 0);
+    // Per row: the largest error in units of Q6_K's own step of the weight's sub-block.
+    let mut vs_q6_step = vec![0f32; rows];
+    for (g0, (got, want)) in got.chunks(32).zip(expected.chunks(32)).enumerate() {
+        let (rounded, clip) = q6_k_bounds(want);
+        for (k, (g, e)) in got.iter().zip(want).enumerate() {
+            let i = g0 * 32 + k;
+            let (r, c) = (i / cols, i % cols);
+            let code = (words[i / 4] >> (8 * (i % 4))) & 0xff;
+            let err = (g - e).abs();
+            inexact += usize::from(g != e);
+            assert!(
+                err <= clip,
+                "Q6_K [{r}, {c}]: {g} vs reference {e} (error {err} > bound {clip})"
+            );
+            if err > rounded {
+                clipped += 1;
+                assert!(
+                    code == 0 || code == 255,
+                    "Q6_K [{r}, {c}]: {g} vs reference {e}: error {err} > half a step \
+                     ({rounded}) at code {code}"
+                );
+            }
+            let q6 = q6_steps[i / 16].abs();
+            if q6 > 0.0 {
+                vs_q6_step[r] = vs_q6_step[r].max(err / q6);
+            }
+        }
+    }
+    eprintln!(
+        "Q6_K: {inexact} of {} weights inexact, {clipped} clipped past half an 8-bit step; \
+         largest error / Q6_K sub-block step per row: {vs_q6_step:?}",
+        got.len()
+    );
+    assert!(
+        inexact > 0,
+        "an 8-bit requantization of Q6_K is not lossless in general"
+    );
+    // The docs' "about a quarter of Q6_K's step" holds where neighbouring sub-blocks have
+    // similar scales (row 1, quantized from Gaussian values); row 0's random sub-block scales
+    // show it is not a bound in general.
+    assert!(vs_q6_step[1] <= 0.25, "{vs_q6_step:?}");
+    assert!(vs_q6_step[0] > 0.25, "{vs_q6_step:?}");
+}
+
+/// `prepare_weights` with the config's quantization: kept quantized, the Q6_K scales stay
+/// f16 (as `quantize` made them from MLX's f16 decoding) and the Q4_K ones f32; dequantized at
+/// load (each module at its own bits), the dense weights equal the triplets' dequantization.
+#[test]
+fn prepare_weights_uses_each_modules_bits() {
+    let ck = read_gguf_checkpoint(&common::fixture("gguf_kquants.gguf")).unwrap();
+    let (q4_ref, _, _) = reference("blk.0.attn_v.weight");
+    let q6_triplet = dequantized(&ck.weights, Q6_K_MODULE, 8);
+    let options = |keep| LoadOptions {
+        dtype: Some(Dtype::Float32),
+        keep_quantized: Some(keep),
+        device: Device::cpu(),
+    };
+
+    let again = read_gguf_checkpoint(&common::fixture("gguf_kquants.gguf")).unwrap();
+    let (kept, build) = prepare_weights(&again.config, again.weights, &options(true)).unwrap();
+    assert!(build.quantization.is_some());
+    let dtype = |w: &mlx_models::weights::Weights, n: &str| w.get(n).unwrap().dtype();
+    assert_eq!(
+        dtype(&kept, &format!("{Q4_K_MODULE}.scales")),
+        Dtype::Float32
+    );
+    assert_eq!(
+        dtype(&kept, &format!("{Q4_K_MODULE}.biases")),
+        Dtype::Float32
+    );
+    assert_eq!(
+        dtype(&kept, &format!("{Q6_K_MODULE}.scales")),
+        Dtype::Float16
+    );
+    assert_eq!(
+        dtype(&kept, &format!("{Q6_K_MODULE}.biases")),
+        Dtype::Float16
+    );
+
+    let (dense, build) = prepare_weights(&ck.config, ck.weights, &options(false)).unwrap();
+    assert!(build.quantization.is_none());
+    let mut names = dense.names();
+    names.sort();
+    assert_eq!(
+        names,
+        vec![
+            format!("{Q6_K_MODULE}.weight"),
+            format!("{Q4_K_MODULE}.weight")
+        ]
+    );
+    let v = dense.get(&format!("{Q4_K_MODULE}.weight")).unwrap();
+    assert_eq!((v.dtype(), v.shape()), (Dtype::Float32, vec![2, 256]));
+    assert!(
+        v.to_vec::<f32>().unwrap() == q4_ref,
+        "Q4_K dense != reference"
+    );
+    let d = dense.get(&format!("{Q6_K_MODULE}.weight")).unwrap();
+    assert_eq!((d.dtype(), d.shape()), (Dtype::Float32, vec![2, 512]));
+    assert!(
+        d.to_vec::<f32>().unwrap() == q6_triplet,
+        "Q6_K dense != its triplet"
+    );
+}
