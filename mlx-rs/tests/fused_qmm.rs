@@ -2,6 +2,9 @@
 //! f64 evaluation of the packed words done here, against MLX's own ops composed
 //! (`fast::rms_norm` → `quant::quantized_matmul` → `add`), views as inputs, errors, and the
 //! calls the native kernel declines (`Ok(None)`).
+mod common;
+
+use common::{dequant_f64_checked, f32s, quantize_weights, Quantized};
 use mlx_rs::{fast, native, quant, random, Array, Dtype};
 use std::sync::Mutex;
 
@@ -22,72 +25,26 @@ fn uniform(shape: &[i32], low: f32, high: f32, seed: u64) -> Array {
     random::uniform(low, high, shape, Dtype::Float32, Some(&key)).unwrap()
 }
 
-fn f32s(a: &Array) -> Vec<f32> {
-    a.astype(Dtype::Float32).unwrap().to_vec::<f32>().unwrap()
-}
-
-struct Quantized {
-    wq: Array,
-    scales: Array,
-    biases: Array,
-    n: usize,
-    k: usize,
-    bits: i32,
-    group: i32,
-}
-
+/// Weights `[n, k]` from uniform values in [-1, 1), quantized; unpacked with
+/// [`dequant_f64_checked`] (which also checks the unpacking against MLX's dequantize).
 fn make_weights(n: usize, k: usize, bits: i32, group: i32, sb: Dtype, seed: u64) -> Quantized {
-    let w = uniform(&[n as i32, k as i32], -1.0, 1.0, seed)
-        .astype(sb)
-        .unwrap();
-    let (wq, scales, biases) = quant::quantize(&w, group, bits).unwrap();
-    assert_eq!(scales.dtype(), sb);
-    Quantized {
-        wq,
-        scales,
-        biases,
-        n,
-        k,
+    quantize_weights(
+        &uniform(&[n as i32, k as i32], -1.0, 1.0, seed),
         bits,
         group,
-    }
+        sb,
+    )
 }
 
-/// The weights `[n, k]` in f64, unpacked here: value = scale·q + bias, the codes of each row a
-/// little-endian bit stream over the uint32 words.
-fn dequant_f64(q: &Quantized) -> Vec<f64> {
-    let words = q.wq.to_vec::<u32>().unwrap();
-    let s = f32s(&q.scales);
-    let b = f32s(&q.biases);
-    let bits = q.bits as usize;
-    let mask = (1u64 << bits) - 1;
-    let ng = q.k / q.group as usize;
-    let mut out = vec![0f64; q.n * q.k];
-    let mut mag = vec![0f64; q.n * q.k];
-    for r in 0..q.n {
-        let row = r * q.k * bits / 32;
-        for c in 0..q.k {
-            let bit = c * bits;
-            let lo = words[row + bit / 32] as u64;
-            let hi = words.get(row + bit / 32 + 1).map_or(0, |&v| v as u64);
-            let code = ((hi << 32 | lo) >> (bit % 32)) & mask;
-            let g = r * ng + c / q.group as usize;
-            out[r * q.k + c] = s[g] as f64 * code as f64 + b[g] as f64;
-            mag[r * q.k + c] = (s[g] as f64 * code as f64).abs() + (b[g] as f64).abs();
-        }
-    }
-    // The unpacking agrees with MLX's own dequantize (a check of this reference only; MLX
-    // computes in the scales' dtype: two roundings of the terms).
-    let rel = match q.scales.dtype() {
-        Dtype::Float16 => 2.0 / 1024.0,
-        Dtype::Bfloat16 => 2.0 / 128.0,
-        _ => 1e-6,
-    };
-    let mlx = f32s(&quant::dequantize(&q.wq, &q.scales, &q.biases, q.group, q.bits).unwrap());
-    for (i, ((&a, &b), &m)) in out.iter().zip(&mlx).zip(&mag).enumerate() {
-        assert!((a - b as f64).abs() <= rel * m, "dequant {i}: {a} vs {b}");
-    }
-    out
+/// The operands of one call, from the seeds `seed..seed + 4`: float32 weights `[n, k]`
+/// quantized to 4 bits in groups of `group`, x `[m, k]`, a norm weight `[k]` and a residual
+/// `[m, n]`.
+fn operands(n: usize, k: usize, m: i32, group: i32, seed: u64) -> (Quantized, Array, Array, Array) {
+    let q = make_weights(n, k, 4, group, Dtype::Float32, seed);
+    let x = uniform(&[m, k as i32], -1.0, 1.0, seed + 1);
+    let nw = uniform(&[k as i32], 0.5, 1.5, seed + 2);
+    let r = uniform(&[m, n as i32], -1.0, 1.0, seed + 3);
+    (q, x, nw, r)
 }
 
 /// `rms_norm(x, nw, eps) · wᵀ + r` in f64 (x `[m, k]` row-major values, w `[n, k]`), and per
@@ -208,7 +165,7 @@ fn bits_groups_rows_dtypes_norm_and_residual_against_f64_and_composition() {
                 let k = group as usize * 3;
                 seed += 1;
                 let q = make_weights(n, k, bits, group, sb, seed);
-                let w = dequant_f64(&q);
+                let w = dequant_f64_checked(&q);
                 let nw = uniform(&[k as i32], 0.5, 1.5, seed + 7);
                 let nw_v = f32s(&nw);
                 for m in [1usize, 3, 9, 17] {
@@ -259,7 +216,7 @@ fn batched_x_and_half_residual() {
     let _g = lock();
     let (n, k, b, m) = (24usize, 128usize, 2usize, 5usize);
     let q = make_weights(n, k, 4, 64, Dtype::Float16, 77);
-    let w = dequant_f64(&q);
+    let w = dequant_f64_checked(&q);
     let x = uniform(&[b as i32, m as i32, k as i32], -1.0, 1.0, 78);
     let nw = uniform(&[k as i32], 0.5, 1.5, 79);
     let r = uniform(&[b as i32, m as i32, n as i32], -1.0, 1.0, 80)
@@ -287,7 +244,7 @@ fn views_as_x_and_residual() {
     let _g = lock();
     let (n, k) = (40usize, 192usize);
     let q = make_weights(n, k, 4, 64, Dtype::Float32, 5);
-    let w = dequant_f64(&q);
+    let w = dequant_f64_checked(&q);
     let nw = uniform(&[k as i32], 0.5, 1.5, 6);
     let nw_v = f32s(&nw);
     for m in [1usize, 3, 17] {
@@ -342,10 +299,7 @@ fn views_as_x_and_residual() {
 fn shape_errors_are_errors_and_the_process_goes_on() {
     let _g = lock();
     let (n, k, m) = (16usize, 64usize, 3i32);
-    let q = make_weights(n, k, 4, 32, Dtype::Float32, 90);
-    let x = uniform(&[m, k as i32], -1.0, 1.0, 91);
-    let nw = uniform(&[k as i32], 0.5, 1.5, 92);
-    let r = uniform(&[m, n as i32], -1.0, 1.0, 93);
+    let (q, x, nw, r) = operands(n, k, m, 32, 90);
 
     let short_norm = uniform(&[k as i32 - 1], 0.5, 1.5, 94);
     assert!(
@@ -385,7 +339,7 @@ fn shape_errors_are_errors_and_the_process_goes_on() {
     let (want, _) = reference(
         &f32s(&x),
         Some(&f32s(&nw)),
-        &dequant_f64(&q),
+        &dequant_f64_checked(&q),
         Some(&f32s(&r)),
         m as usize,
         n,
@@ -398,10 +352,7 @@ fn shape_errors_are_errors_and_the_process_goes_on() {
 fn declined_calls_return_none() {
     let _g = lock();
     let (n, k, m) = (16usize, 192usize, 2i32);
-    let q = make_weights(n, k, 4, 64, Dtype::Float32, 50);
-    let x = uniform(&[m, k as i32], -1.0, 1.0, 51);
-    let nw = uniform(&[k as i32], 0.5, 1.5, 52);
-    let r = uniform(&[m, n as i32], -1.0, 1.0, 53);
+    let (q, x, nw, r) = operands(n, k, m, 64, 50);
 
     // Switched off (and back on).
     quant::set_native_qmm(false);
@@ -437,7 +388,7 @@ fn bf16_x_against_f64() {
     for sb in [Dtype::Float32, Dtype::Bfloat16, Dtype::Float16] {
         for bits in [4, 8] {
             let q = make_weights(n, k, bits, 64, sb, 60 + bits as u64);
-            let w = dequant_f64(&q);
+            let w = dequant_f64_checked(&q);
             let nw = uniform(&[k as i32], 0.5, 1.5, 61);
             let nw_v = f32s(&nw);
             for m in [1usize, 3, 17] {

@@ -9,6 +9,9 @@
 //! The native switch is process-wide and the tests of this binary run on parallel threads:
 //! every test holds [`LOCK`] (through [`Native`]) for its whole body and restores the switch.
 
+mod common;
+
+use common::{f32s, rand_vec};
 use mlx_rs::fast::{self, AttentionMask};
 use mlx_rs::native::{self, cached_attention, CachedAttentionOutput, CachedAttentionParams};
 use mlx_rs::{s, Array, Dtype, Error};
@@ -44,27 +47,8 @@ impl Drop for Native {
     }
 }
 
-/// Deterministic values in [-1, 1) (a 64-bit LCG).
-fn data(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f64 / (1u64 << 24) as f64 * 2.0 - 1.0) as f32
-        })
-        .collect()
-}
-
 fn arr(v: &[f32], shape: &[i32]) -> Array {
     Array::from_slice(v, shape).unwrap()
-}
-
-fn f32s(a: &Array) -> Vec<f32> {
-    a.astype(Dtype::Float32).unwrap().to_vec::<f32>().unwrap()
 }
 
 #[track_caller]
@@ -107,8 +91,14 @@ fn rms_norm_native_matches_f64_reference_and_mlx() {
     {
         let dim = *shape.last().unwrap() as usize;
         let size: usize = shape.iter().map(|&d| d as usize).product();
-        let xv: Vec<f32> = data(size, 10 + k as u64).iter().map(|v| v * 3.0).collect();
-        let wv: Vec<f32> = data(dim, 20 + k as u64).iter().map(|v| v + 1.5).collect();
+        let xv: Vec<f32> = rand_vec(size, 10 + k as u64)
+            .iter()
+            .map(|v| v * 3.0)
+            .collect();
+        let wv: Vec<f32> = rand_vec(dim, 20 + k as u64)
+            .iter()
+            .map(|v| v + 1.5)
+            .collect();
         let x = arr(&xv, shape);
         let w = arr(&wv, &[dim as i32]);
         for weight in [None, Some(&w)] {
@@ -143,7 +133,7 @@ fn rms_norm_native_matches_f64_reference_and_mlx() {
 fn rms_norm_non_contiguous_inputs() {
     let _n = Native::lock(true);
     // A transposed [7, 3] array is a [3, 7] view whose rows are the columns of the data.
-    let base: Vec<f32> = data(21, 1).iter().map(|v| v * 2.0).collect();
+    let base: Vec<f32> = rand_vec(21, 1).iter().map(|v| v * 2.0).collect();
     let x = arr(&base, &[7, 3]);
     let xt = x.t().unwrap();
     let mut rows = vec![0f32; 21];
@@ -152,7 +142,7 @@ fn rms_norm_non_contiguous_inputs() {
             rows[j * 7 + i] = base[i * 3 + j];
         }
     }
-    let w: Vec<f32> = data(7, 2).iter().map(|v| v + 1.0).collect();
+    let w: Vec<f32> = rand_vec(7, 2).iter().map(|v| v + 1.0).collect();
     let got = fast::rms_norm(&xt, Some(&arr(&w, &[7])), 1e-6).unwrap();
     assert_eq!(got.shape(), vec![3, 7]);
     assert_close(
@@ -164,7 +154,7 @@ fn rms_norm_non_contiguous_inputs() {
     );
 
     // Slices with a step, over the rows and over the normalised axis.
-    let base: Vec<f32> = data(40, 3).iter().map(|v| v * 5.0).collect();
+    let base: Vec<f32> = rand_vec(40, 3).iter().map(|v| v * 5.0).collect();
     let x = arr(&base, &[4, 10]);
     let rows_02: Vec<f32> = [0, 2]
         .iter()
@@ -194,9 +184,9 @@ fn rms_norm_non_contiguous_inputs() {
     );
 
     // A broadcast row (stride 0 on the first axis) and a transposed (strided) weight source.
-    let row: Vec<f32> = data(5, 4);
+    let row: Vec<f32> = rand_vec(5, 4);
     let xb = arr(&row, &[1, 5]).broadcast_to(&[3, 5]).unwrap();
-    let wsrc: Vec<f32> = data(10, 5);
+    let wsrc: Vec<f32> = rand_vec(10, 5);
     let wview = arr(&wsrc, &[5, 2]).slice(s![.., 1]).unwrap(); // every other element
     let wv: Vec<f32> = (0..5).map(|i| wsrc[2 * i + 1]).collect();
     let got = fast::rms_norm(&xb, Some(&wview), 1e-6).unwrap();
@@ -215,8 +205,8 @@ fn rms_norm_non_contiguous_inputs() {
 #[test]
 fn rms_norm_in_a_lazy_graph() {
     let _n = Native::lock(true);
-    let (av, bv, cv) = (data(24, 6), data(24, 7), data(24, 8));
-    let wv: Vec<f32> = data(8, 9).iter().map(|v| v * 0.5 + 1.0).collect();
+    let (av, bv, cv) = (rand_vec(24, 6), rand_vec(24, 7), rand_vec(24, 8));
+    let wv: Vec<f32> = rand_vec(8, 9).iter().map(|v| v * 0.5 + 1.0).collect();
     let (a, b, c) = (arr(&av, &[3, 8]), arr(&bv, &[3, 8]), arr(&cv, &[3, 8]));
     let w = arr(&wv, &[8]);
     // (a + b) is a temporary the primitive may overwrite; the multiply reads its result.
@@ -237,7 +227,7 @@ fn rms_norm_in_a_lazy_graph() {
 
     // A reshape of an array the caller still holds shares its buffer: it must not be
     // normalised in place.
-    let xv = data(12, 11);
+    let xv = rand_vec(12, 11);
     let x = arr(&xv, &[2, 6]);
     let y = fast::rms_norm(&x.reshape(&[3, 4]).unwrap(), None, 1e-6).unwrap();
     assert_close(
@@ -253,8 +243,8 @@ fn rms_norm_in_a_lazy_graph() {
 #[test]
 fn rms_norm_float16_takes_mlx_path() {
     let _n = Native::lock(true);
-    let xv: Vec<f32> = data(2 * 3 * 16, 12).iter().map(|v| v * 4.0).collect();
-    let wv: Vec<f32> = data(16, 13).iter().map(|v| v + 1.0).collect();
+    let xv: Vec<f32> = rand_vec(2 * 3 * 16, 12).iter().map(|v| v * 4.0).collect();
+    let wv: Vec<f32> = rand_vec(16, 13).iter().map(|v| v + 1.0).collect();
     let x16 = arr(&xv, &[2, 3, 16]).astype(Dtype::Float16).unwrap();
     let w16 = arr(&wv, &[16]).astype(Dtype::Float16).unwrap();
     // Reference from the float16-rounded inputs.
@@ -278,7 +268,7 @@ fn rms_norm_float16_takes_mlx_path() {
 #[test]
 fn rms_norm_shape_errors() {
     let n = Native::lock(true);
-    let x = arr(&data(8, 14), &[2, 4]);
+    let x = arr(&rand_vec(8, 14), &[2, 4]);
     for on in [true, false] {
         n.set(on);
         let bad = arr(&[1.0; 5], &[5]);
@@ -299,7 +289,7 @@ fn rms_norm_shape_errors() {
             .unwrap();
         assert_close(
             &y,
-            &rms_ref(&data(8, 14), None, 1e-5, 4),
+            &rms_ref(&rand_vec(8, 14), None, 1e-5, 4),
             1e-5,
             1e-6,
             "after",
@@ -330,7 +320,10 @@ fn swiglu_matches_f64_reference_and_mlx() {
     {
         let last = *shape.last().unwrap() as usize;
         let size: usize = shape.iter().map(|&d| d as usize).product();
-        let xv: Vec<f32> = data(size, 30 + k as u64).iter().map(|v| v * 6.0).collect();
+        let xv: Vec<f32> = rand_vec(size, 30 + k as u64)
+            .iter()
+            .map(|v| v * 6.0)
+            .collect();
         let x = arr(&xv, shape);
         let want = swiglu_ref(&xv, last / 2);
         let mut out_shape = shape.clone();
@@ -361,7 +354,7 @@ fn swiglu_matches_f64_reference_and_mlx() {
 fn swiglu_non_contiguous_input() {
     let _n = Native::lock(true);
     // [6, 3] transposed: a [3, 6] view; row r is column r of the data.
-    let base = data(18, 40);
+    let base = rand_vec(18, 40);
     let xt = arr(&base, &[6, 3]).t().unwrap();
     let rows: Vec<f32> = (0..3)
         .flat_map(|r| (0..6).map(move |c| (r, c)))
@@ -392,7 +385,7 @@ fn swiglu_errors_and_fallbacks() {
     }
     n.set(true);
     // bfloat16 is not eligible: MLX's ops compute it, within bfloat16's precision.
-    let xv: Vec<f32> = data(4 * 32, 41).iter().map(|v| v * 4.0).collect();
+    let xv: Vec<f32> = rand_vec(4 * 32, 41).iter().map(|v| v * 4.0).collect();
     let x = arr(&xv, &[4, 32]).astype(Dtype::Bfloat16).unwrap();
     let y = native::swiglu(&x).unwrap();
     assert_eq!(y.dtype(), Dtype::Bfloat16);
@@ -421,6 +414,10 @@ impl Dims {
     }
     fn cache_shape(&self) -> [i32; 4] {
         [self.b, self.hkv, self.cap, self.d].map(|v| v as i32)
+    }
+    /// A float32 cache of zeros (never evaluated).
+    fn zero_cache(&self) -> Array {
+        Array::zeros(&self.cache_shape(), Dtype::Float32).unwrap()
     }
     fn params(&self, offset: usize) -> CachedAttentionParams {
         CachedAttentionParams {
@@ -457,12 +454,12 @@ impl StepData {
 
     /// A chunk of `tokens` new tokens per sequence.
     fn chunk(dims: Dims, tokens: usize, norms: bool, seed: u64) -> StepData {
-        let qkv: Vec<f32> = data(dims.b * tokens * dims.width(), seed)
+        let qkv: Vec<f32> = rand_vec(dims.b * tokens * dims.width(), seed)
             .iter()
             .map(|v| v * 2.0)
             .collect();
         let norm = |s| {
-            data(dims.d, s)
+            rand_vec(dims.d, s)
                 .iter()
                 .map(|v| v * 0.5 + 1.0)
                 .collect::<Vec<_>>()
@@ -488,6 +485,28 @@ impl StepData {
     fn norms(&self) -> (Option<Array>, Option<Array>) {
         let a = |v: &Option<Vec<f32>>| v.as_ref().map(|v| arr(v, &[v.len() as i32]));
         (a(&self.q_norm), a(&self.k_norm))
+    }
+    /// `cached_attention` on `qkv` (normally [`StepData::qkv`]) with this step's norms and
+    /// frequencies.
+    fn attend(
+        &self,
+        dims: Dims,
+        qkv: &Array,
+        offset: usize,
+        kc: &Array,
+        vc: &Array,
+    ) -> mlx_rs::Result<Option<CachedAttentionOutput>> {
+        let (qn, kn) = self.norms();
+        let f = self.inv_freq();
+        cached_attention(
+            qkv,
+            kc,
+            vc,
+            &f,
+            qn.as_ref(),
+            kn.as_ref(),
+            dims.params(offset),
+        )
     }
 }
 
@@ -622,18 +641,9 @@ fn run_native(
     kc: &Array,
     vc: &Array,
 ) -> CachedAttentionOutput {
-    let (qn, kn) = step.norms();
-    cached_attention(
-        &step.qkv(dims),
-        kc,
-        vc,
-        &step.inv_freq(),
-        qn.as_ref(),
-        kn.as_ref(),
-        dims.params(offset),
-    )
-    .unwrap()
-    .expect("eligible call took the native path")
+    step.attend(dims, &step.qkv(dims), offset, kc, vc)
+        .unwrap()
+        .expect("eligible call took the native path")
 }
 
 /// Checks a returned cache after a one-token call (see [`check_written`]).
@@ -673,6 +683,104 @@ fn check_written(
     }
 }
 
+/// The values of one native call, checked by [`run_and_check`].
+struct Checked {
+    /// The f64 reference output.
+    want: Vec<f64>,
+    attention: Vec<f32>,
+    k_cache: Vec<f32>,
+    v_cache: Vec<f32>,
+}
+
+/// One native call on the caches `k.0`/`v.0`, which hold the values `k.1`/`v.1`
+/// (`[B, Hkv, cap, D]`): the shapes, the output against the f64 reference, and the returned
+/// caches (see [`check_written`]).
+#[track_caller]
+fn run_and_check(
+    dims: Dims,
+    step: &StepData,
+    offset: usize,
+    k: (&Array, &[f32]),
+    v: (&Array, &[f32]),
+    what: &str,
+) -> Checked {
+    let l = step.tokens;
+    let (mut kr, mut vr) = (widen(k.1), widen(v.1));
+    let want = attention_ref(dims, step, offset, &mut kr, &mut vr);
+    let out = run_native(dims, step, offset, k.0, v.0);
+    assert_eq!(
+        out.attention.shape(),
+        vec![dims.b as i32, l as i32, (dims.h * dims.d) as i32],
+        "{what}"
+    );
+    assert_eq!(out.k_cache.shape(), dims.cache_shape().to_vec(), "{what}");
+    assert_eq!(out.v_cache.shape(), dims.cache_shape().to_vec(), "{what}");
+    let attention = out.attention.to_vec::<f32>().unwrap();
+    assert_close(&attention, &want, 1e-4, 1e-5, &format!("attention {what}"));
+    let k_cache = out.k_cache.to_vec::<f32>().unwrap();
+    let v_cache = out.v_cache.to_vec::<f32>().unwrap();
+    check_written(dims, offset, l, &k_cache, &kr, k.1, &format!("k {what}"));
+    check_written(dims, offset, l, &v_cache, &vr, v.1, &format!("v {what}"));
+    Checked {
+        want,
+        attention,
+        k_cache,
+        v_cache,
+    }
+}
+
+/// Calls one after another from zero caches, each fed the caches the one before returned:
+/// every output (shape and values) against the f64 reference run over the same steps, then the
+/// final caches (k within tolerance, v exactly). Eager (each output evaluated at once), then
+/// lazy (the whole chain evaluated at the end).
+#[track_caller]
+fn check_chain(dims: Dims, steps: &[(usize, usize, bool, u64)]) {
+    let steps: Vec<(usize, StepData)> = steps
+        .iter()
+        .map(|&(offset, l, norms, seed)| (offset, StepData::chunk(dims, l, norms, seed)))
+        .collect();
+    for lazy in [false, true] {
+        check_chain_once(dims, &steps, lazy, &format!("{dims:?} lazy {lazy}"));
+    }
+}
+
+#[track_caller]
+fn check_chain_once(dims: Dims, steps: &[(usize, StepData)], lazy: bool, what: &str) {
+    let mut kc = dims.zero_cache();
+    let mut vc = dims.zero_cache();
+    let mut kr = vec![0f64; dims.cache_len()];
+    let mut vr = vec![0f64; dims.cache_len()];
+    let (mut outs, mut wants) = (Vec::new(), Vec::new());
+    for (offset, step) in steps {
+        wants.push(attention_ref(dims, step, *offset, &mut kr, &mut vr));
+        let out = run_native(dims, step, *offset, &kc, &vc);
+        let shape = [dims.b, step.tokens, dims.h * dims.d].map(|v| v as i32);
+        assert_eq!(out.attention.shape(), shape.to_vec(), "{what}");
+        if !lazy {
+            out.attention.eval().unwrap();
+        }
+        kc = out.k_cache;
+        vc = out.v_cache;
+        outs.push(out.attention);
+    }
+    for (i, (o, w)) in outs.iter().zip(&wants).enumerate() {
+        let (offset, l) = (steps[i].0, steps[i].1.tokens);
+        let what = format!("{what} call {i} offset {offset} L {l}");
+        assert_close(&f32s(o), w, 1e-4, 1e-5, &what);
+    }
+    assert_close(&f32s(&kc), &kr, 1e-5, 1e-5, &format!("k {what}"));
+    assert_close(&f32s(&vc), &vr, 0.0, 0.0, &format!("v {what}"));
+}
+
+/// Two sequences, 4 heads over 2 kv heads of 8, a 4-position cache.
+const SMALL: Dims = Dims {
+    b: 2,
+    h: 4,
+    hkv: 2,
+    d: 8,
+    cap: 4,
+};
+
 const SHAPES: [(usize, usize, usize); 3] = [(1, 1, 2), (4, 2, 8), (9, 3, 64)];
 
 /// One call on random caches: the native output and caches against the f64 reference (every
@@ -685,31 +793,21 @@ fn check_against_reference_and_mlx(
     seed: u64,
     what: &str,
 ) {
-    let l = step.tokens;
-    let k0 = data(dims.cache_len(), seed + 5000);
-    let v0: Vec<f32> = data(dims.cache_len(), seed + 6000)
+    let k0 = rand_vec(dims.cache_len(), seed + 5000);
+    let v0: Vec<f32> = rand_vec(dims.cache_len(), seed + 6000)
         .iter()
         .map(|v| v * 3.0)
         .collect();
-    let (mut kr, mut vr) = (widen(&k0), widen(&v0));
-    let want = attention_ref(dims, step, offset, &mut kr, &mut vr);
 
     n.set(true);
     let kc = arr(&k0, &dims.cache_shape());
     let vc = arr(&v0, &dims.cache_shape());
-    let out = run_native(dims, step, offset, &kc, &vc);
-    assert_eq!(
-        out.attention.shape(),
-        vec![dims.b as i32, l as i32, (dims.h * dims.d) as i32]
-    );
-    assert_eq!(out.k_cache.shape(), dims.cache_shape().to_vec());
-    assert_eq!(out.v_cache.shape(), dims.cache_shape().to_vec());
-    let att = out.attention.to_vec::<f32>().unwrap();
-    assert_close(&att, &want, 1e-4, 1e-5, &format!("attention {what}"));
-    let kgot = out.k_cache.to_vec::<f32>().unwrap();
-    let vgot = out.v_cache.to_vec::<f32>().unwrap();
-    check_written(dims, offset, l, &kgot, &kr, &k0, &format!("k {what}"));
-    check_written(dims, offset, l, &vgot, &vr, &v0, &format!("v {what}"));
+    let Checked {
+        want,
+        attention: att,
+        k_cache: kgot,
+        v_cache: vgot,
+    } = run_and_check(dims, step, offset, (&kc, &k0), (&vc, &v0), what);
 
     n.set(false);
     let kc2 = arr(&k0, &dims.cache_shape());
@@ -784,6 +882,27 @@ fn cached_attention_chunks_match_reference_and_mlx() {
     assert!(loops > 0 && blas > 0, "both paths are covered");
 }
 
+/// A chunk long enough that a group's query rows take several BLAS blocks (256 rows each):
+/// 9 heads over 3 KV heads and 100 tokens are 300 rows per group.
+#[test]
+fn cached_attention_long_chunk_spans_row_blocks() {
+    let n = Native::lock(true);
+    let (h, hkv, d, l) = (9, 3, 16, 100);
+    for offset in [0, 7] {
+        let dims = Dims {
+            b: 1,
+            h,
+            hkv,
+            d,
+            cap: l + 8,
+        };
+        let seed = 900 + offset as u64;
+        let step = StepData::chunk(dims, l, true, seed);
+        let what = format!("{dims:?} L {l} (rows {}) offset {offset}", (h / hkv) * l);
+        check_against_reference_and_mlx(&n, dims, &step, offset, seed, &what);
+    }
+}
+
 /// A prefill chunk of 5 tokens, then three decode steps fed the returned caches, against the
 /// reference run over the same steps; eager and lazy (the whole chain evaluated at the end).
 #[test]
@@ -791,52 +910,23 @@ fn cached_attention_prefill_then_decode() {
     let _n = Native::lock(true);
     // (8, 2, 16): 4 heads per group, 20 rows in the chunk: the BLAS path.
     for (h, hkv, d) in SHAPES.into_iter().chain([(8, 2, 16)]) {
-        for lazy in [false, true] {
-            let dims = Dims {
-                b: 2,
-                h,
-                hkv,
-                d,
-                cap: 8,
-            };
-            let mut kc = Array::zeros(&dims.cache_shape(), Dtype::Float32).unwrap();
-            let mut vc = Array::zeros(&dims.cache_shape(), Dtype::Float32).unwrap();
-            let mut kr = vec![0f64; dims.cache_len()];
-            let mut vr = vec![0f64; dims.cache_len()];
-            let (mut outs, mut wants) = (Vec::new(), Vec::new());
-            let steps = [(0, 5), (5, 1), (6, 1), (7, 1)];
-            for (i, &(offset, l)) in steps.iter().enumerate() {
-                let step = StepData::chunk(dims, l, true, 700 + 10 * i as u64);
-                wants.push(attention_ref(dims, &step, offset, &mut kr, &mut vr));
-                let out = run_native(dims, &step, offset, &kc, &vc);
-                assert_eq!(out.attention.shape(), vec![2, l as i32, (h * d) as i32]);
-                if !lazy {
-                    out.attention.eval().unwrap();
-                }
-                kc = out.k_cache;
-                vc = out.v_cache;
-                outs.push(out.attention);
-            }
-            for (i, (o, w)) in outs.iter().zip(&wants).enumerate() {
-                let what = format!("{dims:?} lazy {lazy} call {i} {:?}", steps[i]);
-                assert_close(&o.to_vec::<f32>().unwrap(), w, 1e-4, 1e-5, &what);
-            }
-            let what = format!("{dims:?} lazy {lazy}");
-            assert_close(
-                &kc.to_vec::<f32>().unwrap(),
-                &kr,
-                1e-5,
-                1e-5,
-                &format!("k {what}"),
-            );
-            assert_close(
-                &vc.to_vec::<f32>().unwrap(),
-                &vr,
-                0.0,
-                0.0,
-                &format!("v {what}"),
-            );
-        }
+        let dims = Dims {
+            h,
+            hkv,
+            d,
+            cap: 8,
+            ..SMALL
+        };
+        // (offset, L, norms, seed)
+        check_chain(
+            dims,
+            &[
+                (0, 5, true, 700),
+                (5, 1, true, 710),
+                (6, 1, true, 720),
+                (7, 1, true, 730),
+            ],
+        );
     }
 }
 
@@ -845,27 +935,10 @@ fn cached_attention_prefill_then_decode() {
 #[test]
 fn cached_attention_rejects_chunks_that_do_not_fit() {
     let _n = Native::lock(true);
-    let dims = Dims {
-        b: 2,
-        h: 4,
-        hkv: 2,
-        d: 8,
-        cap: 6,
-    };
-    let kc = Array::zeros(&dims.cache_shape(), Dtype::Float32).unwrap();
-    let vc = Array::zeros(&dims.cache_shape(), Dtype::Float32).unwrap();
-    let call = |step: &StepData, offset: usize| {
-        let (qn, kn) = step.norms();
-        cached_attention(
-            &step.qkv(dims),
-            &kc,
-            &vc,
-            &step.inv_freq(),
-            qn.as_ref(),
-            kn.as_ref(),
-            dims.params(offset),
-        )
-    };
+    let dims = Dims { cap: 6, ..SMALL };
+    let kc = dims.zero_cache();
+    let vc = dims.zero_cache();
+    let call = |step: &StepData, offset| step.attend(dims, &step.qkv(dims), offset, &kc, &vc);
     for (l, offset) in [(3, 4), (3, 6), (7, 0), (2, 5), (17, 0)] {
         let step = StepData::chunk(dims, l, true, 900 + l as u64);
         assert!(
@@ -884,29 +957,8 @@ fn cached_attention_rejects_chunks_that_do_not_fit() {
     assert_eq!(kc.to_vec::<f32>().unwrap(), vec![0f32; dims.cache_len()]);
     assert_eq!(vc.to_vec::<f32>().unwrap(), vec![0f32; dims.cache_len()]);
     let step = StepData::chunk(dims, 3, true, 960);
-    let (mut kr, mut vr) = (vec![0f64; dims.cache_len()], vec![0f64; dims.cache_len()]);
-    let want = attention_ref(dims, &step, 3, &mut kr, &mut vr);
-    let out = run_native(dims, &step, 3, &kc, &vc);
-    assert_close(&f32s(&out.attention), &want, 1e-4, 1e-5, "L 3 offset 3");
     let zeros = vec![0f32; dims.cache_len()];
-    check_written(
-        dims,
-        3,
-        3,
-        &f32s(&out.k_cache),
-        &kr,
-        &zeros,
-        "k L 3 offset 3",
-    );
-    check_written(
-        dims,
-        3,
-        3,
-        &f32s(&out.v_cache),
-        &vr,
-        &zeros,
-        "v L 3 offset 3",
-    );
+    run_and_check(dims, &step, 3, (&kc, &zeros), (&vc, &zeros), "L 3 offset 3");
 }
 
 /// The caches are written in place (documented behaviour of `cached_attention`): an input
@@ -915,17 +967,11 @@ fn cached_attention_rejects_chunks_that_do_not_fit() {
 #[test]
 fn cached_attention_writes_caches_in_place() {
     let _n = Native::lock(true);
-    let dims = Dims {
-        b: 2,
-        h: 4,
-        hkv: 2,
-        d: 8,
-        cap: 6,
-    };
+    let dims = Dims { cap: 6, ..SMALL };
     let offset = 3;
     let step = StepData::new(dims, true, 7);
-    let k0 = data(dims.cache_len(), 8);
-    let v0 = data(dims.cache_len(), 9);
+    let k0 = rand_vec(dims.cache_len(), 8);
+    let v0 = rand_vec(dims.cache_len(), 9);
     let kc = arr(&k0, &dims.cache_shape());
     let vc = arr(&v0, &dims.cache_shape());
     kc.eval().unwrap();
@@ -955,46 +1001,27 @@ fn cached_attention_writes_caches_in_place() {
 #[test]
 fn cached_attention_gathers_broadcast_and_strided_caches() {
     let _n = Native::lock(true);
-    let dims = Dims {
-        b: 2,
-        h: 4,
-        hkv: 2,
-        d: 8,
-        cap: 4,
-    };
+    let dims = SMALL;
     // A never-evaluated `Array::zeros` cache. MLX evaluates `zeros` (its `Full` primitive) to
     // a plain row-major buffer, so it is written in place like any evaluated cache: the zeros
     // handle shows the new position too.
     for offset in [0, 2] {
         let step = StepData::new(dims, false, 50 + offset as u64);
         let zeros = vec![0f32; dims.cache_len()];
-        let kc = Array::zeros(&dims.cache_shape(), Dtype::Float32).unwrap();
-        let vc = Array::zeros(&dims.cache_shape(), Dtype::Float32).unwrap();
-        let (mut kr, mut vr) = (widen(&zeros), widen(&zeros));
-        let want = attention_ref(dims, &step, offset, &mut kr, &mut vr);
-        let out = run_native(dims, &step, offset, &kc, &vc);
+        let kc = dims.zero_cache();
+        let vc = dims.zero_cache();
         let what = format!("zeros offset {offset}");
-        assert_close(
-            &out.attention.to_vec::<f32>().unwrap(),
-            &want,
-            1e-4,
-            1e-5,
-            &what,
-        );
-        let kgot = out.k_cache.to_vec::<f32>().unwrap();
-        let vgot = out.v_cache.to_vec::<f32>().unwrap();
-        check_cache(dims, offset, &kgot, &kr, &zeros, &what);
-        check_cache(dims, offset, &vgot, &vr, &zeros, &what);
-        assert_eq!(kc.to_vec::<f32>().unwrap(), kgot, "{what}: zeros handle");
-        assert_eq!(vc.to_vec::<f32>().unwrap(), vgot, "{what}: zeros handle");
+        let got = run_and_check(dims, &step, offset, (&kc, &zeros), (&vc, &zeros), &what);
+        assert_eq!(f32s(&kc), got.k_cache, "{what}: zeros handle");
+        assert_eq!(f32s(&vc), got.v_cache, "{what}: zeros handle");
     }
 
     // Truly broadcast caches (one [D] row repeated, stride 0 on the other axes), evaluated or
     // not: gathered into a fresh buffer; the source row is not written through.
     for (offset, evaluated) in [(0, false), (3, true)] {
         let step = StepData::new(dims, true, 55 + offset as u64);
-        let krow = data(dims.d, 56);
-        let vrow = data(dims.d, 57);
+        let krow = rand_vec(dims.d, 56);
+        let vrow = rand_vec(dims.d, 57);
         let ksrc = arr(&krow, &[1, 1, 1, dims.d as i32]);
         let vsrc = arr(&vrow, &[1, 1, 1, dims.d as i32]);
         let kc = ksrc.broadcast_to(&dims.cache_shape()).unwrap();
@@ -1005,21 +1032,8 @@ fn cached_attention_gathers_broadcast_and_strided_caches() {
         }
         let k0 = krow.repeat(dims.cache_len() / dims.d);
         let v0 = vrow.repeat(dims.cache_len() / dims.d);
-        let (mut kr, mut vr) = (widen(&k0), widen(&v0));
-        let want = attention_ref(dims, &step, offset, &mut kr, &mut vr);
-        let out = run_native(dims, &step, offset, &kc, &vc);
         let what = format!("broadcast offset {offset} evaluated {evaluated}");
-        assert_close(
-            &out.attention.to_vec::<f32>().unwrap(),
-            &want,
-            1e-4,
-            1e-5,
-            &what,
-        );
-        let kgot = out.k_cache.to_vec::<f32>().unwrap();
-        let vgot = out.v_cache.to_vec::<f32>().unwrap();
-        check_cache(dims, offset, &kgot, &kr, &k0, &what);
-        check_cache(dims, offset, &vgot, &vr, &v0, &what);
+        run_and_check(dims, &step, offset, (&kc, &k0), (&vc, &v0), &what);
         assert_eq!(ksrc.to_vec::<f32>().unwrap(), krow, "{what}: source row");
         assert_eq!(vsrc.to_vec::<f32>().unwrap(), vrow, "{what}: source row");
         assert_eq!(kc.to_vec::<f32>().unwrap(), k0, "{what}: broadcast handle");
@@ -1028,8 +1042,8 @@ fn cached_attention_gathers_broadcast_and_strided_caches() {
     // Caches evaluated as transposed views of [B, cap, Hkv, D] buffers.
     let offset = 2;
     let step = StepData::new(dims, true, 60);
-    let kb = data(dims.cache_len(), 61);
-    let vb = data(dims.cache_len(), 62);
+    let kb = rand_vec(dims.cache_len(), 61);
+    let vb = rand_vec(dims.cache_len(), 62);
     let bshape = [dims.b, dims.cap, dims.hkv, dims.d].map(|v| v as i32);
     let kbase = arr(&kb, &bshape);
     let vbase = arr(&vb, &bshape);
@@ -1053,32 +1067,8 @@ fn cached_attention_gathers_broadcast_and_strided_caches() {
         out
     };
     let (k0, v0) = (relayout(&kb), relayout(&vb));
-    let (mut kr, mut vr) = (widen(&k0), widen(&v0));
-    let want = attention_ref(dims, &step, offset, &mut kr, &mut vr);
-    let out = run_native(dims, &step, offset, &kc, &vc);
-    assert_close(
-        &out.attention.to_vec::<f32>().unwrap(),
-        &want,
-        1e-4,
-        1e-5,
-        "transposed caches",
-    );
-    check_cache(
-        dims,
-        offset,
-        &out.k_cache.to_vec::<f32>().unwrap(),
-        &kr,
-        &k0,
-        "transposed k",
-    );
-    check_cache(
-        dims,
-        offset,
-        &out.v_cache.to_vec::<f32>().unwrap(),
-        &vr,
-        &v0,
-        "transposed v",
-    );
+    let what = "transposed caches";
+    run_and_check(dims, &step, offset, (&kc, &k0), (&vc, &v0), what);
     // The strided source was gathered, not written through.
     assert_eq!(kbase.to_vec::<f32>().unwrap(), kb);
     assert_eq!(vbase.to_vec::<f32>().unwrap(), vb);
@@ -1088,66 +1078,28 @@ fn cached_attention_gathers_broadcast_and_strided_caches() {
 fn cached_attention_consecutive_steps() {
     let _n = Native::lock(true);
     for (h, hkv, d) in SHAPES {
-        for lazy in [false, true] {
-            let dims = Dims {
-                b: 2,
-                h,
-                hkv,
-                d,
-                cap: 4,
-            };
-            let mut kc = Array::zeros(&dims.cache_shape(), Dtype::Float32).unwrap();
-            let mut vc = Array::zeros(&dims.cache_shape(), Dtype::Float32).unwrap();
-            let mut kr = vec![0f64; dims.cache_len()];
-            let mut vr = vec![0f64; dims.cache_len()];
-            let mut outs = Vec::new();
-            let mut wants = Vec::new();
-            for offset in 0..4 {
-                let step = StepData::new(dims, offset % 2 == 1, 300 + offset as u64);
-                wants.push(attention_ref(dims, &step, offset, &mut kr, &mut vr));
-                let out = run_native(dims, &step, offset, &kc, &vc);
-                if !lazy {
-                    out.attention.eval().unwrap();
-                }
-                kc = out.k_cache;
-                vc = out.v_cache;
-                outs.push(out.attention);
-            }
-            for (offset, (o, w)) in outs.iter().zip(&wants).enumerate() {
-                let what = format!("{dims:?} lazy {lazy} step {offset}");
-                assert_close(&o.to_vec::<f32>().unwrap(), w, 1e-4, 1e-5, &what);
-            }
-            assert_close(&kc.to_vec::<f32>().unwrap(), &kr, 1e-5, 1e-5, "k after 4");
-            assert_close(&vc.to_vec::<f32>().unwrap(), &vr, 0.0, 0.0, "v after 4");
-        }
+        let dims = Dims { h, hkv, d, ..SMALL };
+        // (offset, L, norms, seed)
+        check_chain(
+            dims,
+            &[
+                (0, 1, false, 300),
+                (1, 1, true, 301),
+                (2, 1, false, 302),
+                (3, 1, true, 303),
+            ],
+        );
     }
 }
 
 #[test]
 fn cached_attention_declines_ineligible_calls() {
     let n = Native::lock(false);
-    let dims = Dims {
-        b: 1,
-        h: 4,
-        hkv: 2,
-        d: 8,
-        cap: 4,
-    };
+    let dims = Dims { b: 1, ..SMALL };
     let step = StepData::new(dims, true, 70);
-    let (qn, kn) = step.norms();
-    let kc = Array::zeros(&dims.cache_shape(), Dtype::Float32).unwrap();
-    let vc = Array::zeros(&dims.cache_shape(), Dtype::Float32).unwrap();
-    let call = |qkv: &Array, kc: &Array, vc: &Array| {
-        cached_attention(
-            qkv,
-            kc,
-            vc,
-            &step.inv_freq(),
-            qn.as_ref(),
-            kn.as_ref(),
-            dims.params(1),
-        )
-    };
+    let kc = dims.zero_cache();
+    let vc = dims.zero_cache();
+    let call = |qkv: &Array, kc: &Array, vc: &Array| step.attend(dims, qkv, 1, kc, vc);
     // Native ops off.
     assert!(call(&step.qkv(dims), &kc, &vc).unwrap().is_none());
     n.set(true);
@@ -1163,17 +1115,11 @@ fn cached_attention_declines_ineligible_calls() {
 #[test]
 fn cached_attention_rejects_inconsistent_shapes() {
     let _n = Native::lock(true);
-    let dims = Dims {
-        b: 2,
-        h: 4,
-        hkv: 2,
-        d: 8,
-        cap: 4,
-    };
+    let dims = SMALL;
     let step = StepData::new(dims, true, 80);
     let (qn, kn) = step.norms();
-    let kc = Array::zeros(&dims.cache_shape(), Dtype::Float32).unwrap();
-    let vc = Array::zeros(&dims.cache_shape(), Dtype::Float32).unwrap();
+    let kc = dims.zero_cache();
+    let vc = dims.zero_cache();
     let qkv = step.qkv(dims);
     let f = step.inv_freq();
     let p = dims.params(1);
@@ -1206,16 +1152,8 @@ fn cached_attention_rejects_inconsistent_shapes() {
         "q_norm length"
     );
     // The process goes on: a valid call still works.
-    let (mut kr, mut vr) = (vec![0f64; dims.cache_len()], vec![0f64; dims.cache_len()]);
-    let want = attention_ref(dims, &step, 1, &mut kr, &mut vr);
-    let out = run_native(dims, &step, 1, &kc, &vc);
-    assert_close(
-        &out.attention.to_vec::<f32>().unwrap(),
-        &want,
-        1e-4,
-        1e-5,
-        "after errors",
-    );
+    let zeros = vec![0f32; dims.cache_len()];
+    run_and_check(dims, &step, 1, (&kc, &zeros), (&vc, &zeros), "after errors");
 }
 
 #[test]
@@ -1231,13 +1169,8 @@ fn cached_attention_with_one_array_as_both_caches() {
         cap: 3,
     };
     let step = StepData::new(dims, false, 31);
-    let c0 = data(dims.cache_len(), 32);
+    let c0 = rand_vec(dims.cache_len(), 32);
     let cache = arr(&c0, &dims.cache_shape());
     cache.eval().unwrap();
-    let (mut kr, mut vr) = (widen(&c0), widen(&c0));
-    let want = attention_ref(dims, &step, 1, &mut kr, &mut vr);
-    let out = run_native(dims, &step, 1, &cache, &cache);
-    assert_close(&f32s(&out.attention), &want, 1e-4, 1e-5, "attention");
-    check_cache(dims, 1, &f32s(&out.k_cache), &kr, &c0, "k cache");
-    check_cache(dims, 1, &f32s(&out.v_cache), &vr, &c0, "v cache");
+    run_and_check(dims, &step, 1, (&cache, &c0), (&cache, &c0), "one array");
 }

@@ -2,6 +2,9 @@
 //! packed weights done here in Rust, against MLX's own op (f32 activations), on every
 //! instruction set the CPU has, every supported bits/group/dtype, awkward shapes, poisoned
 //! outputs, lazy graphs, async_eval, memory, threads.
+mod common;
+
+use common::{dequant_f64, quantize_weights, rand_vec, Quantized};
 use mlx_rs::half::{bf16, f16};
 use mlx_rs::{fast, quant, sys, Array, Dtype};
 use std::ffi::CString;
@@ -12,21 +15,6 @@ static LOCK: Mutex<()> = Mutex::new(());
 
 fn lock() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Deterministic pseudo-random values in [-1, 1).
-fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
 }
 
 /// The instruction sets this CPU supports (generic first).
@@ -47,65 +35,9 @@ fn reset_isa() {
     unsafe { sys::native_qmm::mlxrs_qmm_force_isa(0) };
 }
 
-struct Quantized {
-    wq: Array,
-    scales: Array,
-    biases: Array,
-    n: usize,
-    k: usize,
-    bits: i32,
-    group: i32,
-}
-
 fn make_weights(n: usize, k: usize, bits: i32, group: i32, sb: Dtype, seed: u64) -> Quantized {
-    let w = Array::from_slice(&rand_vec(n * k, seed), &[n as i32, k as i32])
-        .unwrap()
-        .astype(sb)
-        .unwrap();
-    let (wq, scales, biases) = quant::quantize(&w, group, bits).unwrap();
-    assert_eq!(scales.dtype(), sb);
-    Quantized {
-        wq,
-        scales,
-        biases,
-        n,
-        k,
-        bits,
-        group,
-    }
-}
-
-/// The float weights, in f64, unpacked here from the packed words and the scales/biases.
-fn dequant_f64(q: &Quantized) -> Vec<f64> {
-    let words = q.wq.to_vec::<u32>().unwrap();
-    let s = q
-        .scales
-        .astype(Dtype::Float32)
-        .unwrap()
-        .to_vec::<f32>()
-        .unwrap();
-    let b = q
-        .biases
-        .astype(Dtype::Float32)
-        .unwrap()
-        .to_vec::<f32>()
-        .unwrap();
-    let mask = (1u32 << q.bits) - 1;
-    let ng = q.k / q.group as usize;
-    let mut out = vec![0f64; q.n * q.k];
-    for r in 0..q.n {
-        for c in 0..q.k {
-            // A little-endian bit stream per row (3 bits cross word boundaries).
-            let row = r * q.k * q.bits as usize / 32;
-            let bit = c * q.bits as usize;
-            let lo = words[row + bit / 32] as u64;
-            let hi = words.get(row + bit / 32 + 1).map_or(0, |&v| v as u64);
-            let code = (((hi << 32 | lo) >> (bit % 32)) as u32) & mask;
-            let g = r * ng + c / q.group as usize;
-            out[r * q.k + c] = s[g] as f64 * code as f64 + b[g] as f64;
-        }
-    }
-    out
+    let w = Array::from_slice(&rand_vec(n * k, seed), &[n as i32, k as i32]).unwrap();
+    quantize_weights(&w, bits, group, sb)
 }
 
 /// y = x @ wᵀ in f64, with the bound used for tolerances: sum |x||w| per output.

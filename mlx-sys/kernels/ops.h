@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "raw.h"
 #include "mlx/c/array.h"
 #include "mlx/c/stream.h"
 #include "mlx/c/vector.h"
@@ -43,15 +44,6 @@ int mlxrs_cached_attention(mlx_vector_array* res, const mlx_array qkv, const mlx
                            const mlx_array q_norm, const mlx_array k_norm, float norm_eps,
                            float scale, int heads, int kv_heads, int head_dim, int offset,
                            const mlx_stream s, bool* used_native);
-
-/* Raw kernels on f32 buffers, synchronous, for tests and sanitizer runs. */
-void mlxrs_rms_norm_raw(const float* x, const float* w, float eps, float* y, size_t rows,
-                        int dim);
-void mlxrs_swiglu_raw(const float* gu, float* y, size_t rows, int inter);
-int mlxrs_cached_attention_raw(const float* qkv, float* k_cache, float* v_cache, float* out,
-                               const float* inv_freq, const float* q_norm, const float* k_norm,
-                               float norm_eps, float scale, int batch, int tokens, int heads,
-                               int kv_heads, int head_dim, int capacity, int offset);
 
 #ifdef __cplusplus
 }

@@ -78,63 +78,70 @@ struct GroupTask {
   const float* k_cache;
   const float* v_cache;
   float* out;         // [batch, tokens, heads * head_dim]
-  float* scores;      // per task: rows * (offset + tokens) floats
-  float* o;           // per task: rows * head_dim floats (the sgemm path)
+  float* scores;      // decode: one row of offset + tokens floats per (group, row)
 
   int rows() const { return (a->heads / a->kv_heads) * a->tokens; }
 
-  // One row of a group (decode: the rows are spread over the pool).
+  // Decode: one row of one group per task, spread over the pool.
   static void run_row(void* ctx, int task) {
     const auto& t = *static_cast<const GroupTask*>(ctx);
-    const int R = t.rows();
-    t.run_rows(task / R, task % R, task % R + 1);
+    const int T = t.a->offset + t.a->tokens;
+    t.rows_by_row(task / t.rows(), task % t.rows(), task % t.rows() + 1,
+                  t.scores + size_t(task) * T);
   }
 
-  // A whole group.
-  static void run(void* ctx, int task) {
-    const auto& t = *static_cast<const GroupTask*>(ctx);
-    t.run_rows(task, 0, t.rows());
-  }
-
-  // Rows [r0, r1) of group `task`; the whole group goes through BLAS when it is large.
-  void run_rows(int task, int r0, int r1) const {
-    const GroupTask& t = *this;
-    const CachedAttention& a = *t.a;
-    const int D = a.head_dim, L = a.tokens, T = a.offset + L, group = a.heads / a.kv_heads;
-    const int b = task / a.kv_heads, j = task % a.kv_heads, R = t.rows();
-    const size_t base = (size_t(b) * a.kv_heads + j) * a.capacity * D;
-    const float* keys = t.k_cache + base;
-    const float* values = t.v_cache + base;
+  // Where group `g`'s keys, values and query rows are, and where row r's output goes.
+  struct View {
+    const float *keys, *values, *q;
+    int b, j;
+  };
+  View view(int g) const {
+    const int D = a->head_dim, group = a->heads / a->kv_heads;
+    const int b = g / a->kv_heads, j = g % a->kv_heads;
+    const size_t base = (size_t(b) * a->kv_heads + j) * a->capacity * D;
     // The group's query rows are contiguous in q: heads j*group .. j*group + group - 1.
-    const float* q = t.q + (size_t(b) * a.heads + size_t(j) * group) * L * D;
-    float* sc = t.scores + size_t(task) * R * T;
-    auto out_row = [&](int r) {
-      const int h = j * group + r / L, l = r % L;
-      return t.out + (size_t(b) * L + l) * a.heads * D + size_t(h) * D;
-    };
-    const mlxrs_qmm::SgemmFn sgemm = mlxrs_qmm::blas_sgemm();
-    if (!sgemm || R < 16 || r1 - r0 < R) {
-      for (int r = r0; r < r1; ++r)
-        mlxrs_qmm::active_kernels().attend(q + size_t(r) * D, keys, values,
-                                           a.offset + r % L + 1, D, sc + size_t(r) * T,
-                                           out_row(r));
-      return;
-    }
-    // S = Q K^T over all T positions, causal softmax per row, O = P V.
+    return {k_cache + base, v_cache + base,
+            q + (size_t(b) * a->heads + size_t(j) * group) * a->tokens * D, b, j};
+  }
+  float* out_row(const View& v, int r) const {
+    const int D = a->head_dim, L = a->tokens, h = v.j * (a->heads / a->kv_heads) + r / L;
+    return out + (size_t(v.b) * L + r % L) * a->heads * D + size_t(h) * D;
+  }
+
+  // Rows [r0, r1) of group g, one at a time (scores: room for offset + tokens floats).
+  void rows_by_row(int g, int r0, int r1, float* sc) const {
+    const View v = view(g);
+    const int D = a->head_dim, L = a->tokens;
+    for (int r = r0; r < r1; ++r)
+      mlxrs_qmm::active_kernels().attend(v.q + size_t(r) * D, v.keys, v.values,
+                                         a->offset + r % L + 1, D, sc, out_row(v, r));
+  }
+
+  // Rows [r0, r1) of group g through BLAS: S = Q K^T over all positions, causal softmax per
+  // row, O = P V (sc: (r1 - r0) * (offset + tokens) floats, o: (r1 - r0) * head_dim).
+  void rows_by_blas(mlxrs_qmm::SgemmFn sgemm, int g, int r0, int r1, float* sc,
+                    float* o) const {
     using namespace mlxrs_qmm;
-    sgemm(kRowMajor, kNoTrans, kTrans, R, T, D, 1.0f, q, D, keys, D, 0.0f, sc, T);
-    for (int r = 0; r < R; ++r) {
-      float* row = sc + size_t(r) * T;
-      const int seen = a.offset + r % L + 1;
+    const View v = view(g);
+    const int D = a->head_dim, L = a->tokens, T = a->offset + L, n = r1 - r0;
+    sgemm(kRowMajor, kNoTrans, kTrans, n, T, D, 1.0f, v.q + size_t(r0) * D, D, v.keys, D, 0.0f,
+          sc, T);
+    for (int i = 0; i < n; ++i) {
+      float* row = sc + size_t(i) * T;
+      const int seen = a->offset + (r0 + i) % L + 1;
       const float inv = softmax_unnormalized(row, seen);
       for (int p = 0; p < seen; ++p) row[p] *= inv;
       for (int p = seen; p < T; ++p) row[p] = 0.f;
     }
-    float* o = t.o + size_t(task) * R * D;
-    sgemm(kRowMajor, kNoTrans, kNoTrans, R, D, T, 1.0f, sc, T, values, D, 0.0f, o, D);
-    for (int r = 0; r < R; ++r) std::memcpy(out_row(r), o + size_t(r) * D, sizeof(float) * D);
+    sgemm(kRowMajor, kNoTrans, kNoTrans, n, D, T, 1.0f, sc, T, v.values, D, 0.0f, o, D);
+    for (int i = 0; i < n; ++i)
+      std::memcpy(out_row(v, r0 + i), o + size_t(i) * D, sizeof(float) * D);
   }
 };
+
+// Query rows per BLAS call in a prefill chunk: bounds the scores scratch to
+// kRowBlock * (offset + tokens) floats whatever the chunk and the context length.
+constexpr int kRowBlock = 256;
 
 }  // namespace
 
@@ -178,15 +185,30 @@ void cached_attention(const CachedAttention& a, const float* qkv, float* k_cache
     }
   }
   const int groups = a.batch * Hkv, rows = (H / Hkv) * L;
-  std::vector<float> scores(size_t(groups) * rows * T), o;
-  if (L > 1) o.resize(size_t(groups) * rows * D);
-  GroupTask task{&a, q.data(), k_cache, v_cache, out, scores.data(), o.data()};
-  // Decode: groups in parallel on the kernels' pool once there is enough work to pay for
-  // waking it. Prefill chunks: one group at a time, BLAS threads itself.
-  if (L == 1 && size_t(groups) * rows * T * D >= 16384)
-    mlxrs_qmm::parallel_for(groups * rows, GroupTask::run_row, &task);
-  else
-    for (int g = 0; g < groups; ++g) GroupTask::run(&task, g);
+  GroupTask task{&a, q.data(), k_cache, v_cache, out, nullptr};
+  if (L == 1) {
+    // Decode: every row on the kernels' pool once there is enough work to pay for waking it.
+    std::vector<float> scores(size_t(groups) * rows * T);
+    task.scores = scores.data();
+    if (size_t(groups) * rows * T * D >= 16384)
+      mlxrs_qmm::parallel_for(groups * rows, GroupTask::run_row, &task);
+    else
+      for (int i = 0; i < groups * rows; ++i) GroupTask::run_row(&task, i);
+    return;
+  }
+  // Prefill chunk: one group at a time (BLAS threads itself), in blocks of rows.
+  const mlxrs_qmm::SgemmFn sgemm = mlxrs_qmm::blas_sgemm();
+  if (!sgemm || rows < 16) {
+    std::vector<float> sc(T);
+    for (int g = 0; g < groups; ++g) task.rows_by_row(g, 0, rows, sc.data());
+    return;
+  }
+  const int block = rows < kRowBlock ? rows : kRowBlock;
+  std::vector<float> sc(size_t(block) * T), o(size_t(block) * D);
+  for (int g = 0; g < groups; ++g)
+    for (int r0 = 0; r0 < rows; r0 += block)
+      task.rows_by_blas(sgemm, g, r0, r0 + block < rows ? r0 + block : rows, sc.data(),
+                        o.data());
 }
 
 }  // namespace mlxrs_ops

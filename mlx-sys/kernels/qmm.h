@@ -14,23 +14,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "raw.h"
 #include "mlx/c/array.h"
 #include "mlx/c/stream.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/* Element type codes of the raw entry point. */
-#define MLXRS_QMM_F32 0
-#define MLXRS_QMM_F16 1
-#define MLXRS_QMM_BF16 2
-
-/* Instruction-set codes. */
-#define MLXRS_QMM_ISA_NONE 0    /* not x86-64: the native kernel is never used */
-#define MLXRS_QMM_ISA_GENERIC 1 /* portable C++ */
-#define MLXRS_QMM_ISA_AVX2 2    /* AVX2 + FMA */
-#define MLXRS_QMM_ISA_AVX512 3  /* AVX-512F */
 
 /* Same contract as mlx-c's mlx_quantized_matmul in affine mode, with biases. When the native
  * kernel supports the call (CPU stream, x86-64, transpose, bits 4/8, group 32/64/128, a 2-D
@@ -69,45 +59,8 @@ int mlxrs_quantized_matmul_fused(
     const mlx_stream s,
     bool* used_native);
 
-/* Runs the kernel on raw row-major buffers, synchronously on the calling thread (plus the
- * pool): y[M, N] = x[M, K] @ dequantize(w[N, K*bits/32], scales, biases)^T. x_dt, sb_dt, y_dt
- * are MLXRS_QMM_* codes. Returns 0, or 1 (without calling the error handler) for parameters
- * the kernel does not support. For tests and benchmarks. */
-int mlxrs_qmm_raw(
-    const void* x,
-    int x_dt,
-    const uint32_t* w,
-    const void* scales,
-    const void* biases,
-    int sb_dt,
-    void* y,
-    int y_dt,
-    int M,
-    int N,
-    int K,
-    int bits,
-    int group_size);
-
-/* Threads the kernel uses (the caller's thread plus n - 1 pool workers). n <= 0 restores the
- * default: the MLX_RS_QMM_THREADS environment variable if set, else the CPUs this process may
- * run on. Waits for a running kernel to finish. */
-void mlxrs_qmm_set_num_threads(int n);
-/* The thread count in effect. */
-int mlxrs_qmm_num_threads(void);
-
-/* The instruction set in use (MLXRS_QMM_ISA_*). */
-int mlxrs_qmm_isa(void);
-/* Caps the instruction set at `isa` (for tests: MLXRS_QMM_ISA_GENERIC forces the portable
- * path); 0 or a value above what the CPU supports selects the best supported. Returns the
- * instruction set now in use. */
-int mlxrs_qmm_force_isa(int isa);
-
 /* How many native primitives mlxrs_quantized_matmul has built in this process. */
 uint64_t mlxrs_qmm_native_count(void);
-
-/* Row count M above which the prefill path (dequantize tiles to f32 + cblas_sgemm) is used
- * when cblas_sgemm is present in the process. Default 8; n <= 0 restores it. */
-void mlxrs_qmm_set_gemm_threshold(int m);
 
 #ifdef __cplusplus
 }

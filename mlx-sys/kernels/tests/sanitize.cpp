@@ -19,23 +19,7 @@
 #include <dlfcn.h>
 #include <vector>
 
-extern "C" {
-// kernels/qmm.h (not included: it pulls in mlx-c headers).
-int mlxrs_qmm_raw(const void* x, int x_dt, const uint32_t* w, const void* scales,
-                  const void* biases, int sb_dt, void* y, int y_dt, int M, int N, int K, int bits,
-                  int group_size);
-int mlxrs_qmm_force_isa(int isa);
-void mlxrs_qmm_set_num_threads(int n);
-void mlxrs_qmm_set_gemm_threshold(int m);
-// kernels/ops.h (not included: it pulls in MLX headers); defined in kernels/ops_cpu.cpp.
-void mlxrs_rms_norm_raw(const float* x, const float* w, float eps, float* y, size_t rows,
-                        int dim);
-void mlxrs_swiglu_raw(const float* gu, float* y, size_t rows, int inter);
-int mlxrs_cached_attention_raw(const float* qkv, float* k_cache, float* v_cache, float* out,
-                               const float* inv_freq, const float* q_norm, const float* k_norm,
-                               float norm_eps, float scale, int batch, int tokens, int heads,
-                               int kv_heads, int head_dim, int capacity, int offset);
-}
+#include "../raw.h"
 
 namespace {
 
@@ -526,6 +510,15 @@ int test_cached_attention() {
                               int(c.kn), double(scale));
                 fails += run_attn(c, uint64_t(4000 + ++calls), tag);
               }
+  // Long chunks: a group's rows split into several BLAS blocks of 256 rows (300 and 540).
+  for (int L : {100, 180})
+    for (int off : {0, 5}) {
+      AttnCase c{1, L, 9, 3, 16, L + 8, off, true, true, 0.25f};
+      char tag[96];
+      std::snprintf(tag, sizeof tag, "cached_attention long chunk L=%d off=%d", L, off);
+      ++blas_calls;
+      fails += run_attn(c, uint64_t(4000 + ++calls), tag);
+    }
   std::printf("  cached_attention: %d calls (%d with >= 16 rows per group: BLAS)\n", calls,
               blas_calls);
   // The per-row loops run the ISA's attend kernel, and decode spreads rows over the pool:

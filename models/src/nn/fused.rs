@@ -136,17 +136,10 @@ impl FusedLinear {
         match self {
             FusedLinear::Fused { linear, .. } => linear.forward_fused(x, norm, None),
             FusedLinear::Separate { parts, .. } => {
-                let normed;
-                let x = match norm {
-                    Some(n) => {
-                        normed = n.forward(x)?;
-                        &normed
-                    }
-                    None => x,
-                };
+                let x = RmsNorm::apply(norm, x)?;
                 let outs = parts
                     .iter()
-                    .map(|p| p.forward(x))
+                    .map(|p| p.forward(&x))
                     .collect::<Result<Vec<_>>>()?;
                 let refs: Vec<&Array> = outs.iter().collect();
                 Ok(concatenate(&refs, -1)?)

@@ -222,15 +222,7 @@ impl Linear {
                 });
             }
         }
-        let normed;
-        let x = match norm {
-            Some(n) => {
-                normed = n.forward(x)?;
-                &normed
-            }
-            None => x,
-        };
-        let y = self.forward(x)?;
+        let y = self.forward(&RmsNorm::apply(norm, x)?)?;
         Ok(match residual {
             Some(r) => y.add(r)?,
             None => y,

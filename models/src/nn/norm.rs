@@ -40,4 +40,12 @@ impl RmsNorm {
     pub fn forward(&self, x: &Array) -> Result<Array> {
         Ok(fast::rms_norm(x, Some(&self.weight), self.eps)?)
     }
+
+    /// `norm.forward(x)` when a norm is given, else `x` itself (a cheap handle copy).
+    pub fn apply(norm: Option<&RmsNorm>, x: &Array) -> Result<Array> {
+        match norm {
+            Some(n) => n.forward(x),
+            None => Ok(x.clone()),
+        }
+    }
 }
