@@ -11,8 +11,9 @@
 //!
 //! Used for float32 on CPU streams; everything else (GPU streams, other dtypes) takes MLX's
 //! own ops. [`crate::fast::rms_norm`] and [`swiglu`] pick the path themselves;
-//! [`cached_attention`] returns `None` when the call is not eligible, so that the caller can
-//! compose the step itself. Opt out with [`set_native_ops`] or the environment variable
+//! [`cached_attention`] and [`fused_quantized_matmul`] (the quantized matmul with an RMS-norm
+//! prologue and a residual epilogue) return `None` when the call is not eligible, so that the
+//! caller can compose the step itself. Opt out with [`set_native_ops`] or the environment variable
 //! `MLX_RS_NATIVE_OPS=0` (the quantized matmul has its own switch,
 //! [`crate::quant::set_native_qmm`]).
 
