@@ -1174,3 +1174,90 @@ fn cached_attention_with_one_array_as_both_caches() {
     cache.eval().unwrap();
     run_and_check(dims, &step, 1, (&cache, &c0), (&cache, &c0), "one array");
 }
+
+/// Many decode steps (attention in place, RMS norm, SwiGLU) with active memory flat once the
+/// cache exists: the in-place cache write allocates nothing, and every intermediate is freed.
+#[test]
+fn native_ops_keep_memory_flat_over_many_steps() {
+    let _n = Native::lock(true);
+    let dims = Dims {
+        b: 1,
+        h: 9,
+        hkv: 3,
+        d: 64,
+        cap: 320,
+    };
+    let (mut kc, mut vc) = (dims.zero_cache(), dims.zero_cache());
+    kc.eval().unwrap();
+    vc.eval().unwrap();
+    let step = StepData::new(dims, true, 700);
+    let (qn, kn) = step.norms();
+    let f = step.inv_freq();
+    let x = arr(
+        &rand_vec(dims.h * dims.d, 701),
+        &[1, 1, (dims.h * dims.d) as i32],
+    );
+    let w = arr(&rand_vec(dims.h * dims.d, 702), &[(dims.h * dims.d) as i32]);
+    let mut base = 0;
+    for offset in 0..300 {
+        let out = cached_attention(
+            &step.qkv(dims),
+            &kc,
+            &vc,
+            &f,
+            qn.as_ref(),
+            kn.as_ref(),
+            dims.params(offset),
+        )
+        .unwrap()
+        .expect("native path");
+        let normed =
+            mlx_rs::fast::rms_norm(&out.attention.add(&x).unwrap(), Some(&w), 1e-6).unwrap();
+        let y = native::swiglu(&normed).unwrap();
+        mlx_rs::eval(&[&y, &out.k_cache, &out.v_cache]).unwrap();
+        assert!(f32s(&y).iter().all(|v| v.is_finite()), "step {offset}");
+        kc = out.k_cache;
+        vc = out.v_cache;
+        drop((y, normed));
+        let active = mlx_rs::memory::active_memory().unwrap();
+        if offset == 10 {
+            base = active;
+        } else if offset > 10 {
+            assert!(
+                active <= base + 16 * 1024,
+                "active memory grew: {active} at step {offset}, {base} at step 10"
+            );
+        }
+    }
+}
+
+/// Four threads, each on its own CPU stream, run decode chains at once (the attention of each
+/// step goes through the kernels' shared thread pool, or inline when another call holds it):
+/// every result matches the f64 reference.
+#[test]
+fn native_attention_from_several_threads() {
+    let _n = Native::lock(true);
+    let handles: Vec<_> = (0..4u64)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let stream = mlx_rs::Stream::new(mlx_rs::Device::cpu()).unwrap();
+                mlx_rs::with_stream(&stream, || {
+                    let dims = Dims {
+                        b: 1,
+                        h: 9,
+                        hkv: 3,
+                        d: 64,
+                        cap: 48,
+                    };
+                    let steps: Vec<(usize, StepData)> = (0..40)
+                        .map(|i| (i, StepData::new(dims, t % 2 == 0, 800 + 100 * t + i as u64)))
+                        .collect();
+                    check_chain_once(dims, &steps, false, &format!("thread {t}"));
+                })
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+}
