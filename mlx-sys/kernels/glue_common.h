@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "mlx/array.h"
+#include "mlx/ops.h"
 #include "mlx/c/error.h"
 
 namespace mlxrs_glue {
@@ -53,6 +54,14 @@ struct Strided {
     return dst;
   }
 };
+
+// An input a kernel reads in place: evaluated row-contiguous arrays (weights, usually) as they
+// are; anything else gets a Contiguous node, which shares the buffer when it turns out to be
+// contiguous.
+inline mx::array ensure_contiguous(const mx::array& a, const mx::Stream& s) {
+  if (a.is_available() && a.flags().row_contiguous) return a;
+  return mx::contiguous(a, false, s);
+}
 
 // Runs `f` and turns a C++ exception into mlx-c's convention: report through the installed
 // error handler and return 1.

@@ -219,8 +219,7 @@ MLXRS_EXPORT int mlxrs_rms_norm(mlx_array* res, const mlx_array x, const mlx_arr
         throw std::invalid_argument("rms_norm: weight " + shape_str(w.shape()) +
                                     " does not match x " + shape_str(xa.shape()));
       // The weight is read in place: it must be row-major once evaluated.
-      inputs.push_back(w.is_available() && w.flags().row_contiguous ? w
-                                                                     : mx::contiguous(w, false, stream));
+      inputs.push_back(mlxrs_glue::ensure_contiguous(w, stream));
     }
     mlx_array_set_(*res, mx::array(xa.shape(), mx::float32,
                                    std::make_shared<NativeRmsNorm>(stream, eps, weighted),
@@ -294,8 +293,7 @@ MLXRS_EXPORT int mlxrs_cached_attention(mlx_vector_array* res, const mlx_array q
                                     shape_str(inputs[i].shape()));
     // Small parameter vectors are read in place: make sure they are row-major.
     for (size_t i = 3; i < inputs.size(); ++i)
-      if (!(inputs[i].is_available() && inputs[i].flags().row_contiguous))
-        inputs[i] = mx::contiguous(inputs[i], false, stream);
+      inputs[i] = mlxrs_glue::ensure_contiguous(inputs[i], stream);
     AttentionParams p{heads, kv_heads, head_dim, offset, scale, norm_eps, has(q_norm),
                       has(k_norm)};
     auto outs = mx::array::make_arrays(

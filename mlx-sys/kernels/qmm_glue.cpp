@@ -138,11 +138,42 @@ bool native_ok(const mx::array& x, const mx::array& w, const mx::array& scales,
   return scales.shape() == sb && biases.shape() == sb;
 }
 
-mx::array ensure_contiguous(const mx::array& a, const mx::Stream& s) {
-  // Evaluated row-contiguous arrays (weights, usually) are used as they are; anything else
-  // gets a Contiguous node, which shares the buffer when it turns out to be contiguous.
-  if (a.is_available() && a.flags().row_contiguous) return a;
-  return mx::contiguous(a, false, s);
+
+// The native primitive for y = [rms_norm(x, norm_w, eps)] @ dequantize(w)^T [+ residual], or
+// nothing when the kernel does not take the call (see native_ok; a norm weight that is not
+// float32). Inconsistent norm weight or residual shapes throw.
+std::optional<mx::array> build_native(const mx::array& x, const mx::array& w,
+                                      const mx::array& scales, const mx::array& biases,
+                                      bool transpose, int group_size, int bits,
+                                      const mx::Stream& stream, const mx::array* norm_w,
+                                      float norm_eps, const mx::array* residual) {
+  if (!native_ok(x, w, scales, biases, transpose, group_size, bits, stream)) return {};
+  using mlxrs_glue::ensure_contiguous;
+  // MLX computes in the promoted type of x, scales and biases and returns it.
+  const mx::Dtype out_dtype = mx::promote_types(x.dtype(), scales.dtype());
+  auto shape = x.shape();
+  shape.back() = w.shape(0);
+  std::vector<mx::array> inputs{x, ensure_contiguous(w, stream), ensure_contiguous(scales, stream),
+                                ensure_contiguous(biases, stream)};
+  if (norm_w) {
+    if (norm_w->dtype() != mx::float32) return {};  // the prologue reads f32 weights
+    if (norm_w->ndim() != 1 || norm_w->shape(0) != x.shape(-1))
+      throw std::invalid_argument("quantized_matmul: the norm weight must be [" +
+                                  std::to_string(x.shape(-1)) + "]");
+    inputs.push_back(ensure_contiguous(*norm_w, stream));
+  }
+  if (residual) {
+    if (residual->shape() != shape || !float_dtype(residual->dtype()))
+      throw std::invalid_argument("quantized_matmul: the residual must be a float array of "
+                                  "the output's shape");
+    inputs.push_back(*residual);
+  }
+  g_native_count.fetch_add(1, std::memory_order_relaxed);
+  return mx::array(std::move(shape), out_dtype,
+                   std::make_shared<NativeQuantizedMatmul>(stream, group_size, bits,
+                                                           norm_w != nullptr, norm_eps,
+                                                           residual != nullptr),
+                   std::move(inputs));
 }
 
 }  // namespace
@@ -151,35 +182,22 @@ extern "C" __attribute__((visibility("default"))) int mlxrs_quantized_matmul(
     mlx_array* res, const mlx_array x, const mlx_array w, const mlx_array scales,
     const mlx_array biases, bool transpose, int group_size, int bits, const mlx_stream s,
     bool* used_native) {
-  try {
+  if (used_native) *used_native = false;
+  return mlxrs_glue::guarded([&] {
     const auto& xa = mlx_array_get_(x);
     const auto& wa = mlx_array_get_(w);
     const auto& sa = mlx_array_get_(scales);
     const auto& ba = mlx_array_get_(biases);
     const auto& stream = mlx_stream_get_(s);
-    if (used_native) *used_native = false;
-    if (!native_ok(xa, wa, sa, ba, transpose, group_size, bits, stream)) {
+    if (auto y = build_native(xa, wa, sa, ba, transpose, group_size, bits, stream, nullptr, 0.f,
+                              nullptr)) {
+      mlx_array_set_(*res, std::move(*y));
+      if (used_native) *used_native = true;
+    } else {
       mlx_array_set_(*res, mx::quantized_matmul(xa, wa, sa, ba, transpose, group_size, bits,
                                                 "affine", stream));
-      return 0;
     }
-    // MLX computes in the promoted type of x, scales and biases and returns it.
-    const mx::Dtype out_dtype = mx::promote_types(xa.dtype(), sa.dtype());
-    auto shape = xa.shape();
-    shape.back() = wa.shape(0);
-    std::vector<mx::array> inputs{xa, ensure_contiguous(wa, stream), ensure_contiguous(sa, stream),
-                                  ensure_contiguous(ba, stream)};
-    mlx_array_set_(*res, mx::array(std::move(shape), out_dtype,
-                                   std::make_shared<NativeQuantizedMatmul>(stream, group_size,
-                                                                           bits),
-                                   std::move(inputs)));
-    g_native_count.fetch_add(1, std::memory_order_relaxed);
-    if (used_native) *used_native = true;
-    return 0;
-  } catch (std::exception& e) {
-    mlx_error("%s", e.what());
-    return 1;
-  }
+  });
 }
 
 extern "C" __attribute__((visibility("default"))) int mlxrs_quantized_matmul_fused(
@@ -188,39 +206,14 @@ extern "C" __attribute__((visibility("default"))) int mlxrs_quantized_matmul_fus
     float norm_eps, const mlx_array residual, const mlx_stream s, bool* used_native) {
   *used_native = false;
   return mlxrs_glue::guarded([&] {
-    const auto& xa = mlx_array_get_(x);
-    const auto& wa = mlx_array_get_(w);
-    const auto& sa = mlx_array_get_(scales);
-    const auto& ba = mlx_array_get_(biases);
-    const auto& stream = mlx_stream_get_(s);
-    if (!native_ok(xa, wa, sa, ba, true, group_size, bits, stream)) return;
-    const mx::Dtype out_dtype = mx::promote_types(xa.dtype(), sa.dtype());
-    auto shape = xa.shape();
-    shape.back() = wa.shape(0);
-    std::vector<mx::array> inputs{xa, ensure_contiguous(wa, stream), ensure_contiguous(sa, stream),
-                                  ensure_contiguous(ba, stream)};
-    const bool norm = norm_weight.ctx != nullptr, add = residual.ctx != nullptr;
-    if (norm) {
-      const auto& nw = mlx_array_get_(norm_weight);
-      if (nw.dtype() != mx::float32) return;  // the prologue reads f32 weights
-      if (nw.ndim() != 1 || nw.shape(0) != xa.shape(-1))
-        throw std::invalid_argument("quantized_matmul: the norm weight must be [" +
-                                    std::to_string(xa.shape(-1)) + "]");
-      inputs.push_back(ensure_contiguous(nw, stream));
+    const mx::array* nw = norm_weight.ctx ? &mlx_array_get_(norm_weight) : nullptr;
+    const mx::array* r = residual.ctx ? &mlx_array_get_(residual) : nullptr;
+    if (auto y = build_native(mlx_array_get_(x), mlx_array_get_(w), mlx_array_get_(scales),
+                              mlx_array_get_(biases), true, group_size, bits,
+                              mlx_stream_get_(s), nw, norm_eps, r)) {
+      mlx_array_set_(*res, std::move(*y));
+      *used_native = true;
     }
-    if (add) {
-      const auto& r = mlx_array_get_(residual);
-      if (r.shape() != shape || !float_dtype(r.dtype()))
-        throw std::invalid_argument("quantized_matmul: the residual must be a float array of "
-                                    "the output's shape");
-      inputs.push_back(r);
-    }
-    mlx_array_set_(*res, mx::array(std::move(shape), out_dtype,
-                                   std::make_shared<NativeQuantizedMatmul>(
-                                       stream, group_size, bits, norm, norm_eps, add),
-                                   std::move(inputs)));
-    g_native_count.fetch_add(1, std::memory_order_relaxed);
-    *used_native = true;
   });
 }
 

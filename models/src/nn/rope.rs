@@ -27,50 +27,52 @@ impl Rope {
     pub fn from_config(config: &ModelConfig) -> Result<Rope> {
         let dims = super::dim("head_dim", config.head_dim())?;
         let theta = config.rope_theta();
-        let mut rope = Rope {
+        // (position scale, llama3's rewritten periods)
+        let (scale, llama3) = match config.rope_scaling() {
+            None => (1.0, None),
+            Some(scaling) => {
+                let kind = scaling.rope_type.as_deref().unwrap_or("default");
+                let factor = || -> Result<f32> {
+                    match scaling.factor {
+                        Some(f) if f > 0.0 && f.is_finite() => Ok(f),
+                        other => Err(Error::Config(format!(
+                            "rope scaling `{kind}` needs a positive `factor`, got {other:?}"
+                        ))),
+                    }
+                };
+                match kind {
+                    "linear" => (1.0 / factor()?, None),
+                    "llama3" => (
+                        1.0,
+                        Some(llama3_periods(
+                            theta,
+                            dims,
+                            factor()?,
+                            scaling.low_freq_factor.unwrap_or(1.0),
+                            scaling.high_freq_factor.unwrap_or(4.0),
+                            scaling.original_max_position_embeddings.unwrap_or(8192) as f32,
+                        )?),
+                    ),
+                    other => {
+                        return Err(Error::Config(format!(
+                            "rope scaling `{other}` is not supported (supported: default, linear, llama3)"
+                        )))
+                    }
+                }
+            }
+        };
+        let periods = llama3
+            .clone()
+            .unwrap_or_else(|| default_periods(theta, dims));
+        Ok(Rope {
             dims,
-            base: Some(theta),
-            scale: 1.0,
-            freqs: None,
-            inv_freq: inv_freq(&default_periods(theta, dims), 1.0)?,
-        };
-        let Some(scaling) = config.rope_scaling() else {
-            return Ok(rope);
-        };
-        let kind = scaling.rope_type.as_deref().unwrap_or("default");
-        let factor = || -> Result<f32> {
-            match scaling.factor {
-                Some(f) if f > 0.0 && f.is_finite() => Ok(f),
-                other => Err(Error::Config(format!(
-                    "rope scaling `{kind}` needs a positive `factor`, got {other:?}"
-                ))),
-            }
-        };
-        match kind {
-            "linear" => rope.scale = 1.0 / factor()?,
-            "llama3" => {
-                let periods = llama3_periods(
-                    theta,
-                    dims,
-                    factor()?,
-                    scaling.low_freq_factor.unwrap_or(1.0),
-                    scaling.high_freq_factor.unwrap_or(4.0),
-                    scaling.original_max_position_embeddings.unwrap_or(8192) as f32,
-                )?;
-                rope.base = None;
-                rope.freqs = Some(Array::from_slice(&periods, &[dims / 2])?);
-                rope.inv_freq = inv_freq(&periods, rope.scale)?;
-            }
-            other => {
-                return Err(Error::Config(format!(
-                    "rope scaling `{other}` is not supported (supported: default, linear, llama3)"
-                )))
-            }
-        }
-        if rope.freqs.is_none() {
-            rope.inv_freq = inv_freq(&default_periods(theta, dims), rope.scale)?;
-        }
-        Ok(rope)
+            base: llama3.is_none().then_some(theta),
+            scale,
+            freqs: llama3
+                .map(|p| Array::from_slice(&p, &[dims / 2]))
+                .transpose()?,
+            inv_freq: inv_freq(&periods, scale)?,
+        })
     }
 
     /// Radians per position of each rotated pair (`[head_dim / 2]`), scaling included: the
