@@ -84,8 +84,10 @@ pub fn read_gguf_checkpoint(path: &Path) -> Result<GgufCheckpoint> {
         });
     }
     let mut arrays = std::mem::take(&mut gguf.arrays);
-    redecode_q4_k(path, &mut arrays)?;
-    requantize_q6_k(path, &mut arrays)?;
+    // The tensor table, read once, for the K-quant fix-ups below.
+    let infos = tensor_infos(path).map_err(|e| Error::Gguf(format!("{}: {e}", path.display())))?;
+    redecode_q4_k(path, &infos, &mut arrays)?;
+    requantize_q6_k(&infos, &mut arrays)?;
     if arrays.contains_key("rope_freqs.weight") {
         return Err(Error::Gguf(
             "`rope_freqs` (Llama 3 RoPE scaling baked into a tensor) is not supported; \
@@ -541,12 +543,15 @@ const GGML_Q4_K: u32 = 12;
 /// the project's own reading of their blocks, as MLX affine triplets (4 bits, group 32, f32
 /// scales and biases; lossless): `P.weight` becomes the packed `uint32` `[rows, cols / 8]`,
 /// with `P.scales` and `P.biases` `[rows, cols / 32]` beside it.
-fn redecode_q4_k(path: &Path, arrays: &mut HashMap<String, Array>) -> Result<()> {
-    let infos = tensor_infos(path).map_err(|e| Error::Gguf(format!("{}: {e}", path.display())))?;
+fn redecode_q4_k(
+    path: &Path,
+    infos: &[TensorInfo],
+    arrays: &mut HashMap<String, Array>,
+) -> Result<()> {
     let len = std::fs::metadata(path)
         .map_err(|e| Error::io(path, e))?
         .len();
-    for info in infos.into_iter().filter(|t| t.ggml_type == GGML_Q4_K) {
+    for info in infos.iter().filter(|t| t.ggml_type == GGML_Q4_K) {
         let count: u64 = info.dims.iter().product();
         let bytes =
             count / super::ggml_quants::QK_K as u64 * super::ggml_quants::Q4_K_BLOCK_BYTES as u64;
@@ -600,13 +605,16 @@ const GGML_Q6_K: u32 = 14;
 /// the range); measured against `Q6_K`'s own step it is typically about a quarter
 /// (models/tests/gguf_kquants.rs), more where neighbouring sub-blocks have very different
 /// scales. Tensors that are not 2-D with a multiple of 32 columns stay `float16`.
-fn requantize_q6_k(path: &Path, arrays: &mut HashMap<String, Array>) -> Result<()> {
-    let types = tensor_types(path).map_err(|e| Error::Gguf(format!("{}: {e}", path.display())))?;
-    for (name, _) in types.into_iter().filter(|(_, t)| *t == GGML_Q6_K) {
+fn requantize_q6_k(infos: &[TensorInfo], arrays: &mut HashMap<String, Array>) -> Result<()> {
+    for name in infos
+        .iter()
+        .filter(|t| t.ggml_type == GGML_Q6_K)
+        .map(|t| &t.name)
+    {
         let Some(stem) = name.strip_suffix(".weight") else {
             continue;
         };
-        let Some(dense) = arrays.get(&name) else {
+        let Some(dense) = arrays.get(name) else {
             continue;
         };
         let shape = dense.shape();
@@ -616,7 +624,7 @@ fn requantize_q6_k(path: &Path, arrays: &mut HashMap<String, Array>) -> Result<(
         let (packed, scales, biases) = mlx_rs::quant::quantize(dense, 32, 8)?;
         arrays.insert(format!("{stem}.scales"), scales);
         arrays.insert(format!("{stem}.biases"), biases);
-        arrays.insert(name, packed);
+        arrays.insert(name.clone(), packed);
     }
     Ok(())
 }
