@@ -106,12 +106,13 @@ fn null_array() -> sys::mlx_array {
     }
 }
 
-/// Runs a native builder; `None` when it declined the call.
+/// Runs a native builder when `enabled`; `None` when off or when the builder declined.
 #[track_caller]
 fn try_native(
+    enabled: bool,
     build: impl FnOnce(*mut sys::mlx_array, sys::mlx_stream, *mut bool) -> std::ffi::c_int,
 ) -> Result<Option<Array>> {
-    if !native_ops_enabled() {
+    if !enabled {
         return Ok(None);
     }
     let mut used = false;
@@ -125,7 +126,7 @@ fn try_native(
 pub(crate) fn rms_norm(x: &Array, weight: Option<&Array>, eps: f32) -> Result<Option<Array>> {
     let w = weight.map_or_else(null_array, Array::as_raw);
     // SAFETY: valid handles (or the null handle for "no weight") and out-parameters we own.
-    try_native(|res, s, used| unsafe {
+    try_native(native_ops_enabled(), |res, s, used| unsafe {
         sys::native_ops::mlxrs_rms_norm(res, x.as_raw(), w, eps, s, used)
     })
 }
@@ -154,7 +155,7 @@ pub fn swiglu(x: &Array) -> Result<Array> {
         )));
     }
     // SAFETY: a valid handle and out-parameters we own.
-    if let Some(y) = try_native(|res, s, used| unsafe {
+    if let Some(y) = try_native(native_ops_enabled(), |res, s, used| unsafe {
         sys::native_ops::mlxrs_swiglu(res, x.as_raw(), s, used)
     })? {
         return Ok(y);
@@ -322,15 +323,11 @@ pub fn fused_quantized_matmul(
     let (rows, cols) =
         crate::quant::check_packed("quantized_matmul", w, scales, biases, group_size, bits)?;
     crate::quant::check_x("quantized_matmul", x, true, rows, cols)?;
-    if !crate::quant::native_qmm_enabled() {
-        return Ok(None);
-    }
     let (norm_weight, eps) = norm.map_or((null_array(), 0.0), |(w, e)| (w.as_raw(), e));
     let residual = residual.map_or_else(null_array, Array::as_raw);
-    let mut used = false;
     // SAFETY: valid handles (or null handles for the absent prologue / epilogue) and
     // out-parameters we own.
-    let out = Array::try_op_stream(|res, s| unsafe {
+    try_native(crate::quant::native_qmm_enabled(), |res, s, used| unsafe {
         sys::native_qmm::mlxrs_quantized_matmul_fused(
             res,
             x.as_raw(),
@@ -343,8 +340,7 @@ pub fn fused_quantized_matmul(
             eps,
             residual,
             s,
-            &mut used,
+            used,
         )
-    })?;
-    Ok(used.then_some(out))
+    })
 }
