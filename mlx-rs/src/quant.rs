@@ -409,6 +409,68 @@ pub fn native_qmm_enabled() -> bool {
     NATIVE_QMM.get()
 }
 
+/// The instruction sets the native kernel can run on (see [`native_qmm_isa`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QmmIsa {
+    /// Not x86-64: [`quantized_matmul`] always uses MLX's own op.
+    None,
+    /// Portable C++.
+    Generic,
+    /// AVX2 + FMA, f32 arithmetic.
+    Avx2,
+    /// AVX-512F, f32 arithmetic.
+    Avx512,
+    /// AVX-512 with VNNI and VBMI: 4-bit codes at decode and small M go through integer dot
+    /// products (`VPDPBUSD`), with each activation rounded to a 21-bit integer times a power of
+    /// two shared by 8 consecutive values (error at most 2^-21 of the largest magnitude among
+    /// the 8; f32 keeps 2^-24 of each value's own). An infinity or NaN among the 8 makes the
+    /// outputs that use them NaN. 8-bit codes and prefill use the [`QmmIsa::Avx512`] kernels.
+    /// [`set_native_qmm_exact`] opts out.
+    Avx512Vnni,
+}
+
+/// The instruction set the native kernel uses now: the best this CPU supports, capped by
+/// [`set_native_qmm_exact`].
+///
+/// ```
+/// use mlx_rs::quant::{self, QmmIsa};
+/// let isa = quant::native_qmm_isa();
+/// if cfg!(target_arch = "x86_64") {
+///     assert_ne!(isa, QmmIsa::None);
+/// }
+/// ```
+pub fn native_qmm_isa() -> QmmIsa {
+    // SAFETY: no arguments.
+    match unsafe { sys::native_qmm::mlxrs_qmm_isa() } {
+        sys::native_qmm::ISA_GENERIC => QmmIsa::Generic,
+        sys::native_qmm::ISA_AVX2 => QmmIsa::Avx2,
+        sys::native_qmm::ISA_AVX512 => QmmIsa::Avx512,
+        sys::native_qmm::ISA_AVX512_VNNI => QmmIsa::Avx512Vnni,
+        _ => QmmIsa::None,
+    }
+}
+
+/// Keeps every activation in f32 (`true`: the [`QmmIsa::Avx512Vnni`] kernels are not used, at
+/// about 0.6-0.7x their decode speed) or lets the kernel pick the fastest instruction set
+/// (`false`, the default unless the environment variable `MLX_RS_QMM_EXACT` is `1`, `true` or
+/// `on` at start-up). Waits for nothing: calls already running finish as they started.
+///
+/// ```
+/// use mlx_rs::quant::{self, QmmIsa};
+/// quant::set_native_qmm_exact(true);
+/// assert_ne!(quant::native_qmm_isa(), QmmIsa::Avx512Vnni);
+/// quant::set_native_qmm_exact(false);
+/// ```
+pub fn set_native_qmm_exact(exact: bool) {
+    let cap = if exact {
+        sys::native_qmm::ISA_AVX512
+    } else {
+        0 // the best the CPU has
+    };
+    // SAFETY: plain integer argument; the choice is an atomic inside.
+    unsafe { sys::native_qmm::mlxrs_qmm_force_isa(cap) };
+}
+
 /// Sets how many threads the native kernel uses: the thread that runs the matmul plus
 /// `threads - 1` persistent workers. `0` restores the default: the environment variable
 /// `MLX_RS_QMM_THREADS` if set, else the CPUs this process may run on. The kernel never calls

@@ -411,3 +411,154 @@ fn thread_knob_and_fallbacks() {
     let bad = Array::ones(&[1, 100], Dtype::Float32).unwrap();
     assert!(qmm(&bad, &q).is_err());
 }
+
+/// The VNNI kernels' rounding of activations, as documented, done here in f64: in each block
+/// of 8 (codes 8d .. 8d + 7), x becomes X 2^(E - 20) with X = round-half-even(x 2^(20 - E))
+/// and 2^E the smallest power of two above the block's largest |x| (E at least -102).
+fn vnni_round(x: &[f32]) -> Vec<f64> {
+    x.chunks(8)
+        .flat_map(|block| {
+            let mx = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let f = ((mx.to_bits() >> 23) & 0xff).max(24) as i32; // exponent field
+            let e = f - 126; // mx < 2^e
+            block
+                .iter()
+                .map(move |&v| (v as f64 * 2f64.powi(20 - e)).round_ties_even() * 2f64.powi(e - 20))
+        })
+        .collect()
+}
+
+/// 4-bit weights `[n, k]` built code by code (random, except code 0 wherever `zero(i)` holds
+/// for column i), f32 scales in [0.01, 0.02), biases 0.
+fn weights_from_codes(n: usize, k: usize, group: i32, zero: impl Fn(usize) -> bool) -> Quantized {
+    let r = rand_vec(n * k + n * k / group as usize, 21);
+    let codes: Vec<u32> = (0..n * k)
+        .map(|i| {
+            if zero(i % k) {
+                0
+            } else {
+                ((r[i] + 1.0) * 8.0) as u32 & 15
+            }
+        })
+        .collect();
+    let words: Vec<u32> = codes
+        .chunks(8)
+        .map(|c| c.iter().rev().fold(0u32, |w, &q| w << 4 | q))
+        .collect();
+    let ng = k / group as usize;
+    let scales: Vec<f32> = r[n * k..].iter().map(|v| 0.015 + 0.005 * v).collect();
+    Quantized {
+        wq: Array::from_slice(&words, &[n as i32, (k / 8) as i32]).unwrap(),
+        scales: Array::from_slice(&scales, &[n as i32, ng as i32]).unwrap(),
+        biases: Array::from_slice(&vec![0f32; n * ng], &[n as i32, ng as i32]).unwrap(),
+        n,
+        k,
+        bits: 4,
+        group,
+    }
+}
+
+#[test]
+fn vnni_rounds_activations_as_documented() {
+    let _g = lock();
+    quant::set_native_qmm(true);
+    if !isas().contains(&sys::native_qmm::ISA_AVX512_VNNI) {
+        eprintln!("skipped: this CPU has no AVX-512 VNNI");
+        return;
+    }
+    // One activation per block of 8 is 1000x the others, and every weight it meets is 0: the
+    // outputs come from the small values only, which the shared block exponent leaves with
+    // about 11 of their bits, so the rounding shows far above f32's. K = 3.5 chunks of 128
+    // (the masked tail) where the group size allows it.
+    let outlier = |i: usize| i % 8 == 3;
+    for (group, k) in [(32, 448usize), (64, 448), (128, 384)] {
+        let n = 24usize;
+        let q = weights_from_codes(n, k, group, outlier);
+        let w = dequant_f64(&q);
+        let mut x = rand_vec(k, 8);
+        for (i, v) in x.iter_mut().enumerate() {
+            if outlier(i) {
+                *v = 1000.0 * v.signum() * (1.0 + v.abs());
+            }
+        }
+        let xa = Array::from_slice(&x, &[1, k as i32]).unwrap();
+        let (want, mag) = reference(&x, &w, 1, n, k);
+        let xr = vnni_round(&x);
+        force_isa(sys::native_qmm::ISA_AVX512_VNNI);
+        let vnni = qmm(&xa, &q).unwrap().to_vec::<f32>().unwrap();
+        force_isa(sys::native_qmm::ISA_AVX512);
+        let exact = qmm(&xa, &q).unwrap().to_vec::<f32>().unwrap();
+        let mut visible = 0;
+        for r in 0..n {
+            // f32 rounding of the kernels' sums: a few units of 2^-24 of sum |x w|.
+            let f32_sums = 16.0 * 2f64.powi(-24) * mag[r];
+            // The rounded activations, summed in f64: what the VNNI kernel computes up to the
+            // rounding of its sums.
+            let wr = &w[r * k..(r + 1) * k];
+            let rounded: f64 = wr.iter().zip(&xr).map(|(a, b)| a * b).sum();
+            assert!(
+                (vnni[r] as f64 - rounded).abs() <= f32_sums,
+                "group {group} row {r}: VNNI {} vs rounded-x reference {rounded} (exact {})",
+                vnni[r],
+                want[r]
+            );
+            assert!((exact[r] as f64 - want[r]).abs() <= f32_sums);
+            if (vnni[r] as f64 - want[r]).abs() > 10.0 * f32_sums {
+                visible += 1;
+            }
+        }
+        assert!(
+            visible > n / 2,
+            "group {group}: rounding visible in {visible} of {n} rows"
+        );
+    }
+    reset_isa();
+}
+
+#[test]
+fn vnni_non_finite_activations_give_nan_only_where_they_are_used() {
+    let _g = lock();
+    quant::set_native_qmm(true);
+    if !isas().contains(&sys::native_qmm::ISA_AVX512_VNNI) {
+        eprintln!("skipped: this CPU has no AVX-512 VNNI");
+        return;
+    }
+    force_isa(sys::native_qmm::ISA_AVX512_VNNI);
+    let (n, k) = (8usize, 256usize);
+    let q = make_weights(n, k, 4, 32, Dtype::Float32, 11);
+    let w = dequant_f64(&q);
+    // Row 0 of x holds an infinity, row 1 a NaN, row 2 is finite (rows are independent).
+    let mut x = rand_vec(3 * k, 12);
+    x[5] = f32::INFINITY;
+    x[k + 200] = f32::NAN;
+    let y = qmm(&Array::from_slice(&x, &[3, k as i32]).unwrap(), &q)
+        .unwrap()
+        .to_vec::<f32>()
+        .unwrap();
+    assert!(y[..2 * n].iter().all(|v| v.is_nan()), "{y:?}");
+    let (want, mag) = reference(&x[2 * k..], &w, 1, n, k);
+    check_close(&y[2 * n..], &want, &mag, Dtype::Float32, "finite row");
+    reset_isa();
+}
+
+#[test]
+fn exact_switch_keeps_activations_in_f32() {
+    let _g = lock();
+    let best = isas().last().copied().unwrap_or(0);
+    quant::set_native_qmm_exact(true);
+    let capped = quant::native_qmm_isa();
+    assert_ne!(capped, quant::QmmIsa::Avx512Vnni);
+    if best >= sys::native_qmm::ISA_AVX512 {
+        assert_eq!(capped, quant::QmmIsa::Avx512);
+    }
+    quant::set_native_qmm_exact(false);
+    let expected = match best {
+        sys::native_qmm::ISA_AVX512_VNNI => quant::QmmIsa::Avx512Vnni,
+        sys::native_qmm::ISA_AVX512 => quant::QmmIsa::Avx512,
+        sys::native_qmm::ISA_AVX2 => quant::QmmIsa::Avx2,
+        sys::native_qmm::ISA_GENERIC => quant::QmmIsa::Generic,
+        _ => quant::QmmIsa::None,
+    };
+    assert_eq!(quant::native_qmm_isa(), expected);
+    reset_isa();
+}

@@ -72,6 +72,25 @@ pub fn build(manifest_dir: &Path, mlx: &Mlx, mlxc_src: &Path) -> BuildResult<()>
             .flag_if_supported("-Wno-uninitialized")
             .file(dir.join("qmm_avx512.cpp"));
         compile(avx512, "avx512")?;
+
+        let mut vnni = base();
+        vnni.std("c++17");
+        for flag in [
+            "-mavx512f",
+            "-mavx512bw",
+            "-mavx512vl",
+            "-mavx512vnni",
+            "-mavx512vbmi",
+            "-mavx2",
+            "-mfma",
+            "-mf16c",
+        ] {
+            vnni.flag(flag);
+        }
+        vnni.flag_if_supported("-Wno-maybe-uninitialized")
+            .flag_if_supported("-Wno-uninitialized")
+            .file(dir.join("qmm_avx512vnni.cpp"));
+        compile(vnni, "avx512-vnni")?;
     }
 
     // MLX-facing glue and the driver: baseline flags, C++20 (MLX's headers need it).

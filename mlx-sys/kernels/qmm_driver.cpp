@@ -21,11 +21,18 @@
 namespace mlxrs_qmm {
 namespace {
 
+constexpr int kIsaAvx512 = 3, kIsaAvx512Vnni = 4;
+
 // ---------------------------------------------------------------- instruction sets
+// The best instruction set of this CPU.
 int detect_isa() {
 #if defined(__x86_64__)
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f")) return 3;
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
+      __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("f16c"))
+    return kIsaAvx512Vnni;
+  if (__builtin_cpu_supports("avx512f")) return kIsaAvx512;
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 2;
   return 1;
 #else
@@ -33,12 +40,22 @@ int detect_isa() {
 #endif
 }
 
+// The instruction set at start-up: the best, capped at AVX-512F when MLX_RS_QMM_EXACT is 1,
+// true or on (the VNNI kernels round activations to 21 bits, see qmm_avx512vnni.cpp).
+int initial_isa(int best) {
+  const char* v = std::getenv("MLX_RS_QMM_EXACT");
+  const bool exact =
+      v && (std::strcmp(v, "1") == 0 || std::strcmp(v, "true") == 0 || std::strcmp(v, "on") == 0);
+  return exact && best > kIsaAvx512 ? kIsaAvx512 : best;
+}
+
 const int kBestIsa = detect_isa();
-std::atomic<int> g_isa{kBestIsa};
+std::atomic<int> g_isa{initial_isa(kBestIsa)};
 
 const Kernels& kernels_for(int isa) {
 #if defined(__x86_64__)
-  if (isa >= 3) return kernels_avx512();
+  if (isa >= kIsaAvx512Vnni) return kernels_avx512_vnni();
+  if (isa == kIsaAvx512) return kernels_avx512();
   if (isa == 2) return kernels_avx2();
 #endif
   (void)isa;
@@ -286,7 +303,15 @@ bool native_isa_available() { return kBestIsa > 0; }
 void compute(const Call& c) noexcept {
   const int M = c.M, N = c.N, K = c.K, G = c.group, ng = K / G;
   if (M <= 0 || N <= 0) return;
-  const Kernels& k = kernels_for(g_isa.load(std::memory_order_relaxed));
+  std::unique_lock<std::mutex> lk(g_pool_mu, std::try_to_lock);
+  Pool* pool = lk.owns_lock() ? &pool_locked() : nullptr;
+  const int threads = pool ? pool->size() : 1;
+  const SgemmFn sgemm = blas_sgemm();
+  const bool gemm = sgemm && M > g_gemm_threshold.load(std::memory_order_relaxed);
+  // The sgemm path multiplies f32 x by dequantized f32 tiles: the VNNI set has no dequant.
+  int isa = g_isa.load(std::memory_order_relaxed);
+  if (gemm && isa > kIsaAvx512) isa = kIsaAvx512;
+  const Kernels& k = kernels_for(isa);
 
   std::vector<float> xbuf;
   const float* xf = static_cast<const float*>(c.x);
@@ -321,12 +346,7 @@ void compute(const Call& c) noexcept {
   }
   Problem p{xf, xsum.data(), xp, c.w, c.scales, c.biases, c.sb_dt, yf, M, N, K, c.bits, G};
 
-  std::unique_lock<std::mutex> lk(g_pool_mu, std::try_to_lock);
-  Pool* pool = lk.owns_lock() ? &pool_locked() : nullptr;
-  const int threads = pool ? pool->size() : 1;
-  const SgemmFn sgemm = blas_sgemm();
-
-  if (sgemm && M > g_gemm_threshold.load(std::memory_order_relaxed)) {
+  if (gemm) {
     // Prefill: dequantize tiles of about 4 MB of f32 rows (in the kernel's K order, which is
     // xp's), then one sgemm per tile on the calling thread, where OpenBLAS threads itself.
     int nb = int((size_t(1) << 20) / size_t(K));

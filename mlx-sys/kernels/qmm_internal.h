@@ -31,7 +31,8 @@ struct Kernels {
   void (*prepare)(const float* x, float* xp, int M, int K, int bits);
   // y[m, n] for all m and n in [n0, n1).
   void (*rows)(const Problem& p, int n0, int n1);
-  // Dequantizes rows [n0, n1) into out ([n1 - n0, K] f32, row-major).
+  // Dequantizes rows [n0, n1) into out ([n1 - n0, K] f32, row-major). Null in a set whose
+  // prepare() does not give f32 (the driver then uses another set for the sgemm path).
   void (*dequant)(const Problem& p, int n0, int n1, float* out);
   // One attention head over T cached positions (rows of `keys` / `values`, D floats each):
   // scores[t] = q . keys[t] (q already scaled), softmax, out = sum_t p_t values[t].
@@ -90,6 +91,7 @@ const Kernels& kernels_generic();
 #if defined(__x86_64__) || defined(_M_X64)
 const Kernels& kernels_avx2();
 const Kernels& kernels_avx512();
+const Kernels& kernels_avx512_vnni();
 #endif
 
 inline float sb_load(const void* p, int dt, size_t i) {

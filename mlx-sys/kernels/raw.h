@@ -22,6 +22,9 @@ extern "C" {
 #define MLXRS_QMM_ISA_GENERIC 1 /* portable C++ */
 #define MLXRS_QMM_ISA_AVX2 2    /* AVX2 + FMA */
 #define MLXRS_QMM_ISA_AVX512 3  /* AVX-512F */
+/* AVX-512F/BW/VL + VNNI + VBMI: 4-bit decode on integer dot products, activations rounded to
+ * 21 bits per block of 8 (the others keep f32); MLX_RS_QMM_EXACT=1 caps the choice at AVX512 */
+#define MLXRS_QMM_ISA_AVX512_VNNI 4
 
 /* Runs the kernel on raw row-major buffers, synchronously on the calling thread (plus the
  * pool): y[M, N] = x[M, K] @ dequantize(w[N, K*bits/32], scales, biases)^T. x_dt, sb_dt, y_dt
@@ -52,8 +55,8 @@ int mlxrs_qmm_num_threads(void);
 /* The instruction set in use (MLXRS_QMM_ISA_*). */
 int mlxrs_qmm_isa(void);
 /* Caps the instruction set at `isa` (for tests: MLXRS_QMM_ISA_GENERIC forces the portable
- * path); 0 or a value above what the CPU supports selects the best supported. Returns the
- * instruction set now in use. */
+ * path); 0 or a value above what the CPU supports selects the best supported (whatever
+ * MLX_RS_QMM_EXACT said at start-up). Returns the instruction set now in use. */
 int mlxrs_qmm_force_isa(int isa);
 
 /* Row count M above which the prefill path (dequantize tiles to f32 + cblas_sgemm) is used

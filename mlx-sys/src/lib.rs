@@ -108,6 +108,10 @@ pub mod native_qmm {
     pub const ISA_AVX2: c_int = 2;
     /// Instruction set: AVX-512F.
     pub const ISA_AVX512: c_int = 3;
+    /// Instruction set: AVX-512 with VNNI and VBMI (4-bit decode on integer dot products,
+    /// activations rounded to 21 bits per block of 8; `MLX_RS_QMM_EXACT=1` caps the choice at
+    /// [`ISA_AVX512`]).
+    pub const ISA_AVX512_VNNI: c_int = 4;
 
     extern "C" {
         /// `mlx_quantized_matmul` (affine, with biases) that builds the native primitive when

@@ -57,28 +57,40 @@ pub fn quantize_weights(w: &Array, bits: i32, group: i32, sb: Dtype) -> Quantize
     }
 }
 
-/// The weights `[n, k]` in f64, unpacked here: value = scale·q + bias, the codes of each row a
-/// little-endian bit stream over the uint32 words (3 bits cross word boundaries). Also, per
-/// element, |scale·q| + |bias| (for tolerances).
-pub fn dequant_f64_with_mag(q: &Quantized) -> (Vec<f64>, Vec<f64>) {
+/// The codes `[n, k]` of `q`, unpacked here: the codes of each row are a little-endian bit
+/// stream over the uint32 words (3 bits cross word boundaries).
+pub fn codes_f64(q: &Quantized) -> Vec<f64> {
     let words = q.wq.to_vec::<u32>().unwrap();
-    let s = f32s(&q.scales);
-    let b = f32s(&q.biases);
     let bits = q.bits as usize;
     let mask = (1u64 << bits) - 1;
-    let ng = q.k / q.group as usize;
     let mut out = vec![0f64; q.n * q.k];
-    let mut mag = vec![0f64; q.n * q.k];
     for r in 0..q.n {
         let row = r * q.k * bits / 32;
         for c in 0..q.k {
             let bit = c * bits;
             let lo = words[row + bit / 32] as u64;
             let hi = words.get(row + bit / 32 + 1).map_or(0, |&v| v as u64);
-            let code = ((hi << 32 | lo) >> (bit % 32)) & mask;
+            out[r * q.k + c] = (((hi << 32 | lo) >> (bit % 32)) & mask) as f64;
+        }
+    }
+    out
+}
+
+/// The weights `[n, k]` in f64: value = scale·q + bias, with the codes of [`codes_f64`].
+/// Also, per element, |scale·q| + |bias| (for tolerances).
+pub fn dequant_f64_with_mag(q: &Quantized) -> (Vec<f64>, Vec<f64>) {
+    let codes = codes_f64(q);
+    let s = f32s(&q.scales);
+    let b = f32s(&q.biases);
+    let ng = q.k / q.group as usize;
+    let mut out = vec![0f64; q.n * q.k];
+    let mut mag = vec![0f64; q.n * q.k];
+    for r in 0..q.n {
+        for c in 0..q.k {
+            let code = codes[r * q.k + c];
             let g = r * ng + c / q.group as usize;
-            out[r * q.k + c] = s[g] as f64 * code as f64 + b[g] as f64;
-            mag[r * q.k + c] = (s[g] as f64 * code as f64).abs() + (b[g] as f64).abs();
+            out[r * q.k + c] = s[g] as f64 * code + b[g] as f64;
+            mag[r * q.k + c] = (s[g] as f64 * code).abs() + (b[g] as f64).abs();
         }
     }
     (out, mag)

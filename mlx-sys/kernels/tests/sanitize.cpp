@@ -112,12 +112,13 @@ bool report(bool ok, const char* fmt, ...) {
   return ok;
 }
 
-// Runs body(isa) for every instruction set the CPU has (1 generic, 2 AVX2, 3 AVX-512) and
+// Runs body(isa) for every instruction set the CPU has (1 generic, 2 AVX2, 3 AVX-512, 4
+// AVX-512 VNNI) and
 // thread counts 1 and 2; restores the defaults afterwards.
 template <class F> void for_each_isa_and_threads(F body) {
   for (int threads : {1, 2}) {
     mlxrs_qmm_set_num_threads(threads);
-    for (int isa = 1; isa <= 3; ++isa)
+    for (int isa = 1; isa <= 4; ++isa)
       if (mlxrs_qmm_force_isa(isa) == isa) body(isa, threads);
   }
   mlxrs_qmm_force_isa(0);
