@@ -104,6 +104,7 @@ pub fn build(manifest_dir: &Path, mlx: &Mlx, mlxc_src: &Path) -> BuildResult<()>
         .flag(shim.to_string_lossy().as_ref())
         .file(dir.join("qmm_glue.cpp"))
         .file(dir.join("ops_glue.cpp"))
+        .file(dir.join("layer_glue.cpp"))
         .file(dir.join("qmm_driver.cpp"));
     compile(glue, "glue")?;
 

@@ -4,12 +4,15 @@
 #include <cstdint>
 #include <cstring>
 #include <exception>
+#include <string>
 #include <utility>
 #include <vector>
 
+#include "mlx/allocator.h"
 #include "mlx/array.h"
 #include "mlx/ops.h"
 #include "mlx/c/error.h"
+#include "qmm_driver.h"
 
 namespace mlxrs_glue {
 
@@ -62,6 +65,75 @@ inline mx::array ensure_contiguous(const mx::array& a, const mx::Stream& s) {
   if (a.is_available() && a.flags().row_contiguous) return a;
   return mx::contiguous(a, false, s);
 }
+
+inline std::string shape_str(const mx::Shape& s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+// The kernels' element-type code of an MLX dtype (-1: not a float type they take).
+inline int dt_code(mx::Dtype d) {
+  if (d == mx::float32) return mlxrs_qmm::F32;
+  if (d == mx::float16) return mlxrs_qmm::F16;
+  if (d == mx::bfloat16) return mlxrs_qmm::BF16;
+  return -1;
+}
+
+inline bool float_dtype(mx::Dtype d) { return dt_code(d) >= 0; }
+
+// Whether the native quantized matmul takes x @ dequantize(w, scales, biases)^T (affine);
+// everything else goes to MLX's op.
+inline bool qmm_native_ok(const mx::array& x, const mx::array& w, const mx::array& scales,
+                          const mx::array& biases, bool transpose, int group_size, int bits,
+                          const mx::Stream& s) {
+  if (!mlxrs_qmm::native_isa_available() || s.device != mx::Device::cpu || !transpose ||
+      !mlxrs_qmm::supported(bits, group_size))
+    return false;
+  if (w.dtype() != mx::uint32 || w.ndim() != 2 || x.ndim() < 1 || !float_dtype(x.dtype()) ||
+      !float_dtype(scales.dtype()) || biases.dtype() != scales.dtype())
+    return false;
+  const int N = w.shape(0), K = w.shape(1) * 32 / bits;
+  if (x.shape(-1) != K || K % group_size != 0 || N == 0 || x.size() == 0) return false;
+  const mx::Shape sb{N, K / group_size};
+  return scales.shape() == sb && biases.shape() == sb;
+}
+
+// The KV caches of a primitive that writes new positions in place (its outputs 1 and 2 alias
+// inputs 1 and 2). Set up in eval_cpu: a cache whose buffer is a plain row-major array is
+// shared with the output; a broadcast or strided one, or the value cache when both inputs are
+// the same buffer, gets a fresh buffer that the task fills first (gather()).
+struct InPlaceCaches {
+  Strided k_in, v_in;
+  float *k = nullptr, *v = nullptr;
+  size_t bytes = 0;
+  bool gather_k = false, gather_v = false;
+
+  InPlaceCaches(const mx::array& k_cache, const mx::array& v_cache, mx::array& k_out,
+                mx::array& v_out)
+      : k_in(k_cache), v_in(v_cache) {
+    const bool shared = k_cache.data_shared_ptr() == v_cache.data_shared_ptr();
+    gather_k = !k_cache.flags().row_contiguous;
+    gather_v = !v_cache.flags().row_contiguous || shared;
+    auto place = [](const mx::array& in, mx::array& out, bool fresh) {
+      if (fresh)
+        out.set_data(mx::allocator::malloc(out.nbytes()));
+      else
+        out.copy_shared_buffer(in);
+    };
+    place(k_cache, k_out, gather_k);
+    place(v_cache, v_out, gather_v);
+    k = k_out.data<float>();
+    v = v_out.data<float>();
+    bytes = k_out.nbytes();
+  }
+
+  // In the task, before the kernel writes: copies the caches that got fresh buffers.
+  void gather(std::vector<char>& scratch) const {
+    if (gather_k) std::memcpy(k, k_in.row_major(scratch), bytes);
+    if (gather_v) std::memcpy(v, v_in.row_major(scratch), bytes);
+  }
+};
 
 // Runs `f` and turns a C++ exception into mlx-c's convention: report through the installed
 // error handler and return 1.

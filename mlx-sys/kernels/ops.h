@@ -1,6 +1,7 @@
 /* C interface of mlx-rs's native CPU primitives for the small fused ops of a decoder step
- * (mlx-sys/kernels/ops_cpu.h): RMS norm, SwiGLU and attention with RoPE and the KV-cache write. MLX 0.32.2 composes these from many primitives on the CPU; each of ours is
- * one primitive.
+ * (mlx-sys/kernels/ops_cpu.h): RMS norm, SwiGLU and attention with RoPE and the KV-cache
+ * write, and a whole decoder layer built from them and the quantized matmul. MLX 0.32.2
+ * composes these from many primitives on the CPU; each of ours is one primitive.
  *
  * Each builder takes mlx-c handles and a stream. When the call is eligible (a CPU stream,
  * float32 inputs with the documented shapes) it writes a new lazy array into the result and
@@ -44,6 +45,38 @@ int mlxrs_cached_attention(mlx_vector_array* res, const mlx_array qkv, const mlx
                            const mlx_array q_norm, const mlx_array k_norm, float norm_eps,
                            float scale, int heads, int kv_heads, int head_dim, int offset,
                            const mlx_stream s, bool* used_native);
+
+/* A quantized projection (MLX affine format, transposed as in a linear layer): `weight`
+ * uint32 [N, K * bits / 32], `scales` and `biases` [N, K / group_size] of one float dtype. */
+typedef struct mlxrs_quantized_projection {
+  mlx_array weight;
+  mlx_array scales;
+  mlx_array biases;
+  int group_size;
+  int bits;
+} mlxrs_quantized_projection;
+
+/* A whole Llama-family decoder layer (Llama, Qwen2 with its q/k/v bias, Qwen3 with its
+ * per-head norms) as one primitive, for B sequences of L new tokens at position `offset`:
+ *   h = x + o(cached_attention(qkv(rms_norm(x, input_norm)) + qkv_bias))
+ *   y = h + down(swiglu(gate_up(rms_norm(h, post_attention_norm))))
+ * with the attention of mlxrs_cached_attention (same caches, in-place write, inv_freq,
+ * q_norm / k_norm with qk_norm_eps). x [B, L, hidden] float32; norms [hidden]; qkv
+ * [(heads + 2 kv_heads) head_dim, hidden]; o [hidden, heads head_dim]; gate_up [2I, hidden]
+ * ([gate | up] rows); down [hidden, I]; qkv_bias [(heads + 2 kv_heads) head_dim] or a null
+ * handle. Writes [y, k_cache, v_cache] into `*res`. Not eligible (nothing written,
+ * *used_native false): a non-CPU stream, a non-x86-64 CPU, float arrays other than float32,
+ * bits or group sizes the native quantized matmul does not take. */
+int mlxrs_decoder_layer(mlx_vector_array* res, const mlx_array x, const mlx_array k_cache,
+                        const mlx_array v_cache, const mlx_array input_norm,
+                        float input_norm_eps, const mlx_array post_attention_norm,
+                        float post_norm_eps, const mlxrs_quantized_projection* qkv,
+                        const mlx_array qkv_bias, const mlxrs_quantized_projection* o,
+                        const mlxrs_quantized_projection* gate_up,
+                        const mlxrs_quantized_projection* down, const mlx_array inv_freq,
+                        const mlx_array q_norm, const mlx_array k_norm, float qk_norm_eps,
+                        float scale, int heads, int kv_heads, int head_dim, int offset,
+                        const mlx_stream s, bool* used_native);
 
 #ifdef __cplusplus
 }

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "glue_attention.h"
 #include "glue_common.h"
 #include "mlx/allocator.h"
 #include "mlx/array.h"
@@ -19,6 +20,7 @@
 
 namespace mx = mlx::core;
 using mlxrs_glue::guarded;
+using mlxrs_glue::shape_str;
 using mlxrs_glue::Strided;
 
 namespace {
@@ -26,12 +28,6 @@ namespace {
 bool on_cpu(const mx::Stream& s) { return s.device == mx::Device::cpu; }
 
 bool f32(const mx::array& a) { return a.dtype() == mx::float32; }
-
-std::string shape_str(const mx::Shape& s) {
-  std::string out = "[";
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
-}
 
 void alloc(mx::array& out) { out.set_data(mx::allocator::malloc(out.nbytes())); }
 
@@ -115,68 +111,30 @@ class NativeSwiglu : public mx::UnaryPrimitive {
 };
 
 // ---------------------------------------------------------------- cached attention
-struct AttentionParams {
-  int heads, kv_heads, head_dim, offset;
-  float scale, norm_eps;
-  bool q_norm, k_norm;
-  bool operator==(const AttentionParams&) const = default;
-};
-
 class NativeCachedAttention : public mx::Primitive {
  public:
-  NativeCachedAttention(mx::Stream s, AttentionParams p) : mx::Primitive(s), p_(p) {}
+  NativeCachedAttention(mx::Stream s, mlxrs_glue::AttentionParams p) : mx::Primitive(s), p_(p) {}
 
   // inputs: qkv, k_cache, v_cache, inv_freq[, q_norm][, k_norm]
   // outputs: attention, k_cache (in place), v_cache (in place)
   void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
     const auto& qkv = inputs[0];
     alloc(outputs[0]);
-    // The caches are written in place when their buffers are plain row-major arrays (always,
-    // once a cache has been written); a broadcast or strided cache is first gathered into a
-    // fresh buffer.
-    // The same buffer passed as both caches: the values get a buffer of their own (copied
-    // before the keys are written).
-    const bool shared = inputs[1].data_shared_ptr() == inputs[2].data_shared_ptr();
-    bool gather_cache[2];
-    for (int c = 0; c < 2; ++c) {
-      const auto& in = inputs[1 + c];
-      gather_cache[c] = !in.flags().row_contiguous || (c == 1 && shared);
-      if (gather_cache[c])
-        alloc(outputs[1 + c]);
-      else
-        outputs[1 + c].copy_shared_buffer(in);
-    }
+    const mlxrs_glue::InPlaceCaches caches(inputs[1], inputs[2], outputs[1], outputs[2]);
     auto& enc = mx::cpu::get_command_encoder(stream());
     for (const auto& a : inputs) enc.set_input_array(a);
     for (auto& a : outputs) enc.set_output_array(a);
 
-    Strided qkv_s(qkv), kin(inputs[1]), vin(inputs[2]);
-    size_t next = 4;
-    const float* q_norm = p_.q_norm ? inputs[next++].data<float>() : nullptr;
-    const float* k_norm = p_.k_norm ? inputs[next++].data<float>() : nullptr;
-    mlxrs_ops::CachedAttention a{qkv.shape(0),
-                                 qkv.shape(1),
-                                 p_.heads,
-                                 p_.kv_heads,
-                                 p_.head_dim,
-                                 inputs[1].shape(2),
-                                 p_.offset,
-                                 p_.scale,
-                                 p_.norm_eps,
-                                 inputs[3].data<float>(),
-                                 q_norm,
-                                 k_norm};
+    Strided qkv_s(qkv);
+    const mlxrs_glue::AttentionInputs in{inputs[1], inputs[3], p_.q_norm ? &inputs[4] : nullptr,
+                                         p_.k_norm ? &inputs[4 + p_.q_norm] : nullptr};
+    const mlxrs_ops::CachedAttention a = p_.kernel_args(qkv.shape(0), qkv.shape(1), in);
     float* out = outputs[0].data<float>();
-    float* kc = outputs[1].data<float>();
-    float* vc = outputs[2].data<float>();
-    const size_t cache_bytes = outputs[1].nbytes();
-    const bool gk = gather_cache[0], gv = gather_cache[1];
-    enc.dispatch([a, qkv_s, kin, vin, out, kc, vc, cache_bytes, gk, gv]() {
+    enc.dispatch([a, qkv_s, caches, out]() {
       std::vector<char> scratch;
-      if (gk) std::memcpy(kc, kin.row_major(scratch), cache_bytes);
-      if (gv) std::memcpy(vc, vin.row_major(scratch), cache_bytes);
+      caches.gather(scratch);
       auto* q = static_cast<const float*>(qkv_s.row_major(scratch));
-      mlxrs_ops::cached_attention(a, q, kc, vc, out);
+      mlxrs_ops::cached_attention(a, q, caches.k, caches.v, out);
     });
   }
   void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
@@ -193,7 +151,7 @@ class NativeCachedAttention : public mx::Primitive {
   }
 
  private:
-  AttentionParams p_;
+  mlxrs_glue::AttentionParams p_;
 };
 
 bool has(const mlx_array a) { return a.ctx != nullptr; }
@@ -268,34 +226,16 @@ MLXRS_EXPORT int mlxrs_cached_attention(mlx_vector_array* res, const mlx_array q
       throw std::invalid_argument("cached_attention: qkv must be [B, L, width], got " +
                                   shape_str(q.shape()));
     if (!on_cpu(stream)) return;
-    if (heads <= 0 || kv_heads <= 0 || heads % kv_heads != 0 || head_dim <= 0 ||
-        head_dim % 2 != 0)
-      throw std::invalid_argument("cached_attention: heads " + std::to_string(heads) +
-                                  ", kv_heads " + std::to_string(kv_heads) + ", head_dim " +
-                                  std::to_string(head_dim) + " are inconsistent");
+    const mx::array* qn = has(q_norm) ? &inputs[4] : nullptr;
+    const mx::array* kn = has(k_norm) ? &inputs[4 + has(q_norm)] : nullptr;
+    mlxrs_glue::check_attention("cached_attention", q.shape(), kc, vc, f, qn, kn, heads,
+                                kv_heads, head_dim, offset);
     const int B = q.shape(0), L = q.shape(1);
-    const mx::Shape want{B, kv_heads, kc.ndim() == 4 ? kc.shape(2) : 0, head_dim};
-    if (q.shape(2) != (heads + 2 * kv_heads) * head_dim || kc.shape() != want ||
-        vc.shape() != want || L < 1 || offset < 0 || want[2] - offset < L)
-      throw std::invalid_argument(
-          "cached_attention: qkv " + shape_str(q.shape()) + ", k_cache " +
-          shape_str(kc.shape()) + ", v_cache " + shape_str(vc.shape()) + " and offset " +
-          std::to_string(offset) + " do not fit heads " + std::to_string(heads) +
-          ", kv_heads " + std::to_string(kv_heads) + ", head_dim " + std::to_string(head_dim));
-    if (f.ndim() != 1 || f.shape(0) != head_dim / 2)
-      throw std::invalid_argument("cached_attention: inv_freq must be [" +
-                                  std::to_string(head_dim / 2) + "], got " +
-                                  shape_str(f.shape()));
-    for (size_t i = 4; i < inputs.size(); ++i)
-      if (inputs[i].ndim() != 1 || inputs[i].shape(0) != head_dim)
-        throw std::invalid_argument("cached_attention: q_norm / k_norm must be [" +
-                                    std::to_string(head_dim) + "], got " +
-                                    shape_str(inputs[i].shape()));
     // Small parameter vectors are read in place: make sure they are row-major.
     for (size_t i = 3; i < inputs.size(); ++i)
       inputs[i] = mlxrs_glue::ensure_contiguous(inputs[i], stream);
-    AttentionParams p{heads, kv_heads, head_dim, offset, scale, norm_eps, has(q_norm),
-                      has(k_norm)};
+    mlxrs_glue::AttentionParams p{heads,     kv_heads,    head_dim,   offset,
+                                  scale,     norm_eps,    has(q_norm), has(k_norm)};
     auto outs = mx::array::make_arrays(
         {{B, L, heads * head_dim}, kc.shape(), vc.shape()},
         {mx::float32, mx::float32, mx::float32},

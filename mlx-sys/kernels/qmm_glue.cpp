@@ -26,12 +26,8 @@ namespace {
 
 std::atomic<uint64_t> g_native_count{0};
 
-int dt_code(mx::Dtype d) {
-  if (d == mx::float32) return mlxrs_qmm::F32;
-  if (d == mx::float16) return mlxrs_qmm::F16;
-  if (d == mx::bfloat16) return mlxrs_qmm::BF16;
-  return -1;
-}
+using mlxrs_glue::dt_code;
+using mlxrs_glue::float_dtype;
 
 // inputs: x, w, scales, biases[, norm weight][, residual]
 class NativeQuantizedMatmul : public mx::UnaryPrimitive {
@@ -120,34 +116,16 @@ class NativeQuantizedMatmul : public mx::UnaryPrimitive {
   bool residual_;
 };
 
-bool float_dtype(mx::Dtype d) { return dt_code(d) >= 0; }
-
-// Whether the native kernel takes this call; everything else goes to MLX's op.
-bool native_ok(const mx::array& x, const mx::array& w, const mx::array& scales,
-               const mx::array& biases, bool transpose, int group_size, int bits,
-               const mx::Stream& s) {
-  if (!mlxrs_qmm::native_isa_available() || s.device != mx::Device::cpu || !transpose ||
-      !mlxrs_qmm::supported(bits, group_size))
-    return false;
-  if (w.dtype() != mx::uint32 || w.ndim() != 2 || x.ndim() < 1 || !float_dtype(x.dtype()) ||
-      !float_dtype(scales.dtype()) || biases.dtype() != scales.dtype())
-    return false;
-  const int N = w.shape(0), K = w.shape(1) * 32 / bits;
-  if (x.shape(-1) != K || K % group_size != 0 || N == 0 || x.size() == 0) return false;
-  const mx::Shape sb{N, K / group_size};
-  return scales.shape() == sb && biases.shape() == sb;
-}
-
-
 // The native primitive for y = [rms_norm(x, norm_w, eps)] @ dequantize(w)^T [+ residual], or
-// nothing when the kernel does not take the call (see native_ok; a norm weight that is not
+// nothing when the kernel does not take the call (see qmm_native_ok; a norm weight that is not
 // float32). Inconsistent norm weight or residual shapes throw.
 std::optional<mx::array> build_native(const mx::array& x, const mx::array& w,
                                       const mx::array& scales, const mx::array& biases,
                                       bool transpose, int group_size, int bits,
                                       const mx::Stream& stream, const mx::array* norm_w,
                                       float norm_eps, const mx::array* residual) {
-  if (!native_ok(x, w, scales, biases, transpose, group_size, bits, stream)) return {};
+  if (!mlxrs_glue::qmm_native_ok(x, w, scales, biases, transpose, group_size, bits, stream))
+    return {};
   using mlxrs_glue::ensure_contiguous;
   // MLX computes in the promoted type of x, scales and biases and returns it.
   const mx::Dtype out_dtype = mx::promote_types(x.dtype(), scales.dtype());

@@ -43,6 +43,18 @@ pub mod native_ops {
     use super::{mlx_array, mlx_stream, mlx_vector_array};
     use std::os::raw::c_int;
 
+    /// A quantized projection for [`mlxrs_decoder_layer`]: MLX affine format, transposed as in
+    /// a linear layer (`weight` uint32 `[N, K·bits/32]`, `scales`/`biases` `[N, K/group_size]`).
+    #[repr(C)]
+    #[derive(Debug, Clone, Copy)]
+    pub struct mlxrs_quantized_projection {
+        pub weight: mlx_array,
+        pub scales: mlx_array,
+        pub biases: mlx_array,
+        pub group_size: c_int,
+        pub bits: c_int,
+    }
+
     extern "C" {
         /// `x / sqrt(mean(x², -1) + eps) * weight`; `weight` may be the null handle.
         pub fn mlxrs_rms_norm(
@@ -74,6 +86,36 @@ pub mod native_ops {
             q_norm: mlx_array,
             k_norm: mlx_array,
             norm_eps: f32,
+            scale: f32,
+            heads: c_int,
+            kv_heads: c_int,
+            head_dim: c_int,
+            offset: c_int,
+            s: mlx_stream,
+            used_native: *mut bool,
+        ) -> c_int;
+
+        /// A whole Llama-family decoder layer (norms, quantized projections, cached attention,
+        /// SwiGLU, residuals) as one primitive; writes `[y, k_cache, v_cache]` into `res` (see
+        /// `kernels/ops.h`). `qkv_bias`, `q_norm`, `k_norm` may be null handles.
+        pub fn mlxrs_decoder_layer(
+            res: *mut mlx_vector_array,
+            x: mlx_array,
+            k_cache: mlx_array,
+            v_cache: mlx_array,
+            input_norm: mlx_array,
+            input_norm_eps: f32,
+            post_attention_norm: mlx_array,
+            post_norm_eps: f32,
+            qkv: *const mlxrs_quantized_projection,
+            qkv_bias: mlx_array,
+            o: *const mlxrs_quantized_projection,
+            gate_up: *const mlxrs_quantized_projection,
+            down: *const mlxrs_quantized_projection,
+            inv_freq: mlx_array,
+            q_norm: mlx_array,
+            k_norm: mlx_array,
+            qk_norm_eps: f32,
             scale: f32,
             heads: c_int,
             kv_heads: c_int,

@@ -79,8 +79,38 @@ impl DecoderLayer {
         })
     }
 
-    /// Runs the layer on `x` (`[B, L, hidden]`) with this layer's cache.
+    /// Runs the layer on `x` (`[B, L, hidden]`) with this layer's cache: as one native
+    /// primitive ([`mlx_rs::native::decoder_layer`]) when the projections are quantized and
+    /// the CPU kernels take the call, else composed (the same numbers either way).
     pub fn forward(
+        &self,
+        x: &Array,
+        cache: &mut crate::runtime::cache::LayerCache,
+    ) -> Result<Array> {
+        if let Some((weights, params)) = self.mlp_weights().and_then(|mlp| {
+            self.self_attn
+                .native_layer_weights(&self.input_layernorm, mlp)
+        }) {
+            let step = cache.in_place_step(x, params, |keys, values, params| {
+                Ok(
+                    mlx_rs::native::decoder_layer(x, keys, values, &weights, params)?
+                        .map(|o| (o.hidden, o.k_cache, o.v_cache)),
+                )
+            })?;
+            if let Some(y) = step {
+                return Ok(y);
+            }
+        }
+        self.forward_composed(x, cache)
+    }
+
+    fn mlp_weights(&self) -> Option<crate::nn::mlp::NativeMlpWeights<'_>> {
+        self.mlp
+            .native_layer_weights(&self.post_attention_layernorm)
+    }
+
+    /// [`DecoderLayer::forward`] from the per-op primitives (or MLX's ops).
+    pub fn forward_composed(
         &self,
         x: &Array,
         cache: &mut crate::runtime::cache::LayerCache,

@@ -1,5 +1,6 @@
 //! Multi-head attention with grouped-query heads, RoPE and a KV cache.
 
+use super::mlp::NativeMlpWeights;
 use super::{dim, FusedLinear, Linear, RmsNorm, Rope};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
@@ -7,7 +8,7 @@ use crate::load::BuildOptions;
 use crate::runtime::cache::LayerCache;
 use crate::weights::Weights;
 use mlx_rs::fast::{scaled_dot_product_attention, AttentionMask};
-use mlx_rs::native::CachedAttentionParams;
+use mlx_rs::native::{CachedAttentionParams, DecoderLayerWeights};
 use mlx_rs::Array;
 
 /// The per-family differences of the attention block.
@@ -89,6 +90,44 @@ impl Attention {
         })
     }
 
+    /// The attention half of [`mlx_rs::native::DecoderLayerWeights`] (the norms and the MLP
+    /// left as given) and the attention parameters (offset 0), when every projection is stored
+    /// quantized with q, k and v fused and no bias on the output projection.
+    pub(crate) fn native_layer_weights<'a>(
+        &'a self,
+        input_norm: &'a RmsNorm,
+        rest: NativeMlpWeights<'a>,
+    ) -> Option<(DecoderLayerWeights<'a>, CachedAttentionParams)> {
+        let (qkv, qkv_bias) = self.qkv_proj.fused()?.quantized_projection()?;
+        let (o, None) = self.o_proj.quantized_projection()? else {
+            return None;
+        };
+        let weights = DecoderLayerWeights {
+            input_norm: (input_norm.weight(), input_norm.eps()),
+            qkv,
+            qkv_bias,
+            inv_freq: self.rope.inv_freq(),
+            q_norm: self.q_norm.as_ref().map(RmsNorm::weight),
+            k_norm: self.k_norm.as_ref().map(RmsNorm::weight),
+            o,
+            post_attention_norm: rest.post_attention_norm,
+            gate_up: rest.gate_up,
+            down: rest.down,
+        };
+        Some((weights, self.params(0)))
+    }
+
+    fn params(&self, offset: i32) -> CachedAttentionParams {
+        CachedAttentionParams {
+            heads: self.heads,
+            kv_heads: self.kv_heads,
+            head_dim: self.head_dim,
+            offset,
+            scale: self.scale,
+            norm_eps: self.q_norm.as_ref().map_or(0.0, RmsNorm::eps),
+        }
+    }
+
     /// Attends `norm(x)` (`x`: `[B, L, hidden]`; no norm when `None`) to the cached positions
     /// and itself, appending this chunk's keys and values to `cache` (positions start at the
     /// cache's offset), and returns the output projection plus `residual` when given. The
@@ -112,14 +151,7 @@ impl Attention {
         // The fused projection, then one primitive for the norms, RoPE, the cache write and
         // the attention itself (CPU, float32); other cases compose MLX's ops below.
         let qkv = self.qkv_proj.forward_joined(x, norm)?;
-        let params = CachedAttentionParams {
-            heads: self.heads,
-            kv_heads: self.kv_heads,
-            head_dim: self.head_dim,
-            offset: cache.offset(),
-            scale: self.scale,
-            norm_eps: self.q_norm.as_ref().map_or(0.0, RmsNorm::eps),
-        };
+        let params = self.params(cache.offset());
         if let Some(out) = cache.native_step(
             &qkv,
             self.rope.inv_freq(),

@@ -122,6 +122,14 @@ impl FusedLinear {
         }
     }
 
+    /// The one layer computing every part, when the parts could be fused.
+    pub(crate) fn fused(&self) -> Option<&Linear> {
+        match self {
+            FusedLinear::Fused { linear, .. } => Some(linear),
+            FusedLinear::Separate { .. } => None,
+        }
+    }
+
     /// Splits a [`FusedLinear::forward_joined`] output into the parts' outputs.
     pub fn split(&self, joined: Array) -> Result<Vec<Array>> {
         let (FusedLinear::Fused { split_at, .. } | FusedLinear::Separate { split_at, .. }) = self;

@@ -169,6 +169,26 @@ impl Linear {
         }
     }
 
+    /// The packed matrix and the bias, when the weight is stored quantized (for
+    /// [`mlx_rs::native::decoder_layer`]).
+    pub(crate) fn quantized_projection(
+        &self,
+    ) -> Option<(mlx_rs::native::QuantizedProjection<'_>, Option<&Array>)> {
+        match &self.weight {
+            LinearWeight::Quantized(q) => Some((
+                mlx_rs::native::QuantizedProjection {
+                    weight: &q.weight,
+                    scales: &q.scales,
+                    biases: &q.biases,
+                    group_size: q.params.group_size,
+                    bits: q.params.bits,
+                },
+                self.bias.as_ref(),
+            )),
+            LinearWeight::Dense(_) => None,
+        }
+    }
+
     /// Whether the weight is stored quantized.
     pub fn is_quantized(&self) -> bool {
         matches!(self.weight, LinearWeight::Quantized(_))

@@ -4,7 +4,16 @@ use super::{FusedLinear, Linear, RmsNorm};
 use crate::error::Result;
 use crate::load::BuildOptions;
 use crate::weights::Weights;
+use mlx_rs::native::QuantizedProjection;
 use mlx_rs::Array;
+
+/// The MLP half of [`mlx_rs::native::DecoderLayerWeights`] (see [`Mlp::native_layer_weights`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NativeMlpWeights<'a> {
+    pub post_attention_norm: (&'a Array, f32),
+    pub gate_up: QuantizedProjection<'a>,
+    pub down: QuantizedProjection<'a>,
+}
 
 /// SwiGLU MLP: `down(silu(gate(x)) * up(x))`.
 #[derive(Debug, Clone)]
@@ -33,6 +42,25 @@ impl Mlp {
         Ok(Mlp {
             gate_up_proj: FusedLinear::fuse(vec![gate, up], &[intermediate, intermediate])?,
             down_proj: proj(weights, "down_proj", intermediate, hidden)?,
+        })
+    }
+
+    /// The MLP half of a native decoder layer, when gate and up are fused, every projection
+    /// is stored quantized and none has a bias.
+    pub(crate) fn native_layer_weights<'a>(
+        &'a self,
+        norm: &'a RmsNorm,
+    ) -> Option<NativeMlpWeights<'a>> {
+        let (gate_up, None) = self.gate_up_proj.fused()?.quantized_projection()? else {
+            return None;
+        };
+        let (down, None) = self.down_proj.quantized_projection()? else {
+            return None;
+        };
+        Some(NativeMlpWeights {
+            post_attention_norm: (norm.weight(), norm.eps()),
+            gate_up,
+            down,
         })
     }
 

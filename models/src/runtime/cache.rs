@@ -76,32 +76,58 @@ impl LayerCache {
         inv_freq: &Array,
         q_norm: Option<&Array>,
         k_norm: Option<&Array>,
+        params: CachedAttentionParams,
+    ) -> Result<Option<Array>> {
+        self.in_place_step(qkv, params, |keys, values, params| {
+            Ok(
+                cached_attention(qkv, keys, values, inv_freq, q_norm, k_norm, params)?
+                    .map(|o| (o.attention, o.k_cache, o.v_cache)),
+            )
+        })
+    }
+
+    /// A step through a native primitive that writes the caches in place, for the `L` tokens
+    /// of `input` (`[B, L, ...]`, whose dtype the caches take): grows the buffers if needed,
+    /// calls `step(keys, values, params)` with `params.offset` set to the cache's offset, and
+    /// on `Some((output, keys, values))` keeps the returned caches, advances the offset by `L`
+    /// and returns the output. `Ok(None)` (nothing changed but perhaps the capacity) when
+    /// native ops are off or `step` declines.
+    pub fn in_place_step(
+        &mut self,
+        input: &Array,
         mut params: CachedAttentionParams,
+        step: impl FnOnce(
+            &Array,
+            &Array,
+            CachedAttentionParams,
+        ) -> Result<Option<(Array, Array, Array)>>,
     ) -> Result<Option<Array>> {
         if !mlx_rs::native::native_ops_enabled() {
             return Ok(None);
         }
-        let shape = qkv.shape();
-        let [b, l, _] = shape[..] else {
-            return Err(Error::InvalidArgument(format!(
-                "KV cache: qkv must be [B, L, width], got {shape:?}"
-            )));
+        let shape = input.shape();
+        let (b, l) = match shape[..] {
+            [b, l, ..] => (b, l),
+            _ => {
+                return Err(Error::InvalidArgument(format!(
+                    "KV cache: the step's input must be [B, L, ...], got {shape:?}"
+                )))
+            }
         };
         let like = [b, params.kv_heads, l, params.head_dim];
-        let dtype = qkv.dtype();
+        let dtype = input.dtype();
         self.reserve(self.offset + l, &like, dtype, &like, dtype)?;
         let (Some(keys), Some(values)) = (&self.keys, &self.values) else {
             unreachable!("reserved above")
         };
         params.offset = self.offset;
-        let Some(out) = cached_attention(qkv, keys, values, inv_freq, q_norm, k_norm, params)?
-        else {
+        let Some((out, k_cache, v_cache)) = step(keys, values, params)? else {
             return Ok(None);
         };
-        self.keys = Some(out.k_cache);
-        self.values = Some(out.v_cache);
+        self.keys = Some(k_cache);
+        self.values = Some(v_cache);
         self.offset += l;
-        Ok(Some(out.attention))
+        Ok(Some(out))
     }
 
     /// Makes the buffers hold at least `end` positions, growing by whole [`KV_STEP`]s; new

@@ -11,9 +11,10 @@
 //!
 //! Used for float32 on CPU streams; everything else (GPU streams, other dtypes) takes MLX's
 //! own ops. [`crate::fast::rms_norm`] and [`swiglu`] pick the path themselves;
-//! [`cached_attention`] and [`fused_quantized_matmul`] (the quantized matmul with an RMS-norm
-//! prologue and a residual epilogue) return `None` when the call is not eligible, so that the
-//! caller can compose the step itself. Opt out with [`set_native_ops`] or the environment variable
+//! [`cached_attention`], [`fused_quantized_matmul`] (the quantized matmul with an RMS-norm
+//! prologue and a residual epilogue) and [`decoder_layer`] (a whole decoder layer of quantized
+//! projections built from the others, one primitive per layer) return `None` when the call is
+//! not eligible, so that the caller can compose the step itself. Opt out with [`set_native_ops`] or the environment variable
 //! `MLX_RS_NATIVE_OPS=0` (the quantized matmul has its own switch,
 //! [`crate::quant::set_native_qmm`]).
 
@@ -22,6 +23,9 @@ use crate::vector::VectorArray;
 use crate::Array;
 use mlx_sys as sys;
 use std::sync::atomic::{AtomicU8, Ordering};
+
+mod layer;
+pub use layer::{decoder_layer, DecoderLayerOutput, DecoderLayerWeights, QuantizedProjection};
 
 /// An on/off switch whose first reading may come from an environment variable (`0`, `false`
 /// or `off` turn it off); [`Switch::set`] overrides it.
@@ -243,42 +247,56 @@ pub fn cached_attention(
     if !native_ops_enabled() {
         return Ok(None);
     }
-    let mut used = false;
     let opt = |a: Option<&Array>| a.map_or_else(null_array, Array::as_raw);
-    // SAFETY: valid handles (or null handles for absent norms) and out-parameters we own;
-    // the shim validates shapes and parameters before building anything.
-    let parts = VectorArray::try_op_stream(|res, s| unsafe {
-        sys::native_ops::mlxrs_cached_attention(
-            res,
-            qkv.as_raw(),
-            k_cache.as_raw(),
-            v_cache.as_raw(),
-            inv_freq.as_raw(),
-            opt(q_norm),
-            opt(k_norm),
-            params.norm_eps,
-            params.scale,
-            params.heads,
-            params.kv_heads,
-            params.head_dim,
-            params.offset,
-            s,
-            &mut used,
-        )
-    });
+    let parts = three_outputs("cached_attention", |res, s, used| {
+        // SAFETY: valid handles (or null handles for absent norms) and out-parameters we own;
+        // the shim validates shapes and parameters before building anything.
+        unsafe {
+            sys::native_ops::mlxrs_cached_attention(
+                res,
+                qkv.as_raw(),
+                k_cache.as_raw(),
+                v_cache.as_raw(),
+                inv_freq.as_raw(),
+                opt(q_norm),
+                opt(k_norm),
+                params.norm_eps,
+                params.scale,
+                params.heads,
+                params.kv_heads,
+                params.head_dim,
+                params.offset,
+                s,
+                used,
+            )
+        }
+    })?;
+    Ok(
+        parts.map(|(attention, k_cache, v_cache)| CachedAttentionOutput {
+            attention,
+            k_cache,
+            v_cache,
+        }),
+    )
+}
+
+/// Runs a native builder that writes three arrays into a vector: `None` when it declined.
+#[track_caller]
+fn three_outputs(
+    op: &str,
+    build: impl FnOnce(*mut sys::mlx_vector_array, sys::mlx_stream, *mut bool) -> std::ffi::c_int,
+) -> Result<Option<(Array, Array, Array)>> {
+    let mut used = false;
+    let parts = VectorArray::try_op_stream(|res, s| build(res, s, &mut used));
     if !used {
         return parts.map(|_| None);
     }
     let mut parts = parts?.into_iter();
     match (parts.next(), parts.next(), parts.next()) {
-        (Some(attention), Some(k_cache), Some(v_cache)) => Ok(Some(CachedAttentionOutput {
-            attention,
-            k_cache,
-            v_cache,
-        })),
-        _ => Err(Error::InvalidArgument(
-            "cached_attention: the primitive returned fewer than three arrays".into(),
-        )),
+        (Some(a), Some(b), Some(c)) => Ok(Some((a, b, c))),
+        _ => Err(Error::InvalidArgument(format!(
+            "{op}: the primitive returned fewer than three arrays"
+        ))),
     }
 }
 

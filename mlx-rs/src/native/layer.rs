@@ -1,0 +1,181 @@
+//! A whole decoder layer as one native primitive ([`decoder_layer`]).
+
+use super::{null_array, three_outputs, CachedAttentionParams};
+use crate::error::Result;
+use crate::Array;
+use mlx_sys as sys;
+
+/// A quantized projection of a [`DecoderLayerWeights`]: MLX's affine format, transposed as in
+/// a linear layer (`weight` uint32 `[out, in·bits/32]`, `scales` and `biases`
+/// `[out, in/group_size]`), as [`crate::quant::quantized_matmul`] takes it with `transpose`.
+#[derive(Debug, Clone, Copy)]
+pub struct QuantizedProjection<'a> {
+    /// Packed codes.
+    pub weight: &'a Array,
+    /// Per-group scales.
+    pub scales: &'a Array,
+    /// Per-group biases.
+    pub biases: &'a Array,
+    /// Group size (32, 64 or 128 for the native kernel).
+    pub group_size: i32,
+    /// Bits per code (4 or 8 for the native kernel).
+    pub bits: i32,
+}
+
+impl QuantizedProjection<'_> {
+    fn raw(&self) -> sys::native_ops::mlxrs_quantized_projection {
+        sys::native_ops::mlxrs_quantized_projection {
+            weight: self.weight.as_raw(),
+            scales: self.scales.as_raw(),
+            biases: self.biases.as_raw(),
+            group_size: self.group_size,
+            bits: self.bits,
+        }
+    }
+}
+
+/// The weights of a Llama-family decoder layer for [`decoder_layer`] (Llama; Qwen2 with its
+/// q/k/v bias; Qwen3 with its per-head q/k norms), all float32 but the packed codes.
+#[derive(Debug, Clone, Copy)]
+pub struct DecoderLayerWeights<'a> {
+    /// RMS-norm weight before attention, `[hidden]`, and its epsilon.
+    pub input_norm: (&'a Array, f32),
+    /// q, k and v projections fused along the outputs: `[(heads + 2 kv_heads)·head_dim, hidden]`.
+    pub qkv: QuantizedProjection<'a>,
+    /// Bias added to the fused q/k/v output (Qwen2), `[(heads + 2 kv_heads)·head_dim]`.
+    pub qkv_bias: Option<&'a Array>,
+    /// RoPE frequencies, `[head_dim / 2]` (see [`super::cached_attention`]).
+    pub inv_freq: &'a Array,
+    /// Per-head RMS-norm weights of queries and keys (Qwen3), `[head_dim]` each; their epsilon
+    /// is [`CachedAttentionParams::norm_eps`].
+    pub q_norm: Option<&'a Array>,
+    /// See `q_norm`.
+    pub k_norm: Option<&'a Array>,
+    /// Output projection, `[hidden, heads·head_dim]`.
+    pub o: QuantizedProjection<'a>,
+    /// RMS-norm weight before the MLP, `[hidden]`, and its epsilon.
+    pub post_attention_norm: (&'a Array, f32),
+    /// Gate and up projections fused along the outputs: `[2·intermediate, hidden]`, gate rows
+    /// first.
+    pub gate_up: QuantizedProjection<'a>,
+    /// Down projection, `[hidden, intermediate]`.
+    pub down: QuantizedProjection<'a>,
+}
+
+/// The three arrays [`decoder_layer`] returns.
+#[derive(Debug, Clone)]
+pub struct DecoderLayerOutput {
+    /// The layer's output, `x`'s shape.
+    pub hidden: Array,
+    /// The key cache with the new positions written.
+    pub k_cache: Array,
+    /// The value cache with the new positions written.
+    pub v_cache: Array,
+}
+
+/// A whole pre-norm decoder layer with quantized projections as one primitive, for `L` new
+/// tokens of `B` sequences (`x`: `[B, L, hidden]` float32) at position `params.offset`:
+///
+/// ```text
+/// h = x + o(attention(qkv(rms_norm(x)) [+ qkv_bias]))
+/// y = h + down(silu(gate) * up),   [gate | up] = gate_up(rms_norm(h))
+/// ```
+///
+/// where `attention` is [`super::cached_attention`] with these caches and parameters (the
+/// caches are written in place the same way). On the CPU this is the sequence the per-op
+/// primitives ([`super::fused_quantized_matmul`], [`super::cached_attention`],
+/// [`super::swiglu`]) compute, with the same numbers; as one primitive it saves MLX's
+/// scheduling of five primitives per layer and most of the graph-building work, which at
+/// decode on a small machine is a sizeable share of each token.
+///
+/// Returns `Ok(None)` when not eligible: not an x86-64 CPU stream, float arrays other than
+/// float32, bits or group sizes the native quantized matmul does not take, or either switch
+/// off ([`super::set_native_ops`], [`crate::quant::set_native_qmm`]); the caller then composes
+/// the layer. Shapes that do not fit each other are an error.
+///
+/// ```
+/// use mlx_rs::native::{decoder_layer, CachedAttentionParams, DecoderLayerWeights, QuantizedProjection};
+/// use mlx_rs::{quant, Array, Dtype};
+/// // hidden 32, one head of 32, intermediate 32; every projection quantizes all-zero weights,
+/// // so both blocks add 0 and the layer returns its input.
+/// let zeros = |rows| quant::quantize(&Array::zeros(&[rows, 32], Dtype::Float32)?, 32, 4);
+/// let (qkv_w, qkv_s, qkv_b) = zeros(96)?;
+/// let (o_w, o_s, o_b) = zeros(32)?;
+/// let (gu_w, gu_s, gu_b) = zeros(64)?;
+/// let (d_w, d_s, d_b) = zeros(32)?;
+/// let proj = |weight, scales, biases| QuantizedProjection { weight, scales, biases, group_size: 32, bits: 4 };
+/// let ones = Array::ones(&[32], Dtype::Float32)?;
+/// let inv_freq = Array::ones(&[16], Dtype::Float32)?;
+/// let weights = DecoderLayerWeights {
+///     input_norm: (&ones, 1e-6),
+///     qkv: proj(&qkv_w, &qkv_s, &qkv_b),
+///     qkv_bias: None,
+///     inv_freq: &inv_freq,
+///     q_norm: None,
+///     k_norm: None,
+///     o: proj(&o_w, &o_s, &o_b),
+///     post_attention_norm: (&ones, 1e-6),
+///     gate_up: proj(&gu_w, &gu_s, &gu_b),
+///     down: proj(&d_w, &d_s, &d_b),
+/// };
+/// let x = Array::from_slice(&(0..32).map(|i| i as f32).collect::<Vec<_>>(), &[1, 1, 32])?;
+/// let cache = Array::zeros(&[1, 1, 4, 32], Dtype::Float32)?;
+/// let p = CachedAttentionParams { heads: 1, kv_heads: 1, head_dim: 32, offset: 0, scale: 1.0, norm_eps: 1e-6 };
+/// if let Some(out) = decoder_layer(&x, &cache, &cache, &weights, p)? {
+///     assert_eq!(out.hidden.to_vec::<f32>()?, x.to_vec::<f32>()?);
+/// }
+/// # Ok::<(), mlx_rs::Error>(())
+/// ```
+#[track_caller]
+pub fn decoder_layer(
+    x: &Array,
+    k_cache: &Array,
+    v_cache: &Array,
+    weights: &DecoderLayerWeights<'_>,
+    params: CachedAttentionParams,
+) -> Result<Option<DecoderLayerOutput>> {
+    if !super::native_ops_enabled() || !crate::quant::native_qmm_enabled() {
+        return Ok(None);
+    }
+    let w = weights;
+    let (qkv, o, gate_up, down) = (w.qkv.raw(), w.o.raw(), w.gate_up.raw(), w.down.raw());
+    let opt = |a: Option<&Array>| a.map_or_else(null_array, Array::as_raw);
+    let parts = three_outputs("decoder_layer", |res, s, used| {
+        // SAFETY: valid handles (null handles for the absent bias and norms), projection
+        // structs that outlive the call and out-parameters we own; the shim validates shapes
+        // before building anything.
+        unsafe {
+            sys::native_ops::mlxrs_decoder_layer(
+                res,
+                x.as_raw(),
+                k_cache.as_raw(),
+                v_cache.as_raw(),
+                w.input_norm.0.as_raw(),
+                w.input_norm.1,
+                w.post_attention_norm.0.as_raw(),
+                w.post_attention_norm.1,
+                &qkv,
+                opt(w.qkv_bias),
+                &o,
+                &gate_up,
+                &down,
+                w.inv_freq.as_raw(),
+                opt(w.q_norm),
+                opt(w.k_norm),
+                params.norm_eps,
+                params.scale,
+                params.heads,
+                params.kv_heads,
+                params.head_dim,
+                params.offset,
+                s,
+                used,
+            )
+        }
+    })?;
+    Ok(parts.map(|(hidden, k_cache, v_cache)| DecoderLayerOutput {
+        hidden,
+        k_cache,
+        v_cache,
+    }))
+}
