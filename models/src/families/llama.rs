@@ -192,6 +192,11 @@ impl Llama {
         })
     }
 
+    /// The decoder layers, in order.
+    pub fn layers(&self) -> &[DecoderLayer] {
+        &self.layers
+    }
+
     /// The compute dtype.
     pub fn dtype(&self) -> Dtype {
         self.dtype

@@ -1,0 +1,267 @@
+//! `native::decoder_layer`: one token at position 0 against an f64 evaluation of the layer
+//! (attention over a single position returns its value vector, so the reference needs no
+//! softmax), shape errors, and the calls it declines. Its agreement with the per-op primitives
+//! over prefill and decode steps is tested in models/tests/native_layer.rs.
+mod common;
+
+use common::{dequant_f64, f32s, quantize_weights, rand_vec, Quantized};
+use mlx_rs::native::{
+    decoder_layer, set_native_ops, CachedAttentionParams, DecoderLayerWeights, QuantizedProjection,
+};
+use mlx_rs::{quant, Array, Dtype, Error};
+use std::sync::{Mutex, MutexGuard};
+
+/// The native switches are process-wide: tests take turns.
+static LOCK: Mutex<()> = Mutex::new(());
+
+fn lock() -> MutexGuard<'static, ()> {
+    let g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    set_native_ops(true);
+    quant::set_native_qmm(true);
+    g
+}
+
+const HIDDEN: usize = 64;
+const HEADS: usize = 4;
+const KV_HEADS: usize = 2;
+const HEAD_DIM: usize = 16;
+const INTER: usize = 96;
+const EPS: f32 = 1e-5;
+
+struct Layer {
+    qkv: Quantized,
+    o: Quantized,
+    gate_up: Quantized,
+    down: Quantized,
+    input_norm: Array,
+    post_norm: Array,
+    qkv_bias: Array,
+    inv_freq: Array,
+}
+
+fn quantized(n: usize, k: usize, seed: u64) -> Quantized {
+    let w: Vec<f32> = rand_vec(n * k, seed).iter().map(|v| v * 0.3).collect();
+    let w = Array::from_slice(&w, &[n as i32, k as i32]).unwrap();
+    quantize_weights(&w, 4, 32, Dtype::Float16)
+}
+
+fn vector(n: usize, seed: u64, low: f32, high: f32) -> Array {
+    let v: Vec<f32> = rand_vec(n, seed)
+        .iter()
+        .map(|r| low + (r + 1.0) / 2.0 * (high - low))
+        .collect();
+    Array::from_slice(&v, &[n as i32]).unwrap()
+}
+
+fn layer() -> Layer {
+    let width = (HEADS + 2 * KV_HEADS) * HEAD_DIM;
+    Layer {
+        qkv: quantized(width, HIDDEN, 1),
+        o: quantized(HIDDEN, HEADS * HEAD_DIM, 2),
+        gate_up: quantized(2 * INTER, HIDDEN, 3),
+        down: quantized(HIDDEN, INTER, 4),
+        input_norm: vector(HIDDEN, 5, 0.5, 1.5),
+        post_norm: vector(HIDDEN, 6, 0.5, 1.5),
+        qkv_bias: vector(width, 7, -0.5, 0.5),
+        inv_freq: vector(HEAD_DIM / 2, 8, 0.0, 1.0),
+    }
+}
+
+fn proj(q: &Quantized) -> QuantizedProjection<'_> {
+    QuantizedProjection {
+        weight: &q.wq,
+        scales: &q.scales,
+        biases: &q.biases,
+        group_size: q.group,
+        bits: q.bits,
+    }
+}
+
+fn weights(l: &Layer) -> DecoderLayerWeights<'_> {
+    DecoderLayerWeights {
+        input_norm: (&l.input_norm, EPS),
+        qkv: proj(&l.qkv),
+        qkv_bias: Some(&l.qkv_bias),
+        inv_freq: &l.inv_freq,
+        q_norm: None,
+        k_norm: None,
+        o: proj(&l.o),
+        post_attention_norm: (&l.post_norm, EPS),
+        gate_up: proj(&l.gate_up),
+        down: proj(&l.down),
+    }
+}
+
+fn params(offset: i32) -> CachedAttentionParams {
+    CachedAttentionParams {
+        heads: HEADS as i32,
+        kv_heads: KV_HEADS as i32,
+        head_dim: HEAD_DIM as i32,
+        offset,
+        scale: (HEAD_DIM as f32).powf(-0.5),
+        norm_eps: EPS,
+    }
+}
+
+fn cache(capacity: i32) -> Array {
+    Array::zeros(
+        &[1, KV_HEADS as i32, capacity, HEAD_DIM as i32],
+        Dtype::Float32,
+    )
+    .unwrap()
+}
+
+fn rms(x: &[f64], w: &[f64]) -> Vec<f64> {
+    let ms = x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64;
+    let inv = 1.0 / (ms + EPS as f64).sqrt();
+    x.iter().zip(w).map(|(v, w)| v * inv * w).collect()
+}
+
+fn matvec(w: &[f64], x: &[f64]) -> Vec<f64> {
+    w.chunks(x.len())
+        .map(|row| row.iter().zip(x).map(|(a, b)| a * b).sum())
+        .collect()
+}
+
+fn f64s(a: &Array) -> Vec<f64> {
+    f32s(a).iter().map(|&v| v as f64).collect()
+}
+
+#[test]
+fn first_token_matches_an_f64_evaluation_of_the_layer() {
+    let _g = lock();
+    let l = layer();
+    let xv = rand_vec(HIDDEN, 9);
+    let x = Array::from_slice(&xv, &[1, 1, HIDDEN as i32]).unwrap();
+    let (kc, vc) = (cache(4), cache(4));
+    let out = decoder_layer(&x, &kc, &vc, &weights(&l), params(0))
+        .unwrap()
+        .expect("a CPU stream with float32 inputs takes the native layer");
+
+    // Reference: with one position the attention of every query head is the value vector of
+    // its key/value head (softmax over one score is 1).
+    let x64: Vec<f64> = xv.iter().map(|&v| v as f64).collect();
+    let mut qkv = matvec(&dequant_f64(&l.qkv), &rms(&x64, &f64s(&l.input_norm)));
+    for (v, b) in qkv.iter_mut().zip(f64s(&l.qkv_bias)) {
+        *v += b;
+    }
+    let v_heads = &qkv[(HEADS + KV_HEADS) * HEAD_DIM..];
+    let attn: Vec<f64> = (0..HEADS)
+        .flat_map(|h| {
+            let j = h / (HEADS / KV_HEADS);
+            v_heads[j * HEAD_DIM..(j + 1) * HEAD_DIM].to_vec()
+        })
+        .collect();
+    let h: Vec<f64> = x64
+        .iter()
+        .zip(matvec(&dequant_f64(&l.o), &attn))
+        .map(|(a, b)| a + b)
+        .collect();
+    let gu = matvec(&dequant_f64(&l.gate_up), &rms(&h, &f64s(&l.post_norm)));
+    let act: Vec<f64> = (0..INTER)
+        .map(|i| gu[i] / (1.0 + (-gu[i]).exp()) * gu[INTER + i])
+        .collect();
+    let want: Vec<f64> = h
+        .iter()
+        .zip(matvec(&dequant_f64(&l.down), &act))
+        .map(|(a, b)| a + b)
+        .collect();
+    let got = f32s(&out.hidden);
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!(
+            (*g as f64 - w).abs() <= 1e-4 * (1.0 + w.abs()),
+            "y[{i}] = {g}, want {w}"
+        );
+    }
+    // The value cache holds v (unrotated) at position 0, zeros after.
+    let vcache = f32s(&out.v_cache);
+    for j in 0..KV_HEADS {
+        for d in 0..HEAD_DIM {
+            let got = vcache[j * 4 * HEAD_DIM + d] as f64;
+            let want = v_heads[j * HEAD_DIM + d];
+            assert!((got - want).abs() <= 1e-4 * (1.0 + want.abs()));
+        }
+        assert!(vcache[j * 4 * HEAD_DIM + HEAD_DIM..(j + 1) * 4 * HEAD_DIM]
+            .iter()
+            .all(|&v| v == 0.0));
+    }
+}
+
+#[test]
+fn shapes_that_do_not_fit_are_errors() {
+    let _g = lock();
+    let l = layer();
+    let x = Array::from_slice(&rand_vec(HIDDEN, 10), &[1, 1, HIDDEN as i32]).unwrap();
+    let (kc, vc) = (cache(4), cache(4));
+    let expect_shape_error =
+        |w: &DecoderLayerWeights, p: CachedAttentionParams, kc: &Array, what: &str| {
+            match decoder_layer(&x, kc, &vc, w, p) {
+                Err(Error::Mlx { message, .. }) => {
+                    assert!(message.contains("decoder_layer"), "{what}: {message}")
+                }
+                other => panic!("{what}: expected an error, got {other:?}"),
+            }
+        };
+    let short = vector(HIDDEN - 1, 11, 0.5, 1.5);
+    let mut w = weights(&l);
+    w.input_norm = (&short, EPS);
+    expect_shape_error(&w, params(0), &kc, "norm of the wrong length");
+    let mut p = params(0);
+    p.heads = 2; // the qkv projection has rows for 4 query heads
+    expect_shape_error(&weights(&l), p, &kc, "head count");
+    expect_shape_error(
+        &weights(&l),
+        params(4),
+        &kc,
+        "offset at the cache's capacity",
+    );
+    let odd = quantized(2 * INTER - 32, HIDDEN, 12);
+    let mut w = weights(&l);
+    w.gate_up = proj(&odd);
+    expect_shape_error(&w, params(0), &kc, "gate/up rows");
+    let small = cache(2);
+    expect_shape_error(&weights(&l), params(0), &small, "mismatched caches");
+    // The process goes on: a good call still works.
+    assert!(decoder_layer(&x, &kc, &vc, &weights(&l), params(0))
+        .unwrap()
+        .is_some());
+}
+
+#[test]
+fn ineligible_calls_are_declined() {
+    let _g = lock();
+    let l = layer();
+    let x = Array::from_slice(&rand_vec(HIDDEN, 13), &[1, 1, HIDDEN as i32]).unwrap();
+    let (kc, vc) = (cache(4), cache(4));
+    let declined = |x: &Array, w: &DecoderLayerWeights| {
+        decoder_layer(x, &kc, &vc, w, params(0)).unwrap().is_none()
+    };
+    assert!(declined(&x.astype(Dtype::Bfloat16).unwrap(), &weights(&l)));
+    // 3-bit codes: MLX's op only.
+    let w3 = quant::quantize(
+        &Array::from_slice(
+            &rand_vec(HIDDEN * INTER, 14),
+            &[HIDDEN as i32, INTER as i32],
+        )
+        .unwrap(),
+        32,
+        3,
+    )
+    .unwrap();
+    let mut w = weights(&l);
+    w.down = QuantizedProjection {
+        weight: &w3.0,
+        scales: &w3.1,
+        biases: &w3.2,
+        group_size: 32,
+        bits: 3,
+    };
+    assert!(declined(&x, &w));
+    set_native_ops(false);
+    assert!(declined(&x, &weights(&l)));
+    set_native_ops(true);
+    quant::set_native_qmm(false);
+    assert!(declined(&x, &weights(&l)));
+    quant::set_native_qmm(true);
+    assert!(!declined(&x, &weights(&l)));
+}

@@ -1,0 +1,193 @@
+//! The one-primitive decoder layer (`mlx_rs::native::decoder_layer`, taken by
+//! `DecoderLayer::forward` when the projections are quantized) against the same layer composed
+//! from the per-op primitives (`DecoderLayer::forward_composed`), which the golden tests check
+//! against transformers. Both run the same kernels in the same order, so outputs and caches
+//! must agree bit for bit: Llama, Qwen2 (q/k/v bias) and Qwen3 (q/k norms), grouped-query
+//! heads, two sequences, a prefill chunk then decode steps, and an input that is a view.
+use mlx_models::config::{ModelConfig, QuantizationConfig};
+use mlx_models::families::{llama, qwen2, qwen3, BuildOptions};
+use mlx_models::runtime::cache::LayerCache;
+use mlx_models::weights::Weights;
+use mlx_rs::{quant, random, sys, Array, Dtype};
+use std::sync::Mutex;
+
+/// The native quantized-matmul counter is process-wide: tests take turns.
+static LOCK: Mutex<()> = Mutex::new(());
+
+fn lock() -> std::sync::MutexGuard<'static, ()> {
+    let g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    quant::set_native_qmm(true);
+    mlx_rs::native::set_native_ops(true);
+    g
+}
+
+/// Quantized-matmul primitives built so far (the composed path builds four per layer; the
+/// layer primitive none).
+fn qmm_count() -> u64 {
+    // SAFETY: no arguments.
+    unsafe { sys::native_qmm::mlxrs_qmm_native_count() }
+}
+
+const HIDDEN: i32 = 64;
+const HEADS: i32 = 4;
+const KV_HEADS: i32 = 2;
+const HEAD_DIM: i32 = 16;
+const INTER: i32 = 96;
+
+fn uniform(shape: &[i32], low: f32, high: f32, seed: u64) -> Array {
+    let key = random::key(seed).unwrap();
+    random::uniform(low, high, shape, Dtype::Float32, Some(&key)).unwrap()
+}
+
+/// One layer of `model_type` with every projection quantized (4-bit, group 32, f16 scales,
+/// as GGUF Q4_1 loads) and dense norms and embeddings.
+fn tiny_model(model_type: &str) -> llama::Llama {
+    let config = ModelConfig::from_json(&format!(
+        r#"{{"model_type":"{model_type}","hidden_size":{HIDDEN},"num_hidden_layers":1,
+            "intermediate_size":{INTER},"num_attention_heads":{HEADS},
+            "num_key_value_heads":{KV_HEADS},"head_dim":{HEAD_DIM},"vocab_size":16,
+            "rms_norm_eps":1e-5,"tie_word_embeddings":true,"rope_theta":10000.0}}"#
+    ))
+    .unwrap();
+    let mut w = Weights::default();
+    let mut seed = 1u64;
+    let mut next = || {
+        seed += 1;
+        seed
+    };
+    w.insert(
+        "model.embed_tokens.weight",
+        uniform(&[16, HIDDEN], -1.0, 1.0, next()),
+    );
+    w.insert("model.norm.weight", uniform(&[HIDDEN], 0.5, 1.5, next()));
+    let p = "model.layers.0";
+    for n in ["input_layernorm", "post_attention_layernorm"] {
+        w.insert(
+            format!("{p}.{n}.weight"),
+            uniform(&[HIDDEN], 0.5, 1.5, next()),
+        );
+    }
+    let q_width = HEADS * HEAD_DIM;
+    let kv_width = KV_HEADS * HEAD_DIM;
+    let projections = [
+        ("self_attn.q_proj", q_width, HIDDEN),
+        ("self_attn.k_proj", kv_width, HIDDEN),
+        ("self_attn.v_proj", kv_width, HIDDEN),
+        ("self_attn.o_proj", HIDDEN, q_width),
+        ("mlp.gate_proj", INTER, HIDDEN),
+        ("mlp.up_proj", INTER, HIDDEN),
+        ("mlp.down_proj", HIDDEN, INTER),
+    ];
+    for (name, out, inp) in projections {
+        let dense = uniform(&[out, inp], -0.3, 0.3, next())
+            .astype(Dtype::Float16)
+            .unwrap();
+        let (wq, s, b) = quant::quantize(&dense, 32, 4).unwrap();
+        w.insert(format!("{p}.{name}.weight"), wq);
+        w.insert(format!("{p}.{name}.scales"), s);
+        w.insert(format!("{p}.{name}.biases"), b);
+    }
+    if model_type == "qwen2" {
+        for (name, out) in [
+            ("q_proj", q_width),
+            ("k_proj", kv_width),
+            ("v_proj", kv_width),
+        ] {
+            w.insert(
+                format!("{p}.self_attn.{name}.bias"),
+                uniform(&[out], -0.5, 0.5, next()),
+            );
+        }
+    }
+    if model_type == "qwen3" {
+        for name in ["q_norm", "k_norm"] {
+            w.insert(
+                format!("{p}.self_attn.{name}.weight"),
+                uniform(&[HEAD_DIM], 0.5, 1.5, next()),
+            );
+        }
+    }
+    let options = BuildOptions {
+        dtype: Dtype::Float32,
+        quantization: Some(
+            QuantizationConfig::from_value(&serde_json::json!({"group_size": 32, "bits": 4}))
+                .unwrap(),
+        ),
+    };
+    match model_type {
+        "qwen2" => qwen2::build(&config, w, &options),
+        "qwen3" => qwen3::build(&config, w, &options),
+        _ => llama::build(&config, w, &options),
+    }
+    .unwrap()
+}
+
+fn values(a: &Array) -> Vec<f32> {
+    a.to_vec::<f32>().unwrap()
+}
+
+/// Runs the layer natively and composed over a prefill of 5 tokens for 2 sequences and then
+/// 3 decode steps, comparing the outputs and the caches' written positions exactly.
+fn check_layer_matches_composed(model_type: &str) {
+    let _g = lock();
+    let model = tiny_model(model_type);
+    let layer = &model.layers()[0];
+    let (mut native, mut composed) = (LayerCache::default(), LayerCache::default());
+    let mut seed = 100;
+    for len in [5, 1, 1, 1] {
+        seed += 1;
+        let x = uniform(&[2, len, HIDDEN], -2.0, 2.0, seed);
+        let count = qmm_count();
+        let a = layer.forward(&x, &mut native).unwrap();
+        assert_eq!(
+            qmm_count(),
+            count,
+            "{model_type}: the layer primitive was not used"
+        );
+        let b = layer.forward_composed(&x, &mut composed).unwrap();
+        assert_eq!(qmm_count(), count + 4, "{model_type}: the composed path");
+        assert_eq!(a.shape(), vec![2, len, HIDDEN]);
+        assert_eq!(
+            values(&a),
+            values(&b),
+            "{model_type}: output, chunk of {len}"
+        );
+        assert_eq!(native.offset(), composed.offset());
+    }
+    // The caches: 8 positions written by each path (the composed one through the attention
+    // primitive, with the same in-place layout).
+    let probe = uniform(&[2, 1, HIDDEN], -1.0, 1.0, 999);
+    let a = layer.forward(&probe, &mut native).unwrap();
+    let b = layer.forward_composed(&probe, &mut composed).unwrap();
+    assert_eq!(values(&a), values(&b), "{model_type}: after 8 positions");
+}
+
+#[test]
+fn llama_layer_is_the_composed_layer() {
+    check_layer_matches_composed("llama");
+}
+
+#[test]
+fn qwen2_layer_with_qkv_bias_is_the_composed_layer() {
+    check_layer_matches_composed("qwen2");
+}
+
+#[test]
+fn qwen3_layer_with_qk_norms_is_the_composed_layer() {
+    check_layer_matches_composed("qwen3");
+}
+
+#[test]
+fn a_strided_input_is_read_as_its_values() {
+    let _g = lock();
+    let model = tiny_model("llama");
+    let layer = &model.layers()[0];
+    // [HIDDEN, 3] transposed: a non-contiguous [1, 3, HIDDEN] view.
+    let base = uniform(&[1, HIDDEN, 3], -2.0, 2.0, 7);
+    let view = base.transpose(&[0, 2, 1]).unwrap();
+    let copy = Array::from_slice(&values(&view.flatten(0, -1).unwrap()), &[1, 3, HIDDEN]).unwrap();
+    let (mut c1, mut c2) = (LayerCache::default(), LayerCache::default());
+    let a = layer.forward(&view, &mut c1).unwrap();
+    let b = layer.forward(&copy, &mut c2).unwrap();
+    assert_eq!(values(&a), values(&b));
+}
