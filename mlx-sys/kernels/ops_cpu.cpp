@@ -63,7 +63,12 @@ void swiglu(const float* gu, float* y, size_t rows, int inter) {
     const float* u = g + inter;
     float* o = y + r * size_t(inter);
 #pragma omp simd
-    for (int i = 0; i < inter; ++i) o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+    for (int i = 0; i < inter; ++i) {
+      // silu(g) = g / (1 + e^-g) = g e^g / (1 + e^g): take the form whose exponential has a
+      // non-positive argument (vectorisable, no overflow).
+      const float e = mlxrs_qmm::exp_nonpositive(-std::fabs(g[i]));
+      o[i] = (g[i] >= 0.f ? g[i] : g[i] * e) / (1.0f + e) * u[i];
+    }
   }
 }
 

@@ -325,12 +325,17 @@ void compute(const Call& c) noexcept {
     mlxrs_ops::rms_norm(xf, c.norm_w, c.norm_eps, xbuf.data(), size_t(M), K);
     xf = xbuf.data();
   }
+  // Per-group sums of x in 8 interleaved partial sums (a group is a multiple of 32 values):
+  // independent additions instead of one chain, in a fixed order.
   std::vector<float> xsum(size_t(M) * ng);
   for (size_t m = 0; m < size_t(M); ++m)
     for (int g = 0; g < ng; ++g) {
-      float s = 0.f;
-      for (int e = g * G; e < (g + 1) * G; ++e) s += xf[m * K + e];
-      xsum[m * ng + g] = s;
+      const float* xg = xf + m * K + size_t(g) * G;
+      float part[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+      for (int e = 0; e < G; e += 8)
+        for (int j = 0; j < 8; ++j) part[j] += xg[e + j];
+      xsum[m * ng + g] =
+          ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
     }
   std::vector<float> xpbuf(k.xp_floats(M, K, c.bits));
   const float* xp = xf;
