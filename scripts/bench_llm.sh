@@ -13,6 +13,9 @@
 #                 mlx-lm row (needs HF_F32_DIR); skipped when unset
 #   THREADS       threads for llama.cpp (default: nproc)
 #   REPEATS       repeats per measurement (default 3)
+#   CC            C compiler for the read-bandwidth probe (scripts/read_bandwidth.c; default cc);
+#                 the probe runs between the sections, over 1 GiB and over a buffer the size of
+#                 the model file, so that decode can be compared with the ceiling of the moment
 #
 # What is measured (prompt / generation lengths as llama-bench's tests):
 #   pp512         prefill of 512 tokens from an empty cache
@@ -27,18 +30,30 @@ repeats="${REPEATS:-3}"
 bench="$here/target/release/examples/bench"
 
 (cd "$here" && cargo build --release --example bench >&2)
+probe_dir="$(mktemp -d)"
+trap 'rm -rf "$probe_dir"' EXIT
+"${CC:-cc}" -O3 -march=native -fopenmp "$here/scripts/read_bandwidth.c" -o "$probe_dir/read_bandwidth"
+model_mb=$(( $(stat -c %s "$model") / 1048576 + 1 ))
+probe() {
+  echo "## read bandwidth ($1)"
+  OMP_NUM_THREADS="$threads" "$probe_dir/read_bandwidth" 1024 5
+  OMP_NUM_THREADS="$threads" "$probe_dir/read_bandwidth" "$model_mb" 20
+}
 
 {
   echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(uname -m) $(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-)"
   echo "# model: $model"
+  probe "before llama.cpp"
   if [[ -n "${LLAMA_BENCH:-}" ]]; then
     echo "## llama.cpp (llama-bench, $threads threads)"
     "$LLAMA_BENCH" -m "$model" -t "$threads" -p 512 -n 128 -d 0,512 -r "$repeats" 2>/dev/null | grep '^|'
   fi
+  probe "before mlx-zoo"
   echo "## mlx-zoo bench, kept quantized (default): pp512 + tg128 @ d512"
   "$bench" --model "$model" --device cpu --prompt-tokens 512 --gen-tokens 128 --repeats "$repeats" | grep '^|'
   echo "## mlx-zoo bench, kept quantized (default): tg128 from an empty cache (1-token prompt)"
   "$bench" --model "$model" --device cpu --prompt-tokens 1 --gen-tokens 128 --repeats "$repeats" | grep '^|'
+  probe "after mlx-zoo's quantized runs"
   echo "## mlx-zoo bench, dequantized to f32 at load"
   "$bench" --model "$model" --device cpu --quantized dequantize --prompt-tokens 512 --gen-tokens 128 --repeats "$repeats" | grep '^|'
   if [[ -n "${HF_F32_DIR:-}" ]]; then
