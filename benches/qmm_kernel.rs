@@ -1,5 +1,7 @@
 //! Criterion benchmark of the native CPU quantized matmul (mlx-sys/kernels) against MLX's own
-//! CPU op (the kernel switched off with `quant::set_native_qmm(false)`), 4-bit, group 64.
+//! CPU op (the kernel switched off with `quant::set_native_qmm(false)`), 4-bit, group 64:
+//! `native` is the kernel set the CPU selects (AVX-512 VNNI where available), `native-f32` the
+//! same with activations kept in f32 (`quant::set_native_qmm_exact(true)`), `mlx` MLX's op.
 //!
 //! Throughput is the weight bytes read per call (packed codes + scales + biases), so the
 //! figure for decode shapes reads as GB/s of weights. Weights stay in place between
@@ -30,6 +32,8 @@ fn bench(c: &mut Criterion) {
         for &(m, n, k) in &[
             (1, 11008, 4096),
             (1, 4864, 896),
+            (1, 3072, 576),
+            (1, 576, 1536),
             (8, 11008, 4096),
             (128, 4864, 896),
         ] {
@@ -40,17 +44,17 @@ fn bench(c: &mut Criterion) {
                 let x = input(&[m, k], dtype, 2);
                 let bytes = (wq.nbytes() + s.nbytes() + b.nbytes()) as u64;
                 g.throughput(Throughput::Bytes(bytes));
-                for native in [true, false] {
+                for variant in ["native", "native-f32", "mlx"] {
+                    let native = variant != "mlx";
                     // MLX's bf16 op takes seconds for the [8, 4096] and prefill shapes.
                     if !native && dtype == Dtype::Bfloat16 && m * n * k > 100_000_000 {
                         continue;
                     }
-                    let id = BenchmarkId::new(
-                        format!("{}/{dtype}", if native { "native" } else { "mlx" }),
-                        format!("{m}x{k}@{n}x{k}T"),
-                    );
+                    let id =
+                        BenchmarkId::new(format!("{variant}/{dtype}"), format!("{m}x{k}@{n}x{k}T"));
                     g.bench_function(id, |bch| {
                         quant::set_native_qmm(native);
+                        quant::set_native_qmm_exact(variant == "native-f32");
                         bch.iter(|| {
                             let y =
                                 quant::quantized_matmul(&x, &wq, &s, &b, true, 64, 4).expect("qmm");
@@ -60,6 +64,7 @@ fn bench(c: &mut Criterion) {
                     });
                 }
                 quant::set_native_qmm(true);
+                quant::set_native_qmm_exact(false);
             }
         }
     })

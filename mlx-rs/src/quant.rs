@@ -220,8 +220,10 @@ pub fn dequantize(
 /// float `x`/scales/biases (scales and biases of one dtype), this runs the project's own
 /// multi-threaded SIMD kernel (see [`set_native_qmm`]) instead of MLX's single-threaded scalar
 /// one: f32 accumulation for every activation dtype, the result in the dtype MLX would give
-/// (the promotion of `x`'s and the scales' dtypes). Everything else, the GPU included, runs
-/// MLX's op. GGUF Q4_0/Q4_1/Q8_0 weights loaded through MLX's GGUF reader (affine, group 32,
+/// (the promotion of `x`'s and the scales' dtypes). On CPUs with AVX-512 VNNI, 4-bit codes at
+/// decode and small `M` are multiplied with integer dot products on activations rounded to 21
+/// bits per block of 8 ([`QmmIsa::Avx512Vnni`] gives the bound; [`set_native_qmm_exact`] keeps
+/// them in f32). Everything else, the GPU included, runs MLX's op. GGUF Q4_0/Q4_1/Q8_0 weights loaded through MLX's GGUF reader (affine, group 32,
 /// f16 scales) take the native path.
 ///
 /// ```
