@@ -18,8 +18,8 @@
 //!   [`gguf`] turns into such triplets) stay quantized by default: on a GPU for MLX's kernels,
 //!   and on an x86 CPU for mlx-rs's native quantized matmul
 //!   ([`mlx_rs::quant::native_qmm_enabled`]), which measures far faster than f32 + OpenBLAS
-//!   (SmolLM2-135M, GGUF Q4_1, dev-cpu in BENCHMARKS.md: ~9× the decode speed dequantized to
-//!   f32, in a third of the memory). Half-precision scales and biases stay as stored under
+//!   (SmolLM2-135M, GGUF Q4_1, dev-cpu in BENCHMARKS.md: 8× the decode speed dequantized to
+//!   f32 after a 512-token prompt, in a quarter of the memory). Half-precision scales and biases stay as stored under
 //!   f32 compute (the kernel widens them in registers). Where that kernel is off
 //!   (`MLX_RS_NATIVE_QMM=0`, or a non-x86 CPU) they are dequantized to the compute dtype at
 //!   load instead, since MLX's own CPU `quantized_matmul` is slower than f32 (7.8 against
