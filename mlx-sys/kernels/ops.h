@@ -32,6 +32,11 @@ int mlxrs_rms_norm(mlx_array* res, const mlx_array x, const mlx_array weight, fl
  * axis I. */
 int mlxrs_swiglu(mlx_array* res, const mlx_array x, const mlx_stream s, bool* used_native);
 
+/* The index (uint32) of the largest element along the last axis, as MLX's argmax gives it
+ * (ties: the first; NaN skipped unless it is the first element); the result drops that axis.
+ * Declined for an empty last axis. */
+int mlxrs_argmax_last(mlx_array* res, const mlx_array x, const mlx_stream s, bool* used_native);
+
 /* One step of grouped-query attention over a KV cache (see mlxrs_ops::cached_attention):
  * qkv [B, L, (heads + 2 kv_heads) * head_dim] (L new tokens: 1 when decoding, a prefill chunk
  * otherwise), k_cache and v_cache [B, kv_heads, capacity, head_dim] with offset + L <=

@@ -57,6 +57,24 @@ void rms_norm(const float* x, const float* w, float eps, float* y, size_t rows, 
 }
 
 MLXRS_CLONES
+void argmax_rows(const float* x, uint32_t* out, size_t rows, int n) {
+  for (size_t r = 0; r < rows; ++r) {
+    const float* v = x + r * size_t(n);
+    if (v[0] != v[0]) {  // NaN first: every comparison with it is false
+      out[r] = 0;
+      continue;
+    }
+    // The largest non-NaN value (NaN never compares greater), then its first position.
+    float m = v[0];
+#pragma omp simd reduction(max : m)
+    for (int i = 1; i < n; ++i) m = v[i] > m ? v[i] : m;
+    int j = 0;
+    while (v[j] != m) ++j;
+    out[r] = uint32_t(j);
+  }
+}
+
+MLXRS_CLONES
 void swiglu(const float* gu, float* y, size_t rows, int inter) {
   for (size_t r = 0; r < rows; ++r) {
     const float* g = gu + r * 2 * size_t(inter);
@@ -227,6 +245,10 @@ MLXRS_EXPORT void mlxrs_rms_norm_raw(const float* x, const float* w, float eps, 
 
 MLXRS_EXPORT void mlxrs_swiglu_raw(const float* gu, float* y, size_t rows, int inter) {
   if (gu && y && inter > 0) mlxrs_ops::swiglu(gu, y, rows, inter);
+}
+
+MLXRS_EXPORT void mlxrs_argmax_raw(const float* x, uint32_t* out, size_t rows, int n) {
+  if (x && out && n > 0) mlxrs_ops::argmax_rows(x, out, rows, n);
 }
 
 // Returns 1 (touching nothing) for inconsistent parameters, else 0.

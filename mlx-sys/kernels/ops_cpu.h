@@ -5,6 +5,7 @@
 // includes no MLX header (see qmm_internal.h for why).
 #pragma once
 #include <cstddef>
+#include <cstdint>
 
 namespace mlxrs_ops {
 
@@ -13,6 +14,11 @@ void rms_norm(const float* x, const float* w, float eps, float* y, size_t rows, 
 
 // y[r, i] = silu(gu[r, i]) * gu[r, inter + i] for i < inter; gu rows are [gate | up].
 void swiglu(const float* gu, float* y, size_t rows, int inter);
+
+// out[r] = the index of the largest of x[r, 0 .. n) as MLX's CPU argmax finds it: a scan from
+// element 0 that moves on strictly greater values, so ties give the first index, NaN is
+// skipped, and a NaN at index 0 gives 0. n >= 1.
+void argmax_rows(const float* x, uint32_t* out, size_t rows, int n);
 
 // One step of grouped-query attention over a KV cache, for B sequences at the same position:
 // `tokens` new tokens (1 when decoding, more for a prefill chunk) at positions

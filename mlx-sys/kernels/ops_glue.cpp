@@ -110,6 +110,40 @@ class NativeSwiglu : public mx::UnaryPrimitive {
   }
 };
 
+// ---------------------------------------------------------------- argmax (last axis)
+class NativeArgmax : public mx::UnaryPrimitive {
+ public:
+  explicit NativeArgmax(mx::Stream s) : mx::UnaryPrimitive(s) {}
+
+  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
+    const auto& x = inputs[0];
+    alloc(out);
+    auto& enc = mx::cpu::get_command_encoder(stream());
+    enc.set_input_array(x);
+    enc.set_output_array(out);
+    Strided xs(x);
+    auto* y = out.data<uint32_t>();
+    const int n = x.shape(-1);
+    const size_t rows = x.size() / size_t(n);
+    enc.dispatch([xs, y, n, rows]() {
+      std::vector<char> scratch;
+      mlxrs_ops::argmax_rows(static_cast<const float*>(xs.row_major(scratch)), y, rows, n);
+    });
+  }
+  void eval_gpu(const std::vector<mx::array>&, mx::array&) override {
+    throw std::runtime_error("NativeArgmax has no GPU implementation");
+  }
+  const char* name() const override { return "NativeArgmax"; }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    return dynamic_cast<const NativeArgmax*>(&other) != nullptr;
+  }
+  std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override {
+    auto shape = inputs[0].shape();
+    shape.pop_back();
+    return {shape};
+  }
+};
+
 // ---------------------------------------------------------------- cached attention
 class NativeCachedAttention : public mx::Primitive {
  public:
@@ -199,6 +233,21 @@ MLXRS_EXPORT int mlxrs_swiglu(mlx_array* res, const mlx_array x, const mlx_strea
     shape.back() /= 2;
     mlx_array_set_(*res, mx::array(std::move(shape), mx::float32,
                                    std::make_shared<NativeSwiglu>(mlx_stream_get_(s)),
+                                   std::vector<mx::array>{xa}));
+    *used_native = true;
+  });
+}
+
+MLXRS_EXPORT int mlxrs_argmax_last(mlx_array* res, const mlx_array x, const mlx_stream s,
+                                   bool* used_native) {
+  *used_native = false;
+  return guarded([&] {
+    const auto& xa = mlx_array_get_(x);
+    if (!on_cpu(mlx_stream_get_(s)) || !f32(xa) || xa.ndim() < 1 || xa.shape(-1) == 0) return;
+    auto shape = xa.shape();
+    shape.pop_back();
+    mlx_array_set_(*res, mx::array(std::move(shape), mx::uint32,
+                                   std::make_shared<NativeArgmax>(mlx_stream_get_(s)),
                                    std::vector<mx::array>{xa}));
     *used_native = true;
   });

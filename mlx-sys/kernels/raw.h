@@ -67,6 +67,7 @@ void mlxrs_qmm_set_gemm_threshold(int m);
 void mlxrs_rms_norm_raw(const float* x, const float* w, float eps, float* y, size_t rows,
                         int dim);
 void mlxrs_swiglu_raw(const float* gu, float* y, size_t rows, int inter);
+void mlxrs_argmax_raw(const float* x, uint32_t* out, size_t rows, int n);
 int mlxrs_cached_attention_raw(const float* qkv, float* k_cache, float* v_cache, float* out,
                                const float* inv_freq, const float* q_norm, const float* k_norm,
                                float norm_eps, float scale, int batch, int tokens, int heads,

@@ -74,6 +74,15 @@ pub mod native_ops {
             used_native: *mut bool,
         ) -> c_int;
 
+        /// The uint32 index of the largest element along the last axis (MLX's semantics), the
+        /// axis dropped.
+        pub fn mlxrs_argmax_last(
+            res: *mut mlx_array,
+            x: mlx_array,
+            s: mlx_stream,
+            used_native: *mut bool,
+        ) -> c_int;
+
         /// One grouped-query attention step (one token or a prefill chunk) with RoPE and the
         /// in-place KV-cache write; writes `[attention, k_cache, v_cache]` into `res` (see
         /// `kernels/ops.h`).

@@ -135,6 +135,16 @@ pub(crate) fn rms_norm(x: &Array, weight: Option<&Array>, eps: f32) -> Result<Op
     })
 }
 
+/// The native argmax along the last axis when it applies (CPU stream, float32); `None`
+/// otherwise. Emptiness is checked by the caller ([`Array::argmax`]).
+#[track_caller]
+pub(crate) fn argmax_last(x: &Array) -> Result<Option<Array>> {
+    // SAFETY: a valid handle and out-parameters we own.
+    try_native(native_ops_enabled(), |res, s, used| unsafe {
+        sys::native_ops::mlxrs_argmax_last(res, x.as_raw(), s, used)
+    })
+}
+
 /// `silu(gate) * up` where the last axis of `x` is `[gate | up]`: the activation of a SwiGLU
 /// MLP whose gate and up projections are fused into one matmul. The result's last axis is half
 /// of `x`'s. One native primitive on CPU streams in float32; MLX's ops otherwise.

