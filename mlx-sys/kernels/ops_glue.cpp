@@ -76,10 +76,14 @@ class NativeRmsNorm : public mx::UnaryPrimitive {
   bool weighted_;
 };
 
-// ---------------------------------------------------------------- SwiGLU
-class NativeSwiglu : public mx::UnaryPrimitive {
+// ---------------------------------------------------------------- row kernels
+// A primitive that runs one kernel over the rows of a float32 input (gathered row-major when it
+// is a view). Kernel supplies the name, the output's shape and dtype, and
+// run(x, out, rows, n) with n the input's last axis.
+template <class Kernel>
+class NativeRowOp : public mx::UnaryPrimitive {
  public:
-  explicit NativeSwiglu(mx::Stream s) : mx::UnaryPrimitive(s) {}
+  explicit NativeRowOp(mx::Stream s) : mx::UnaryPrimitive(s) {}
 
   void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
     const auto& x = inputs[0];
@@ -88,59 +92,55 @@ class NativeSwiglu : public mx::UnaryPrimitive {
     enc.set_input_array(x);
     enc.set_output_array(out);
     Strided xs(x);
-    float* y = out.data<float>();
-    const int inter = out.shape(-1);
-    const size_t rows = out.size() / size_t(inter);
-    enc.dispatch([xs, y, inter, rows]() {
-      std::vector<char> scratch;
-      mlxrs_ops::swiglu(static_cast<const float*>(xs.row_major(scratch)), y, rows, inter);
-    });
-  }
-  void eval_gpu(const std::vector<mx::array>&, mx::array&) override {
-    throw std::runtime_error("NativeSwiglu has no GPU implementation");
-  }
-  const char* name() const override { return "NativeSwiglu"; }
-  bool is_equivalent(const mx::Primitive& other) const override {
-    return dynamic_cast<const NativeSwiglu*>(&other) != nullptr;
-  }
-  std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override {
-    auto shape = inputs[0].shape();
-    shape.back() /= 2;
-    return {shape};
-  }
-};
-
-// ---------------------------------------------------------------- argmax (last axis)
-class NativeArgmax : public mx::UnaryPrimitive {
- public:
-  explicit NativeArgmax(mx::Stream s) : mx::UnaryPrimitive(s) {}
-
-  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
-    const auto& x = inputs[0];
-    alloc(out);
-    auto& enc = mx::cpu::get_command_encoder(stream());
-    enc.set_input_array(x);
-    enc.set_output_array(out);
-    Strided xs(x);
-    auto* y = out.data<uint32_t>();
+    void* y = out.data<void>();
     const int n = x.shape(-1);
     const size_t rows = x.size() / size_t(n);
     enc.dispatch([xs, y, n, rows]() {
       std::vector<char> scratch;
-      mlxrs_ops::argmax_rows(static_cast<const float*>(xs.row_major(scratch)), y, rows, n);
+      Kernel::run(static_cast<const float*>(xs.row_major(scratch)), y, rows, n);
     });
   }
   void eval_gpu(const std::vector<mx::array>&, mx::array&) override {
-    throw std::runtime_error("NativeArgmax has no GPU implementation");
+    throw std::runtime_error(std::string(Kernel::kName) + " has no GPU implementation");
   }
-  const char* name() const override { return "NativeArgmax"; }
+  const char* name() const override { return Kernel::kName; }
   bool is_equivalent(const mx::Primitive& other) const override {
-    return dynamic_cast<const NativeArgmax*>(&other) != nullptr;
+    return dynamic_cast<const NativeRowOp*>(&other) != nullptr;
   }
   std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override {
-    auto shape = inputs[0].shape();
-    shape.pop_back();
-    return {shape};
+    return {Kernel::out_shape(inputs[0].shape())};
+  }
+
+  // The lazy output for x (float32, last axis non-empty).
+  static mx::array build(const mx::array& x, const mx::Stream& s) {
+    return mx::array(Kernel::out_shape(x.shape()), Kernel::kOutDtype,
+                     std::make_shared<NativeRowOp>(s), std::vector<mx::array>{x});
+  }
+};
+
+// silu(gate) * up over rows [gate | up].
+struct SwigluKernel {
+  static constexpr const char* kName = "NativeSwiglu";
+  static constexpr mx::Dtype kOutDtype = mx::float32;
+  static mx::Shape out_shape(mx::Shape s) {
+    s.back() /= 2;
+    return s;
+  }
+  static void run(const float* x, void* y, size_t rows, int n) {
+    mlxrs_ops::swiglu(x, static_cast<float*>(y), rows, n / 2);
+  }
+};
+
+// The uint32 index of each row's largest element (MLX's argmax semantics).
+struct ArgmaxKernel {
+  static constexpr const char* kName = "NativeArgmax";
+  static constexpr mx::Dtype kOutDtype = mx::uint32;
+  static mx::Shape out_shape(mx::Shape s) {
+    s.pop_back();
+    return s;
+  }
+  static void run(const float* x, void* y, size_t rows, int n) {
+    mlxrs_ops::argmax_rows(x, static_cast<uint32_t*>(y), rows, n);
   }
 };
 
@@ -229,11 +229,7 @@ MLXRS_EXPORT int mlxrs_swiglu(mlx_array* res, const mlx_array x, const mlx_strea
     if (xa.shape(-1) % 2 != 0 || xa.shape(-1) == 0)
       throw std::invalid_argument("swiglu: the last axis of " + shape_str(xa.shape()) +
                                   " must hold [gate | up] (a positive even length)");
-    auto shape = xa.shape();
-    shape.back() /= 2;
-    mlx_array_set_(*res, mx::array(std::move(shape), mx::float32,
-                                   std::make_shared<NativeSwiglu>(mlx_stream_get_(s)),
-                                   std::vector<mx::array>{xa}));
+    mlx_array_set_(*res, NativeRowOp<SwigluKernel>::build(xa, mlx_stream_get_(s)));
     *used_native = true;
   });
 }
@@ -244,11 +240,7 @@ MLXRS_EXPORT int mlxrs_argmax_last(mlx_array* res, const mlx_array x, const mlx_
   return guarded([&] {
     const auto& xa = mlx_array_get_(x);
     if (!on_cpu(mlx_stream_get_(s)) || !f32(xa) || xa.ndim() < 1 || xa.shape(-1) == 0) return;
-    auto shape = xa.shape();
-    shape.pop_back();
-    mlx_array_set_(*res, mx::array(std::move(shape), mx::uint32,
-                                   std::make_shared<NativeArgmax>(mlx_stream_get_(s)),
-                                   std::vector<mx::array>{xa}));
+    mlx_array_set_(*res, NativeRowOp<ArgmaxKernel>::build(xa, mlx_stream_get_(s)));
     *used_native = true;
   });
 }

@@ -1,6 +1,6 @@
 //! A whole decoder layer as one native primitive ([`decoder_layer`]).
 
-use super::{null_array, three_outputs, CachedAttentionParams};
+use super::{raw_or_null, three_outputs, CachedAttentionParams};
 use crate::error::Result;
 use crate::Array;
 use mlx_sys as sys;
@@ -139,7 +139,6 @@ pub fn decoder_layer(
     }
     let w = weights;
     let (qkv, o, gate_up, down) = (w.qkv.raw(), w.o.raw(), w.gate_up.raw(), w.down.raw());
-    let opt = |a: Option<&Array>| a.map_or_else(null_array, Array::as_raw);
     let parts = three_outputs("decoder_layer", |res, s, used| {
         // SAFETY: valid handles (null handles for the absent bias and norms), projection
         // structs that outlive the call and out-parameters we own; the shim validates shapes
@@ -155,13 +154,13 @@ pub fn decoder_layer(
                 w.post_attention_norm.0.as_raw(),
                 w.post_attention_norm.1,
                 &qkv,
-                opt(w.qkv_bias),
+                raw_or_null(w.qkv_bias),
                 &o,
                 &gate_up,
                 &down,
                 w.inv_freq.as_raw(),
-                opt(w.q_norm),
-                opt(w.k_norm),
+                raw_or_null(w.q_norm),
+                raw_or_null(w.k_norm),
                 params.norm_eps,
                 params.scale,
                 params.heads,

@@ -104,6 +104,12 @@ pub fn native_ops_enabled() -> bool {
     NATIVE_OPS.get()
 }
 
+/// The handle of `a`, or the null handle (`ctx == NULL`) that mlx-c and our shims read as
+/// "absent".
+fn raw_or_null(a: Option<&Array>) -> sys::mlx_array {
+    a.map_or_else(null_array, Array::as_raw)
+}
+
 fn null_array() -> sys::mlx_array {
     sys::mlx_array {
         ctx: std::ptr::null_mut(),
@@ -128,7 +134,7 @@ fn try_native(
 /// Shapes are checked by the caller ([`crate::fast::rms_norm`]).
 #[track_caller]
 pub(crate) fn rms_norm(x: &Array, weight: Option<&Array>, eps: f32) -> Result<Option<Array>> {
-    let w = weight.map_or_else(null_array, Array::as_raw);
+    let w = raw_or_null(weight);
     // SAFETY: valid handles (or the null handle for "no weight") and out-parameters we own.
     try_native(native_ops_enabled(), |res, s, used| unsafe {
         sys::native_ops::mlxrs_rms_norm(res, x.as_raw(), w, eps, s, used)
@@ -257,7 +263,6 @@ pub fn cached_attention(
     if !native_ops_enabled() {
         return Ok(None);
     }
-    let opt = |a: Option<&Array>| a.map_or_else(null_array, Array::as_raw);
     let parts = three_outputs("cached_attention", |res, s, used| {
         // SAFETY: valid handles (or null handles for absent norms) and out-parameters we own;
         // the shim validates shapes and parameters before building anything.
@@ -268,8 +273,8 @@ pub fn cached_attention(
                 k_cache.as_raw(),
                 v_cache.as_raw(),
                 inv_freq.as_raw(),
-                opt(q_norm),
-                opt(k_norm),
+                raw_or_null(q_norm),
+                raw_or_null(k_norm),
                 params.norm_eps,
                 params.scale,
                 params.heads,
@@ -352,7 +357,7 @@ pub fn fused_quantized_matmul(
         crate::quant::check_packed("quantized_matmul", w, scales, biases, group_size, bits)?;
     crate::quant::check_x("quantized_matmul", x, true, rows, cols)?;
     let (norm_weight, eps) = norm.map_or((null_array(), 0.0), |(w, e)| (w.as_raw(), e));
-    let residual = residual.map_or_else(null_array, Array::as_raw);
+    let residual = raw_or_null(residual);
     // SAFETY: valid handles (or null handles for the absent prologue / epilogue) and
     // out-parameters we own.
     try_native(crate::quant::native_qmm_enabled(), |res, s, used| unsafe {
