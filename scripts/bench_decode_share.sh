@@ -15,13 +15,9 @@ model="${1:?usage: scripts/bench_decode_share.sh MODEL.gguf BYTES_PER_TOKEN_MB [
 bytes="${2:?bytes per token (MB)}"
 rounds="${3:-4}"
 llama_bytes="${4:-$bytes}"
-threads="${THREADS:-$(nproc)}"
-bench="$here/target/release/examples/bench"
-(cd "$here" && cargo build --release --example bench >&2)
-probe_dir="$(mktemp -d)"
-trap 'rm -rf "$probe_dir"' EXIT
-"${CC:-cc}" -O3 -march=native -fopenmp "$here/scripts/read_bandwidth.c" -o "$probe_dir/read_bandwidth"
-probe() { OMP_NUM_THREADS="$threads" "$probe_dir/read_bandwidth" 1024 5 | awk '{print $3}'; }
+# shellcheck source=scripts/bench_common.sh
+source "$here/scripts/bench_common.sh"
+probe() { read_bandwidth 1024 5 | awk '{print $3}'; }
 
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(nproc) CPUs:$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-)"
 echo "# model: $model; bytes per token: $bytes MB (llama.cpp: $llama_bytes MB)"
@@ -41,8 +37,10 @@ for r in $(seq 1 "$rounds"); do
   ceiling=$(awk -v a="$before" -v b="$after" 'BEGIN {print (a + b) / 2}')
   share() { awk -v t="$1" -v m="$2" -v c="$ceiling" 'BEGIN {printf "%.0f", 100 * t * m / 1000 / c}'; }
   ours_share=$(share "$ours" "$bytes"); ours_shares+=("$ours_share")
-  if [[ "$llama" != "–" ]]; then llama_share=$(share "$llama" "$llama_bytes"); llama_shares+=("$llama_share"); fi
-  echo "| $r | $before | $llama | ${llama_share}% | $ours | ${ours_share}% | $after |"
+  if [[ "$llama" != "–" ]]; then
+    llama_share=$(share "$llama" "$llama_bytes"); llama_shares+=("$llama_share"); llama_share+="%"
+  fi
+  echo "| $r | $before | $llama | $llama_share | $ours | ${ours_share}% | $after |"
 done
 median() { printf '%s\n' "$@" | sort -n | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 echo

@@ -25,19 +25,14 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 model="${1:?usage: scripts/bench_llm.sh MODEL.gguf [OUT.txt]}"
 out="${2:-/dev/stdout}"
-threads="${THREADS:-$(nproc)}"
 repeats="${REPEATS:-3}"
-bench="$here/target/release/examples/bench"
-
-(cd "$here" && cargo build --release --example bench >&2)
-probe_dir="$(mktemp -d)"
-trap 'rm -rf "$probe_dir"' EXIT
-"${CC:-cc}" -O3 -march=native -fopenmp "$here/scripts/read_bandwidth.c" -o "$probe_dir/read_bandwidth"
+# shellcheck source=scripts/bench_common.sh
+source "$here/scripts/bench_common.sh"
 model_mb=$(( $(stat -c %s "$model") / 1048576 + 1 ))
 probe() {
   echo "## read bandwidth ($1)"
-  OMP_NUM_THREADS="$threads" "$probe_dir/read_bandwidth" 1024 5
-  OMP_NUM_THREADS="$threads" "$probe_dir/read_bandwidth" "$model_mb" 20
+  read_bandwidth 1024 5
+  read_bandwidth "$model_mb" 20
 }
 
 {
