@@ -11,6 +11,7 @@
 #include "mlx/allocator.h"
 #include "mlx/array.h"
 #include "mlx/ops.h"
+#include "mlx/c/array.h"
 #include "mlx/c/error.h"
 #include "qmm_driver.h"
 
@@ -82,17 +83,26 @@ inline int dt_code(mx::Dtype d) {
 
 inline bool float_dtype(mx::Dtype d) { return dt_code(d) >= 0; }
 
+// Whether a handle holds an array (mlx-c's null handle, ctx == NULL, means "absent").
+inline bool has(const mlx_array a) { return a.ctx != nullptr; }
+
+// Whether the native quantized matmul supports these packed weights' bits, group size and
+// dtypes (uint32 codes; scales and biases of one float dtype). Shapes are checked apart.
+inline bool qmm_weights_supported(const mx::array& w, const mx::array& scales,
+                                  const mx::array& biases, int group_size, int bits) {
+  return mlxrs_qmm::supported(bits, group_size) && w.dtype() == mx::uint32 &&
+         float_dtype(scales.dtype()) && biases.dtype() == scales.dtype();
+}
+
 // Whether the native quantized matmul takes x @ dequantize(w, scales, biases)^T (affine);
 // everything else goes to MLX's op.
 inline bool qmm_native_ok(const mx::array& x, const mx::array& w, const mx::array& scales,
                           const mx::array& biases, bool transpose, int group_size, int bits,
                           const mx::Stream& s) {
   if (!mlxrs_qmm::native_isa_available() || s.device != mx::Device::cpu || !transpose ||
-      !mlxrs_qmm::supported(bits, group_size))
+      !qmm_weights_supported(w, scales, biases, group_size, bits))
     return false;
-  if (w.dtype() != mx::uint32 || w.ndim() != 2 || x.ndim() < 1 || !float_dtype(x.dtype()) ||
-      !float_dtype(scales.dtype()) || biases.dtype() != scales.dtype())
-    return false;
+  if (w.ndim() != 2 || x.ndim() < 1 || !float_dtype(x.dtype())) return false;
   const int N = w.shape(0), K = w.shape(1) * 32 / bits;
   if (x.shape(-1) != K || K % group_size != 0 || N == 0 || x.size() == 0) return false;
   const mx::Shape sb{N, K / group_size};

@@ -25,6 +25,7 @@
 #include "qmm_driver.h"
 
 namespace mx = mlx::core;
+using mlxrs_glue::has;
 using mlxrs_glue::shape_str;
 
 namespace {
@@ -163,9 +164,7 @@ bool projection_ok(const char* what, const mlxrs_quantized_projection& p, int N,
   const auto& w = mlx_array_get_(p.weight);
   const auto& s = mlx_array_get_(p.scales);
   const auto& b = mlx_array_get_(p.biases);
-  if (!mlxrs_qmm::supported(p.bits, p.group_size) || w.dtype() != mx::uint32 ||
-      !mlxrs_glue::float_dtype(s.dtype()) || b.dtype() != s.dtype())
-    return false;
+  if (!mlxrs_glue::qmm_weights_supported(w, s, b, p.group_size, p.bits)) return false;
   if (K % p.group_size != 0 || w.shape() != mx::Shape{N, K * p.bits / 32} ||
       s.shape() != mx::Shape{N, K / p.group_size} || b.shape() != s.shape())
     throw std::invalid_argument(std::string("decoder_layer: ") + what + " weight " +
@@ -176,8 +175,6 @@ bool projection_ok(const char* what, const mlxrs_quantized_projection& p, int N,
                                 std::to_string(p.group_size));
   return true;
 }
-
-bool has(const mlx_array a) { return a.ctx != nullptr; }
 
 }  // namespace
 

@@ -20,6 +20,7 @@
 
 namespace mx = mlx::core;
 using mlxrs_glue::guarded;
+using mlxrs_glue::has;
 using mlxrs_glue::shape_str;
 using mlxrs_glue::Strided;
 
@@ -188,7 +189,6 @@ class NativeCachedAttention : public mx::Primitive {
   mlxrs_glue::AttentionParams p_;
 };
 
-bool has(const mlx_array a) { return a.ctx != nullptr; }
 
 }  // namespace
 

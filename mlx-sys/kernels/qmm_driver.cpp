@@ -303,9 +303,6 @@ bool native_isa_available() { return kBestIsa > 0; }
 void compute(const Call& c) noexcept {
   const int M = c.M, N = c.N, K = c.K, G = c.group, ng = K / G;
   if (M <= 0 || N <= 0) return;
-  std::unique_lock<std::mutex> lk(g_pool_mu, std::try_to_lock);
-  Pool* pool = lk.owns_lock() ? &pool_locked() : nullptr;
-  const int threads = pool ? pool->size() : 1;
   const SgemmFn sgemm = blas_sgemm();
   const bool gemm = sgemm && M > g_gemm_threshold.load(std::memory_order_relaxed);
   // The sgemm path multiplies f32 x by dequantized f32 tiles: the VNNI set has no dequant.
@@ -350,6 +347,10 @@ void compute(const Call& c) noexcept {
     yf = ybuf.data();
   }
   Problem p{xf, xsum.data(), xp, c.w, c.scales, c.biases, c.sb_dt, yf, M, N, K, c.bits, G};
+
+  std::unique_lock<std::mutex> lk(g_pool_mu, std::try_to_lock);
+  Pool* pool = lk.owns_lock() ? &pool_locked() : nullptr;
+  const int threads = pool ? pool->size() : 1;
 
   if (gemm) {
     // Prefill: dequantize tiles of about 4 MB of f32 rows (in the kernel's K order, which is

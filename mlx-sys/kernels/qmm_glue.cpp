@@ -184,8 +184,8 @@ extern "C" __attribute__((visibility("default"))) int mlxrs_quantized_matmul_fus
     float norm_eps, const mlx_array residual, const mlx_stream s, bool* used_native) {
   *used_native = false;
   return mlxrs_glue::guarded([&] {
-    const mx::array* nw = norm_weight.ctx ? &mlx_array_get_(norm_weight) : nullptr;
-    const mx::array* r = residual.ctx ? &mlx_array_get_(residual) : nullptr;
+    const mx::array* nw = mlxrs_glue::has(norm_weight) ? &mlx_array_get_(norm_weight) : nullptr;
+    const mx::array* r = mlxrs_glue::has(residual) ? &mlx_array_get_(residual) : nullptr;
     if (auto y = build_native(mlx_array_get_(x), mlx_array_get_(w), mlx_array_get_(scales),
                               mlx_array_get_(biases), true, group_size, bits,
                               mlx_stream_get_(s), nw, norm_eps, r)) {
