@@ -6,7 +6,8 @@
 //! header (inline MLX functions compiled with AVX-512 could otherwise be picked as weak symbols
 //! on a CPU without it), and the driver picks one at run time. The glue and the driver form a
 //! baseline build (`-std=c++20 -isystem <mlx>/include -I <mlx-c>`). Everything is built with
-//! `-fvisibility=hidden`; only the C interfaces (`kernels/qmm.h`, `kernels/ops.h`) are exported.
+//! `-fvisibility=hidden`; only the C interfaces (`kernels/qmm.h`, `kernels/ops.h`,
+//! `kernels/array_host.h`) are exported.
 
 use crate::provision::Mlx;
 use crate::BuildResult;
@@ -105,6 +106,7 @@ pub fn build(manifest_dir: &Path, mlx: &Mlx, mlxc_src: &Path) -> BuildResult<()>
         .file(dir.join("qmm_glue.cpp"))
         .file(dir.join("ops_glue.cpp"))
         .file(dir.join("layer_glue.cpp"))
+        .file(dir.join("array_glue.cpp"))
         .file(dir.join("qmm_driver.cpp"));
     compile(glue, "glue")?;
 

@@ -34,6 +34,28 @@ mod openblas {
     static KEEP_OPENBLAS: unsafe extern "C" fn() -> std::os::raw::c_int = openblas_get_num_threads;
 }
 
+/// Reading an evaluated array's memory in place (`kernels/array_host.h`), without queueing an
+/// op on its stream (an op would run behind whatever is already queued there, such as the
+/// next decode step after an `async_eval`).
+pub mod array_host {
+    use super::mlx_array;
+    use std::os::raw::{c_int, c_void};
+
+    extern "C" {
+        /// The data pointer of an evaluated array (first element, after its offset) and whether
+        /// its elements lie there in row-major order. Returns 1 after reporting through mlx-c's
+        /// error handler when the array is not evaluated.
+        pub fn mlxrs_array_host_data(
+            data: *mut *const c_void,
+            row_contiguous: *mut bool,
+            arr: mlx_array,
+        ) -> c_int;
+
+        /// Whether the array's value is computed (evaluated, or a constant); never blocks.
+        pub fn mlxrs_array_is_available(arr: mlx_array) -> bool;
+    }
+}
+
 /// The project's own CPU primitives for the small fused ops of a decoder step
 /// (`mlx-sys/kernels/ops_cpu.h`, C interface in `kernels/ops.h`): RMS norm, SwiGLU and
 /// attention with RoPE and the KV-cache write. The builders set `*used_native` to

@@ -155,4 +155,24 @@ impl Array {
         // SAFETY: valid handle.
         check(unsafe { sys::mlx_array_eval(self.raw) })
     }
+
+    /// Whether the array's value is computed: a constant, or an array whose evaluation has
+    /// finished. Never blocks and queues nothing; an array handed to [`crate::async_eval`]
+    /// becomes available when its stream gets to it.
+    ///
+    /// ```
+    /// use mlx_rs::Array;
+    /// let a = Array::from_slice(&[1.0f32, 2.0], &[2])?;
+    /// assert!(a.is_available());
+    /// let b = a.sum(.., false)?; // lazy
+    /// assert!(!b.is_available());
+    /// b.eval()?;
+    /// assert!(b.is_available());
+    /// # Ok::<(), mlx_rs::Error>(())
+    /// ```
+    pub fn is_available(&self) -> bool {
+        init();
+        // SAFETY: valid handle; reads the array's status only.
+        unsafe { sys::array_host::mlxrs_array_is_available(self.raw) }
+    }
 }

@@ -1,7 +1,7 @@
 //! Reading values back: [`Array::item`] and [`Array::to_vec`].
 
 use super::{Array, ArrayElement};
-use crate::error::{Error, Result};
+use crate::error::{check, Error, Result};
 use crate::Dtype;
 use mlx_sys as sys;
 
@@ -31,42 +31,41 @@ impl Array {
                 found: dtype,
             });
         }
-        // SAFETY: `self` is a valid handle for the duration of the call.
-        let contiguous = Array::try_op_stream(|res, s| unsafe {
-            sys::mlx_contiguous(res, self.as_raw(), false, s)
-        })?;
-        let n = contiguous.size();
+        let n = self.size();
         let width = dtype.size_in_bytes();
-        let bits_dtype = match width {
-            1 => Dtype::Uint8,
-            2 => Dtype::Uint16,
-            4 => Dtype::Uint32,
-            _ => Dtype::Uint64,
-        };
-        let bits = if dtype == bits_dtype {
-            contiguous
+        // Wait for this array alone, then read its buffer in place when it is row-major.
+        // Anything evaluated *on* it (a contiguous copy, a bit-cast view) would be queued behind
+        // the work already on its stream: after `async_eval` of a next decode step, reading the
+        // current token that way would wait for the next step too.
+        self.eval()?;
+        let (ptr, row_contiguous) = self.host_data()?;
+        // Kept alive until the bytes are copied out when a row-major copy is needed.
+        let copy;
+        let ptr = if row_contiguous {
+            ptr
         } else {
-            contiguous.view(bits_dtype)?
+            // SAFETY: `self` is a valid handle for the duration of the call.
+            copy = Array::try_op_stream(|res, s| unsafe {
+                sys::mlx_contiguous(res, self.as_raw(), false, s)
+            })?;
+            copy.eval()?;
+            let (ptr, row_contiguous) = copy.host_data()?;
+            if !row_contiguous {
+                return Err(Error::InvalidArgument(
+                    "MLX's contiguous copy is not row-major".into(),
+                ));
+            }
+            ptr
         };
-        bits.eval()?;
         if n == 0 {
             return Ok(Vec::new());
         }
-        // SAFETY: `bits` is evaluated and row-contiguous with `n` elements of `width` bytes; the
-        // pointer is valid while `bits` lives.
-        let ptr: *const u8 = unsafe {
-            match width {
-                1 => sys::mlx_array_data_uint8(bits.as_raw()).cast(),
-                2 => sys::mlx_array_data_uint16(bits.as_raw()).cast(),
-                4 => sys::mlx_array_data_uint32(bits.as_raw()).cast(),
-                _ => sys::mlx_array_data_uint64(bits.as_raw()).cast(),
-            }
-        };
         if ptr.is_null() {
             return Err(Error::InvalidArgument(
                 "MLX returned no data for an evaluated array".into(),
             ));
         }
+        let ptr = ptr.cast::<u8>();
         if dtype == Dtype::Bool {
             // Never materialise a `bool` from a byte other than 0 or 1.
             // SAFETY: `n` bytes at `ptr`, see above.
@@ -83,6 +82,18 @@ impl Array {
             out.set_len(n);
         }
         Ok(out)
+    }
+
+    /// The data pointer of this evaluated array and whether its elements lie there in
+    /// row-major order (queues nothing).
+    fn host_data(&self) -> Result<(*const std::ffi::c_void, bool)> {
+        let mut ptr = std::ptr::null();
+        let mut row_contiguous = false;
+        // SAFETY: valid handle and out-pointers; the callee only reads the array's metadata.
+        check(unsafe {
+            sys::array_host::mlxrs_array_host_data(&mut ptr, &mut row_contiguous, self.as_raw())
+        })?;
+        Ok((ptr, row_contiguous))
     }
 
     /// The single element of a one-element array (any shape), after evaluating it.
