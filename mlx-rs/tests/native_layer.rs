@@ -6,7 +6,8 @@ mod common;
 
 use common::{dequant_f64, f32s, quantize_weights, rand_vec, Quantized};
 use mlx_rs::native::{
-    decoder_layer, set_native_ops, CachedAttentionParams, DecoderLayerWeights, QuantizedProjection,
+    decoder_layer, decoder_stack, set_native_ops, CachedAttentionParams, DecoderLayerWeights,
+    QuantizedProjection,
 };
 use mlx_rs::{quant, Array, Dtype, Error};
 use std::sync::{Mutex, MutexGuard};
@@ -54,16 +55,22 @@ fn vector(n: usize, seed: u64, low: f32, high: f32) -> Array {
 }
 
 fn layer() -> Layer {
+    layer_seeded(0)
+}
+
+/// A layer of random weights; `seed` picks which.
+fn layer_seeded(seed: u64) -> Layer {
     let width = (HEADS + 2 * KV_HEADS) * HEAD_DIM;
+    let s = 100 * seed;
     Layer {
-        qkv: quantized(width, HIDDEN, 1),
-        o: quantized(HIDDEN, HEADS * HEAD_DIM, 2),
-        gate_up: quantized(2 * INTER, HIDDEN, 3),
-        down: quantized(HIDDEN, INTER, 4),
-        input_norm: vector(HIDDEN, 5, 0.5, 1.5),
-        post_norm: vector(HIDDEN, 6, 0.5, 1.5),
-        qkv_bias: vector(width, 7, -0.5, 0.5),
-        inv_freq: vector(HEAD_DIM / 2, 8, 0.0, 1.0),
+        qkv: quantized(width, HIDDEN, s + 1),
+        o: quantized(HIDDEN, HEADS * HEAD_DIM, s + 2),
+        gate_up: quantized(2 * INTER, HIDDEN, s + 3),
+        down: quantized(HIDDEN, INTER, s + 4),
+        input_norm: vector(HIDDEN, s + 5, 0.5, 1.5),
+        post_norm: vector(HIDDEN, s + 6, 0.5, 1.5),
+        qkv_bias: vector(width, s + 7, -0.5, 0.5),
+        inv_freq: vector(HEAD_DIM / 2, s + 8, 0.0, 1.0),
     }
 }
 
@@ -264,4 +271,63 @@ fn ineligible_calls_are_declined() {
     assert!(declined(&x, &weights(&l)));
     quant::set_native_qmm(true);
     assert!(!declined(&x, &weights(&l)));
+}
+
+#[test]
+fn stack_equals_its_layers_applied_in_turn() {
+    // Three different layers over a prefill of 3 tokens and two decode steps: the stack's
+    // output and every cache equal decoder_layer's, layer after layer, bit for bit (the same
+    // kernels in the same order).
+    let _g = lock();
+    let layers: Vec<Layer> = (1..=3).map(layer_seeded).collect();
+    let mut one: Vec<(Array, Array)> = (0..3).map(|_| (cache(8), cache(8))).collect();
+    let mut all: Vec<(Array, Array)> = (0..3).map(|_| (cache(8), cache(8))).collect();
+    let mut offset = 0;
+    for (step, len) in [3usize, 1, 1].into_iter().enumerate() {
+        let xv = rand_vec(len * HIDDEN, 20 + step as u64);
+        let x = Array::from_slice(&xv, &[1, len as i32, HIDDEN as i32]).unwrap();
+        let mut h = x.clone();
+        for (l, (kc, vc)) in layers.iter().zip(one.iter_mut()) {
+            let out = decoder_layer(&h, kc, vc, &weights(l), params(offset))
+                .unwrap()
+                .expect("native layer");
+            (h, *kc, *vc) = (out.hidden, out.k_cache, out.v_cache);
+        }
+        let stack: Vec<_> = all
+            .iter()
+            .zip(&layers)
+            .map(|((k, v), l)| (k, v, weights(l)))
+            .collect();
+        let out = decoder_stack(&x, &stack, params(offset))
+            .unwrap()
+            .expect("native stack");
+        assert_eq!(f32s(&out.hidden), f32s(&h), "step {step}: hidden");
+        for (i, ((k, v), (k1, v1))) in out.caches.into_iter().zip(&one).enumerate() {
+            assert_eq!(f32s(&k), f32s(k1), "step {step}: layer {i} keys");
+            assert_eq!(f32s(&v), f32s(v1), "step {step}: layer {i} values");
+            all[i] = (k, v);
+        }
+        offset += len as i32;
+    }
+    // Declined as a whole when one layer is not eligible (3-bit codes: MLX's op only), and an
+    // empty stack is an error.
+    let odd = Layer {
+        down: {
+            let w: Vec<f32> = rand_vec(HIDDEN * INTER, 99)
+                .iter()
+                .map(|v| v * 0.3)
+                .collect();
+            let w = Array::from_slice(&w, &[HIDDEN as i32, INTER as i32]).unwrap();
+            quantize_weights(&w, 3, 32, Dtype::Float16)
+        },
+        ..layer_seeded(4)
+    };
+    let (k, v) = (cache(8), cache(8));
+    let x = Array::zeros(&[1, 1, HIDDEN as i32], Dtype::Float32).unwrap();
+    let mixed = [(&k, &v, weights(&layers[0])), (&k, &v, weights(&odd))];
+    assert!(decoder_stack(&x, &mixed, params(0)).unwrap().is_none());
+    assert!(matches!(
+        decoder_stack(&x, &[], params(0)),
+        Err(Error::Mlx { .. })
+    ));
 }

@@ -61,27 +61,43 @@ typedef struct mlxrs_quantized_projection {
   int bits;
 } mlxrs_quantized_projection;
 
-/* A whole Llama-family decoder layer (Llama, Qwen2 with its q/k/v bias, Qwen3 with its
- * per-head norms) as one primitive, for B sequences of L new tokens at position `offset`:
+/* One Llama-family decoder layer's weights and KV cache for mlxrs_decoder_stack: norms
+ * [hidden] with their epsilons; qkv [(heads + 2 kv_heads) head_dim, hidden] and its bias
+ * [(heads + 2 kv_heads) head_dim] (Qwen2) or a null handle; o [hidden, heads head_dim];
+ * gate_up [2I, hidden] ([gate | up] rows); down [hidden, I]; inv_freq [head_dim / 2]; q_norm /
+ * k_norm [head_dim] (Qwen3) or null handles; the caches as mlxrs_cached_attention takes them. */
+typedef struct mlxrs_decoder_layer_weights {
+  mlx_array k_cache;
+  mlx_array v_cache;
+  mlx_array input_norm;
+  float input_norm_eps;
+  mlx_array post_attention_norm;
+  float post_norm_eps;
+  mlxrs_quantized_projection qkv;
+  mlx_array qkv_bias;
+  mlxrs_quantized_projection o;
+  mlxrs_quantized_projection gate_up;
+  mlxrs_quantized_projection down;
+  mlx_array inv_freq;
+  mlx_array q_norm;
+  mlx_array k_norm;
+} mlxrs_decoder_layer_weights;
+
+/* n_layers consecutive Llama-family decoder layers (Llama, Qwen2 with its q/k/v bias, Qwen3
+ * with its per-head norms) as one primitive, for B sequences of L new tokens at position
+ * `offset`; each layer computes
  *   h = x + o(cached_attention(qkv(rms_norm(x, input_norm)) + qkv_bias))
  *   y = h + down(swiglu(gate_up(rms_norm(h, post_attention_norm))))
- * with the attention of mlxrs_cached_attention (same caches, in-place write, inv_freq,
- * q_norm / k_norm with qk_norm_eps). x [B, L, hidden] float32; norms [hidden]; qkv
- * [(heads + 2 kv_heads) head_dim, hidden]; o [hidden, heads head_dim]; gate_up [2I, hidden]
- * ([gate | up] rows); down [hidden, I]; qkv_bias [(heads + 2 kv_heads) head_dim] or a null
- * handle. Writes [y, k_cache, v_cache] into `*res`. Not eligible (nothing written,
- * *used_native false): a non-CPU stream, a non-x86-64 CPU, float arrays other than float32,
- * bits or group sizes the native quantized matmul does not take. */
-int mlxrs_decoder_layer(mlx_vector_array* res, const mlx_array x, const mlx_array k_cache,
-                        const mlx_array v_cache, const mlx_array input_norm,
-                        float input_norm_eps, const mlx_array post_attention_norm,
-                        float post_norm_eps, const mlxrs_quantized_projection* qkv,
-                        const mlx_array qkv_bias, const mlxrs_quantized_projection* o,
-                        const mlxrs_quantized_projection* gate_up,
-                        const mlxrs_quantized_projection* down, const mlx_array inv_freq,
-                        const mlx_array q_norm, const mlx_array k_norm, float qk_norm_eps,
-                        float scale, int heads, int kv_heads, int head_dim, int offset,
-                        const mlx_stream s, bool* used_native);
+ * with the attention of mlxrs_cached_attention (its caches written in place; qk_norm_eps,
+ * scale and the head counts shared by all layers) and feeds the next. x [B, L, hidden]
+ * float32. Writes [y, k_cache_0, v_cache_0, k_cache_1, ...] into `*res`. Not eligible
+ * (nothing written, *used_native false): a non-CPU stream, a non-x86-64 CPU, float arrays
+ * other than float32, bits or group sizes the native quantized matmul does not take, in any
+ * layer. */
+int mlxrs_decoder_stack(mlx_vector_array* res, const mlx_array x,
+                        const mlxrs_decoder_layer_weights* layers, int n_layers,
+                        float qk_norm_eps, float scale, int heads, int kv_heads, int head_dim,
+                        int offset, const mlx_stream s, bool* used_native);
 
 #ifdef __cplusplus
 }

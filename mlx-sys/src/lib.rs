@@ -65,7 +65,7 @@ pub mod native_ops {
     use super::{mlx_array, mlx_stream, mlx_vector_array};
     use std::os::raw::c_int;
 
-    /// A quantized projection for [`mlxrs_decoder_layer`]: MLX affine format, transposed as in
+    /// A quantized projection for [`mlxrs_decoder_layer_weights`]: MLX affine format, transposed as in
     /// a linear layer (`weight` uint32 `[N, K·bits/32]`, `scales`/`biases` `[N, K/group_size]`).
     #[repr(C)]
     #[derive(Debug, Clone, Copy)]
@@ -75,6 +75,27 @@ pub mod native_ops {
         pub biases: mlx_array,
         pub group_size: c_int,
         pub bits: c_int,
+    }
+
+    /// One decoder layer's weights and KV cache for [`mlxrs_decoder_stack`] (`kernels/ops.h`);
+    /// `qkv_bias`, `q_norm`, `k_norm` may be null handles.
+    #[repr(C)]
+    #[derive(Debug, Clone, Copy)]
+    pub struct mlxrs_decoder_layer_weights {
+        pub k_cache: mlx_array,
+        pub v_cache: mlx_array,
+        pub input_norm: mlx_array,
+        pub input_norm_eps: f32,
+        pub post_attention_norm: mlx_array,
+        pub post_norm_eps: f32,
+        pub qkv: mlxrs_quantized_projection,
+        pub qkv_bias: mlx_array,
+        pub o: mlxrs_quantized_projection,
+        pub gate_up: mlxrs_quantized_projection,
+        pub down: mlxrs_quantized_projection,
+        pub inv_freq: mlx_array,
+        pub q_norm: mlx_array,
+        pub k_norm: mlx_array,
     }
 
     extern "C" {
@@ -126,26 +147,14 @@ pub mod native_ops {
             used_native: *mut bool,
         ) -> c_int;
 
-        /// A whole Llama-family decoder layer (norms, quantized projections, cached attention,
-        /// SwiGLU, residuals) as one primitive; writes `[y, k_cache, v_cache]` into `res` (see
-        /// `kernels/ops.h`). `qkv_bias`, `q_norm`, `k_norm` may be null handles.
-        pub fn mlxrs_decoder_layer(
+        /// Consecutive Llama-family decoder layers (norms, quantized projections, cached
+        /// attention, SwiGLU, residuals) as one primitive; writes `[y, k_cache_0, v_cache_0,
+        /// k_cache_1, ...]` into `res` (see `kernels/ops.h`).
+        pub fn mlxrs_decoder_stack(
             res: *mut mlx_vector_array,
             x: mlx_array,
-            k_cache: mlx_array,
-            v_cache: mlx_array,
-            input_norm: mlx_array,
-            input_norm_eps: f32,
-            post_attention_norm: mlx_array,
-            post_norm_eps: f32,
-            qkv: *const mlxrs_quantized_projection,
-            qkv_bias: mlx_array,
-            o: *const mlxrs_quantized_projection,
-            gate_up: *const mlxrs_quantized_projection,
-            down: *const mlxrs_quantized_projection,
-            inv_freq: mlx_array,
-            q_norm: mlx_array,
-            k_norm: mlx_array,
+            layers: *const mlxrs_decoder_layer_weights,
+            n_layers: c_int,
             qk_norm_eps: f32,
             scale: f32,
             heads: c_int,

@@ -1,7 +1,7 @@
-//! A whole decoder layer as one native primitive ([`decoder_layer`]).
+//! Whole decoder layers as one native primitive ([`decoder_layer`], [`decoder_stack`]).
 
-use super::{raw_or_null, three_outputs, CachedAttentionParams};
-use crate::error::Result;
+use super::{native_outputs, raw_or_null, CachedAttentionParams};
+use crate::error::{Error, Result};
 use crate::Array;
 use mlx_sys as sys;
 
@@ -134,33 +134,111 @@ pub fn decoder_layer(
     weights: &DecoderLayerWeights<'_>,
     params: CachedAttentionParams,
 ) -> Result<Option<DecoderLayerOutput>> {
+    let out = decoder_stack(x, &[(k_cache, v_cache, *weights)], params)?;
+    Ok(out.map(|mut o| {
+        let (k_cache, v_cache) = o.caches.remove(0);
+        DecoderLayerOutput {
+            hidden: o.hidden,
+            k_cache,
+            v_cache,
+        }
+    }))
+}
+
+/// What [`decoder_stack`] returns.
+#[derive(Debug, Clone)]
+pub struct DecoderStackOutput {
+    /// The last layer's output, `x`'s shape.
+    pub hidden: Array,
+    /// Each layer's key and value caches with the new positions written, in layer order.
+    pub caches: Vec<(Array, Array)>,
+}
+
+/// Consecutive decoder layers as one primitive: `layers[i]` is layer `i`'s key cache, value
+/// cache and weights; each layer computes what [`decoder_layer`] does and feeds the next, all
+/// at position `params.offset` with the same head counts. The numbers are those of
+/// [`decoder_layer`] applied layer after layer; what changes is that MLX schedules one
+/// primitive per step of the whole stack instead of one per layer.
+///
+/// `Ok(None)` when any layer is not eligible (see [`decoder_layer`]); the caller then runs the
+/// layers one at a time. An empty `layers` or shapes that do not fit are an error.
+///
+/// ```
+/// use mlx_rs::native::{decoder_stack, CachedAttentionParams, DecoderLayerWeights, QuantizedProjection};
+/// use mlx_rs::{quant, Array, Dtype};
+/// // Two layers whose projections all quantize zero weights: each returns its input.
+/// let zeros = |rows| quant::quantize(&Array::zeros(&[rows, 32], Dtype::Float32)?, 32, 4);
+/// let (qkv_w, qkv_s, qkv_b) = zeros(96)?;
+/// let (o_w, o_s, o_b) = zeros(32)?;
+/// let (gu_w, gu_s, gu_b) = zeros(64)?;
+/// let (d_w, d_s, d_b) = zeros(32)?;
+/// let proj = |weight, scales, biases| QuantizedProjection { weight, scales, biases, group_size: 32, bits: 4 };
+/// let ones = Array::ones(&[32], Dtype::Float32)?;
+/// let inv_freq = Array::ones(&[16], Dtype::Float32)?;
+/// let w = DecoderLayerWeights {
+///     input_norm: (&ones, 1e-6),
+///     qkv: proj(&qkv_w, &qkv_s, &qkv_b),
+///     qkv_bias: None,
+///     inv_freq: &inv_freq,
+///     q_norm: None,
+///     k_norm: None,
+///     o: proj(&o_w, &o_s, &o_b),
+///     post_attention_norm: (&ones, 1e-6),
+///     gate_up: proj(&gu_w, &gu_s, &gu_b),
+///     down: proj(&d_w, &d_s, &d_b),
+/// };
+/// let x = Array::from_slice(&(0..32).map(|i| i as f32).collect::<Vec<_>>(), &[1, 1, 32])?;
+/// let (k0, v0) = (Array::zeros(&[1, 1, 4, 32], Dtype::Float32)?, Array::zeros(&[1, 1, 4, 32], Dtype::Float32)?);
+/// let (k1, v1) = (Array::zeros(&[1, 1, 4, 32], Dtype::Float32)?, Array::zeros(&[1, 1, 4, 32], Dtype::Float32)?);
+/// let p = CachedAttentionParams { heads: 1, kv_heads: 1, head_dim: 32, offset: 0, scale: 1.0, norm_eps: 1e-6 };
+/// if let Some(out) = decoder_stack(&x, &[(&k0, &v0, w), (&k1, &v1, w)], p)? {
+///     assert_eq!(out.hidden.to_vec::<f32>()?, x.to_vec::<f32>()?);
+///     assert_eq!(out.caches.len(), 2);
+/// }
+/// # Ok::<(), mlx_rs::Error>(())
+/// ```
+#[track_caller]
+pub fn decoder_stack(
+    x: &Array,
+    layers: &[(&Array, &Array, DecoderLayerWeights<'_>)],
+    params: CachedAttentionParams,
+) -> Result<Option<DecoderStackOutput>> {
     if !super::native_ops_enabled() || !crate::quant::native_qmm_enabled() {
         return Ok(None);
     }
-    let w = weights;
-    let (qkv, o, gate_up, down) = (w.qkv.raw(), w.o.raw(), w.gate_up.raw(), w.down.raw());
-    let parts = three_outputs("decoder_layer", |res, s, used| {
-        // SAFETY: valid handles (null handles for the absent bias and norms), projection
-        // structs that outlive the call and out-parameters we own; the shim validates shapes
-        // before building anything.
+    let raw: Vec<sys::native_ops::mlxrs_decoder_layer_weights> = layers
+        .iter()
+        .map(
+            |(k_cache, v_cache, w)| sys::native_ops::mlxrs_decoder_layer_weights {
+                k_cache: k_cache.as_raw(),
+                v_cache: v_cache.as_raw(),
+                input_norm: w.input_norm.0.as_raw(),
+                input_norm_eps: w.input_norm.1,
+                post_attention_norm: w.post_attention_norm.0.as_raw(),
+                post_norm_eps: w.post_attention_norm.1,
+                qkv: w.qkv.raw(),
+                qkv_bias: raw_or_null(w.qkv_bias),
+                o: w.o.raw(),
+                gate_up: w.gate_up.raw(),
+                down: w.down.raw(),
+                inv_freq: w.inv_freq.as_raw(),
+                q_norm: raw_or_null(w.q_norm),
+                k_norm: raw_or_null(w.k_norm),
+            },
+        )
+        .collect();
+    let n_layers = i32::try_from(raw.len())
+        .map_err(|_| Error::InvalidArgument("decoder_stack: too many layers".into()))?;
+    let parts = native_outputs(|res, s, used| {
+        // SAFETY: valid handles (null handles for the absent biases and norms) that outlive
+        // the call, `raw` holds `n_layers` structs, and out-parameters we own; the shim
+        // validates shapes before building anything.
         unsafe {
-            sys::native_ops::mlxrs_decoder_layer(
+            sys::native_ops::mlxrs_decoder_stack(
                 res,
                 x.as_raw(),
-                k_cache.as_raw(),
-                v_cache.as_raw(),
-                w.input_norm.0.as_raw(),
-                w.input_norm.1,
-                w.post_attention_norm.0.as_raw(),
-                w.post_attention_norm.1,
-                &qkv,
-                raw_or_null(w.qkv_bias),
-                &o,
-                &gate_up,
-                &down,
-                w.inv_freq.as_raw(),
-                raw_or_null(w.q_norm),
-                raw_or_null(w.k_norm),
+                raw.as_ptr(),
+                n_layers,
                 params.norm_eps,
                 params.scale,
                 params.heads,
@@ -172,9 +250,22 @@ pub fn decoder_layer(
             )
         }
     })?;
-    Ok(parts.map(|(hidden, k_cache, v_cache)| DecoderLayerOutput {
-        hidden,
-        k_cache,
-        v_cache,
-    }))
+    let Some(parts) = parts else {
+        return Ok(None);
+    };
+    let mut parts = parts.into_iter();
+    let hidden = parts.next();
+    let mut caches = Vec::with_capacity(layers.len());
+    while let (Some(k), Some(v)) = (parts.next(), parts.next()) {
+        caches.push((k, v));
+    }
+    match hidden {
+        Some(hidden) if caches.len() == layers.len() => {
+            Ok(Some(DecoderStackOutput { hidden, caches }))
+        }
+        _ => Err(Error::InvalidArgument(format!(
+            "decoder_stack: expected {} outputs from the native primitive",
+            1 + 2 * layers.len()
+        ))),
+    }
 }

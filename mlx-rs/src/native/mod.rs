@@ -25,7 +25,10 @@ use mlx_sys as sys;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 mod layer;
-pub use layer::{decoder_layer, DecoderLayerOutput, DecoderLayerWeights, QuantizedProjection};
+pub use layer::{
+    decoder_layer, decoder_stack, DecoderLayerOutput, DecoderLayerWeights, DecoderStackOutput,
+    QuantizedProjection,
+};
 
 /// An on/off switch whose first reading may come from an environment variable (`0`, `false`
 /// or `off` turn it off); [`Switch::set`] overrides it.
@@ -295,18 +298,29 @@ pub fn cached_attention(
     )
 }
 
+/// Runs a native builder that writes a vector of arrays: `None` when it declined.
+#[track_caller]
+fn native_outputs(
+    build: impl FnOnce(*mut sys::mlx_vector_array, sys::mlx_stream, *mut bool) -> std::ffi::c_int,
+) -> Result<Option<Vec<Array>>> {
+    let mut used = false;
+    let parts = VectorArray::try_op_stream(|res, s| build(res, s, &mut used));
+    if !used {
+        return parts.map(|_| None);
+    }
+    parts.map(Some)
+}
+
 /// Runs a native builder that writes three arrays into a vector: `None` when it declined.
 #[track_caller]
 fn three_outputs(
     op: &str,
     build: impl FnOnce(*mut sys::mlx_vector_array, sys::mlx_stream, *mut bool) -> std::ffi::c_int,
 ) -> Result<Option<(Array, Array, Array)>> {
-    let mut used = false;
-    let parts = VectorArray::try_op_stream(|res, s| build(res, s, &mut used));
-    if !used {
-        return parts.map(|_| None);
-    }
-    let mut parts = parts?.into_iter();
+    let Some(parts) = native_outputs(build)? else {
+        return Ok(None);
+    };
+    let mut parts = parts.into_iter();
     match (parts.next(), parts.next(), parts.next()) {
         (Some(a), Some(b), Some(c)) => Ok(Some((a, b, c))),
         _ => Err(Error::InvalidArgument(format!(

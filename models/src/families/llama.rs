@@ -87,10 +87,7 @@ impl DecoderLayer {
         x: &Array,
         cache: &mut crate::runtime::cache::LayerCache,
     ) -> Result<Array> {
-        if let Some((weights, params)) = self.mlp_weights().and_then(|mlp| {
-            self.self_attn
-                .native_layer_weights(&self.input_layernorm, mlp)
-        }) {
+        if let Some((weights, params)) = self.native_weights() {
             let step = cache.in_place_step(x, params, |keys, values, params| {
                 Ok(
                     mlx_rs::native::decoder_layer(x, keys, values, &weights, params)?
@@ -104,9 +101,19 @@ impl DecoderLayer {
         self.forward_composed(x, cache)
     }
 
-    fn mlp_weights(&self) -> Option<crate::nn::mlp::NativeMlpWeights<'_>> {
-        self.mlp
-            .native_layer_weights(&self.post_attention_layernorm)
+    /// The layer as the native primitive takes it, when its projections are quantized and
+    /// fused.
+    fn native_weights(
+        &self,
+    ) -> Option<(
+        mlx_rs::native::DecoderLayerWeights<'_>,
+        mlx_rs::native::CachedAttentionParams,
+    )> {
+        let mlp = self
+            .mlp
+            .native_layer_weights(&self.post_attention_layernorm)?;
+        self.self_attn
+            .native_layer_weights(&self.input_layernorm, mlp)
     }
 
     /// [`DecoderLayer::forward`] from the per-op primitives (or MLX's ops).
@@ -197,6 +204,36 @@ impl Llama {
         &self.layers
     }
 
+    /// All decoder layers as one native primitive ([`mlx_rs::native::decoder_stack`]), when
+    /// every layer's projections are quantized and fused, the layers share their attention
+    /// parameters and the CPU kernels take the call: the numbers of [`DecoderLayer::forward`]
+    /// layer after layer, with one MLX primitive per step instead of one per layer. `Ok(None)`
+    /// otherwise (nothing changed but perhaps cache capacities).
+    fn native_stack(&self, x: &Array, cache: &mut KvCache) -> Result<Option<Array>> {
+        let Some(layers) = self
+            .layers
+            .iter()
+            .map(DecoderLayer::native_weights)
+            .collect::<Option<Vec<_>>>()
+        else {
+            return Ok(None);
+        };
+        let Some(&(_, params)) = layers.first() else {
+            return Ok(None);
+        };
+        if layers.iter().any(|(_, p)| *p != params) {
+            return Ok(None);
+        }
+        cache.in_place_stack_step(x, params, |caches, params| {
+            let stack: Vec<_> = caches
+                .iter()
+                .zip(&layers)
+                .map(|(&(k, v), (w, _))| (k, v, *w))
+                .collect();
+            Ok(mlx_rs::native::decoder_stack(x, &stack, params)?.map(|o| (o.hidden, o.caches)))
+        })
+    }
+
     /// The compute dtype.
     pub fn dtype(&self) -> Dtype {
         self.dtype
@@ -237,8 +274,13 @@ impl CausalLm for Llama {
             )));
         }
         let mut x = self.embed_tokens.forward(tokens)?;
-        for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(&x, cache.layer_mut(i)?)?;
+        match self.native_stack(&x, cache)? {
+            Some(y) => x = y,
+            None => {
+                for (i, layer) in self.layers.iter().enumerate() {
+                    x = layer.forward(&x, cache.layer_mut(i)?)?;
+                }
+            }
         }
         self.lm_head.forward_fused(&x, Some(&self.norm), None)
     }

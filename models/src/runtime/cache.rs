@@ -105,6 +105,21 @@ impl LayerCache {
         if !mlx_rs::native::native_ops_enabled() {
             return Ok(None);
         }
+        let l = self.reserve_step(input, &params)?;
+        let (Some(keys), Some(values)) = (&self.keys, &self.values) else {
+            unreachable!("reserved above")
+        };
+        params.offset = self.offset;
+        let Some((out, k_cache, v_cache)) = step(keys, values, params)? else {
+            return Ok(None);
+        };
+        self.commit_step(k_cache, v_cache, l);
+        Ok(Some(out))
+    }
+
+    /// Grows the buffers for the `L` tokens of `input` (`[B, L, ...]`, whose dtype the caches
+    /// take) at the current offset; returns `L`.
+    fn reserve_step(&mut self, input: &Array, params: &CachedAttentionParams) -> Result<i32> {
         let shape = input.shape();
         let (b, l) = match shape[..] {
             [b, l, ..] => (b, l),
@@ -117,17 +132,14 @@ impl LayerCache {
         let like = [b, params.kv_heads, l, params.head_dim];
         let dtype = input.dtype();
         self.reserve(self.offset + l, &like, dtype, &like, dtype)?;
-        let (Some(keys), Some(values)) = (&self.keys, &self.values) else {
-            unreachable!("reserved above")
-        };
-        params.offset = self.offset;
-        let Some((out, k_cache, v_cache)) = step(keys, values, params)? else {
-            return Ok(None);
-        };
-        self.keys = Some(k_cache);
-        self.values = Some(v_cache);
+        Ok(l)
+    }
+
+    /// Keeps the caches a native step returned and advances the offset by `l`.
+    fn commit_step(&mut self, keys: Array, values: Array, l: i32) {
+        self.keys = Some(keys);
+        self.values = Some(values);
         self.offset += l;
-        Ok(Some(out))
     }
 
     /// Makes the buffers hold at least `end` positions, growing by whole [`KV_STEP`]s; new
@@ -221,5 +233,56 @@ impl KvCache {
     /// Every stored buffer, for `eval` after a prefill chunk.
     pub fn state(&self) -> Vec<&Array> {
         self.layers.iter().flat_map(LayerCache::state).collect()
+    }
+
+    /// [`LayerCache::in_place_step`] for all layers at once, through one native primitive
+    /// that runs the whole stack: grows every layer's buffers for the `L` tokens of `input`,
+    /// calls `step(caches, params)` with each layer's `(keys, values)` and `params.offset`
+    /// set, and on `Some((output, caches))` keeps the returned caches and advances every
+    /// offset. `Ok(None)` (nothing changed but perhaps capacities) when native ops are off,
+    /// the layers' offsets differ, or `step` declines.
+    pub fn in_place_stack_step(
+        &mut self,
+        input: &Array,
+        mut params: CachedAttentionParams,
+        step: impl FnOnce(
+            &[(&Array, &Array)],
+            CachedAttentionParams,
+        ) -> Result<Option<(Array, Vec<(Array, Array)>)>>,
+    ) -> Result<Option<Array>> {
+        let offset = self.offset();
+        if !mlx_rs::native::native_ops_enabled()
+            || self.layers.is_empty()
+            || self.layers.iter().any(|c| c.offset != offset)
+        {
+            return Ok(None);
+        }
+        let mut l = 0;
+        for layer in &mut self.layers {
+            l = layer.reserve_step(input, &params)?;
+        }
+        let caches: Vec<(&Array, &Array)> = self
+            .layers
+            .iter()
+            .map(|c| match (&c.keys, &c.values) {
+                (Some(k), Some(v)) => (k, v),
+                _ => unreachable!("reserved above"),
+            })
+            .collect();
+        params.offset = offset;
+        let Some((out, written)) = step(&caches, params)? else {
+            return Ok(None);
+        };
+        if written.len() != self.layers.len() {
+            return Err(Error::InvalidArgument(format!(
+                "KV cache: the step returned {} caches for {} layers",
+                written.len(),
+                self.layers.len()
+            )));
+        }
+        for (layer, (k, v)) in self.layers.iter_mut().zip(written) {
+            layer.commit_step(k, v, l);
+        }
+        Ok(Some(out))
     }
 }
