@@ -12,9 +12,11 @@
 //! Used for float32 on CPU streams; everything else (GPU streams, other dtypes) takes MLX's
 //! own ops. [`crate::fast::rms_norm`] and [`swiglu`] pick the path themselves;
 //! [`cached_attention`], [`fused_quantized_matmul`] (the quantized matmul with an RMS-norm
-//! prologue and a residual epilogue) and [`decoder_layer`] (a whole decoder layer of quantized
-//! projections built from the others, one primitive per layer) return `None` when the call is
-//! not eligible, so that the caller can compose the step itself. Opt out with [`set_native_ops`] or the environment variable
+//! prologue and a residual epilogue), [`decoder_layer`] (a whole decoder layer of quantized
+//! projections built from the others, one primitive per layer) and [`decoder_stack`]
+//! (consecutive such layers, one primitive per step) return `None` when the call is not
+//! eligible, so that the caller can compose the step itself. Opt out with [`set_native_ops`]
+//! or the environment variable
 //! `MLX_RS_NATIVE_OPS=0` (the quantized matmul has its own switch,
 //! [`crate::quant::set_native_qmm`]).
 
