@@ -6,8 +6,8 @@ mod common;
 
 use common::{dequant_f64, f32s, quantize_weights, rand_vec, Quantized};
 use mlx_rs::native::{
-    decoder_layer, decoder_stack, set_native_ops, CachedAttentionParams, DecoderLayerWeights,
-    QuantizedProjection,
+    decoder_layer, decoder_stack, fused_quantized_matmul, set_native_ops, CachedAttentionParams,
+    DecoderLayerWeights, QuantizedProjection, StackHead, StackInput,
 };
 use mlx_rs::{quant, Array, Dtype, Error};
 use std::sync::{Mutex, MutexGuard};
@@ -298,10 +298,10 @@ fn stack_equals_its_layers_applied_in_turn() {
             .zip(&layers)
             .map(|((k, v), l)| (k, v, weights(l)))
             .collect();
-        let out = decoder_stack(&x, &stack, params(offset))
+        let out = decoder_stack(StackInput::Hidden(&x), &stack, None, params(offset))
             .unwrap()
             .expect("native stack");
-        assert_eq!(f32s(&out.hidden), f32s(&h), "step {step}: hidden");
+        assert_eq!(f32s(&out.output), f32s(&h), "step {step}: hidden");
         for (i, ((k, v), (k1, v1))) in out.caches.into_iter().zip(&one).enumerate() {
             assert_eq!(f32s(&k), f32s(k1), "step {step}: layer {i} keys");
             assert_eq!(f32s(&v), f32s(v1), "step {step}: layer {i} values");
@@ -325,9 +325,111 @@ fn stack_equals_its_layers_applied_in_turn() {
     let (k, v) = (cache(8), cache(8));
     let x = Array::zeros(&[1, 1, HIDDEN as i32], Dtype::Float32).unwrap();
     let mixed = [(&k, &v, weights(&layers[0])), (&k, &v, weights(&odd))];
-    assert!(decoder_stack(&x, &mixed, params(0)).unwrap().is_none());
+    assert!(
+        decoder_stack(StackInput::Hidden(&x), &mixed, None, params(0))
+            .unwrap()
+            .is_none()
+    );
     assert!(matches!(
-        decoder_stack(&x, &[], params(0)),
+        decoder_stack(StackInput::Hidden(&x), &[], None, params(0)),
         Err(Error::Mlx { .. })
     ));
+}
+
+#[test]
+fn stack_with_embedding_and_head_equals_the_parts() {
+    // Token ids through a quantized table (8-bit, the usual GGUF Q8_0 table) into two layers
+    // and a quantized head with its final norm: equal, bit for bit, to the table's rows
+    // dequantized by MLX, the layers in turn and the fused head matmul. An id outside the
+    // table gives NaN logits for its row only.
+    let _g = lock();
+    const VOCAB: usize = 40;
+    let layers: Vec<Layer> = (5..=6).map(layer_seeded).collect();
+    let table_f: Vec<f32> = rand_vec(VOCAB * HIDDEN, 31)
+        .iter()
+        .map(|v| v * 2.0)
+        .collect();
+    let table_f = Array::from_slice(&table_f, &[VOCAB as i32, HIDDEN as i32]).unwrap();
+    let table = quantize_weights(&table_f, 8, 32, Dtype::Float16);
+    let head = quantized(VOCAB, HIDDEN, 32);
+    let head_norm = vector(HIDDEN, 33, 0.5, 1.5);
+    let ids = [3u32, 17, 39];
+    let id_arr = Array::from_slice(&ids, &[1, 3]).unwrap();
+
+    // The parts: the rows as the model's embedding takes them (scales and biases widened to
+    // float32, then MLX's dequantize).
+    let idx = Array::from_slice(&ids, &[3]).unwrap();
+    let f32_rows = |a: &Array| a.take(&idx, 0).unwrap().astype(Dtype::Float32).unwrap();
+    let mut h = quant::dequantize(
+        &table.wq.take(&idx, 0).unwrap(),
+        &f32_rows(&table.scales),
+        &f32_rows(&table.biases),
+        32,
+        8,
+    )
+    .unwrap()
+    .reshape(&[1, 3, HIDDEN as i32])
+    .unwrap();
+    let (k1, v1, k2, v2) = (cache(8), cache(8), cache(8), cache(8));
+    for (l, (kc, vc)) in layers.iter().zip([(&k1, &v1), (&k2, &v2)]) {
+        h = decoder_layer(&h, kc, vc, &weights(l), params(0))
+            .unwrap()
+            .expect("native layer")
+            .hidden;
+    }
+    let want = fused_quantized_matmul(
+        &h,
+        &head.wq,
+        &head.scales,
+        &head.biases,
+        32,
+        4,
+        Some((&head_norm, EPS)),
+        None,
+    )
+    .unwrap()
+    .expect("native head");
+
+    let (k1, v1, k2, v2) = (cache(8), cache(8), cache(8), cache(8));
+    let stack = [
+        (&k1, &v1, weights(&layers[0])),
+        (&k2, &v2, weights(&layers[1])),
+    ];
+    let input = StackInput::Tokens {
+        ids: &id_arr,
+        table: proj(&table),
+    };
+    let head_part = StackHead {
+        norm: (&head_norm, EPS),
+        projection: proj(&head),
+    };
+    let out = decoder_stack(input, &stack, Some(head_part), params(0))
+        .unwrap()
+        .expect("native stack");
+    assert_eq!(out.output.shape(), vec![1, 3, VOCAB as i32]);
+    assert_eq!(f32s(&out.output), f32s(&want));
+
+    // An id past the table (int32 ids) poisons its row of logits and, through attention, the
+    // rows after it; the row before is unchanged.
+    let bad = Array::from_slice(&[3i32, VOCAB as i32, 39], &[1, 3]).unwrap();
+    let (k1, v1, k2, v2) = (cache(8), cache(8), cache(8), cache(8));
+    let stack = [
+        (&k1, &v1, weights(&layers[0])),
+        (&k2, &v2, weights(&layers[1])),
+    ];
+    let input = StackInput::Tokens {
+        ids: &bad,
+        table: proj(&table),
+    };
+    let got = f32s(
+        &decoder_stack(input, &stack, Some(head_part), params(0))
+            .unwrap()
+            .expect("native stack")
+            .output,
+    );
+    assert_eq!(got[..VOCAB], f32s(&want)[..VOCAB]);
+    assert!(
+        got[VOCAB..].iter().all(|v| v.is_nan()),
+        "row 1 and, causally, row 2"
+    );
 }

@@ -7,6 +7,7 @@
 // which on a small machine compete with the kernels for the cores. Compiled like the other
 // glue units (C++20, MLX headers, no instruction-set flags).
 #include <algorithm>
+#include <cmath>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -61,6 +62,49 @@ struct LayerParams {
   };
 };
 
+// A stack: its layers, and optionally a quantized embedding table in front (the input is then
+// token ids [B, L], int32 or uint32) and a head behind (final RMS norm and a quantized
+// projection to the logits, which are then the output).
+struct StackParams {
+  std::vector<LayerParams> layers;
+  bool embed;
+  ProjParams embed_q;
+  bool head;
+  float head_norm_eps;
+  ProjParams head_q;
+  bool operator==(const StackParams&) const = default;
+
+  // Inputs: x (or ids), the table (weight, scales, biases), each layer's, the head's (norm,
+  // weight, scales, biases).
+  size_t first_layer() const { return embed ? 4 : 1; }
+  size_t head_input() const {
+    size_t i = first_layer();
+    for (const auto& l : layers) i += l.inputs();
+    return i;
+  }
+};
+
+// Row `id` of a quantized table [rows, K] (MLX's affine layout: codes packed little-end first
+// into uint32 words, one scale and bias per `group` codes) as K floats.
+void dequantize_row(const mx::array& w, const mx::array& scales, const mx::array& biases,
+                    uint32_t id, int K, int bits, int group, float* out) {
+  const uint8_t* row = reinterpret_cast<const uint8_t*>(w.data<uint32_t>()) +
+                       size_t(id) * size_t(K) * bits / 8;
+  const size_t ng = size_t(K / group), g0 = size_t(id) * ng;
+  auto sb = [&](const mx::array& a, size_t i) -> float {
+    if (a.dtype() == mx::float16) return static_cast<float>(a.data<mx::float16_t>()[i]);
+    if (a.dtype() == mx::bfloat16) return static_cast<float>(a.data<mx::bfloat16_t>()[i]);
+    return a.data<float>()[i];
+  };
+  for (size_t g = 0; g < ng; ++g) {
+    const float s = sb(scales, g0 + g), b = sb(biases, g0 + g);
+    for (size_t e = g * group; e < (g + 1) * size_t(group); ++e) {
+      const unsigned code = bits == 8 ? row[e] : (row[e / 2] >> (4 * (e % 2))) & 0xF;
+      out[e] = float(code) * s + b;
+    }
+  }
+}
+
 // What one layer's part of the task needs: the kernels' arguments (pointers into the inputs
 // and outputs, valid while the task holds them) and the sizes of its intermediates.
 struct LayerTask {
@@ -108,42 +152,30 @@ struct LayerTask {
   }
 };
 
-// Consecutive decoder layers as one primitive (one layer is a stack of one). Inputs: x, then
-// each layer's (LayerParams::Input order); outputs: y, then each layer's k_cache and v_cache
+// Consecutive decoder layers as one primitive (one layer is a stack of one). Inputs and
+// outputs: see StackParams; the outputs after the first are each layer's k_cache and v_cache
 // (written in place).
 class NativeDecoderStack : public mx::Primitive {
  public:
-  NativeDecoderStack(mx::Stream s, std::vector<LayerParams> p)
-      : mx::Primitive(s), p_(std::move(p)) {}
+  NativeDecoderStack(mx::Stream s, StackParams p) : mx::Primitive(s), p_(std::move(p)) {}
 
   void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
     const auto& x = inputs[0];
     outputs[0].set_data(mx::allocator::malloc(outputs[0].nbytes()));
-    const int B = x.shape(0), L = x.shape(1), hidden = x.shape(2), M = B * L;
+    const int B = x.shape(0), L = x.shape(1), M = B * L;
+    const int hidden = p_.embed ? inputs[1].shape(1) * 32 / p_.embed_q.bits : x.shape(2);
     std::vector<LayerTask> tasks;
-    tasks.reserve(p_.size());
-    size_t base = 1;
-    for (size_t l = 0; l < p_.size(); ++l) {
-      const LayerParams& lp = p_[l];
+    tasks.reserve(p_.layers.size());
+    size_t base = p_.first_layer();
+    for (size_t l = 0; l < p_.layers.size(); ++l) {
+      const LayerParams& lp = p_.layers[l];
       auto in = [&](size_t i) -> const mx::array& { return inputs[base + i]; };
       const auto& att = lp.att;
       const int n_qkv = (att.heads + 2 * att.kv_heads) * att.head_dim;
       const int attn_width = att.heads * att.head_dim;
       const int inter = in(LayerParams::kDown).shape(1) * 32 / lp.down.bits;
       auto proj = [&](size_t at, ProjParams pp, int N, int K) {
-        return mlxrs_qmm::Call{nullptr,
-                               mlxrs_qmm::F32,
-                               in(at).data<uint32_t>(),
-                               in(at + 1).data<void>(),
-                               in(at + 2).data<void>(),
-                               mlxrs_glue::dt_code(in(at + 1).dtype()),
-                               nullptr,
-                               mlxrs_qmm::F32,
-                               M,
-                               N,
-                               K,
-                               pp.bits,
-                               pp.group};
+        return projection_call(inputs, base + at, pp, M, N, K);
       };
       mlxrs_qmm::Call qkv = proj(LayerParams::kQkv, lp.qkv, n_qkv, hidden);
       qkv.norm_w = in(LayerParams::kInputNorm).data<float>();
@@ -171,25 +203,60 @@ class NativeDecoderStack : public mx::Primitive {
           inter});
       base += lp.inputs();
     }
+    mlxrs_qmm::Call head{};
+    if (p_.head) {
+      const size_t h = p_.head_input();
+      head = projection_call(inputs, h + 1, p_.head_q, M, outputs[0].shape(2), hidden);
+      head.norm_w = inputs[h].data<float>();
+      head.norm_eps = p_.head_norm_eps;
+    }
     auto& enc = mx::cpu::get_command_encoder(stream());
     for (const auto& a : inputs) enc.set_input_array(a);
     for (auto& a : outputs) enc.set_output_array(a);
 
     const mlxrs_glue::Strided xs(x);
     float* y = outputs[0].data<float>();
+    const bool embed = p_.embed, has_head = p_.head;
+    const ProjParams eq = p_.embed_q;
+    // The table (kept alive by the encoder like every input) and the ids, read in the task.
+    const mx::array table_w = embed ? inputs[1] : mx::array(0.f),
+                    table_s = embed ? inputs[2] : mx::array(0.f),
+                    table_b = embed ? inputs[3] : mx::array(0.f);
     enc.dispatch([=, tasks = std::move(tasks)]() mutable {
       std::vector<char> cache_scratch, x_scratch;
-      const auto* xin = static_cast<const float*>(xs.row_major(x_scratch));
       const size_t m = size_t(M);
       size_t scratch = 0;
       for (const auto& t : tasks) scratch = std::max(scratch, t.scratch_floats(m, hidden));
-      // Hidden states between layers alternate between two buffers.
-      const size_t between = tasks.size() > 1 ? m * hidden : 0;
-      std::vector<float> buf(scratch + 2 * between);
+      // Hidden states between layers (and before the head) alternate between two buffers;
+      // embedded tokens get one of their own.
+      const size_t between = tasks.size() > 1 || has_head ? m * hidden : 0;
+      std::vector<float> buf(scratch + 2 * between + (embed ? m * hidden : 0));
+      const float* xin;
+      if (embed) {
+        float* e = buf.data() + scratch + 2 * between;
+        const auto* ids = static_cast<const uint32_t*>(xs.row_major(x_scratch));
+        const uint32_t vocab = uint32_t(table_w.shape(0));
+        for (size_t r = 0; r < m; ++r) {
+          if (ids[r] < vocab)  // int32 ids below 0 read as large uint32: out of range
+            dequantize_row(table_w, table_s, table_b, ids[r], hidden, eq.bits, eq.group,
+                           e + r * hidden);
+          else
+            std::fill(e + r * hidden, e + (r + 1) * hidden, std::nanf(""));
+        }
+        xin = e;
+      } else {
+        xin = static_cast<const float*>(xs.row_major(x_scratch));
+      }
       for (size_t l = 0; l < tasks.size(); ++l) {
-        float* out = l + 1 == tasks.size() ? y : buf.data() + scratch + (l % 2) * between;
+        const bool last = l + 1 == tasks.size();
+        float* out = last && !has_head ? y : buf.data() + scratch + (l % 2) * between;
         tasks[l].run(xin, out, m, hidden, buf.data(), cache_scratch);
         xin = out;
+      }
+      if (has_head) {
+        head.x = xin;
+        head.y = y;
+        mlxrs_qmm::compute(head);
       }
     });
   }
@@ -202,9 +269,19 @@ class NativeDecoderStack : public mx::Primitive {
     return o && o->p_ == p_;
   }
   std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override {
-    std::vector<mx::Shape> shapes{inputs[0].shape()};
-    size_t base = 1;
-    for (const auto& lp : p_) {
+    return stack_shapes(p_, inputs);
+  }
+
+  // The output shapes for these inputs: [B, L, hidden or vocab], then the caches'.
+  static std::vector<mx::Shape> stack_shapes(const StackParams& p,
+                                             const std::vector<mx::array>& inputs) {
+    const auto& x = inputs[0];
+    const int width = p.head ? inputs[p.head_input() + 1].shape(0)
+                      : p.embed ? inputs[1].shape(1) * 32 / p.embed_q.bits
+                                : x.shape(2);
+    std::vector<mx::Shape> shapes{{x.shape(0), x.shape(1), width}};
+    size_t base = p.first_layer();
+    for (const auto& lp : p.layers) {
       shapes.push_back(inputs[base + LayerParams::kKCache].shape());
       shapes.push_back(inputs[base + LayerParams::kVCache].shape());
       base += lp.inputs();
@@ -213,7 +290,25 @@ class NativeDecoderStack : public mx::Primitive {
   }
 
  private:
-  std::vector<LayerParams> p_;
+  // The kernel call for the projection whose weight, scales and biases are inputs[at ..].
+  static mlxrs_qmm::Call projection_call(const std::vector<mx::array>& inputs, size_t at,
+                                         ProjParams pp, int M, int N, int K) {
+    return mlxrs_qmm::Call{nullptr,
+                           mlxrs_qmm::F32,
+                           inputs[at].data<uint32_t>(),
+                           inputs[at + 1].data<void>(),
+                           inputs[at + 2].data<void>(),
+                           mlxrs_glue::dt_code(inputs[at + 1].dtype()),
+                           nullptr,
+                           mlxrs_qmm::F32,
+                           M,
+                           N,
+                           K,
+                           pp.bits,
+                           pp.group};
+  }
+
+  StackParams p_;
 };
 
 // Whether the kernel takes projection `p` as an [N, K] matrix: false for what it does not
@@ -299,44 +394,78 @@ bool add_layer(std::vector<mx::array>& inputs, std::vector<LayerParams>& params,
   return true;
 }
 
+// Checks a quantized table or head projection `p` as an [N, K] matrix (N = its rows when
+// N < 0) and appends weight, scales, biases. False when the kernels do not take it.
+bool add_projection(std::vector<mx::array>& inputs, const char* what,
+                    const mlxrs_quantized_projection& p, int N, int K, ProjParams& out) {
+  const auto& w = mlx_array_get_(p.weight);
+  if (N < 0) N = w.ndim() == 2 ? w.shape(0) : 0;
+  if (N <= 0) throw std::invalid_argument(std::string("decoder_stack: the ") + what +
+                                          " has no rows: " + shape_str(w.shape()));
+  if (!projection_ok(what, p, N, K)) return false;
+  for (const auto& a : {p.weight, p.scales, p.biases}) inputs.push_back(mlx_array_get_(a));
+  out = {p.group_size, p.bits};
+  return true;
+}
+
 }  // namespace
 
 extern "C" __attribute__((visibility("default"))) int mlxrs_decoder_stack(
-    mlx_vector_array* res, const mlx_array x, const mlxrs_decoder_layer_weights* layers,
-    int n_layers, float qk_norm_eps, float scale, int heads, int kv_heads, int head_dim,
-    int offset, const mlx_stream s, bool* used_native) {
+    mlx_vector_array* res, const mlx_array x, const mlxrs_quantized_projection* embedding,
+    const mlxrs_decoder_layer_weights* layers, int n_layers, const mlx_array head_norm,
+    float head_norm_eps, const mlxrs_quantized_projection* head, float qk_norm_eps,
+    float scale, int heads, int kv_heads, int head_dim, int offset, const mlx_stream s,
+    bool* used_native) {
   *used_native = false;
   return mlxrs_glue::guarded([&] {
     const auto& stream = mlx_stream_get_(s);
     const auto& xa = mlx_array_get_(x);
-    if (!mlxrs_qmm::native_isa_available() || stream.device != mx::Device::cpu ||
-        xa.dtype() != mx::float32)
-      return;
+    if (!mlxrs_qmm::native_isa_available() || stream.device != mx::Device::cpu) return;
     if (n_layers < 1 || !layers)
       throw std::invalid_argument("decoder_stack: needs at least one layer, got " +
                                   std::to_string(n_layers));
-    if (xa.ndim() != 3 || xa.size() == 0)
-      throw std::invalid_argument("decoder_layer: x must be a non-empty [B, L, hidden], got " +
-                                  shape_str(xa.shape()));
-    const int B = xa.shape(0), L = xa.shape(1), hidden = xa.shape(2);
+    StackParams p{{}, embedding != nullptr, {}, head != nullptr, head_norm_eps, {}};
+    std::vector<mx::array> inputs{xa};
+    int B = 0, L = 0, hidden = 0;
+    if (p.embed) {
+      if (xa.dtype() != mx::int32 && xa.dtype() != mx::uint32) return;
+      if (xa.ndim() != 2 || xa.size() == 0)
+        throw std::invalid_argument("decoder_stack: token ids must be a non-empty [B, L], got " +
+                                    shape_str(xa.shape()));
+      B = xa.shape(0);
+      L = xa.shape(1);
+      const auto& tw = mlx_array_get_(embedding->weight);
+      hidden = tw.ndim() == 2 ? tw.shape(1) * 32 / embedding->bits : 0;
+      if (!add_projection(inputs, "embedding table", *embedding, -1, hidden, p.embed_q)) return;
+      inputs[0] = mlxrs_glue::ensure_contiguous(inputs[0], stream);
+    } else {
+      if (xa.dtype() != mx::float32) return;
+      if (xa.ndim() != 3 || xa.size() == 0)
+        throw std::invalid_argument(
+            "decoder_layer: x must be a non-empty [B, L, hidden], got " + shape_str(xa.shape()));
+      B = xa.shape(0);
+      L = xa.shape(1);
+      hidden = xa.shape(2);
+    }
     const mlxrs_glue::AttentionParams att{heads, kv_heads, head_dim, offset, scale,
                                           qk_norm_eps, false, false};
-    std::vector<mx::array> inputs{xa};
-    std::vector<LayerParams> params;
     for (int l = 0; l < n_layers; ++l)
-      if (!add_layer(inputs, params, layers[l], B, L, hidden, att, stream)) return;
-
-    std::vector<mx::Shape> shapes{xa.shape()};
-    size_t base = 1;
-    for (const auto& lp : params) {
-      shapes.push_back(inputs[base + LayerParams::kKCache].shape());
-      shapes.push_back(inputs[base + LayerParams::kVCache].shape());
-      base += lp.inputs();
+      if (!add_layer(inputs, p.layers, layers[l], B, L, hidden, att, stream)) return;
+    if (p.head) {
+      const auto& nw = mlx_array_get_(head_norm);
+      if (nw.dtype() != mx::float32) return;
+      if (nw.shape() != mx::Shape{hidden})
+        throw std::invalid_argument("decoder_stack: the head's norm weight must be [" +
+                                    std::to_string(hidden) + "], got " +
+                                    shape_str(nw.shape()));
+      inputs.push_back(mlxrs_glue::ensure_contiguous(nw, stream));
+      if (!add_projection(inputs, "head", *head, -1, hidden, p.head_q)) return;
     }
+
+    auto shapes = NativeDecoderStack::stack_shapes(p, inputs);
     std::vector<mx::Dtype> dtypes(shapes.size(), mx::float32);
     auto outs = mx::array::make_arrays(std::move(shapes), dtypes,
-                                       std::make_shared<NativeDecoderStack>(stream, params),
-                                       inputs);
+                                       std::make_shared<NativeDecoderStack>(stream, p), inputs);
     mlx_vector_array_set_(*res, std::move(outs));
     *used_native = true;
   });

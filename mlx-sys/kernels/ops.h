@@ -89,15 +89,23 @@ typedef struct mlxrs_decoder_layer_weights {
  *   h = x + o(cached_attention(qkv(rms_norm(x, input_norm)) + qkv_bias))
  *   y = h + down(swiglu(gate_up(rms_norm(h, post_attention_norm))))
  * with the attention of mlxrs_cached_attention (its caches written in place; qk_norm_eps,
- * scale and the head counts shared by all layers) and feeds the next. x [B, L, hidden]
- * float32. Writes [y, k_cache_0, v_cache_0, k_cache_1, ...] into `*res`. Not eligible
- * (nothing written, *used_native false): a non-CPU stream, a non-x86-64 CPU, float arrays
- * other than float32, bits or group sizes the native quantized matmul does not take, in any
- * layer. */
+ * scale and the head counts shared by all layers) and feeds the next.
+ * Input: with `embedding` NULL, x is the hidden states [B, L, hidden] float32; otherwise x is
+ * token ids [B, L] (int32 or uint32) and `embedding` the quantized table [vocab, hidden] whose
+ * rows (dequantized to float32) enter the first layer; an id outside the table gives a row of
+ * NaN. Output: with `head` NULL, the last layer's output [B, L, hidden]; otherwise the logits
+ * [B, L, vocab] = head(rms_norm(y, head_norm, head_norm_eps)) of the quantized projection
+ * `head` [vocab, hidden]. Writes [output, k_cache_0, v_cache_0, k_cache_1, ...] into `*res`.
+ * Not eligible (nothing written, *used_native false): a non-CPU stream, a non-x86-64 CPU,
+ * float arrays other than float32, ids of another dtype, bits or group sizes the native
+ * quantized matmul does not take, in any part. */
 int mlxrs_decoder_stack(mlx_vector_array* res, const mlx_array x,
+                        const mlxrs_quantized_projection* embedding,
                         const mlxrs_decoder_layer_weights* layers, int n_layers,
-                        float qk_norm_eps, float scale, int heads, int kv_heads, int head_dim,
-                        int offset, const mlx_stream s, bool* used_native);
+                        const mlx_array head_norm, float head_norm_eps,
+                        const mlxrs_quantized_projection* head, float qk_norm_eps,
+                        float scale, int heads, int kv_heads, int head_dim, int offset,
+                        const mlx_stream s, bool* used_native);
 
 #ifdef __cplusplus
 }

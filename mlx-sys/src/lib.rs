@@ -148,13 +148,20 @@ pub mod native_ops {
         ) -> c_int;
 
         /// Consecutive Llama-family decoder layers (norms, quantized projections, cached
-        /// attention, SwiGLU, residuals) as one primitive; writes `[y, k_cache_0, v_cache_0,
-        /// k_cache_1, ...]` into `res` (see `kernels/ops.h`).
+        /// attention, SwiGLU, residuals) as one primitive, optionally behind a quantized
+        /// embedding table (`x` then holds token ids) and before a head (final norm and
+        /// quantized projection to the logits); writes `[output, k_cache_0, v_cache_0,
+        /// k_cache_1, ...]` into `res` (see `kernels/ops.h`). `embedding` and `head` may be
+        /// null.
         pub fn mlxrs_decoder_stack(
             res: *mut mlx_vector_array,
             x: mlx_array,
+            embedding: *const mlxrs_quantized_projection,
             layers: *const mlxrs_decoder_layer_weights,
             n_layers: c_int,
+            head_norm: mlx_array,
+            head_norm_eps: f32,
+            head: *const mlxrs_quantized_projection,
             qk_norm_eps: f32,
             scale: f32,
             heads: c_int,

@@ -42,8 +42,14 @@ fn uniform(shape: &[i32], low: f32, high: f32, seed: u64) -> Array {
 /// One layer of `model_type` with every projection quantized (4-bit, group 32, f16 scales,
 /// as GGUF Q4_1 loads) and dense norms and embeddings.
 fn tiny_model(model_type: &str) -> llama::Llama {
+    tiny_model_with(model_type, 1, false)
+}
+
+/// `layers` decoder layers; with `quantized_embedding` the (tied) embedding is stored 8-bit
+/// in groups of 32 with f16 scales, as a GGUF Q8_0 table converts.
+fn tiny_model_with(model_type: &str, layers: usize, quantized_embedding: bool) -> llama::Llama {
     let config = ModelConfig::from_json(&format!(
-        r#"{{"model_type":"{model_type}","hidden_size":{HIDDEN},"num_hidden_layers":1,
+        r#"{{"model_type":"{model_type}","hidden_size":{HIDDEN},"num_hidden_layers":{layers},
             "intermediate_size":{INTER},"num_attention_heads":{HEADS},
             "num_key_value_heads":{KV_HEADS},"head_dim":{HEAD_DIM},"vocab_size":16,
             "rms_norm_eps":1e-5,"tie_word_embeddings":true,"rope_theta":10000.0}}"#
@@ -55,63 +61,75 @@ fn tiny_model(model_type: &str) -> llama::Llama {
         seed += 1;
         seed
     };
-    w.insert(
-        "model.embed_tokens.weight",
-        uniform(&[16, HIDDEN], -1.0, 1.0, next()),
-    );
+    let table = uniform(&[16, HIDDEN], -1.0, 1.0, next());
+    if quantized_embedding {
+        let (wq, s, b) = quant::quantize(&table.astype(Dtype::Float16).unwrap(), 32, 8).unwrap();
+        w.insert("model.embed_tokens.weight", wq);
+        w.insert("model.embed_tokens.scales", s);
+        w.insert("model.embed_tokens.biases", b);
+    } else {
+        w.insert("model.embed_tokens.weight", table);
+    }
     w.insert("model.norm.weight", uniform(&[HIDDEN], 0.5, 1.5, next()));
-    let p = "model.layers.0";
-    for n in ["input_layernorm", "post_attention_layernorm"] {
-        w.insert(
-            format!("{p}.{n}.weight"),
-            uniform(&[HIDDEN], 0.5, 1.5, next()),
-        );
-    }
-    let q_width = HEADS * HEAD_DIM;
-    let kv_width = KV_HEADS * HEAD_DIM;
-    let projections = [
-        ("self_attn.q_proj", q_width, HIDDEN),
-        ("self_attn.k_proj", kv_width, HIDDEN),
-        ("self_attn.v_proj", kv_width, HIDDEN),
-        ("self_attn.o_proj", HIDDEN, q_width),
-        ("mlp.gate_proj", INTER, HIDDEN),
-        ("mlp.up_proj", INTER, HIDDEN),
-        ("mlp.down_proj", HIDDEN, INTER),
-    ];
-    for (name, out, inp) in projections {
-        let dense = uniform(&[out, inp], -0.3, 0.3, next())
-            .astype(Dtype::Float16)
-            .unwrap();
-        let (wq, s, b) = quant::quantize(&dense, 32, 4).unwrap();
-        w.insert(format!("{p}.{name}.weight"), wq);
-        w.insert(format!("{p}.{name}.scales"), s);
-        w.insert(format!("{p}.{name}.biases"), b);
-    }
-    if model_type == "qwen2" {
-        for (name, out) in [
-            ("q_proj", q_width),
-            ("k_proj", kv_width),
-            ("v_proj", kv_width),
-        ] {
+    for layer in 0..layers {
+        let p = format!("model.layers.{layer}");
+        let p = p.as_str();
+        for n in ["input_layernorm", "post_attention_layernorm"] {
             w.insert(
-                format!("{p}.self_attn.{name}.bias"),
-                uniform(&[out], -0.5, 0.5, next()),
+                format!("{p}.{n}.weight"),
+                uniform(&[HIDDEN], 0.5, 1.5, next()),
             );
         }
-    }
-    if model_type == "qwen3" {
-        for name in ["q_norm", "k_norm"] {
-            w.insert(
-                format!("{p}.self_attn.{name}.weight"),
-                uniform(&[HEAD_DIM], 0.5, 1.5, next()),
-            );
+        let q_width = HEADS * HEAD_DIM;
+        let kv_width = KV_HEADS * HEAD_DIM;
+        let projections = [
+            ("self_attn.q_proj", q_width, HIDDEN),
+            ("self_attn.k_proj", kv_width, HIDDEN),
+            ("self_attn.v_proj", kv_width, HIDDEN),
+            ("self_attn.o_proj", HIDDEN, q_width),
+            ("mlp.gate_proj", INTER, HIDDEN),
+            ("mlp.up_proj", INTER, HIDDEN),
+            ("mlp.down_proj", HIDDEN, INTER),
+        ];
+        for (name, out, inp) in projections {
+            let dense = uniform(&[out, inp], -0.3, 0.3, next())
+                .astype(Dtype::Float16)
+                .unwrap();
+            let (wq, s, b) = quant::quantize(&dense, 32, 4).unwrap();
+            w.insert(format!("{p}.{name}.weight"), wq);
+            w.insert(format!("{p}.{name}.scales"), s);
+            w.insert(format!("{p}.{name}.biases"), b);
+        }
+        if model_type == "qwen2" {
+            for (name, out) in [
+                ("q_proj", q_width),
+                ("k_proj", kv_width),
+                ("v_proj", kv_width),
+            ] {
+                w.insert(
+                    format!("{p}.self_attn.{name}.bias"),
+                    uniform(&[out], -0.5, 0.5, next()),
+                );
+            }
+        }
+        if model_type == "qwen3" {
+            for name in ["q_norm", "k_norm"] {
+                w.insert(
+                    format!("{p}.self_attn.{name}.weight"),
+                    uniform(&[HEAD_DIM], 0.5, 1.5, next()),
+                );
+            }
         }
     }
     let options = BuildOptions {
         dtype: Dtype::Float32,
         quantization: Some(
-            QuantizationConfig::from_value(&serde_json::json!({"group_size": 32, "bits": 4}))
-                .unwrap(),
+            QuantizationConfig::from_value(&serde_json::json!({
+                "group_size": 32,
+                "bits": 4,
+                "model.embed_tokens": {"group_size": 32, "bits": 8}
+            }))
+            .unwrap(),
         ),
     };
     match model_type {
@@ -190,4 +208,66 @@ fn a_strided_input_is_read_as_its_values() {
     let a = layer.forward(&view, &mut c1).unwrap();
     let b = layer.forward(&copy, &mut c2).unwrap();
     assert_eq!(values(&a), values(&b));
+}
+
+/// The whole model through one primitive per step (`CausalLm::forward` on a quantized model:
+/// embedding lookup, every layer, final norm and tied 8-bit head in `decoder_stack`) against
+/// the parts run one by one (MLX's embedding lookup, `forward_composed` per layer, the fused
+/// head matmul): the same logits bit for bit over a prefill chunk and decode steps, for two
+/// sequences.
+fn check_model_step_matches_parts(model_type: &str) {
+    use mlx_models::model::CausalLm;
+    use mlx_models::runtime::cache::KvCache;
+    let _g = lock();
+    let model = tiny_model_with(model_type, 3, true);
+    assert!(model.embed_tokens().quantized_table().is_some());
+    let mut cache = KvCache::new(3);
+    let mut parts: Vec<LayerCache> = vec![LayerCache::default(); 3];
+    let steps: [&[i32]; 4] = [
+        &[1, 5, 9, 2, 15, 0, 3, 3, 7, 11],
+        &[4, 8],
+        &[15, 0],
+        &[6, 6],
+    ];
+    for ids in steps {
+        let len = ids.len() as i32 / 2;
+        let tokens = Array::from_slice(ids, &[2, len]).unwrap();
+        let count = qmm_count();
+        let a = model.forward(&tokens, &mut cache).unwrap();
+        assert_eq!(
+            qmm_count(),
+            count,
+            "{model_type}: the step primitive was not used"
+        );
+        let mut x = model.embed_tokens().forward(&tokens).unwrap();
+        for (layer, c) in model.layers().iter().zip(parts.iter_mut()) {
+            x = layer.forward_composed(&x, c).unwrap();
+        }
+        let b = model
+            .lm_head()
+            .forward_fused(&x, Some(model.norm()), None)
+            .unwrap();
+        assert_eq!(a.shape(), vec![2, len, 16]);
+        assert_eq!(
+            values(&a),
+            values(&b),
+            "{model_type}: logits, step of {len}"
+        );
+        assert_eq!(cache.offset(), parts[0].offset());
+    }
+}
+
+#[test]
+fn llama_model_step_is_its_parts() {
+    check_model_step_matches_parts("llama");
+}
+
+#[test]
+fn qwen2_model_step_is_its_parts() {
+    check_model_step_matches_parts("qwen2");
+}
+
+#[test]
+fn qwen3_model_step_is_its_parts() {
+    check_model_step_matches_parts("qwen3");
 }

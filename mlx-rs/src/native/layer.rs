@@ -134,37 +134,72 @@ pub fn decoder_layer(
     weights: &DecoderLayerWeights<'_>,
     params: CachedAttentionParams,
 ) -> Result<Option<DecoderLayerOutput>> {
-    let out = decoder_stack(x, &[(k_cache, v_cache, *weights)], params)?;
+    let out = decoder_stack(
+        StackInput::Hidden(x),
+        &[(k_cache, v_cache, *weights)],
+        None,
+        params,
+    )?;
     Ok(out.map(|mut o| {
         let (k_cache, v_cache) = o.caches.remove(0);
         DecoderLayerOutput {
-            hidden: o.hidden,
+            hidden: o.output,
             k_cache,
             v_cache,
         }
     }))
 }
 
+/// What enters a [`decoder_stack`].
+#[derive(Debug, Clone, Copy)]
+pub enum StackInput<'a> {
+    /// Hidden states `[B, L, hidden]`, float32.
+    Hidden(&'a Array),
+    /// Token ids `[B, L]` (int32 or uint32) looked up in a quantized embedding table
+    /// `[vocab, hidden]` (rows dequantized to float32 in the primitive; an id outside the table
+    /// gives a row of NaN).
+    Tokens {
+        /// The ids.
+        ids: &'a Array,
+        /// The table, in the layout of a quantized projection.
+        table: QuantizedProjection<'a>,
+    },
+}
+
+/// The head a [`decoder_stack`] may end with: `logits = projection(rms_norm(y, norm))`.
+#[derive(Debug, Clone, Copy)]
+pub struct StackHead<'a> {
+    /// Final RMS-norm weight `[hidden]` (float32) and its epsilon.
+    pub norm: (&'a Array, f32),
+    /// The LM head `[vocab, hidden]`, quantized.
+    pub projection: QuantizedProjection<'a>,
+}
+
 /// What [`decoder_stack`] returns.
 #[derive(Debug, Clone)]
 pub struct DecoderStackOutput {
-    /// The last layer's output, `x`'s shape.
-    pub hidden: Array,
+    /// The last layer's output `[B, L, hidden]`, or with a head the logits `[B, L, vocab]`.
+    pub output: Array,
     /// Each layer's key and value caches with the new positions written, in layer order.
     pub caches: Vec<(Array, Array)>,
 }
 
 /// Consecutive decoder layers as one primitive: `layers[i]` is layer `i`'s key cache, value
 /// cache and weights; each layer computes what [`decoder_layer`] does and feeds the next, all
-/// at position `params.offset` with the same head counts. The numbers are those of
-/// [`decoder_layer`] applied layer after layer; what changes is that MLX schedules one
-/// primitive per step of the whole stack instead of one per layer.
+/// at position `params.offset` with the same head counts. The input may be token ids looked
+/// up in a quantized embedding table ([`StackInput::Tokens`]) and the stack may end with the
+/// final norm and a quantized LM head ([`StackHead`]), so that a whole decode step of a
+/// quantized model is one primitive. The numbers are those of the embedding lookup,
+/// [`decoder_layer`] layer after layer and [`super::fused_quantized_matmul`] for the head;
+/// what changes is that MLX schedules one primitive per step instead of one per layer and
+/// op.
 ///
-/// `Ok(None)` when any layer is not eligible (see [`decoder_layer`]); the caller then runs the
-/// layers one at a time. An empty `layers` or shapes that do not fit are an error.
+/// `Ok(None)` when any part is not eligible (see [`decoder_layer`]; ids that are neither
+/// int32 nor uint32); the caller then runs the parts one at a time. An empty `layers` or
+/// shapes that do not fit are an error.
 ///
 /// ```
-/// use mlx_rs::native::{decoder_stack, CachedAttentionParams, DecoderLayerWeights, QuantizedProjection};
+/// use mlx_rs::native::{decoder_stack, CachedAttentionParams, DecoderLayerWeights, QuantizedProjection, StackInput};
 /// use mlx_rs::{quant, Array, Dtype};
 /// // Two layers whose projections all quantize zero weights: each returns its input.
 /// let zeros = |rows| quant::quantize(&Array::zeros(&[rows, 32], Dtype::Float32)?, 32, 4);
@@ -191,16 +226,18 @@ pub struct DecoderStackOutput {
 /// let (k0, v0) = (Array::zeros(&[1, 1, 4, 32], Dtype::Float32)?, Array::zeros(&[1, 1, 4, 32], Dtype::Float32)?);
 /// let (k1, v1) = (Array::zeros(&[1, 1, 4, 32], Dtype::Float32)?, Array::zeros(&[1, 1, 4, 32], Dtype::Float32)?);
 /// let p = CachedAttentionParams { heads: 1, kv_heads: 1, head_dim: 32, offset: 0, scale: 1.0, norm_eps: 1e-6 };
-/// if let Some(out) = decoder_stack(&x, &[(&k0, &v0, w), (&k1, &v1, w)], p)? {
-///     assert_eq!(out.hidden.to_vec::<f32>()?, x.to_vec::<f32>()?);
+/// let layers = [(&k0, &v0, w), (&k1, &v1, w)];
+/// if let Some(out) = decoder_stack(StackInput::Hidden(&x), &layers, None, p)? {
+///     assert_eq!(out.output.to_vec::<f32>()?, x.to_vec::<f32>()?);
 ///     assert_eq!(out.caches.len(), 2);
 /// }
 /// # Ok::<(), mlx_rs::Error>(())
 /// ```
 #[track_caller]
 pub fn decoder_stack(
-    x: &Array,
+    input: StackInput<'_>,
     layers: &[(&Array, &Array, DecoderLayerWeights<'_>)],
+    head: Option<StackHead<'_>>,
     params: CachedAttentionParams,
 ) -> Result<Option<DecoderStackOutput>> {
     if !super::native_ops_enabled() || !crate::quant::native_qmm_enabled() {
@@ -227,18 +264,30 @@ pub fn decoder_stack(
             },
         )
         .collect();
+    let (x, table) = match input {
+        StackInput::Hidden(x) => (x, None),
+        StackInput::Tokens { ids, table } => (ids, Some(table.raw())),
+    };
+    let head_projection = head.map(|h| h.projection.raw());
     let n_layers = i32::try_from(raw.len())
         .map_err(|_| Error::InvalidArgument("decoder_stack: too many layers".into()))?;
     let parts = native_outputs(|res, s, used| {
         // SAFETY: valid handles (null handles for the absent biases and norms) that outlive
-        // the call, `raw` holds `n_layers` structs, and out-parameters we own; the shim
-        // validates shapes before building anything.
+        // the call, `raw` holds `n_layers` structs, the table and head structs (or null)
+        // outlive it, and out-parameters we own; the shim validates shapes before building
+        // anything.
         unsafe {
             sys::native_ops::mlxrs_decoder_stack(
                 res,
                 x.as_raw(),
+                table.as_ref().map_or(std::ptr::null(), |t| t as *const _),
                 raw.as_ptr(),
                 n_layers,
+                raw_or_null(head.map(|h| h.norm.0)),
+                head.map_or(0.0, |h| h.norm.1),
+                head_projection
+                    .as_ref()
+                    .map_or(std::ptr::null(), |h| h as *const _),
                 params.norm_eps,
                 params.scale,
                 params.heads,
@@ -254,14 +303,14 @@ pub fn decoder_stack(
         return Ok(None);
     };
     let mut parts = parts.into_iter();
-    let hidden = parts.next();
+    let output = parts.next();
     let mut caches = Vec::with_capacity(layers.len());
     while let (Some(k), Some(v)) = (parts.next(), parts.next()) {
         caches.push((k, v));
     }
-    match hidden {
-        Some(hidden) if caches.len() == layers.len() => {
-            Ok(Some(DecoderStackOutput { hidden, caches }))
+    match output {
+        Some(output) if caches.len() == layers.len() => {
+            Ok(Some(DecoderStackOutput { output, caches }))
         }
         _ => Err(Error::InvalidArgument(format!(
             "decoder_stack: expected {} outputs from the native primitive",

@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 mod layer;
 pub use layer::{
     decoder_layer, decoder_stack, DecoderLayerOutput, DecoderLayerWeights, DecoderStackOutput,
-    QuantizedProjection,
+    QuantizedProjection, StackHead, StackInput,
 };
 
 /// An on/off switch whose first reading may come from an environment variable (`0`, `false`

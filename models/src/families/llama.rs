@@ -18,6 +18,7 @@ use crate::model::CausalLm;
 use crate::nn::{dim, Attention, AttentionSpec, Embedding, Linear, Mlp, RmsNorm, Rope};
 use crate::runtime::cache::KvCache;
 use crate::weights::Weights;
+use mlx_rs::native::{decoder_stack, StackHead, StackInput};
 use mlx_rs::{Array, Dtype};
 
 /// One decoder layer: pre-norm attention and pre-norm MLP, each added to the residual stream.
@@ -204,12 +205,29 @@ impl Llama {
         &self.layers
     }
 
-    /// All decoder layers as one native primitive ([`mlx_rs::native::decoder_stack`]), when
-    /// every layer's projections are quantized and fused, the layers share their attention
-    /// parameters and the CPU kernels take the call: the numbers of [`DecoderLayer::forward`]
-    /// layer after layer, with one MLX primitive per step instead of one per layer. `Ok(None)`
-    /// otherwise (nothing changed but perhaps cache capacities).
-    fn native_stack(&self, x: &Array, cache: &mut KvCache) -> Result<Option<Array>> {
+    /// The token embedding.
+    pub fn embed_tokens(&self) -> &Embedding {
+        &self.embed_tokens
+    }
+
+    /// The final RMS norm.
+    pub fn norm(&self) -> &RmsNorm {
+        &self.norm
+    }
+
+    /// The LM head (the embedding's matrix when the model ties them).
+    pub fn lm_head(&self) -> &Linear {
+        &self.lm_head
+    }
+
+    /// The whole step as one native primitive ([`mlx_rs::native::decoder_stack`]), when every
+    /// layer's projections are quantized and fused, the layers share their attention
+    /// parameters and the CPU kernels take the call: a quantized float32 embedding table is
+    /// looked up inside it, and a quantized LM head without bias (with the final norm) ends
+    /// it; otherwise those run as their own ops around it. The numbers of the per-layer path,
+    /// with one MLX primitive per step. `Ok(None)` when the stack does not apply (nothing
+    /// changed but perhaps cache capacities).
+    fn native_step(&self, tokens: &Array, cache: &mut KvCache) -> Result<Option<Array>> {
         let Some(layers) = self
             .layers
             .iter()
@@ -224,13 +242,48 @@ impl Llama {
         if layers.iter().any(|(_, p)| *p != params) {
             return Ok(None);
         }
-        cache.in_place_stack_step(x, params, |caches, params| {
-            let stack: Vec<_> = caches
-                .iter()
-                .zip(&layers)
-                .map(|(&(k, v), (w, _))| (k, v, *w))
-                .collect();
-            Ok(mlx_rs::native::decoder_stack(x, &stack, params)?.map(|o| (o.hidden, o.caches)))
+        let embedded;
+        let input = match self.embed_tokens.quantized_table() {
+            Some(table) => StackInput::Tokens { ids: tokens, table },
+            None => {
+                embedded = self.embed_tokens.forward(tokens)?;
+                if embedded.dtype() != Dtype::Float32 {
+                    // The stack computes in float32 only: leave the caches to the per-layer
+                    // path, which keeps them in the compute dtype.
+                    return Ok(None);
+                }
+                StackInput::Hidden(&embedded)
+            }
+        };
+        let head = match self.lm_head.quantized_projection() {
+            Some((projection, None)) => Some(StackHead {
+                norm: (self.norm.weight(), self.norm.eps()),
+                projection,
+            }),
+            _ => None,
+        };
+        let shape = tokens.shape();
+        let out = cache.in_place_stack_step(
+            [shape[0], shape[1]],
+            Dtype::Float32,
+            params,
+            |caches, params| {
+                let stack: Vec<_> = caches
+                    .iter()
+                    .zip(&layers)
+                    .map(|(&(k, v), (w, _))| (k, v, *w))
+                    .collect();
+                Ok(decoder_stack(input, &stack, head, params)?.map(|o| (o.output, o.caches)))
+            },
+        )?;
+        Ok(match (out, head) {
+            (Some(logits), Some(_)) => Some(logits),
+            (Some(hidden), None) => Some(self.lm_head.forward_fused(
+                &hidden,
+                Some(&self.norm),
+                None,
+            )?),
+            (None, _) => None,
         })
     }
 
@@ -273,14 +326,12 @@ impl CausalLm for Llama {
                 self.layers.len()
             )));
         }
+        if let Some(logits) = self.native_step(tokens, cache)? {
+            return Ok(logits);
+        }
         let mut x = self.embed_tokens.forward(tokens)?;
-        match self.native_stack(&x, cache)? {
-            Some(y) => x = y,
-            None => {
-                for (i, layer) in self.layers.iter().enumerate() {
-                    x = layer.forward(&x, cache.layer_mut(i)?)?;
-                }
-            }
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(&x, cache.layer_mut(i)?)?;
         }
         self.lm_head.forward_fused(&x, Some(&self.norm), None)
     }

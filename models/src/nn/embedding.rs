@@ -74,6 +74,25 @@ impl Embedding {
         })
     }
 
+    /// The table as the native decoder stack looks it up
+    /// ([`mlx_rs::native::StackInput::Tokens`]): `Some` when it is quantized and its rows are
+    /// computed in float32.
+    pub fn quantized_table(&self) -> Option<mlx_rs::native::QuantizedProjection<'_>> {
+        match self {
+            Embedding::Quantized {
+                matrix: q,
+                dtype: Dtype::Float32,
+            } => Some(mlx_rs::native::QuantizedProjection {
+                weight: &q.weight,
+                scales: &q.scales,
+                biases: &q.biases,
+                group_size: q.params.group_size,
+                bits: q.params.bits,
+            }),
+            _ => None,
+        }
+    }
+
     /// The same matrix as a linear layer `x·Eᵀ` (`dim → vocab`): the LM head of models with
     /// `tie_word_embeddings`.
     pub fn as_linear(&self) -> Result<Linear> {

@@ -121,16 +121,23 @@ impl LayerCache {
     /// take) at the current offset; returns `L`.
     fn reserve_step(&mut self, input: &Array, params: &CachedAttentionParams) -> Result<i32> {
         let shape = input.shape();
-        let (b, l) = match shape[..] {
-            [b, l, ..] => (b, l),
-            _ => {
-                return Err(Error::InvalidArgument(format!(
-                    "KV cache: the step's input must be [B, L, ...], got {shape:?}"
-                )))
-            }
-        };
+        match shape[..] {
+            [b, l, ..] => self.reserve_tokens(b, l, input.dtype(), params),
+            _ => Err(Error::InvalidArgument(format!(
+                "KV cache: the step's input must be [B, L, ...], got {shape:?}"
+            ))),
+        }
+    }
+
+    /// Grows the buffers (of `dtype`) for `l` new tokens of `b` sequences; returns `l`.
+    fn reserve_tokens(
+        &mut self,
+        b: i32,
+        l: i32,
+        dtype: Dtype,
+        params: &CachedAttentionParams,
+    ) -> Result<i32> {
         let like = [b, params.kv_heads, l, params.head_dim];
-        let dtype = input.dtype();
         self.reserve(self.offset + l, &like, dtype, &like, dtype)?;
         Ok(l)
     }
@@ -236,14 +243,15 @@ impl KvCache {
     }
 
     /// [`LayerCache::in_place_step`] for all layers at once, through one native primitive
-    /// that runs the whole stack: grows every layer's buffers for the `L` tokens of `input`,
-    /// calls `step(caches, params)` with each layer's `(keys, values)` and `params.offset`
-    /// set, and on `Some((output, caches))` keeps the returned caches and advances every
-    /// offset. `Ok(None)` (nothing changed but perhaps capacities) when native ops are off,
-    /// the layers' offsets differ, or `step` declines.
+    /// that runs the whole stack: grows every layer's buffers (of `dtype`) for `tokens` =
+    /// `[B, L]` new tokens, calls `step(caches, params)` with each layer's `(keys, values)` and
+    /// `params.offset` set, and on `Some((output, caches))` keeps the returned caches and
+    /// advances every offset. `Ok(None)` (nothing changed but perhaps capacities) when native
+    /// ops are off, the layers' offsets differ, or `step` declines.
     pub fn in_place_stack_step(
         &mut self,
-        input: &Array,
+        tokens: [i32; 2],
+        dtype: Dtype,
         mut params: CachedAttentionParams,
         step: impl FnOnce(
             &[(&Array, &Array)],
@@ -257,9 +265,9 @@ impl KvCache {
         {
             return Ok(None);
         }
-        let mut l = 0;
+        let [b, l] = tokens;
         for layer in &mut self.layers {
-            l = layer.reserve_step(input, &params)?;
+            layer.reserve_tokens(b, l, dtype, &params)?;
         }
         let caches: Vec<(&Array, &Array)> = self
             .layers
