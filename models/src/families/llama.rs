@@ -223,8 +223,9 @@ impl Llama {
     /// The whole step as one native primitive ([`mlx_rs::native::decoder_stack`]), when every
     /// layer's projections are quantized and fused, the layers share their attention
     /// parameters and the CPU kernels take the call: a quantized float32 embedding table is
-    /// looked up inside it, and a quantized LM head without bias (with the final norm) ends
-    /// it; otherwise those run as their own ops around it. The numbers of the per-layer path,
+    /// looked up inside it, and at decode (one token per sequence) a quantized LM head
+    /// without bias (with the final norm) ends it; otherwise those run as their own ops
+    /// around it. The numbers of the per-layer path,
     /// with one MLX primitive per step. `Ok(None)` when the stack does not apply (nothing
     /// changed but perhaps cache capacities).
     fn native_step(&self, tokens: &Array, cache: &mut KvCache) -> Result<Option<Array>> {
@@ -255,14 +256,17 @@ impl Llama {
                 StackInput::Hidden(&embedded)
             }
         };
+        let shape = tokens.shape();
+        // The head joins the stack for decode steps only: a prefill chunk's logits are
+        // rarely read (the engine keeps its caches and the last position), and as a lazy op
+        // of their own they are computed only when they are.
         let head = match self.lm_head.quantized_projection() {
-            Some((projection, None)) => Some(StackHead {
+            Some((projection, None)) if shape[1] == 1 => Some(StackHead {
                 norm: (self.norm.weight(), self.norm.eps()),
                 projection,
             }),
             _ => None,
         };
-        let shape = tokens.shape();
         let out = cache.in_place_stack_step(
             [shape[0], shape[1]],
             Dtype::Float32,
