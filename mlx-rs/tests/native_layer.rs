@@ -338,10 +338,17 @@ fn stack_equals_its_layers_applied_in_turn() {
 
 #[test]
 fn stack_with_embedding_and_head_equals_the_parts() {
-    // Token ids through a quantized table (8-bit, the usual GGUF Q8_0 table) into two layers
-    // and a quantized head with its final norm: equal, bit for bit, to the table's rows
-    // dequantized by MLX, the layers in turn and the fused head matmul. An id outside the
-    // table gives NaN logits for its row only.
+    // 8-bit codes (a GGUF Q8_0 table) and 4-bit codes in groups of 64.
+    for (bits, group) in [(8, 32), (4, 64)] {
+        check_stack_with_embedding_and_head(bits, group);
+    }
+}
+
+/// Token ids through a quantized table of `bits`-bit codes in groups of `group` into two
+/// layers and a quantized head with its final norm: equal, bit for bit, to the table's rows
+/// dequantized by MLX, the layers in turn and the fused head matmul. An id outside the table
+/// gives NaN logits for its row and the rows after it.
+fn check_stack_with_embedding_and_head(bits: i32, group: i32) {
     let _g = lock();
     const VOCAB: usize = 40;
     let layers: Vec<Layer> = (5..=6).map(layer_seeded).collect();
@@ -350,7 +357,7 @@ fn stack_with_embedding_and_head_equals_the_parts() {
         .map(|v| v * 2.0)
         .collect();
     let table_f = Array::from_slice(&table_f, &[VOCAB as i32, HIDDEN as i32]).unwrap();
-    let table = quantize_weights(&table_f, 8, 32, Dtype::Float16);
+    let table = quantize_weights(&table_f, bits, group, Dtype::Float16);
     let head = quantized(VOCAB, HIDDEN, 32);
     let head_norm = vector(HIDDEN, 33, 0.5, 1.5);
     let ids = [3u32, 17, 39];
@@ -364,8 +371,8 @@ fn stack_with_embedding_and_head_equals_the_parts() {
         &table.wq.take(&idx, 0).unwrap(),
         &f32_rows(&table.scales),
         &f32_rows(&table.biases),
-        32,
-        8,
+        group,
+        bits,
     )
     .unwrap()
     .reshape(&[1, 3, HIDDEN as i32])
@@ -407,7 +414,7 @@ fn stack_with_embedding_and_head_equals_the_parts() {
         .unwrap()
         .expect("native stack");
     assert_eq!(out.output.shape(), vec![1, 3, VOCAB as i32]);
-    assert_eq!(f32s(&out.output), f32s(&want));
+    assert_eq!(f32s(&out.output), f32s(&want), "{bits}-bit table");
 
     // An id past the table (int32 ids) poisons its row of logits and, through attention, the
     // rows after it; the row before is unchanged.
