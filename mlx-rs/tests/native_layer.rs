@@ -397,43 +397,34 @@ fn check_stack_with_embedding_and_head(bits: i32, group: i32) {
     .unwrap()
     .expect("native head");
 
-    let (k1, v1, k2, v2) = (cache(8), cache(8), cache(8), cache(8));
-    let stack = [
-        (&k1, &v1, weights(&layers[0])),
-        (&k2, &v2, weights(&layers[1])),
-    ];
-    let input = StackInput::Tokens {
-        ids: &id_arr,
-        table: proj(&table),
+    // The whole step from empty caches for these ids: the logits.
+    let step = |ids: &Array| {
+        let (k1, v1, k2, v2) = (cache(8), cache(8), cache(8), cache(8));
+        let stack = [
+            (&k1, &v1, weights(&layers[0])),
+            (&k2, &v2, weights(&layers[1])),
+        ];
+        let input = StackInput::Tokens {
+            ids,
+            table: proj(&table),
+        };
+        let head_part = StackHead {
+            norm: (&head_norm, EPS),
+            projection: proj(&head),
+        };
+        decoder_stack(input, &stack, Some(head_part), params(0))
+            .unwrap()
+            .expect("native stack")
+            .output
     };
-    let head_part = StackHead {
-        norm: (&head_norm, EPS),
-        projection: proj(&head),
-    };
-    let out = decoder_stack(input, &stack, Some(head_part), params(0))
-        .unwrap()
-        .expect("native stack");
-    assert_eq!(out.output.shape(), vec![1, 3, VOCAB as i32]);
-    assert_eq!(f32s(&out.output), f32s(&want), "{bits}-bit table");
+    let out = step(&id_arr);
+    assert_eq!(out.shape(), vec![1, 3, VOCAB as i32]);
+    assert_eq!(f32s(&out), f32s(&want), "{bits}-bit table");
 
     // An id past the table (int32 ids) poisons its row of logits and, through attention, the
     // rows after it; the row before is unchanged.
     let bad = Array::from_slice(&[3i32, VOCAB as i32, 39], &[1, 3]).unwrap();
-    let (k1, v1, k2, v2) = (cache(8), cache(8), cache(8), cache(8));
-    let stack = [
-        (&k1, &v1, weights(&layers[0])),
-        (&k2, &v2, weights(&layers[1])),
-    ];
-    let input = StackInput::Tokens {
-        ids: &bad,
-        table: proj(&table),
-    };
-    let got = f32s(
-        &decoder_stack(input, &stack, Some(head_part), params(0))
-            .unwrap()
-            .expect("native stack")
-            .output,
-    );
+    let got = f32s(&step(&bad));
     assert_eq!(got[..VOCAB], f32s(&want)[..VOCAB]);
     assert!(
         got[VOCAB..].iter().all(|v| v.is_nan()),
