@@ -84,26 +84,36 @@ struct StackParams {
   }
 };
 
-// Row `id` of a quantized table [rows, K] (MLX's affine layout: codes packed little-end first
-// into uint32 words, one scale and bias per `group` codes) as K floats.
-void dequantize_row(const mx::array& w, const mx::array& scales, const mx::array& biases,
-                    uint32_t id, int K, int bits, int group, float* out) {
-  const uint8_t* row = reinterpret_cast<const uint8_t*>(w.data<uint32_t>()) +
-                       size_t(id) * size_t(K) * bits / 8;
-  const size_t ng = size_t(K / group), g0 = size_t(id) * ng;
-  auto sb = [&](const mx::array& a, size_t i) -> float {
-    if (a.dtype() == mx::float16) return static_cast<float>(a.data<mx::float16_t>()[i]);
-    if (a.dtype() == mx::bfloat16) return static_cast<float>(a.data<mx::bfloat16_t>()[i]);
-    return a.data<float>()[i];
-  };
-  for (size_t g = 0; g < ng; ++g) {
-    const float s = sb(scales, g0 + g), b = sb(biases, g0 + g);
-    for (size_t e = g * group; e < (g + 1) * size_t(group); ++e) {
-      const unsigned code = bits == 8 ? row[e] : (row[e / 2] >> (4 * (e % 2))) & 0xF;
-      out[e] = float(code) * s + b;
+// A quantized table [rows, K] in MLX's affine layout (codes packed little-end first into
+// uint32 words, one scale and bias per `group` codes), read in place in the task (the
+// encoder keeps its inputs' buffers alive until the task has run).
+struct TableView {
+  const uint8_t* w = nullptr;
+  const void *scales = nullptr, *biases = nullptr;
+  mx::Dtype sb_dtype = mx::float32;
+  uint32_t rows = 0;
+  int K = 0, bits = 0, group = 0;
+
+  // Row `id` (< rows) as K floats.
+  void dequantize_row(uint32_t id, float* out) const {
+    const uint8_t* row = w + size_t(id) * size_t(K) * bits / 8;
+    const size_t ng = size_t(K / group), g0 = size_t(id) * ng;
+    auto sb = [&](const void* p, size_t i) -> float {
+      if (sb_dtype == mx::float16)
+        return static_cast<float>(static_cast<const mx::float16_t*>(p)[i]);
+      if (sb_dtype == mx::bfloat16)
+        return static_cast<float>(static_cast<const mx::bfloat16_t*>(p)[i]);
+      return static_cast<const float*>(p)[i];
+    };
+    for (size_t g = 0; g < ng; ++g) {
+      const float s = sb(scales, g0 + g), b = sb(biases, g0 + g);
+      for (size_t e = g * group; e < (g + 1) * size_t(group); ++e) {
+        const unsigned code = bits == 8 ? row[e] : (row[e / 2] >> (4 * (e % 2))) & 0xF;
+        out[e] = float(code) * s + b;
+      }
     }
   }
-}
+};
 
 // What one layer's part of the task needs: the kernels' arguments (pointers into the inputs
 // and outputs, valid while the task holds them) and the sizes of its intermediates.
@@ -217,11 +227,16 @@ class NativeDecoderStack : public mx::Primitive {
     const mlxrs_glue::Strided xs(x);
     float* y = outputs[0].data<float>();
     const bool embed = p_.embed, has_head = p_.head;
-    const ProjParams eq = p_.embed_q;
-    // The table (kept alive by the encoder like every input) and the ids, read in the task.
-    const mx::array table_w = embed ? inputs[1] : mx::array(0.f),
-                    table_s = embed ? inputs[2] : mx::array(0.f),
-                    table_b = embed ? inputs[3] : mx::array(0.f);
+    TableView table;
+    if (embed)
+      table = {reinterpret_cast<const uint8_t*>(inputs[1].data<uint32_t>()),
+               inputs[2].data<void>(),
+               inputs[3].data<void>(),
+               inputs[2].dtype(),
+               uint32_t(inputs[1].shape(0)),
+               hidden,
+               p_.embed_q.bits,
+               p_.embed_q.group};
     enc.dispatch([=, tasks = std::move(tasks)]() mutable {
       std::vector<char> cache_scratch, x_scratch;
       const size_t m = size_t(M);
@@ -235,11 +250,9 @@ class NativeDecoderStack : public mx::Primitive {
       if (embed) {
         float* e = buf.data() + scratch + 2 * between;
         const auto* ids = static_cast<const uint32_t*>(xs.row_major(x_scratch));
-        const uint32_t vocab = uint32_t(table_w.shape(0));
         for (size_t r = 0; r < m; ++r) {
-          if (ids[r] < vocab)  // int32 ids below 0 read as large uint32: out of range
-            dequantize_row(table_w, table_s, table_b, ids[r], hidden, eq.bits, eq.group,
-                           e + r * hidden);
+          if (ids[r] < table.rows)  // int32 ids below 0 read as large uint32: out of range
+            table.dequantize_row(ids[r], e + r * hidden);
           else
             std::fill(e + r * hidden, e + (r + 1) * hidden, std::nanf(""));
         }
@@ -394,15 +407,15 @@ bool add_layer(std::vector<mx::array>& inputs, std::vector<LayerParams>& params,
   return true;
 }
 
-// Checks a quantized table or head projection `p` as an [N, K] matrix (N = its rows when
-// N < 0) and appends weight, scales, biases. False when the kernels do not take it.
+// Checks a quantized table or head projection `p` as a [rows, K] matrix and appends weight,
+// scales, biases. False when the kernels do not take it.
 bool add_projection(std::vector<mx::array>& inputs, const char* what,
-                    const mlxrs_quantized_projection& p, int N, int K, ProjParams& out) {
+                    const mlxrs_quantized_projection& p, int K, ProjParams& out) {
   const auto& w = mlx_array_get_(p.weight);
-  if (N < 0) N = w.ndim() == 2 ? w.shape(0) : 0;
-  if (N <= 0) throw std::invalid_argument(std::string("decoder_stack: the ") + what +
-                                          " has no rows: " + shape_str(w.shape()));
-  if (!projection_ok(what, p, N, K)) return false;
+  const int rows = w.ndim() == 2 ? w.shape(0) : 0;
+  if (rows <= 0) throw std::invalid_argument(std::string("decoder_stack: the ") + what +
+                                             " has no rows: " + shape_str(w.shape()));
+  if (!projection_ok(what, p, rows, K)) return false;
   for (const auto& a : {p.weight, p.scales, p.biases}) inputs.push_back(mlx_array_get_(a));
   out = {p.group_size, p.bits};
   return true;
@@ -436,7 +449,7 @@ extern "C" __attribute__((visibility("default"))) int mlxrs_decoder_stack(
       L = xa.shape(1);
       const auto& tw = mlx_array_get_(embedding->weight);
       hidden = tw.ndim() == 2 ? tw.shape(1) * 32 / embedding->bits : 0;
-      if (!add_projection(inputs, "embedding table", *embedding, -1, hidden, p.embed_q)) return;
+      if (!add_projection(inputs, "embedding table", *embedding, hidden, p.embed_q)) return;
       inputs[0] = mlxrs_glue::ensure_contiguous(inputs[0], stream);
     } else {
       if (xa.dtype() != mx::float32) return;
@@ -459,7 +472,7 @@ extern "C" __attribute__((visibility("default"))) int mlxrs_decoder_stack(
                                     std::to_string(hidden) + "], got " +
                                     shape_str(nw.shape()));
       inputs.push_back(mlxrs_glue::ensure_contiguous(nw, stream));
-      if (!add_projection(inputs, "head", *head, -1, hidden, p.head_q)) return;
+      if (!add_projection(inputs, "head", *head, hidden, p.head_q)) return;
     }
 
     auto shapes = NativeDecoderStack::stack_shapes(p, inputs);
