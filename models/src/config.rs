@@ -6,6 +6,9 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// The most decoder layers a config may declare (the largest released models have ~130).
+const MAX_LAYERS: usize = 4096;
+
 /// An `eos_token_id` field: one id or a list.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
@@ -206,9 +209,10 @@ impl ModelConfig {
         Ok(config)
     }
 
-    /// Reads and parses a `config.json` file.
+    /// Reads and parses a `config.json` file (a regular file of at most 4 MiB, see
+    /// [`crate::load::files`]).
     pub fn from_file(path: &Path) -> Result<ModelConfig> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::load::files::read_text(path, crate::load::files::FileKind::Config)?;
         ModelConfig::from_json(&text)
     }
 
@@ -247,6 +251,73 @@ impl ModelConfig {
         }
         if let Some(q) = &self.quantization {
             QuantizationConfig::from_value(q)?;
+        }
+        self.validate_ranges()
+    }
+
+    /// The numeric sanity checks of [`ModelConfig::validate`]: every width fits MLX's `i32`
+    /// shapes (and so do the projections' products), the layer count is plausible, and every
+    /// epsilon, RoPE base, scaling factor and context length is finite and positive.
+    fn validate_ranges(&self) -> Result<()> {
+        let i32_max = i32::MAX as usize;
+        let widths = [
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_attention_heads", self.num_attention_heads),
+            ("vocab_size", self.vocab_size),
+            ("head_dim", self.head_dim()),
+            (
+                "num_attention_heads * head_dim",
+                self.num_attention_heads.saturating_mul(self.head_dim()),
+            ),
+        ];
+        for (field, v) in widths {
+            if v > i32_max {
+                return Err(Error::ConfigValue {
+                    field: field.into(),
+                    value: v.to_string(),
+                    expected: "at most 2^31 - 1 (MLX's shape type)",
+                });
+            }
+        }
+        if self.num_hidden_layers > MAX_LAYERS {
+            return Err(Error::ConfigValue {
+                field: "num_hidden_layers".into(),
+                value: self.num_hidden_layers.to_string(),
+                expected: "at most 4096",
+            });
+        }
+        let positive_f32 = |field: &str, v: Option<f32>| -> Result<()> {
+            match v {
+                Some(x) if !(x.is_finite() && x > 0.0) => Err(Error::ConfigValue {
+                    field: field.into(),
+                    value: x.to_string(),
+                    expected: "a finite, positive number",
+                }),
+                _ => Ok(()),
+            }
+        };
+        positive_f32("rms_norm_eps", self.rms_norm_eps)?;
+        positive_f32("rope_theta", self.rope_theta)?;
+        if let Some(r) = &self.rope_scaling {
+            positive_f32("rope_scaling.rope_theta", r.rope_theta)?;
+            positive_f32("rope_scaling.factor", r.factor)?;
+            positive_f32("rope_scaling.low_freq_factor", r.low_freq_factor)?;
+            positive_f32("rope_scaling.high_freq_factor", r.high_freq_factor)?;
+            if r.original_max_position_embeddings == Some(0) {
+                return Err(Error::ConfigValue {
+                    field: "rope_scaling.original_max_position_embeddings".into(),
+                    value: "0".into(),
+                    expected: "a positive token count",
+                });
+            }
+        }
+        if self.max_position_embeddings == Some(0) {
+            return Err(Error::ConfigValue {
+                field: "max_position_embeddings".into(),
+                value: "0".into(),
+                expected: "a positive token count",
+            });
         }
         Ok(())
     }

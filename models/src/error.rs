@@ -68,6 +68,64 @@ pub enum Error {
     /// An argument is out of range (sampling parameters, window sizes, ...).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A config field holds a value no model can run with (a NaN or negative RoPE base, a zero
+    /// epsilon, ...).
+    #[error("invalid model config: `{field}` = {value} ({expected})")]
+    ConfigValue {
+        /// The field, as named in `config.json` (or the GGUF metadata key).
+        field: String,
+        /// The value found.
+        value: String,
+        /// What the field must be.
+        expected: &'static str,
+    },
+    /// A safetensors file is malformed (header, dtype, shape, offsets).
+    #[error("safetensors: {0}")]
+    Safetensors(String),
+    /// A model file is not a regular file (a FIFO, a device such as `/dev/zero`, a folder).
+    #[error("{path} is not a regular file")]
+    NotRegularFile {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A file is larger than anything of its kind can legitimately be.
+    #[error("{path} is {size} bytes, over the {limit}-byte limit for this kind of file")]
+    FileTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+        /// The limit for its kind.
+        limit: u64,
+    },
+    /// Loading would need more memory than the machine has available.
+    #[error(
+        "the model needs about {needed} bytes (weights and the KV cache of its context) but only \
+         {available} bytes of memory are available; pass a shorter context or override the check"
+    )]
+    MemoryBudget {
+        /// Bytes the weights and KV cache need.
+        needed: u64,
+        /// Bytes available (or the budget given).
+        available: u64,
+    },
+    /// A chat template exceeded one of the bounds that keep untrusted templates from hanging or
+    /// exhausting memory.
+    #[error("chat template exceeds its {bound} bound ({limit})")]
+    TemplateLimit {
+        /// The bound (`fuel`, `nesting depth`, `output length`, ...).
+        bound: &'static str,
+        /// Its value.
+        limit: u64,
+    },
+    /// An input (a line of user text, a prompt) is longer than the limit in force.
+    #[error("input of {length} bytes exceeds the {limit}-byte limit")]
+    InputTooLong {
+        /// Its length in bytes.
+        length: u64,
+        /// The limit.
+        limit: u64,
+    },
 }
 
 /// Shorthand for `std::result::Result<T, mlx_models::Error>`.

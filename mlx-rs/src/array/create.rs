@@ -57,6 +57,64 @@ impl Array {
         Ok(unsafe { Array::from_raw(raw) })
     }
 
+    /// An array of `dtype` holding a copy of `bytes`: the elements in row-major order, each in
+    /// little-endian byte order (as safetensors and GGUF store them).
+    ///
+    /// ```
+    /// use mlx_rs::{Array, Dtype};
+    /// let bytes: Vec<u8> = [1.5f32, -2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+    /// let a = Array::from_bytes(&bytes, &[2], Dtype::Float32)?;
+    /// assert_eq!(a.to_vec::<f32>()?, vec![1.5, -2.0]);
+    /// // The byte count must match the shape and dtype:
+    /// assert!(Array::from_bytes(&bytes[..7], &[2], Dtype::Float32).is_err());
+    /// # Ok::<(), mlx_rs::Error>(())
+    /// ```
+    #[track_caller]
+    pub fn from_bytes(bytes: &[u8], shape: &[i32], dtype: Dtype) -> Result<Array> {
+        let count = element_count(shape)?;
+        let size = dtype.size_in_bytes();
+        if count.checked_mul(size) != Some(bytes.len()) {
+            return Err(Error::Shape(format!(
+                "{} bytes given for shape {shape:?} of {dtype}, which holds {count} elements of \
+                 {size} bytes",
+                bytes.len()
+            )));
+        }
+        if cfg!(target_endian = "big") && size > 1 {
+            return Err(Error::Shape(
+                "little-endian element bytes cannot be used on a big-endian host".into(),
+            ));
+        }
+        // MLX reads the buffer through a pointer to the element type: give it one that is
+        // aligned for any element type.
+        let aligned: Vec<u64>;
+        let data: *const u8 = if (bytes.as_ptr() as usize) % 8 == 0 {
+            bytes.as_ptr()
+        } else {
+            let mut words = vec![0u64; bytes.len().div_ceil(8)];
+            for (word, chunk) in words.iter_mut().zip(bytes.chunks(8)) {
+                let mut b = [0u8; 8];
+                b[..chunk.len()].copy_from_slice(chunk);
+                *word = u64::from_ne_bytes(b);
+            }
+            aligned = words;
+            aligned.as_ptr().cast()
+        };
+        init();
+        // SAFETY: `data` points to `count * size` readable bytes, aligned to 8, in `dtype`'s
+        // layout; MLX copies them before returning.
+        let raw = unsafe {
+            sys::mlx_array_new_data(data.cast(), shape.as_ptr(), shape.len() as i32, dtype.to_sys())
+        };
+        if raw.ctx.is_null() {
+            return Err(Error::Shape(format!(
+                "MLX could not create an array of shape {shape:?}"
+            )));
+        }
+        // SAFETY: a fresh handle that we own.
+        Ok(unsafe { Array::from_raw(raw) })
+    }
+
     /// A 0-dimensional array holding `value`, with `T`'s dtype.
     ///
     /// ```

@@ -21,6 +21,85 @@ use crate::weights::Weights;
 use mlx_rs::native::{decoder_stack, StackHead, StackInput};
 use mlx_rs::{Array, Dtype};
 
+/// Llama's attention: `attention_bias` puts a bias on all four projections.
+pub fn attention_spec(config: &ModelConfig) -> AttentionSpec {
+    let bias = config.attention_bias.unwrap_or(false);
+    AttentionSpec {
+        qkv_bias: bias,
+        o_bias: bias,
+        qk_norm: false,
+    }
+}
+
+/// The tensors [`Llama::build`] takes for `config` with `attention` and `mlp_bias`, under their
+/// Hugging Face names with dense shapes (the loaders check a file's declared tensors against
+/// them before reading any data; see [`crate::load::plan`]).
+///
+/// ```
+/// use mlx_models::config::ModelConfig;
+/// use mlx_models::families::llama::{attention_spec, expected_tensors};
+/// let config = ModelConfig::from_json(r#"{"model_type":"llama","hidden_size":8,
+///     "num_hidden_layers":1,"intermediate_size":16,"num_attention_heads":2,
+///     "num_key_value_heads":1,"vocab_size":4}"#)?;
+/// let plan = expected_tensors(&config, attention_spec(&config), false)?;
+/// let k = plan.iter().find(|t| t.name == "model.layers.0.self_attn.k_proj.weight").unwrap();
+/// assert_eq!(k.shape, vec![4, 8]); // 1 KV head of width 8 / 2
+/// # Ok::<(), mlx_models::Error>(())
+/// ```
+pub fn expected_tensors(
+    config: &ModelConfig,
+    attention: AttentionSpec,
+    mlp_bias: bool,
+) -> Result<Vec<crate::load::plan::ExpectedTensor>> {
+    use crate::load::plan::ExpectedTensor as T;
+    config.validate()?;
+    let hidden = dim("hidden_size", config.hidden_size)?;
+    let vocab = dim("vocab_size", config.vocab_size)?;
+    let inter = dim("intermediate_size", config.intermediate_size)?;
+    let hd = dim("head_dim", config.head_dim())?;
+    let q = dim(
+        "num_attention_heads * head_dim",
+        config.num_attention_heads * config.head_dim(),
+    )?;
+    let kv = dim(
+        "num_key_value_heads * head_dim",
+        config.num_key_value_heads() * config.head_dim(),
+    )?;
+    let mut plan = vec![
+        T::required("model.embed_tokens.weight", &[vocab, hidden]),
+        T::required("model.norm.weight", &[hidden]),
+    ];
+    if !config.tie_word_embeddings() {
+        plan.push(T::required("lm_head.weight", &[vocab, hidden]));
+    }
+    for i in 0..config.num_hidden_layers {
+        let p = format!("model.layers.{i}");
+        let mut linear = |name: &str, out: i32, inp: i32, bias: bool| {
+            plan.push(T::required(format!("{p}.{name}.weight"), &[out, inp]));
+            if bias {
+                plan.push(T::required(format!("{p}.{name}.bias"), &[out]));
+            }
+        };
+        linear("self_attn.q_proj", q, hidden, attention.qkv_bias);
+        linear("self_attn.k_proj", kv, hidden, attention.qkv_bias);
+        linear("self_attn.v_proj", kv, hidden, attention.qkv_bias);
+        linear("self_attn.o_proj", hidden, q, attention.o_bias);
+        linear("mlp.gate_proj", inter, hidden, mlp_bias);
+        linear("mlp.up_proj", inter, hidden, mlp_bias);
+        linear("mlp.down_proj", hidden, inter, mlp_bias);
+        plan.push(T::required(format!("{p}.input_layernorm.weight"), &[hidden]));
+        plan.push(T::required(
+            format!("{p}.post_attention_layernorm.weight"),
+            &[hidden],
+        ));
+        if attention.qk_norm {
+            plan.push(T::required(format!("{p}.self_attn.q_norm.weight"), &[hd]));
+            plan.push(T::required(format!("{p}.self_attn.k_norm.weight"), &[hd]));
+        }
+    }
+    Ok(plan)
+}
+
 /// One decoder layer: pre-norm attention and pre-norm MLP, each added to the residual stream.
 #[derive(Debug, Clone)]
 pub struct DecoderLayer {
@@ -299,17 +378,11 @@ impl Llama {
 
 /// Builds a Llama model: `attention_bias` on q/k/v/o, `mlp_bias` on the MLP.
 pub fn build(config: &ModelConfig, weights: Weights, options: &BuildOptions) -> Result<Llama> {
-    let bias = config.attention_bias.unwrap_or(false);
-    let attention = AttentionSpec {
-        qkv_bias: bias,
-        o_bias: bias,
-        qk_norm: false,
-    };
     Llama::build(
         config,
         weights,
         options,
-        attention,
+        attention_spec(config),
         config.mlp_bias.unwrap_or(false),
     )
 }

@@ -18,6 +18,24 @@ pub use crate::load::BuildOptions;
 /// The `model_type`s [`build`] implements.
 pub const SUPPORTED: &[&str] = &["llama", "qwen2", "qwen3"];
 
+/// The tensors the family of `config.model_type` takes, with their dense shapes (see
+/// [`crate::load::plan`]); [`Error::UnsupportedModel`] for an unknown `model_type`.
+pub fn expected_tensors(config: &ModelConfig) -> Result<Vec<crate::load::plan::ExpectedTensor>> {
+    match config.model_type.as_str() {
+        "llama" => llama::expected_tensors(
+            config,
+            llama::attention_spec(config),
+            config.mlp_bias.unwrap_or(false),
+        ),
+        "qwen2" => llama::expected_tensors(config, qwen2::ATTENTION, false),
+        "qwen3" => llama::expected_tensors(config, qwen3::ATTENTION, false),
+        other => Err(Error::UnsupportedModel {
+            model_type: other.to_string(),
+            supported: SUPPORTED.to_vec(),
+        }),
+    }
+}
+
 /// Builds the family of `config.model_type` from `weights`, consuming every tensor by its
 /// Hugging Face name: a missing tensor is [`Error::MissingTensor`], a mis-shaped one
 /// [`Error::ShapeMismatch`], a left-over one [`Error::UnexpectedTensors`], and an unknown

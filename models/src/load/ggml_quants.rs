@@ -1,11 +1,14 @@
-//! The project's own decoding of ggml block formats that MLX's `load_gguf` gets wrong.
+//! The project's own decoding of ggml block formats, from each format's definition: the GGUF
+//! loader hands every quantized tensor's blocks to this module (MLX's `load_gguf` is never given
+//! an untrusted file).
 //!
-//! MLX 0.32.2 converts GGUF `Q4_K` tensors to f16 incorrectly (checked against the `gguf`
-//! package's reference dequantizer on Qwen2.5-Coder-1.5B: errors as large as the values
-//! themselves; its `Q6_K` conversion is right). [`read_q4_k_affine`] reads such a tensor's blocks
-//! straight from the file and rewrites them, without loss, as an MLX affine 4-bit triplet
-//! ([`q4_k_to_affine`]), which the quantized matmul reads directly; [`dequantize_q4_k`] is the
-//! plain decoding (the reference the conversion is tested against).
+//! Formats whose blocks map onto MLX's affine layout without loss are re-laid ([`to_affine`]):
+//! `Q4_0`, `Q4_1` and `Q4_K` as 4-bit groups of 32, `Q8_0`, `Q5_0`, `Q5_1` and `Q5_K` as 8-bit
+//! groups of 32 (a 5-bit code fits in 8 bits; each 32-weight block or sub-block is one group
+//! with its own scale and bias). The others are decoded to floats ([`dequantize`]): `Q6_K`,
+//! whose 16-weight sub-blocks have their own scales, `Q2_K` and `Q3_K`. Every block's `f16`
+//! scales must be finite ([`Error::Gguf`] otherwise): a NaN scale would turn a whole row of
+//! logits into NaN.
 //!
 //! `Q4_K` block (256 weights, 144 bytes): `d` (f16), `dmin` (f16), 12 bytes of packed 6-bit
 //! scales and mins for 8 sub-blocks of 32 weights, then 128 bytes of 4-bit codes. Sub-blocks
@@ -13,9 +16,8 @@
 //! nibbles, the next 32 the high nibbles. Weight = `d * scale_j * q - dmin * min_j`.
 
 use crate::error::{Error, Result};
+use super::gguf_file::GgmlType;
 use half::f16;
-use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
 
 /// Weights per `Q4_K` block.
 pub const QK_K: usize = 256;
@@ -67,12 +69,14 @@ pub fn dequantize_q4_k(blocks: &[u8], out: &mut [f32]) -> Result<()> {
     Ok(())
 }
 
-/// Reads the `Q4_K` tensor of `count` weights stored at byte `offset` of `path` and decodes it.
-/// A matrix in MLX's affine quantized layout (4 bits, groups of 32): `packed` holds
-/// `[rows, cols / 8]` words (code `e` of a row in bits `4 (e % 8)` of word `e / 8`), `scales`
-/// and `biases` `[rows, cols / 32]`; weight = `scale * code + bias`.
+/// A matrix in MLX's affine quantized layout, groups of 32: `packed` holds
+/// `[rows, cols * bits / 32]` words (code `e` of a row in bits `bits * (e % (32 / bits))` of
+/// word `e / (32 / bits)`), `scales` and `biases` `[rows, cols / 32]`; weight =
+/// `scale * code + bias`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct AffineQ4 {
+pub struct Affine {
+    /// Bits per code (4 or 8).
+    pub bits: u32,
     /// Packed codes.
     pub packed: Vec<u32>,
     /// Per-group scales.
@@ -102,7 +106,7 @@ pub struct AffineQ4 {
 /// assert_eq!(dense[0], t.scales[0] * 1.0 + t.biases[0]);
 /// # Ok::<(), mlx_models::Error>(())
 /// ```
-pub fn q4_k_to_affine(blocks: &[u8]) -> Result<AffineQ4> {
+pub fn q4_k_to_affine(blocks: &[u8]) -> Result<Affine> {
     if blocks.len() % Q4_K_BLOCK_BYTES != 0 {
         return Err(Error::Gguf(format!(
             "Q4_K: {} bytes are not whole {Q4_K_BLOCK_BYTES}-byte blocks",
@@ -110,14 +114,15 @@ pub fn q4_k_to_affine(blocks: &[u8]) -> Result<AffineQ4> {
         )));
     }
     let n = blocks.len() / Q4_K_BLOCK_BYTES;
-    let mut out = AffineQ4 {
+    let mut out = Affine {
+        bits: 4,
         packed: Vec::with_capacity(n * QK_K / 8),
         scales: Vec::with_capacity(n * QK_K / 32),
         biases: Vec::with_capacity(n * QK_K / 32),
     };
     for block in blocks.chunks_exact(Q4_K_BLOCK_BYTES) {
-        let d = f16::from_le_bytes([block[0], block[1]]).to_f32();
-        let dmin = f16::from_le_bytes([block[2], block[3]]).to_f32();
+        let d = scale_f16(block, 0)?;
+        let dmin = scale_f16(block, 2)?;
         let scales = &block[4..16];
         let qs = &block[16..];
         for sub in 0..8 {
@@ -141,23 +146,342 @@ pub fn q4_k_to_affine(blocks: &[u8]) -> Result<AffineQ4> {
     Ok(out)
 }
 
-/// Reads `count` weights of `Q4_K` blocks at `offset` of `path` as an [`AffineQ4`] triplet.
-pub fn read_q4_k_affine(path: &Path, offset: u64, count: usize) -> Result<AffineQ4> {
-    q4_k_to_affine(&read_blocks(path, offset, count)?)
+/// The `f16` at `block[at..at + 2]` as `f32`; [`Error::Gguf`] when it is NaN or infinite.
+fn scale_f16(block: &[u8], at: usize) -> Result<f32> {
+    let v = f16::from_le_bytes([block[at], block[at + 1]]);
+    if v.is_finite() {
+        Ok(v.to_f32())
+    } else {
+        Err(Error::Gguf(format!("a block scale is {v} (must be finite)")))
+    }
 }
 
-fn read_blocks(path: &Path, offset: u64, count: usize) -> Result<Vec<u8>> {
-    if count % QK_K != 0 {
+/// `(elements, bytes)` of one block of `ty`, or [`Error::Gguf`] for a type without a block
+/// layout here.
+fn layout(ty: GgmlType) -> Result<(usize, usize)> {
+    match ty.block_layout() {
+        Some((n, b)) => Ok((n as usize, b as usize)),
+        None => Err(Error::Gguf(format!("tensor type {ty} cannot be decoded"))),
+    }
+}
+
+/// Checks that `blocks` holds whole blocks of `ty`; returns the number of blocks.
+fn whole_blocks(ty: GgmlType, blocks: &[u8]) -> Result<usize> {
+    let (_, bytes) = layout(ty)?;
+    if blocks.len() % bytes != 0 {
         return Err(Error::Gguf(format!(
-            "Q4_K tensor of {count} weights is not whole blocks"
+            "{ty}: {} bytes are not whole {bytes}-byte blocks",
+            blocks.len()
         )));
     }
-    let mut bytes = vec![0u8; count / QK_K * Q4_K_BLOCK_BYTES];
-    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    file.seek(SeekFrom::Start(offset))
-        .and_then(|_| file.read_exact(&mut bytes))
-        .map_err(|e| Error::io(path, e))?;
-    Ok(bytes)
+    Ok(blocks.len() / bytes)
+}
+
+/// Appends the 32 codes of one group to `packed` in MLX's order (`bits` = 4 or 8).
+fn pack_group(packed: &mut Vec<u32>, bits: u32, codes: &[u8; 32]) {
+    let per_word = (32 / bits) as usize;
+    for word in codes.chunks_exact(per_word) {
+        packed.push(
+            word.iter()
+                .enumerate()
+                .fold(0u32, |acc, (k, &c)| acc | u32::from(c) << (bits as usize * k)),
+        );
+    }
+}
+
+/// Whether [`to_affine`] re-lays `ty` without loss.
+pub fn has_affine_form(ty: GgmlType) -> bool {
+    matches!(
+        ty,
+        GgmlType::Q4_0
+            | GgmlType::Q4_1
+            | GgmlType::Q5_0
+            | GgmlType::Q5_1
+            | GgmlType::Q8_0
+            | GgmlType::Q4K
+            | GgmlType::Q5K
+    )
+}
+
+/// Re-lays blocks of `ty` as an MLX affine triplet with groups of 32, without loss: `Q4_0`,
+/// `Q4_1`, `Q4_K` as 4 bits; `Q8_0` (code `q + 128`), `Q5_0`, `Q5_1`, `Q5_K` as 8 bits. Scales
+/// and biases are computed in `f32` and exact: `Q4_0` has bias `-8 d`, `Q8_0` `-128 d`,
+/// `Q5_0` `-16 d`, `Q4_1` / `Q5_1` the block's `m`, the K-quants `d * scale_j` and
+/// `-dmin * min_j`; `scale * code + bias` then equals the format's value bit for bit.
+///
+/// Errors: [`Error::Gguf`] for partial blocks, a non-finite `f16` scale, or a type without an
+/// affine form ([`has_affine_form`]).
+///
+/// ```
+/// use mlx_models::load::ggml_quants::to_affine;
+/// use mlx_models::load::gguf_file::GgmlType;
+/// // One Q8_0 block: d = 0.5, codes -128, -1, 0, 1, 127, then zeros.
+/// let mut block = half::f16::from_f32(0.5).to_le_bytes().to_vec();
+/// block.extend([-128i8, -1, 0, 1, 127].map(|q| q as u8));
+/// block.resize(34, 0);
+/// let t = to_affine(GgmlType::Q8_0, &block)?;
+/// assert_eq!((t.bits, t.scales[0], t.biases[0]), (8, 0.5, -64.0));
+/// assert_eq!(t.packed[0].to_le_bytes(), [0, 127, 128, 129]);
+/// # Ok::<(), mlx_models::Error>(())
+/// ```
+pub fn to_affine(ty: GgmlType, blocks: &[u8]) -> Result<Affine> {
+    if ty == GgmlType::Q4K {
+        return q4_k_to_affine(blocks);
+    }
+    if !has_affine_form(ty) {
+        return Err(Error::Gguf(format!(
+            "tensor type {ty} has no lossless affine form"
+        )));
+    }
+    let n = whole_blocks(ty, blocks)?;
+    let (block_len, block_bytes) = layout(ty)?;
+    let groups = n * block_len / 32;
+    let bits = if matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1) {
+        4
+    } else {
+        8
+    };
+    let mut out = Affine {
+        bits,
+        packed: Vec::with_capacity(groups * bits as usize),
+        scales: Vec::with_capacity(groups),
+        biases: Vec::with_capacity(groups),
+    };
+    let mut codes = [0u8; 32];
+    for block in blocks.chunks_exact(block_bytes) {
+        match ty {
+            GgmlType::Q4_0 | GgmlType::Q4_1 => {
+                let d = scale_f16(block, 0)?;
+                let (bias, qs) = if ty == GgmlType::Q4_0 {
+                    (-8.0 * d, &block[2..18])
+                } else {
+                    (scale_f16(block, 2)?, &block[4..20])
+                };
+                for j in 0..16 {
+                    codes[j] = qs[j] & 0x0f;
+                    codes[j + 16] = qs[j] >> 4;
+                }
+                push(&mut out, d, bias, &codes);
+            }
+            GgmlType::Q8_0 => {
+                let d = scale_f16(block, 0)?;
+                for (c, &q) in codes.iter_mut().zip(&block[2..34]) {
+                    *c = (q as i8 as i16 + 128) as u8;
+                }
+                push(&mut out, d, -128.0 * d, &codes);
+            }
+            GgmlType::Q5_0 | GgmlType::Q5_1 => {
+                let d = scale_f16(block, 0)?;
+                let (bias, rest) = if ty == GgmlType::Q5_0 {
+                    (-16.0 * d, &block[2..])
+                } else {
+                    (scale_f16(block, 2)?, &block[4..])
+                };
+                let qh = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
+                let qs = &rest[4..20];
+                for j in 0..16 {
+                    let h0 = ((qh >> j) & 1) as u8;
+                    let h1 = ((qh >> (j + 16)) & 1) as u8;
+                    codes[j] = (qs[j] & 0x0f) | h0 << 4;
+                    codes[j + 16] = (qs[j] >> 4) | h1 << 4;
+                }
+                push(&mut out, d, bias, &codes);
+            }
+            GgmlType::Q5K => {
+                let d = scale_f16(block, 0)?;
+                let dmin = scale_f16(block, 2)?;
+                let scales = &block[4..16];
+                let qh = &block[16..48];
+                let qs = &block[48..176];
+                for sub in 0..8 {
+                    let (sc, m) = scale_min(sub, scales);
+                    let ql = &qs[(sub / 2) * 32..(sub / 2) * 32 + 32];
+                    for l in 0..32 {
+                        let low = if sub % 2 == 0 { ql[l] & 0x0f } else { ql[l] >> 4 };
+                        let high = (qh[l] >> sub) & 1;
+                        codes[l] = low | high << 4;
+                    }
+                    push(&mut out, d * f32::from(sc), -(dmin * f32::from(m)), &codes);
+                }
+            }
+            _ => unreachable!("checked by has_affine_form"),
+        }
+    }
+    Ok(out)
+}
+
+fn push(out: &mut Affine, scale: f32, bias: f32, codes: &[u8; 32]) {
+    out.scales.push(scale);
+    out.biases.push(bias);
+    pack_group(&mut out.packed, out.bits, codes);
+}
+
+/// Decodes blocks of `ty` (any type with a layout here, floats included) into `out`, from each
+/// format's definition in ggml: the reference the re-layouts are tested against, and the
+/// loader's path for `Q6_K`, `Q2_K` and `Q3_K`.
+///
+/// Errors: [`Error::Gguf`] when `blocks` is not whole blocks for `out.len()` weights, or a
+/// scale is not finite.
+///
+/// ```
+/// use mlx_models::load::ggml_quants::dequantize;
+/// use mlx_models::load::gguf_file::GgmlType;
+/// // One Q4_0 block: d = 0.25; byte 0 holds codes 3 (weight 0) and 12 (weight 16).
+/// let mut block = half::f16::from_f32(0.25).to_le_bytes().to_vec();
+/// block.push(0xC3);
+/// block.resize(18, 0x88);
+/// let mut y = [0f32; 32];
+/// dequantize(GgmlType::Q4_0, &block, &mut y)?;
+/// assert_eq!((y[0], y[16], y[1]), ((3.0 - 8.0) * 0.25, (12.0 - 8.0) * 0.25, 0.0));
+/// # Ok::<(), mlx_models::Error>(())
+/// ```
+pub fn dequantize(ty: GgmlType, blocks: &[u8], out: &mut [f32]) -> Result<()> {
+    let n = whole_blocks(ty, blocks)?;
+    let (block_len, block_bytes) = layout(ty)?;
+    if out.len() != n * block_len {
+        return Err(Error::Gguf(format!(
+            "{ty}: {} bytes hold {} weights, not {}",
+            blocks.len(),
+            n * block_len,
+            out.len()
+        )));
+    }
+    match ty {
+        GgmlType::F32 => {
+            for (y, b) in out.iter_mut().zip(blocks.chunks_exact(4)) {
+                *y = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+        }
+        GgmlType::F16 => {
+            for (y, b) in out.iter_mut().zip(blocks.chunks_exact(2)) {
+                *y = f16::from_le_bytes([b[0], b[1]]).to_f32();
+            }
+        }
+        GgmlType::Bf16 => {
+            for (y, b) in out.iter_mut().zip(blocks.chunks_exact(2)) {
+                *y = half::bf16::from_le_bytes([b[0], b[1]]).to_f32();
+            }
+        }
+        GgmlType::Q4K => dequantize_q4_k(blocks, out)?,
+        GgmlType::Q6K => {
+            for (block, y) in blocks.chunks_exact(block_bytes).zip(out.chunks_exact_mut(QK_K)) {
+                dequantize_q6_k_block(block, y)?;
+            }
+        }
+        GgmlType::Q2K => {
+            for (block, y) in blocks.chunks_exact(block_bytes).zip(out.chunks_exact_mut(QK_K)) {
+                dequantize_q2_k_block(block, y)?;
+            }
+        }
+        GgmlType::Q3K => {
+            for (block, y) in blocks.chunks_exact(block_bytes).zip(out.chunks_exact_mut(QK_K)) {
+                dequantize_q3_k_block(block, y)?;
+            }
+        }
+        t if has_affine_form(t) => {
+            let a = to_affine(t, blocks)?;
+            let per_word = 32 / a.bits as usize;
+            let mask = (1u32 << a.bits) - 1;
+            for (e, y) in out.iter_mut().enumerate() {
+                let code = (a.packed[e / per_word] >> (a.bits as usize * (e % per_word))) & mask;
+                *y = a.scales[e / 32] * code as f32 + a.biases[e / 32];
+            }
+        }
+        t => {
+            return Err(Error::Gguf(format!(
+                "tensor type {t} cannot be decoded to floats"
+            )))
+        }
+    }
+    Ok(())
+}
+
+/// `Q6_K` (210 bytes): `ql[128]` low 4 bits, `qh[64]` high 2 bits, 16 `i8` scales, `d` (f16).
+/// Weight = `d * scale[sub16] * (q - 32)`.
+fn dequantize_q6_k_block(block: &[u8], y: &mut [f32]) -> Result<()> {
+    let d = scale_f16(block, 208)?;
+    for half in 0..2 {
+        let ql = &block[half * 64..half * 64 + 64];
+        let qh = &block[128 + half * 32..128 + half * 32 + 32];
+        let sc = &block[192 + half * 8..192 + half * 8 + 8];
+        let y = &mut y[half * 128..half * 128 + 128];
+        for l in 0..32 {
+            let is = l / 16;
+            let q1 = i32::from((ql[l] & 0x0f) | ((qh[l] & 3) << 4)) - 32;
+            let q2 = i32::from((ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4)) - 32;
+            let q3 = i32::from((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+            let q4 = i32::from((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+            let s = |k: usize| d * f32::from(sc[is + k] as i8);
+            y[l] = s(0) * q1 as f32;
+            y[l + 32] = s(2) * q2 as f32;
+            y[l + 64] = s(4) * q3 as f32;
+            y[l + 96] = s(6) * q4 as f32;
+        }
+    }
+    Ok(())
+}
+
+/// `Q2_K` (84 bytes): 16 bytes of 4-bit scale / 4-bit min pairs, `qs[64]` 2-bit codes, `d`,
+/// `dmin` (f16). Weight = `d * scale - dmin * min` per 16-weight sub-block.
+fn dequantize_q2_k_block(block: &[u8], y: &mut [f32]) -> Result<()> {
+    let scales = &block[0..16];
+    let d = scale_f16(block, 80)?;
+    let dmin = scale_f16(block, 82)?;
+    let mut is = 0;
+    let mut out = 0;
+    for half in 0..2 {
+        let q = &block[16 + half * 32..16 + half * 32 + 32];
+        for shift in [0, 2, 4, 6] {
+            for part in 0..2 {
+                let sc = scales[is];
+                is += 1;
+                let (dl, ml) = (d * f32::from(sc & 0x0f), dmin * f32::from(sc >> 4));
+                for l in 0..16 {
+                    y[out] = dl * f32::from((q[part * 16 + l] >> shift) & 3) - ml;
+                    out += 1;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `Q3_K` (110 bytes): `hmask[32]` high bits, `qs[64]` low 2 bits, 12 bytes of packed 6-bit
+/// scales, `d` (f16). Weight = `d * (scale - 32) * (q - 4 * !high)`.
+fn dequantize_q3_k_block(block: &[u8], y: &mut [f32]) -> Result<()> {
+    let hmask = &block[0..32];
+    let packed = &block[96..108];
+    let d = scale_f16(block, 108)?;
+    let mut scales = [0i8; 16];
+    for (j, s) in scales.iter_mut().enumerate() {
+        let low = if j < 8 {
+            packed[j] & 0x0f
+        } else {
+            packed[j - 8] >> 4
+        };
+        let high = (packed[8 + j % 4] >> (2 * (j / 4))) & 3;
+        *s = (low | high << 4) as i8 - 32;
+    }
+    let mut is = 0;
+    let mut bit = 0;
+    let mut out = 0;
+    for half in 0..2 {
+        let q = &block[32 + half * 32..32 + half * 32 + 32];
+        for shift in [0, 2, 4, 6] {
+            for part in 0..2 {
+                let dl = d * f32::from(scales[is]);
+                is += 1;
+                for l in 0..16 {
+                    let k = part * 16 + l;
+                    let high = if hmask[k] & (1 << bit) != 0 { 0 } else { 4 };
+                    y[out] = dl * (i32::from((q[k] >> shift) & 3) - high) as f32;
+                    out += 1;
+                }
+            }
+            bit += 1;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Hugging Face checkpoint folders: `config.json`, `generation_config.json` and the
 //! `model*.safetensors` shards (plain or MLX-quantized).
 
+use super::safetensors_file::SafetensorsFile;
 use crate::config::{GenerationConfig, ModelConfig};
 use crate::error::{Error, Result};
 use crate::weights::Weights;
@@ -26,11 +27,12 @@ pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Reads and merges every `model*.safetensors` shard of `dir`.
+/// Reads and merges every `model*.safetensors` shard of `dir` ([`open_hf_shards`] then
+/// [`read_hf_weights`]).
 ///
 /// Errors: [`Error::Io`] naming the folder when it holds no shard (or cannot be read);
-/// [`Error::Config`] when a tensor name appears in two shards; [`Error::Mlx`] for a malformed
-/// file.
+/// [`Error::Config`] when a tensor name appears in two shards; [`Error::Safetensors`] for a
+/// malformed file.
 ///
 /// ```
 /// use mlx_models::load::hf::load_hf_weights;
@@ -38,27 +40,96 @@ pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
 /// assert!(err.to_string().contains("/no/such/model"));
 /// ```
 pub fn load_hf_weights(dir: &Path) -> Result<Weights> {
+    read_hf_weights(&open_hf_shards(dir)?)
+}
+
+/// Reads and validates the headers of every `model*.safetensors` shard of `dir` (no tensor
+/// data), refusing a tensor name that appears in two shards.
+///
+/// Errors: as [`load_hf_weights`].
+pub fn open_hf_shards(dir: &Path) -> Result<Vec<SafetensorsFile>> {
     let files = safetensors_files(dir)?;
     if files.is_empty() {
         return Err(Error::io(dir, "no model*.safetensors file in this folder"));
     }
-    let mut tensors: HashMap<String, mlx_rs::Array> = HashMap::new();
     let mut origin: HashMap<String, PathBuf> = HashMap::new();
+    let mut shards = Vec::with_capacity(files.len());
     for file in files {
-        let (arrays, _metadata) = mlx_rs::io::safetensors::load_safetensors(&file)?;
-        for (name, array) in arrays {
-            if let Some(first) = origin.get(&name) {
+        let shard = SafetensorsFile::open(&file)?;
+        for t in &shard.tensors {
+            if let Some(first) = origin.get(&t.name) {
                 return Err(Error::Config(format!(
-                    "tensor `{name}` is in two shards: {} and {}",
+                    "tensor `{}` is in two shards: {} and {}",
+                    t.name,
                     first.display(),
                     file.display()
                 )));
             }
-            origin.insert(name.clone(), file.clone());
-            tensors.insert(name, array);
+            origin.insert(t.name.clone(), file.clone());
+        }
+        shards.push(shard);
+    }
+    Ok(shards)
+}
+
+/// Reads every tensor of `shards` (opened with [`open_hf_shards`]).
+///
+/// Errors: [`Error::Io`] when a file shrank since its header was read.
+pub fn read_hf_weights(shards: &[SafetensorsFile]) -> Result<Weights> {
+    let mut tensors: HashMap<String, mlx_rs::Array> = HashMap::new();
+    for shard in shards {
+        for t in &shard.tensors {
+            tensors.insert(t.name.clone(), shard.read_array(t)?);
         }
     }
     Ok(Weights::from_map(tensors))
+}
+
+/// The tensors `shards` declare that the family will see (after [`sanitize`]), with dense
+/// shapes: MLX quantized triplets described by their logical `[out, in]` (see
+/// [`super::plan::logical_shapes`]).
+///
+/// Errors: as [`super::plan::logical_shapes`]; [`Error::Config`] for a bad `quantization`.
+pub fn declared_tensors(
+    config: &ModelConfig,
+    shards: &[SafetensorsFile],
+) -> Result<Vec<super::plan::DeclaredTensor>> {
+    let quantization = config.quantization()?;
+    let stored: std::collections::BTreeMap<String, Vec<i32>> = shards
+        .iter()
+        .flat_map(|s| s.tensors.iter())
+        .filter(|t| !dropped_by_sanitize(config, &t.name))
+        .map(|t| (t.name.clone(), t.shape.clone()))
+        .collect();
+    super::plan::logical_shapes(&stored, |module| {
+        quantization
+            .as_ref()
+            .and_then(|q| q.for_module(module))
+            .map(|p| (p.group_size, p.bits))
+    })
+}
+
+/// Bytes the tensors of `shards` take once loaded with `dtype` as the compute dtype
+/// (floating tensors converted to it; packed integer tensors as stored, or dequantized to
+/// `dtype` at 32 / bits times their size when not `keep_quantized`).
+pub fn loaded_bytes(shards: &[SafetensorsFile], dtype: mlx_rs::Dtype, keep_quantized: bool) -> u64 {
+    let size = dtype.size_in_bytes() as u64;
+    let mut total = 0u64;
+    let mut largest = 0u64;
+    for t in shards.iter().flat_map(|s| s.tensors.iter()) {
+        let elements = t.n_bytes / t.dtype.size_in_bytes().max(1) as u64;
+        let bytes = if t.dtype.is_floating() {
+            elements.saturating_mul(size)
+        } else if !keep_quantized && t.dtype == mlx_rs::Dtype::Uint32 {
+            // a packed matrix of at least 2 bits per weight: at most 16 weights per word
+            elements.saturating_mul(16).saturating_mul(size)
+        } else {
+            t.n_bytes
+        };
+        total = total.saturating_add(bytes);
+        largest = largest.max(t.n_bytes);
+    }
+    total.saturating_add(largest)
 }
 
 /// Reads `config.json` and, when present, `generation_config.json` of `dir`.
@@ -68,9 +139,8 @@ pub fn load_hf_weights(dir: &Path) -> Result<Weights> {
 pub fn load_hf_config(dir: &Path) -> Result<(ModelConfig, Option<GenerationConfig>)> {
     let config = ModelConfig::from_file(&dir.join("config.json"))?;
     let generation_path = dir.join("generation_config.json");
-    let generation = if generation_path.is_file() {
-        let text = std::fs::read_to_string(&generation_path)
-            .map_err(|e| Error::io(&generation_path, e))?;
+    let generation = if generation_path.exists() {
+        let text = super::files::read_text(&generation_path, super::files::FileKind::Config)?;
         Some(GenerationConfig::from_json(&text)?)
     } else {
         None
@@ -82,8 +152,11 @@ pub fn load_hf_config(dir: &Path) -> Result<(ModelConfig, Option<GenerationConfi
 /// `*.rotary_emb.inv_freq` buffers, and `lm_head.weight` when the embeddings are tied (some
 /// exporters write the shared matrix twice).
 pub fn sanitize(config: &ModelConfig, weights: &mut Weights) {
-    weights.drop_where(|name| name.ends_with(".rotary_emb.inv_freq"));
-    if config.tie_word_embeddings() {
-        weights.drop_where(|name| name.starts_with("lm_head."));
-    }
+    weights.drop_where(|name| dropped_by_sanitize(config, name));
+}
+
+/// Whether [`sanitize`] drops a tensor of this name.
+fn dropped_by_sanitize(config: &ModelConfig, name: &str) -> bool {
+    name.ends_with(".rotary_emb.inv_freq")
+        || (config.tie_word_embeddings() && name.starts_with("lm_head."))
 }

@@ -25,10 +25,17 @@
 //!   load instead, since MLX's own CPU `quantized_matmul` is slower than f32 (7.8 against
 //!   18.6 tok/s with mlx-lm). [`LoadOptions::keep_quantized`] overrides either way.
 
+pub mod budget;
+pub mod files;
 pub mod ggml_quants;
 pub mod gguf;
+pub mod gguf_file;
 pub mod hf;
 pub mod hub;
+pub mod plan;
+pub mod safetensors_file;
+
+pub use budget::MemoryBudget;
 
 use crate::config::{GenerationConfig, ModelConfig, QuantizationConfig};
 use crate::error::{Error, Result};
@@ -59,6 +66,12 @@ pub struct LoadOptions {
     pub keep_quantized: Option<bool>,
     /// The device the model will run on.
     pub device: Device,
+    /// The memory the weights and the KV cache may take ([`MemoryBudget::Available`] by
+    /// default); checked from the declared tensor sizes before any tensor data is read.
+    pub memory_budget: MemoryBudget,
+    /// The context length the budget counts the KV cache of; `None` = the config's, at most
+    /// [`budget::DEFAULT_BUDGET_CONTEXT`].
+    pub context_length: Option<usize>,
 }
 
 impl Default for LoadOptions {
@@ -68,6 +81,8 @@ impl Default for LoadOptions {
             dtype: None,
             keep_quantized: None,
             device: Device::default_device().unwrap_or_else(|_| Device::cpu()),
+            memory_budget: MemoryBudget::default(),
+            context_length: None,
         }
     }
 }
@@ -140,9 +155,17 @@ impl std::fmt::Debug for LoadedModel {
 /// End-of-sequence ids: `generation_config.json`'s override `config.json`'s; without either,
 /// the tokenizer's.
 ///
-/// Errors: [`Error::Io`] (missing files), [`Error::Hub`], [`Error::Config`],
-/// [`Error::UnsupportedModel`] (checked before the weights are read), [`Error::Gguf`],
-/// [`Error::Tokenizer`], and the families' tensor errors.
+/// Model files are untrusted input: headers are read by the project's own bounded readers
+/// ([`gguf_file`], [`safetensors_file`]), small files with size caps ([`files`]), and before
+/// any tensor data is read the config is checked, the declared tensors are compared with what
+/// the family takes ([`plan`]: missing, unexpected and mis-shaped tensors), and the memory the
+/// weights and KV cache will need is compared with [`LoadOptions::memory_budget`].
+///
+/// Errors: [`Error::Io`] (missing files), [`Error::NotRegularFile`], [`Error::FileTooLarge`],
+/// [`Error::Hub`], [`Error::Config`], [`Error::ConfigValue`], [`Error::UnsupportedModel`],
+/// [`Error::Gguf`], [`Error::Safetensors`], [`Error::MissingTensor`],
+/// [`Error::UnexpectedTensors`], [`Error::ShapeMismatch`], [`Error::MemoryBudget`],
+/// [`Error::Tokenizer`], [`Error::ChatTemplate`].
 pub fn load(model: &str, options: &LoadOptions) -> Result<LoadedModel> {
     let path = hub::resolve(model)?;
     let source = if Path::new(model).exists() {
@@ -150,18 +173,30 @@ pub fn load(model: &str, options: &LoadOptions) -> Result<LoadedModel> {
     } else {
         format!("{model} ({})", path.display())
     };
-    let (config, generation, weights, tokenizer) = if path.is_file() {
-        let (config, weights, tokenizer) = gguf::load_gguf_checkpoint(&path)?;
-        (config, None, weights, tokenizer)
-    } else {
+    let dtype = options.compute_dtype();
+    let keep = options.keeps_quantized();
+    // Everything up to the budget check reads headers and small files only.
+    let (config, generation, weights, tokenizer) = if path.is_dir() {
         let (config, generation) = hf::load_hf_config(&path)?;
         check_supported(&config)?;
-        let mut weights = hf::load_hf_weights(&path)?;
-        hf::sanitize(&config, &mut weights);
+        let shards = hf::open_hf_shards(&path)?;
+        let plan = crate::families::expected_tensors(&config)?;
+        plan::check_declared(&plan, &hf::declared_tensors(&config, &shards)?, true)?;
+        check_memory(&config, hf::loaded_bytes(&shards, dtype, keep), options)?;
         let tokenizer = Tokenizer::from_dir(&path)?;
+        let mut weights = hf::read_hf_weights(&shards)?;
+        hf::sanitize(&config, &mut weights);
         (config, generation, weights, tokenizer)
+    } else {
+        let (file, config) = gguf::open_gguf(&path)?;
+        check_supported(&config)?;
+        let plan = crate::families::expected_tensors(&config)?;
+        plan::check_declared(&plan, &gguf::declared_tensors(&file), true)?;
+        check_memory(&config, gguf::loaded_bytes(&file, dtype, keep), options)?;
+        let tokenizer = Tokenizer::from_gguf(&file)?;
+        let weights = gguf::read_gguf_weights(&file, &config)?;
+        (config, None, weights, tokenizer)
     };
-    check_supported(&config)?;
     let eos_token_ids = eos_token_ids(&config, generation.as_ref(), &tokenizer);
     let build = mlx_rs::with_device(options.device, || -> Result<_> {
         let (weights, build) = prepare_weights(&config, weights, options)?;
@@ -180,6 +215,14 @@ pub fn load(model: &str, options: &LoadOptions) -> Result<LoadedModel> {
         eos_token_ids,
         source,
     })
+}
+
+/// [`Error::MemoryBudget`] when `weight_bytes` plus the KV cache of the budgeted context
+/// exceed `options.memory_budget`.
+fn check_memory(config: &ModelConfig, weight_bytes: u64, options: &LoadOptions) -> Result<()> {
+    let context = budget::budget_context(config, options.context_length);
+    let kv = budget::kv_cache_bytes(config, context, options.compute_dtype());
+    budget::check_budget(weight_bytes.saturating_add(kv), options.memory_budget)
 }
 
 /// [`Error::UnsupportedModel`] unless a family implements `config.model_type`.
@@ -294,9 +337,4 @@ pub fn dequantize_weights(
         weights.insert(format!("{module}.weight"), dense);
     }
     Ok(())
-}
-
-/// The tokenizer embedded in a GGUF file's metadata.
-fn tokenizer_from_gguf(gguf: &mlx_rs::io::gguf::Gguf) -> Result<Tokenizer> {
-    Tokenizer::from_gguf(gguf)
 }

@@ -8,8 +8,7 @@
 //! added tokens, so they encode atomically.
 
 use crate::{Error, Result};
-use mlx_rs::io::gguf::{Gguf, GgufValue};
-use mlx_rs::Dtype;
+use crate::load::gguf_file::GgufFile as Gguf;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::{Vocab, BPE};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
@@ -98,48 +97,28 @@ pub(crate) struct GgufVocab {
     pub chat_template: Option<String>,
 }
 
-fn meta<'a>(gguf: &'a Gguf, key: &str) -> Option<&'a GgufValue> {
-    gguf.metadata.get(key)
+fn as_tokenizer_error(e: Error) -> Error {
+    match e {
+        Error::Gguf(m) => Error::Tokenizer(format!("GGUF {m}")),
+        other => other,
+    }
 }
 
 fn meta_str<'a>(gguf: &'a Gguf, key: &str) -> Result<Option<&'a str>> {
-    match meta(gguf, key) {
-        None => Ok(None),
-        Some(GgufValue::String(s)) => Ok(Some(s)),
-        Some(_) => Err(Error::Tokenizer(format!(
-            "GGUF key `{key}` is not a string"
-        ))),
-    }
+    gguf.metadata_str(key).map_err(as_tokenizer_error)
 }
 
 fn meta_strings<'a>(gguf: &'a Gguf, key: &str) -> Result<Option<&'a [String]>> {
-    match meta(gguf, key) {
-        None => Ok(None),
-        Some(GgufValue::Strings(s)) => Ok(Some(s)),
-        Some(_) => Err(Error::Tokenizer(format!(
-            "GGUF key `{key}` is not an array of strings"
-        ))),
-    }
+    gguf.metadata_strings(key).map_err(as_tokenizer_error)
 }
 
-/// A numeric (or boolean) value or array, as `i64`s.
-fn meta_ints(gguf: &Gguf, key: &str) -> Result<Option<Vec<i64>>> {
-    match meta(gguf, key) {
-        None => Ok(None),
-        Some(GgufValue::Array(a)) => Ok(Some(a.astype(Dtype::Int64)?.to_vec::<i64>()?)),
-        Some(_) => Err(Error::Tokenizer(format!("GGUF key `{key}` is not numeric"))),
-    }
+/// An integer array (token types), as `i64`s.
+fn meta_ints<'a>(gguf: &'a Gguf, key: &str) -> Result<Option<&'a [i64]>> {
+    gguf.metadata_ints(key).map_err(as_tokenizer_error)
 }
 
 fn meta_scalar(gguf: &Gguf, key: &str) -> Result<Option<i64>> {
-    match meta_ints(gguf, key)? {
-        None => Ok(None),
-        Some(v) if v.len() == 1 => Ok(Some(v[0])),
-        Some(v) => Err(Error::Tokenizer(format!(
-            "GGUF key `{key}` holds {} values, expected one",
-            v.len()
-        ))),
-    }
+    gguf.metadata_int(key).map_err(as_tokenizer_error)
 }
 
 /// A token id from the metadata, checked against the vocabulary size.
@@ -188,7 +167,7 @@ pub(crate) fn from_gguf(gguf: &Gguf) -> Result<GgufVocab> {
         )));
     }
     let token_types = match meta_ints(gguf, "tokenizer.ggml.token_type")? {
-        Some(t) if t.len() == n => t,
+        Some(t) if t.len() == n => t.to_vec(),
         Some(t) => {
             return Err(Error::Tokenizer(format!(
                 "GGUF `tokenizer.ggml.token_type` has {} entries for {n} tokens",

@@ -12,7 +12,7 @@
 use super::chat::{ChatMessage, ChatTemplate};
 use super::gguf_vocab;
 use crate::{Error, Result};
-use mlx_rs::io::gguf::Gguf;
+use crate::load::gguf_file::GgufFile as Gguf;
 use serde::Deserialize;
 use std::path::Path;
 
