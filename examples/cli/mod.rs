@@ -2,7 +2,7 @@
 #![allow(dead_code)] // each example uses a part
 
 use clap::{Args, Parser, ValueEnum};
-use mlx_models::load::{load, LoadOptions};
+use mlx_models::load::{load, LoadOptions, MemoryBudget};
 use mlx_models::model::{GenerateParams, GenerationStats, LanguageModel};
 use mlx_models::runtime::engine::MlxEngine;
 use mlx_models::runtime::sample::SamplingParams;
@@ -41,6 +41,17 @@ pub struct ModelArgs {
     /// (default: the device's policy, see `mlx_models::load`).
     #[arg(long, value_enum)]
     pub quantized: Option<QuantizedArg>,
+    /// Memory the weights and KV cache may take, in MiB (default: what the system reports
+    /// as available); loading stops with an error naming both figures when over it.
+    #[arg(long, value_name = "MIB", conflicts_with = "no_memory_check")]
+    pub memory_budget: Option<u64>,
+    /// Skip the memory budget check (e.g. with swap, or a model that will be paged in).
+    #[arg(long)]
+    pub no_memory_check: bool,
+    /// Context length the memory budget counts the KV cache of (default: the model's,
+    /// at most 8192).
+    #[arg(long, value_name = "TOKENS")]
+    pub budget_context: Option<usize>,
 }
 
 /// Compute dtype.
@@ -77,6 +88,15 @@ impl ModelArgs {
         Ok(device)
     }
 
+    /// The memory budget the flags ask for.
+    pub fn memory_budget(&self) -> MemoryBudget {
+        match (self.no_memory_check, self.memory_budget) {
+            (true, _) => MemoryBudget::Unlimited,
+            (false, Some(mib)) => MemoryBudget::Bytes(mib.saturating_mul(1 << 20)),
+            (false, None) => MemoryBudget::Available,
+        }
+    }
+
     /// Loads the model into an [`MlxEngine`] (progress on stderr).
     pub fn load_engine(&self) -> CliResult<MlxEngine> {
         let device = self.device()?;
@@ -89,6 +109,8 @@ impl ModelArgs {
                 DtypeArg::Bf16 => Dtype::Bfloat16,
             }),
             keep_quantized: self.quantized.map(|q| q == QuantizedArg::Keep),
+            memory_budget: self.memory_budget(),
+            context_length: self.budget_context,
         };
         eprintln!("loading {} ...", self.model);
         let started = std::time::Instant::now();

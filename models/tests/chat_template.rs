@@ -4,9 +4,9 @@
 
 mod common;
 
+use mlx_models::load::gguf_file::GgufFile;
 use mlx_models::text::{ChatMessage, ChatTemplate, Tokenizer};
 use mlx_models::Error;
-use mlx_rs::io::gguf::load_gguf;
 use std::path::PathBuf;
 
 fn fixture_template(name: &str) -> ChatTemplate {
@@ -17,7 +17,7 @@ fn fixture_template(name: &str) -> ChatTemplate {
 /// The SmolLM2 GGUF's tokenizer, or `None` (skip) when the test data is absent.
 fn smollm2() -> Option<Tokenizer> {
     let path = common::test_data("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")?;
-    Some(Tokenizer::from_gguf(&load_gguf(path).unwrap()).unwrap())
+    Some(Tokenizer::from_gguf(&GgufFile::open(&path).unwrap()).unwrap())
 }
 
 fn messages(value: &serde_json::Value) -> Vec<ChatMessage> {
@@ -127,7 +127,7 @@ fn llama3_template_does_not_double_bos() {
     let Some(path) = common::test_data("vocab/ggml-vocab-llama-bpe.gguf") else {
         return;
     };
-    let tokenizer = Tokenizer::from_gguf(&load_gguf(path).unwrap())
+    let tokenizer = Tokenizer::from_gguf(&GgufFile::open(&path).unwrap())
         .unwrap()
         .with_chat_template(fixture_template("llama31_style.jinja"));
     assert!(tokenizer.adds_bos());
@@ -149,7 +149,7 @@ fn missing_template_is_an_error() {
     let Some(path) = common::test_data("vocab/ggml-vocab-gpt-2.gguf") else {
         return;
     };
-    let tokenizer = Tokenizer::from_gguf(&load_gguf(path).unwrap()).unwrap();
+    let tokenizer = Tokenizer::from_gguf(&GgufFile::open(&path).unwrap()).unwrap();
     assert!(tokenizer.chat_template().is_none());
     assert!(matches!(
         tokenizer.apply_chat_template(&[ChatMessage::new("user", "hi")], true),

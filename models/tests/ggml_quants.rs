@@ -1,10 +1,14 @@
-//! The project's own Q4_K decoder and its lossless rewrite as an MLX affine triplet, against the
-//! `gguf` package's reference decoding of random blocks (scripts/fixtures/ggml_quants.py →
-//! tests/fixtures/q4_k_blocks.json).
+//! The project's own GGML block decoders and their lossless rewrites as MLX affine triplets,
+//! against the `gguf` package's reference decoding of random blocks
+//! (scripts/fixtures/ggml_quants.py → tests/fixtures/q4_k_blocks.json for Q4_K,
+//! scripts/fixtures/ggml_blocks.py → tests/fixtures/ggml_blocks.json for every type).
 
 mod common;
 
-use mlx_models::load::ggml_quants::{dequantize_q4_k, q4_k_to_affine, Q4_K_BLOCK_BYTES, QK_K};
+use mlx_models::load::ggml_quants::{
+    dequantize, dequantize_q4_k, has_affine_form, q4_k_to_affine, to_affine, Q4_K_BLOCK_BYTES, QK_K,
+};
+use mlx_models::load::gguf_file::GgmlType;
 
 /// The fixture's raw blocks, rows, columns and reference values.
 fn fixture() -> (Vec<u8>, usize, usize, Vec<f32>) {
@@ -92,24 +96,136 @@ fn q4_k_to_affine_of_nothing_and_of_partial_blocks() {
     assert_eq!(second.biases, whole.biases[QK_K / 32..2 * QK_K / 32]);
 }
 
+/// One type's case of `ggml_blocks.json`: its type, raw blocks, columns and reference values.
+struct BlockCase {
+    ty: GgmlType,
+    bytes: Vec<u8>,
+    cols: usize,
+    values: Vec<f32>,
+}
+
+/// Every case of `ggml_blocks.json` (scripts/fixtures/ggml_blocks.py).
+fn block_cases() -> Vec<BlockCase> {
+    let fixture = common::json("ggml_blocks.json");
+    let all = [
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::Q8_0,
+        GgmlType::Q2K,
+        GgmlType::Q3K,
+        GgmlType::Q4K,
+        GgmlType::Q5K,
+        GgmlType::Q6K,
+    ];
+    let cases: Vec<BlockCase> = fixture["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let name = c["type"].as_str().unwrap();
+            let ty = *all.iter().find(|t| t.name() == name).unwrap();
+            let hex = c["blocks_hex"].as_str().unwrap();
+            BlockCase {
+                ty,
+                bytes: (0..hex.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                    .collect(),
+                cols: c["cols"].as_u64().unwrap() as usize,
+                values: common::f32s(&c["values"]),
+            }
+        })
+        .collect();
+    assert_eq!(cases.len(), all.len(), "one case per block type");
+    cases
+}
+
+/// Every block type's decoder against the `gguf` package's, value by value.
 #[test]
-fn read_q4_k_affine_reads_blocks_at_an_offset() {
-    use mlx_models::load::ggml_quants::read_q4_k_affine;
-    let (bytes, rows, cols, _) = fixture();
-    let path =
-        std::env::temp_dir().join(format!("mlx_models_q4_k_affine_{}.bin", std::process::id()));
-    let mut file = vec![0xAAu8; 37];
-    file.extend_from_slice(&bytes);
-    std::fs::write(&path, &file).unwrap();
-    let got = read_q4_k_affine(&path, 37, rows * cols).unwrap();
-    assert_eq!(got, q4_k_to_affine(&bytes).unwrap());
-    assert!(matches!(
-        read_q4_k_affine(&path, 37, rows * cols - 1),
-        Err(mlx_models::Error::Gguf(_))
-    ));
-    assert!(matches!(
-        read_q4_k_affine(&path, 38, rows * cols),
-        Err(mlx_models::Error::Io { .. })
-    ));
-    std::fs::remove_file(&path).ok();
+fn every_block_type_matches_the_reference_decoder() {
+    for case in block_cases() {
+        let mut got = vec![0f32; case.values.len()];
+        dequantize(case.ty, &case.bytes, &mut got).unwrap();
+        for (i, (g, e)) in got.iter().zip(&case.values).enumerate() {
+            assert!(
+                (g - e).abs() <= 1e-6 * e.abs().max(1.0),
+                "{} weight {i}: {g} vs {e}",
+                case.ty
+            );
+        }
+        // A partial block is an error, not a short read.
+        let short = &case.bytes[..case.bytes.len() - 1];
+        assert!(matches!(
+            dequantize(case.ty, short, &mut got),
+            Err(mlx_models::Error::Gguf(_))
+        ));
+    }
+}
+
+/// The types with an affine form re-lay without loss: unpacked here, `scale * code + bias`
+/// equals the reference value (to f32 rounding of the reference's own arithmetic).
+#[test]
+fn affine_rewrites_reproduce_the_reference_values() {
+    let mut checked = 0;
+    for case in block_cases() {
+        if !has_affine_form(case.ty) {
+            assert!(to_affine(case.ty, &case.bytes).is_err(), "{}", case.ty);
+            continue;
+        }
+        let t = to_affine(case.ty, &case.bytes).unwrap();
+        let per_word = 32 / t.bits as usize;
+        let mask = (1u32 << t.bits) - 1;
+        let rows = case.values.len() / case.cols;
+        assert_eq!(t.packed.len(), rows * case.cols / per_word, "{}", case.ty);
+        assert_eq!(t.scales.len(), rows * case.cols / 32);
+        for r in 0..rows {
+            for e in 0..case.cols {
+                let word = t.packed[(r * case.cols + e) / per_word];
+                let code = (word >> (t.bits as usize * (e % per_word))) & mask;
+                let g = (r * case.cols + e) / 32;
+                let value = t.scales[g] * code as f32 + t.biases[g];
+                let want = case.values[r * case.cols + e];
+                assert!(
+                    (value - want).abs() <= 1e-6 * want.abs().max(1e-3),
+                    "{} [{r}, {e}]: {} * {code} + {} = {value} vs {want}",
+                    case.ty,
+                    t.scales[g],
+                    t.biases[g]
+                );
+            }
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 7);
+}
+
+/// A NaN or infinite f16 scale is refused by the decoders and the rewrites alike.
+#[test]
+fn non_finite_scales_are_refused() {
+    for case in block_cases() {
+        let mut bytes = case.bytes.clone();
+        let at = match case.ty {
+            GgmlType::Q2K => 80,
+            GgmlType::Q3K => 108,
+            GgmlType::Q6K => 208,
+            _ => 0,
+        };
+        for bad in [half::f16::NAN, half::f16::INFINITY] {
+            bytes[at..at + 2].copy_from_slice(&bad.to_le_bytes());
+            let mut out = vec![0f32; case.values.len()];
+            assert!(
+                matches!(
+                    dequantize(case.ty, &bytes, &mut out),
+                    Err(mlx_models::Error::Gguf(_))
+                ),
+                "{} with a {bad} scale",
+                case.ty
+            );
+            if has_affine_form(case.ty) {
+                assert!(to_affine(case.ty, &bytes).is_err());
+            }
+        }
+    }
 }

@@ -10,7 +10,7 @@ use mlx_models::load::{prepare_weights, LoadOptions};
 use mlx_rs::{Device, Dtype};
 
 const Q4_K_MODULE: &str = "model.layers.0.self_attn.v_proj";
-const Q6_K_MODULE: &str = "model.layers.0.mlp.down_proj";
+const Q6_K_MODULE: &str = "model.layers.0.mlp.up_proj";
 
 /// The reference values and `[rows, cols]` of a tensor of the fixture (by GGUF name).
 fn reference(name: &str) -> (Vec<f32>, usize, usize) {
@@ -117,8 +117,8 @@ fn q4_k_and_q6_k_become_affine_triplets() {
     // Q6_K: requantized to 8 bits. Every weight is within a step of its group; all but the
     // clipped extremes (code 0 or 255) within half a step.
     let fixture = common::json("gguf_kquants.json");
-    let q6_steps = common::f32s(&fixture["blk.0.ffn_down.weight"]["sub_block_steps"]);
-    let (expected, rows, cols) = reference("blk.0.ffn_down.weight");
+    let q6_steps = common::f32s(&fixture["blk.0.ffn_up.weight"]["sub_block_steps"]);
+    let (expected, rows, cols) = reference("blk.0.ffn_up.weight");
     let scales = ck.weights.get(&format!("{Q6_K_MODULE}.scales")).unwrap();
     assert_eq!(scales.shape(), vec![rows as i32, cols as i32 / 32]);
     let words = ck
@@ -169,9 +169,9 @@ fn q4_k_and_q6_k_become_affine_triplets() {
     );
     // The docs' "about a quarter of Q6_K's step" holds where neighbouring sub-blocks have
     // similar scales (row 1, quantized from Gaussian values); row 0's random sub-block scales
-    // show it is not a bound in general.
-    assert!(vs_q6_step[1] <= 0.25, "{vs_q6_step:?}");
-    assert!(vs_q6_step[0] > 0.25, "{vs_q6_step:?}");
+    // show it is not a bound in general (0.26 and 0.73 on this fixture).
+    assert!(vs_q6_step[1] <= 0.3, "{vs_q6_step:?}");
+    assert!(vs_q6_step[0] > 0.5, "{vs_q6_step:?}");
 }
 
 /// `prepare_weights` with the config's quantization: kept quantized, the Q6_K scales stay
@@ -186,6 +186,7 @@ fn prepare_weights_uses_each_modules_bits() {
         dtype: Some(Dtype::Float32),
         keep_quantized: Some(keep),
         device: Device::cpu(),
+        ..Default::default()
     };
 
     let again = read_gguf_checkpoint(&common::fixture("gguf_kquants.gguf")).unwrap();
@@ -227,7 +228,7 @@ fn prepare_weights_uses_each_modules_bits() {
         "Q4_K dense != reference"
     );
     let d = dense.get(&format!("{Q6_K_MODULE}.weight")).unwrap();
-    assert_eq!((d.dtype(), d.shape()), (Dtype::Float32, vec![2, 512]));
+    assert_eq!((d.dtype(), d.shape()), (Dtype::Float32, vec![2, 256]));
     assert!(
         d.to_vec::<f32>().unwrap() == q6_triplet,
         "Q6_K dense != its triplet"

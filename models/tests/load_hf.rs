@@ -162,6 +162,7 @@ fn dtype_policy_defaults_by_device() {
         dtype: None,
         keep_quantized: None,
         device: Device::cpu(),
+        ..Default::default()
     };
     assert_eq!(cpu.compute_dtype(), Dtype::Float32);
     // On the CPU, quantized weights stay quantized exactly when the native kernel is on.
@@ -235,6 +236,7 @@ fn quantized_weights_are_dequantized_on_cpu_and_kept_on_request() {
         dtype: None,
         keep_quantized: Some(false),
         device: Device::cpu(),
+        ..Default::default()
     };
     let (weights, dense) = triplet();
     let (w, build) = load::prepare_weights(&config(q), weights, &cpu).unwrap();
@@ -280,6 +282,7 @@ fn load_entry_point_on_a_hf_folder() {
         dtype: None,
         keep_quantized: None,
         device: Device::cpu(),
+        ..Default::default()
     };
     let loaded = load::load(dir.to_str().unwrap(), &options).unwrap();
     assert_eq!(loaded.eos_token_ids, vec![2]);

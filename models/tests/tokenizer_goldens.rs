@@ -4,8 +4,8 @@
 
 mod common;
 
+use mlx_models::load::gguf_file::{GgufFile, GgufLimits};
 use mlx_models::text::{StreamingDetokenizer, Tokenizer};
-use mlx_rs::io::gguf::load_gguf;
 
 /// The cases of a llama.cpp `.inp`/`.out` pair: inputs are separated by the line
 /// `__ggml_vocab_test__` (llama.cpp's `test-tokenizer-0` splits on `"\n__ggml_vocab_test__\n"`);
@@ -44,7 +44,7 @@ fn check_vocab(name: &str) {
         return;
     };
     let path = common::test_data(&format!("vocab/ggml-vocab-{name}.gguf")).unwrap();
-    let tokenizer = Tokenizer::from_gguf(&load_gguf(path).unwrap()).unwrap();
+    let tokenizer = Tokenizer::from_gguf(&GgufFile::open(&path).unwrap()).unwrap();
     let mut failures = Vec::new();
     for (text, expected) in &cases {
         let ids = tokenizer.encode(text, false).unwrap();
@@ -110,7 +110,7 @@ fn command_r_goldens() {
 
 fn load(relative: &str) -> Option<Tokenizer> {
     let path = common::test_data(relative)?;
-    Some(Tokenizer::from_gguf(&load_gguf(path).unwrap()).unwrap())
+    Some(Tokenizer::from_gguf(&GgufFile::open(&path).unwrap()).unwrap())
 }
 
 #[test]
@@ -187,7 +187,7 @@ fn llama_bpe_adds_bos_by_default() {
 fn unsupported_gguf_tokenizers_are_typed_errors() {
     // llama.cpp's SentencePiece vocabulary (tokenizer.ggml.model = "llama").
     if let Some(path) = common::test_data("vocab/ggml-vocab-llama-spm.gguf") {
-        let err = Tokenizer::from_gguf(&load_gguf(path).unwrap()).unwrap_err();
+        let err = Tokenizer::from_gguf(&GgufFile::open(&path).unwrap()).unwrap_err();
         assert!(
             matches!(&err, mlx_models::Error::Tokenizer(m) if m.contains("`llama`")),
             "{err}"
@@ -195,14 +195,17 @@ fn unsupported_gguf_tokenizers_are_typed_errors() {
     }
     // A BPE vocabulary whose pre-tokenizer is not reproduced (deepseek-llm).
     if let Some(path) = common::test_data("vocab/ggml-vocab-deepseek-llm.gguf") {
-        let err = Tokenizer::from_gguf(&load_gguf(path).unwrap()).unwrap_err();
+        let err = Tokenizer::from_gguf(&GgufFile::open(&path).unwrap()).unwrap_err();
         assert!(
             matches!(&err, mlx_models::Error::Tokenizer(m) if m.contains("deepseek-llm")),
             "{err}"
         );
     }
     // No tokenizer metadata at all.
-    let empty = mlx_rs::io::gguf::Gguf::default();
+    let mut header = b"GGUF".to_vec();
+    header.extend(3u32.to_le_bytes()); // version
+    header.extend([0u8; 16]); // no tensors, no metadata
+    let empty = GgufFile::parse(&header[..], header.len() as u64, &GgufLimits::default()).unwrap();
     assert!(matches!(
         Tokenizer::from_gguf(&empty),
         Err(mlx_models::Error::Tokenizer(_))

@@ -104,7 +104,12 @@ impl Array {
         // SAFETY: `data` points to `count * size` readable bytes, aligned to 8, in `dtype`'s
         // layout; MLX copies them before returning.
         let raw = unsafe {
-            sys::mlx_array_new_data(data.cast(), shape.as_ptr(), shape.len() as i32, dtype.to_sys())
+            sys::mlx_array_new_data(
+                data.cast(),
+                shape.as_ptr(),
+                shape.len() as i32,
+                dtype.to_sys(),
+            )
         };
         if raw.ctx.is_null() {
             return Err(Error::Shape(format!(

@@ -87,7 +87,10 @@ pub fn expected_tensors(
         linear("mlp.gate_proj", inter, hidden, mlp_bias);
         linear("mlp.up_proj", inter, hidden, mlp_bias);
         linear("mlp.down_proj", hidden, inter, mlp_bias);
-        plan.push(T::required(format!("{p}.input_layernorm.weight"), &[hidden]));
+        plan.push(T::required(
+            format!("{p}.input_layernorm.weight"),
+            &[hidden],
+        ));
         plan.push(T::required(
             format!("{p}.post_attention_layernorm.weight"),
             &[hidden],

@@ -108,7 +108,10 @@ mod tests {
             assert!(m > 64 << 20 && m < 64 << 40, "{m}");
             assert!(matches!(
                 check_budget(u64::MAX, MemoryBudget::Available),
-                Err(Error::MemoryBudget { needed: u64::MAX, .. })
+                Err(Error::MemoryBudget {
+                    needed: u64::MAX,
+                    ..
+                })
             ));
         }
     }

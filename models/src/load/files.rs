@@ -148,7 +148,11 @@ mod tests {
         assert_eq!(read_text(&p, FileKind::Config).unwrap(), "{\"a\": 1}");
         assert!(matches!(
             read_text_capped(&p, 3),
-            Err(Error::FileTooLarge { size: 8, limit: 3, .. })
+            Err(Error::FileTooLarge {
+                size: 8,
+                limit: 3,
+                ..
+            })
         ));
         assert!(matches!(
             read_text(&std::env::temp_dir(), FileKind::Config),
@@ -164,7 +168,10 @@ mod tests {
     fn a_fifo_does_not_block() {
         let p = temp("fifo.json");
         let _ = std::fs::remove_file(&p);
-        let status = std::process::Command::new("mkfifo").arg(&p).status().unwrap();
+        let status = std::process::Command::new("mkfifo")
+            .arg(&p)
+            .status()
+            .unwrap();
         assert!(status.success());
         assert!(matches!(
             read_text(&p, FileKind::Config),

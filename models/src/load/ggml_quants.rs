@@ -15,8 +15,8 @@
 //! come in pairs of 64 weights sharing 32 code bytes: the first 32 weights are the low
 //! nibbles, the next 32 the high nibbles. Weight = `d * scale_j * q - dmin * min_j`.
 
-use crate::error::{Error, Result};
 use super::gguf_file::GgmlType;
+use crate::error::{Error, Result};
 use half::f16;
 
 /// Weights per `Q4_K` block.
@@ -36,7 +36,8 @@ fn scale_min(j: usize, s: &[u8]) -> (u8, u8) {
     }
 }
 
-/// Decodes whole `Q4_K` blocks into `out` (`out.len() == blocks.len() / 144 * 256`).
+/// Decodes whole `Q4_K` blocks into `out` (`out.len() == blocks.len() / 144 * 256`);
+/// [`Error::Gguf`] for partial blocks or a NaN or infinite `d` / `dmin`.
 pub fn dequantize_q4_k(blocks: &[u8], out: &mut [f32]) -> Result<()> {
     if blocks.len() % Q4_K_BLOCK_BYTES != 0 || out.len() != blocks.len() / Q4_K_BLOCK_BYTES * QK_K {
         return Err(Error::Gguf(format!(
@@ -49,8 +50,8 @@ pub fn dequantize_q4_k(blocks: &[u8], out: &mut [f32]) -> Result<()> {
         .chunks_exact(Q4_K_BLOCK_BYTES)
         .zip(out.chunks_exact_mut(QK_K))
     {
-        let d = f16::from_le_bytes([block[0], block[1]]).to_f32();
-        let dmin = f16::from_le_bytes([block[2], block[3]]).to_f32();
+        let d = scale_f16(block, 0)?;
+        let dmin = scale_f16(block, 2)?;
         let scales = &block[4..16];
         let qs = &block[16..];
         for pair in 0..4 {
@@ -152,7 +153,9 @@ fn scale_f16(block: &[u8], at: usize) -> Result<f32> {
     if v.is_finite() {
         Ok(v.to_f32())
     } else {
-        Err(Error::Gguf(format!("a block scale is {v} (must be finite)")))
+        Err(Error::Gguf(format!(
+            "a block scale is {v} (must be finite)"
+        )))
     }
 }
 
@@ -181,11 +184,9 @@ fn whole_blocks(ty: GgmlType, blocks: &[u8]) -> Result<usize> {
 fn pack_group(packed: &mut Vec<u32>, bits: u32, codes: &[u8; 32]) {
     let per_word = (32 / bits) as usize;
     for word in codes.chunks_exact(per_word) {
-        packed.push(
-            word.iter()
-                .enumerate()
-                .fold(0u32, |acc, (k, &c)| acc | u32::from(c) << (bits as usize * k)),
-        );
+        packed.push(word.iter().enumerate().fold(0u32, |acc, (k, &c)| {
+            acc | u32::from(c) << (bits as usize * k)
+        }));
     }
 }
 
@@ -297,7 +298,11 @@ pub fn to_affine(ty: GgmlType, blocks: &[u8]) -> Result<Affine> {
                     let (sc, m) = scale_min(sub, scales);
                     let ql = &qs[(sub / 2) * 32..(sub / 2) * 32 + 32];
                     for l in 0..32 {
-                        let low = if sub % 2 == 0 { ql[l] & 0x0f } else { ql[l] >> 4 };
+                        let low = if sub % 2 == 0 {
+                            ql[l] & 0x0f
+                        } else {
+                            ql[l] >> 4
+                        };
                         let high = (qh[l] >> sub) & 1;
                         codes[l] = low | high << 4;
                     }
@@ -364,17 +369,26 @@ pub fn dequantize(ty: GgmlType, blocks: &[u8], out: &mut [f32]) -> Result<()> {
         }
         GgmlType::Q4K => dequantize_q4_k(blocks, out)?,
         GgmlType::Q6K => {
-            for (block, y) in blocks.chunks_exact(block_bytes).zip(out.chunks_exact_mut(QK_K)) {
+            for (block, y) in blocks
+                .chunks_exact(block_bytes)
+                .zip(out.chunks_exact_mut(QK_K))
+            {
                 dequantize_q6_k_block(block, y)?;
             }
         }
         GgmlType::Q2K => {
-            for (block, y) in blocks.chunks_exact(block_bytes).zip(out.chunks_exact_mut(QK_K)) {
+            for (block, y) in blocks
+                .chunks_exact(block_bytes)
+                .zip(out.chunks_exact_mut(QK_K))
+            {
                 dequantize_q2_k_block(block, y)?;
             }
         }
         GgmlType::Q3K => {
-            for (block, y) in blocks.chunks_exact(block_bytes).zip(out.chunks_exact_mut(QK_K)) {
+            for (block, y) in blocks
+                .chunks_exact(block_bytes)
+                .zip(out.chunks_exact_mut(QK_K))
+            {
                 dequantize_q3_k_block(block, y)?;
             }
         }

@@ -248,20 +248,15 @@ fn tensor_arrays(gguf: &GgufFile, info: &GgufTensorInfo) -> Result<Vec<(String, 
 
 /// `P.weight` / `P.scales` / `P.biases` of an affine conversion; scales and biases in `float16`
 /// when all of them are exact there, else `float32`.
-fn triplet(
-    stem: &str,
-    shape: &[i32],
-    t: &ggml_quants::Affine,
-) -> Result<Vec<(String, Array)>> {
-    let (cols, outer) = shape.split_last().expect("tensors have at least one dimension");
+fn triplet(stem: &str, shape: &[i32], t: &ggml_quants::Affine) -> Result<Vec<(String, Array)>> {
+    let (cols, outer) = shape
+        .split_last()
+        .expect("tensors have at least one dimension");
     let mut packed_shape = outer.to_vec();
     packed_shape.push(cols * t.bits as i32 / 32);
     let mut group_shape = outer.to_vec();
     group_shape.push(cols / 32);
-    let exact_in_f16 = |v: &[f32]| {
-        v.iter()
-            .all(|&x| half::f16::from_f32(x).to_f32() == x)
-    };
+    let exact_in_f16 = |v: &[f32]| v.iter().all(|&x| half::f16::from_f32(x).to_f32() == x);
     let params = |v: &[f32]| -> Result<Array> {
         if exact_in_f16(&t.scales) && exact_in_f16(&t.biases) {
             let h: Vec<half::f16> = v.iter().map(|&x| half::f16::from_f32(x)).collect();
@@ -379,7 +374,6 @@ pub fn hf_name(name: &str) -> String {
     format!("model.layers.{layer}.{module}.{suffix}")
 }
 
-
 fn meta_number(gguf: &GgufFile, key: &str) -> Result<Option<f64>> {
     gguf.metadata_f64(key)
 }
@@ -410,11 +404,8 @@ fn gguf_config(gguf: &GgufFile, arch: &str) -> Result<ModelConfig> {
             })
         }
     };
-    let hf_names: HashMap<String, &GgufTensorInfo> = gguf
-        .tensors
-        .iter()
-        .map(|t| (hf_name(&t.name), t))
-        .collect();
+    let hf_names: HashMap<String, &GgufTensorInfo> =
+        gguf.tensors.iter().map(|t| (hf_name(&t.name), t)).collect();
     let key = |k: &str| format!("{arch}.{k}");
     let mut c = serde_json::Map::new();
     let mut put = |k: &str, v: serde_json::Value| {
@@ -512,7 +503,10 @@ fn quantization_entry(gguf: &GgufFile) -> Option<serde_json::Value> {
     for info in &gguf.tensors {
         if let (Some(bits), Some(stem)) = (stored_bits(info), info.name.strip_suffix(".weight")) {
             let module = hf_name(&format!("{stem}.weight"));
-            let module = module.strip_suffix(".weight").unwrap_or(&module).to_string();
+            let module = module
+                .strip_suffix(".weight")
+                .unwrap_or(&module)
+                .to_string();
             bits_of.insert(module, bits);
         }
     }

@@ -661,9 +661,11 @@ impl<R: Read> Bounded<'_, R> {
             },
             10 => {
                 let v = u64::from_le_bytes(self.array()?);
-                MetaValue::Int(i64::try_from(v).map_err(|_| {
-                    Error::Gguf(format!("the unsigned value {v} is out of range"))
-                })?)
+                MetaValue::Int(
+                    i64::try_from(v).map_err(|_| {
+                        Error::Gguf(format!("the unsigned value {v} is out of range"))
+                    })?,
+                )
             }
             11 => MetaValue::Int(i64::from_le_bytes(self.array()?)),
             12 => MetaValue::Float(f64::from_le_bytes(self.array()?)),
@@ -750,8 +752,7 @@ impl<R: Read> Bounded<'_, R> {
             }
             dims.push(d);
         }
-        let ggml_type = GgmlType::from_id(self.u32()?)
-            .map_err(|e| context_tensor(e, &name))?;
+        let ggml_type = GgmlType::from_id(self.u32()?).map_err(|e| context_tensor(e, &name))?;
         let offset = self.u64()?;
         Ok((name, dims, ggml_type, offset))
     }

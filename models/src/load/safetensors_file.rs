@@ -148,8 +148,8 @@ impl SafetensorsFile {
                     .map_err(|e| bad(format!("`__metadata__` is not a map of strings: {e}")))?;
                 continue;
             }
-            let entry: RawEntry = serde_json::from_value(value)
-                .map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
+            let entry: RawEntry =
+                serde_json::from_value(value).map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
             tensors.push(check_entry(name, entry, data_start, file_len)?);
         }
         tensors.sort_by_key(|t| t.offset);
@@ -279,7 +279,10 @@ mod tests {
         assert_eq!(f.metadata["format"], "mlx");
         let names: Vec<&str> = f.tensors.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
-        assert_eq!((f.tensors[1].dtype, f.tensors[1].n_bytes), (Dtype::Bfloat16, 12));
+        assert_eq!(
+            (f.tensors[1].dtype, f.tensors[1].n_bytes),
+            (Dtype::Bfloat16, 12)
+        );
     }
 
     #[test]
@@ -300,13 +303,25 @@ mod tests {
             12,
         );
         assert!(e.contains("overlaps"), "{e}");
-        let e = err(r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#, 12);
+        let e = err(
+            r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
+            12,
+        );
         assert!(e.contains("gap"), "{e}");
-        let e = err(r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, 4);
+        let e = err(
+            r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#,
+            4,
+        );
         assert!(e.contains("beyond"), "{e}");
-        let e = err(r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, 9);
+        let e = err(
+            r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#,
+            9,
+        );
         assert!(e.contains("ends at byte"), "{e}");
-        let e = err(r#"{"a":{"dtype":"Q9","shape":[2],"data_offsets":[0,8]}}"#, 8);
+        let e = err(
+            r#"{"a":{"dtype":"Q9","shape":[2],"data_offsets":[0,8]}}"#,
+            8,
+        );
         assert!(e.contains("dtype"), "{e}");
         let e = err(r#"[1,2]"#, 0);
         assert!(e.contains("JSON"), "{e}");

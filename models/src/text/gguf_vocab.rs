@@ -7,8 +7,8 @@
 //! `unicode_regex_split` does). Control and user-defined tokens (`token_type` 3 and 4) become
 //! added tokens, so they encode atomically.
 
-use crate::{Error, Result};
 use crate::load::gguf_file::GgufFile as Gguf;
+use crate::{Error, Result};
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::{Vocab, BPE};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;

@@ -11,8 +11,8 @@
 
 use super::chat::{ChatMessage, ChatTemplate};
 use super::gguf_vocab;
-use crate::{Error, Result};
 use crate::load::gguf_file::GgufFile as Gguf;
+use crate::{Error, Result};
 use serde::Deserialize;
 use std::path::Path;
 
