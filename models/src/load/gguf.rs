@@ -99,6 +99,16 @@ pub fn read_gguf_checkpoint(path: &Path) -> Result<GgufCheckpoint> {
 /// cannot be loaded.
 pub fn open_gguf(path: &Path) -> Result<(GgufFile, ModelConfig)> {
     let gguf = GgufFile::open(path)?;
+    let config = config_from_gguf(path, &gguf)?;
+    Ok((gguf, config))
+}
+
+/// The config of a parsed GGUF header (`path` names the file in errors): the architecture
+/// must be supported, every tensor type loadable, and the metadata a valid config.
+///
+/// Errors: [`Error::UnsupportedModel`], [`Error::Gguf`], [`Error::Config`],
+/// [`Error::ConfigValue`].
+pub fn config_from_gguf(path: &Path, gguf: &GgufFile) -> Result<ModelConfig> {
     let arch = gguf
         .metadata_str("general.architecture")?
         .ok_or_else(|| Error::Gguf("metadata `general.architecture` is missing".into()))?
@@ -109,7 +119,7 @@ pub fn open_gguf(path: &Path) -> Result<(GgufFile, ModelConfig)> {
             supported: SUPPORTED_ARCHITECTURES.to_vec(),
         });
     }
-    check_types(path, &gguf)?;
+    check_types(path, gguf)?;
     if gguf.tensor("rope_freqs.weight").is_some() {
         return Err(Error::Gguf(
             "`rope_freqs` (Llama 3 RoPE scaling baked into a tensor) is not supported; \
@@ -117,8 +127,7 @@ pub fn open_gguf(path: &Path) -> Result<(GgufFile, ModelConfig)> {
                 .into(),
         ));
     }
-    let config = gguf_config(&gguf, &arch)?;
-    Ok((gguf, config))
+    gguf_config(gguf, &arch)
 }
 
 /// The tensors a GGUF file declares, under Hugging Face names with their dense shapes.
