@@ -197,6 +197,12 @@ pub fn load(model: &str, options: &LoadOptions) -> Result<LoadedModel> {
         let weights = gguf::read_gguf_weights(&file, &config)?;
         (config, None, weights, tokenizer)
     };
+    let mut tokenizer = tokenizer;
+    tokenizer.set_template_limits(crate::text::sandbox::TemplateLimits::for_context(
+        config
+            .context_length()
+            .unwrap_or(budget::DEFAULT_BUDGET_CONTEXT),
+    ));
     let eos_token_ids = eos_token_ids(&config, generation.as_ref(), &tokenizer);
     let build = mlx_rs::with_device(options.device, || -> Result<_> {
         let (weights, build) = prepare_weights(&config, weights, options)?;

@@ -10,6 +10,10 @@
 //! with `ensure_ascii=False` (`indent`, `ensure_ascii`, `separators` and `sort_keys` keywords
 //! supported; object keys always come out sorted, since the values pass through serde_json maps).
 //!
+//! Templates are untrusted code: rendering is bounded in instructions, recursion, output,
+//! value sizes and nesting depth ([`TemplateLimits`], see [`crate::text::sandbox`]); a
+//! template that reaches a bound fails with [`Error::TemplateLimit`] naming it.
+//!
 //! ```
 //! use mlx_models::text::chat::{ChatMessage, ChatTemplate};
 //! let t = ChatTemplate::new(
@@ -22,9 +26,11 @@
 //! # Ok::<(), mlx_models::Error>(())
 //! ```
 
+use super::sandbox::{self, TemplateLimits};
 use crate::{Error, Result};
+use minijinja::machinery::{make_string_output, Vm};
 use minijinja::value::{Kwargs, Value};
-use minijinja::{Environment, ErrorKind};
+use minijinja::{AutoEscape, Environment, ErrorKind};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -48,14 +54,11 @@ impl ChatMessage {
     }
 }
 
-/// The name under which the template is stored in its environment.
-const TEMPLATE_NAME: &str = "chat_template";
-
-/// A compiled chat template.
+/// A chat template, checked to compile.
 #[derive(Debug, Clone)]
 pub struct ChatTemplate {
     source: String,
-    env: Environment<'static>,
+    limits: TemplateLimits,
 }
 
 /// The error that `raise_exception` attaches as the source of a minijinja error, so that
@@ -72,19 +75,43 @@ impl std::fmt::Display for RaisedException {
 impl std::error::Error for RaisedException {}
 
 impl ChatTemplate {
-    /// Compiles `source`. Errors: [`Error::ChatTemplate`] on a syntax error.
+    /// Compiles `source` with the default [`TemplateLimits`]. Errors: [`Error::ChatTemplate`]
+    /// on a syntax error (including nesting deeper than minijinja's parser allows) or a
+    /// name with the sandbox's reserved prefix `__zoo_`.
     pub fn new(source: impl Into<String>) -> Result<ChatTemplate> {
         let source = source.into();
-        let mut env = Environment::new();
-        env.set_trim_blocks(true);
-        env.set_lstrip_blocks(true);
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function("raise_exception", raise_exception);
-        env.add_function("strftime_now", strftime_now);
-        env.add_filter("tojson", tojson);
-        env.add_template_owned(TEMPLATE_NAME, source.clone())
-            .map_err(|e| Error::ChatTemplate(format!("syntax error: {e:#}")))?;
-        Ok(ChatTemplate { source, env })
+        sandbox::check_source(&source)?;
+        let limits = TemplateLimits::default();
+        // Compiled on the rendering thread: the parser and compiler recurse on long
+        // operator chains.
+        sandbox::on_render_thread(&limits, || {
+            sandbox::compile(&source).map(drop).map_err(|e| {
+                sandbox::limit_of(&e, &limits)
+                    .unwrap_or_else(|| Error::ChatTemplate(format!("syntax error: {e:#}")))
+            })
+        })?;
+        Ok(ChatTemplate { source, limits })
+    }
+
+    /// The template with other bounds (e.g. [`TemplateLimits::for_context`]).
+    ///
+    /// ```
+    /// use mlx_models::text::chat::{ChatMessage, ChatTemplate};
+    /// use mlx_models::text::sandbox::TemplateLimits;
+    /// let limits = TemplateLimits { fuel: 1000, ..Default::default() };
+    /// let t = ChatTemplate::new("{% for i in range(100000) %}x{% endfor %}")?.with_limits(limits);
+    /// let err = t.render(&[], false, None, None, &serde_json::Value::Null).unwrap_err();
+    /// assert!(matches!(err, mlx_models::Error::TemplateLimit { bound: "fuel", limit: 1000 }));
+    /// # Ok::<(), mlx_models::Error>(())
+    /// ```
+    pub fn with_limits(mut self, limits: TemplateLimits) -> ChatTemplate {
+        self.limits = limits;
+        self
+    }
+
+    /// The bounds in force.
+    pub fn limits(&self) -> &TemplateLimits {
+        &self.limits
     }
 
     /// The template's Jinja source.
@@ -99,7 +126,8 @@ impl ChatTemplate {
     /// none; its keys win over the others), e.g. `{"enable_thinking": false}` or `{"tools": [...]}`.
     ///
     /// Errors: [`Error::ChatTemplate`] when rendering fails, with the template's own message when
-    /// it calls `raise_exception`; [`Error::InvalidArgument`] when `extra` is not an object.
+    /// it calls `raise_exception`; [`Error::TemplateLimit`] when a bound is reached;
+    /// [`Error::InvalidArgument`] when `extra` is not an object.
     pub fn render(
         &self,
         messages: &[ChatMessage],
@@ -129,16 +157,39 @@ impl ChatTemplate {
                 )))
             }
         }
-        let template = self
-            .env
-            .get_template(TEMPLATE_NAME)
-            .map_err(|e| Error::ChatTemplate(format!("{e:#}")))?;
-        template.render(context).map_err(render_error)
+        let limits = self.limits;
+        sandbox::on_render_thread(&limits, || {
+            let mut env = Environment::new();
+            env.add_function("raise_exception", raise_exception);
+            env.add_function("strftime_now", strftime_now);
+            env.add_filter("tojson", tojson);
+            sandbox::install(&mut env, &limits);
+            let (instructions, blocks) = sandbox::compile(&self.source).map_err(|e| {
+                sandbox::limit_of(&e, &limits)
+                    .unwrap_or_else(|| Error::ChatTemplate(format!("syntax error: {e:#}")))
+            })?;
+            let mut text = String::new();
+            let mut output = make_string_output(&mut text);
+            Vm::new(&env)
+                .eval(
+                    &instructions,
+                    Value::from(context),
+                    &blocks,
+                    &mut output,
+                    AutoEscape::None,
+                )
+                .map(drop)
+                .map_err(|e| render_error(e, &limits))?;
+            Ok(text)
+        })
     }
 }
 
 /// Maps a minijinja rendering error, surfacing a `raise_exception` message as is.
-fn render_error(err: minijinja::Error) -> Error {
+fn render_error(err: minijinja::Error, limits: &TemplateLimits) -> Error {
+    if let Some(limit) = sandbox::limit_of(&err, limits) {
+        return limit;
+    }
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&err);
     while let Some(e) = source {
         if let Some(raised) = e.downcast_ref::<RaisedException>() {
@@ -185,16 +236,17 @@ fn tojson(value: Value, kwargs: Kwargs) -> std::result::Result<Value, minijinja:
         Some(v) => match v.as_i64() {
             Some(n) if (0..=64).contains(&n) => Some(" ".repeat(n as usize)),
             _ => match v.as_str() {
-                Some(s) => Some(s.to_string()),
-                None => {
-                    return Err(minijinja::Error::new(
-                        ErrorKind::InvalidOperation,
-                        "tojson: indent must be an integer or a string",
-                    ))
-                }
+                Some(s) if s.len() <= 64 => Some(s.to_string()),
+                _ => return Err(minijinja::Error::new(
+                    ErrorKind::InvalidOperation,
+                    "tojson: indent must be an integer in 0..=64 or a string of at most 64 bytes",
+                )),
             },
         },
     };
+    // Measured first (without recursion), so that the conversion and the writer below
+    // recurse at most `max_depth` levels.
+    sandbox::measure(&value)?;
     let json = serde_json::to_value(&value)
         .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))?;
     let (item_separator, key_separator) = match separators {
@@ -216,9 +268,12 @@ fn tojson(value: Value, kwargs: Kwargs) -> std::result::Result<Value, minijinja:
         indent,
         ensure_ascii: ensure_ascii.unwrap_or(false),
         sort_keys: sort_keys.unwrap_or(false),
+        max_bytes: sandbox::max_value_bytes(),
     };
     let mut out = String::new();
-    style.write(&mut out, &json, 0);
+    style
+        .write(&mut out, &json, 0)
+        .map_err(|TooLong| sandbox::value_too_long())?;
     Ok(Value::from(out))
 }
 
@@ -229,20 +284,37 @@ struct JsonStyle {
     key_separator: String,
     ensure_ascii: bool,
     sort_keys: bool,
+    /// The longest output allowed.
+    max_bytes: usize,
 }
 
+/// The JSON text would exceed [`JsonStyle::max_bytes`].
+struct TooLong;
+
 impl JsonStyle {
-    fn newline(&self, out: &mut String, depth: usize) {
+    fn newline(&self, out: &mut String, depth: usize) -> std::result::Result<(), TooLong> {
         if let Some(indent) = &self.indent {
+            if out.len() + 1 + indent.len() * depth > self.max_bytes {
+                return Err(TooLong);
+            }
             out.push('\n');
             for _ in 0..depth {
                 out.push_str(indent);
             }
         }
+        Ok(())
     }
 
-    fn write(&self, out: &mut String, value: &serde_json::Value, depth: usize) {
+    fn write(
+        &self,
+        out: &mut String,
+        value: &serde_json::Value,
+        depth: usize,
+    ) -> std::result::Result<(), TooLong> {
         use serde_json::Value as J;
+        if out.len() > self.max_bytes {
+            return Err(TooLong);
+        }
         match value {
             J::Null => out.push_str("null"),
             J::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
@@ -251,23 +323,23 @@ impl JsonStyle {
             J::Array(items) => {
                 if items.is_empty() {
                     out.push_str("[]");
-                    return;
+                    return Ok(());
                 }
                 out.push('[');
                 for (i, item) in items.iter().enumerate() {
                     if i > 0 {
                         out.push_str(&self.item_separator);
                     }
-                    self.newline(out, depth + 1);
-                    self.write(out, item, depth + 1);
+                    self.newline(out, depth + 1)?;
+                    self.write(out, item, depth + 1)?;
                 }
-                self.newline(out, depth);
+                self.newline(out, depth)?;
                 out.push(']');
             }
             J::Object(map) => {
                 if map.is_empty() {
                     out.push_str("{}");
-                    return;
+                    return Ok(());
                 }
                 let mut entries: Vec<(&String, &J)> = map.iter().collect();
                 if self.sort_keys {
@@ -278,15 +350,16 @@ impl JsonStyle {
                     if i > 0 {
                         out.push_str(&self.item_separator);
                     }
-                    self.newline(out, depth + 1);
+                    self.newline(out, depth + 1)?;
                     self.write_str(out, key);
                     out.push_str(&self.key_separator);
-                    self.write(out, item, depth + 1);
+                    self.write(out, item, depth + 1)?;
                 }
-                self.newline(out, depth);
+                self.newline(out, depth)?;
                 out.push('}');
             }
         }
+        Ok(())
     }
 
     fn write_str(&self, out: &mut String, s: &str) {

@@ -8,6 +8,8 @@
 pub mod chat;
 pub mod detokenize;
 mod gguf_vocab;
+pub mod sandbox;
+mod sandbox_fold;
 pub mod tokenizer;
 
 pub use chat::{ChatMessage, ChatTemplate};

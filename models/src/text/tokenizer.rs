@@ -11,6 +11,7 @@
 
 use super::chat::{ChatMessage, ChatTemplate};
 use super::gguf_vocab;
+use super::sandbox::TemplateLimits;
 use crate::load::gguf_file::GgufFile as Gguf;
 use crate::{Error, Result};
 use serde::Deserialize;
@@ -301,6 +302,14 @@ impl Tokenizer {
     pub fn with_chat_template(mut self, template: ChatTemplate) -> Tokenizer {
         self.chat_template = Some(template);
         self
+    }
+
+    /// Sets the rendering bounds of the chat template (see [`TemplateLimits`]); the loader
+    /// derives them from the model's context length with [`TemplateLimits::for_context`].
+    pub fn set_template_limits(&mut self, limits: TemplateLimits) {
+        if let Some(t) = self.chat_template.take() {
+            self.chat_template = Some(t.with_limits(limits));
+        }
     }
 
     /// Renders `messages` with the chat template (see [`ChatTemplate::render`] for `extra`).
