@@ -40,6 +40,10 @@ pub struct Tokenizer {
     /// Append EOS when encoding with special tokens (GGUF `tokenizer.ggml.add_eos_token`).
     append_eos: Option<u32>,
     chat_template: Option<ChatTemplate>,
+    /// Special-token strings inside message contents encode as text (the default).
+    content_special_tokens_as_text: bool,
+    /// `inner` with `encode_special_tokens` on (built when first needed).
+    plain: std::sync::OnceLock<tokenizers::Tokenizer>,
 }
 
 /// A token in `tokenizer_config.json`: a string or an `AddedToken` object.
@@ -169,6 +173,8 @@ impl Tokenizer {
             bos_fix,
             append_eos: None,
             chat_template,
+            content_special_tokens_as_text: true,
+            plain: Default::default(),
         })
     }
 
@@ -211,6 +217,8 @@ impl Tokenizer {
                 BosFix::None
             },
             chat_template,
+            content_special_tokens_as_text: true,
+            plain: Default::default(),
         })
     }
 
@@ -221,7 +229,13 @@ impl Tokenizer {
             .inner
             .encode(text, add_special_tokens)
             .map_err(|e| Error::Tokenizer(format!("encode: {e}")))?;
-        let mut ids = encoding.get_ids().to_vec();
+        let ids = encoding.get_ids().to_vec();
+        Ok(self.fix_special_tokens(ids, add_special_tokens))
+    }
+
+    /// BOS and EOS as the tokenizer defines them, on ids encoded with the post-processor's
+    /// special tokens.
+    fn fix_special_tokens(&self, mut ids: Vec<u32>, add_special_tokens: bool) -> Vec<u32> {
         if add_special_tokens {
             if let Some((_, bos)) = &self.bos {
                 match self.bos_fix {
@@ -236,7 +250,23 @@ impl Tokenizer {
                 ids.push(eos);
             }
         }
-        Ok(ids)
+        ids
+    }
+
+    /// BOS (when the tokenizer adds one) and EOS (GGUF `add_eos_token`) around ids encoded
+    /// without special tokens.
+    fn add_special_tokens(&self, mut ids: Vec<u32>, add_special_tokens: bool) -> Vec<u32> {
+        if add_special_tokens {
+            if let Some((_, bos)) = self.bos.as_ref().filter(|_| self.adds_bos) {
+                if ids.first() != Some(bos) {
+                    ids.insert(0, *bos);
+                }
+            }
+            if let Some(eos) = self.append_eos {
+                ids.push(eos);
+            }
+        }
+        ids
     }
 
     /// The text of `ids`. Errors: [`Error::Tokenizer`] for an id outside the vocabulary.
@@ -357,6 +387,84 @@ impl Tokenizer {
         let starts_with_bos = self
             .bos_token()
             .is_some_and(|bos| !bos.is_empty() && text.starts_with(bos));
-        self.encode(&text, !starts_with_bos)
+        let add_special = !starts_with_bos;
+        let specials = self.special_token_strings();
+        let risky = |m: &ChatMessage| specials.iter().any(|s| m.content.contains(s.as_str()));
+        if !self.content_special_tokens_as_text || !messages.iter().any(risky) {
+            return self.encode(&text, add_special);
+        }
+        // Locate each message's content in the rendered text, in order; the contents that
+        // hold a special-token string are encoded with special tokens as plain text.
+        let mut spans = Vec::new();
+        let mut cursor = 0;
+        for m in messages {
+            let found = [m.content.as_str(), m.content.trim()]
+                .into_iter()
+                .filter(|c| !c.is_empty())
+                .find_map(|c| text[cursor..].find(c).map(|at| (cursor + at, c.len())));
+            match found {
+                Some((start, len)) => {
+                    if risky(m) {
+                        spans.push((start, start + len));
+                    }
+                    cursor = start + len;
+                }
+                None if risky(m) => {
+                    return Err(Error::ChatTemplate(format!(
+                        "a {} message holds a special-token string, and its content cannot be \
+                         found in the rendered prompt to encode it as text; \
+                         use `set_special_tokens_in_content(true)` to encode it as control tokens",
+                        m.role
+                    )))
+                }
+                None => {}
+            }
+        }
+        let mut ids = Vec::new();
+        let mut at = 0;
+        for (start, end) in spans {
+            ids.extend(self.encode(&text[at..start], false)?);
+            ids.extend(self.encode_as_text(&text[start..end])?);
+            at = end;
+        }
+        ids.extend(self.encode(&text[at..], false)?);
+        Ok(self.add_special_tokens(ids, add_special))
+    }
+
+    /// Whether special-token strings in message contents (`<|im_end|>` typed by a user)
+    /// encode as control tokens (`true`) or as the plain text they are (`false`, the default:
+    /// user text cannot inject control tokens; the template's own markers stay special).
+    ///
+    /// ```no_run
+    /// # fn f(tokenizer: &mut mlx_models::text::Tokenizer) {
+    /// tokenizer.set_special_tokens_in_content(true); // raw control, for trusted callers
+    /// # }
+    /// ```
+    pub fn set_special_tokens_in_content(&mut self, control: bool) {
+        self.content_special_tokens_as_text = !control;
+    }
+
+    /// The strings of the vocabulary's special tokens.
+    fn special_token_strings(&self) -> Vec<String> {
+        self.inner
+            .get_added_tokens_decoder()
+            .into_values()
+            .filter(|t| t.special && !t.content.is_empty())
+            .map(|t| t.content)
+            .collect()
+    }
+
+    /// Token ids of `text` with special-token strings encoded as plain text.
+    pub fn encode_as_text(&self, text: &str) -> Result<Vec<u32>> {
+        let plain = self.plain.get_or_init(|| {
+            let mut t = self.inner.clone();
+            t.set_encode_special_tokens(true);
+            t
+        });
+        Ok(plain
+            .encode(text, false)
+            .map_err(|e| Error::Tokenizer(format!("encode: {e}")))?
+            .get_ids()
+            .to_vec())
     }
 }
