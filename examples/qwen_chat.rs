@@ -14,8 +14,9 @@ use cli::{CliResult, ModelArgs, SamplingArgs};
 use mlx_models::model::{GenerateParams, LanguageModel};
 use mlx_models::runtime::engine::MlxEngine;
 use mlx_models::runtime::generate::generate_text;
+use mlx_models::text::input::{check_input, input_limit, read_line_bounded};
 use mlx_models::text::ChatMessage;
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::process::ExitCode;
 
 /// Chat with a model.
@@ -58,6 +59,12 @@ fn turn(
 fn run(cli: Cli) -> CliResult {
     let params = cli.sampling.params()?;
     let mut engine = cli.model.load_engine()?;
+    // Input is bounded before it is kept or tokenized: a line longer than this cannot fit
+    // in the context.
+    let limit = input_limit(engine.context_length());
+    for text in [&cli.system, &cli.prompt].into_iter().flatten() {
+        check_input(text, limit)?;
+    }
     let base: Vec<ChatMessage> = cli
         .system
         .iter()
@@ -69,13 +76,18 @@ fn run(cli: Cli) -> CliResult {
         return turn(&mut engine, &mut messages, &params, &cli.sampling.stop);
     }
     eprintln!("type a message; /reset forgets the conversation, /quit leaves");
-    let stdin = std::io::stdin();
-    let mut lines = stdin.lock().lines();
+    let mut stdin = std::io::stdin().lock();
     loop {
         print!(">> ");
         std::io::stdout().flush()?;
-        let Some(line) = lines.next() else { break };
-        let line = line?;
+        let line = match read_line_bounded(&mut stdin, limit) {
+            Ok(Some(line)) => line,
+            Ok(None) => break,
+            Err(e) => {
+                eprintln!("error: {e}");
+                continue;
+            }
+        };
         match line.trim() {
             "" => continue,
             "/quit" | "/exit" => break,

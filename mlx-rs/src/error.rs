@@ -77,7 +77,24 @@ unsafe extern "C" fn store_error(msg: *const c_char, _data: *mut c_void) {
             .to_string_lossy()
             .into_owned()
     };
-    LAST_ERROR.with(|slot| *slot.borrow_mut() = Some(text));
+    LAST_ERROR.with(|slot| *slot.borrow_mut() = Some(strip_source_location(text)));
+}
+
+/// mlx-c appends ` at <source file of the machine it was built on>:<line>` to every
+/// message; that path means nothing to a user and leaks the build machine's layout.
+fn strip_source_location(mut text: String) -> String {
+    if let Some(at) = text.rfind(" at ") {
+        let location = &text[at + 4..];
+        let is_location = location.rsplit_once(':').is_some_and(|(file, line)| {
+            (file.contains('/') || file.contains('\\'))
+                && !line.is_empty()
+                && line.bytes().all(|b| b.is_ascii_digit())
+        });
+        if is_location {
+            text.truncate(at);
+        }
+    }
+    text
 }
 
 static INSTALL: Once = Once::new();
@@ -105,4 +122,20 @@ pub(crate) fn check(status: std::ffi::c_int) -> Result<()> {
         message,
         location: Location::caller(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_source_location as strip;
+
+    #[test]
+    fn source_locations_are_stripped() {
+        assert_eq!(
+            strip("[matmul] bad shapes. at /root/x/mlx-c/mlx/c/ops.cpp:2291".into()),
+            "[matmul] bad shapes."
+        );
+        // Text that only looks similar is kept.
+        assert_eq!(strip("look at me: 12".into()), "look at me: 12");
+        assert_eq!(strip("no location".into()), "no location");
+    }
 }

@@ -8,6 +8,7 @@
 pub mod chat;
 pub mod detokenize;
 mod gguf_vocab;
+pub mod input;
 pub mod sandbox;
 mod sandbox_fold;
 pub mod tokenizer;
