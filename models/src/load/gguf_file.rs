@@ -10,8 +10,8 @@
 //! - metadata value types, nesting depth of arrays, duplicate keys and tensor names;
 //! - `general.alignment` (a power of two, at most 2^20);
 //! - each tensor: 1 to 4 dimensions, each in `1..=i32::MAX` (MLX's shape type), a known ggml
-//!   type, a row length that is a whole number of that type's blocks, an element count and a
-//!   byte size computed with overflow-checked arithmetic, an offset aligned to the file's
+//!   type, a row length that is a whole number of that type's blocks, an element count (at
+//!   most [`MAX_TENSOR_ELEMENTS`]) and a byte size computed with overflow-checked arithmetic, an offset aligned to the file's
 //!   alignment, and data that lies inside the file;
 //! - the tensors' data regions do not overlap.
 //!
@@ -303,6 +303,12 @@ pub struct GgufFile {
     path: Option<PathBuf>,
 }
 
+/// The most elements one tensor may have: `i32::MAX`. MLX shapes are 32-bit, and several of
+/// its kernels (and its own GGUF loader, which wrote past a buffer for 2^32 weights) compute
+/// element offsets in 32 bits. The largest tensors of released models (a 128k-vocabulary
+/// embedding of width 16384) stay below it.
+pub const MAX_TENSOR_ELEMENTS: u64 = i32::MAX as u64;
+
 /// ggml's maximum number of dimensions.
 const MAX_DIMS: u32 = 4;
 
@@ -520,6 +526,11 @@ fn place_tensor(
         .iter()
         .try_fold(1u64, |acc, &d| acc.checked_mul(d))
         .ok_or_else(|| bad("its element count overflows".into()))?;
+    if n_elements > MAX_TENSOR_ELEMENTS {
+        return Err(bad(format!(
+            "{n_elements} elements exceed the {MAX_TENSOR_ELEMENTS} an MLX array may index"
+        )));
+    }
     let (block, type_size) = match ggml_type.block_layout() {
         Some(layout) => layout,
         // Types without a layout here cannot be sized; they are refused at load by name. Their

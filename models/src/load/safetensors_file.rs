@@ -9,8 +9,9 @@
 //!   file; the header is a JSON object of tensors plus an optional `__metadata__` map of
 //!   strings;
 //! - each tensor has a known dtype, at most 8 dimensions, each at most `i32::MAX` (MLX's shape
-//!   type: a dimension of 2^32 + 32 is refused, not read as 32), and a byte size — computed
-//!   with overflow checks — equal to its `data_offsets` span;
+//!   type: a dimension of 2^32 + 32 is refused, not read as 32), at most
+//!   [`MAX_TENSOR_ELEMENTS`](super::gguf_file::MAX_TENSOR_ELEMENTS) elements, and a byte
+//!   size — computed with overflow checks — equal to its `data_offsets` span;
 //! - the spans lie within the data section, do not overlap, and leave no gap (the format
 //!   requires the data to be fully indexed).
 //!
@@ -202,6 +203,8 @@ impl SafetensorsFile {
 }
 
 /// Validates one header entry and places it in the file.
+use super::gguf_file::MAX_TENSOR_ELEMENTS;
+
 fn check_entry(
     name: String,
     entry: RawEntry,
@@ -225,11 +228,18 @@ fn check_entry(
             ))
         })?);
     }
-    let n_bytes = entry
+    let n_elements = entry
         .shape
         .iter()
-        .try_fold(dtype.size_in_bytes() as u64, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| bad("its byte size overflows".into()))?;
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| n <= MAX_TENSOR_ELEMENTS)
+        .ok_or_else(|| {
+            bad(format!(
+                "shape {:?} has more than the {MAX_TENSOR_ELEMENTS} elements an MLX array may index",
+                entry.shape
+            ))
+        })?;
+    let n_bytes = n_elements * dtype.size_in_bytes() as u64;
     let (begin, end) = entry.data_offsets;
     if end < begin || end - begin != n_bytes {
         return Err(bad(format!(

@@ -67,7 +67,8 @@ pub fn read_line_bounded(reader: &mut impl BufRead, limit: usize) -> Result<Opti
             None => (chunk, false),
         };
         length += part.len() as u64;
-        if length <= limit as u64 {
+        // One byte of slack for a `\r` before the newline.
+        if length <= limit as u64 + 1 {
             line.extend_from_slice(part);
         }
         let used = part.len() + usize::from(done);
