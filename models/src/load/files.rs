@@ -84,6 +84,14 @@ pub fn read_text(path: &Path, kind: FileKind) -> Result<String> {
     read_text_capped(path, kind.limit())
 }
 
+/// [`read_text`] for a file that may be absent: `Ok(None)` when it does not exist.
+pub fn read_optional_text(path: &Path, kind: FileKind) -> Result<Option<String>> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        _ => read_text(path, kind).map(Some),
+    }
+}
+
 /// [`read_text`] with an explicit cap in bytes.
 pub fn read_text_capped(path: &Path, limit: u64) -> Result<String> {
     let file = open_regular(path)?;
@@ -139,6 +147,21 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("mlx_models_files_{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         dir.join(name)
+    }
+
+    /// Model files are opened read-only: a read-write open fails on read-only files for
+    /// non-root users and mounts (MLX's GGUF reader did that), and a loader has no business
+    /// writing.
+    #[test]
+    fn files_are_opened_read_only() {
+        use std::os::fd::AsRawFd;
+        let p = temp("ro.bin");
+        std::fs::write(&p, b"x").unwrap();
+        let file = open_regular(&p).unwrap();
+        // SAFETY: F_GETFL on a descriptor this test owns.
+        let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
+        assert_eq!(flags & libc::O_ACCMODE, libc::O_RDONLY);
+        std::fs::remove_file(&p).ok();
     }
 
     #[test]

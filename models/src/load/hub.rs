@@ -144,7 +144,8 @@ fn fetch(model: &str, offline: bool) -> std::result::Result<PathBuf, String> {
 
 /// The shard files named by a `model.safetensors.index.json`.
 fn shards(index: &Path) -> std::result::Result<Vec<String>, String> {
-    let text = std::fs::read_to_string(index).map_err(|e| e.to_string())?;
+    let text = crate::load::files::read_text(index, crate::load::files::FileKind::Config)
+        .map_err(|e| e.to_string())?;
     let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
     let map = value
         .get("weight_map")

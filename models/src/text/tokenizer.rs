@@ -12,6 +12,7 @@
 use super::chat::{ChatMessage, ChatTemplate};
 use super::gguf_vocab;
 use super::sandbox::TemplateLimits;
+use crate::load::files::{self, FileKind};
 use crate::load::gguf_file::GgufFile as Gguf;
 use crate::{Error, Result};
 use serde::Deserialize;
@@ -106,23 +107,25 @@ impl Tokenizer {
     /// assert!(matches!(err, Error::Io { ref path, .. } if path.ends_with("tokenizer.json")));
     /// ```
     pub fn from_dir(dir: &Path) -> Result<Tokenizer> {
+        // Regular files only, each under its kind's size cap (crate::load::files).
         let json_path = dir.join("tokenizer.json");
-        let bytes = std::fs::read(&json_path).map_err(|e| Error::io(&json_path, e))?;
-        let inner = tokenizers::Tokenizer::from_bytes(&bytes)
+        let text = files::read_text(&json_path, FileKind::Tokenizer)?;
+        let inner = tokenizers::Tokenizer::from_bytes(text.as_bytes())
             .map_err(|e| Error::Tokenizer(format!("{}: {e}", json_path.display())))?;
 
         let config_path = dir.join("tokenizer_config.json");
-        let config: TokenizerConfig = match std::fs::read(&config_path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| Error::Tokenizer(format!("{}: {e}", config_path.display())))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => TokenizerConfig::default(),
-            Err(e) => return Err(Error::io(&config_path, e)),
-        };
+        let config: TokenizerConfig =
+            match files::read_optional_text(&config_path, FileKind::TokenizerConfig)? {
+                Some(text) => serde_json::from_str(&text)
+                    .map_err(|e| Error::Tokenizer(format!("{}: {e}", config_path.display())))?,
+                None => TokenizerConfig::default(),
+            };
 
         let jinja_path = dir.join("chat_template.jinja");
-        let template_source = match std::fs::read_to_string(&jinja_path) {
-            Ok(source) => Some(source),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match config.chat_template {
+        let template_source = match files::read_optional_text(&jinja_path, FileKind::ChatTemplate)?
+        {
+            Some(source) => Some(source),
+            None => match config.chat_template {
                 None => None,
                 Some(ConfigChatTemplate::One(s)) => Some(s),
                 Some(ConfigChatTemplate::Named(list)) => {
@@ -130,7 +133,6 @@ impl Tokenizer {
                     list.into_iter().nth(pick).map(|t| t.template)
                 }
             },
-            Err(e) => return Err(Error::io(&jinja_path, e)),
         };
         let chat_template = template_source.map(ChatTemplate::new).transpose()?;
 
