@@ -1,18 +1,7 @@
-//! `config.json` parsing and validation on arbitrary text, then the tensor plan of a config
-//! that passes: `Ok` or a typed error, never a panic.
+//! Fuzz target `config_json`: see `fuzz/common/bodies.rs`.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use mlx_models::config::{GenerationConfig, ModelConfig};
+#[path = "../common/bodies.rs"]
+mod bodies;
 
-fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
-    let _ = GenerationConfig::from_json(text);
-    if let Ok(config) = ModelConfig::from_json(text) {
-        let _ = mlx_models::load::check_supported(&config);
-        let _ = mlx_models::families::expected_tensors(&config);
-        let _ = config.quantization();
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| bodies::config_json(data));

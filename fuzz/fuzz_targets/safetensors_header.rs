@@ -1,9 +1,7 @@
-//! The safetensors header reader on arbitrary bytes: `Ok` or a typed error, never a panic.
+//! Fuzz target `safetensors_header`: see `fuzz/common/bodies.rs`.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use mlx_models::load::safetensors_file::SafetensorsFile;
+#[path = "../common/bodies.rs"]
+mod bodies;
 
-fuzz_target!(|data: &[u8]| {
-    let _ = SafetensorsFile::parse(data, data.len() as u64);
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| bodies::safetensors_header(data));

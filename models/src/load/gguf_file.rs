@@ -531,12 +531,9 @@ fn place_tensor(
             "{n_elements} elements exceed the {MAX_TENSOR_ELEMENTS} an MLX array may index"
         )));
     }
-    let (block, type_size) = match ggml_type.block_layout() {
-        Some(layout) => layout,
-        // Types without a layout here cannot be sized; they are refused at load by name. Their
-        // region is taken as empty so that the table can still be listed.
-        None => (1, 0),
-    };
+    // Types without a layout here cannot be sized; they are refused at load by name. Their
+    // region is taken as empty so that the table can still be listed.
+    let (block, type_size) = ggml_type.block_layout().unwrap_or((1, 0));
     if dims[0] % block != 0 {
         return Err(bad(format!(
             "rows of {} elements are not whole {}-element {ggml_type} blocks",

@@ -10,7 +10,7 @@
 //!   strings;
 //! - each tensor has a known dtype, at most 8 dimensions, each at most `i32::MAX` (MLX's shape
 //!   type: a dimension of 2^32 + 32 is refused, not read as 32), at most
-//!   [`MAX_TENSOR_ELEMENTS`](super::gguf_file::MAX_TENSOR_ELEMENTS) elements, and a byte
+//!   [`MAX_TENSOR_ELEMENTS`] elements, and a byte
 //!   size — computed with overflow checks — equal to its `data_offsets` span;
 //! - the spans lie within the data section, do not overlap, and leave no gap (the format
 //!   requires the data to be fully indexed).
