@@ -1,5 +1,5 @@
-//! Replays the committed fuzz corpora (`fuzz/corpus/<target>`, grown by cargo-fuzz from
-//! `fuzz/seeds`) and the inputs that once failed (`fuzz/regressions/<target>`) through the
+//! Replays the committed fuzz corpora (`fuzz/corpus-min/<target>`: what cargo-fuzz grew from
+//! `fuzz/seeds`, merged to the inputs that add coverage), the seeds, and the inputs that once failed (`fuzz/regressions/<target>`) through the
 //! fuzz targets' bodies: none may panic. Runs in the ordinary test suite, without libFuzzer.
 
 #[path = "../../fuzz/common/bodies.rs"]
@@ -10,7 +10,7 @@ use std::path::PathBuf;
 fn replay(target: &str, body: fn(&[u8])) {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
     let mut count = 0;
-    for dir in ["seeds", "corpus", "regressions"] {
+    for dir in ["seeds", "corpus-min", "regressions"] {
         let Ok(entries) = std::fs::read_dir(root.join(dir).join(target)) else {
             continue;
         };
