@@ -34,20 +34,8 @@ fn manifest(file: &str) -> (String, Option<u64>) {
     )
 }
 
-/// Copies fixture `file` into `dir` (keeping its sub-folder) and extends it as the manifest says.
 fn stage(dir: &Path, file: &str) -> PathBuf {
-    let dest = dir.join(file);
-    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-    std::fs::copy(common::fixture(&format!("hostile/{file}")), &dest).unwrap();
-    if let (_, Some(len)) = manifest(file) {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&dest)
-            .unwrap()
-            .set_len(len)
-            .unwrap();
-    }
-    dest
+    common::stage_hostile(dir, file)
 }
 
 fn cpu() -> LoadOptions {

@@ -36,21 +36,6 @@ fn real_size(path: &Path) -> u64 {
     std::fs::metadata(path).unwrap().blocks() * 512
 }
 
-fn stage(dir: &Path, file: &str, extend_to: Option<u64>) -> PathBuf {
-    let dest = dir.join(file);
-    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-    std::fs::copy(common::fixture(&format!("hostile/{file}")), &dest).unwrap();
-    if let Some(len) = extend_to {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&dest)
-            .unwrap()
-            .set_len(len)
-            .unwrap();
-    }
-    dest
-}
-
 #[test]
 fn refusing_oversized_files_stays_under_twice_their_real_size() {
     if !Path::new("/proc/self/clear_refs").exists() {
@@ -59,22 +44,13 @@ fn refusing_oversized_files_stays_under_twice_their_real_size() {
     }
     let dir = std::env::temp_dir().join(format!("mlx_zoo_peak_{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let manifest = common::json("hostile/manifest.json");
-    let extend = |file: &str| {
-        manifest
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["file"] == file)
-            .and_then(|e| e["extend_to"].as_u64())
-    };
     let options = LoadOptions {
         device: Device::cpu(),
         memory_budget: MemoryBudget::Bytes(16 << 30),
         ..Default::default()
     };
     // Warm up (first-use initialization is not the file's cost).
-    let warm = stage(&dir, "overlap.gguf", None);
+    let warm = common::stage_hostile(&dir, "overlap.gguf");
     assert!(load(warm.to_str().unwrap(), &options).is_err());
 
     let mut cases: Vec<PathBuf> = [
@@ -84,13 +60,13 @@ fn refusing_oversized_files_stays_under_twice_their_real_size() {
         "contradicting.gguf",
     ]
     .iter()
-    .map(|f| stage(&dir, f, extend(f)))
+    .map(|f| common::stage_hostile(&dir, f))
     .collect();
     for f in [
         "hf_contradicting/config.json",
         "hf_contradicting/model.safetensors",
     ] {
-        stage(&dir, f, extend(f));
+        common::stage_hostile(&dir, f);
     }
     cases.push(dir.join("hf_contradicting"));
     for path in cases {

@@ -678,16 +678,25 @@ fn string(value: Value) -> std::result::Result<Value, minijinja::Error> {
     )?))
 }
 
+/// The elements of `value` for `batch` / `slice` into `count` parts, `count` checked to be in
+/// `1..=max_items`.
+fn counted_elements(
+    value: &Value,
+    count: usize,
+) -> std::result::Result<Vec<Value>, minijinja::Error> {
+    if count == 0 || count > limits().max_items {
+        return Err(limit_error("list length", limits().max_items));
+    }
+    elements(value)
+}
+
 /// `seq | batch(n, fill)`: bounded count.
 fn batch(
     value: Value,
     count: usize,
     fill: Option<Value>,
 ) -> std::result::Result<Value, minijinja::Error> {
-    if count == 0 || count > limits().max_items {
-        return Err(limit_error("list length", limits().max_items));
-    }
-    let items = elements(&value)?;
+    let items = counted_elements(&value, count)?;
     let mut out = Vec::new();
     for chunk in items.chunks(count) {
         let mut row: Vec<Value> = chunk.to_vec();
@@ -705,10 +714,7 @@ fn slice(
     count: usize,
     fill: Option<Value>,
 ) -> std::result::Result<Value, minijinja::Error> {
-    if count == 0 || count > limits().max_items {
-        return Err(limit_error("list length", limits().max_items));
-    }
-    let items = elements(&value)?;
+    let items = counted_elements(&value, count)?;
     let per = items.len().div_ceil(count);
     let extra = items.len() % count;
     let mut out = Vec::new();

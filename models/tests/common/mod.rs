@@ -121,3 +121,27 @@ pub fn i32s(v: &serde_json::Value) -> Vec<i32> {
         .map(|x| x.as_i64().unwrap() as i32)
         .collect()
 }
+
+/// Copies the hostile fixture `file` (scripts/fixtures/hostile_files.py) into `dir`, keeping
+/// its sub-folder, and extends it to the manifest's `extend_to` with a sparse hole.
+pub fn stage_hostile(dir: &std::path::Path, file: &str) -> PathBuf {
+    let dest = dir.join(file);
+    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    std::fs::copy(fixture(&format!("hostile/{file}")), &dest).unwrap();
+    let manifest = json("hostile/manifest.json");
+    let entry = manifest
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["file"] == file)
+        .unwrap_or_else(|| panic!("{file} is not in the manifest"));
+    if let Some(len) = entry["extend_to"].as_u64() {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&dest)
+            .unwrap()
+            .set_len(len)
+            .unwrap();
+    }
+    dest
+}
