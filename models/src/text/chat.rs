@@ -148,6 +148,12 @@ impl ChatTemplate {
             serde_json::Value::Null => {}
             serde_json::Value::Object(map) => {
                 for (key, value) in map {
+                    if key.starts_with(sandbox::RESERVED_PREFIX) {
+                        return Err(Error::InvalidArgument(format!(
+                            "chat template variable `{key}`: names starting with `{}` are reserved",
+                            sandbox::RESERVED_PREFIX
+                        )));
+                    }
                     context.insert(key.clone(), Value::from_serialize(value));
                 }
             }

@@ -95,8 +95,8 @@ impl TemplateLimits {
 /// and minijinja's own recursion limit, with a wide margin (pages are reserved, not used).
 const RENDER_STACK_BYTES: usize = 256 << 20;
 
-/// The prefix of the checked functions; templates may not name anything with it.
-const RESERVED_PREFIX: &str = "__zoo_";
+/// The prefix of the checked functions; templates (and template variables) may not use it.
+pub(crate) const RESERVED_PREFIX: &str = "__zoo_";
 
 thread_local! {
     /// Bytes the rendering on this thread may still emit.
