@@ -1,6 +1,7 @@
 //! Replays the committed fuzz corpora (`fuzz/corpus-min/<target>`: what cargo-fuzz grew from
-//! `fuzz/seeds`, merged to the inputs that add coverage), the seeds, and the inputs that once failed (`fuzz/regressions/<target>`) through the
-//! fuzz targets' bodies: none may panic. Runs in the ordinary test suite, without libFuzzer.
+//! `fuzz/seeds`, merged to the inputs that add coverage), the seeds, and the inputs that once
+//! failed or ran slowly (`fuzz/regressions/<target>`) through the fuzz targets' bodies: none
+//! may panic. Runs in the ordinary test suite, without libFuzzer.
 
 #[path = "../../fuzz/common/bodies.rs"]
 mod bodies;
