@@ -17,7 +17,8 @@
 use crate::error::{Error, Result};
 use std::fs::File;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The kinds of small files a checkpoint holds, each with its size cap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +113,49 @@ pub fn read_text_capped(path: &Path, limit: u64) -> Result<String> {
         return Err(too_large(bytes.len() as u64));
     }
     String::from_utf8(bytes).map_err(|_| Error::io(path, "the file is not valid UTF-8"))
+}
+
+/// A model file opened once, read-only and only if regular, whose header was read through
+/// it; tensor data is then read through the same handle with positioned reads, so the file
+/// cannot be swapped for another between the header check and the data reads.
+#[derive(Debug, Clone)]
+pub struct OpenedFile {
+    path: PathBuf,
+    file: Arc<File>,
+}
+
+impl OpenedFile {
+    /// Opens `path` with [`open_regular`].
+    pub fn open(path: &Path) -> Result<OpenedFile> {
+        Ok(OpenedFile {
+            path: path.to_path_buf(),
+            file: Arc::new(open_regular(path)?),
+        })
+    }
+
+    /// The path it was opened at.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Its length in bytes now.
+    pub fn byte_len(&self) -> Result<u64> {
+        Ok(self
+            .file
+            .metadata()
+            .map_err(|e| Error::io(&self.path, e))?
+            .len())
+    }
+
+    /// A reader from its first byte (the handle's own position is not used elsewhere).
+    pub fn reader(&self) -> &File {
+        &self.file
+    }
+
+    /// [`read_range`] on this file.
+    pub fn read_range(&self, offset: u64, len: u64) -> Result<Vec<u8>> {
+        read_range(&self.file, &self.path, offset, len)
+    }
 }
 
 /// Reads exactly `len` bytes at `offset` of `file` with positioned reads (the file position is

@@ -39,10 +39,11 @@
 //! # Ok::<(), mlx_models::Error>(())
 //! ```
 
+use super::files::OpenedFile;
 use crate::error::{Error, Result};
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Bounds on what a GGUF header may declare; anything above is an [`Error::Gguf`].
 ///
@@ -300,7 +301,7 @@ pub struct GgufFile {
     /// The length of the file.
     pub file_len: u64,
     /// The file, when the header was read with [`GgufFile::open`].
-    path: Option<PathBuf>,
+    source: Option<OpenedFile>,
 }
 
 /// The most elements one tensor may have: `i32::MAX`. MLX shapes are 32-bit, and several of
@@ -324,14 +325,18 @@ impl GgufFile {
 
     /// [`GgufFile::open`] with explicit limits.
     pub fn open_with(path: &Path, limits: &GgufLimits) -> Result<GgufFile> {
-        let file = super::files::open_regular(path)?;
-        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-        let mut parsed = GgufFile::parse(BufReader::with_capacity(1 << 16, file), len, limits)
-            .map_err(|e| match e {
-                Error::Gguf(m) => Error::Gguf(format!("{}: {m}", path.display())),
-                other => other,
-            })?;
-        parsed.path = Some(path.to_path_buf());
+        let file = OpenedFile::open(path)?;
+        let len = file.byte_len()?;
+        let mut parsed = GgufFile::parse(
+            BufReader::with_capacity(1 << 16, file.reader()),
+            len,
+            limits,
+        )
+        .map_err(|e| match e {
+            Error::Gguf(m) => Error::Gguf(format!("{}: {m}", path.display())),
+            other => other,
+        })?;
+        parsed.source = Some(file);
         Ok(parsed)
     }
 
@@ -415,13 +420,13 @@ impl GgufFile {
             alignment,
             data_offset,
             file_len,
-            path: None,
+            source: None,
         })
     }
 
     /// The file this header was read from ([`GgufFile::open`]).
     pub fn path(&self) -> Option<&Path> {
-        self.path.as_deref()
+        self.source.as_ref().map(OpenedFile::path)
     }
 
     /// A metadata value.
@@ -483,17 +488,16 @@ impl GgufFile {
     }
 
     /// Reads the data of `tensor` (from the file given to [`GgufFile::open`]): exactly
-    /// `tensor.n_bytes` bytes at `tensor.offset`, with positioned reads on a fresh read-only
-    /// handle.
+    /// `tensor.n_bytes` bytes at `tensor.offset`, with positioned reads on the read-only
+    /// handle the header was read through.
     ///
     /// Errors: [`Error::InvalidArgument`] when the header was not read from a file;
     /// [`Error::Io`] when the file is shorter than it was when the header was read.
     pub fn read_tensor_data(&self, tensor: &GgufTensorInfo) -> Result<Vec<u8>> {
-        let path = self.path.as_deref().ok_or_else(|| {
+        let file = self.source.as_ref().ok_or_else(|| {
             Error::InvalidArgument("this GGUF header was not read from a file".into())
         })?;
-        let file = super::files::open_regular(path)?;
-        super::files::read_range(&file, path, tensor.offset, tensor.n_bytes)
+        file.read_range(tensor.offset, tensor.n_bytes)
     }
 }
 

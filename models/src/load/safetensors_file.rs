@@ -33,11 +33,13 @@
 //! # Ok::<(), mlx_models::Error>(())
 //! ```
 
+use super::files::OpenedFile;
+use super::gguf_file::MAX_TENSOR_ELEMENTS;
 use crate::error::{Error, Result};
 use mlx_rs::{Array, Dtype};
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The largest header accepted (the reference implementation's limit too).
 pub const MAX_HEADER_BYTES: u64 = 100 << 20;
@@ -67,7 +69,8 @@ pub struct SafetensorsFile {
     pub tensors: Vec<SafetensorsTensor>,
     /// The `__metadata__` map.
     pub metadata: BTreeMap<String, String>,
-    path: Option<PathBuf>,
+    /// The file, when the header was read with [`SafetensorsFile::open`].
+    source: Option<OpenedFile>,
 }
 
 #[derive(serde::Deserialize)]
@@ -104,13 +107,13 @@ impl SafetensorsFile {
     /// Errors: [`Error::Io`], [`Error::NotRegularFile`], [`Error::Safetensors`] naming the
     /// file and what is wrong.
     pub fn open(path: &Path) -> Result<SafetensorsFile> {
-        let file = super::files::open_regular(path)?;
-        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-        let mut parsed = SafetensorsFile::parse(file, len).map_err(|e| match e {
+        let file = OpenedFile::open(path)?;
+        let len = file.byte_len()?;
+        let mut parsed = SafetensorsFile::parse(file.reader(), len).map_err(|e| match e {
             Error::Safetensors(m) => Error::Safetensors(format!("{}: {m}", path.display())),
             other => other,
         })?;
-        parsed.path = Some(path.to_path_buf());
+        parsed.source = Some(file);
         Ok(parsed)
     }
 
@@ -179,31 +182,30 @@ impl SafetensorsFile {
         Ok(SafetensorsFile {
             tensors,
             metadata,
-            path: None,
+            source: None,
         })
     }
 
     /// The file this header was read from ([`SafetensorsFile::open`]).
     pub fn path(&self) -> Option<&Path> {
-        self.path.as_deref()
+        self.source.as_ref().map(OpenedFile::path)
     }
 
-    /// Reads `tensor`'s data and builds its array (a fresh read-only handle, positioned reads).
+    /// Reads `tensor`'s data and builds its array (positioned reads on the read-only handle the
+    /// header was read through).
     ///
     /// Errors: [`Error::InvalidArgument`] when the header was not read from a file;
     /// [`Error::Io`] when the file has shrunk since; [`Error::Mlx`] from the array constructor.
     pub fn read_array(&self, tensor: &SafetensorsTensor) -> Result<Array> {
-        let path = self.path.as_deref().ok_or_else(|| {
+        let file = self.source.as_ref().ok_or_else(|| {
             Error::InvalidArgument("this safetensors header was not read from a file".into())
         })?;
-        let file = super::files::open_regular(path)?;
-        let bytes = super::files::read_range(&file, path, tensor.offset, tensor.n_bytes)?;
+        let bytes = file.read_range(tensor.offset, tensor.n_bytes)?;
         Ok(Array::from_bytes(&bytes, &tensor.shape, tensor.dtype)?)
     }
 }
 
 /// Validates one header entry and places it in the file.
-use super::gguf_file::MAX_TENSOR_ELEMENTS;
 
 fn check_entry(
     name: String,
