@@ -266,8 +266,9 @@ fn triplet(stem: &str, shape: &[i32], t: &ggml_quants::Affine) -> Result<Vec<(St
     let mut group_shape = outer.to_vec();
     group_shape.push(cols / 32);
     let exact_in_f16 = |v: &[f32]| v.iter().all(|&x| half::f16::from_f32(x).to_f32() == x);
+    let as_f16 = exact_in_f16(&t.scales) && exact_in_f16(&t.biases);
     let params = |v: &[f32]| -> Result<Array> {
-        if exact_in_f16(&t.scales) && exact_in_f16(&t.biases) {
+        if as_f16 {
             let h: Vec<half::f16> = v.iter().map(|&x| half::f16::from_f32(x)).collect();
             Ok(Array::from_slice(&h, &group_shape)?)
         } else {

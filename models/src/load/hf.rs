@@ -138,13 +138,12 @@ pub fn loaded_bytes(shards: &[SafetensorsFile], dtype: mlx_rs::Dtype, keep_quant
 /// malformed.
 pub fn load_hf_config(dir: &Path) -> Result<(ModelConfig, Option<GenerationConfig>)> {
     let config = ModelConfig::from_file(&dir.join("config.json"))?;
-    let generation_path = dir.join("generation_config.json");
-    let generation = if generation_path.exists() {
-        let text = super::files::read_text(&generation_path, super::files::FileKind::Config)?;
-        Some(GenerationConfig::from_json(&text)?)
-    } else {
-        None
-    };
+    let generation = super::files::read_optional_text(
+        &dir.join("generation_config.json"),
+        super::files::FileKind::Config,
+    )?
+    .map(|text| GenerationConfig::from_json(&text))
+    .transpose()?;
     Ok((config, generation))
 }
 

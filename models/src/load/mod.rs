@@ -176,7 +176,7 @@ pub fn load(model: &str, options: &LoadOptions) -> Result<LoadedModel> {
     let dtype = options.compute_dtype();
     let keep = options.keeps_quantized();
     // Everything up to the budget check reads headers and small files only.
-    let (config, generation, weights, tokenizer) = if path.is_dir() {
+    let (config, generation, weights, mut tokenizer) = if path.is_dir() {
         let (config, generation) = hf::load_hf_config(&path)?;
         check_supported(&config)?;
         let shards = hf::open_hf_shards(&path)?;
@@ -197,7 +197,6 @@ pub fn load(model: &str, options: &LoadOptions) -> Result<LoadedModel> {
         let weights = gguf::read_gguf_weights(&file, &config)?;
         (config, None, weights, tokenizer)
     };
-    let mut tokenizer = tokenizer;
     tokenizer.set_template_limits(crate::text::sandbox::TemplateLimits::for_context(
         config
             .context_length()
