@@ -231,13 +231,7 @@ impl Tokenizer {
             .inner
             .encode(text, add_special_tokens)
             .map_err(|e| Error::Tokenizer(format!("encode: {e}")))?;
-        let ids = encoding.get_ids().to_vec();
-        Ok(self.fix_special_tokens(ids, add_special_tokens))
-    }
-
-    /// BOS and EOS as the tokenizer defines them, on ids encoded with the post-processor's
-    /// special tokens.
-    fn fix_special_tokens(&self, mut ids: Vec<u32>, add_special_tokens: bool) -> Vec<u32> {
+        let mut ids = encoding.get_ids().to_vec();
         if add_special_tokens {
             if let Some((_, bos)) = &self.bos {
                 match self.bos_fix {
@@ -252,7 +246,7 @@ impl Tokenizer {
                 ids.push(eos);
             }
         }
-        ids
+        Ok(ids)
     }
 
     /// BOS (when the tokenizer adds one) and EOS (GGUF `add_eos_token`) around ids encoded
