@@ -108,43 +108,7 @@ pub struct Affine {
 /// # Ok::<(), mlx_models::Error>(())
 /// ```
 pub fn q4_k_to_affine(blocks: &[u8]) -> Result<Affine> {
-    if blocks.len() % Q4_K_BLOCK_BYTES != 0 {
-        return Err(Error::Gguf(format!(
-            "Q4_K: {} bytes are not whole {Q4_K_BLOCK_BYTES}-byte blocks",
-            blocks.len()
-        )));
-    }
-    let n = blocks.len() / Q4_K_BLOCK_BYTES;
-    let mut out = Affine {
-        bits: 4,
-        packed: Vec::with_capacity(n * QK_K / 8),
-        scales: Vec::with_capacity(n * QK_K / 32),
-        biases: Vec::with_capacity(n * QK_K / 32),
-    };
-    for block in blocks.chunks_exact(Q4_K_BLOCK_BYTES) {
-        let d = scale_f16(block, 0)?;
-        let dmin = scale_f16(block, 2)?;
-        let scales = &block[4..16];
-        let qs = &block[16..];
-        for sub in 0..8 {
-            let (sc, m) = scale_min(sub, scales);
-            out.scales.push(d * f32::from(sc));
-            out.biases.push(-(dmin * f32::from(m)));
-            let bytes = &qs[(sub / 2) * 32..(sub / 2) * 32 + 32];
-            let code = |l: usize| -> u32 {
-                u32::from(if sub % 2 == 0 {
-                    bytes[l] & 0x0f
-                } else {
-                    bytes[l] >> 4
-                })
-            };
-            for word in 0..4 {
-                out.packed
-                    .push((0..8).fold(0u32, |acc, k| acc | code(word * 8 + k) << (4 * k)));
-            }
-        }
-    }
-    Ok(out)
+    to_affine(GgmlType::Q4K, blocks)
 }
 
 /// The `f16` at `block[at..at + 2]` as `f32`; [`Error::Gguf`] when it is NaN or infinite.
@@ -226,9 +190,6 @@ pub fn has_affine_form(ty: GgmlType) -> bool {
 /// # Ok::<(), mlx_models::Error>(())
 /// ```
 pub fn to_affine(ty: GgmlType, blocks: &[u8]) -> Result<Affine> {
-    if ty == GgmlType::Q4K {
-        return q4_k_to_affine(blocks);
-    }
     if !has_affine_form(ty) {
         return Err(Error::Gguf(format!(
             "tensor type {ty} has no lossless affine form"
@@ -237,7 +198,7 @@ pub fn to_affine(ty: GgmlType, blocks: &[u8]) -> Result<Affine> {
     let n = whole_blocks(ty, blocks)?;
     let (block_len, block_bytes) = layout(ty)?;
     let groups = n * block_len / 32;
-    let bits = if matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1) {
+    let bits = if matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q4K) {
         4
     } else {
         8
@@ -288,12 +249,18 @@ pub fn to_affine(ty: GgmlType, blocks: &[u8]) -> Result<Affine> {
                 }
                 push(&mut out, d, bias, &codes);
             }
-            GgmlType::Q5K => {
+            GgmlType::Q4K | GgmlType::Q5K => {
+                // Each 32-weight sub-block is one group: scale d * sc, bias -dmin * m. The
+                // low nibbles of 32 bytes are one sub-block, the high nibbles the next; Q5_K
+                // adds bit `sub` of `qh[l]` as each code's fifth bit.
                 let d = scale_f16(block, 0)?;
                 let dmin = scale_f16(block, 2)?;
                 let scales = &block[4..16];
-                let qh = &block[16..48];
-                let qs = &block[48..176];
+                let (qh, qs) = if ty == GgmlType::Q5K {
+                    (Some(&block[16..48]), &block[48..176])
+                } else {
+                    (None, &block[16..144])
+                };
                 for sub in 0..8 {
                     let (sc, m) = scale_min(sub, scales);
                     let ql = &qs[(sub / 2) * 32..(sub / 2) * 32 + 32];
@@ -303,7 +270,7 @@ pub fn to_affine(ty: GgmlType, blocks: &[u8]) -> Result<Affine> {
                         } else {
                             ql[l] >> 4
                         };
-                        let high = (qh[l] >> sub) & 1;
+                        let high = qh.map_or(0, |h| (h[l] >> sub) & 1);
                         codes[l] = low | high << 4;
                     }
                     push(&mut out, d * f32::from(sc), -(dmin * f32::from(m)), &codes);
