@@ -206,7 +206,6 @@ impl SafetensorsFile {
 }
 
 /// Validates one header entry and places it in the file.
-
 fn check_entry(
     name: String,
     entry: RawEntry,
