@@ -45,6 +45,32 @@ pub struct RopeScaling {
     pub original_max_position_embeddings: Option<usize>,
     /// transformers 5.x writes `rope_theta` inside `rope_parameters`.
     pub rope_theta: Option<f32>,
+    /// yarn: the fast boundary of the frequency ramp, in rotations (default 32).
+    pub beta_fast: Option<f32>,
+    /// yarn: the slow boundary of the frequency ramp, in rotations (default 1).
+    pub beta_slow: Option<f32>,
+    /// yarn: `mscale` of the attention factor.
+    pub mscale: Option<f32>,
+    /// yarn: `mscale_all_dim` of the attention factor.
+    pub mscale_all_dim: Option<f32>,
+    /// yarn: an explicit attention factor (multiplies cos and sin).
+    pub attention_factor: Option<f32>,
+    /// yarn: whether the ramp bounds are rounded outwards (default true).
+    pub truncate: Option<bool>,
+    /// Ministral 3: `β` of the position-dependent query scaling
+    /// `1 + β·ln(1 + floor(pos / original_max_position_embeddings))`.
+    pub llama_4_scaling_beta: Option<f32>,
+}
+
+/// Where a checkpoint's weights come from: it decides conventions the tensors already carry
+/// (Gemma's GGUF norms have the `+1` baked in).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SourceFormat {
+    /// Hugging Face safetensors (also MLX-quantized checkpoints).
+    #[default]
+    HuggingFace,
+    /// A GGUF file (llama.cpp's conventions).
+    Gguf,
 }
 
 /// Per-layer quantization parameters.
@@ -152,9 +178,44 @@ pub struct ModelConfig {
     /// RoPE base (may instead sit in `rope_parameters`).
     #[serde(default)]
     pub rope_theta: Option<f32>,
-    /// RoPE scaling (`rope_scaling`, or `rope_parameters` in transformers 5.x configs).
-    #[serde(default, alias = "rope_parameters")]
+    /// RoPE scaling (`rope_scaling`, or a flat `rope_parameters` of transformers 5.x; see
+    /// [`ModelConfig::rope_parameters`] for the per-layer-type form).
+    #[serde(default)]
     pub rope_scaling: Option<RopeScaling>,
+    /// transformers 5.x `rope_parameters`: one [`RopeScaling`], or one per layer type
+    /// (`{"full_attention": {...}, "sliding_attention": {...}}`).
+    #[serde(default)]
+    pub rope_parameters: Option<serde_json::Value>,
+    /// Sliding-window attention width in keys (Mistral, Gemma); `null` = none.
+    #[serde(default)]
+    pub sliding_window: Option<usize>,
+    /// Per-layer attention kinds: `sliding_attention` or `full_attention`.
+    #[serde(default)]
+    pub layer_types: Option<Vec<String>>,
+    /// Gemma 2/3: every n-th layer is global (`(i + 1) % n == 0`) when `layer_types` is absent.
+    #[serde(default)]
+    pub sliding_window_pattern: Option<usize>,
+    /// Gemma: the attention scale is `query_pre_attn_scalar^-0.5`.
+    #[serde(default)]
+    pub query_pre_attn_scalar: Option<f64>,
+    /// Gemma 3: RoPE base of the sliding layers.
+    #[serde(default)]
+    pub rope_local_base_freq: Option<f32>,
+    /// Softcap of the attention scores (`c·tanh(s/c)`), if any.
+    #[serde(default)]
+    pub attn_logit_softcapping: Option<f32>,
+    /// Softcap of the final logits, if any.
+    #[serde(default)]
+    pub final_logit_softcapping: Option<f32>,
+    /// The MLP activation of Gemma configs (`gelu_pytorch_tanh`).
+    #[serde(default)]
+    pub hidden_activation: Option<String>,
+    /// The MLP activation of most configs (`silu`).
+    #[serde(default)]
+    pub hidden_act: Option<String>,
+    /// Where the weights come from (not a `config.json` field: set by the loader).
+    #[serde(skip)]
+    pub source_format: SourceFormat,
     /// Longest context the model supports.
     #[serde(default)]
     pub max_position_embeddings: Option<usize>,
@@ -182,28 +243,50 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
-    /// Parses `config.json` text; `text_config` (multimodal wrappers) is used when present.
+    /// Parses `config.json` text. A multimodal wrapper's `text_config` is used when present
+    /// (its `model_type` if it has one, else the wrapper's; the wrapper's quantization and stop
+    /// ids apply to it when it has none, and the wrapper's `tie_word_embeddings` always), then the family's defaults fill the keys the file leaves out
+    /// ([`crate::families::Family::defaults`]).
+    ///
+    /// ```
+    /// use mlx_models::config::ModelConfig;
+    /// // A sparse Gemma 3 `text_config`: the family supplies heads, head_dim, RoPE bases...
+    /// let c = ModelConfig::from_json(r#"{"model_type":"gemma3","text_config":{
+    ///     "hidden_size":2560,"intermediate_size":10240,"num_hidden_layers":34}}"#)?;
+    /// assert_eq!((c.model_type.as_str(), c.num_attention_heads, c.head_dim()), ("gemma3_text", 8, 256));
+    /// # Ok::<(), mlx_models::Error>(())
+    /// ```
     pub fn from_json(text: &str) -> Result<ModelConfig> {
-        let mut value: serde_json::Value = serde_json::from_str(text)
+        let value: serde_json::Value = serde_json::from_str(text)
             .map_err(|e| Error::Config(format!("config.json is not valid JSON: {e}")))?;
-        if let Some(inner) = value.get("text_config").cloned() {
-            if let (Some(outer), Some(mut inner)) =
-                (value.as_object().cloned(), inner.as_object().cloned())
-            {
-                for key in [
-                    "quantization",
-                    "quantization_config",
-                    "eos_token_id",
-                    "tie_word_embeddings",
-                ] {
-                    if let Some(v) = outer.get(key) {
-                        inner.entry(key.to_string()).or_insert(v.clone());
-                    }
+        let mut object = match value {
+            serde_json::Value::Object(o) => o,
+            _ => return Err(Error::Config("config.json must be a JSON object".into())),
+        };
+        if let Some(serde_json::Value::Object(mut inner)) = object.get("text_config").cloned() {
+            for key in [
+                "model_type",
+                "quantization",
+                "quantization_config",
+                "eos_token_id",
+            ] {
+                if let Some(v) = object.get(key) {
+                    inner.entry(key.to_string()).or_insert(v.clone());
                 }
-                value = serde_json::Value::Object(inner);
             }
+            // The wrapper class owns the LM head: its tying decides (transformers ignores the
+            // text config's).
+            if let Some(v) = object.get("tie_word_embeddings") {
+                inner.insert("tie_word_embeddings".into(), v.clone());
+            }
+            object = inner;
         }
-        let config: ModelConfig = serde_json::from_value(value)
+        // Both spellings of the quantization entry are written by recent mlx-lm versions.
+        if object.contains_key("quantization") {
+            object.remove("quantization_config");
+        }
+        crate::families::apply_defaults(&mut object);
+        let config: ModelConfig = serde_json::from_value(serde_json::Value::Object(object))
             .map_err(|e| Error::Config(format!("config.json: {e}")))?;
         config.validate()?;
         Ok(config)
@@ -299,16 +382,68 @@ impl ModelConfig {
         };
         positive_f32("rms_norm_eps", self.rms_norm_eps)?;
         positive_f32("rope_theta", self.rope_theta)?;
-        if let Some(r) = &self.rope_scaling {
-            positive_f32("rope_scaling.rope_theta", r.rope_theta)?;
-            positive_f32("rope_scaling.factor", r.factor)?;
-            positive_f32("rope_scaling.low_freq_factor", r.low_freq_factor)?;
-            positive_f32("rope_scaling.high_freq_factor", r.high_freq_factor)?;
+        for (field, r) in self.rope_entries()? {
+            positive_f32(&format!("{field}.rope_theta"), r.rope_theta)?;
+            positive_f32(&format!("{field}.factor"), r.factor)?;
+            positive_f32(&format!("{field}.low_freq_factor"), r.low_freq_factor)?;
+            positive_f32(&format!("{field}.high_freq_factor"), r.high_freq_factor)?;
+            positive_f32(&format!("{field}.beta_fast"), r.beta_fast)?;
+            positive_f32(&format!("{field}.beta_slow"), r.beta_slow)?;
+            positive_f32(&format!("{field}.attention_factor"), r.attention_factor)?;
+            if let Some(beta) = r.llama_4_scaling_beta {
+                if !beta.is_finite() {
+                    return Err(Error::ConfigValue {
+                        field: format!("{field}.llama_4_scaling_beta"),
+                        value: beta.to_string(),
+                        expected: "a finite number",
+                    });
+                }
+            }
             if r.original_max_position_embeddings == Some(0) {
                 return Err(Error::ConfigValue {
-                    field: "rope_scaling.original_max_position_embeddings".into(),
+                    field: format!("{field}.original_max_position_embeddings"),
                     value: "0".into(),
                     expected: "a positive token count",
+                });
+            }
+        }
+        positive_f32(
+            "query_pre_attn_scalar",
+            self.query_pre_attn_scalar.map(|v| v as f32),
+        )?;
+        positive_f32("rope_local_base_freq", self.rope_local_base_freq)?;
+        positive_f32("attn_logit_softcapping", self.attn_logit_softcapping)?;
+        positive_f32("final_logit_softcapping", self.final_logit_softcapping)?;
+        for (field, v) in [
+            ("sliding_window", self.sliding_window),
+            ("sliding_window_pattern", self.sliding_window_pattern),
+        ] {
+            if let Some(v) = v {
+                if v == 0 || v > i32::MAX as usize {
+                    return Err(Error::ConfigValue {
+                        field: field.into(),
+                        value: v.to_string(),
+                        expected: "a positive count of at most 2^31 - 1",
+                    });
+                }
+            }
+        }
+        if let Some(types) = &self.layer_types {
+            if types.len() != self.num_hidden_layers {
+                return Err(Error::ConfigValue {
+                    field: "layer_types".into(),
+                    value: format!("{} entries", types.len()),
+                    expected: "one entry per layer (num_hidden_layers)",
+                });
+            }
+            if let Some(bad) = types
+                .iter()
+                .find(|t| !matches!(t.as_str(), "full_attention" | "sliding_attention"))
+            {
+                return Err(Error::ConfigValue {
+                    field: "layer_types".into(),
+                    value: bad.clone(),
+                    expected: "`full_attention` or `sliding_attention`",
                 });
             }
         }
@@ -335,34 +470,84 @@ impl ModelConfig {
 
     /// RMSNorm epsilon (family default when absent).
     pub fn rms_norm_eps(&self) -> f32 {
-        self.rms_norm_eps.unwrap_or(match self.model_type.as_str() {
-            "qwen2" | "qwen3" => 1e-6,
-            _ => 1e-5,
-        })
+        self.rms_norm_eps.unwrap_or(1e-6)
     }
 
     /// RoPE base: the top-level `rope_theta`, else the one inside `rope_parameters`, else the
     /// family default.
     pub fn rope_theta(&self) -> f32 {
         self.rope_theta
-            .or_else(|| self.rope_scaling.as_ref().and_then(|r| r.rope_theta))
-            .unwrap_or(match self.model_type.as_str() {
-                "qwen2" | "qwen3" => 1_000_000.0,
-                _ => 10_000.0,
-            })
+            .or_else(|| self.rope_scaling_entry().and_then(|r| r.rope_theta))
+            .unwrap_or(10_000.0)
     }
 
     /// The RoPE scaling in force, if any (a `default` type counts as none).
-    pub fn rope_scaling(&self) -> Option<&RopeScaling> {
-        self.rope_scaling
-            .as_ref()
+    pub fn rope_scaling(&self) -> Option<RopeScaling> {
+        self.rope_scaling_entry()
             .filter(|r| r.rope_type.as_deref().is_some_and(|t| t != "default"))
+    }
+
+    /// Every RoPE entry of the config with the field it came from: `rope_scaling`, a flat
+    /// `rope_parameters`, or each entry of a per-layer-type one. An entry that is not a RoPE
+    /// object is a [`Error::ConfigValue`].
+    fn rope_entries(&self) -> Result<Vec<(String, RopeScaling)>> {
+        let mut entries = Vec::new();
+        if let Some(r) = &self.rope_scaling {
+            entries.push(("rope_scaling".to_string(), r.clone()));
+        }
+        let parse = |field: String, v: &serde_json::Value| -> Result<(String, RopeScaling)> {
+            match serde_json::from_value(v.clone()) {
+                Ok(r) => Ok((field, r)),
+                Err(e) => Err(Error::ConfigValue {
+                    field,
+                    value: e.to_string(),
+                    expected: "a RoPE parameters object",
+                }),
+            }
+        };
+        match (&self.rope_parameters, self.rope_parameters_by_layer_type()) {
+            (_, Some(by_type)) => {
+                for (k, v) in by_type {
+                    entries.push(parse(format!("rope_parameters.{k}"), v)?);
+                }
+            }
+            (Some(v), None) => entries.push(parse("rope_parameters".into(), v)?),
+            (None, None) => {}
+        }
+        Ok(entries)
+    }
+
+    /// `rope_scaling`, else a flat `rope_parameters` (one entry for every layer).
+    fn rope_scaling_entry(&self) -> Option<RopeScaling> {
+        if let Some(r) = &self.rope_scaling {
+            return Some(r.clone());
+        }
+        let params = self.rope_parameters.as_ref()?;
+        if self.rope_parameters_by_layer_type().is_some() {
+            return None;
+        }
+        serde_json::from_value(params.clone()).ok()
+    }
+
+    /// The entry of a per-layer-type `rope_parameters` for `layer_type`
+    /// (`full_attention` / `sliding_attention`), when the config has that form.
+    pub fn rope_parameters_for(&self, layer_type: &str) -> Option<RopeScaling> {
+        let by_type = self.rope_parameters_by_layer_type()?;
+        serde_json::from_value(by_type.get(layer_type)?.clone()).ok()
+    }
+
+    fn rope_parameters_by_layer_type(&self) -> Option<&serde_json::Map<String, serde_json::Value>> {
+        let object = self.rope_parameters.as_ref()?.as_object()?;
+        object
+            .values()
+            .all(|v| v.is_object())
+            .then_some(object)
+            .filter(|o| !o.is_empty())
     }
 
     /// Whether the LM head shares the embedding matrix (family default when absent).
     pub fn tie_word_embeddings(&self) -> bool {
-        self.tie_word_embeddings
-            .unwrap_or(self.model_type == "qwen2")
+        self.tie_word_embeddings.unwrap_or(false)
     }
 
     /// The longest context, if the config says.

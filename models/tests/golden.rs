@@ -9,7 +9,7 @@
 mod common;
 
 use mlx_models::config::ModelConfig;
-use mlx_models::families::{build, BuildOptions};
+use mlx_models::families::{self, build, BuildOptions};
 use mlx_models::model::CausalLm;
 use mlx_models::weights::Weights;
 use mlx_models::Error;
@@ -64,12 +64,17 @@ fn fixture(name: &str) -> Fixture {
 fn options(config: &ModelConfig) -> BuildOptions {
     BuildOptions {
         dtype: Dtype::Float32,
-        quantization: config.quantization().expect("quantization config"),
+        quantization: config
+            .quantization()
+            .expect("quantization config")
+            .map(|q| families::rename_quantization(config, q).unwrap()),
     }
 }
 
+/// The family's renames (wrapper prefixes, vision towers) then the build.
 fn build_model(config: &ModelConfig, tensors: HashMap<String, Array>) -> Box<dyn CausalLm> {
-    build(config, Weights::from_map(tensors), &options(config)).expect("build")
+    let weights = families::sanitize(config, Weights::from_map(tensors)).expect("sanitize");
+    build(config, weights, &options(config)).expect("build")
 }
 
 fn tokens(ids: &[i32]) -> Array {
@@ -165,12 +170,89 @@ fn check_greedy(model: &dyn CausalLm, r: &Reference) {
     assert_eq!(generated, r.greedy);
 }
 
+/// (4) the prompt in chunks of `sizes` (multi-token appends that wrap a rotating cache,
+/// chunks longer than the window): the same logits at every position.
+fn check_chunked(model: &dyn CausalLm, r: &Reference, sizes: &[usize]) {
+    let mut cache = model.new_cache();
+    let mut found = Vec::new();
+    let mut start = 0;
+    for &n in sizes.iter().cycle() {
+        if start >= r.prompt.len() {
+            break;
+        }
+        let end = (start + n).min(r.prompt.len());
+        let step = model
+            .forward(&tokens(&r.prompt[start..end]), &mut cache)
+            .unwrap();
+        found.extend(step.to_vec::<f32>().unwrap());
+        start = end;
+    }
+    for (pos, (a, b)) in found
+        .chunks(r.vocab)
+        .zip(r.logits.chunks(r.vocab))
+        .enumerate()
+    {
+        let d = relative_diff(a, b);
+        assert!(
+            d < TOLERANCE,
+            "chunks {sizes:?}, position {pos}: relative difference {d}"
+        );
+    }
+}
+
 fn check_all(name: &str) {
     let f = fixture(name);
     let model = build_model(&f.config, f.tensors);
     check_full_forward(model.as_ref(), &f.reference);
     check_incremental(model.as_ref(), &f.reference);
     check_greedy(model.as_ref(), &f.reference);
+    for sizes in [&[3usize, 6][..], &[5, 2], &[1]] {
+        check_chunked(model.as_ref(), &f.reference, sizes);
+    }
+}
+
+#[test]
+fn gemma3_text_matches_transformers() {
+    check_all("gemma3_text");
+}
+
+#[test]
+fn gemma3_sparse_text_config_matches_transformers() {
+    check_all("gemma3");
+}
+
+#[test]
+fn gemma3_quantized_matches_transformers_on_dequantized_weights() {
+    check_all("gemma3_text_q4");
+}
+
+#[test]
+fn mistral_sliding_window_matches_transformers() {
+    check_all("mistral");
+}
+
+#[test]
+fn mistral_quantized_matches_transformers_on_dequantized_weights() {
+    check_all("mistral_q4");
+}
+
+#[test]
+fn ministral3_yarn_and_query_scaling_match_transformers() {
+    check_all("ministral3");
+}
+
+#[test]
+fn the_window_matters_in_the_mistral_fixture() {
+    // Guards the fixture: without its window the same weights give other logits.
+    let f = fixture("mistral");
+    let mut config = f.config.clone();
+    config.sliding_window = None;
+    let model = build_model(&config, f.tensors);
+    let logits = model
+        .forward(&tokens(&f.reference.prompt), &mut model.new_cache())
+        .unwrap();
+    let d = relative_diff(&logits.to_vec::<f32>().unwrap(), &f.reference.logits);
+    assert!(d > 1e-2, "relative difference without the window only {d}");
 }
 
 #[test]
@@ -190,6 +272,7 @@ fn llama3_rope_scaling_changes_the_logits() {
     let f = fixture("llama_rope3");
     let mut config = f.config.clone();
     config.rope_scaling = None;
+    config.rope_parameters = None;
     let model = build_model(&config, f.tensors);
     let logits = model
         .forward(&tokens(&f.reference.prompt), &mut model.new_cache())
@@ -322,7 +405,19 @@ fn unknown_model_type_is_unsupported() {
             supported,
         } => {
             assert_eq!(model_type, "mamba");
-            assert_eq!(supported, vec!["llama", "qwen2", "qwen3"]);
+            for family in [
+                "llama",
+                "qwen2",
+                "qwen3",
+                "mistral",
+                "gemma3_text",
+                "gemma3",
+            ] {
+                assert!(
+                    supported.contains(&family),
+                    "{family} missing from {supported:?}"
+                );
+            }
         }
         e => panic!("wrong error {e:?}"),
     }

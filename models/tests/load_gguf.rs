@@ -304,14 +304,19 @@ fn minimal_gguf(arch: &str, q_rows: i32) -> Gguf {
 #[test]
 fn unsupported_architecture_and_wrong_q_shape() {
     let path = temp("arch.gguf");
-    save_gguf(&path, &minimal_gguf("gemma3", 8)).unwrap();
+    save_gguf(&path, &minimal_gguf("falcon", 8)).unwrap();
     match read_gguf_checkpoint(&path).unwrap_err() {
         Error::UnsupportedModel {
             model_type,
             supported,
         } => {
-            assert_eq!(model_type, "gemma3");
-            assert_eq!(supported, vec!["llama", "qwen2", "qwen3"]);
+            assert_eq!(model_type, "falcon");
+            for arch in ["llama", "qwen2", "qwen3", "gemma3"] {
+                assert!(
+                    supported.contains(&arch),
+                    "{arch} missing from {supported:?}"
+                );
+            }
         }
         other => panic!("{other}"),
     }

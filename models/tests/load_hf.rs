@@ -4,6 +4,7 @@
 mod common;
 
 use mlx_models::config::ModelConfig;
+use mlx_models::families;
 use mlx_models::load::{self, hf, hub, LoadOptions};
 use mlx_models::weights::Weights;
 use mlx_models::Error;
@@ -43,9 +44,9 @@ fn sanitize_drops_inv_freq_and_tied_lm_head() {
         generation.unwrap().eos_token_id.unwrap().to_vec(),
         vec![2, 7]
     );
-    let mut weights = hf::load_hf_weights(&dir).unwrap();
+    let weights = hf::load_hf_weights(&dir).unwrap();
     assert!(weights.contains("lm_head.weight"));
-    hf::sanitize(&config, &mut weights);
+    let weights = families::sanitize(&config, weights).unwrap();
     assert!(!weights.contains("lm_head.weight"));
     assert!(!weights.contains("model.layers.0.self_attn.rotary_emb.inv_freq"));
     assert_eq!(weights.len(), 5);
@@ -54,8 +55,7 @@ fn sanitize_drops_inv_freq_and_tied_lm_head() {
     let untied = r#"{"model_type":"llama","hidden_size":4,"num_hidden_layers":1,"intermediate_size":6,
         "num_attention_heads":2,"vocab_size":8,"tie_word_embeddings":false}"#;
     let config = ModelConfig::from_json(untied).unwrap();
-    let mut weights = hf::load_hf_weights(&dir).unwrap();
-    hf::sanitize(&config, &mut weights);
+    let weights = families::sanitize(&config, hf::load_hf_weights(&dir).unwrap()).unwrap();
     assert!(weights.contains("lm_head.weight"));
 }
 

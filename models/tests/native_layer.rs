@@ -5,7 +5,8 @@
 //! must agree bit for bit: Llama, Qwen2 (q/k/v bias) and Qwen3 (q/k norms), grouped-query
 //! heads, two sequences, a prefill chunk then decode steps, and an input that is a view.
 use mlx_models::config::{ModelConfig, QuantizationConfig};
-use mlx_models::families::{llama, qwen2, qwen3, BuildOptions};
+use mlx_models::families::{build_decoder, BuildOptions};
+use mlx_models::nn::Decoder;
 use mlx_models::runtime::cache::LayerCache;
 use mlx_models::weights::Weights;
 use mlx_rs::{quant, random, sys, Array, Dtype};
@@ -41,13 +42,13 @@ fn uniform(shape: &[i32], low: f32, high: f32, seed: u64) -> Array {
 
 /// One layer of `model_type` with every projection quantized (4-bit, group 32, f16 scales,
 /// as GGUF Q4_1 loads) and dense norms and embeddings.
-fn tiny_model(model_type: &str) -> llama::Llama {
+fn tiny_model(model_type: &str) -> Decoder {
     tiny_model_with(model_type, 1, false)
 }
 
 /// `layers` decoder layers; with `quantized_embedding` the (tied) embedding is stored 8-bit
 /// in groups of 32 with f16 scales, as a GGUF Q8_0 table converts.
-fn tiny_model_with(model_type: &str, layers: usize, quantized_embedding: bool) -> llama::Llama {
+fn tiny_model_with(model_type: &str, layers: usize, quantized_embedding: bool) -> Decoder {
     let config = ModelConfig::from_json(&format!(
         r#"{{"model_type":"{model_type}","hidden_size":{HIDDEN},"num_hidden_layers":{layers},
             "intermediate_size":{INTER},"num_attention_heads":{HEADS},
@@ -132,12 +133,7 @@ fn tiny_model_with(model_type: &str, layers: usize, quantized_embedding: bool) -
             .unwrap(),
         ),
     };
-    match model_type {
-        "qwen2" => qwen2::build(&config, w, &options),
-        "qwen3" => qwen3::build(&config, w, &options),
-        _ => llama::build(&config, w, &options),
-    }
-    .unwrap()
+    build_decoder(&config, w, &options).unwrap()
 }
 
 fn values(a: &Array) -> Vec<f32> {

@@ -4,24 +4,41 @@
 //! - q_proj, k_proj and v_proj always have a bias, o_proj never (fixed by the architecture, not
 //!   read from `attention_bias`); the MLP has none.
 //! - `use_sliding_window` / `sliding_window` / `max_window_layers` are ignored (plain causal
-//!   attention, as mlx-lm); defaults rope_theta 1e6, eps 1e-6, tied embeddings (see
-//!   [`ModelConfig`]).
+//!   attention, as mlx-lm and transformers with the released configs, which disable it).
+//! - Defaults: `rope_theta` 1e6, `rms_norm_eps` 1e-6, tied embeddings.
 
-use super::llama::Llama;
-use super::BuildOptions;
+use super::llama::{keep_name, no_metadata, LlamaBlock};
+use super::{default_key, default_rope_theta, Family, GgufConventions};
 use crate::config::ModelConfig;
 use crate::error::Result;
-use crate::nn::AttentionSpec;
-use crate::weights::Weights;
+use crate::nn::spec::ModelSpec;
+use serde_json::{json, Map, Value};
 
-/// The attention of Qwen2: biased q/k/v, unbiased output.
-pub const ATTENTION: AttentionSpec = AttentionSpec {
-    qkv_bias: true,
-    o_bias: false,
-    qk_norm: false,
+/// The registry entry.
+pub const FAMILY: Family = Family {
+    name: "qwen2",
+    model_types: &["qwen2"],
+    gguf_architectures: &["qwen2"],
+    defaults,
+    spec,
+    rename: keep_name,
+    gguf: GgufConventions {
+        tensor_names: &[],
+        permuted_qk: false,
+        metadata: no_metadata,
+    },
 };
 
-/// Builds a Qwen2 model (the [`Llama`] decoder with [`ATTENTION`]).
-pub fn build(config: &ModelConfig, weights: Weights, options: &BuildOptions) -> Result<Llama> {
-    Llama::build(config, weights, options, ATTENTION, false)
+fn defaults(config: &mut Map<String, Value>) {
+    default_key(config, "rms_norm_eps", json!(1e-6));
+    default_rope_theta(config, 1e6);
+    default_key(config, "tie_word_embeddings", json!(true));
+}
+
+fn spec(config: &ModelConfig) -> Result<ModelSpec> {
+    LlamaBlock {
+        qkv_bias: true,
+        ..LlamaBlock::default()
+    }
+    .model_spec(config)
 }

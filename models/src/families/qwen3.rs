@@ -6,22 +6,39 @@
 //! - No attention bias, whatever `attention_bias` says; no MLP bias.
 //! - `head_dim` is explicit (128 in the released models) and usually differs from
 //!   hidden / heads: q_proj is `[heads·head_dim, hidden]`, o_proj `[hidden, heads·head_dim]`.
+//! - Defaults: `rope_theta` 1e6, `rms_norm_eps` 1e-6.
 
-use super::llama::Llama;
-use super::BuildOptions;
+use super::llama::{keep_name, no_metadata, LlamaBlock};
+use super::{default_key, default_rope_theta, Family, GgufConventions};
 use crate::config::ModelConfig;
 use crate::error::Result;
-use crate::nn::AttentionSpec;
-use crate::weights::Weights;
+use crate::nn::spec::ModelSpec;
+use serde_json::{json, Map, Value};
 
-/// The attention of Qwen3: no biases, per-head q/k RMSNorm.
-pub const ATTENTION: AttentionSpec = AttentionSpec {
-    qkv_bias: false,
-    o_bias: false,
-    qk_norm: true,
+/// The registry entry.
+pub const FAMILY: Family = Family {
+    name: "qwen3",
+    model_types: &["qwen3"],
+    gguf_architectures: &["qwen3"],
+    defaults,
+    spec,
+    rename: keep_name,
+    gguf: GgufConventions {
+        tensor_names: &[],
+        permuted_qk: false,
+        metadata: no_metadata,
+    },
 };
 
-/// Builds a Qwen3 model (the [`Llama`] decoder with [`ATTENTION`]).
-pub fn build(config: &ModelConfig, weights: Weights, options: &BuildOptions) -> Result<Llama> {
-    Llama::build(config, weights, options, ATTENTION, false)
+fn defaults(config: &mut Map<String, Value>) {
+    default_key(config, "rms_norm_eps", json!(1e-6));
+    default_rope_theta(config, 1e6);
+}
+
+fn spec(config: &ModelConfig) -> Result<ModelSpec> {
+    LlamaBlock {
+        qk_norm: true,
+        ..LlamaBlock::default()
+    }
+    .model_spec(config)
 }

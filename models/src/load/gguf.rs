@@ -40,9 +40,6 @@ use mlx_rs::{Array, Dtype};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-/// The GGUF architectures this loader maps (`general.architecture`).
-pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "qwen2", "qwen3"];
-
 /// A GGUF file read into HF terms: the config, the weights under HF names (Q/K un-permuted),
 /// and the file's header (metadata for the tokenizer, and the tensor table).
 #[derive(Debug)]
@@ -73,7 +70,7 @@ pub fn load_gguf_checkpoint(path: &Path) -> Result<(ModelConfig, Weights, Tokeni
 /// Errors: [`Error::Io`] / [`Error::NotRegularFile`] for a file that cannot be opened;
 /// [`Error::Gguf`] for a malformed file, a tensor type that cannot be loaded (named) or bad
 /// metadata; [`Error::UnsupportedModel`] for an architecture other than
-/// [`SUPPORTED_ARCHITECTURES`]; [`Error::ShapeMismatch`]; [`Error::Config`] /
+/// [`crate::families::supported_architectures`]; [`Error::ShapeMismatch`]; [`Error::Config`] /
 /// [`Error::ConfigValue`] for inconsistent hyper-parameters.
 ///
 /// ```
@@ -113,12 +110,7 @@ pub fn config_from_gguf(path: &Path, gguf: &GgufFile) -> Result<ModelConfig> {
         .metadata_str("general.architecture")?
         .ok_or_else(|| Error::Gguf("metadata `general.architecture` is missing".into()))?
         .to_string();
-    if !SUPPORTED_ARCHITECTURES.contains(&arch.as_str()) {
-        return Err(Error::UnsupportedModel {
-            model_type: arch,
-            supported: SUPPORTED_ARCHITECTURES.to_vec(),
-        });
-    }
+    let family = crate::families::family_for_architecture(&arch)?;
     check_types(path, gguf)?;
     if gguf.tensor("rope_freqs.weight").is_some() {
         return Err(Error::Gguf(
@@ -127,14 +119,25 @@ pub fn config_from_gguf(path: &Path, gguf: &GgufFile) -> Result<ModelConfig> {
                 .into(),
         ));
     }
-    gguf_config(gguf, &arch)
+    gguf_config(gguf, &arch, family)
+}
+
+/// The GGUF conventions of the family reading `gguf`'s architecture (the common ones when the
+/// architecture is unknown or missing: the caller reports that separately).
+fn conventions(gguf: &GgufFile) -> crate::families::GgufConventions {
+    gguf.metadata_str("general.architecture")
+        .ok()
+        .flatten()
+        .and_then(|arch| crate::families::family_for_architecture(arch).ok())
+        .map_or(crate::families::llama::FAMILY.gguf, |f| f.gguf)
 }
 
 /// The tensors a GGUF file declares, under Hugging Face names with their dense shapes.
 pub fn declared_tensors(gguf: &GgufFile) -> Vec<DeclaredTensor> {
+    let conventions = conventions(gguf);
     gguf.tensors
         .iter()
-        .map(|t| DeclaredTensor::dense(hf_name(&t.name), &t.shape()))
+        .map(|t| DeclaredTensor::dense(hf_name(&t.name, &conventions), &t.shape()))
         .collect()
 }
 
@@ -170,13 +173,14 @@ fn check_types(path: &Path, gguf: &GgufFile) -> Result<()> {
 /// a block with a non-finite scale or a quantized tensor that is not a `.weight`;
 /// [`Error::Config`] when Q/K rows do not split into the config's heads.
 pub fn read_gguf_weights(gguf: &GgufFile, config: &ModelConfig) -> Result<Weights> {
+    let conventions = conventions(gguf);
     let mut tensors = HashMap::with_capacity(gguf.tensors.len() * 2);
     for info in &gguf.tensors {
         for (name, array) in tensor_arrays(gguf, info)? {
-            tensors.insert(hf_name(&name), array);
+            tensors.insert(hf_name(&name, &conventions), array);
         }
     }
-    if config.model_type == "llama" {
+    if conventions.permuted_qk {
         let heads = [
             (".self_attn.q_proj.", config.num_attention_heads as i32),
             (".self_attn.k_proj.", config.num_key_value_heads() as i32),
@@ -335,16 +339,23 @@ pub fn unpermute_rows(array: &Array, n_head: i32) -> Result<Array> {
     Ok(array.take(&index, 0)?)
 }
 
-/// The Hugging Face name of a GGUF tensor (names it does not know are kept as they are, so
-/// that the family reports them as unexpected).
+/// The Hugging Face name of a GGUF tensor under a family's conventions (names it does not
+/// know are kept as they are, so that the family reports them as unexpected).
 ///
 /// ```
+/// use mlx_models::families::{gemma3, llama};
 /// use mlx_models::load::gguf::hf_name;
-/// assert_eq!(hf_name("blk.3.attn_q.scales"), "model.layers.3.self_attn.q_proj.scales");
-/// assert_eq!(hf_name("token_embd.weight"), "model.embed_tokens.weight");
-/// assert_eq!(hf_name("output.weight"), "lm_head.weight");
+/// let llama = llama::FAMILY.gguf;
+/// assert_eq!(hf_name("blk.3.attn_q.scales", &llama), "model.layers.3.self_attn.q_proj.scales");
+/// assert_eq!(hf_name("token_embd.weight", &llama), "model.embed_tokens.weight");
+/// assert_eq!(hf_name("output.weight", &llama), "lm_head.weight");
+/// // `ffn_norm` is the norm before the MLP: Llama's `post_attention_layernorm`, Gemma 3's
+/// // `pre_feedforward_layernorm`.
+/// assert_eq!(hf_name("blk.0.ffn_norm.weight", &llama), "model.layers.0.post_attention_layernorm.weight");
+/// let gemma = gemma3::FAMILY.gguf;
+/// assert_eq!(hf_name("blk.0.ffn_norm.weight", &gemma), "model.layers.0.pre_feedforward_layernorm.weight");
 /// ```
-pub fn hf_name(name: &str) -> String {
+pub fn hf_name(name: &str, conventions: &crate::families::GgufConventions) -> String {
     let (stem, suffix) = match name.rsplit_once('.') {
         Some((stem, s @ ("weight" | "bias" | "scales" | "biases"))) => (stem, s),
         _ => return name.to_string(),
@@ -367,19 +378,27 @@ pub fn hf_name(name: &str) -> String {
     if layer.parse::<usize>().is_err() {
         return name.to_string();
     }
-    let module = match part {
-        "attn_q" => "self_attn.q_proj",
-        "attn_k" => "self_attn.k_proj",
-        "attn_v" => "self_attn.v_proj",
-        "attn_output" => "self_attn.o_proj",
-        "attn_q_norm" => "self_attn.q_norm",
-        "attn_k_norm" => "self_attn.k_norm",
-        "attn_norm" => "input_layernorm",
-        "ffn_norm" => "post_attention_layernorm",
-        "ffn_gate" => "mlp.gate_proj",
-        "ffn_up" => "mlp.up_proj",
-        "ffn_down" => "mlp.down_proj",
-        _ => return name.to_string(),
+    let family_module = conventions
+        .tensor_names
+        .iter()
+        .find(|(gguf, _)| *gguf == part)
+        .map(|(_, hf)| *hf);
+    let module = match (family_module, part) {
+        (Some(module), _) => module,
+        (None, part) => match part {
+            "attn_q" => "self_attn.q_proj",
+            "attn_k" => "self_attn.k_proj",
+            "attn_v" => "self_attn.v_proj",
+            "attn_output" => "self_attn.o_proj",
+            "attn_q_norm" => "self_attn.q_norm",
+            "attn_k_norm" => "self_attn.k_norm",
+            "attn_norm" => "input_layernorm",
+            "ffn_norm" => "post_attention_layernorm",
+            "ffn_gate" => "mlp.gate_proj",
+            "ffn_up" => "mlp.up_proj",
+            "ffn_down" => "mlp.down_proj",
+            _ => return name.to_string(),
+        },
     };
     format!("model.layers.{layer}.{module}.{suffix}")
 }
@@ -393,7 +412,11 @@ fn required(gguf: &GgufFile, key: &str) -> Result<f64> {
 }
 
 /// Builds the HF-style config of a GGUF file from its metadata and tensor table.
-fn gguf_config(gguf: &GgufFile, arch: &str) -> Result<ModelConfig> {
+fn gguf_config(
+    gguf: &GgufFile,
+    arch: &str,
+    family: &crate::families::Family,
+) -> Result<ModelConfig> {
     let int = |v: f64, key: &str| -> Result<usize> {
         if v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v <= i32::MAX as f64 {
             Ok(v as usize)
@@ -414,8 +437,11 @@ fn gguf_config(gguf: &GgufFile, arch: &str) -> Result<ModelConfig> {
             })
         }
     };
-    let hf_names: HashMap<String, &GgufTensorInfo> =
-        gguf.tensors.iter().map(|t| (hf_name(&t.name), t)).collect();
+    let hf_names: HashMap<String, &GgufTensorInfo> = gguf
+        .tensors
+        .iter()
+        .map(|t| (hf_name(&t.name, &family.gguf), t))
+        .collect();
     let key = |k: &str| format!("{arch}.{k}");
     let mut c = serde_json::Map::new();
     let mut put = |k: &str, v: serde_json::Value| {
@@ -498,21 +524,27 @@ fn gguf_config(gguf: &GgufFile, arch: &str) -> Result<ModelConfig> {
             put(field, int(v, k)?.into());
         }
     }
-    if let Some(q) = quantization_entry(gguf) {
+    if let Some(q) = quantization_entry(gguf, &family.gguf) {
         put("quantization", q);
     }
+    (family.gguf.metadata)(gguf, arch, &mut c)?;
     let text = serde_json::Value::Object(c).to_string();
-    ModelConfig::from_json(&text)
+    let mut config = ModelConfig::from_json(&text)?;
+    config.source_format = crate::config::SourceFormat::Gguf;
+    Ok(config)
 }
 
 /// The `quantization` config entry (MLX's format) describing the triplets the tensors become:
 /// group size 32; bits from the tensor types; the most common bits as the default, others as
 /// per-module overrides.
-fn quantization_entry(gguf: &GgufFile) -> Option<serde_json::Value> {
+fn quantization_entry(
+    gguf: &GgufFile,
+    conventions: &crate::families::GgufConventions,
+) -> Option<serde_json::Value> {
     let mut bits_of: BTreeMap<String, i32> = BTreeMap::new();
     for info in &gguf.tensors {
         if let (Some(bits), Some(stem)) = (stored_bits(info), info.name.strip_suffix(".weight")) {
-            let module = hf_name(&format!("{stem}.weight"));
+            let module = hf_name(&format!("{stem}.weight"), conventions);
             let module = module
                 .strip_suffix(".weight")
                 .unwrap_or(&module)

@@ -98,15 +98,21 @@ pub fn declared_tensors(
     let stored: std::collections::BTreeMap<String, Vec<i32>> = shards
         .iter()
         .flat_map(|s| s.tensors.iter())
-        .filter(|t| !dropped_by_sanitize(config, &t.name))
         .map(|t| (t.name.clone(), t.shape.clone()))
         .collect();
-    super::plan::logical_shapes(&stored, |module| {
+    let logical = super::plan::logical_shapes(&stored, |module| {
         quantization
             .as_ref()
             .and_then(|q| q.for_module(module))
             .map(|p| (p.group_size, p.bits))
-    })
+    })?;
+    let mut declared = Vec::with_capacity(logical.len());
+    for t in logical {
+        if let Some(name) = crate::families::rename(config, &t.name)? {
+            declared.push(super::plan::DeclaredTensor::dense(name, &t.shape));
+        }
+    }
+    Ok(declared)
 }
 
 /// Bytes the tensors of `shards` take once loaded with `dtype` as the compute dtype
@@ -145,17 +151,4 @@ pub fn load_hf_config(dir: &Path) -> Result<(ModelConfig, Option<GenerationConfi
     .map(|text| GenerationConfig::from_json(&text))
     .transpose()?;
     Ok((config, generation))
-}
-
-/// Removes what a Hugging Face checkpoint holds but no family uses: the precomputed
-/// `*.rotary_emb.inv_freq` buffers, and `lm_head.weight` when the embeddings are tied (some
-/// exporters write the shared matrix twice).
-pub fn sanitize(config: &ModelConfig, weights: &mut Weights) {
-    weights.drop_where(|name| dropped_by_sanitize(config, name));
-}
-
-/// Whether [`sanitize`] drops a tensor of this name.
-fn dropped_by_sanitize(config: &ModelConfig, name: &str) -> bool {
-    name.ends_with(".rotary_emb.inv_freq")
-        || (config.tie_word_embeddings() && name.starts_with("lm_head."))
 }

@@ -184,8 +184,7 @@ pub fn load(model: &str, options: &LoadOptions) -> Result<LoadedModel> {
         plan::check_declared(&plan, &hf::declared_tensors(&config, &shards)?, true)?;
         check_memory(&config, hf::loaded_bytes(&shards, dtype, keep), options)?;
         let tokenizer = Tokenizer::from_dir(&path)?;
-        let mut weights = hf::read_hf_weights(&shards)?;
-        hf::sanitize(&config, &mut weights);
+        let weights = hf::read_hf_weights(&shards)?;
         (config, generation, weights, tokenizer)
     } else {
         let (file, config) = gguf::open_gguf(&path)?;
@@ -204,10 +203,15 @@ pub fn load(model: &str, options: &LoadOptions) -> Result<LoadedModel> {
     ));
     let eos_token_ids = eos_token_ids(&config, generation.as_ref(), &tokenizer);
     let build = mlx_rs::with_device(options.device, || -> Result<_> {
+        // Quantization overrides name the checkpoint's modules: apply them, then rename.
         let (weights, build) = prepare_weights(&config, weights, options)?;
+        let weights = crate::families::sanitize(&config, weights)?;
         let build = crate::families::BuildOptions {
             dtype: build.dtype,
-            quantization: build.quantization,
+            quantization: build
+                .quantization
+                .map(|q| crate::families::rename_quantization(&config, q))
+                .transpose()?,
         };
         crate::families::build(&config, weights, &build)
     })?;
@@ -232,14 +236,7 @@ fn check_memory(config: &ModelConfig, weight_bytes: u64, options: &LoadOptions) 
 
 /// [`Error::UnsupportedModel`] unless a family implements `config.model_type`.
 pub fn check_supported(config: &ModelConfig) -> Result<()> {
-    if crate::families::SUPPORTED.contains(&config.model_type.as_str()) {
-        Ok(())
-    } else {
-        Err(Error::UnsupportedModel {
-            model_type: config.model_type.clone(),
-            supported: crate::families::SUPPORTED.to_vec(),
-        })
-    }
+    crate::families::family(&config.model_type).map(|_| ())
 }
 
 /// The end-of-sequence ids: `generation_config.json`'s, else `config.json`'s, else the

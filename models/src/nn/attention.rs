@@ -1,29 +1,18 @@
-//! Multi-head attention with grouped-query heads, RoPE and a KV cache.
+//! Multi-head attention with grouped-query heads, RoPE and a KV cache, as an
+//! [`AttentionSpec`] describes it.
 
-use super::mlp::NativeMlpWeights;
-use super::{dim, FusedLinear, Linear, RmsNorm, Rope};
-use crate::config::ModelConfig;
+use super::spec::{AttentionSpec, Features, QueryScaling};
+use super::{FusedLinear, Linear, RmsNorm, Rope};
 use crate::error::{Error, Result};
 use crate::load::BuildOptions;
-use crate::runtime::cache::LayerCache;
+use crate::runtime::cache::{KeyMask, LayerCache};
 use crate::weights::Weights;
-use mlx_rs::fast::{scaled_dot_product_attention, AttentionMask};
-use mlx_rs::native::{CachedAttentionParams, DecoderLayerWeights};
-use mlx_rs::Array;
+use mlx_rs::fast::scaled_dot_product_attention;
+use mlx_rs::native::CachedAttentionParams;
+use mlx_rs::{Array, Dtype};
 
-/// The per-family differences of the attention block.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct AttentionSpec {
-    /// Bias on q_proj, k_proj and v_proj.
-    pub qkv_bias: bool,
-    /// Bias on o_proj.
-    pub o_bias: bool,
-    /// Per-head RMSNorm of queries and keys over head_dim, after the reshape and before RoPE
-    /// (`self_attn.q_norm` / `self_attn.k_norm`, Qwen3).
-    pub qk_norm: bool,
-}
-
-/// `self_attn` of a decoder layer.
+/// `self_attn` of a decoder layer: projections, per-head norms, RoPE, the attention itself and
+/// the output projection. The layer around it owns the norms and the residual.
 #[derive(Debug, Clone)]
 pub struct Attention {
     /// q, k and v projections, fused into one product when their storage allows.
@@ -32,30 +21,22 @@ pub struct Attention {
     q_norm: Option<RmsNorm>,
     k_norm: Option<RmsNorm>,
     rope: Rope,
-    heads: i32,
-    kv_heads: i32,
-    head_dim: i32,
-    scale: f32,
+    spec: AttentionSpec,
 }
 
 impl Attention {
     /// Takes `<path>.{q,k,v,o}_proj` (and `<path>.{q,k}_norm` with `spec.qk_norm`). Widths are
     /// `heads · head_dim` (queries, output) and `kv_heads · head_dim` (keys, values), which
-    /// differ from `hidden_size` when `head_dim` is explicit.
+    /// differ from `hidden` when `head_dim` is explicit.
     pub fn load(
         weights: &mut Weights,
         path: &str,
-        config: &ModelConfig,
-        spec: AttentionSpec,
-        rope: Rope,
+        hidden: i32,
+        spec: &AttentionSpec,
         options: &BuildOptions,
     ) -> Result<Attention> {
-        let hidden = dim("hidden_size", config.hidden_size)?;
-        let heads = dim("num_attention_heads", config.num_attention_heads)?;
-        let kv_heads = dim("num_key_value_heads", config.num_key_value_heads())?;
-        let head_dim = dim("head_dim", config.head_dim())?;
-        let q_width = heads * head_dim;
-        let kv_width = kv_heads * head_dim;
+        let q_width = spec.heads * spec.head_dim;
+        let kv_width = spec.kv_heads * spec.head_dim;
         let proj = |w: &mut Weights, name: &str, inp: i32, out: i32, bias: bool| {
             Linear::load(w, &format!("{path}.{name}"), inp, out, bias, options)
         };
@@ -63,17 +44,17 @@ impl Attention {
         let k_proj = proj(weights, "k_proj", hidden, kv_width, spec.qkv_bias)?;
         let v_proj = proj(weights, "v_proj", hidden, kv_width, spec.qkv_bias)?;
         let o_proj = proj(weights, "o_proj", q_width, hidden, spec.o_bias)?;
-        let (q_norm, k_norm) = if spec.qk_norm {
-            let eps = config.rms_norm_eps();
-            let norm = |w: &mut Weights, name: &str| {
-                RmsNorm::load(w, &format!("{path}.{name}"), head_dim, eps, options)
-            };
-            (
-                Some(norm(weights, "q_norm")?),
-                Some(norm(weights, "k_norm")?),
-            )
-        } else {
-            (None, None)
+        let (q_norm, k_norm) = match spec.qk_norm {
+            Some(norm) => {
+                let load = |w: &mut Weights, name: &str| {
+                    RmsNorm::load_spec(w, &format!("{path}.{name}"), spec.head_dim, norm, options)
+                };
+                (
+                    Some(load(weights, "q_norm")?),
+                    Some(load(weights, "k_norm")?),
+                )
+            }
+            None => (None, None),
         };
         let qkv_proj =
             FusedLinear::fuse(vec![q_proj, k_proj, v_proj], &[q_width, kv_width, kv_width])?;
@@ -82,93 +63,85 @@ impl Attention {
             o_proj,
             q_norm,
             k_norm,
-            rope,
-            heads,
-            kv_heads,
-            head_dim,
-            scale: (head_dim as f32).powf(-0.5),
+            rope: Rope::new(&spec.rope)?,
+            spec: spec.clone(),
         })
     }
 
-    /// The attention half of [`mlx_rs::native::DecoderLayerWeights`] (the norms and the MLP
-    /// left as given) and the attention parameters (offset 0), when every projection is stored
-    /// quantized with q, k and v fused and no bias on the output projection.
-    pub(crate) fn native_layer_weights<'a>(
-        &'a self,
-        input_norm: &'a RmsNorm,
-        rest: NativeMlpWeights<'a>,
-    ) -> Option<(DecoderLayerWeights<'a>, CachedAttentionParams)> {
-        let (qkv, qkv_bias) = self.qkv_proj.fused()?.quantized_projection()?;
-        let (o, None) = self.o_proj.quantized_projection()? else {
-            return None;
-        };
-        let weights = DecoderLayerWeights {
-            input_norm: (input_norm.weight(), input_norm.eps()),
-            qkv,
-            qkv_bias,
-            inv_freq: self.rope.inv_freq(),
-            q_norm: self.q_norm.as_ref().map(RmsNorm::weight),
-            k_norm: self.k_norm.as_ref().map(RmsNorm::weight),
-            o,
-            post_attention_norm: rest.post_attention_norm,
-            gate_up: rest.gate_up,
-            down: rest.down,
-        };
-        Some((weights, self.params(0)))
+    /// The description this attention was built from.
+    pub fn spec(&self) -> &AttentionSpec {
+        &self.spec
     }
 
-    fn params(&self, offset: i32) -> CachedAttentionParams {
+    /// The fused q/k/v projection.
+    pub(crate) fn qkv_proj(&self) -> &FusedLinear {
+        &self.qkv_proj
+    }
+
+    /// The output projection.
+    pub(crate) fn o_proj(&self) -> &Linear {
+        &self.o_proj
+    }
+
+    /// The per-head norms of queries and keys, if any.
+    pub(crate) fn qk_norms(&self) -> (Option<&RmsNorm>, Option<&RmsNorm>) {
+        (self.q_norm.as_ref(), self.k_norm.as_ref())
+    }
+
+    /// The RoPE.
+    pub(crate) fn rope(&self) -> &Rope {
+        &self.rope
+    }
+
+    /// Whether the native attention step computes exactly this attention: every feature the
+    /// spec uses is in `supported`, and RoPE is a plain rotation (no yarn attention factor).
+    pub(crate) fn native_ok(&self, supported: Features) -> bool {
+        let f = Features {
+            window: self.spec.window.is_some(),
+            attention_softcap: self.spec.logit_softcap.is_some(),
+            query_scaling: self.spec.query_scaling.is_some(),
+            ..Features::default()
+        };
+        f.within(supported) && self.rope.mscale() == 1.0
+    }
+
+    /// The native kernels' parameters for this attention (at offset 0).
+    pub(crate) fn params(&self) -> CachedAttentionParams {
         CachedAttentionParams {
-            heads: self.heads,
-            kv_heads: self.kv_heads,
-            head_dim: self.head_dim,
-            offset,
-            scale: self.scale,
-            norm_eps: self.q_norm.as_ref().map_or(0.0, RmsNorm::eps),
+            heads: self.spec.heads,
+            kv_heads: self.spec.kv_heads,
+            head_dim: self.spec.head_dim,
+            offset: 0,
+            scale: self.spec.scale,
+            norm_eps: self.spec.qk_norm.map_or(0.0, |n| n.eps),
         }
     }
 
-    /// Attends `norm(x)` (`x`: `[B, L, hidden]`; no norm when `None`) to the cached positions
+    /// Attends `x` (`[B, L, hidden]`, already normalised by the layer) to the cached positions
     /// and itself, appending this chunk's keys and values to `cache` (positions start at the
-    /// cache's offset), and returns the output projection plus `residual` when given. The
-    /// norm and the residual run inside the quantized projections where the native kernel
-    /// serves them.
-    pub fn forward(
-        &self,
-        x: &Array,
-        norm: Option<&RmsNorm>,
-        residual: Option<&Array>,
-        cache: &mut LayerCache,
-    ) -> Result<Array> {
+    /// cache's offset), and returns the output projection `[B, L, hidden]`.
+    pub fn forward(&self, x: &Array, cache: &mut LayerCache) -> Result<Array> {
         let shape = x.shape();
         let [b, l, _] = shape[..] else {
             return Err(Error::InvalidArgument(format!(
                 "attention input must be [B, L, hidden], got {shape:?}"
             )));
         };
-        // [B, L, H·hd] -> [B, L, H, hd]; the per-head norm (Qwen3) acts here, before the
-        // transpose to [B, H, L, hd] and RoPE.
-        // The fused projection, then one primitive for the norms, RoPE, the cache write and
-        // the attention itself (CPU, float32); other cases compose MLX's ops below.
-        let qkv = self.qkv_proj.forward_joined(x, norm)?;
-        let params = self.params(cache.offset());
-        if let Some(out) = cache.native_step(
-            &qkv,
-            self.rope.inv_freq(),
-            self.q_norm.as_ref().map(RmsNorm::weight),
-            self.k_norm.as_ref().map(RmsNorm::weight),
-            params,
-        )? {
-            return self.o_proj.forward_fused(&out, None, residual);
+        let qkv = self.qkv_proj.forward_joined(x, None)?;
+        if self.native_ok(super::NATIVE_FEATURES) {
+            // One primitive for the norms, RoPE, the cache write and the attention itself
+            // (CPU, float32); `None` when it does not take the call.
+            let (q_norm, k_norm) = self.qk_norms();
+            if let Some(out) = cache.native_step(
+                &qkv,
+                self.rope.inv_freq(),
+                q_norm.map(RmsNorm::weight),
+                k_norm.map(RmsNorm::weight),
+                self.params(),
+            )? {
+                return self.o_proj.forward(&out);
+            }
         }
-        let split = |y: Array, heads: i32, norm: Option<&RmsNorm>| -> Result<Array> {
-            let y = y.reshape(&[b, l, heads, self.head_dim])?;
-            let y = match norm {
-                Some(n) => n.forward(&y)?,
-                None => y,
-            };
-            Ok(y.transpose(&[0, 2, 1, 3])?)
-        };
         let [q, k, v]: [Array; 3] =
             self.qkv_proj
                 .split(qkv)?
@@ -176,23 +149,98 @@ impl Attention {
                 .map_err(|parts: Vec<Array>| {
                     Error::InvalidArgument(format!("q/k/v projection gave {} outputs", parts.len()))
                 })?;
-        let q = split(q, self.heads, self.q_norm.as_ref())?;
-        let k = split(k, self.kv_heads, self.k_norm.as_ref())?;
-        let v = split(v, self.kv_heads, None)?;
-        let offset = cache.offset();
-        let q = self.rope.forward(&q, offset)?;
-        let k = self.rope.forward(&k, offset)?;
-        let (keys, values) = cache.update_and_fetch(&k, &v)?;
-        // GQA: the fused kernel maps query head h to key/value head h / (H / H_kv) itself.
-        let mask = if l > 1 {
-            AttentionMask::Causal
-        } else {
-            AttentionMask::None
+        // [B, L, H·hd] -> [B, L, H, hd]; the per-head norm acts here, before the transpose to
+        // [B, H, L, hd] and RoPE.
+        let split = |y: Array, heads: i32, norm: Option<&RmsNorm>| -> Result<Array> {
+            let y = y.reshape(&[b, l, heads, self.spec.head_dim])?;
+            let y = RmsNorm::apply(norm, &y)?;
+            Ok(y.transpose(&[0, 2, 1, 3])?)
         };
-        let out = scaled_dot_product_attention(&q, &keys, &values, self.scale, mask)?;
-        let out = out
-            .transpose(&[0, 2, 1, 3])?
-            .reshape(&[b, l, self.heads * self.head_dim])?;
-        self.o_proj.forward_fused(&out, None, residual)
+        let q = split(q, self.spec.heads, self.q_norm.as_ref())?;
+        let k = split(k, self.spec.kv_heads, self.k_norm.as_ref())?;
+        let v = split(v, self.spec.kv_heads, None)?;
+        let offset = cache.offset();
+        let mut q = self.rope.forward(&q, offset)?;
+        if let Some(scaling) = self.spec.query_scaling {
+            q = q.multiply(&query_scale(scaling, offset, l, q.dtype())?)?;
+        }
+        let k = self.rope.forward(&k, offset)?;
+        let fetched = cache.update_and_fetch(&k, &v)?;
+        let out = match self.spec.logit_softcap {
+            None => scaled_dot_product_attention(
+                &q,
+                &fetched.keys,
+                &fetched.values,
+                self.spec.scale,
+                fetched.mask.as_attention_mask(),
+            )?,
+            Some(cap) => softcapped_attention(
+                &q,
+                &fetched.keys,
+                &fetched.values,
+                self.spec.scale,
+                cap,
+                &fetched.mask,
+            )?,
+        };
+        let out =
+            out.transpose(&[0, 2, 1, 3])?
+                .reshape(&[b, l, self.spec.heads * self.spec.head_dim])?;
+        self.o_proj.forward(&out)
     }
+}
+
+/// Ministral 3's query scale of the `l` positions from `offset`, `[1, 1, L, 1]`:
+/// `1 + β·ln(1 + floor(pos / original))`.
+fn query_scale(scaling: QueryScaling, offset: i32, l: i32, dtype: Dtype) -> Result<Array> {
+    let original = scaling.original.max(1) as f64;
+    let v: Vec<f32> = (0..l)
+        .map(|t| {
+            let pos = (offset + t) as f64;
+            (1.0 + scaling.beta as f64 * (1.0 + (pos / original).floor()).ln()) as f32
+        })
+        .collect();
+    Ok(Array::from_slice(&v, &[1, 1, l, 1])?.astype(dtype)?)
+}
+
+/// `softmax(mask(c·tanh(q·kᵀ·scale / c)))·v` with grouped-query heads (`q` `[B, H, L, d]`,
+/// `k`/`v` `[B, H_kv, S, d]`), computed in float32: MLX's fused attention has no softcap.
+fn softcapped_attention(
+    q: &Array,
+    k: &Array,
+    v: &Array,
+    scale: f32,
+    cap: f32,
+    mask: &KeyMask,
+) -> Result<Array> {
+    let (qs, ks) = (q.shape(), k.shape());
+    let (b, h, l, d) = (qs[0], qs[1], qs[2], qs[3]);
+    let (h_kv, s) = (ks[1], ks[2]);
+    let rep = h / h_kv.max(1);
+    let dtype = q.dtype();
+    let q = q.astype(Dtype::Float32)?.reshape(&[b, h_kv, rep, l, d])?;
+    let k = k.astype(Dtype::Float32)?.expand_dims(&[2])?;
+    let v = v.astype(Dtype::Float32)?.expand_dims(&[2])?;
+    let scores = q
+        .matmul(&k.transpose(&[0, 1, 2, 4, 3])?)?
+        .multiply(&Array::scalar(scale / cap))?
+        .tanh()?
+        .multiply(&Array::scalar(cap))?;
+    let visible = match mask {
+        KeyMask::All => None,
+        KeyMask::Causal => {
+            let rows = Array::arange(0.0, l as f64, 1.0, Dtype::Int32)?
+                .add(&Array::scalar(s - l))?
+                .expand_dims(&[1])?;
+            let cols = Array::arange(0.0, s as f64, 1.0, Dtype::Int32)?.expand_dims(&[0])?;
+            Some(cols.less_equal(&rows)?)
+        }
+        KeyMask::Explicit(m) => Some(m.clone()),
+    };
+    let scores = match visible {
+        Some(m) => mlx_rs::ops::where_(&m, &scores, &Array::scalar(f32::NEG_INFINITY))?,
+        None => scores,
+    };
+    let weights = scores.softmax([-1], true)?;
+    Ok(weights.matmul(&v)?.reshape(&[b, h, l, d])?.astype(dtype)?)
 }

@@ -1,81 +1,92 @@
-//! The gated feed-forward block of Llama-style models.
+//! The gated feed-forward block: `down(act(gate(x)) * up(x))`.
 
-use super::{FusedLinear, Linear, RmsNorm};
+use super::spec::{Activation, MlpSpec};
+use super::{FusedLinear, Linear};
 use crate::error::Result;
 use crate::load::BuildOptions;
 use crate::weights::Weights;
-use mlx_rs::native::QuantizedProjection;
 use mlx_rs::Array;
 
-/// The MLP half of [`mlx_rs::native::DecoderLayerWeights`] (see [`Mlp::native_layer_weights`]).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct NativeMlpWeights<'a> {
-    pub post_attention_norm: (&'a Array, f32),
-    pub gate_up: QuantizedProjection<'a>,
-    pub down: QuantizedProjection<'a>,
-}
-
-/// SwiGLU MLP: `down(silu(gate(x)) * up(x))`.
+/// Gated MLP (SwiGLU or GeGLU by [`MlpSpec::activation`]). The layer around it owns the norms
+/// and the residual.
 #[derive(Debug, Clone)]
 pub struct Mlp {
     /// gate and up projections, fused into one product when their storage allows.
     gate_up_proj: FusedLinear,
     down_proj: Linear,
+    activation: Activation,
 }
 
 impl Mlp {
     /// Takes `<path>.{gate,up,down}_proj` (`hidden → intermediate → hidden`, with biases when
-    /// `bias`).
+    /// `spec.bias`).
     pub fn load(
         weights: &mut Weights,
         path: &str,
         hidden: i32,
-        intermediate: i32,
-        bias: bool,
+        spec: &MlpSpec,
         options: &BuildOptions,
     ) -> Result<Mlp> {
+        let inter = spec.intermediate;
         let proj = |w: &mut Weights, name: &str, inp: i32, out: i32| {
-            Linear::load(w, &format!("{path}.{name}"), inp, out, bias, options)
+            Linear::load(w, &format!("{path}.{name}"), inp, out, spec.bias, options)
         };
-        let gate = proj(weights, "gate_proj", hidden, intermediate)?;
-        let up = proj(weights, "up_proj", hidden, intermediate)?;
+        let gate = proj(weights, "gate_proj", hidden, inter)?;
+        let up = proj(weights, "up_proj", hidden, inter)?;
         Ok(Mlp {
-            gate_up_proj: FusedLinear::fuse(vec![gate, up], &[intermediate, intermediate])?,
-            down_proj: proj(weights, "down_proj", intermediate, hidden)?,
+            gate_up_proj: FusedLinear::fuse(vec![gate, up], &[inter, inter])?,
+            down_proj: proj(weights, "down_proj", inter, hidden)?,
+            activation: spec.activation,
         })
     }
 
-    /// The MLP half of a native decoder layer, when gate and up are fused, every projection
-    /// is stored quantized and none has a bias.
-    pub(crate) fn native_layer_weights<'a>(
-        &'a self,
-        norm: &'a RmsNorm,
-    ) -> Option<NativeMlpWeights<'a>> {
-        let (gate_up, None) = self.gate_up_proj.fused()?.quantized_projection()? else {
-            return None;
-        };
-        let (down, None) = self.down_proj.quantized_projection()? else {
-            return None;
-        };
-        Some(NativeMlpWeights {
-            post_attention_norm: (norm.weight(), norm.eps()),
-            gate_up,
-            down,
-        })
+    /// The fused gate/up projection.
+    pub(crate) fn gate_up_proj(&self) -> &FusedLinear {
+        &self.gate_up_proj
     }
 
-    /// `down(silu(gate(norm(x))) * up(norm(x))) + residual` (norm and residual optional;
-    /// they run inside the quantized projections where the native kernel serves them).
-    pub fn forward(
-        &self,
-        x: &Array,
-        norm: Option<&RmsNorm>,
-        residual: Option<&Array>,
-    ) -> Result<Array> {
-        // silu(gate) * up from the joined [gate | up] output: one native primitive on the
-        // CPU, MLX's ops elsewhere.
-        let gate_up = self.gate_up_proj.forward_joined(x, norm)?;
-        self.down_proj
-            .forward_fused(&mlx_rs::native::swiglu(&gate_up)?, None, residual)
+    /// The down projection.
+    pub(crate) fn down_proj(&self) -> &Linear {
+        &self.down_proj
+    }
+
+    /// The gate's activation.
+    pub fn activation(&self) -> Activation {
+        self.activation
+    }
+
+    /// `down(act(gate(x)) * up(x))` for `x` `[..., hidden]`.
+    pub fn forward(&self, x: &Array) -> Result<Array> {
+        let gate_up = self.gate_up_proj.forward_joined(x, None)?;
+        self.down_proj.forward(&gated(&gate_up, self.activation)?)
+    }
+}
+
+/// `act(gate) * up` where `x`'s last axis is `[gate | up]`: SwiGLU through the native
+/// primitive on the CPU (MLX's ops elsewhere); GeGLU from MLX's ops, the tanh form of GELU
+/// computed in float32 (as transformers' `gelu_pytorch_tanh`).
+///
+/// ```
+/// use mlx_models::nn::{mlp::gated, spec::Activation};
+/// use mlx_rs::Array;
+/// let x = Array::from_slice(&[1.0f32, 2.0], &[1, 2])?; // gate 1, up 2
+/// let g = gated(&x, Activation::GeluTanh)?.to_vec::<f32>()?[0];
+/// let gelu1 = 0.5 * (1.0 + ((2.0f32 / std::f32::consts::PI).sqrt() * 1.044715).tanh());
+/// assert!((g - 2.0 * gelu1).abs() < 1e-6);
+/// # Ok::<(), mlx_models::Error>(())
+/// ```
+pub fn gated(x: &Array, activation: Activation) -> Result<Array> {
+    match activation {
+        Activation::Silu => Ok(mlx_rs::native::swiglu(x)?),
+        Activation::GeluTanh => {
+            let dtype = x.dtype();
+            match &x.split(2, -1)?[..] {
+                [gate, up] => {
+                    let g = gate.astype(mlx_rs::Dtype::Float32)?.gelu_approx()?;
+                    Ok(g.astype(dtype)?.multiply(up)?)
+                }
+                _ => unreachable!("split into 2 sections returns 2 arrays"),
+            }
+        }
     }
 }

@@ -6,20 +6,26 @@
 //! runs its forward pass with MLX's fused kernels where MLX has one.
 
 pub mod attention;
+pub mod decoder;
 pub mod embedding;
 pub mod fused;
 pub mod linear;
 pub mod mlp;
+pub mod native;
 pub mod norm;
 pub mod rope;
+pub mod spec;
 
-pub use attention::{Attention, AttentionSpec};
+pub use attention::Attention;
+pub use decoder::{Decoder, DecoderLayer};
 pub use embedding::Embedding;
 pub use fused::FusedLinear;
 pub use linear::Linear;
 pub use mlp::Mlp;
+pub use native::NATIVE_FEATURES;
 pub use norm::RmsNorm;
 pub use rope::Rope;
+pub use spec::{AttentionSpec, BlockSpec, ModelSpec};
 
 use crate::error::{Error, Result};
 use crate::load::BuildOptions;
@@ -45,9 +51,4 @@ pub(crate) fn take_float(
     } else {
         array.astype(options.dtype)?
     })
-}
-
-/// A usize dimension as MLX's i32, or a config error naming it.
-pub(crate) fn dim(name: &str, value: usize) -> Result<i32> {
-    i32::try_from(value).map_err(|_| Error::Config(format!("`{name}` ({value}) is too large")))
 }

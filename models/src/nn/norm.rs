@@ -1,7 +1,8 @@
 //! Root-mean-square normalisation.
 
+use super::spec::{NormSpec, NormWeight};
 use super::take_float;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::load::BuildOptions;
 use crate::weights::Weights;
 use mlx_rs::{fast, Array};
@@ -24,6 +25,51 @@ impl RmsNorm {
     ) -> Result<RmsNorm> {
         let weight = take_float(weights, &format!("{path}.weight"), &[dim], options)?;
         Ok(RmsNorm { weight, eps })
+    }
+
+    /// Takes `<path>.weight` (shape `[dim]`) as `spec` says: a `1 + w` weight is folded
+    /// into `w` here, in float32, before the cast to the compute dtype (so every path then
+    /// multiplies by the stored vector).
+    ///
+    /// ```
+    /// use mlx_models::nn::{spec::{NormSpec, NormWeight}, RmsNorm};
+    /// use mlx_models::{load::BuildOptions, weights::Weights};
+    /// use mlx_rs::{Array, Dtype};
+    /// let mut w = Weights::default();
+    /// w.insert("n.weight", Array::from_slice(&[0.5f32, -1.0], &[2])?);
+    /// let options = BuildOptions { dtype: Dtype::Float32, quantization: None };
+    /// let spec = NormSpec { eps: 1e-6, weight: NormWeight::OnePlus };
+    /// let norm = RmsNorm::load_spec(&mut w, "n", 2, spec, &options)?;
+    /// assert_eq!(norm.weight().to_vec::<f32>()?, vec![1.5, 0.0]);
+    /// # Ok::<(), mlx_models::Error>(())
+    /// ```
+    pub fn load_spec(
+        weights: &mut Weights,
+        path: &str,
+        dim: i32,
+        spec: NormSpec,
+        options: &BuildOptions,
+    ) -> Result<RmsNorm> {
+        let name = format!("{path}.weight");
+        let weight = match spec.weight {
+            NormWeight::Direct => take_float(weights, &name, &[dim], options)?,
+            NormWeight::OnePlus => {
+                let w = weights.take_shaped(&name, &[dim])?;
+                if !w.dtype().is_floating() {
+                    return Err(Error::Config(format!(
+                        "tensor `{name}` has dtype {}, expected a floating-point dtype",
+                        w.dtype()
+                    )));
+                }
+                w.astype(mlx_rs::Dtype::Float32)?
+                    .add(&mlx_rs::Array::scalar(1.0f32))?
+                    .astype(options.dtype)?
+            }
+        };
+        Ok(RmsNorm {
+            weight,
+            eps: spec.eps,
+        })
     }
 
     /// The scale vector.

@@ -1,7 +1,7 @@
 //! Rotary position embeddings (non-traditional "rotate half" layout), with the RoPE scalings of
-//! the supported families: `default`, `linear` and `llama3` (model-families.md §1).
+//! the supported families: `default`, `linear`, `llama3` and `yarn` (model-families.md §1).
 
-use crate::config::ModelConfig;
+use super::spec::RopeSpec;
 use crate::error::{Error, Result};
 use mlx_rs::{fast, Array};
 
@@ -15,63 +15,86 @@ pub struct Rope {
     freqs: Option<Array>,
     /// `scale / F_i` for each rotated pair (what the native decode step takes).
     inv_freq: Array,
+    /// yarn's attention factor: multiplies the rotated vectors (queries and keys alike).
+    mscale: f32,
 }
 
 impl Rope {
-    /// The RoPE of `config`: `rope_theta`, `head_dim` and `rope_scaling` / `rope_parameters`.
+    /// The RoPE of `spec`.
     ///
     /// `linear` divides positions by `factor`; `llama3` rewrites the periods
     /// `F_i = θ^(2i/d)` once here (long wavelengths × factor, a smooth ramp between
-    /// `original_max_position_embeddings / high_freq_factor` and `/ low_freq_factor`).
-    /// Other scalings are a [`Error::Config`].
-    pub fn from_config(config: &ModelConfig) -> Result<Rope> {
-        let dims = super::dim("head_dim", config.head_dim())?;
-        let theta = config.rope_theta();
-        // (position scale, llama3's rewritten periods)
-        let (scale, llama3) = match config.rope_scaling() {
-            None => (1.0, None),
-            Some(scaling) => {
-                let kind = scaling.rope_type.as_deref().unwrap_or("default");
-                let factor = || -> Result<f32> {
-                    match scaling.factor {
-                        Some(f) if f > 0.0 && f.is_finite() => Ok(f),
-                        other => Err(Error::Config(format!(
-                            "rope scaling `{kind}` needs a positive `factor`, got {other:?}"
-                        ))),
-                    }
-                };
-                match kind {
-                    "linear" => (1.0 / factor()?, None),
-                    "llama3" => (
-                        1.0,
-                        Some(llama3_periods(
-                            theta,
-                            dims,
-                            factor()?,
-                            scaling.low_freq_factor.unwrap_or(1.0),
-                            scaling.high_freq_factor.unwrap_or(4.0),
-                            scaling.original_max_position_embeddings.unwrap_or(8192) as f32,
-                        )?),
-                    ),
-                    other => {
-                        return Err(Error::Config(format!(
-                            "rope scaling `{other}` is not supported (supported: default, linear, llama3)"
-                        )))
-                    }
-                }
+    /// `original_max_position_embeddings / high_freq_factor` and `/ low_freq_factor`); `yarn`
+    /// blends interpolated and original frequencies over a ramp of rotation counts
+    /// (`beta_fast`, `beta_slow`) and scales queries and keys by its attention factor. Other
+    /// scalings are a [`Error::Config`].
+    ///
+    /// ```
+    /// use mlx_models::nn::{spec::RopeSpec, Rope};
+    /// let rope = Rope::new(&RopeSpec { theta: 10000.0, dims: 4, scaling: None })?;
+    /// // pairs (0, 2) and (1, 3) turn at 1 and 1/100 radian per position
+    /// assert_eq!(rope.inv_freq().to_vec::<f32>()?, vec![1.0, 0.01]);
+    /// # Ok::<(), mlx_models::Error>(())
+    /// ```
+    pub fn new(spec: &RopeSpec) -> Result<Rope> {
+        let (theta, dims) = (spec.theta, spec.dims);
+        if dims <= 0 || dims % 2 != 0 {
+            return Err(Error::Config(format!(
+                "RoPE needs an even, positive head size, got {dims}"
+            )));
+        }
+        let kind = spec
+            .scaling
+            .as_ref()
+            .and_then(|s| s.rope_type.as_deref())
+            .unwrap_or("default");
+        let factor = || -> Result<f32> {
+            match spec.scaling.as_ref().and_then(|s| s.factor) {
+                Some(f) if f > 0.0 && f.is_finite() => Ok(f),
+                other => Err(Error::Config(format!(
+                    "rope scaling `{kind}` needs a positive `factor`, got {other:?}"
+                ))),
             }
         };
-        let periods = llama3
-            .clone()
-            .unwrap_or_else(|| default_periods(theta, dims));
+        // (position scale, rewritten periods, attention factor)
+        let (scale, periods, mscale) = match (kind, &spec.scaling) {
+            ("default", _) | (_, None) => (1.0, None, 1.0),
+            ("linear", Some(_)) => (1.0 / factor()?, None, 1.0),
+            ("llama3", Some(s)) => (
+                1.0,
+                Some(llama3_periods(
+                    theta,
+                    dims,
+                    factor()?,
+                    s.low_freq_factor.unwrap_or(1.0),
+                    s.high_freq_factor.unwrap_or(4.0),
+                    s.original_max_position_embeddings.unwrap_or(8192) as f32,
+                )?),
+                1.0,
+            ),
+            ("yarn", Some(s)) => {
+                let (periods, mscale) = yarn_periods(theta, dims, factor()?, s)?;
+                (1.0, Some(periods), mscale)
+            }
+            (other, Some(_)) => {
+                return Err(Error::Config(format!(
+                    "rope scaling `{other}` is not supported (supported: default, linear, llama3, yarn)"
+                )))
+            }
+        };
+        let inv = inv_freq(
+            periods.as_deref().unwrap_or(&default_periods(theta, dims)),
+            scale,
+        )?;
         Ok(Rope {
             dims,
-            base: llama3.is_none().then_some(theta),
+            base: periods.is_none().then_some(theta),
             scale,
-            freqs: llama3
+            freqs: periods
                 .map(|p| Array::from_slice(&p, &[dims / 2]))
                 .transpose()?,
-            inv_freq: inv_freq(&periods, scale)?,
+            inv_freq: inv,
+            mscale,
         })
     }
 
@@ -81,9 +104,14 @@ impl Rope {
         &self.inv_freq
     }
 
+    /// The factor yarn multiplies the rotated queries and keys by (1 otherwise).
+    pub fn mscale(&self) -> f32 {
+        self.mscale
+    }
+
     /// Rotates `x` (`[B, H, L, head_dim]`); row `t` of axis 2 gets position `offset + t`.
     pub fn forward(&self, x: &Array, offset: i32) -> Result<Array> {
-        Ok(fast::rope(
+        let y = fast::rope(
             x,
             self.dims,
             false,
@@ -91,8 +119,69 @@ impl Rope {
             self.scale,
             offset,
             self.freqs.as_ref(),
-        )?)
+        )?;
+        Ok(if self.mscale == 1.0 {
+            y
+        } else {
+            y.multiply(&Array::scalar(self.mscale).astype(y.dtype())?)?
+        })
     }
+}
+
+/// yarn's periods and attention factor (transformers' `_compute_yarn_parameters`): with
+/// `low`/`high` the head dimensions at which a pair turns `beta_fast` / `beta_slow` times over
+/// the original context, pairs below `low` keep their frequency, pairs above `high` are
+/// interpolated (`/ factor`), and a linear ramp blends the two in between. The attention factor
+/// is `attention_factor`, else `m(factor, mscale) / m(factor, mscale_all_dim)` when both are
+/// given, else `m(factor, 1)`, with `m(s, k) = 0.1·k·ln(s) + 1` (1 for `s ≤ 1`).
+fn yarn_periods(
+    theta: f32,
+    dims: i32,
+    factor: f32,
+    s: &crate::config::RopeScaling,
+) -> Result<(Vec<f32>, f32)> {
+    let original = s.original_max_position_embeddings.ok_or_else(|| {
+        Error::Config("yarn rope scaling needs `original_max_position_embeddings`".into())
+    })? as f64;
+    let (theta, factor, d) = (theta as f64, factor as f64, dims as f64);
+    let beta_fast = s.beta_fast.unwrap_or(32.0) as f64;
+    let beta_slow = s.beta_slow.unwrap_or(1.0) as f64;
+    let correction_dim = |rotations: f64| {
+        d * (original / (rotations * 2.0 * std::f64::consts::PI)).ln() / (2.0 * theta.ln())
+    };
+    let (mut low, mut high) = (correction_dim(beta_fast), correction_dim(beta_slow));
+    if s.truncate.unwrap_or(true) {
+        low = low.floor();
+        high = high.ceil();
+    }
+    let low = low.max(0.0);
+    let high = high.min(d - 1.0);
+    let high = if low == high { high + 0.001 } else { high };
+    let periods = (0..dims / 2)
+        .map(|i| {
+            let period = theta.powf(2.0 * i as f64 / d);
+            let ramp = ((i as f64 - low) / (high - low)).clamp(0.0, 1.0);
+            let extrapolation = 1.0 - ramp;
+            let inv =
+                (1.0 / (factor * period)) * (1.0 - extrapolation) + (1.0 / period) * extrapolation;
+            (1.0 / inv) as f32
+        })
+        .collect();
+    let m = |scale: f64, k: f64| {
+        if scale <= 1.0 {
+            1.0
+        } else {
+            0.1 * k * scale.ln() + 1.0
+        }
+    };
+    let mscale = match (s.attention_factor, s.mscale, s.mscale_all_dim) {
+        (Some(a), _, _) => a as f64,
+        (None, Some(a), Some(b)) if a != 0.0 && b != 0.0 => {
+            m(factor, a as f64) / m(factor, b as f64)
+        }
+        _ => m(factor, 1.0),
+    };
+    Ok((periods, mscale as f32))
 }
 
 /// Llama 3.1 RoPE periods `F_i` (MLX's `freqs`: the reciprocals of HF's `inv_freq`).
@@ -176,9 +265,16 @@ mod tests {
 
     #[test]
     fn unsupported_scaling_is_a_config_error() {
-        let text = r#"{"model_type":"llama","hidden_size":64,"num_hidden_layers":1,"intermediate_size":128,
-            "num_attention_heads":4,"vocab_size":10,"rope_scaling":{"rope_type":"longrope","factor":2.0}}"#;
-        let c = ModelConfig::from_json(text).unwrap();
-        assert!(matches!(Rope::from_config(&c), Err(Error::Config(_))));
+        let scaling = crate::config::RopeScaling {
+            rope_type: Some("longrope".into()),
+            factor: Some(2.0),
+            ..Default::default()
+        };
+        let spec = RopeSpec {
+            theta: 1e4,
+            dims: 16,
+            scaling: Some(scaling),
+        };
+        assert!(matches!(Rope::new(&spec), Err(Error::Config(_))));
     }
 }

@@ -1,7 +1,16 @@
 //! The KV cache: per layer, keys and values preallocated in steps of [`KV_STEP`] positions and
 //! written in place with `slice_update` (no concatenation per token).
+//!
+//! A layer with a sliding window of `W` keys keeps a **rotating** buffer: position `p` lives at
+//! slot `p % capacity`, and the capacity stays at most `W + L − 1` rounded up to a step for the
+//! longest chunk of `L` tokens seen, so memory is bounded by the window, not the context. The
+//! capacity is at least `W + L − 1` whenever the buffer has wrapped, so a chunk's writes never
+//! overwrite a key that one of its own earlier queries still needs (a prefill chunk longer than
+//! the window is handled exactly; mlx-lm #1914). The cache only stores: [`Fetched::mask`]
+//! tells attention which slots each query may see.
 
 use crate::error::{Error, Result};
+use mlx_rs::fast::AttentionMask;
 use mlx_rs::native::{cached_attention, CachedAttentionParams};
 use mlx_rs::ops::concatenate;
 use mlx_rs::{s, Array, Dtype};
@@ -9,60 +18,171 @@ use mlx_rs::{s, Array, Dtype};
 /// Positions added each time a layer's cache grows (as mlx-lm).
 pub const KV_STEP: i32 = 256;
 
+/// What attention needs from the cache for one step: the stored keys and values and which of
+/// them each new query may see.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// `[B, H_kv, S, head_dim]`.
+    pub keys: Array,
+    /// `[B, H_kv, S, head_dim]`.
+    pub values: Array,
+    /// Which of the `S` keys the `L` queries see.
+    pub mask: KeyMask,
+}
+
+/// The visibility of cached keys to a step's queries.
+#[derive(Debug, Clone)]
+pub enum KeyMask {
+    /// Every key (one new token whose window holds everything stored).
+    All,
+    /// Query `l` sees keys `0..=S − L + l` (keys in position order, no window in reach).
+    Causal,
+    /// Boolean `[L, S]`: `true` where query `l` sees slot `s`.
+    Explicit(Array),
+}
+
+impl KeyMask {
+    /// The mask in the form [`mlx_rs::fast::scaled_dot_product_attention`] takes.
+    pub fn as_attention_mask(&self) -> AttentionMask<'_> {
+        match self {
+            KeyMask::All => AttentionMask::None,
+            KeyMask::Causal => AttentionMask::Causal,
+            KeyMask::Explicit(m) => AttentionMask::Array(m),
+        }
+    }
+}
+
 /// The keys and values of one attention layer, `[B, H_kv, capacity, head_dim]`.
 #[derive(Debug, Default, Clone)]
 pub struct LayerCache {
     keys: Option<Array>,
     values: Option<Array>,
     offset: i32,
+    window: Option<i32>,
 }
 
 impl LayerCache {
+    /// An empty cache; with `window`, a rotating buffer for a sliding-window layer of that many
+    /// keys.
+    pub fn new(window: Option<i32>) -> LayerCache {
+        LayerCache {
+            window: window.filter(|w| *w > 0),
+            ..LayerCache::default()
+        }
+    }
+
     /// Positions stored so far (the RoPE offset of the next token).
     pub fn offset(&self) -> i32 {
         self.offset
     }
 
+    /// The sliding window this cache serves, if any.
+    pub fn window(&self) -> Option<i32> {
+        self.window
+    }
+
+    /// Slots allocated per sequence and head.
+    pub fn capacity(&self) -> i32 {
+        self.keys.as_ref().map_or(0, |k| k.shape()[2])
+    }
+
     /// Appends `keys` and `values` (`[B, H_kv, L, head_dim]`) at the current offset and returns
-    /// views of everything stored so far, `[B, H_kv, offset + L, head_dim]`.
+    /// everything the step's queries may see, with the mask saying which.
     ///
     /// ```
-    /// use mlx_models::runtime::cache::LayerCache;
+    /// use mlx_models::runtime::cache::{KeyMask, LayerCache};
     /// use mlx_rs::{Array, Dtype};
     /// let mut cache = LayerCache::default();
     /// let k = Array::ones(&[1, 2, 3, 4], Dtype::Float32)?;
-    /// let (keys, _) = cache.update_and_fetch(&k, &k)?;
-    /// assert_eq!((keys.shape(), cache.offset()), (vec![1, 2, 3, 4], 3));
-    /// let (keys, _) = cache.update_and_fetch(&(&k * 2.0f32), &k)?;
-    /// assert_eq!(keys.shape(), vec![1, 2, 6, 4]);
-    /// assert_eq!(keys.sum(.., false)?.item::<f32>()?, (24 + 48) as f32);
+    /// let step = cache.update_and_fetch(&k, &k)?;
+    /// assert_eq!((step.keys.shape(), cache.offset()), (vec![1, 2, 3, 4], 3));
+    /// assert!(matches!(step.mask, KeyMask::Causal));
+    /// let step = cache.update_and_fetch(&(&k * 2.0f32), &k)?;
+    /// assert_eq!(step.keys.shape(), vec![1, 2, 6, 4]);
+    /// assert_eq!(step.keys.sum(.., false)?.item::<f32>()?, (24 + 48) as f32);
     /// # Ok::<(), mlx_models::Error>(())
     /// ```
-    pub fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<(Array, Array)> {
+    pub fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<Fetched> {
         let (ks, vs) = (keys.shape(), values.shape());
         if ks.len() != 4 || vs.len() != 4 || ks[..3] != vs[..3] {
             return Err(Error::InvalidArgument(format!(
                 "KV cache: keys {ks:?} and values {vs:?} must be [B, H_kv, L, head_dim] with equal B, H_kv, L"
             )));
         }
-        let new_len = ks[2];
-        let end = self.offset + new_len;
-        self.reserve(end, &ks, keys.dtype(), &vs, values.dtype())?;
+        let l = ks[2];
+        self.reserve(l, &ks, keys.dtype(), &vs, values.dtype())?;
+        let capacity = self.capacity();
+        let (Some(k_store), Some(v_store)) = (&self.keys, &self.values) else {
+            unreachable!("allocated above")
+        };
+        // The chunk's slots: one run, or two when it wraps around the end of the ring.
+        let first = self.offset % capacity;
+        let head = l.min(capacity - first);
         let write = |store: &Array, update: &Array| -> Result<Array> {
             let mut stop = store.shape();
-            stop[2] = end;
-            Ok(store.slice_update(update, &[0, 0, self.offset, 0], &stop, &[1, 1, 1, 1])?)
+            stop[2] = first + head;
+            let part = if head == l {
+                update.clone()
+            } else {
+                update.slice(s![.., .., ..head])?
+            };
+            let mut out = store.slice_update(&part, &[0, 0, first, 0], &stop, &[1, 1, 1, 1])?;
+            if head < l {
+                let mut stop = store.shape();
+                stop[2] = l - head;
+                let rest = update.slice(s![.., .., head..])?;
+                out = out.slice_update(&rest, &[0, 0, 0, 0], &stop, &[1, 1, 1, 1])?;
+            }
+            Ok(out)
         };
-        let (k_store, v_store) = match (&self.keys, &self.values) {
-            (Some(k), Some(v)) => (write(k, keys)?, write(v, values)?),
-            _ => unreachable!("allocated above"),
-        };
-        let k_view = k_store.slice(s![.., .., ..end])?;
-        let v_view = v_store.slice(s![.., .., ..end])?;
-        self.keys = Some(k_store);
-        self.values = Some(v_store);
-        self.offset = end;
-        Ok((k_view, v_view))
+        let k_store = write(k_store, keys)?;
+        let v_store = write(v_store, values)?;
+        self.keys = Some(k_store.clone());
+        self.values = Some(v_store.clone());
+        self.offset += l;
+        let end = self.offset;
+        let in_window = self.window.is_none_or(|w| end <= w);
+        if end <= capacity {
+            let k_view = k_store.slice(s![.., .., ..end])?;
+            let v_view = v_store.slice(s![.., .., ..end])?;
+            let mask = match (in_window, l) {
+                (true, 1) => KeyMask::All,
+                (true, _) => KeyMask::Causal,
+                (false, _) => KeyMask::Explicit(self.window_mask(l, end)?),
+            };
+            return Ok(Fetched {
+                keys: k_view,
+                values: v_view,
+                mask,
+            });
+        }
+        Ok(Fetched {
+            keys: k_store,
+            values: v_store,
+            mask: KeyMask::Explicit(self.window_mask(l, capacity)?),
+        })
+    }
+
+    /// The boolean `[l, slots]` mask of the last step's `l` queries over the first `slots`
+    /// slots: slot `s` holds the newest position `p < offset` with `p ≡ s (mod capacity)`,
+    /// visible from query position `i` iff `0 ≤ i − p < window` (`p ≤ i` without a window).
+    fn window_mask(&self, l: i32, slots: i32) -> Result<Array> {
+        let capacity = self.capacity().max(1);
+        let end = self.offset;
+        let window = self.window.unwrap_or(i32::MAX);
+        let mut mask = Vec::with_capacity((l * slots) as usize);
+        for q in 0..l {
+            let i = end - l + q;
+            for slot in 0..slots {
+                let p = if slot < end {
+                    end - 1 - (end - 1 - slot).rem_euclid(capacity)
+                } else {
+                    -1
+                };
+                mask.push(p >= 0 && p <= i && i - p < window);
+            }
+        }
+        Ok(Array::from_slice(&mask, &[l, slots])?)
     }
 
     /// One attention step through the native primitive ([`mlx_rs::native::cached_attention`])
@@ -138,7 +258,7 @@ impl LayerCache {
         params: &CachedAttentionParams,
     ) -> Result<i32> {
         let like = [b, params.kv_heads, l, params.head_dim];
-        self.reserve(self.offset + l, &like, dtype, &like, dtype)?;
+        self.reserve(l, &like, dtype, &like, dtype)?;
         Ok(l)
     }
 
@@ -149,39 +269,81 @@ impl LayerCache {
         self.offset += l;
     }
 
-    /// Makes the buffers hold at least `end` positions, growing by whole [`KV_STEP`]s; new
-    /// buffers take the shapes (but for the positions axis) and dtypes given.
+    /// Makes room for `l` new positions: a plain cache holds `offset + l` positions; a
+    /// rotating one either holds them without wrapping or has at least `window + l − 1` slots.
+    /// Growth is by whole [`KV_STEP`]s, and a rotating buffer that has wrapped is re-laid so
+    /// that every position still in reach sits at `p % new_capacity`. New buffers take the
+    /// shapes (but for the positions axis) and dtypes given.
     fn reserve(
         &mut self,
-        end: i32,
+        l: i32,
         k_shape: &[i32],
         k_dtype: Dtype,
         v_shape: &[i32],
         v_dtype: Dtype,
     ) -> Result<()> {
-        let capacity = self.keys.as_ref().map_or(0, |k| k.shape()[2]);
-        if end <= capacity {
+        let capacity = self.capacity();
+        let end = self.offset.checked_add(l).ok_or_else(|| {
+            Error::InvalidArgument("KV cache: the position count overflows i32".into())
+        })?;
+        let ring_ok = self
+            .window
+            .is_some_and(|w| capacity > 0 && capacity as i64 >= w as i64 + l as i64 - 1);
+        if end <= capacity || ring_ok {
             return Ok(());
         }
-        let grow = ((end - capacity + KV_STEP - 1) / KV_STEP) * KV_STEP;
-        let extend = |old: &Option<Array>, like: &[i32], dtype: Dtype| -> Result<Array> {
-            let mut shape = like.to_vec();
-            shape[2] = grow;
-            let fresh = Array::zeros(&shape, dtype)?;
-            Ok(match old {
-                // Keep only the written part before growing (a trim may have left a tail).
-                Some(old) => concatenate(&[&old.slice(s![.., .., ..self.offset])?, &fresh], 2)?,
-                None => fresh,
-            })
+        let need = match self.window {
+            Some(w) => end.min(w.saturating_add(l - 1)),
+            None => end,
         };
-        self.keys = Some(extend(&self.keys, k_shape, k_dtype)?);
-        self.values = Some(extend(&self.values, v_shape, v_dtype)?);
+        let new_capacity = need
+            .checked_add(KV_STEP - 1)
+            .map(|n| n / KV_STEP * KV_STEP)
+            .ok_or_else(|| Error::InvalidArgument("KV cache: the capacity overflows i32".into()))?;
+        let grow = |old: &Option<Array>, like: &[i32], dtype: Dtype| -> Result<Array> {
+            let mut shape = like.to_vec();
+            let Some(old) = old else {
+                shape[2] = new_capacity;
+                return Ok(Array::zeros(&shape, dtype)?);
+            };
+            if self.offset <= capacity {
+                // Never wrapped: positions sit at their own slots; keep the written part (a
+                // trim may have left a tail) and extend.
+                shape[2] = new_capacity - self.offset;
+                let fresh = Array::zeros(&shape, dtype)?;
+                return Ok(concatenate(
+                    &[&old.slice(s![.., .., ..self.offset])?, &fresh],
+                    2,
+                )?);
+            }
+            // Wrapped: move each position still in reach from p % capacity to
+            // p % new_capacity (the other new slots are never read before being written).
+            let reach = self
+                .window
+                .map_or(self.offset, |w| (w - 1).min(self.offset));
+            let mut index = vec![0i32; new_capacity as usize];
+            for p in self.offset - reach..self.offset {
+                index[(p % new_capacity) as usize] = p % capacity;
+            }
+            let index = Array::from_slice(&index, &[new_capacity])?;
+            Ok(old.take(&index, 2)?)
+        };
+        self.keys = Some(grow(&self.keys, k_shape, k_dtype)?);
+        self.values = Some(grow(&self.values, v_shape, v_dtype)?);
         Ok(())
     }
 
-    /// Forgets the last `n` positions (clamped to what is stored); returns how many were removed.
+    /// Forgets the last `n` positions (clamped to what is stored, and for a rotating buffer
+    /// that has wrapped, to what can be forgotten without losing a key the window still
+    /// needs); returns how many were removed.
     pub fn trim(&mut self, n: i32) -> i32 {
-        let n = n.clamp(0, self.offset);
+        let mut n = n.clamp(0, self.offset);
+        if let Some(w) = self.window {
+            let capacity = self.capacity();
+            if self.offset > capacity {
+                n = n.min((capacity - w).max(0));
+            }
+        }
         self.offset -= n;
         n
     }
@@ -199,10 +361,24 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    /// An empty cache for `layers` layers.
+    /// An empty cache for `layers` layers, none with a window.
     pub fn new(layers: usize) -> KvCache {
         KvCache {
             layers: vec![LayerCache::default(); layers],
+        }
+    }
+
+    /// An empty cache with one layer per entry of `windows`: a rotating buffer where the
+    /// layer has a sliding window, a plain one elsewhere.
+    ///
+    /// ```
+    /// use mlx_models::runtime::cache::KvCache;
+    /// let cache = KvCache::with_windows(&[Some(4), None]);
+    /// assert_eq!(cache.num_layers(), 2);
+    /// ```
+    pub fn with_windows(windows: &[Option<i32>]) -> KvCache {
+        KvCache {
+            layers: windows.iter().map(|w| LayerCache::new(*w)).collect(),
         }
     }
 
@@ -224,17 +400,29 @@ impl KvCache {
         self.layers.first().map_or(0, LayerCache::offset)
     }
 
-    /// Forgets the last `n` positions of every layer.
-    pub fn trim(&mut self, n: i32) {
+    /// Forgets the last `n` positions of every layer, or as many as every layer can (see
+    /// [`LayerCache::trim`]); returns how many were removed.
+    pub fn trim(&mut self, n: i32) -> i32 {
+        let n = self
+            .layers
+            .iter()
+            .map(|l| {
+                let mut probe = l.clone();
+                probe.trim(n)
+            })
+            .min()
+            .unwrap_or(0);
         for layer in &mut self.layers {
             layer.trim(n);
         }
+        n
     }
 
-    /// Empties the cache (keeps the number of layers).
+    /// Empties the cache (keeps the layers and their windows).
     pub fn reset(&mut self) {
-        let n = self.layers.len();
-        *self = KvCache::new(n);
+        for layer in &mut self.layers {
+            *layer = LayerCache::new(layer.window);
+        }
     }
 
     /// Every stored buffer, for `eval` after a prefill chunk.

@@ -1,0 +1,166 @@
+//! Lowering decoder layers to the native CPU primitives ([`mlx_rs::native::decoder_layer`],
+//! [`mlx_rs::native::decoder_stack`]), opt-in by feature.
+//!
+//! A layer offers a plan only when its projections are stored quantized and fused (q/k/v,
+//! gate/up), its biases are where the kernels take them (q/k/v only) and every numerical
+//! feature its [`BlockSpec`](super::spec::BlockSpec) uses is in [`NATIVE_FEATURES`]; anything
+//! else runs on the reference path. The plan is explicit: [`LayerPlan`] holds exactly the
+//! arrays and parameters the kernels read.
+
+use super::decoder::{Decoder, DecoderLayer};
+use super::spec::Features;
+use super::RmsNorm;
+use crate::error::Result;
+use crate::runtime::cache::{KvCache, LayerCache};
+use mlx_rs::native::{
+    decoder_stack, CachedAttentionParams, DecoderLayerWeights, StackHead, StackInput,
+};
+use mlx_rs::{Array, Dtype};
+
+/// The features beyond the plain pre-norm SwiGLU block that the linked native kernels
+/// implement (each tested against the reference path in `models/tests/native_layer.rs`).
+pub const NATIVE_FEATURES: Features = Features {
+    window: false,
+    attention_softcap: false,
+    output_norms: false,
+    gelu: false,
+    query_scaling: false,
+    output_bias: false,
+};
+
+/// A layer as the native kernels take it.
+pub(crate) struct LayerPlan<'a> {
+    pub weights: DecoderLayerWeights<'a>,
+    pub params: CachedAttentionParams,
+}
+
+/// The plan of `layer`, when the kernels support it.
+pub(crate) fn layer_plan(layer: &DecoderLayer) -> Option<LayerPlan<'_>> {
+    if !layer.spec().native_features().within(NATIVE_FEATURES)
+        || !layer.self_attn.native_ok(NATIVE_FEATURES)
+    {
+        return None;
+    }
+    let attn = &layer.self_attn;
+    let (qkv, qkv_bias) = attn.qkv_proj().fused()?.quantized_projection()?;
+    let (o, None) = attn.o_proj().quantized_projection()? else {
+        return None;
+    };
+    let (gate_up, None) = layer.mlp.gate_up_proj().fused()?.quantized_projection()? else {
+        return None;
+    };
+    let (down, None) = layer.mlp.down_proj().quantized_projection()? else {
+        return None;
+    };
+    let (q_norm, k_norm) = attn.qk_norms();
+    Some(LayerPlan {
+        weights: DecoderLayerWeights {
+            input_norm: norm_pair(&layer.pre_attention),
+            qkv,
+            qkv_bias,
+            inv_freq: attn.rope().inv_freq(),
+            q_norm: q_norm.map(RmsNorm::weight),
+            k_norm: k_norm.map(RmsNorm::weight),
+            o,
+            post_attention_norm: norm_pair(&layer.pre_mlp),
+            gate_up,
+            down,
+        },
+        params: attn.params(),
+    })
+}
+
+/// One layer as one native primitive; `Ok(None)` (nothing changed but perhaps the cache's
+/// capacity) when the layer has no plan or the kernels decline the call.
+pub(crate) fn layer_step(
+    layer: &DecoderLayer,
+    x: &Array,
+    cache: &mut LayerCache,
+) -> Result<Option<Array>> {
+    let Some(plan) = layer_plan(layer) else {
+        return Ok(None);
+    };
+    cache.in_place_step(x, plan.params, |keys, values, params| {
+        Ok(
+            mlx_rs::native::decoder_layer(x, keys, values, &plan.weights, params)?
+                .map(|o| (o.hidden, o.k_cache, o.v_cache)),
+        )
+    })
+}
+
+/// The whole step as one native primitive, when every layer has a plan, the layers share their
+/// attention parameters and the CPU kernels take the call: a quantized float32 embedding table
+/// is looked up inside it, and at decode (one token per sequence) a quantized LM head without
+/// bias (with the final norm) ends it; otherwise those run as their own ops around it.
+/// `Ok(None)` when the stack does not apply (nothing changed but perhaps cache capacities).
+pub(crate) fn stack_step(
+    model: &Decoder,
+    tokens: &Array,
+    cache: &mut KvCache,
+) -> Result<Option<Array>> {
+    let spec = model.spec();
+    if spec.embedding_scale.is_some() || spec.final_softcap.is_some() {
+        return Ok(None);
+    }
+    let Some(plans) = model
+        .layers()
+        .iter()
+        .map(layer_plan)
+        .collect::<Option<Vec<_>>>()
+    else {
+        return Ok(None);
+    };
+    let Some(params) = plans.first().map(|p| p.params) else {
+        return Ok(None);
+    };
+    if plans.iter().any(|p| p.params != params) {
+        return Ok(None);
+    }
+    let embedded;
+    let input = match model.embed_tokens().quantized_table() {
+        Some(table) => StackInput::Tokens { ids: tokens, table },
+        None => {
+            embedded = model.embed(tokens)?;
+            if embedded.dtype() != Dtype::Float32 {
+                // The stack computes in float32 only: leave the caches to the per-layer
+                // path, which keeps them in the compute dtype.
+                return Ok(None);
+            }
+            StackInput::Hidden(&embedded)
+        }
+    };
+    let shape = tokens.shape();
+    // The head joins the stack for decode steps only: a prefill chunk's logits are rarely read
+    // (the engine keeps its caches and the last position), and as a lazy op of their own they
+    // are computed only when they are.
+    let head = match model.lm_head().quantized_projection() {
+        Some((projection, None)) if shape[1] == 1 => Some(StackHead {
+            norm: (model.norm().weight(), model.norm().eps()),
+            projection,
+        }),
+        _ => None,
+    };
+    let out = cache.in_place_stack_step(
+        [shape[0], shape[1]],
+        Dtype::Float32,
+        params,
+        |caches, params| {
+            let stack: Vec<_> = caches
+                .iter()
+                .zip(&plans)
+                .map(|(&(k, v), plan)| (k, v, plan.weights))
+                .collect();
+            Ok(decoder_stack(input, &stack, head, params)?.map(|o| (o.output, o.caches)))
+        },
+    )?;
+    Ok(match (out, head) {
+        (Some(logits), Some(_)) => Some(logits),
+        (Some(hidden), None) => Some(model.head(&hidden)?),
+        (None, _) => None,
+    })
+}
+
+/// A norm as the kernels take it: weight and epsilon.
+fn norm_pair(norm: &RmsNorm) -> (&Array, f32) {
+    (norm.weight(), norm.eps())
+}

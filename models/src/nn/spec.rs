@@ -1,0 +1,239 @@
+//! A decoder described as data: what each layer computes ([`BlockSpec`]) and what the model
+//! adds around the layers ([`ModelSpec`]).
+//!
+//! Every path reads the same description: the reference decoder on MLX's ops
+//! ([`super::decoder`]), the native CPU stack (which takes a layer only when its kernels
+//! support every feature the spec uses, see [`BlockSpec::native_features`]) and the GPU (MLX's
+//! ops on a GPU stream). A family ([`crate::families`]) turns its config into these specs; a new
+//! numerical feature is a new field here, implemented once in the decoder.
+//!
+//! ```
+//! use mlx_models::nn::spec::{Activation, LayerKind};
+//! use mlx_models::config::ModelConfig;
+//! use mlx_models::families;
+//! let config = ModelConfig::from_json(r#"{"model_type":"gemma3_text","hidden_size":64,
+//!     "intermediate_size":128,"num_hidden_layers":6,"num_attention_heads":4,
+//!     "num_key_value_heads":2,"head_dim":32,"vocab_size":256,"sliding_window":4}"#)?;
+//! let spec = families::model_spec(&config)?;
+//! // The Gemma 3 pattern: every 6th layer is global, the others see 4 keys.
+//! let kinds: Vec<_> = spec.layers.iter().map(|l| l.attention.kind).collect();
+//! assert_eq!(kinds[4..], [LayerKind::Sliding, LayerKind::Full]);
+//! assert_eq!(spec.layers[0].attention.window, Some(4));
+//! assert_eq!(spec.layers[0].mlp.activation, Activation::GeluTanh);
+//! # Ok::<(), mlx_models::Error>(())
+//! ```
+
+use crate::config::RopeScaling;
+
+/// The gated MLP's activation of the gate: `down(act(gate(x)) * up(x))`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// `x·sigmoid(x)` (SwiGLU: Llama, Qwen, Mistral).
+    Silu,
+    /// `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))` (GeGLU: Gemma's `gelu_pytorch_tanh`).
+    GeluTanh,
+}
+
+/// How a norm's stored weight scales the normalised vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NormWeight {
+    /// `x̂ · w` (Llama, Qwen, Mistral; Gemma 3 GGUF files, which store `1 + w`).
+    Direct,
+    /// `x̂ · (1 + w)` (Gemma 3's zero-centred weights in Hugging Face checkpoints): folded
+    /// into the weight at load, in float32, so every path then runs [`NormWeight::Direct`].
+    OnePlus,
+}
+
+/// An RMSNorm: `x / sqrt(mean(x²) + eps)` times its weight.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NormSpec {
+    /// Added to the mean square.
+    pub eps: f32,
+    /// How the stored weight applies.
+    pub weight: NormWeight,
+}
+
+/// The norms of one layer, each by the tensor name (relative to `model.layers.N`) it loads
+/// from; the names differ between families (Llama's `post_attention_layernorm` is the norm
+/// before the MLP, Gemma's is the norm of the attention output).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerNorms {
+    /// Before attention (`input_layernorm`).
+    pub pre_attention: &'static str,
+    /// On the attention output, before the residual add (Gemma's `post_attention_layernorm`).
+    pub attention_out: Option<&'static str>,
+    /// Before the MLP (Llama's `post_attention_layernorm`, Gemma's `pre_feedforward_layernorm`).
+    pub pre_mlp: &'static str,
+    /// On the MLP output, before the residual add (Gemma's `post_feedforward_layernorm`).
+    pub mlp_out: Option<&'static str>,
+}
+
+impl LayerNorms {
+    /// The pre-norm block of Llama, Qwen and Mistral.
+    pub const PRE_NORM: LayerNorms = LayerNorms {
+        pre_attention: "input_layernorm",
+        attention_out: None,
+        pre_mlp: "post_attention_layernorm",
+        mlp_out: None,
+    };
+
+    /// Gemma's "sandwich": four norms per layer.
+    pub const SANDWICH: LayerNorms = LayerNorms {
+        pre_attention: "input_layernorm",
+        attention_out: Some("post_attention_layernorm"),
+        pre_mlp: "pre_feedforward_layernorm",
+        mlp_out: Some("post_feedforward_layernorm"),
+    };
+}
+
+/// Rotary position embedding of a layer (non-traditional "rotate half" pairs `(i, i + d/2)`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RopeSpec {
+    /// Base `θ`.
+    pub theta: f32,
+    /// Rotated dimensions (the head size).
+    pub dims: i32,
+    /// `linear`, `llama3` or `yarn` scaling, if any.
+    pub scaling: Option<RopeScaling>,
+}
+
+/// Whether a layer attends to every earlier position or to a window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerKind {
+    /// Every earlier position (`full_attention`).
+    Full,
+    /// The last `window` positions (`sliding_attention`).
+    Sliding,
+}
+
+/// Ministral 3's position-dependent query scaling, after RoPE:
+/// `q · (1 + β·ln(1 + floor(pos / original)))`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QueryScaling {
+    /// `β` (`llama_4_scaling_beta`).
+    pub beta: f32,
+    /// `original_max_position_embeddings`.
+    pub original: i32,
+}
+
+/// A layer's attention.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttentionSpec {
+    /// Query heads.
+    pub heads: i32,
+    /// Key/value heads (`heads` is a multiple).
+    pub kv_heads: i32,
+    /// Per-head width (even).
+    pub head_dim: i32,
+    /// Bias on q, k and v.
+    pub qkv_bias: bool,
+    /// Bias on the output projection.
+    pub o_bias: bool,
+    /// Per-head RMSNorm of queries and keys before RoPE (`self_attn.q_norm` / `k_norm`).
+    pub qk_norm: Option<NormSpec>,
+    /// Multiplies `q·k`.
+    pub scale: f32,
+    /// Positions.
+    pub rope: RopeSpec,
+    /// Full or sliding (informative: [`AttentionSpec::window`] decides).
+    pub kind: LayerKind,
+    /// Key `j` is visible from query `i` iff `0 ≤ i − j < window` (W keys including its own);
+    /// `None`: every `j ≤ i`.
+    pub window: Option<i32>,
+    /// Scores become `c·tanh(s/c)` before the mask and softmax.
+    pub logit_softcap: Option<f32>,
+    /// Ministral 3's query scaling.
+    pub query_scaling: Option<QueryScaling>,
+}
+
+/// A layer's gated MLP.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MlpSpec {
+    /// Width of the gate and up projections.
+    pub intermediate: i32,
+    /// Bias on the three projections.
+    pub bias: bool,
+    /// The gate's activation.
+    pub activation: Activation,
+}
+
+/// One decoder layer:
+///
+/// ```text
+/// h = x + attention_out(attention(pre_attention(x)))     (attention_out optional)
+/// y = h + mlp_out(mlp(pre_mlp(h)))                        (mlp_out optional)
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlockSpec {
+    /// The attention.
+    pub attention: AttentionSpec,
+    /// The MLP.
+    pub mlp: MlpSpec,
+    /// Which norms exist and where their weights are.
+    pub norms: LayerNorms,
+    /// The form and epsilon of the layer norms.
+    pub norm: NormSpec,
+}
+
+/// The numerical features of a layer beyond the plain pre-norm Llama block, as the native
+/// kernels declare what they support (see [`BlockSpec::native_features`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Features {
+    /// A sliding window.
+    pub window: bool,
+    /// An attention-score softcap.
+    pub attention_softcap: bool,
+    /// Norms on the attention and MLP outputs.
+    pub output_norms: bool,
+    /// GELU-tanh gating.
+    pub gelu: bool,
+    /// Position-dependent query scaling.
+    pub query_scaling: bool,
+    /// A bias on the output or MLP projections.
+    pub output_bias: bool,
+}
+
+impl Features {
+    /// Whether every feature of `self` is in `supported`.
+    pub fn within(self, supported: Features) -> bool {
+        (!self.window || supported.window)
+            && (!self.attention_softcap || supported.attention_softcap)
+            && (!self.output_norms || supported.output_norms)
+            && (!self.gelu || supported.gelu)
+            && (!self.query_scaling || supported.query_scaling)
+            && (!self.output_bias || supported.output_bias)
+    }
+}
+
+impl BlockSpec {
+    /// The features this layer uses.
+    pub fn native_features(&self) -> Features {
+        Features {
+            window: self.attention.window.is_some(),
+            attention_softcap: self.attention.logit_softcap.is_some(),
+            output_norms: self.norms.attention_out.is_some() || self.norms.mlp_out.is_some(),
+            gelu: self.mlp.activation == Activation::GeluTanh,
+            query_scaling: self.attention.query_scaling.is_some(),
+            output_bias: self.attention.o_bias || self.mlp.bias,
+        }
+    }
+}
+
+/// A whole decoder-only model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSpec {
+    /// Width of the residual stream.
+    pub hidden: i32,
+    /// Rows of the embedding (and of the LM head).
+    pub vocab: i32,
+    /// Multiplies the embedded rows (Gemma: `bf16(√hidden)`).
+    pub embedding_scale: Option<f32>,
+    /// The norm before the LM head (`model.norm`).
+    pub final_norm: NormSpec,
+    /// The LM head is the embedding matrix.
+    pub tied: bool,
+    /// Final logits become `c·tanh(l/c)`.
+    pub final_softcap: Option<f32>,
+    /// The layers, in order.
+    pub layers: Vec<BlockSpec>,
+}
