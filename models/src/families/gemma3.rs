@@ -28,7 +28,7 @@
 use super::llama::check_activation;
 use super::{default_key, default_rope_theta, dim, text_model_name, Family, GgufConventions};
 use crate::config::{ModelConfig, SourceFormat};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::load::gguf_file::GgufFile;
 use crate::nn::spec::{
     Activation, AttentionSpec, BlockSpec, LayerKind, LayerNorms, MlpSpec, ModelSpec, NormSpec,
@@ -44,6 +44,7 @@ pub const FAMILY: Family = Family {
     defaults,
     spec,
     rename,
+    stop_tokens: &["<end_of_turn>"],
     gguf: GgufConventions {
         tensor_names: &[
             ("ffn_norm", "pre_feedforward_layernorm"),
@@ -188,11 +189,19 @@ fn per_type_rope(config: &ModelConfig, kind: LayerKind, rope: RopeSpec) -> RopeS
 /// scale by llama.cpp's rule.
 fn gguf_metadata(gguf: &GgufFile, arch: &str, config: &mut Map<String, Value>) -> Result<()> {
     let key = |k: &str| format!("{arch}.{k}");
-    if let Some(w) = gguf.metadata_f64(&key("attention.sliding_window"))? {
-        config.insert("sliding_window".into(), json!(w));
-    }
-    if let Some(p) = gguf.metadata_f64(&key("attention.sliding_window_pattern"))? {
-        config.insert("sliding_window_pattern".into(), json!(p));
+    for (field, k) in [
+        ("sliding_window", "attention.sliding_window"),
+        ("sliding_window_pattern", "attention.sliding_window_pattern"),
+    ] {
+        let k = key(k);
+        if let Some(v) = gguf.metadata_f64(&k)? {
+            if !(v.is_finite() && v >= 1.0 && v.fract() == 0.0 && v <= i32::MAX as f64) {
+                return Err(Error::Gguf(format!(
+                    "metadata `{k}` = {v} is not a positive count"
+                )));
+            }
+            config.insert(field.into(), json!(v as u64));
+        }
     }
     let swa_base = gguf
         .metadata_f64(&key("rope.freq_base_swa"))?

@@ -28,6 +28,7 @@ pub const FAMILY: Family = Family {
     defaults,
     spec,
     rename: keep_name,
+    stop_tokens: &[],
     gguf: GgufConventions {
         tensor_names: &[],
         permuted_qk: true,

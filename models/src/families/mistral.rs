@@ -32,6 +32,7 @@ pub const FAMILY: Family = Family {
     defaults,
     spec,
     rename,
+    stop_tokens: &[],
     gguf: GgufConventions {
         tensor_names: &[],
         permuted_qk: true,

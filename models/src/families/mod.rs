@@ -70,6 +70,9 @@ pub struct Family {
     pub spec: fn(&ModelConfig) -> Result<ModelSpec>,
     /// A checkpoint tensor's name under the decoder's layout, `None` to drop it.
     pub rename: fn(&ModelConfig, &str) -> Option<String>,
+    /// Tokens that end a chat turn besides the end-of-sequence ids (Gemma's
+    /// `<end_of_turn>`): generation stops on them when the tokenizer has them.
+    pub stop_tokens: &'static [&'static str],
     /// GGUF conventions.
     pub gguf: GgufConventions,
 }

@@ -240,19 +240,30 @@ pub fn check_supported(config: &ModelConfig) -> Result<()> {
 }
 
 /// The end-of-sequence ids: `generation_config.json`'s, else `config.json`'s, else the
-/// tokenizer's.
+/// tokenizer's; plus the family's end-of-turn tokens ([`crate::families::Family::stop_tokens`])
+/// that the tokenizer has.
 pub fn eos_token_ids(
     config: &ModelConfig,
     generation: Option<&GenerationConfig>,
     tokenizer: &Tokenizer,
 ) -> Vec<u32> {
-    if let Some(ids) = generation.and_then(|g| g.eos_token_id.as_ref()) {
-        return ids.to_vec();
+    let mut ids = if let Some(ids) = generation.and_then(|g| g.eos_token_id.as_ref()) {
+        ids.to_vec()
+    } else if let Some(ids) = &config.eos_token_id {
+        ids.to_vec()
+    } else {
+        tokenizer.eos_token_ids()
+    };
+    if let Ok(family) = crate::families::family(&config.model_type) {
+        for token in family.stop_tokens {
+            if let Some(id) = tokenizer.token_to_id(token) {
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+        }
     }
-    if let Some(ids) = &config.eos_token_id {
-        return ids.to_vec();
-    }
-    tokenizer.eos_token_ids()
+    ids
 }
 
 /// Applies the dtype policy: dequantizes quantized triplets unless they are kept, then converts

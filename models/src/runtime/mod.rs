@@ -5,3 +5,4 @@ pub mod engine;
 pub mod generate;
 pub mod perplexity;
 pub mod sample;
+pub mod vocab_limit;
