@@ -87,6 +87,18 @@ impl RmsNorm {
         Ok(fast::rms_norm(x, Some(&self.weight), self.eps)?)
     }
 
+    /// Normalises `x` in its own precision and returns the result in the weight's dtype: the
+    /// residual stream may be wider than the compute dtype (float32 under float16, see
+    /// [`super::Decoder`]), the layers it feeds are not.
+    pub fn forward_to_weight_dtype(&self, x: &Array) -> Result<Array> {
+        let dtype = self.weight.dtype();
+        if x.dtype() == dtype {
+            return self.forward(x);
+        }
+        let weight = self.weight.astype(x.dtype())?;
+        Ok(fast::rms_norm(x, Some(&weight), self.eps)?.astype(dtype)?)
+    }
+
     /// `norm.forward(x)` when a norm is given, else `x` itself (a cheap handle copy).
     pub fn apply(norm: Option<&RmsNorm>, x: &Array) -> Result<Array> {
         match norm {

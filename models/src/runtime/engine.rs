@@ -307,10 +307,8 @@ impl MlxEngine {
     /// context length is the config's (no limit when the config names none).
     pub fn from_loaded(loaded: LoadedModel, options: &LoadOptions) -> Result<MlxEngine> {
         let context = loaded.config.context_length().unwrap_or(usize::MAX);
-        let model = super::vocab_limit::VocabLimited::wrap(
-            loaded.model,
-            loaded.tokenizer.vocab_size(),
-        );
+        let model =
+            super::vocab_limit::VocabLimited::wrap(loaded.model, loaded.tokenizer.vocab_size());
         let mut engine = MlxEngine::new(
             model,
             loaded.tokenizer,

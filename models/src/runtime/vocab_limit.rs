@@ -31,9 +31,10 @@ impl VocabLimited {
     pub fn wrap(model: Box<dyn CausalLm>, tokenizer_vocab: usize) -> Box<dyn CausalLm> {
         let rows = model.config().vocab_size;
         match i32::try_from(tokenizer_vocab) {
-            Ok(limit) if tokenizer_vocab > 0 && tokenizer_vocab < rows => {
-                Box::new(VocabLimited { inner: model, limit })
-            }
+            Ok(limit) if tokenizer_vocab > 0 && tokenizer_vocab < rows => Box::new(VocabLimited {
+                inner: model,
+                limit,
+            }),
             _ => model,
         }
     }
