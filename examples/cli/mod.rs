@@ -52,6 +52,10 @@ pub struct ModelArgs {
     /// at most 8192).
     #[arg(long, value_name = "TOKENS")]
     pub budget_context: Option<usize>,
+    /// A Jinja chat template file to use instead of the model's (for a checkpoint that has
+    /// none, such as a base model's GGUF).
+    #[arg(long, value_name = "FILE")]
+    pub chat_template: Option<std::path::PathBuf>,
 }
 
 /// Compute dtype.
@@ -114,7 +118,15 @@ impl ModelArgs {
         };
         eprintln!("loading {} ...", self.model);
         let started = std::time::Instant::now();
-        let loaded = load(&self.model, &options)?;
+        let mut loaded = load(&self.model, &options)?;
+        if let Some(path) = &self.chat_template {
+            let source = mlx_models::load::files::read_text(
+                path,
+                mlx_models::load::files::FileKind::ChatTemplate,
+            )?;
+            let template = mlx_models::text::ChatTemplate::new(source)?;
+            loaded.tokenizer = loaded.tokenizer.with_chat_template(template);
+        }
         let engine = MlxEngine::from_loaded(loaded, &options)?;
         eprintln!(
             "loaded {} in {:.1} s",

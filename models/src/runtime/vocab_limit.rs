@@ -18,6 +18,15 @@ pub struct VocabLimited {
     limit: i32,
 }
 
+impl std::fmt::Debug for VocabLimited {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VocabLimited")
+            .field("model_type", &self.inner.config().model_type)
+            .field("limit", &self.limit)
+            .finish()
+    }
+}
+
 impl VocabLimited {
     /// `model`, with its logits cut to the first `tokenizer_vocab` ids when the model has more
     /// rows than that (otherwise `model` itself).

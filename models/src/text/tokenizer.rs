@@ -349,7 +349,11 @@ impl Tokenizer {
         let template = self
             .chat_template
             .as_ref()
-            .ok_or_else(|| Error::ChatTemplate("the tokenizer has no chat template".into()))?;
+            .ok_or_else(|| Error::ChatTemplate(
+                "the model has no chat template (a base model's checkpoint carries none): \
+                 give one with `Tokenizer::with_chat_template`"
+                    .into(),
+            ))?;
         template.render(
             messages,
             add_generation_prompt,
