@@ -173,7 +173,7 @@ impl DecoderLayer {
         if let Some((weights, params)) = self.native_weights() {
             let step = cache.in_place_step(x, params, |keys, values, params| {
                 Ok(
-                    mlx_rs::native::decoder_layer(x, keys, values, &weights, params)?
+                    mlx_rs::native::decoder_layer(x, keys, values, &weights, params.offset)?
                         .map(|o| (o.hidden, o.k_cache, o.v_cache)),
                 )
             })?;
@@ -327,7 +327,11 @@ impl Llama {
         }
         let embedded;
         let input = match self.embed_tokens.quantized_table() {
-            Some(table) => StackInput::Tokens { ids: tokens, table },
+            Some(table) => StackInput::Tokens {
+                ids: tokens,
+                table,
+                scale: 1.0,
+            },
             None => {
                 embedded = self.embed_tokens.forward(tokens)?;
                 if embedded.dtype() != Dtype::Float32 {
@@ -346,6 +350,7 @@ impl Llama {
             Some((projection, None)) if shape[1] == 1 => Some(StackHead {
                 norm: (self.norm.weight(), self.norm.eps()),
                 projection,
+                softcap: None,
             }),
             _ => None,
         };
@@ -359,7 +364,8 @@ impl Llama {
                     .zip(&layers)
                     .map(|(&(k, v), (w, _))| (k, v, *w))
                     .collect();
-                Ok(decoder_stack(input, &stack, head, params)?.map(|o| (o.output, o.caches)))
+                Ok(decoder_stack(input, &stack, head, params.offset)?
+                    .map(|o| (o.output, o.caches)))
             },
         )?;
         Ok(match (out, head) {

@@ -8,7 +8,7 @@ use crate::load::BuildOptions;
 use crate::runtime::cache::LayerCache;
 use crate::weights::Weights;
 use mlx_rs::fast::{scaled_dot_product_attention, AttentionMask};
-use mlx_rs::native::{CachedAttentionParams, DecoderLayerWeights};
+use mlx_rs::native::{Activation, CachedAttentionParams, DecoderLayerWeights};
 use mlx_rs::Array;
 
 /// The per-family differences of the attention block.
@@ -110,9 +110,13 @@ impl Attention {
             q_norm: self.q_norm.as_ref().map(RmsNorm::weight),
             k_norm: self.k_norm.as_ref().map(RmsNorm::weight),
             o,
-            post_attention_norm: rest.post_attention_norm,
+            attention_out_norm: None,
+            pre_mlp_norm: rest.pre_mlp_norm,
             gate_up: rest.gate_up,
             down: rest.down,
+            mlp_out_norm: None,
+            activation: Activation::Silu,
+            attention: self.params(0),
         };
         Some((weights, self.params(0)))
     }
@@ -125,6 +129,8 @@ impl Attention {
             offset,
             scale: self.scale,
             norm_eps: self.q_norm.as_ref().map_or(0.0, RmsNorm::eps),
+            window: None,
+            logit_softcap: None,
         }
     }
 

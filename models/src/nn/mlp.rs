@@ -10,7 +10,7 @@ use mlx_rs::Array;
 /// The MLP half of [`mlx_rs::native::DecoderLayerWeights`] (see [`Mlp::native_layer_weights`]).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct NativeMlpWeights<'a> {
-    pub post_attention_norm: (&'a Array, f32),
+    pub pre_mlp_norm: (&'a Array, f32),
     pub gate_up: QuantizedProjection<'a>,
     pub down: QuantizedProjection<'a>,
 }
@@ -58,7 +58,7 @@ impl Mlp {
             return None;
         };
         Some(NativeMlpWeights {
-            post_attention_norm: (norm.weight(), norm.eps()),
+            pre_mlp_norm: (norm.weight(), norm.eps()),
             gate_up,
             down,
         })
