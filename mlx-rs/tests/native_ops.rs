@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{f32s, rand_vec};
+use common::{attention_composed, f32s, rand_vec, AttnSpec};
 use mlx_rs::fast::{self, AttentionMask};
 use mlx_rs::native::{self, cached_attention, CachedAttentionOutput, CachedAttentionParams};
 use mlx_rs::{s, Array, Dtype, Error};
@@ -427,6 +427,8 @@ impl Dims {
             offset: offset as i32,
             scale: 1.0 / (self.d as f32).sqrt(),
             norm_eps: 1e-6,
+            window: None,
+            logit_softcap: None,
         }
     }
 }
@@ -444,6 +446,10 @@ struct StepData {
     inv_freq: Vec<f32>,
     q_norm: Option<Vec<f32>>,
     k_norm: Option<Vec<f32>>,
+    /// [`CachedAttentionParams::window`].
+    window: Option<i32>,
+    /// [`CachedAttentionParams::logit_softcap`].
+    softcap: Option<f32>,
 }
 
 impl StepData {
@@ -470,6 +476,26 @@ impl StepData {
             inv_freq: inv_freq(dims.d),
             q_norm: norms.then(|| norm(seed + 1000)),
             k_norm: norms.then(|| norm(seed + 2000)),
+            window: None,
+            softcap: None,
+        }
+    }
+
+    /// The same step with a sliding window and / or a logit soft cap.
+    fn with(self, window: Option<i32>, softcap: Option<f32>) -> StepData {
+        StepData {
+            window,
+            softcap,
+            ..self
+        }
+    }
+
+    /// The call's parameters: `dims` at `offset` with this step's window and soft cap.
+    fn params(&self, dims: Dims, offset: usize) -> CachedAttentionParams {
+        CachedAttentionParams {
+            window: self.window,
+            logit_softcap: self.softcap,
+            ..dims.params(offset)
         }
     }
 
@@ -505,14 +531,15 @@ impl StepData {
             &f,
             qn.as_ref(),
             kn.as_ref(),
-            dims.params(offset),
+            self.params(dims, offset),
         )
     }
 }
 
-/// One call in f64: writes positions `offset..offset + L` of the caches (`[B, Hkv, cap, D]`)
-/// and returns the causal attention output `[B, L, H * D]` (token `l` at position
-/// `offset + l`, seeing positions `0..=offset + l`).
+/// One call in f64: writes positions `offset..offset + L` into slots `position % cap` of the
+/// caches (`[B, Hkv, cap, D]`) and returns the causal attention output `[B, L, H * D]` (token
+/// `l` at position `i = offset + l`, seeing positions `0..=i`, or `i + 1 - w..=i` with a
+/// window `w`, each read from its slot; scores soft-capped to `c·tanh(s / c)` with a cap `c`).
 fn attention_ref(
     dims: Dims,
     step: &StepData,
@@ -539,7 +566,8 @@ fn attention_ref(
             v[i + half] = x2 * angle.cos() + x1 * angle.sin();
         }
     };
-    let at = |bi: usize, j: usize, t: usize| ((bi * hkv + j) * cap + t) * d;
+    // Position t lives in slot t % cap.
+    let at = |bi: usize, j: usize, t: usize| ((bi * hkv + j) * cap + t % cap) * d;
     let row = |bi: usize, l: usize| {
         let start = (bi * tokens + l) * dims.width();
         &step.qkv[start..start + dims.width()]
@@ -562,24 +590,31 @@ fn attention_ref(
     for bi in 0..b {
         for l in 0..tokens {
             let row = row(bi, l);
-            let seen = offset + l + 1;
+            let i = offset + l;
+            let lo = step
+                .window
+                .map_or(0, |w| (i + 1).saturating_sub(w as usize));
+            let seen = lo..i + 1;
             for hi in 0..h {
                 let mut q = head_norm(&row[hi * d..(hi + 1) * d], &step.q_norm);
                 rope(&mut q, offset + l);
                 let j = hi / (h / hkv);
-                let scores: Vec<f64> = (0..seen)
+                let scores: Vec<f64> = seen
+                    .clone()
                     .map(|t| {
                         let k = &kc[at(bi, j, t)..at(bi, j, t) + d];
-                        scale * q.iter().zip(k).map(|(a, b)| a * b).sum::<f64>()
+                        let s = scale * q.iter().zip(k).map(|(a, b)| a * b).sum::<f64>();
+                        step.softcap.map_or(s, |c| c as f64 * (s / c as f64).tanh())
                     })
                     .collect();
                 let mx = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 let e: Vec<f64> = scores.iter().map(|s| (s - mx).exp()).collect();
                 let z: f64 = e.iter().sum();
-                for i in 0..d {
+                for x in 0..d {
                     out.push(
-                        (0..seen)
-                            .map(|t| e[t] / z * vc[at(bi, j, t) + i])
+                        seen.clone()
+                            .zip(&e)
+                            .map(|(t, e)| e / z * vc[at(bi, j, t) + x])
                             .sum::<f64>(),
                     );
                 }
@@ -652,8 +687,9 @@ fn check_cache(dims: Dims, offset: usize, got: &[f32], want: &[f64], original: &
     check_written(dims, offset, 1, got, want, original, what);
 }
 
-/// Checks a returned cache against the reference: positions `offset..offset + tokens` within
-/// tolerance, every other position bit-for-bit the original.
+/// Checks a returned cache against the reference: the slots of positions
+/// `offset..offset + tokens` (`position % cap`) within tolerance, every other slot bit for bit
+/// the original.
 #[track_caller]
 fn check_written(
     dims: Dims,
@@ -667,7 +703,9 @@ fn check_written(
     assert_eq!(got.len(), dims.cache_len(), "{what}: length");
     for (i, &g) in got.iter().enumerate() {
         let t = (i / dims.d) % dims.cap;
-        if (offset..offset + tokens).contains(&t) {
+        // The new token written in slot t, if any.
+        let l = (t + dims.cap - offset % dims.cap) % dims.cap;
+        if l < tokens {
             assert!(
                 (g as f64 - want[i]).abs() <= 1e-5 + 1e-5 * want[i].abs(),
                 "{what}: element {i} (position {t}): got {g}, want {}",
@@ -1260,4 +1298,412 @@ fn native_attention_from_several_threads() {
     for h in handles {
         h.join().unwrap();
     }
+}
+
+// ------------------------------------------------------------------------------ windows, rings, soft caps
+
+/// `cached_attention` of `step` on the caches `kc` / `vc` composed from MLX's ops (native ops
+/// off) over *linear* caches `k_lin` / `v_lin` (slot = position; see
+/// [`common::attention_composed`]); returns the output and the updated linear caches.
+fn composed(
+    n: &Native,
+    dims: Dims,
+    step: &StepData,
+    offset: usize,
+    k_lin: &Array,
+    v_lin: &Array,
+) -> (Array, Array, Array) {
+    n.set(false);
+    let (qn, kn) = step.norms();
+    let spec = AttnSpec {
+        heads: dims.h as i32,
+        kv_heads: dims.hkv as i32,
+        head_dim: dims.d as i32,
+        scale: 1.0 / (dims.d as f32).sqrt(),
+        eps: 1e-6,
+        window: step.window,
+        softcap: step.softcap,
+    };
+    let out = attention_composed(
+        &step.qkv(dims),
+        k_lin,
+        v_lin,
+        &step.inv_freq(),
+        qn.as_ref(),
+        kn.as_ref(),
+        spec,
+        offset as i32,
+    );
+    out.0.eval().unwrap();
+    n.set(true);
+    out
+}
+
+/// Windows (1 key, a few, more than the context) and logit soft caps on plain caches holding
+/// random keys and values, one call each: decode and chunks (per-row loops and BLAS), against
+/// the f64 reference (output and every slot of the caches) and against MLX's composition.
+#[test]
+fn cached_attention_windows_and_soft_caps_match_reference_and_mlx() {
+    let n = Native::lock(true);
+    let mut seed = 3000;
+    let variants = [
+        (Some(1), None),
+        (Some(3), None),
+        (Some(6), Some(0.7)),
+        (None, Some(30.0)),
+        (Some(3), Some(2.0)),
+    ];
+    for (h, hkv, d) in SHAPES {
+        for l in [1, 2, 8, 17] {
+            for offset in [0, 5] {
+                for (window, softcap) in variants {
+                    seed += 1;
+                    let dims = Dims {
+                        b: 2,
+                        h,
+                        hkv,
+                        d,
+                        cap: offset + l + 2,
+                    };
+                    let step = StepData::chunk(dims, l, seed % 2 == 0, seed).with(window, softcap);
+                    let what = format!(
+                        "{dims:?} L {l} offset {offset} window {window:?} softcap {softcap:?}"
+                    );
+                    let k0 = rand_vec(dims.cache_len(), seed + 5000);
+                    let v0 = rand_vec(dims.cache_len(), seed + 6000);
+                    let (kc, vc) = (arr(&k0, &dims.cache_shape()), arr(&v0, &dims.cache_shape()));
+                    let got = run_and_check(dims, &step, offset, (&kc, &k0), (&vc, &v0), &what);
+                    let (kc, vc) = (arr(&k0, &dims.cache_shape()), arr(&v0, &dims.cache_shape()));
+                    let (o, km, vm) = composed(&n, dims, &step, offset, &kc, &vc);
+                    let mlx = f32s(&o);
+                    assert_close(&mlx, &got.want, 1e-4, 1e-5, &format!("mlx {what}"));
+                    assert_close(
+                        &got.attention,
+                        &widen(&mlx),
+                        1e-4,
+                        1e-5,
+                        &format!("vs mlx {what}"),
+                    );
+                    assert_close(
+                        &got.k_cache,
+                        &widen(&f32s(&km)),
+                        1e-5,
+                        1e-5,
+                        &format!("k {what}"),
+                    );
+                    assert_eq!(got.v_cache, f32s(&vm), "v {what}");
+                }
+            }
+        }
+    }
+}
+
+/// A window at least as long as the context changes nothing: the same outputs as no window
+/// (decode, loops and BLAS chunks).
+#[test]
+fn cached_attention_window_longer_than_the_context_has_no_effect() {
+    let _n = Native::lock(true);
+    for (l, offset) in [(1, 6), (3, 4), (8, 0), (8, 9)] {
+        let dims = Dims {
+            b: 1,
+            h: 8,
+            hkv: 2,
+            d: 16,
+            cap: 20,
+        };
+        let k0 = rand_vec(dims.cache_len(), 77);
+        let v0 = rand_vec(dims.cache_len(), 78);
+        let run = |window| {
+            let step = StepData::chunk(dims, l, true, 79).with(window, None);
+            let (kc, vc) = (arr(&k0, &dims.cache_shape()), arr(&v0, &dims.cache_shape()));
+            let out = run_native(dims, &step, offset, &kc, &vc);
+            (f32s(&out.attention), f32s(&out.k_cache), f32s(&out.v_cache))
+        };
+        let none = run(None);
+        for w in [offset + l, offset + l + 1, 1000] {
+            let with = run(Some(w as i32));
+            let what = format!("L {l} offset {offset} window {w}");
+            assert_close(&with.0, &widen(&none.0), 1e-6, 1e-7, &what);
+            assert_eq!(with.1, none.1, "{what}: keys");
+            assert_eq!(with.2, none.2, "{what}: values");
+        }
+        // One key short of the context does change the last query's output.
+        let short = run(Some((offset + l - 1).max(1) as i32));
+        if offset + l > 1 {
+            assert_ne!(short.0, none.0, "L {l} offset {offset}: window one short");
+        }
+    }
+}
+
+/// Consecutive calls on a ring of `cap` slots with a window: chunks of `lens` tokens from an
+/// empty cache, each fed the caches the one before returned. Every output against the f64
+/// reference (which reads position p from slot p % cap too) and against MLX's composition over
+/// a linear cache of every position; the final ring against the reference's.
+fn check_ring_chain(n: &Native, dims: Dims, window: i32, softcap: Option<f32>, lens: &[usize]) {
+    let total: usize = lens.iter().sum();
+    let lin = Dims { cap: total, ..dims };
+    let (mut kc, mut vc) = (dims.zero_cache(), dims.zero_cache());
+    let (mut kr, mut vr) = (vec![0f64; dims.cache_len()], vec![0f64; dims.cache_len()]);
+    let (mut k_lin, mut v_lin) = (lin.zero_cache(), lin.zero_cache());
+    let mut offset = 0;
+    for (i, &l) in lens.iter().enumerate() {
+        let step =
+            StepData::chunk(dims, l, i % 2 == 0, 4000 + i as u64).with(Some(window), softcap);
+        let what =
+            format!("{dims:?} window {window} softcap {softcap:?} call {i}: L {l} offset {offset}");
+        let want = attention_ref(dims, &step, offset, &mut kr, &mut vr);
+        let out = run_native(dims, &step, offset, &kc, &vc);
+        let got = f32s(&out.attention);
+        assert_close(&got, &want, 1e-4, 1e-5, &what);
+        let (o, k2, v2) = composed(n, dims, &step, offset, &k_lin, &v_lin);
+        assert_close(
+            &got,
+            &widen(&f32s(&o)),
+            1e-4,
+            1e-5,
+            &format!("vs mlx {what}"),
+        );
+        (kc, vc, k_lin, v_lin) = (out.k_cache, out.v_cache, k2, v2);
+        offset += l;
+    }
+    assert!(offset > dims.cap, "the ring has wrapped");
+    let what = format!("{dims:?} window {window} final ring");
+    assert_close(&f32s(&kc), &kr, 1e-5, 1e-5, &what);
+    assert_close(&f32s(&vc), &vr, 0.0, 0.0, &what);
+    // The ring's slots hold the last `cap` positions of the linear cache.
+    let (kl, vl) = (f32s(&k_lin), f32s(&v_lin));
+    let (kg, vg) = (f32s(&kc), f32s(&vc));
+    for bj in 0..dims.b * dims.hkv {
+        for p in offset - dims.cap..offset {
+            let ring = (bj * dims.cap + p % dims.cap) * dims.d;
+            let line = (bj * lin.cap + p) * dims.d;
+            assert_eq!(
+                vg[ring..ring + dims.d],
+                vl[line..line + dims.d],
+                "{what}: v {p}"
+            );
+            let kw: Vec<f64> = widen(&kl[line..line + dims.d]);
+            assert_close(
+                &kg[ring..ring + dims.d],
+                &kw,
+                1e-5,
+                1e-5,
+                &format!("{what}: k {p}"),
+            );
+        }
+    }
+}
+
+/// Ring caches: the window's slots wrap around the end of the buffer (two runs of slots per
+/// query), a ring of exactly `window` slots at decode (every slot), chunks longer than the
+/// window in a ring of `window + L - 1` slots (the minimum), per-row loops and BLAS (8 heads
+/// over 2: 4 rows per token), with and without a soft cap.
+#[test]
+fn cached_attention_ring_caches_match_reference_and_mlx() {
+    let n = Native::lock(true);
+    let dims = |cap| Dims {
+        b: 2,
+        h: 8,
+        hkv: 2,
+        d: 16,
+        cap,
+    };
+    for softcap in [None, Some(1.5)] {
+        // Window 4, chunks up to 6: 9 slots; the 6- and 5-token chunks come after the ring has
+        // wrapped (BLAS: 24 and 20 rows), the 3 and 2 take the loops.
+        check_ring_chain(
+            &n,
+            dims(9),
+            4,
+            softcap,
+            &[3, 1, 1, 1, 1, 6, 1, 1, 2, 5, 1, 1],
+        );
+        // A ring of exactly the window, decode only.
+        check_ring_chain(&n, dims(4), 4, softcap, &[1; 11]);
+        // Two slots more than the window: the visible slots wrap at decode.
+        check_ring_chain(&n, dims(6), 4, softcap, &[2, 1, 1, 1, 3, 1, 1, 1, 1, 1]);
+    }
+    // A longer chunk than the whole window, many BLAS row blocks: 8 heads, 100 tokens, window
+    // 16 in a ring of 115 slots.
+    let big = Dims {
+        b: 1,
+        h: 8,
+        hkv: 2,
+        d: 16,
+        cap: 115,
+    };
+    check_ring_chain(&n, big, 16, None, &[40, 100, 1, 1]);
+}
+
+/// Caches that cannot take the chunk are errors (nothing written, the process goes on), and so
+/// are a window below 1 and soft caps that are not positive and finite.
+#[test]
+fn cached_attention_rejects_rings_that_are_too_small_and_bad_parameters() {
+    let _n = Native::lock(true);
+    let dims = Dims { cap: 5, ..SMALL };
+    let (kc, vc) = (dims.zero_cache(), dims.zero_cache());
+    // (L, offset, window): a ring needs capacity >= window + L - 1 once offset + L > capacity.
+    for (l, offset, window) in [
+        (3, 4, Some(4)),
+        (1, 5, Some(6)),
+        (2, 9, Some(5)),
+        (3, 3, None),
+    ] {
+        let step = StepData::chunk(dims, l, true, 5100).with(window, None);
+        match step.attend(dims, &step.qkv(dims), offset, &kc, &vc) {
+            Err(Error::Mlx { message, .. }) => {
+                assert!(message.contains("capacity"), "{message}")
+            }
+            other => panic!("L {l} offset {offset} window {window:?}: {other:?}"),
+        }
+    }
+    for (window, softcap) in [
+        (Some(0), None),
+        (Some(-3), None),
+        (None, Some(0.0)),
+        (None, Some(-1.0)),
+        (None, Some(f32::INFINITY)),
+        (None, Some(f32::NAN)),
+    ] {
+        let step = StepData::new(dims, false, 5200).with(window, softcap);
+        assert!(
+            matches!(
+                step.attend(dims, &step.qkv(dims), 0, &kc, &vc),
+                Err(Error::InvalidArgument(_))
+            ),
+            "window {window:?} softcap {softcap:?}"
+        );
+    }
+    assert_eq!(f32s(&kc), vec![0f32; dims.cache_len()]);
+    // The smallest ring that takes the chunk works.
+    let step = StepData::chunk(dims, 3, true, 5300).with(Some(3), None);
+    let zeros = vec![0f32; dims.cache_len()];
+    run_and_check(
+        dims,
+        &step,
+        4,
+        (&kc, &zeros),
+        (&vc, &zeros),
+        "ring of window + L - 1",
+    );
+}
+
+// ------------------------------------------------------------------------------ GeGLU
+
+/// `gelu_tanh(g) * u` with `gelu_tanh(x) = 0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))`, in f64.
+fn gelu_glu_ref(x: &[f32], inter: usize) -> Vec<f64> {
+    let c = (2.0 / std::f64::consts::PI).sqrt();
+    let mut out = Vec::new();
+    for row in x.chunks(2 * inter) {
+        for i in 0..inter {
+            let g = row[i] as f64;
+            let u = row[inter + i] as f64;
+            out.push(0.5 * g * (1.0 + (c * (g + 0.044715 * g * g * g)).tanh()) * u);
+        }
+    }
+    out
+}
+
+#[test]
+fn gelu_tanh_glu_matches_the_formula_and_mlx() {
+    let n = Native::lock(true);
+    // Worked by hand (and checked with Python's math.tanh): gelu_tanh(1) = 0.841191990608,
+    // gelu_tanh(-1) = -0.158808009392, gelu_tanh(2) = 1.954597694088,
+    // gelu_tanh(-3) = -0.003637392082, gelu_tanh(0.5) = 0.345714009825; up = 1.
+    let gates = [1.0f32, -1.0, 2.0, -3.0, 0.5];
+    let mut x = gates.to_vec();
+    x.extend([1.0f32; 5]);
+    let want = [
+        0.841191990608,
+        -0.158808009392,
+        1.954597694088,
+        -0.003637392082,
+        0.345714009825,
+    ];
+    for on in [true, false] {
+        n.set(on);
+        let y = f32s(&native::gelu_tanh_glu(&arr(&x, &[1, 10])).unwrap());
+        assert_close(&y, &want, 2e-6, 1e-7, &format!("by hand, native {on}"));
+    }
+    for (k, shape) in [
+        vec![1, 8],
+        vec![3, 2],
+        vec![2, 3, 64],
+        vec![6],
+        vec![2, 1154],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let last = *shape.last().unwrap() as usize;
+        let size: usize = shape.iter().map(|&d| d as usize).product();
+        let xv: Vec<f32> = rand_vec(size, 60 + k as u64)
+            .iter()
+            .map(|v| v * 6.0)
+            .collect();
+        let x = arr(&xv, shape);
+        let want = gelu_glu_ref(&xv, last / 2);
+        let mut out_shape = shape.clone();
+        *out_shape.last_mut().unwrap() /= 2;
+        n.set(true);
+        let ours = native::gelu_tanh_glu(&x).unwrap();
+        assert_eq!(ours.shape(), out_shape);
+        assert_eq!(ours.dtype(), Dtype::Float32);
+        let ours = f32s(&ours);
+        assert_close(&ours, &want, 2e-6, 1e-6, &format!("native {shape:?}"));
+        n.set(false);
+        let mlx = f32s(&native::gelu_tanh_glu(&x).unwrap());
+        assert_close(&mlx, &want, 2e-6, 1e-6, &format!("mlx {shape:?}"));
+        assert_close(&ours, &widen(&mlx), 2e-6, 1e-6, "native vs mlx");
+        assert_eq!(x.to_vec::<f32>().unwrap(), xv);
+    }
+    // Extreme gates: finite, 0 far below, the gate itself far above (x³ overflows to ±inf).
+    n.set(true);
+    let xv = [-1e13f32, 1e13, -100.0, 100.0, 0.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+    let y = f32s(&native::gelu_tanh_glu(&arr(&xv, &[1, 10])).unwrap());
+    assert!(y.iter().all(|v| v.is_finite()), "{y:?}");
+    assert_close(&y, &[0.0, 3e13, 0.0, 500.0, 0.0], 1e-6, 1e-20, "extremes");
+}
+
+#[test]
+fn gelu_tanh_glu_views_errors_and_fallbacks() {
+    let n = Native::lock(true);
+    // [6, 3] transposed: a [3, 6] view; row r is column r of the data.
+    let base = rand_vec(18, 61);
+    let xt = arr(&base, &[6, 3]).t().unwrap();
+    let rows: Vec<f32> = (0..3)
+        .flat_map(|r| (0..6).map(move |c| (r, c)))
+        .map(|(r, c)| base[c * 3 + r])
+        .collect();
+    let got = native::gelu_tanh_glu(&xt).unwrap();
+    assert_eq!(got.shape(), vec![3, 3]);
+    assert_close(
+        &f32s(&got),
+        &gelu_glu_ref(&rows, 3),
+        2e-6,
+        1e-7,
+        "transposed",
+    );
+    for on in [true, false] {
+        n.set(on);
+        assert!(matches!(
+            native::gelu_tanh_glu(&arr(&[1.0; 6], &[2, 3])),
+            Err(Error::Shape(_))
+        ));
+        assert!(native::gelu_tanh_glu(&Array::scalar(1.0f32)).is_err());
+        assert!(native::gelu_tanh_glu(&Array::zeros(&[2, 0], Dtype::Float32).unwrap()).is_err());
+    }
+    n.set(true);
+    // bfloat16 is not eligible: MLX's ops compute it, within bfloat16's precision.
+    let xv: Vec<f32> = rand_vec(4 * 32, 62).iter().map(|v| v * 4.0).collect();
+    let x = arr(&xv, &[4, 32]).astype(Dtype::Bfloat16).unwrap();
+    let y = native::gelu_tanh_glu(&x).unwrap();
+    assert_eq!(y.dtype(), Dtype::Bfloat16);
+    assert_close(
+        &f32s(&y),
+        &gelu_glu_ref(&f32s(&x), 16),
+        3e-2,
+        3e-2,
+        "bfloat16",
+    );
 }

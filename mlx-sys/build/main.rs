@@ -4,7 +4,7 @@
 //! - [`pins`]: the versions and checksums in `vendor/pins.toml`;
 //! - [`provision`]: find or fetch the prebuilt MLX (headers + `libmlx`);
 //! - [`mlxc`]: find or fetch mlx-c's source and build it with CMake;
-//! - [`bindings`]: bindgen over `mlx/c/mlx.h`;
+//! - [`bindings`]: bindgen over `mlx/c/mlx.h` and the kernels' C headers;
 //! - [`link`]: libraries, the loader path of dependents, OpenBLAS.
 //!
 //! Every failure ends the build with a message that says what is missing and how to get it.
@@ -57,6 +57,7 @@ fn run() -> BuildResult<()> {
     mlxc::check_pairing(&mlxc_src, &mlx)?;
     let mlxc_lib = mlxc::build(&mlxc_src, &mlx, &vendor)?;
     bindings::generate(&mlxc_src, &out_dir)?;
+    bindings::generate_kernels(&mlxc_src, &manifest_dir.join("kernels"), &out_dir)?;
     kernels::build(&manifest_dir, &mlx, &mlxc_src)?;
     link::emit(&mlx, &mlxc_lib, &out_dir)?;
     Ok(())

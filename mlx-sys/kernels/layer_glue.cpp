@@ -1,7 +1,8 @@
-// MLX-facing glue of mlxrs_decoder_stack (ops.h): consecutive Llama-family decoder layers as
-// one primitive. Its CPU task runs, on the stream's thread and the kernels' pool, exactly the
+// MLX-facing glue of mlxrs_decoder_stack (ops.h): consecutive pre-norm decoder layers as one
+// primitive. Its CPU task runs, on the stream's thread and the kernels' pool, exactly the
 // sequence the model composes from the per-op primitives (fused quantized projections with
-// their norm prologues and residual epilogues, cached attention, SwiGLU), layer after layer,
+// their norm prologues and residual epilogues, cached attention, SwiGLU or GeGLU, the optional
+// output norms), layer after layer,
 // so the numbers are the same; what it saves is MLX's per-primitive scheduling (five
 // primitives per layer, then one per layer) and the graph-building work of the calling thread,
 // which on a small machine compete with the kernels for the cores. Compiled like the other
@@ -39,13 +40,17 @@ struct ProjParams {
 
 struct LayerParams {
   mlxrs_glue::AttentionParams att;
-  float input_norm_eps, post_norm_eps;
+  float input_norm_eps, attention_out_norm_eps, pre_mlp_norm_eps, mlp_out_norm_eps;
   ProjParams qkv, o, gate_up, down;
-  bool qkv_bias;
+  bool qkv_bias, attention_out_norm, mlp_out_norm;
+  int activation;  // MLXRS_ACTIVATION_*
   bool operator==(const LayerParams&) const = default;
 
-  // Inputs of this layer: the fixed ones, then the optional qkv bias, q_norm and k_norm.
-  size_t inputs() const { return kOptional + qkv_bias + att.q_norm + att.k_norm; }
+  // Inputs of this layer: the fixed ones, then the optional ones present, in the order qkv
+  // bias, q_norm, k_norm, attention_out_norm, mlp_out_norm.
+  size_t inputs() const {
+    return kOptional + qkv_bias + att.q_norm + att.k_norm + attention_out_norm + mlp_out_norm;
+  }
 
   // Positions within a layer's inputs (the stack's inputs are x, then each layer's).
   enum Input : size_t {
@@ -53,7 +58,7 @@ struct LayerParams {
     kVCache,
     kInvFreq,
     kInputNorm,
-    kPostNorm,
+    kPreMlpNorm,
     kQkv,                 // weight, scales, biases
     kO = kQkv + 3,        // same
     kGateUp = kO + 3,     // same
@@ -69,9 +74,11 @@ struct StackParams {
   std::vector<LayerParams> layers;
   bool embed;
   ProjParams embed_q;
+  float embed_scale;
   bool head;
   float head_norm_eps;
   ProjParams head_q;
+  float head_softcap;
   bool operator==(const StackParams&) const = default;
 
   // Inputs: x (or ids), the table (weight, scales, biases), each layer's, the head's (norm,
@@ -123,6 +130,11 @@ struct LayerTask {
   mlxrs_ops::CachedAttention attention;
   mlxrs_glue::InPlaceCaches caches;
   int n_qkv, attn_width, inter;
+  const float* attention_out_norm;  // or null
+  float attention_out_norm_eps;
+  const float* mlp_out_norm;  // or null
+  float mlp_out_norm_eps;
+  int activation;
 
   size_t scratch_floats(size_t m, int hidden) const {
     return m * (n_qkv + attn_width + hidden + 3 * size_t(inter));
@@ -138,7 +150,7 @@ struct LayerTask {
     float* h = attn_y + m * attn_width;
     float* gate_up_y = h + m * hidden;
     float* act = gate_up_y + m * 2 * inter;
-    // h = x + o_proj(attention(qkv_proj(rms_norm(x)) [+ bias]))
+    // h = x + [rms_norm](o_proj(attention(qkv_proj(rms_norm(x)) [+ bias])))
     qkv.x = x;
     qkv.y = qkv_y;
     mlxrs_qmm::compute(qkv);
@@ -148,17 +160,33 @@ struct LayerTask {
     mlxrs_ops::cached_attention(attention, qkv_y, caches.k, caches.v, attn_y);
     o.x = attn_y;
     o.y = h;
-    o.residual = x;
-    mlxrs_qmm::compute(o);
-    // y = h + down_proj(swiglu(gate_up_proj(rms_norm(h))))
+    if (attention_out_norm) {
+      o.residual = nullptr;
+      mlxrs_qmm::compute(o);
+      mlxrs_ops::rms_norm_residual(h, attention_out_norm, attention_out_norm_eps, x, h, m,
+                                   hidden);
+    } else {
+      o.residual = x;
+      mlxrs_qmm::compute(o);
+    }
+    // y = h + [rms_norm](down_proj(act(gate) * up)), [gate | up] = gate_up_proj(rms_norm(h))
     gate_up.x = h;
     gate_up.y = gate_up_y;
     mlxrs_qmm::compute(gate_up);
-    mlxrs_ops::swiglu(gate_up_y, act, m, inter);
+    if (activation == MLXRS_ACTIVATION_GELU_TANH)
+      mlxrs_ops::gelu_tanh_glu(gate_up_y, act, m, inter);
+    else
+      mlxrs_ops::swiglu(gate_up_y, act, m, inter);
     down.x = act;
     down.y = y;
-    down.residual = h;
-    mlxrs_qmm::compute(down);
+    if (mlp_out_norm) {
+      down.residual = nullptr;
+      mlxrs_qmm::compute(down);
+      mlxrs_ops::rms_norm_residual(y, mlp_out_norm, mlp_out_norm_eps, h, y, m, hidden);
+    } else {
+      down.residual = h;
+      mlxrs_qmm::compute(down);
+    }
   }
 };
 
@@ -191,14 +219,16 @@ class NativeDecoderStack : public mx::Primitive {
       qkv.norm_w = in(LayerParams::kInputNorm).data<float>();
       qkv.norm_eps = lp.input_norm_eps;
       mlxrs_qmm::Call gate_up = proj(LayerParams::kGateUp, lp.gate_up, 2 * inter, hidden);
-      gate_up.norm_w = in(LayerParams::kPostNorm).data<float>();
-      gate_up.norm_eps = lp.post_norm_eps;
+      gate_up.norm_w = in(LayerParams::kPreMlpNorm).data<float>();
+      gate_up.norm_eps = lp.pre_mlp_norm_eps;
       size_t next = LayerParams::kOptional;
       const float* bias = lp.qkv_bias ? in(next++).data<float>() : nullptr;
-      const mlxrs_glue::AttentionInputs ai{in(LayerParams::kKCache),
-                                           in(LayerParams::kInvFreq),
-                                           att.q_norm ? &in(next) : nullptr,
-                                           att.k_norm ? &in(next + att.q_norm) : nullptr};
+      const mx::array* q_norm = att.q_norm ? &in(next++) : nullptr;
+      const mx::array* k_norm = att.k_norm ? &in(next++) : nullptr;
+      const float* attention_out_norm = lp.attention_out_norm ? in(next++).data<float>() : nullptr;
+      const float* mlp_out_norm = lp.mlp_out_norm ? in(next++).data<float>() : nullptr;
+      const mlxrs_glue::AttentionInputs ai{in(LayerParams::kKCache), in(LayerParams::kInvFreq),
+                                           q_norm, k_norm};
       tasks.push_back(LayerTask{
           qkv,
           proj(LayerParams::kO, lp.o, hidden, attn_width),
@@ -210,7 +240,12 @@ class NativeDecoderStack : public mx::Primitive {
                                     outputs[1 + 2 * l], outputs[2 + 2 * l]),
           n_qkv,
           attn_width,
-          inter});
+          inter,
+          attention_out_norm,
+          lp.attention_out_norm_eps,
+          mlp_out_norm,
+          lp.mlp_out_norm_eps,
+          lp.activation});
       base += lp.inputs();
     }
     mlxrs_qmm::Call head{};
@@ -227,6 +262,8 @@ class NativeDecoderStack : public mx::Primitive {
     const mlxrs_glue::Strided xs(x);
     float* y = outputs[0].data<float>();
     const bool embed = p_.embed, has_head = p_.head;
+    const float embed_scale = p_.embed_scale, head_softcap = p_.head_softcap;
+    const size_t logits = has_head ? size_t(M) * outputs[0].shape(2) : 0;
     TableView table;
     if (embed)
       table = {reinterpret_cast<const uint8_t*>(inputs[1].data<uint32_t>()),
@@ -251,10 +288,14 @@ class NativeDecoderStack : public mx::Primitive {
         float* e = buf.data() + scratch + 2 * between;
         const auto* ids = static_cast<const uint32_t*>(xs.row_major(x_scratch));
         for (size_t r = 0; r < m; ++r) {
-          if (ids[r] < table.rows)  // int32 ids below 0 read as large uint32: out of range
-            table.dequantize_row(ids[r], e + r * hidden);
-          else
-            std::fill(e + r * hidden, e + (r + 1) * hidden, std::nanf(""));
+          float* row = e + r * hidden;
+          if (ids[r] < table.rows) {  // int32 ids below 0 read as large uint32: out of range
+            table.dequantize_row(ids[r], row);
+            if (embed_scale != 1.0f)
+              for (int i = 0; i < hidden; ++i) row[i] *= embed_scale;
+          } else {
+            std::fill(row, row + hidden, std::nanf(""));
+          }
         }
         xin = e;
       } else {
@@ -270,6 +311,7 @@ class NativeDecoderStack : public mx::Primitive {
         head.x = xin;
         head.y = y;
         mlxrs_qmm::compute(head);
+        if (head_softcap > 0.f) mlxrs_ops::softcap(y, logits, head_softcap);
       }
     });
   }
@@ -342,33 +384,37 @@ bool projection_ok(const char* what, const mlxrs_quantized_projection& p, int N,
   return true;
 }
 
-// Checks layer `w` against x [B, L, hidden] and the attention parameters, and appends its
-// inputs in LayerParams::Input order. Returns false (nothing appended that matters: the whole
-// call is then declined) when the native kernels do not take it; throws
-// std::invalid_argument for shapes that do not fit.
+// Checks layer `w` against x [B, L, hidden] and its attention parameters (at position
+// `offset`), and appends its inputs in LayerParams::Input order. Returns false (nothing
+// appended that matters: the whole call is then declined) when the native kernels do not take
+// it; throws std::invalid_argument for shapes or parameters that do not fit.
 bool add_layer(std::vector<mx::array>& inputs, std::vector<LayerParams>& params,
-               const mlxrs_decoder_layer_weights& w, int B, int L, int hidden,
-               const mlxrs_glue::AttentionParams& att, const mx::Stream& stream) {
+               const mlxrs_decoder_layer_weights& w, int B, int L, int hidden, int offset,
+               const mx::Stream& stream) {
   const size_t base = inputs.size();
-  for (const auto& a : {w.k_cache, w.v_cache, w.inv_freq, w.input_norm, w.post_attention_norm})
+  for (const auto& a : {w.k_cache, w.v_cache, w.inv_freq, w.input_norm, w.pre_mlp_norm})
     inputs.push_back(mlx_array_get_(a));
   for (const auto* p : {&w.qkv, &w.o, &w.gate_up, &w.down})
     for (const auto& a : {p->weight, p->scales, p->biases}) inputs.push_back(mlx_array_get_(a));
-  for (const auto* a : {&w.qkv_bias, &w.q_norm, &w.k_norm})
+  for (const auto* a : {&w.qkv_bias, &w.q_norm, &w.k_norm, &w.attention_out_norm,
+                        &w.mlp_out_norm})
     if (has(*a)) inputs.push_back(mlx_array_get_(*a));
   auto in = [&](size_t i) -> mx::array& { return inputs[base + i]; };
   for (size_t i = 0; base + i < inputs.size(); ++i)
     if (i < LayerParams::kQkv || i >= LayerParams::kOptional)
       if (in(i).dtype() != mx::float32) return false;
 
-  const int n_qkv = (att.heads + 2 * att.kv_heads) * att.head_dim;
-  const size_t opt = LayerParams::kOptional + has(w.qkv_bias);
-  const mx::array* qn = has(w.q_norm) ? &in(opt) : nullptr;
-  const mx::array* kn = has(w.k_norm) ? &in(opt + has(w.q_norm)) : nullptr;
+  mlxrs_attention_params ap = w.attention;
+  ap.offset = offset;
+  const int n_qkv = (ap.heads + 2 * ap.kv_heads) * ap.head_dim;
+  size_t opt = LayerParams::kOptional + has(w.qkv_bias);
+  const mx::array* qn = has(w.q_norm) ? &in(opt++) : nullptr;
+  const mx::array* kn = has(w.k_norm) ? &in(opt++) : nullptr;
   mlxrs_glue::check_attention("decoder_layer", {B, L, n_qkv}, in(LayerParams::kKCache),
-                              in(LayerParams::kVCache), in(LayerParams::kInvFreq), qn, kn,
-                              att.heads, att.kv_heads, att.head_dim, att.offset);
-  for (size_t i : {LayerParams::kInputNorm, LayerParams::kPostNorm})
+                              in(LayerParams::kVCache), in(LayerParams::kInvFreq), qn, kn, ap);
+  std::vector<size_t> norms{LayerParams::kInputNorm, LayerParams::kPreMlpNorm};
+  for (size_t i = opt; base + i < inputs.size(); ++i) norms.push_back(i);  // the output norms
+  for (size_t i : norms)
     if (in(i).shape() != mx::Shape{hidden})
       throw std::invalid_argument("decoder_layer: the norm weights must be [" +
                                   std::to_string(hidden) + "], got " +
@@ -377,6 +423,9 @@ bool add_layer(std::vector<mx::array>& inputs, std::vector<LayerParams>& params,
     throw std::invalid_argument("decoder_layer: the qkv bias must be [" +
                                 std::to_string(n_qkv) + "], got " +
                                 shape_str(in(LayerParams::kOptional).shape()));
+  if (w.activation != MLXRS_ACTIVATION_SILU && w.activation != MLXRS_ACTIVATION_GELU_TANH)
+    throw std::invalid_argument("decoder_layer: unknown activation " +
+                                std::to_string(int(w.activation)));
   const auto& gw = mlx_array_get_(w.gate_up.weight);
   const int inter2 = gw.ndim() == 2 ? gw.shape(0) : 0;
   if (inter2 % 2 != 0 || inter2 == 0)
@@ -385,7 +434,7 @@ bool add_layer(std::vector<mx::array>& inputs, std::vector<LayerParams>& params,
                                 shape_str(gw.shape()));
   const int inter = inter2 / 2;
   if (!projection_ok("qkv", w.qkv, n_qkv, hidden) ||
-      !projection_ok("o", w.o, hidden, att.heads * att.head_dim) ||
+      !projection_ok("o", w.o, hidden, ap.heads * ap.head_dim) ||
       !projection_ok("gate_up", w.gate_up, inter2, hidden) ||
       !projection_ok("down", w.down, hidden, inter))
     return false;
@@ -393,17 +442,20 @@ bool add_layer(std::vector<mx::array>& inputs, std::vector<LayerParams>& params,
   for (size_t i = LayerParams::kInvFreq; base + i < inputs.size(); ++i)
     in(i) = mlxrs_glue::ensure_contiguous(in(i), stream);
 
-  mlxrs_glue::AttentionParams a = att;
-  a.q_norm = has(w.q_norm);
-  a.k_norm = has(w.k_norm);
-  params.push_back(LayerParams{a,
-                               w.input_norm_eps,
-                               w.post_norm_eps,
-                               {w.qkv.group_size, w.qkv.bits},
-                               {w.o.group_size, w.o.bits},
-                               {w.gate_up.group_size, w.gate_up.bits},
-                               {w.down.group_size, w.down.bits},
-                               has(w.qkv_bias)});
+  params.push_back(
+      LayerParams{mlxrs_glue::AttentionParams::from(ap, has(w.q_norm), has(w.k_norm)),
+                  w.input_norm_eps,
+                  w.attention_out_norm_eps,
+                  w.pre_mlp_norm_eps,
+                  w.mlp_out_norm_eps,
+                  {w.qkv.group_size, w.qkv.bits},
+                  {w.o.group_size, w.o.bits},
+                  {w.gate_up.group_size, w.gate_up.bits},
+                  {w.down.group_size, w.down.bits},
+                  has(w.qkv_bias),
+                  has(w.attention_out_norm),
+                  has(w.mlp_out_norm),
+                  int(w.activation)});
   return true;
 }
 
@@ -425,10 +477,9 @@ bool add_projection(std::vector<mx::array>& inputs, const char* what,
 
 extern "C" __attribute__((visibility("default"))) int mlxrs_decoder_stack(
     mlx_vector_array* res, const mlx_array x, const mlxrs_quantized_projection* embedding,
-    const mlxrs_decoder_layer_weights* layers, int n_layers, const mlx_array head_norm,
-    float head_norm_eps, const mlxrs_quantized_projection* head, float qk_norm_eps,
-    float scale, int heads, int kv_heads, int head_dim, int offset, const mlx_stream s,
-    bool* used_native) {
+    float embedding_scale, const mlxrs_decoder_layer_weights* layers, int n_layers,
+    const mlx_array head_norm, float head_norm_eps, const mlxrs_quantized_projection* head,
+    float head_softcap, int offset, const mlx_stream s, bool* used_native) {
   *used_native = false;
   return mlxrs_glue::guarded([&] {
     const auto& stream = mlx_stream_get_(s);
@@ -437,7 +488,13 @@ extern "C" __attribute__((visibility("default"))) int mlxrs_decoder_stack(
     if (n_layers < 1 || !layers)
       throw std::invalid_argument("decoder_stack: needs at least one layer, got " +
                                   std::to_string(n_layers));
-    StackParams p{{}, embedding != nullptr, {}, head != nullptr, head_norm_eps, {}};
+    if (!std::isfinite(embedding_scale) || !(head_softcap >= 0.f) || std::isinf(head_softcap))
+      throw std::invalid_argument("decoder_stack: embedding scale " +
+                                  std::to_string(embedding_scale) + " must be finite, head soft "
+                                  "cap " + std::to_string(head_softcap) +
+                                  " 0 (none) or positive and finite");
+    StackParams p{{},   embedding != nullptr, {}, embedding_scale, head != nullptr,
+                  head_norm_eps, {},          head_softcap};
     std::vector<mx::array> inputs{xa};
     int B = 0, L = 0, hidden = 0;
     if (p.embed) {
@@ -460,10 +517,8 @@ extern "C" __attribute__((visibility("default"))) int mlxrs_decoder_stack(
       L = xa.shape(1);
       hidden = xa.shape(2);
     }
-    const mlxrs_glue::AttentionParams att{heads, kv_heads, head_dim, offset, scale,
-                                          qk_norm_eps, false, false};
     for (int l = 0; l < n_layers; ++l)
-      if (!add_layer(inputs, p.layers, layers[l], B, L, hidden, att, stream)) return;
+      if (!add_layer(inputs, p.layers, layers[l], B, L, hidden, offset, stream)) return;
     if (p.head) {
       const auto& nw = mlx_array_get_(head_norm);
       if (nw.dtype() != mx::float32) return;

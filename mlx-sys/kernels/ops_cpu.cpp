@@ -38,6 +38,23 @@ inline void rms_row(const float* x, const float* w, float eps, float* y, int dim
   }
 }
 
+// tanh(z), vectorisable: (1 - e) / (1 + e) with e = e^(-2|z|) (relative error ~1e-6 from
+// |z| = 1/8 on), its Taylor polynomial to z^7 below (error < 2e-9 relative), sign restored.
+inline float tanh_f32(float z) {
+  const float a = std::fabs(z), z2 = z * z;
+  const float e = mlxrs_qmm::exp_nonpositive(-2.f * a);
+  const float big = (1.f - e) / (1.f + e);
+  const float small = a * (1.f + z2 * (-1.f / 3 + z2 * (2.f / 15 + z2 * (-17.f / 315))));
+  return std::copysign(a < 0.125f ? small : big, z);
+}
+
+// x[i] = cap * tanh(x[i] / cap), i < n.
+inline void softcap_run(float* x, size_t n, float cap) {
+  const float inv = 1.0f / cap;
+#pragma omp simd
+  for (size_t i = 0; i < n; ++i) x[i] = cap * tanh_f32(x[i] * inv);
+}
+
 // "Rotate half" RoPE of one head in place: pairs (i, i + d/2).
 inline void rope_head(float* v, int head_dim, const float* cosv, const float* sinv) {
   const int h = head_dim / 2;
@@ -54,6 +71,25 @@ inline void rope_head(float* v, int head_dim, const float* cosv, const float* si
 MLXRS_CLONES
 void rms_norm(const float* x, const float* w, float eps, float* y, size_t rows, int dim) {
   for (size_t r = 0; r < rows; ++r) rms_row(x + r * dim, w, eps, y + r * dim, dim);
+}
+
+// y += r, kept out of line so that its operands are rounded values.
+__attribute__((noinline)) static void add_rows(const float* r, float* y, int dim) {
+#pragma omp simd
+  for (int i = 0; i < dim; ++i) y[i] = r[i] + y[i];
+}
+
+MLXRS_CLONES
+void rms_norm_residual(const float* x, const float* w, float eps, const float* residual,
+                       float* y, size_t rows, int dim) {
+  // The norm rounded first, then the add (as rms_norm followed by an add computes it): the
+  // two are kept apart so that the compiler cannot contract them into one fused multiply-add.
+  for (size_t r = 0; r < rows; ++r) {
+    const float* rr = residual + r * dim;
+    float* yr = y + r * dim;
+    rms_row(x + r * dim, w, eps, yr, dim);
+    add_rows(rr, yr, dim);
+  }
 }
 
 MLXRS_CLONES
@@ -90,27 +126,99 @@ void swiglu(const float* gu, float* y, size_t rows, int inter) {
   }
 }
 
+MLXRS_CLONES
+void gelu_tanh_glu(const float* gu, float* y, size_t rows, int inter) {
+  // 0.5 (1 + tanh(u)) = sigmoid(2u): gelu_tanh(g) = g * sigmoid(2u), u = sqrt(2/pi) (g +
+  // 0.044715 g^3), in the form whose exponential has a non-positive argument (as swiglu).
+  constexpr float k2 = 2.0f * 0.7978845608028654f;  // 2 sqrt(2 / pi)
+  for (size_t r = 0; r < rows; ++r) {
+    const float* g = gu + r * 2 * size_t(inter);
+    const float* u = g + inter;
+    float* o = y + r * size_t(inter);
+#pragma omp simd
+    for (int i = 0; i < inter; ++i) {
+      const float x = g[i], z = k2 * (x + 0.044715f * x * x * x);
+      const float e = mlxrs_qmm::exp_nonpositive(-std::fabs(z));
+      o[i] = (z >= 0.f ? x : x * e) / (1.0f + e) * u[i];
+    }
+  }
+}
+
+MLXRS_CLONES
+void softcap(float* x, size_t n, float cap) { softcap_run(x, n, cap); }
+
 namespace {
 
+// The cache slots a query at position `pos` reads: positions [lo, pos], lo = max(0, pos -
+// window + 1) (0 without a window), position p in slot p % capacity: one run of consecutive
+// slots, or two when the run wraps around the end of a ring. The caller guarantees pos - lo
+// < capacity (cache_fits).
+struct Slots {
+  int begin[2], len[2];
+  int runs;
+  int count() const { return len[0] + (runs > 1 ? len[1] : 0); }
+};
+
+inline Slots visible_slots(int64_t pos, int window, int capacity) {
+  const int64_t lo = window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
+  const int64_t count = pos - lo + 1;
+  if (count >= capacity) return {{0, 0}, {capacity, 0}, 1};  // every slot, in any order
+  const int s0 = int(lo % capacity);
+  if (s0 + count <= capacity) return {{s0, 0}, {int(count), 0}, 1};
+  return {{s0, 0}, {capacity - s0, int(s0 + count - capacity)}, 2};
+}
+
+// Softmax over the runs of `row` in place (scores soft-capped first when softcap > 0), every
+// other element of row[0, n) set to 0; runs are [begin, begin + len) within [0, n).
+// Returns 1 / (sum of the exponentials).
+inline float masked_softmax(float* row, int n, const int* begin, const int* len, int runs,
+                            float softcap) {
+  float mx = -INFINITY;
+  for (int r = 0; r < runs; ++r) {
+    float* v = row + begin[r];
+    if (softcap > 0.f) softcap_run(v, size_t(len[r]), softcap);
+    for (int t = 0; t < len[r]; ++t) mx = v[t] > mx ? v[t] : mx;
+  }
+  float sum = 0.f;
+  for (int r = 0; r < runs; ++r) {
+    float* v = row + begin[r];
+    for (int t = 0; t < len[r]; ++t) sum += (v[t] = mlxrs_qmm::exp_nonpositive(v[t] - mx));
+  }
+  // Zero the gaps: runs in increasing order of begin.
+  int order[2] = {0, 1};
+  if (runs > 1 && begin[1] < begin[0]) order[0] = 1, order[1] = 0;
+  int at = 0;
+  for (int k = 0; k < runs; ++k) {
+    const int r = order[k];
+    for (; at < begin[r]; ++at) row[at] = 0.f;
+    at = begin[r] + len[r];
+  }
+  for (; at < n; ++at) row[at] = 0.f;
+  return 1.0f / sum;
+}
+
 // Rows of attention that share one key/value head: the queries of a group of heads for a
-// range of tokens. Row r is (head h0 + r / tokens, token r % tokens); it sees positions
-// [0, offset + r % tokens].
+// range of tokens. Row r is (head h0 + r / tokens, token r % tokens) at position
+// offset + r % tokens, and sees the slots visible_slots gives (without a window or a soft cap:
+// slots [0, offset + r % tokens], the original fast path).
 struct GroupTask {
   const CachedAttention* a;
   const float* q;     // [batch, heads, tokens, head_dim], normed, roped and scaled
   const float* k_cache;
   const float* v_cache;
   float* out;         // [batch, tokens, heads * head_dim]
-  float* scores;      // decode: one row of offset + tokens floats per (group, row)
+  float* scores;      // decode: one row of `row_floats` floats per (group, row)
+  int row_floats;     // scores a row may need: min(offset + tokens, capacity)
 
   int rows() const { return (a->heads / a->kv_heads) * a->tokens; }
+  // Whether a window or a soft cap is in play (else the original per-row / BLAS code runs).
+  bool general() const { return a->window > 0 || a->softcap > 0.f; }
 
   // Decode: one row of one group per task, spread over the pool.
   static void run_row(void* ctx, int task) {
     const auto& t = *static_cast<const GroupTask*>(ctx);
-    const int T = t.a->offset + t.a->tokens;
     t.rows_by_row(task / t.rows(), task % t.rows(), task % t.rows() + 1,
-                  t.scores + size_t(task) * T);
+                  t.scores + size_t(task) * t.row_floats);
   }
 
   // Where group `g`'s keys, values and query rows are, and where row r's output goes.
@@ -131,13 +239,36 @@ struct GroupTask {
     return out + (size_t(v.b) * L + r % L) * a->heads * D + size_t(h) * D;
   }
 
-  // Rows [r0, r1) of group g, one at a time (scores: room for offset + tokens floats).
+  // Rows [r0, r1) of group g, one at a time (sc: room for row_floats floats).
   void rows_by_row(int g, int r0, int r1, float* sc) const {
     const View v = view(g);
     const int D = a->head_dim, L = a->tokens;
-    for (int r = r0; r < r1; ++r)
-      mlxrs_qmm::active_kernels().attend(v.q + size_t(r) * D, v.keys, v.values,
-                                         a->offset + r % L + 1, D, sc, out_row(v, r));
+    const auto& k = mlxrs_qmm::active_kernels();
+    if (!general()) {
+      for (int r = r0; r < r1; ++r)
+        k.attend(v.q + size_t(r) * D, v.keys, v.values, a->offset + r % L + 1, D, sc,
+                 out_row(v, r));
+      return;
+    }
+    for (int r = r0; r < r1; ++r) {
+      const Slots s = visible_slots(int64_t(a->offset) + r % L, a->window, a->capacity);
+      const float* q = v.q + size_t(r) * D;
+      float* o = out_row(v, r);
+      if (s.runs == 1 && a->softcap <= 0.f) {  // one run of slots: the fused kernel
+        const size_t at = size_t(s.begin[0]) * D;
+        k.attend(q, v.keys + at, v.values + at, s.len[0], D, sc, o);
+        continue;
+      }
+      int n = 0, begin[2];
+      for (int i = 0; i < s.runs; ++i) {
+        k.dots(q, v.keys + size_t(s.begin[i]) * D, s.len[i], D, sc + n);
+        begin[i] = n;
+        n += s.len[i];
+      }
+      const float inv = masked_softmax(sc, n, begin, s.len, s.runs, a->softcap);
+      for (int i = 0; i < s.runs; ++i)
+        k.mix(sc + begin[i], v.values + size_t(s.begin[i]) * D, s.len[i], D, inv, o, i > 0);
+    }
   }
 
   // Rows [r0, r1) of group g through BLAS: S = Q K^T over all positions, causal softmax per
@@ -160,6 +291,40 @@ struct GroupTask {
     for (int i = 0; i < n; ++i)
       std::memcpy(out_row(v, r0 + i), o + size_t(i) * D, sizeof(float) * D);
   }
+
+  // rows_by_blas with a window and / or a soft cap: S = Q K^T over the slots the block's rows
+  // may see (a plain cache: from the first row's window start to the last row's position; a
+  // ring: every slot), each row's visible slots soft-capped and soft-maxed, the others
+  // zeroed, O = P V (sc: (r1 - r0) * row_floats floats, o: (r1 - r0) * head_dim).
+  void rows_by_blas_general(mlxrs_qmm::SgemmFn sgemm, int g, int r0, int r1, float* sc,
+                            float* o) const {
+    using namespace mlxrs_qmm;
+    const View v = view(g);
+    const int D = a->head_dim, L = a->tokens, n = r1 - r0;
+    // The block's tokens: all of them once it spans a head boundary, else r0 % L .. (r1-1) % L.
+    const bool spans = n >= L || r0 % L > (r1 - 1) % L;
+    const int t_lo = spans ? 0 : r0 % L, t_hi = spans ? L - 1 : (r1 - 1) % L;
+    const bool ring = int64_t(a->offset) + L > a->capacity;
+    int s0 = 0, S = a->capacity;
+    if (!ring) {
+      const int first = a->offset + t_lo;
+      s0 = a->window > 0 && first - a->window + 1 > 0 ? first - a->window + 1 : 0;
+      S = a->offset + t_hi + 1 - s0;
+    }
+    sgemm(kRowMajor, kNoTrans, kTrans, n, S, D, 1.0f, v.q + size_t(r0) * D, D,
+          v.keys + size_t(s0) * D, D, 0.0f, sc, S);
+    for (int i = 0; i < n; ++i) {
+      float* row = sc + size_t(i) * S;
+      const Slots s = visible_slots(int64_t(a->offset) + (r0 + i) % L, a->window, a->capacity);
+      const int begin[2] = {s.begin[0] - s0, s.begin[1] - s0};
+      const float inv = masked_softmax(row, S, begin, s.len, s.runs, a->softcap);
+      for (int p = 0; p < S; ++p) row[p] *= inv;
+    }
+    sgemm(kRowMajor, kNoTrans, kNoTrans, n, D, S, 1.0f, sc, S, v.values + size_t(s0) * D, D,
+          0.0f, o, D);
+    for (int i = 0; i < n; ++i)
+      std::memcpy(out_row(v, r0 + i), o + size_t(i) * D, sizeof(float) * D);
+  }
 };
 
 // Query rows per BLAS call in a prefill chunk: bounds the scores scratch to
@@ -172,15 +337,20 @@ MLXRS_CLONES
 void cached_attention(const CachedAttention& a, const float* qkv, float* k_cache,
                       float* v_cache, float* out) {
   const int D = a.head_dim, H = a.heads, Hkv = a.kv_heads, L = a.tokens, half = D / 2;
-  const int width = (H + 2 * Hkv) * D, T = a.offset + L;
+  const int width = (H + 2 * Hkv) * D;
+  // Scores one query row may need: its visible keys, at most every slot and every position.
+  const int64_t T = int64_t(a.offset) + L;
+  const int row_floats = int(T < a.capacity ? T : a.capacity);
   std::vector<float> cosv(half), sinv(half), q(size_t(a.batch) * H * L * D);
   for (int l = 0; l < L; ++l) {
-    const float pos = float(a.offset + l);
+    const int64_t position = int64_t(a.offset) + l;
+    const float pos = float(position);
     for (int i = 0; i < half; ++i) {
       const float angle = pos * a.inv_freq[i];
       cosv[i] = std::cos(angle);
       sinv[i] = std::sin(angle);
     }
+    const size_t slot = size_t(position % a.capacity);
     for (int b = 0; b < a.batch; ++b) {
       const float* row = qkv + (size_t(b) * L + l) * width;
       // Queries: norm, RoPE, then the softmax scale folded in; stored [b, h, l, :].
@@ -194,9 +364,9 @@ void cached_attention(const CachedAttention& a, const float* qkv, float* k_cache
 #pragma omp simd
         for (int i = 0; i < D; ++i) qh[i] *= a.scale;
       }
-      // The new key (norm, RoPE) and value, written at their position.
+      // The new key (norm, RoPE) and value, written at their position's slot.
       for (int j = 0; j < Hkv; ++j) {
-        const size_t at = ((size_t(b) * Hkv + j) * a.capacity + a.offset + l) * D;
+        const size_t at = ((size_t(b) * Hkv + j) * a.capacity + slot) * D;
         const float* kj = row + size_t(H + j) * D;
         if (a.k_norm)
           rms_row(kj, a.k_norm, a.norm_eps, k_cache + at, D);
@@ -208,12 +378,13 @@ void cached_attention(const CachedAttention& a, const float* qkv, float* k_cache
     }
   }
   const int groups = a.batch * Hkv, rows = (H / Hkv) * L;
-  GroupTask task{&a, q.data(), k_cache, v_cache, out, nullptr};
+  GroupTask task{&a, q.data(), k_cache, v_cache, out, nullptr, row_floats};
   if (L == 1) {
     // Decode: every row on the kernels' pool once there is enough work to pay for waking it.
-    std::vector<float> scores(size_t(groups) * rows * T);
+    std::vector<float> scores(size_t(groups) * rows * row_floats);
     task.scores = scores.data();
-    if (size_t(groups) * rows * T * D >= 16384)
+    const int seen = a.window > 0 && a.window < row_floats ? a.window : row_floats;
+    if (size_t(groups) * rows * seen * D >= 16384)
       mlxrs_qmm::parallel_for(groups * rows, GroupTask::run_row, &task);
     else
       for (int i = 0; i < groups * rows; ++i) GroupTask::run_row(&task, i);
@@ -222,16 +393,21 @@ void cached_attention(const CachedAttention& a, const float* qkv, float* k_cache
   // Prefill chunk: one group at a time (BLAS threads itself), in blocks of rows.
   const mlxrs_qmm::SgemmFn sgemm = mlxrs_qmm::blas_sgemm();
   if (!sgemm || rows < 16) {
-    std::vector<float> sc(T);
+    std::vector<float> sc(row_floats);
     for (int g = 0; g < groups; ++g) task.rows_by_row(g, 0, rows, sc.data());
     return;
   }
   const int block = rows < kRowBlock ? rows : kRowBlock;
-  std::vector<float> sc(size_t(block) * T), o(size_t(block) * D);
+  std::vector<float> sc(size_t(block) * row_floats), o(size_t(block) * D);
+  const bool general = task.general();
   for (int g = 0; g < groups; ++g)
-    for (int r0 = 0; r0 < rows; r0 += block)
-      task.rows_by_blas(sgemm, g, r0, r0 + block < rows ? r0 + block : rows, sc.data(),
-                        o.data());
+    for (int r0 = 0; r0 < rows; r0 += block) {
+      const int r1 = r0 + block < rows ? r0 + block : rows;
+      if (general)
+        task.rows_by_blas_general(sgemm, g, r0, r1, sc.data(), o.data());
+      else
+        task.rows_by_blas(sgemm, g, r0, r1, sc.data(), o.data());
+    }
 }
 
 }  // namespace mlxrs_ops
@@ -247,6 +423,10 @@ MLXRS_EXPORT void mlxrs_swiglu_raw(const float* gu, float* y, size_t rows, int i
   if (gu && y && inter > 0) mlxrs_ops::swiglu(gu, y, rows, inter);
 }
 
+MLXRS_EXPORT void mlxrs_gelu_tanh_glu_raw(const float* gu, float* y, size_t rows, int inter) {
+  if (gu && y && inter > 0) mlxrs_ops::gelu_tanh_glu(gu, y, rows, inter);
+}
+
 MLXRS_EXPORT void mlxrs_argmax_raw(const float* x, uint32_t* out, size_t rows, int n) {
   if (x && out && n > 0) mlxrs_ops::argmax_rows(x, out, rows, n);
 }
@@ -257,13 +437,16 @@ MLXRS_EXPORT int mlxrs_cached_attention_raw(const float* qkv, float* k_cache, fl
                                             const float* q_norm, const float* k_norm,
                                             float norm_eps, float scale, int batch, int tokens,
                                             int heads, int kv_heads, int head_dim, int capacity,
-                                            int offset) {
+                                            int offset, int window, float logit_softcap) {
   if (!qkv || !k_cache || !v_cache || !out || !inv_freq || batch < 0 || tokens <= 0 ||
       heads <= 0 || kv_heads <= 0 || heads % kv_heads != 0 || head_dim <= 0 ||
-      head_dim % 2 != 0 || offset < 0 || capacity - offset < tokens)
+      head_dim % 2 != 0 || offset < 0 || window < 0 || !(logit_softcap >= 0.f) ||
+      std::isinf(logit_softcap) || capacity <= 0 ||
+      !mlxrs_ops::cache_fits(capacity, offset, tokens, window))
     return 1;
-  mlxrs_ops::CachedAttention a{batch,    tokens,   heads,    kv_heads, head_dim, capacity,
-                               offset,   scale,    norm_eps, inv_freq, q_norm,   k_norm};
+  mlxrs_ops::CachedAttention a{batch,    tokens,   heads,    kv_heads, head_dim,
+                               capacity, offset,   scale,    norm_eps, inv_freq,
+                               q_norm,   k_norm,   window,   logit_softcap};
   mlxrs_ops::cached_attention(a, qkv, k_cache, v_cache, out);
   return 0;
 }

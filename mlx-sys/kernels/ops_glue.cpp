@@ -132,6 +132,19 @@ struct SwigluKernel {
   }
 };
 
+// gelu_tanh(gate) * up over rows [gate | up].
+struct GeluTanhGluKernel {
+  static constexpr const char* kName = "NativeGeluTanhGlu";
+  static constexpr mx::Dtype kOutDtype = mx::float32;
+  static mx::Shape out_shape(mx::Shape s) {
+    s.back() /= 2;
+    return s;
+  }
+  static void run(const float* x, void* y, size_t rows, int n) {
+    mlxrs_ops::gelu_tanh_glu(x, static_cast<float*>(y), rows, n / 2);
+  }
+};
+
 // The uint32 index of each row's largest element (MLX's argmax semantics).
 struct ArgmaxKernel {
   static constexpr const char* kName = "NativeArgmax";
@@ -220,18 +233,32 @@ MLXRS_EXPORT int mlxrs_rms_norm(mlx_array* res, const mlx_array x, const mlx_arr
   });
 }
 
-MLXRS_EXPORT int mlxrs_swiglu(mlx_array* res, const mlx_array x, const mlx_stream s,
-                              bool* used_native) {
+// A [gate | up] activation: declined unless float32 on a CPU stream; an odd or empty last
+// axis is an error.
+template <class Kernel>
+int glu(const char* op, mlx_array* res, const mlx_array x, const mlx_stream s,
+        bool* used_native) {
   *used_native = false;
   return guarded([&] {
     const auto& xa = mlx_array_get_(x);
     if (!on_cpu(mlx_stream_get_(s)) || !f32(xa) || xa.ndim() < 1) return;
     if (xa.shape(-1) % 2 != 0 || xa.shape(-1) == 0)
-      throw std::invalid_argument("swiglu: the last axis of " + shape_str(xa.shape()) +
+      throw std::invalid_argument(std::string(op) + ": the last axis of " +
+                                  shape_str(xa.shape()) +
                                   " must hold [gate | up] (a positive even length)");
-    mlx_array_set_(*res, NativeRowOp<SwigluKernel>::build(xa, mlx_stream_get_(s)));
+    mlx_array_set_(*res, NativeRowOp<Kernel>::build(xa, mlx_stream_get_(s)));
     *used_native = true;
   });
+}
+
+MLXRS_EXPORT int mlxrs_swiglu(mlx_array* res, const mlx_array x, const mlx_stream s,
+                              bool* used_native) {
+  return glu<SwigluKernel>("swiglu", res, x, s, used_native);
+}
+
+MLXRS_EXPORT int mlxrs_gelu_tanh_glu(mlx_array* res, const mlx_array x, const mlx_stream s,
+                                     bool* used_native) {
+  return glu<GeluTanhGluKernel>("gelu_tanh_glu", res, x, s, used_native);
 }
 
 MLXRS_EXPORT int mlxrs_argmax_last(mlx_array* res, const mlx_array x, const mlx_stream s,
@@ -248,8 +275,7 @@ MLXRS_EXPORT int mlxrs_argmax_last(mlx_array* res, const mlx_array x, const mlx_
 MLXRS_EXPORT int mlxrs_cached_attention(mlx_vector_array* res, const mlx_array qkv,
                                         const mlx_array k_cache, const mlx_array v_cache,
                                         const mlx_array inv_freq, const mlx_array q_norm,
-                                        const mlx_array k_norm, float norm_eps, float scale,
-                                        int heads, int kv_heads, int head_dim, int offset,
+                                        const mlx_array k_norm, mlxrs_attention_params params,
                                         const mlx_stream s, bool* used_native) {
   *used_native = false;
   return guarded([&] {
@@ -269,16 +295,14 @@ MLXRS_EXPORT int mlxrs_cached_attention(mlx_vector_array* res, const mlx_array q
     if (!on_cpu(stream)) return;
     const mx::array* qn = has(q_norm) ? &inputs[4] : nullptr;
     const mx::array* kn = has(k_norm) ? &inputs[4 + has(q_norm)] : nullptr;
-    mlxrs_glue::check_attention("cached_attention", q.shape(), kc, vc, f, qn, kn, heads,
-                                kv_heads, head_dim, offset);
+    mlxrs_glue::check_attention("cached_attention", q.shape(), kc, vc, f, qn, kn, params);
     const int B = q.shape(0), L = q.shape(1);
     // Small parameter vectors are read in place: make sure they are row-major.
     for (size_t i = 3; i < inputs.size(); ++i)
       inputs[i] = mlxrs_glue::ensure_contiguous(inputs[i], stream);
-    mlxrs_glue::AttentionParams p{heads,     kv_heads,    head_dim,   offset,
-                                  scale,     norm_eps,    has(q_norm), has(k_norm)};
+    const auto p = mlxrs_glue::AttentionParams::from(params, has(q_norm), has(k_norm));
     auto outs = mx::array::make_arrays(
-        {{B, L, heads * head_dim}, kc.shape(), vc.shape()},
+        {{B, L, p.heads * p.head_dim}, kc.shape(), vc.shape()},
         {mx::float32, mx::float32, mx::float32},
         std::make_shared<NativeCachedAttention>(stream, p), inputs);
     mlx_vector_array_set_(*res, std::move(outs));

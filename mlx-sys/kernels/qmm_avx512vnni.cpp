@@ -236,7 +236,10 @@ void rows(const Problem& p, int n0, int n1) {
 
 const Kernels& kernels_avx512_vnni() {
   // No dequant: the prefill (sgemm) path needs x in f32 and uses the AVX-512F set.
-  static const Kernels k{xp_floats, prepare, rows, nullptr, kernels_avx512().attend};
+  static const Kernels k{xp_floats,           prepare,
+                         rows,                nullptr,
+                         kernels_avx512().attend, kernels_avx512().dots,
+                         kernels_avx512().mix};
   return k;
 }
 

@@ -50,13 +50,27 @@ void dequant(const Problem& p, int n0, int n1, float* out) {
   }
 }
 
-void attend(const float* q, const float* keys, const float* values, int T, int D,
-            float* scores, float* out) {
+void dots(const float* q, const float* keys, int T, int D, float* scores) {
   for (int t = 0; t < T; ++t) {
     float s = 0.f;
     for (int i = 0; i < D; ++i) s += q[i] * keys[size_t(t) * D + i];
     scores[t] = s;
   }
+}
+
+void mix(const float* p, const float* values, int T, int D, float scale, float* out,
+         bool accumulate) {
+  if (!accumulate)
+    for (int i = 0; i < D; ++i) out[i] = 0.f;
+  for (int t = 0; t < T; ++t) {
+    const float w = p[t] * scale;
+    for (int i = 0; i < D; ++i) out[i] += w * values[size_t(t) * D + i];
+  }
+}
+
+void attend(const float* q, const float* keys, const float* values, int T, int D,
+            float* scores, float* out) {
+  dots(q, keys, T, D, scores);
   const float inv = softmax_unnormalized(scores, T);
   for (int i = 0; i < D; ++i) out[i] = 0.f;
   for (int t = 0; t < T; ++t)
@@ -67,7 +81,7 @@ void attend(const float* q, const float* keys, const float* values, int T, int D
 }  // namespace
 
 const Kernels& kernels_generic() {
-  static const Kernels k{xp_floats, prepare, rows, dequant, attend};
+  static const Kernels k{xp_floats, prepare, rows, dequant, attend, dots, mix};
   return k;
 }
 

@@ -39,6 +39,12 @@ struct Kernels {
   // `scores` has room for T floats.
   void (*attend)(const float* q, const float* keys, const float* values, int T, int D,
                  float* scores, float* out);
+  // The two halves of attend, for keys that are not one run of rows (a ring cache) or scores
+  // that need more than a softmax (a soft cap): scores[t] = q . keys[t] for t < T, and
+  // out = (accumulate ? out : 0) + scale * sum_t p[t] values[t].
+  void (*dots)(const float* q, const float* keys, int T, int D, float* scores);
+  void (*mix)(const float* p, const float* values, int T, int D, float scale, float* out,
+              bool accumulate);
 };
 
 // The kernel set of the instruction set in use (see mlxrs_qmm_force_isa).

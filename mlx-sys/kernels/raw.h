@@ -67,11 +67,16 @@ void mlxrs_qmm_set_gemm_threshold(int m);
 void mlxrs_rms_norm_raw(const float* x, const float* w, float eps, float* y, size_t rows,
                         int dim);
 void mlxrs_swiglu_raw(const float* gu, float* y, size_t rows, int inter);
+void mlxrs_gelu_tanh_glu_raw(const float* gu, float* y, size_t rows, int inter);
 void mlxrs_argmax_raw(const float* x, uint32_t* out, size_t rows, int n);
+/* Cached attention (see mlxrs_cached_attention in ops.h for the parameters, window and
+ * logit_softcap included, and the ring addressing). Returns 1, touching nothing, for
+ * inconsistent parameters. */
 int mlxrs_cached_attention_raw(const float* qkv, float* k_cache, float* v_cache, float* out,
                                const float* inv_freq, const float* q_norm, const float* k_norm,
                                float norm_eps, float scale, int batch, int tokens, int heads,
-                               int kv_heads, int head_dim, int capacity, int offset);
+                               int kv_heads, int head_dim, int capacity, int offset, int window,
+                               float logit_softcap);
 
 #ifdef __cplusplus
 }

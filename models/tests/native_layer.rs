@@ -49,13 +49,33 @@ fn tiny_model(model_type: &str) -> Decoder {
 /// `layers` decoder layers; with `quantized_embedding` the (tied) embedding is stored 8-bit
 /// in groups of 32 with f16 scales, as a GGUF Q8_0 table converts.
 fn tiny_model_with(model_type: &str, layers: usize, quantized_embedding: bool) -> Decoder {
+    // Gemma 3: a window of 3 keys on layers 0 and 2, layer 1 global with its own RoPE base;
+    // Mistral: a window of 4 on every layer. Both windows are shorter than the prefill chunk.
+    let extra = match model_type {
+        "gemma3_text" => {
+            r#","sliding_window":3,"sliding_window_pattern":2,"rope_local_base_freq":100.0,
+                "query_pre_attn_scalar":12"#
+        }
+        "mistral" => r#","sliding_window":4"#,
+        _ => "",
+    };
     let config = ModelConfig::from_json(&format!(
         r#"{{"model_type":"{model_type}","hidden_size":{HIDDEN},"num_hidden_layers":{layers},
             "intermediate_size":{INTER},"num_attention_heads":{HEADS},
             "num_key_value_heads":{KV_HEADS},"head_dim":{HEAD_DIM},"vocab_size":16,
-            "rms_norm_eps":1e-5,"tie_word_embeddings":true,"rope_theta":10000.0}}"#
+            "rms_norm_eps":1e-5,"tie_word_embeddings":true,"rope_theta":10000.0{extra}}}"#
     ))
     .unwrap();
+    let norms: &[&str] = if model_type == "gemma3_text" {
+        &[
+            "input_layernorm",
+            "post_attention_layernorm",
+            "pre_feedforward_layernorm",
+            "post_feedforward_layernorm",
+        ]
+    } else {
+        &["input_layernorm", "post_attention_layernorm"]
+    };
     let mut w = Weights::default();
     let mut seed = 1u64;
     let mut next = || {
@@ -75,7 +95,7 @@ fn tiny_model_with(model_type: &str, layers: usize, quantized_embedding: bool) -
     for layer in 0..layers {
         let p = format!("model.layers.{layer}");
         let p = p.as_str();
-        for n in ["input_layernorm", "post_attention_layernorm"] {
+        for n in norms {
             w.insert(
                 format!("{p}.{n}.weight"),
                 uniform(&[HIDDEN], 0.5, 1.5, next()),
@@ -113,7 +133,7 @@ fn tiny_model_with(model_type: &str, layers: usize, quantized_embedding: bool) -
                 );
             }
         }
-        if model_type == "qwen3" {
+        if model_type == "qwen3" || model_type == "gemma3_text" {
             for name in ["q_norm", "k_norm"] {
                 w.insert(
                     format!("{p}.self_attn.{name}.weight"),
@@ -146,9 +166,10 @@ fn check_layer_matches_composed(model_type: &str) {
     let _g = lock();
     let model = tiny_model(model_type);
     let layer = &model.layers()[0];
-    let (mut native, mut composed) = (LayerCache::default(), LayerCache::default());
+    let window = layer.spec().attention.window;
+    let (mut native, mut composed) = (LayerCache::new(window), LayerCache::new(window));
     let mut seed = 100;
-    for len in [5, 1, 1, 1] {
+    for len in [5, 1, 1, 1, 6, 1] {
         seed += 1;
         let x = uniform(&[2, len, HIDDEN], -2.0, 2.0, seed);
         let count = qmm_count();
@@ -168,8 +189,8 @@ fn check_layer_matches_composed(model_type: &str) {
         );
         assert_eq!(native.offset(), composed.offset());
     }
-    // The caches: 8 positions written by each path (the composed one through the attention
-    // primitive, with the same in-place layout).
+    // The caches: 15 positions written by each path (the composed one through the attention
+    // primitive, with the same in-place layout; a windowed layer's ring has wrapped).
     let probe = uniform(&[2, 1, HIDDEN], -1.0, 1.0, 999);
     let a = layer.forward(&probe, &mut native).unwrap();
     let b = layer.forward_composed(&probe, &mut composed).unwrap();
@@ -218,13 +239,21 @@ fn check_model_step_matches_parts(model_type: &str) {
     let _g = lock();
     let model = tiny_model_with(model_type, 3, true);
     assert!(model.embed_tokens().quantized_table().is_some());
-    let mut cache = KvCache::new(3);
-    let mut parts: Vec<LayerCache> = vec![LayerCache::default(); 3];
-    let steps: [&[i32]; 4] = [
+    let mut cache = model.new_cache();
+    let windows: Vec<_> = model
+        .spec()
+        .layers
+        .iter()
+        .map(|l| l.attention.window)
+        .collect();
+    let mut parts: Vec<LayerCache> = windows.iter().map(|w| LayerCache::new(*w)).collect();
+    let steps: [&[i32]; 6] = [
         &[1, 5, 9, 2, 15, 0, 3, 3, 7, 11],
         &[4, 8],
         &[15, 0],
         &[6, 6],
+        &[2, 3, 4, 5, 6, 7, 8, 9],
+        &[10, 12],
     ];
     for ids in steps {
         let len = ids.len() as i32 / 2;
@@ -238,14 +267,11 @@ fn check_model_step_matches_parts(model_type: &str) {
             count + head_apart,
             "{model_type}: the step primitive was not used"
         );
-        let mut x = model.embed_tokens().forward(&tokens).unwrap();
+        let mut x = model.embed(&tokens).unwrap();
         for (layer, c) in model.layers().iter().zip(parts.iter_mut()) {
             x = layer.forward_composed(&x, c).unwrap();
         }
-        let b = model
-            .lm_head()
-            .forward_fused(&x, Some(model.norm()), None)
-            .unwrap();
+        let b = model.head(&x).unwrap();
         assert_eq!(a.shape(), vec![2, len, 16]);
         assert_eq!(
             values(&a),
@@ -269,4 +295,24 @@ fn qwen2_model_step_is_its_parts() {
 #[test]
 fn qwen3_model_step_is_its_parts() {
     check_model_step_matches_parts("qwen3");
+}
+
+#[test]
+fn gemma3_layer_with_window_out_norms_and_gelu_is_the_composed_layer() {
+    check_layer_matches_composed("gemma3_text");
+}
+
+#[test]
+fn mistral_windowed_layer_is_the_composed_layer() {
+    check_layer_matches_composed("mistral");
+}
+
+#[test]
+fn gemma3_model_step_is_its_parts() {
+    check_model_step_matches_parts("gemma3_text");
+}
+
+#[test]
+fn mistral_model_step_is_its_parts() {
+    check_model_step_matches_parts("mistral");
 }

@@ -1,6 +1,6 @@
 //! Whole decoder layers as one native primitive ([`decoder_layer`], [`decoder_stack`]).
 
-use super::{native_outputs, raw_or_null, CachedAttentionParams};
+use super::{native_outputs, null_array, raw_or_null, softcap_raw, CachedAttentionParams};
 use crate::error::{Error, Result};
 use crate::Array;
 use mlx_sys as sys;
@@ -34,8 +34,32 @@ impl QuantizedProjection<'_> {
     }
 }
 
-/// The weights of a Llama-family decoder layer for [`decoder_layer`] (Llama; Qwen2 with its
-/// q/k/v bias; Qwen3 with its per-head q/k norms), all float32 but the packed codes.
+/// The activation of a decoder layer's gated MLP, applied to the gate half of the fused
+/// gate/up projection's output and multiplied by the up half.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Activation {
+    /// `silu(gate) * up` (SwiGLU: Llama, Qwen, Mistral); see [`super::swiglu`].
+    #[default]
+    Silu,
+    /// `gelu_tanh(gate) * up` (GeGLU with GELU's tanh approximation: Gemma); see
+    /// [`super::gelu_tanh_glu`].
+    GeluTanh,
+}
+
+impl Activation {
+    fn raw(self) -> sys::native_ops::mlxrs_activation {
+        match self {
+            Activation::Silu => sys::native_ops::MLXRS_ACTIVATION_SILU,
+            Activation::GeluTanh => sys::native_ops::MLXRS_ACTIVATION_GELU_TANH,
+        }
+    }
+}
+
+/// The weights and attention parameters of a pre-norm decoder layer for [`decoder_layer`] and
+/// [`decoder_stack`] (Llama; Qwen2 with its q/k/v bias; Qwen3 with its per-head q/k norms;
+/// Gemma with its output norms, GeGLU, sliding windows and soft caps), all float32 but the
+/// packed codes. RMS-norm weights are in the form `x / rms(x) * w` (a model whose norms
+/// multiply by `1 + w` folds the 1 in when it loads them).
 #[derive(Debug, Clone, Copy)]
 pub struct DecoderLayerWeights<'a> {
     /// RMS-norm weight before attention, `[hidden]`, and its epsilon.
@@ -46,20 +70,69 @@ pub struct DecoderLayerWeights<'a> {
     pub qkv_bias: Option<&'a Array>,
     /// RoPE frequencies, `[head_dim / 2]` (see [`super::cached_attention`]).
     pub inv_freq: &'a Array,
-    /// Per-head RMS-norm weights of queries and keys (Qwen3), `[head_dim]` each; their epsilon
-    /// is [`CachedAttentionParams::norm_eps`].
+    /// Per-head RMS-norm weights of queries and keys (Qwen3, Gemma), `[head_dim]` each; their
+    /// epsilon is [`CachedAttentionParams::norm_eps`].
     pub q_norm: Option<&'a Array>,
     /// See `q_norm`.
     pub k_norm: Option<&'a Array>,
     /// Output projection, `[hidden, heads·head_dim]`.
     pub o: QuantizedProjection<'a>,
-    /// RMS-norm weight before the MLP, `[hidden]`, and its epsilon.
-    pub post_attention_norm: (&'a Array, f32),
+    /// RMS norm of the output projection's result before the residual add (Gemma's
+    /// `post_attention_layernorm`), `[hidden]`, and its epsilon.
+    pub attention_out_norm: Option<(&'a Array, f32)>,
+    /// RMS-norm weight before the MLP, `[hidden]`, and its epsilon (Llama's
+    /// `post_attention_layernorm`, Gemma's `pre_feedforward_layernorm`).
+    pub pre_mlp_norm: (&'a Array, f32),
     /// Gate and up projections fused along the outputs: `[2·intermediate, hidden]`, gate rows
     /// first.
     pub gate_up: QuantizedProjection<'a>,
     /// Down projection, `[hidden, intermediate]`.
     pub down: QuantizedProjection<'a>,
+    /// RMS norm of the down projection's result before the residual add (Gemma's
+    /// `post_feedforward_layernorm`), `[hidden]`, and its epsilon.
+    pub mlp_out_norm: Option<(&'a Array, f32)>,
+    /// The MLP's activation.
+    pub activation: Activation,
+    /// The layer's attention parameters: head counts, scale, q/k-norm epsilon, window, logit
+    /// soft cap (its `offset` is ignored: [`decoder_layer`] and [`decoder_stack`] take the
+    /// position).
+    pub attention: CachedAttentionParams,
+}
+
+impl DecoderLayerWeights<'_> {
+    /// The C struct of this layer with its caches.
+    fn raw(
+        &self,
+        k_cache: &Array,
+        v_cache: &Array,
+    ) -> Result<sys::native_ops::mlxrs_decoder_layer_weights> {
+        let norm =
+            |n: Option<(&Array, f32)>| n.map_or((null_array(), 0.0), |(w, e)| (w.as_raw(), e));
+        let (attention_out_norm, attention_out_norm_eps) = norm(self.attention_out_norm);
+        let (mlp_out_norm, mlp_out_norm_eps) = norm(self.mlp_out_norm);
+        Ok(sys::native_ops::mlxrs_decoder_layer_weights {
+            k_cache: k_cache.as_raw(),
+            v_cache: v_cache.as_raw(),
+            attention: self.attention.raw()?,
+            input_norm: self.input_norm.0.as_raw(),
+            input_norm_eps: self.input_norm.1,
+            qkv: self.qkv.raw(),
+            qkv_bias: raw_or_null(self.qkv_bias),
+            inv_freq: self.inv_freq.as_raw(),
+            q_norm: raw_or_null(self.q_norm),
+            k_norm: raw_or_null(self.k_norm),
+            o: self.o.raw(),
+            attention_out_norm,
+            attention_out_norm_eps,
+            pre_mlp_norm: self.pre_mlp_norm.0.as_raw(),
+            pre_mlp_norm_eps: self.pre_mlp_norm.1,
+            gate_up: self.gate_up.raw(),
+            activation: self.activation.raw(),
+            down: self.down.raw(),
+            mlp_out_norm,
+            mlp_out_norm_eps,
+        })
+    }
 }
 
 /// The three arrays [`decoder_layer`] returns.
@@ -74,27 +147,33 @@ pub struct DecoderLayerOutput {
 }
 
 /// A whole pre-norm decoder layer with quantized projections as one primitive, for `L` new
-/// tokens of `B` sequences (`x`: `[B, L, hidden]` float32) at position `params.offset`:
+/// tokens of `B` sequences (`x`: `[B, L, hidden]` float32) at position `offset`:
 ///
 /// ```text
-/// h = x + o(attention(qkv(rms_norm(x)) [+ qkv_bias]))
-/// y = h + down(silu(gate) * up),   [gate | up] = gate_up(rms_norm(h))
+/// a = o(attention(qkv(rms_norm(x, input_norm)) [+ qkv_bias]))
+/// h = x + [rms_norm(·, attention_out_norm)](a)
+/// m = down(act(gate) * up),   [gate | up] = gate_up(rms_norm(h, pre_mlp_norm))
+/// y = h + [rms_norm(·, mlp_out_norm)](m)
 /// ```
 ///
-/// where `attention` is [`super::cached_attention`] with these caches and parameters (the
-/// caches are written in place the same way). On the CPU this is the sequence the per-op
-/// primitives ([`super::fused_quantized_matmul`], [`super::cached_attention`],
-/// [`super::swiglu`]) compute, with the same numbers; as one primitive it saves MLX's
-/// scheduling of five primitives per layer and most of the graph-building work, which at
-/// decode on a small machine is a sizeable share of each token.
+/// where `attention` is [`super::cached_attention`] with these caches and the layer's
+/// [`DecoderLayerWeights::attention`] parameters at `offset` (window, ring caches and soft cap
+/// included; the caches are written in place the same way), `act` is
+/// [`DecoderLayerWeights::activation`] and the bracketed norms apply when given. On the CPU
+/// this is the sequence the per-op primitives ([`super::fused_quantized_matmul`],
+/// [`super::cached_attention`], [`super::swiglu`] or [`super::gelu_tanh_glu`], the RMS norm)
+/// compute; as one primitive it saves MLX's scheduling of five or more primitives per layer
+/// and most of the graph-building work, which at decode on a small machine is a sizeable
+/// share of each token.
 ///
 /// Returns `Ok(None)` when not eligible: not an x86-64 CPU stream, float arrays other than
 /// float32, bits or group sizes the native quantized matmul does not take, or either switch
 /// off ([`super::set_native_ops`], [`crate::quant::set_native_qmm`]); the caller then composes
-/// the layer. Shapes that do not fit each other are an error.
+/// the layer. Shapes that do not fit each other, a cache that cannot take the chunk, and
+/// invalid windows or soft caps are errors.
 ///
 /// ```
-/// use mlx_rs::native::{decoder_layer, CachedAttentionParams, DecoderLayerWeights, QuantizedProjection};
+/// use mlx_rs::native::{decoder_layer, Activation, CachedAttentionParams, DecoderLayerWeights, QuantizedProjection};
 /// use mlx_rs::{quant, Array, Dtype};
 /// // hidden 32, one head of 32, intermediate 32; every projection quantizes all-zero weights,
 /// // so both blocks add 0 and the layer returns its input.
@@ -114,14 +193,20 @@ pub struct DecoderLayerOutput {
 ///     q_norm: None,
 ///     k_norm: None,
 ///     o: proj(&o_w, &o_s, &o_b),
-///     post_attention_norm: (&ones, 1e-6),
+///     attention_out_norm: None,
+///     pre_mlp_norm: (&ones, 1e-6),
 ///     gate_up: proj(&gu_w, &gu_s, &gu_b),
 ///     down: proj(&d_w, &d_s, &d_b),
+///     mlp_out_norm: None,
+///     activation: Activation::Silu,
+///     attention: CachedAttentionParams {
+///         heads: 1, kv_heads: 1, head_dim: 32, offset: 0, scale: 1.0, norm_eps: 1e-6,
+///         window: None, logit_softcap: None,
+///     },
 /// };
 /// let x = Array::from_slice(&(0..32).map(|i| i as f32).collect::<Vec<_>>(), &[1, 1, 32])?;
 /// let cache = Array::zeros(&[1, 1, 4, 32], Dtype::Float32)?;
-/// let p = CachedAttentionParams { heads: 1, kv_heads: 1, head_dim: 32, offset: 0, scale: 1.0, norm_eps: 1e-6 };
-/// if let Some(out) = decoder_layer(&x, &cache, &cache, &weights, p)? {
+/// if let Some(out) = decoder_layer(&x, &cache, &cache, &weights, 0)? {
 ///     assert_eq!(out.hidden.to_vec::<f32>()?, x.to_vec::<f32>()?);
 /// }
 /// # Ok::<(), mlx_rs::Error>(())
@@ -132,13 +217,13 @@ pub fn decoder_layer(
     k_cache: &Array,
     v_cache: &Array,
     weights: &DecoderLayerWeights<'_>,
-    params: CachedAttentionParams,
+    offset: i32,
 ) -> Result<Option<DecoderLayerOutput>> {
     let out = decoder_stack(
         StackInput::Hidden(x),
         &[(k_cache, v_cache, *weights)],
         None,
-        params,
+        offset,
     )?;
     Ok(out.map(|mut o| {
         let (k_cache, v_cache) = o.caches.remove(0);
@@ -156,23 +241,28 @@ pub enum StackInput<'a> {
     /// Hidden states `[B, L, hidden]`, float32.
     Hidden(&'a Array),
     /// Token ids `[B, L]` (int32 or uint32) looked up in a quantized embedding table
-    /// `[vocab, hidden]` (rows dequantized to float32 in the primitive; an id outside the table
-    /// gives a row of NaN).
+    /// `[vocab, hidden]` (rows dequantized to float32 in the primitive and multiplied by
+    /// `scale`; an id outside the table gives a row of NaN).
     Tokens {
         /// The ids.
         ids: &'a Array,
         /// The table, in the layout of a quantized projection.
         table: QuantizedProjection<'a>,
+        /// Multiplies every embedded row (1 for none; Gemma: `bf16(√hidden)`); finite.
+        scale: f32,
     },
 }
 
-/// The head a [`decoder_stack`] may end with: `logits = projection(rms_norm(y, norm))`.
+/// The head a [`decoder_stack`] may end with: `logits = projection(rms_norm(y, norm))`, then
+/// `c·tanh(logits / c)` with a soft cap `c`.
 #[derive(Debug, Clone, Copy)]
 pub struct StackHead<'a> {
     /// Final RMS-norm weight `[hidden]` (float32) and its epsilon.
     pub norm: (&'a Array, f32),
     /// The LM head `[vocab, hidden]`, quantized.
     pub projection: QuantizedProjection<'a>,
+    /// Soft cap of the logits (`Some(c)`: positive and finite; Gemma 2 and 4), or `None`.
+    pub softcap: Option<f32>,
 }
 
 /// What [`decoder_stack`] returns.
@@ -185,21 +275,23 @@ pub struct DecoderStackOutput {
 }
 
 /// Consecutive decoder layers as one primitive: `layers[i]` is layer `i`'s key cache, value
-/// cache and weights; each layer computes what [`decoder_layer`] does and feeds the next, all
-/// at position `params.offset` with the same head counts. The input may be token ids looked
-/// up in a quantized embedding table ([`StackInput::Tokens`]) and the stack may end with the
-/// final norm and a quantized LM head ([`StackHead`]), so that a whole decode step of a
-/// quantized model is one primitive. The numbers are those of the embedding lookup,
-/// [`decoder_layer`] layer after layer and [`super::fused_quantized_matmul`] for the head;
-/// what changes is that MLX schedules one primitive per step instead of one per layer and
-/// op.
+/// cache and weights; each layer computes what [`decoder_layer`] does with its own parameters
+/// (head counts, window, soft cap, norms, activation, RoPE frequencies may differ from layer
+/// to layer) and feeds the next, all at position `offset`. The input may be token ids looked
+/// up in a quantized embedding table ([`StackInput::Tokens`], with a scale) and the stack may
+/// end with the final norm and a quantized LM head ([`StackHead`], with an optional soft cap),
+/// so that a whole decode step of a quantized model is one primitive. The numbers are those of
+/// the embedding lookup, [`decoder_layer`] layer after layer and
+/// [`super::fused_quantized_matmul`] for the head; what changes is that MLX schedules one
+/// primitive per step instead of one per layer and op.
 ///
 /// `Ok(None)` when any part is not eligible (see [`decoder_layer`]; ids that are neither
-/// int32 nor uint32); the caller then runs the parts one at a time. An empty `layers` or
-/// shapes that do not fit are an error.
+/// int32 nor uint32); the caller then runs the parts one at a time. An empty `layers`, shapes
+/// that do not fit, and invalid parameters (windows, soft caps, a non-finite embedding scale)
+/// are errors.
 ///
 /// ```
-/// use mlx_rs::native::{decoder_stack, CachedAttentionParams, DecoderLayerWeights, QuantizedProjection, StackInput};
+/// use mlx_rs::native::{decoder_stack, Activation, CachedAttentionParams, DecoderLayerWeights, QuantizedProjection, StackInput};
 /// use mlx_rs::{quant, Array, Dtype};
 /// // Two layers whose projections all quantize zero weights: each returns its input.
 /// let zeros = |rows| quant::quantize(&Array::zeros(&[rows, 32], Dtype::Float32)?, 32, 4);
@@ -210,6 +302,10 @@ pub struct DecoderStackOutput {
 /// let proj = |weight, scales, biases| QuantizedProjection { weight, scales, biases, group_size: 32, bits: 4 };
 /// let ones = Array::ones(&[32], Dtype::Float32)?;
 /// let inv_freq = Array::ones(&[16], Dtype::Float32)?;
+/// let attention = CachedAttentionParams {
+///     heads: 1, kv_heads: 1, head_dim: 32, offset: 0, scale: 1.0, norm_eps: 1e-6,
+///     window: None, logit_softcap: None,
+/// };
 /// let w = DecoderLayerWeights {
 ///     input_norm: (&ones, 1e-6),
 ///     qkv: proj(&qkv_w, &qkv_s, &qkv_b),
@@ -218,16 +314,25 @@ pub struct DecoderStackOutput {
 ///     q_norm: None,
 ///     k_norm: None,
 ///     o: proj(&o_w, &o_s, &o_b),
-///     post_attention_norm: (&ones, 1e-6),
+///     attention_out_norm: None,
+///     pre_mlp_norm: (&ones, 1e-6),
 ///     gate_up: proj(&gu_w, &gu_s, &gu_b),
 ///     down: proj(&d_w, &d_s, &d_b),
+///     mlp_out_norm: None,
+///     activation: Activation::Silu,
+///     attention,
+/// };
+/// // The second layer: a sliding window of 2 and GeGLU (its blocks add 0 all the same).
+/// let w2 = DecoderLayerWeights {
+///     activation: Activation::GeluTanh,
+///     attention: CachedAttentionParams { window: Some(2), ..attention },
+///     ..w
 /// };
 /// let x = Array::from_slice(&(0..32).map(|i| i as f32).collect::<Vec<_>>(), &[1, 1, 32])?;
 /// let (k0, v0) = (Array::zeros(&[1, 1, 4, 32], Dtype::Float32)?, Array::zeros(&[1, 1, 4, 32], Dtype::Float32)?);
-/// let (k1, v1) = (Array::zeros(&[1, 1, 4, 32], Dtype::Float32)?, Array::zeros(&[1, 1, 4, 32], Dtype::Float32)?);
-/// let p = CachedAttentionParams { heads: 1, kv_heads: 1, head_dim: 32, offset: 0, scale: 1.0, norm_eps: 1e-6 };
-/// let layers = [(&k0, &v0, w), (&k1, &v1, w)];
-/// if let Some(out) = decoder_stack(StackInput::Hidden(&x), &layers, None, p)? {
+/// let (k1, v1) = (Array::zeros(&[1, 1, 2, 32], Dtype::Float32)?, Array::zeros(&[1, 1, 2, 32], Dtype::Float32)?);
+/// let layers = [(&k0, &v0, w), (&k1, &v1, w2)];
+/// if let Some(out) = decoder_stack(StackInput::Hidden(&x), &layers, None, 0)? {
 ///     assert_eq!(out.output.to_vec::<f32>()?, x.to_vec::<f32>()?);
 ///     assert_eq!(out.caches.len(), 2);
 /// }
@@ -238,36 +343,30 @@ pub fn decoder_stack(
     input: StackInput<'_>,
     layers: &[(&Array, &Array, DecoderLayerWeights<'_>)],
     head: Option<StackHead<'_>>,
-    params: CachedAttentionParams,
+    offset: i32,
 ) -> Result<Option<DecoderStackOutput>> {
+    let raw = layers
+        .iter()
+        .map(|(k_cache, v_cache, w)| w.raw(k_cache, v_cache))
+        .collect::<Result<Vec<_>>>()?;
+    let (x, table, embed_scale) = match input {
+        StackInput::Hidden(x) => (x, None, 1.0),
+        StackInput::Tokens { ids, table, scale } => {
+            if !scale.is_finite() {
+                return Err(Error::InvalidArgument(format!(
+                    "decoder_stack: the embedding scale must be finite, got {scale}"
+                )));
+            }
+            (ids, Some(table.raw()), scale)
+        }
+    };
+    let head_softcap = softcap_raw(
+        "decoder_stack: the head's soft cap",
+        head.and_then(|h| h.softcap),
+    )?;
     if !super::native_ops_enabled() || !crate::quant::native_qmm_enabled() {
         return Ok(None);
     }
-    let raw: Vec<sys::native_ops::mlxrs_decoder_layer_weights> = layers
-        .iter()
-        .map(
-            |(k_cache, v_cache, w)| sys::native_ops::mlxrs_decoder_layer_weights {
-                k_cache: k_cache.as_raw(),
-                v_cache: v_cache.as_raw(),
-                input_norm: w.input_norm.0.as_raw(),
-                input_norm_eps: w.input_norm.1,
-                post_attention_norm: w.post_attention_norm.0.as_raw(),
-                post_norm_eps: w.post_attention_norm.1,
-                qkv: w.qkv.raw(),
-                qkv_bias: raw_or_null(w.qkv_bias),
-                o: w.o.raw(),
-                gate_up: w.gate_up.raw(),
-                down: w.down.raw(),
-                inv_freq: w.inv_freq.as_raw(),
-                q_norm: raw_or_null(w.q_norm),
-                k_norm: raw_or_null(w.k_norm),
-            },
-        )
-        .collect();
-    let (x, table) = match input {
-        StackInput::Hidden(x) => (x, None),
-        StackInput::Tokens { ids, table } => (ids, Some(table.raw())),
-    };
     let head_projection = head.map(|h| h.projection.raw());
     let n_layers = i32::try_from(raw.len())
         .map_err(|_| Error::InvalidArgument("decoder_stack: too many layers".into()))?;
@@ -281,6 +380,7 @@ pub fn decoder_stack(
                 res,
                 x.as_raw(),
                 table.as_ref().map_or(std::ptr::null(), |t| t as *const _),
+                embed_scale,
                 raw.as_ptr(),
                 n_layers,
                 raw_or_null(head.map(|h| h.norm.0)),
@@ -288,12 +388,8 @@ pub fn decoder_stack(
                 head_projection
                     .as_ref()
                     .map_or(std::ptr::null(), |h| h as *const _),
-                params.norm_eps,
-                params.scale,
-                params.heads,
-                params.kv_heads,
-                params.head_dim,
-                params.offset,
+                head_softcap,
+                offset,
                 s,
                 used,
             )

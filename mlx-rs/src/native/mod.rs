@@ -1,5 +1,6 @@
 //! The project's own CPU primitives for the small fused ops of a decoder step: RMS norm,
-//! SwiGLU, and attention with RoPE and the KV-cache write.
+//! SwiGLU and GeGLU, and attention with RoPE, the KV-cache write (plain or ring caches),
+//! sliding windows and logit soft caps.
 //!
 //! MLX 0.32.2 has no CPU kernels for its `fast` ops: on the CPU `fast::rms_norm`, `fast::rope`
 //! and `fast::scaled_dot_product_attention` are composed from several primitives each, and
@@ -10,7 +11,8 @@
 //! (`mlx-sys/kernels/ops_cpu.cpp`).
 //!
 //! Used for float32 on CPU streams; everything else (GPU streams, other dtypes) takes MLX's
-//! own ops. [`crate::fast::rms_norm`] and [`swiglu`] pick the path themselves;
+//! own ops. [`crate::fast::rms_norm`], [`swiglu`] and [`gelu_tanh_glu`] pick the path
+//! themselves;
 //! [`cached_attention`], [`fused_quantized_matmul`] (the quantized matmul with an RMS-norm
 //! prologue and a residual epilogue), [`decoder_layer`] (a whole decoder layer of quantized
 //! projections built from the others, one primitive per layer) and [`decoder_stack`]
@@ -28,8 +30,8 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 mod layer;
 pub use layer::{
-    decoder_layer, decoder_stack, DecoderLayerOutput, DecoderLayerWeights, DecoderStackOutput,
-    QuantizedProjection, StackHead, StackInput,
+    decoder_layer, decoder_stack, Activation, DecoderLayerOutput, DecoderLayerWeights,
+    DecoderStackOutput, QuantizedProjection, StackHead, StackInput,
 };
 
 /// An on/off switch whose first reading may come from an environment variable (`0`, `false`
@@ -156,6 +158,32 @@ pub(crate) fn argmax_last(x: &Array) -> Result<Option<Array>> {
     })
 }
 
+/// Checks that the last axis of `x` can hold `[gate | up]` (a positive even length).
+#[track_caller]
+fn check_glu(op: &str, x: &Array) -> Result<()> {
+    let last = x.shape().last().copied().unwrap_or(0);
+    if x.ndim() == 0 || last == 0 || last % 2 != 0 {
+        return Err(Error::Shape(format!(
+            "{op}: the last axis must hold [gate | up] (a positive even length), got shape {:?}",
+            x.shape()
+        )));
+    }
+    Ok(())
+}
+
+/// The halves `[gate, up]` of `x`'s last axis (checked by [`check_glu`]).
+#[track_caller]
+fn glu_halves(x: &Array) -> Result<(Array, Array)> {
+    let mut parts = x.split(2, -1)?.into_iter();
+    match (parts.next(), parts.next()) {
+        (Some(gate), Some(up)) => Ok((gate, up)),
+        _ => Err(Error::Shape(format!(
+            "splitting {:?} in two did not give two arrays",
+            x.shape()
+        ))),
+    }
+}
+
 /// `silu(gate) * up` where the last axis of `x` is `[gate | up]`: the activation of a SwiGLU
 /// MLP whose gate and up projections are fused into one matmul. The result's last axis is half
 /// of `x`'s. One native primitive on CPU streams in float32; MLX's ops otherwise.
@@ -172,23 +200,46 @@ pub(crate) fn argmax_last(x: &Array) -> Result<Option<Array>> {
 /// ```
 #[track_caller]
 pub fn swiglu(x: &Array) -> Result<Array> {
-    let last = x.shape().last().copied().unwrap_or(0);
-    if x.ndim() == 0 || last == 0 || last % 2 != 0 {
-        return Err(Error::Shape(format!(
-            "swiglu: the last axis must hold [gate | up] (a positive even length), got shape {:?}",
-            x.shape()
-        )));
-    }
+    check_glu("swiglu", x)?;
     // SAFETY: a valid handle and out-parameters we own.
     if let Some(y) = try_native(native_ops_enabled(), |res, s, used| unsafe {
         sys::native_ops::mlxrs_swiglu(res, x.as_raw(), s, used)
     })? {
         return Ok(y);
     }
-    match &x.split(2, -1)?[..] {
-        [gate, up] => Ok(gate.silu()?.multiply(up)?),
-        _ => unreachable!("split into 2 sections returns 2 arrays"),
+    let (gate, up) = glu_halves(x)?;
+    gate.silu()?.multiply(&up)
+}
+
+/// `gelu_tanh(gate) * up` where the last axis of `x` is `[gate | up]`: the activation of a
+/// GeGLU MLP (Gemma) whose gate and up projections are fused into one matmul, with the tanh
+/// approximation of GELU, `gelu_tanh(x) = 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`. The
+/// result's last axis is half of `x`'s. One native primitive on CPU streams in float32 (which
+/// evaluates the equal `x·sigmoid(2·√(2/π)·(x + 0.044715·x³))`, free of cancellation for
+/// negative `x`); MLX's ops composing the formula ([`Array::gelu_approx`]) otherwise.
+///
+/// ```
+/// use mlx_rs::{native, Array};
+/// let x = Array::from_slice(&[0.0f32, 1.0, 5.0, 7.0], &[1, 4])?; // gate [0, 1], up [5, 7]
+/// let y = native::gelu_tanh_glu(&x)?.to_vec::<f32>()?;
+/// // gelu_tanh(0) = 0; gelu_tanh(1) = 0.5 (1 + tanh(√(2/π) · 1.044715)) ≈ 0.841192.
+/// let u = (2.0f64 / std::f64::consts::PI).sqrt() * 1.044715;
+/// let want = 0.5 * (1.0 + u.tanh()) * 7.0;
+/// assert!(y[0] == 0.0 && (y[1] as f64 - want).abs() < 1e-5);
+/// assert!(native::gelu_tanh_glu(&Array::from_slice(&[1.0f32; 3], &[3])?).is_err());
+/// # Ok::<(), mlx_rs::Error>(())
+/// ```
+#[track_caller]
+pub fn gelu_tanh_glu(x: &Array) -> Result<Array> {
+    check_glu("gelu_tanh_glu", x)?;
+    // SAFETY: a valid handle and out-parameters we own.
+    if let Some(y) = try_native(native_ops_enabled(), |res, s, used| unsafe {
+        sys::native_ops::mlxrs_gelu_tanh_glu(res, x.as_raw(), s, used)
+    })? {
+        return Ok(y);
     }
+    let (gate, up) = glu_halves(x)?;
+    gate.gelu_approx()?.multiply(&up)
 }
 
 /// The parameters of [`cached_attention`] besides its arrays.
@@ -200,12 +251,56 @@ pub struct CachedAttentionParams {
     pub kv_heads: i32,
     /// Size of each head (even).
     pub head_dim: i32,
-    /// Position of the first new token; the caches hold positions `0..offset`.
+    /// Position of the first new token.
     pub offset: i32,
     /// Multiplies `q · k` (usually `head_dim^-0.5`).
     pub scale: f32,
     /// Epsilon of the optional per-head RMS norms.
     pub norm_eps: f32,
+    /// Sliding window: with `Some(w)` (`w >= 1`) the query at position `i` sees the keys at
+    /// positions `j` with `0 <= i - j < w` (`w` keys including its own); `None`: every
+    /// earlier position.
+    pub window: Option<i32>,
+    /// Soft cap of the attention logits: with `Some(c)` (`c > 0`, finite) the scores become
+    /// `c·tanh(scores / c)` (after `scale`, before the softmax); `None`: none.
+    pub logit_softcap: Option<f32>,
+}
+
+impl CachedAttentionParams {
+    /// The C struct of these parameters; a window below 1 or a soft cap that is not positive
+    /// and finite is an error.
+    pub(crate) fn raw(&self) -> Result<sys::native_ops::mlxrs_attention_params> {
+        let window = match self.window {
+            None => 0,
+            Some(w) if w >= 1 => w,
+            Some(w) => {
+                return Err(Error::InvalidArgument(format!(
+                    "attention window must be at least 1, got {w}"
+                )))
+            }
+        };
+        Ok(sys::native_ops::mlxrs_attention_params {
+            heads: self.heads,
+            kv_heads: self.kv_heads,
+            head_dim: self.head_dim,
+            offset: self.offset,
+            scale: self.scale,
+            qk_norm_eps: self.norm_eps,
+            window,
+            logit_softcap: softcap_raw("attention logit soft cap", self.logit_softcap)?,
+        })
+    }
+}
+
+/// A soft cap as the C side takes it: 0 for none; `Some(c)` must be positive and finite.
+pub(crate) fn softcap_raw(what: &str, cap: Option<f32>) -> Result<f32> {
+    match cap {
+        None => Ok(0.0),
+        Some(c) if c > 0.0 && c.is_finite() => Ok(c),
+        Some(c) => Err(Error::InvalidArgument(format!(
+            "{what} must be positive and finite, got {c}"
+        ))),
+    }
 }
 
 /// The three arrays [`cached_attention`] returns.
@@ -223,21 +318,27 @@ pub struct CachedAttentionOutput {
 /// fused q/k/v projection of `L` new tokens (1 when decoding, more for a prefill chunk),
 /// applies the optional per-head RMS norms (`q_norm`, `k_norm`, as Qwen3) and RoPE in the
 /// "rotate half" layout (token `l` at position `offset + l`, `angle_i = position *
-/// inv_freq[i]`), writes k and v at positions `offset..offset + L` into the caches and returns
-/// causal attention `softmax(q kᵀ * scale) v`, token `l` seeing positions `0..=offset + l`.
-/// Long chunks go through BLAS (`cblas_sgemm`) per key/value head; decode spreads the heads
-/// over the native kernels' threads.
+/// inv_freq[i]`), writes k and v of position `p` into cache slot `p % capacity` and returns
+/// causal attention `softmax(q kᵀ * scale) v`: token `l` at position `i = offset + l` sees
+/// positions `max(0, i - window + 1)..=i` (all of `0..=i` without a window), each read from its
+/// slot, with the scores soft-capped first when `logit_softcap` is set. Long chunks go through
+/// BLAS (`cblas_sgemm`) per key/value head; decode spreads the heads over the native kernels'
+/// threads.
 ///
 /// - `qkv`: `[B, L, (heads + 2 kv_heads) * head_dim]`, q heads then k heads then v heads;
-/// - `k_cache`, `v_cache`: `[B, kv_heads, capacity, head_dim]`, `offset + L <= capacity`;
+/// - `k_cache`, `v_cache`: `[B, kv_heads, capacity, head_dim]`, either a plain cache
+///   (`offset + L <= capacity`: slot = position) or, with a window `w`, a ring of
+///   `capacity >= w + L - 1` slots (then no write of the chunk overwrites a key that one of
+///   its earlier queries still sees); anything else is an error;
 /// - `inv_freq`: `[head_dim / 2]`; `q_norm`, `k_norm`: `[head_dim]`.
 ///
 /// Returns `[B, L, heads * head_dim]`, ready for the output projection, and the caches.
-/// The caches are written in place: the returned cache arrays share the input caches'
-/// buffers, so other handles to the same caches see the new positions too (positions below
-/// `offset` are never changed). Returns `Ok(None)` when the call is not eligible for the
-/// native primitive (not a CPU stream, not float32, native ops off): the caller then composes
-/// the step from MLX's ops. Inconsistent shapes are an error.
+/// The caches are written in place: the returned cache arrays share the input caches' buffers,
+/// so other handles to the same caches see the new positions too (no other slot is changed).
+/// Returns `Ok(None)` when the call is not eligible for the native primitive (not a CPU
+/// stream, not float32, native ops off): the caller then composes the step from MLX's ops.
+/// Inconsistent shapes, a window below 1 and a soft cap that is not positive and finite are
+/// errors.
 ///
 /// ```
 /// use mlx_rs::native::{cached_attention, CachedAttentionParams};
@@ -247,12 +348,29 @@ pub struct CachedAttentionOutput {
 /// let k = Array::from_slice(&[1.0f32, 0.0, 0.0, 0.0], &[1, 1, 2, 2])?;
 /// let v = Array::zeros(&[1, 1, 2, 2], Dtype::Float32)?;
 /// let inv_freq = Array::from_slice(&[0.0f32], &[1])?; // no rotation
-/// let p = CachedAttentionParams { heads: 1, kv_heads: 1, head_dim: 2, offset: 1, scale: 1.0, norm_eps: 1e-6 };
+/// let p = CachedAttentionParams {
+///     heads: 1, kv_heads: 1, head_dim: 2, offset: 1, scale: 1.0, norm_eps: 1e-6,
+///     window: None, logit_softcap: None,
+/// };
 /// if let Some(out) = cached_attention(&qkv, &k, &v, &inv_freq, None, None, p)? {
 ///     // Both keys equal q: equal weights, so the output is the mean of (0, 0) and (4, 8).
 ///     assert_eq!(out.attention.to_vec::<f32>()?, vec![2.0, 4.0]);
 ///     assert_eq!(out.v_cache.to_vec::<f32>()?, vec![0.0, 0.0, 4.0, 8.0]);
 /// }
+/// // A window of 1: the token sees only itself.
+/// let p1 = CachedAttentionParams { window: Some(1), ..p };
+/// let k = Array::from_slice(&[1.0f32, 0.0, 0.0, 0.0], &[1, 1, 2, 2])?;
+/// let v = Array::zeros(&[1, 1, 2, 2], Dtype::Float32)?;
+/// if let Some(out) = cached_attention(&qkv, &k, &v, &inv_freq, None, None, p1)? {
+///     assert_eq!(out.attention.to_vec::<f32>()?, vec![4.0, 8.0]);
+/// }
+/// // A ring of one slot holds position 1 in slot 1 % 1 = 0.
+/// let ring = Array::zeros(&[1, 1, 1, 2], Dtype::Float32)?;
+/// if let Some(out) = cached_attention(&qkv, &ring, &ring, &inv_freq, None, None, p1)? {
+///     assert_eq!(out.v_cache.to_vec::<f32>()?, vec![4.0, 8.0]);
+/// }
+/// // Without the window the one slot cannot hold positions 0 and 1.
+/// assert!(cached_attention(&qkv, &ring, &ring, &inv_freq, None, None, p).is_err());
 /// # Ok::<(), mlx_rs::Error>(())
 /// ```
 #[track_caller]
@@ -265,6 +383,7 @@ pub fn cached_attention(
     k_norm: Option<&Array>,
     params: CachedAttentionParams,
 ) -> Result<Option<CachedAttentionOutput>> {
+    let raw = params.raw()?;
     if !native_ops_enabled() {
         return Ok(None);
     }
@@ -280,12 +399,7 @@ pub fn cached_attention(
                 inv_freq.as_raw(),
                 raw_or_null(q_norm),
                 raw_or_null(k_norm),
-                params.norm_eps,
-                params.scale,
-                params.heads,
-                params.kv_heads,
-                params.head_dim,
-                params.offset,
+                raw,
                 s,
                 used,
             )

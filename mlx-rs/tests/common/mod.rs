@@ -116,3 +116,99 @@ pub fn dequant_f64_checked(q: &Quantized) -> Vec<f64> {
     }
     out
 }
+
+/// The attention parameters of [`attention_composed`].
+#[derive(Debug, Clone, Copy)]
+pub struct AttnSpec {
+    pub heads: i32,
+    pub kv_heads: i32,
+    pub head_dim: i32,
+    pub scale: f32,
+    /// Epsilon of the per-head norms.
+    pub eps: f32,
+    pub window: Option<i32>,
+    pub softcap: Option<f32>,
+}
+
+/// One cached-attention step composed from MLX's ops (call with native ops off for MLX's own
+/// kernels): `qkv` `[B, L, (H + 2 Hkv) D]` split into heads, the optional per-head RMS norms
+/// (`fast::rms_norm`), rotate-half RoPE with the frequencies `inv_freq` (`fast::rope` with
+/// `freqs = 1 / inv_freq`) at `offset`, the new keys and values written at positions
+/// `offset..offset + L` of the *linear* caches `k_lin` / `v_lin` (`[B, Hkv, capacity, D]`,
+/// slot = position, `slice_update`), scores `scale · q kᵀ` over positions `0..offset + L`
+/// (`matmul`), soft-capped (`c · tanh(s / c)`), masked to the positions each query sees
+/// (`j <= i` and, with a window `w`, `i - j < w`; `where_` with `-inf`), `softmax`, times the
+/// values. Returns the output `[B, L, H D]` and the updated linear caches.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_composed(
+    qkv: &Array,
+    k_lin: &Array,
+    v_lin: &Array,
+    inv_freq: &Array,
+    q_norm: Option<&Array>,
+    k_norm: Option<&Array>,
+    spec: AttnSpec,
+    offset: i32,
+) -> (Array, Array, Array) {
+    use mlx_rs::{fast, ops::where_, s};
+    let shape = qkv.shape();
+    let (b, l) = (shape[0], shape[1]);
+    let (h, hkv, d) = (spec.heads, spec.kv_heads, spec.head_dim);
+    let g = h / hkv;
+    let x = qkv.reshape(&[b, l, h + 2 * hkv, d]).unwrap();
+    let parts = x.split_at(&[h, h + hkv], 2).unwrap();
+    let heads = |a: &Array| a.transpose(&[0, 2, 1, 3]).unwrap(); // [B, heads, L, D]
+    let (mut q, mut k, v) = (heads(&parts[0]), heads(&parts[1]), heads(&parts[2]));
+    if let Some(w) = q_norm {
+        q = fast::rms_norm(&q, Some(w), spec.eps).unwrap();
+    }
+    if let Some(w) = k_norm {
+        k = fast::rms_norm(&k, Some(w), spec.eps).unwrap();
+    }
+    let freqs = inv_freq.reciprocal().unwrap();
+    let q = fast::rope(&q, d, false, None, 1.0, offset, Some(&freqs)).unwrap();
+    let k = fast::rope(&k, d, false, None, 1.0, offset, Some(&freqs)).unwrap();
+    let (start, stop) = ([0, 0, offset, 0], [b, hkv, offset + l, d]);
+    let k_lin = k_lin.slice_update(&k, &start, &stop, &[1; 4]).unwrap();
+    let v_lin = v_lin.slice_update(&v, &start, &stop, &[1; 4]).unwrap();
+    let t = offset + l;
+    let keys = k_lin.slice(s![.., .., ..t, ..]).unwrap();
+    let values = v_lin.slice(s![.., .., ..t, ..]).unwrap();
+    // Query head j·g + i uses key/value head j: the group's rows are contiguous.
+    let qg = q
+        .reshape(&[b, hkv, g * l, d])
+        .unwrap()
+        .multiply(&Array::scalar(spec.scale))
+        .unwrap();
+    let mut scores = qg.matmul(&keys.transpose(&[0, 1, 3, 2]).unwrap()).unwrap();
+    if let Some(c) = spec.softcap {
+        let c = Array::scalar(c);
+        scores = scores
+            .divide(&c)
+            .unwrap()
+            .tanh()
+            .unwrap()
+            .multiply(&c)
+            .unwrap();
+    }
+    let mut visible = Vec::with_capacity((g * l * t) as usize);
+    for r in 0..g * l {
+        let i = offset + r % l;
+        for j in 0..t {
+            visible.push(j <= i && spec.window.is_none_or(|w| i - j < w));
+        }
+    }
+    let mask = Array::from_slice(&visible, &[g * l, t]).unwrap();
+    let scores = where_(&mask, &scores, &Array::scalar(f32::NEG_INFINITY)).unwrap();
+    let p = scores.softmax(-1, true).unwrap();
+    let o = p
+        .matmul(&values)
+        .unwrap()
+        .reshape(&[b, h, l, d])
+        .unwrap()
+        .transpose(&[0, 2, 1, 3])
+        .unwrap()
+        .reshape(&[b, l, h * d])
+        .unwrap();
+    (o, k_lin, v_lin)
+}

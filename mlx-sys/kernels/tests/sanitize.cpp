@@ -323,6 +323,39 @@ int test_swiglu() {
   return fails;
 }
 
+// gelu_tanh(g) u, gelu_tanh(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) in double.
+int test_gelu_tanh_glu() {
+  int fails = 0, calls = 0;
+  for (int rows = 1; rows <= 5; ++rows)
+    for (int inter : {1, 3, 7, 63, 64, 577}) {
+      Rng rng{uint64_t(2500 + ++calls)};
+      FBuf gu(size_t(rows) * 2 * inter), y(size_t(rows) * inter);
+      gu.random(rng, -8, 8);
+      // Extremes: x^3 overflows to +-inf; tiny and zero gates.
+      const float extreme[] = {-1e13f, 1e13f, -100.f, 100.f, 0.f, -0.f, 1e-30f};
+      for (int k = 0; k < 7 && k < inter; ++k) gu.f()[k] = extreme[k];
+      auto g0 = gu.copy();
+      y.nan();
+      mlxrs_gelu_tanh_glu_raw(gu.f(), y.f(), size_t(rows), inter);
+      char tag[96];
+      std::snprintf(tag, sizeof tag, "gelu_tanh_glu rows=%d inter=%d", rows, inter);
+      if (!report(gu.same(g0), "%s: input modified", tag)) { ++fails; continue; }
+      bool ok = true;
+      for (int r = 0; r < rows && ok; ++r)
+        for (int i = 0; i < inter && ok; ++i) {
+          double g = g0[size_t(r) * 2 * inter + i], u = g0[size_t(r) * 2 * inter + inter + i];
+          double t = std::tanh(std::sqrt(2 / 3.14159265358979323846) * (g + 0.044715 * g * g * g));
+          double ref = 0.5 * g * (1 + t) * u, got = y.f()[size_t(r) * inter + i];
+          ok = report(std::isfinite(got) &&
+                          std::fabs(got - ref) <= 2e-6 * std::fabs(ref) + 1e-7 * std::fabs(u),
+                      "%s: y[%d,%d] = %.9g, expected %.9g (g=%g u=%g)", tag, r, i, got, ref, g, u);
+        }
+      fails += !ok;
+    }
+  std::printf("  gelu_tanh_glu: %d calls\n", calls);
+  return fails;
+}
+
 int test_argmax() {
   int fails = 0, calls = 0;
   for (int rows = 1; rows <= 4; ++rows)
@@ -391,6 +424,13 @@ int test_ops_void_degenerate() {
   }
   mlxrs_swiglu_raw(gu.f(), y.f(), 0, 8);
   fails += !report(y.same(y0), "swiglu rows=0: y written");
+  mlxrs_gelu_tanh_glu_raw(nullptr, y.f(), 1, 8);
+  fails += !report(y.same(y0), "gelu_tanh_glu gu=null: y written");
+  mlxrs_gelu_tanh_glu_raw(gu.f(), nullptr, 1, 8);
+  for (int inter : {0, -1}) {
+    mlxrs_gelu_tanh_glu_raw(gu.f(), y.f(), 1, inter);
+    fails += !report(y.same(y0), "gelu_tanh_glu inter=%d: y written", inter);
+  }
   return fails;
 }
 
@@ -398,6 +438,8 @@ struct AttnCase {
   int batch, tokens, heads, kv_heads, head_dim, capacity, offset;
   bool qn, kn;
   float scale;
+  int window = 0;       // 0: none
+  float softcap = 0.f;  // 0: none
 };
 
 // Double reference of one head's RMS norm (w may be null) and rotate-half RoPE at `pos`.
@@ -421,7 +463,9 @@ std::vector<double> ref_norm_rope(const float* x, const float* w, double eps, in
 }
 
 // One call on fresh random data (exact-size buffers) against the double reference, per token:
-// token l at position offset + l, k/v written there, causal attention over [0, offset + l].
+// token l at position offset + l, k/v written in slot (offset + l) % capacity, causal
+// attention over positions [max(0, offset + l - window + 1), offset + l] (the older ones read
+// from the random cache at their slots), scores soft-capped when softcap > 0.
 int run_attn(const AttnCase& c, uint64_t seed, const char* tag) {
   const int B = c.batch, L = c.tokens, H = c.heads, Hkv = c.kv_heads, D = c.head_dim,
             C = c.capacity, off = c.offset, width = (H + 2 * Hkv) * D, group = H / Hkv;
@@ -437,7 +481,7 @@ int run_attn(const AttnCase& c, uint64_t seed, const char* tag) {
   out.nan();
   int rc = mlxrs_cached_attention_raw(qkv.f(), kc.f(), vc.f(), out.f(), inv_freq.f(),
                                       c.qn ? qn.f() : nullptr, c.kn ? kn.f() : nullptr, eps,
-                                      c.scale, B, L, H, Hkv, D, C, off);
+                                      c.scale, B, L, H, Hkv, D, C, off, c.window, c.softcap);
   if (!report(rc == 0, "%s: returned %d", tag, rc)) return 1;
   if (!report(qkv.same(qkv0) && inv_freq.same(if0) && qn.same(qn0) && kn.same(kn0),
               "%s: an input was modified", tag))
@@ -451,18 +495,19 @@ int run_attn(const AttnCase& c, uint64_t seed, const char* tag) {
         kref[j].push_back(ref_norm_rope(row(b, l) + size_t(H + j) * D,
                                         c.kn ? kn0.data() : nullptr, eps, D, off + l,
                                         if0.data()));
-      // Cache: positions outside [offset, offset + L) untouched; k there matches, v is copied
-      // exactly.
+      // Cache: slots of positions outside [offset, offset + L) untouched; k there matches,
+      // v is copied exactly.
       for (int t = 0; t < C; ++t) {
         const size_t at = ((size_t(b) * Hkv + j) * C + t) * D;
-        if (t < off || t >= off + L) {
+        const int l = ((t - off) % C + C) % C;  // the new token whose slot t is, if l < L
+        if (l >= L) {
           bool same = !std::memcmp(kc.f() + at, kc0.data() + at, size_t(D) * 4) &&
                       !std::memcmp(vc.f() + at, vc0.data() + at, size_t(D) * 4);
-          if (!report(same, "%s: cache b=%d kv=%d t=%d (not written) modified", tag, b, j, t))
+          if (!report(same, "%s: cache b=%d kv=%d slot=%d (not written) modified", tag, b, j, t))
             return 1;
           continue;
         }
-        const auto& kt = kref[j][t - off];
+        const auto& kt = kref[j][l];
         double kmax = 0;
         for (double e : kt) kmax = std::fmax(kmax, std::fabs(e));
         for (int i = 0; i < D; ++i) {
@@ -472,32 +517,37 @@ int run_attn(const AttnCase& c, uint64_t seed, const char* tag) {
                       got, kt[i]))
             return 1;
         }
-        if (!report(!std::memcmp(vc.f() + at, row(b, t - off) + size_t(H + Hkv + j) * D,
+        if (!report(!std::memcmp(vc.f() + at, row(b, l) + size_t(H + Hkv + j) * D,
                                  size_t(D) * 4),
-                    "%s: v_cache[b=%d,kv=%d,t=%d] is not the v of qkv", tag, b, j, t))
+                    "%s: v_cache[b=%d,kv=%d,slot=%d] is not the v of qkv", tag, b, j, t))
           return 1;
       }
     }
     for (int l = 0; l < L; ++l)
       for (int h = 0; h < H; ++h) {
-        const int j = h / group, seen = off + l + 1;
+        const int j = h / group, pos = off + l;
+        const int lo = c.window > 0 && pos - c.window + 1 > 0 ? pos - c.window + 1 : 0;
+        const int seen = pos - lo + 1;
         auto q = ref_norm_rope(row(b, l) + size_t(h) * D, c.qn ? qn0.data() : nullptr, eps, D,
                                off + l, if0.data());
         const size_t base = (size_t(b) * Hkv + j) * C * D;
+        // Position t (lo <= t <= pos): a new token, or the random cache at slot t % C.
         auto key = [&](int t, int i) {
-          return t >= off ? kref[j][t - off][i] : double(kc0[base + size_t(t) * D + i]);
+          return t >= off ? kref[j][t - off][i] : double(kc0[base + size_t(t % C) * D + i]);
         };
         auto val = [&](int t, int i) {
           return t >= off ? double(row(b, t - off)[size_t(H + Hkv + j) * D + i])
-                          : double(vc0[base + size_t(t) * D + i]);
+                          : double(vc0[base + size_t(t % C) * D + i]);
         };
         std::vector<double> s(seen);
         double mx = -INFINITY, smag = 0, vmax = 0;
-        for (int t = 0; t < seen; ++t) {
+        for (int k = 0; k < seen; ++k) {
+          const int t = lo + k;
           double d = 0, m = 0;
           for (int i = 0; i < D; ++i) d += q[i] * key(t, i), m += std::fabs(q[i] * key(t, i));
-          s[t] = c.scale * d;
-          mx = std::fmax(mx, s[t]);
+          s[k] = c.scale * d;
+          if (c.softcap > 0) s[k] = c.softcap * std::tanh(s[k] / c.softcap);
+          mx = std::fmax(mx, s[k]);
           smag = std::fmax(smag, std::fabs(c.scale) * m);
           for (int i = 0; i < D; ++i) vmax = std::fmax(vmax, std::fabs(val(t, i)));
         }
@@ -506,7 +556,7 @@ int run_attn(const AttnCase& c, uint64_t seed, const char* tag) {
         const double tol = vmax * (2e-5 + 3e-5 * smag) + 1e-6;
         for (int i = 0; i < D; ++i) {
           double ref = 0;
-          for (int t = 0; t < seen; ++t) ref += s[t] / sum * val(t, i);
+          for (int k = 0; k < seen; ++k) ref += s[k] / sum * val(lo + k, i);
           double got = out.f()[((size_t(b) * L + l) * H + h) * D + i];
           if (!report(std::fabs(got - ref) <= tol,
                       "%s: out[b=%d,l=%d,h=%d,%d] = %.9g, expected %.9g (tol %.3g)", tag, b, l,
@@ -585,6 +635,58 @@ int test_cached_attention() {
   return fails;
 }
 
+// Windows (plain caches and rings that have wrapped, decode and chunks, the per-row loops and
+// the BLAS path) and logit soft caps, under every ISA with 1 and 2 threads for a smaller set.
+int test_cached_attention_window() {
+  struct Hk { int h, kv; };
+  const Hk hks[] = {{1, 1}, {4, 2}, {4, 1}};
+  int fails = 0, calls = 0;
+  auto one = [&](const AttnCase& c, const char* extra) {
+    char tag[224];
+    std::snprintf(tag, sizeof tag,
+                  "cached_attention%s B=%d L=%d heads=%d kv=%d D=%d cap=%d off=%d window=%d "
+                  "softcap=%g",
+                  extra, c.batch, c.tokens, c.heads, c.kv_heads, c.head_dim, c.capacity,
+                  c.offset, c.window, double(c.softcap));
+    fails += run_attn(c, uint64_t(6000 + ++calls), tag);
+  };
+  for (int L : {1, 2, 5, 17})
+    for (int W : {1, 3, 8, 40})
+      for (const Hk& hk : hks)
+        for (float softcap : {0.f, 0.5f, 30.f})
+          for (int D : {8, 64}) {
+            // Plain caches (offset + L <= capacity), the window inside or beyond the context.
+            for (int off : {0, 3, 20})
+              one(AttnCase{2, L, hk.h, hk.kv, D, off + L + 2, off, true, false, 0.7f, W, softcap},
+                  "");
+            // Rings of exactly W + L - 1 slots and one more, written past their end.
+            for (int extra : {0, 1})
+              for (int off : {W + L - 1 + extra, 3 * (W + L) + 2, 100})
+                one(AttnCase{2, L, hk.h, hk.kv, D, W + L - 1 + extra, off, false, true, 0.7f, W,
+                             softcap},
+                    " ring");
+          }
+  // Soft cap without a window (plain cache).
+  for (int L : {1, 17})
+    one(AttnCase{1, L, 4, 2, 64, L + 9, 9, true, true, 0.5f, 0, 5.f}, "");
+  // Long ring chunk: several BLAS blocks.
+  one(AttnCase{1, 180, 4, 1, 16, 180 + 63, 500, true, true, 0.25f, 64, 0.f}, " long ring");
+  std::printf("  cached_attention window / softcap: %d calls\n", calls);
+  for_each_isa_and_threads([&](int isa, int threads) {
+    int before = fails, n_before = calls;
+    char extra[48];
+    std::snprintf(extra, sizeof extra, " isa=%d threads=%d", isa, threads);
+    for (int L : {1, 17})
+      for (float softcap : {0.f, 30.f}) {
+        one(AttnCase{2, L, 4, 2, 64, L + 8, 8, true, true, 0.3f, 5, softcap}, extra);
+        one(AttnCase{2, L, 4, 1, 64, 8 + L - 1, 37, true, true, 0.3f, 8, softcap}, extra);
+      }
+    std::printf("  cached_attention window isa=%d threads=%d: %d calls, %d failed\n", isa,
+                threads, calls - n_before, fails - before);
+  });
+  return fails;
+}
+
 // Inconsistent parameters: returns 1 and writes nothing. Buffers are sized for the largest
 // shape below, so a kernel that went ahead would be seen writing rather than crash.
 int test_cached_attention_invalid() {
@@ -592,6 +694,8 @@ int test_cached_attention_invalid() {
     int batch, tokens, heads, kv, D, cap, off;
     int null_arg;  // 0 none, 1 qkv, 2 k_cache, 3 v_cache, 4 out, 5 inv_freq
     const char* what;
+    int window = 0;
+    float softcap = 0.f;
   };
   const Bad bad[] = {
       {1, 1, 3, 2, 8, 5, 1, 0, "heads % kv_heads != 0"},
@@ -622,6 +726,14 @@ int test_cached_attention_invalid() {
       {2, 2, 4, 2, 8, 5, 1, 3, "v_cache null"},
       {2, 2, 4, 2, 8, 5, 1, 4, "out null"},
       {2, 2, 4, 2, 8, 5, 1, 5, "inv_freq null"},
+      {1, 1, 4, 2, 8, 5, 1, 0, "negative window", -1},
+      {1, 1, 4, 2, 8, 5, 1, 0, "negative soft cap", 0, -1.f},
+      {1, 1, 4, 2, 8, 5, 1, 0, "infinite soft cap", 0, INFINITY},
+      {1, 1, 4, 2, 8, 5, 1, 0, "NaN soft cap", 0, NAN},
+      {1, 1, 4, 2, 8, 5, 5, 0, "ring smaller than the window", 6},
+      {1, 3, 4, 2, 8, 5, 4, 0, "ring < window + L - 1", 4},
+      {1, 2, 4, 2, 8, 5, 9, 0, "ring < window + L - 1 (wrapped)", 5},
+      {1, 1, 4, 2, 8, 0, 0, 0, "capacity 0 with a window", 1},
   };
   const size_t big = 2 * 16 * 16 * 16 * 4;
   int fails = 0;
@@ -636,7 +748,7 @@ int test_cached_attention_invalid() {
         c.null_arg == 1 ? nullptr : qkv.f(), c.null_arg == 2 ? nullptr : kc.f(),
         c.null_arg == 3 ? nullptr : vc.f(), c.null_arg == 4 ? nullptr : out.f(),
         c.null_arg == 5 ? nullptr : inv_freq.f(), qn.f(), kn.f(), 1e-6f, 0.35f, c.batch,
-        c.tokens, c.heads, c.kv, c.D, c.cap, c.off);
+        c.tokens, c.heads, c.kv, c.D, c.cap, c.off, c.window, c.softcap);
     bool untouched = qkv.same(qkv0) && kc.same(kc0) && vc.same(vc0) && out.same(out0);
     fails += !report(rc == 1 && untouched, "cached_attention invalid (%s): returned %d%s",
                      c.what, rc, untouched ? "" : ", buffers written");
@@ -650,7 +762,7 @@ int test_cached_attention_invalid() {
     out.nan();
     auto kc0 = kc.copy(), vc0 = vc.copy(), out0 = out.copy();
     int rc = mlxrs_cached_attention_raw(qkv.f(), kc.f(), vc.f(), out.f(), inv_freq.f(), nullptr,
-                                        nullptr, 1e-6f, 0.35f, 0, tokens, 4, 2, 8, 5, 1);
+                                        nullptr, 1e-6f, 0.35f, 0, tokens, 4, 2, 8, 5, 1, 0, 0.f);
     fails += !report(rc == 0 && kc.same(kc0) && vc.same(vc0) && out.same(out0),
                      "cached_attention batch=0 tokens=%d: returned %d or wrote", tokens, rc);
   }
@@ -667,9 +779,11 @@ const Test kTests[] = {
     {"qmm_unsupported", test_qmm_unsupported},
     {"rms_norm", test_rms_norm},
     {"swiglu", test_swiglu},
+    {"gelu_tanh_glu", test_gelu_tanh_glu},
     {"argmax", test_argmax},
     {"ops_degenerate", test_ops_void_degenerate},
     {"cached_attention", test_cached_attention},
+    {"cached_attention_window", test_cached_attention_window},
     {"cached_attention_invalid", test_cached_attention_invalid},
 };
 

@@ -114,6 +114,8 @@ impl Attention {
             offset: 0,
             scale: self.spec.scale,
             norm_eps: self.spec.qk_norm.map_or(0.0, |n| n.eps),
+            window: self.spec.window,
+            logit_softcap: self.spec.logit_softcap,
         }
     }
 

@@ -213,8 +213,9 @@ impl Decoder {
         self.dtype
     }
 
-    /// The rows of `tokens`, times the embedding scale, in the residual stream's dtype.
-    pub(crate) fn embed(&self, tokens: &Array) -> Result<Array> {
+    /// The rows of `tokens`, times the embedding scale, in the residual stream's dtype (the
+    /// reference path's first step).
+    pub fn embed(&self, tokens: &Array) -> Result<Array> {
         let x = self.embed_tokens.forward(tokens)?;
         let x = match &self.embedding_scale {
             Some(s) => x.multiply(s)?,
@@ -227,8 +228,9 @@ impl Decoder {
         })
     }
 
-    /// `final_norm(x)` through the LM head, then the final softcap.
-    pub(crate) fn head(&self, x: &Array) -> Result<Array> {
+    /// `final_norm(x)` through the LM head, then the final softcap (the reference path's
+    /// last step).
+    pub fn head(&self, x: &Array) -> Result<Array> {
         let logits = if x.dtype() == self.dtype {
             self.lm_head.forward_fused(x, Some(&self.norm), None)?
         } else {

@@ -62,9 +62,9 @@ impl Mlp {
     }
 }
 
-/// `act(gate) * up` where `x`'s last axis is `[gate | up]`: SwiGLU through the native
-/// primitive on the CPU (MLX's ops elsewhere); GeGLU from MLX's ops, the tanh form of GELU
-/// computed in float32 (as transformers' `gelu_pytorch_tanh`).
+/// `act(gate) * up` where `x`'s last axis is `[gate | up]`: one native primitive on the CPU
+/// (float32; the kernels the native decoder layer runs), MLX's ops elsewhere (GELU's tanh
+/// form for GeGLU, as transformers' `gelu_pytorch_tanh`).
 ///
 /// ```
 /// use mlx_models::nn::{mlp::gated, spec::Activation};
@@ -76,17 +76,8 @@ impl Mlp {
 /// # Ok::<(), mlx_models::Error>(())
 /// ```
 pub fn gated(x: &Array, activation: Activation) -> Result<Array> {
-    match activation {
-        Activation::Silu => Ok(mlx_rs::native::swiglu(x)?),
-        Activation::GeluTanh => {
-            let dtype = x.dtype();
-            match &x.split(2, -1)?[..] {
-                [gate, up] => {
-                    let g = gate.astype(mlx_rs::Dtype::Float32)?.gelu_approx()?;
-                    Ok(g.astype(dtype)?.multiply(up)?)
-                }
-                _ => unreachable!("split into 2 sections returns 2 arrays"),
-            }
-        }
-    }
+    Ok(match activation {
+        Activation::Silu => mlx_rs::native::swiglu(x)?,
+        Activation::GeluTanh => mlx_rs::native::gelu_tanh_glu(x)?,
+    })
 }

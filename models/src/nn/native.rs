@@ -8,6 +8,7 @@
 //! arrays and parameters the kernels read.
 
 use super::decoder::{Decoder, DecoderLayer};
+use super::spec::Activation;
 use super::spec::Features;
 use super::RmsNorm;
 use crate::error::Result;
@@ -20,18 +21,24 @@ use mlx_rs::{Array, Dtype};
 /// The features beyond the plain pre-norm SwiGLU block that the linked native kernels
 /// implement (each tested against the reference path in `models/tests/native_layer.rs`).
 pub const NATIVE_FEATURES: Features = Features {
-    window: false,
-    attention_softcap: false,
-    output_norms: false,
-    gelu: false,
+    window: true,
+    attention_softcap: true,
+    output_norms: true,
+    gelu: true,
     query_scaling: false,
     output_bias: false,
 };
 
-/// A layer as the native kernels take it.
+/// A layer as the native kernels take it (its attention parameters in
+/// `weights.attention`, offset 0).
 pub(crate) struct LayerPlan<'a> {
     pub weights: DecoderLayerWeights<'a>,
-    pub params: CachedAttentionParams,
+}
+
+impl LayerPlan<'_> {
+    fn params(&self) -> CachedAttentionParams {
+        self.weights.attention
+    }
 }
 
 /// The plan of `layer`, when the kernels support it.
@@ -62,11 +69,17 @@ pub(crate) fn layer_plan(layer: &DecoderLayer) -> Option<LayerPlan<'_>> {
             q_norm: q_norm.map(RmsNorm::weight),
             k_norm: k_norm.map(RmsNorm::weight),
             o,
-            post_attention_norm: norm_pair(&layer.pre_mlp),
+            attention_out_norm: layer.attention_out.as_ref().map(norm_pair),
+            pre_mlp_norm: norm_pair(&layer.pre_mlp),
             gate_up,
             down,
+            mlp_out_norm: layer.mlp_out.as_ref().map(norm_pair),
+            activation: match layer.mlp.activation() {
+                Activation::Silu => mlx_rs::native::Activation::Silu,
+                Activation::GeluTanh => mlx_rs::native::Activation::GeluTanh,
+            },
+            attention: attn.params(),
         },
-        params: attn.params(),
     })
 }
 
@@ -80,18 +93,18 @@ pub(crate) fn layer_step(
     let Some(plan) = layer_plan(layer) else {
         return Ok(None);
     };
-    cache.in_place_step(x, plan.params, |keys, values, params| {
+    cache.in_place_step(x, plan.params(), |keys, values, params| {
         Ok(
-            mlx_rs::native::decoder_layer(x, keys, values, &plan.weights, params)?
+            mlx_rs::native::decoder_layer(x, keys, values, &plan.weights, params.offset)?
                 .map(|o| (o.hidden, o.k_cache, o.v_cache)),
         )
     })
 }
 
-/// The whole step as one native primitive, when every layer has a plan, the layers share their
-/// attention parameters and the CPU kernels take the call: a quantized float32 embedding table
-/// is looked up inside it, and at decode (one token per sequence) a quantized LM head without
-/// bias (with the final norm) ends it; otherwise those run as their own ops around it.
+/// The whole step as one native primitive, when every layer has a plan and the CPU kernels
+/// take the call: a quantized float32 embedding table is looked up (and scaled) inside it, and
+/// at decode (one token per sequence) a quantized LM head without bias (with the final norm
+/// and softcap) ends it; otherwise those run as their own ops around it.
 /// `Ok(None)` when the stack does not apply (nothing changed but perhaps cache capacities).
 pub(crate) fn stack_step(
     model: &Decoder,
@@ -99,9 +112,6 @@ pub(crate) fn stack_step(
     cache: &mut KvCache,
 ) -> Result<Option<Array>> {
     let spec = model.spec();
-    if spec.embedding_scale.is_some() || spec.final_softcap.is_some() {
-        return Ok(None);
-    }
     let Some(plans) = model
         .layers()
         .iter()
@@ -110,15 +120,16 @@ pub(crate) fn stack_step(
     else {
         return Ok(None);
     };
-    let Some(params) = plans.first().map(|p| p.params) else {
-        return Ok(None);
-    };
-    if plans.iter().any(|p| p.params != params) {
+    if plans.is_empty() {
         return Ok(None);
     }
     let embedded;
     let input = match model.embed_tokens().quantized_table() {
-        Some(table) => StackInput::Tokens { ids: tokens, table },
+        Some(table) => StackInput::Tokens {
+            ids: tokens,
+            table,
+            scale: spec.embedding_scale.unwrap_or(1.0),
+        },
         None => {
             embedded = model.embed(tokens)?;
             if embedded.dtype() != Dtype::Float32 {
@@ -137,20 +148,22 @@ pub(crate) fn stack_step(
         Some((projection, None)) if shape[1] == 1 => Some(StackHead {
             norm: (model.norm().weight(), model.norm().eps()),
             projection,
+            softcap: spec.final_softcap,
         }),
         _ => None,
     };
+    let params: Vec<CachedAttentionParams> = plans.iter().map(LayerPlan::params).collect();
     let out = cache.in_place_stack_step(
         [shape[0], shape[1]],
         Dtype::Float32,
-        params,
-        |caches, params| {
+        &params,
+        |caches, offset| {
             let stack: Vec<_> = caches
                 .iter()
                 .zip(&plans)
                 .map(|(&(k, v), plan)| (k, v, plan.weights))
                 .collect();
-            Ok(decoder_stack(input, &stack, head, params)?.map(|o| (o.output, o.caches)))
+            Ok(decoder_stack(input, &stack, head, offset)?.map(|o| (o.output, o.caches)))
         },
     )?;
     Ok(match (out, head) {

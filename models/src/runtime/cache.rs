@@ -431,31 +431,30 @@ impl KvCache {
     }
 
     /// [`LayerCache::in_place_step`] for all layers at once, through one native primitive
-    /// that runs the whole stack: grows every layer's buffers (of `dtype`) for `tokens` =
-    /// `[B, L]` new tokens, calls `step(caches, params)` with each layer's `(keys, values)` and
-    /// `params.offset` set, and on `Some((output, caches))` keeps the returned caches and
-    /// advances every offset. `Ok(None)` (nothing changed but perhaps capacities) when native
-    /// ops are off, the layers' offsets differ, or `step` declines.
+    /// that runs the whole stack: grows every layer's buffers (of `dtype`, shaped by that
+    /// layer's `params`) for `tokens` = `[B, L]` new tokens, calls `step(caches, offset)` with
+    /// each layer's `(keys, values)`, and on `Some((output, caches))` keeps the returned caches
+    /// and advances every offset. `Ok(None)` (nothing changed but perhaps capacities) when
+    /// native ops are off, the layers' offsets differ, `params` does not have one entry per
+    /// layer, or `step` declines.
     pub fn in_place_stack_step(
         &mut self,
         tokens: [i32; 2],
         dtype: Dtype,
-        mut params: CachedAttentionParams,
-        step: impl FnOnce(
-            &[(&Array, &Array)],
-            CachedAttentionParams,
-        ) -> Result<Option<(Array, Vec<(Array, Array)>)>>,
+        params: &[CachedAttentionParams],
+        step: impl FnOnce(&[(&Array, &Array)], i32) -> Result<Option<(Array, Vec<(Array, Array)>)>>,
     ) -> Result<Option<Array>> {
         let offset = self.offset();
         if !mlx_rs::native::native_ops_enabled()
             || self.layers.is_empty()
             || self.layers.iter().any(|c| c.offset != offset)
+            || params.len() != self.layers.len()
         {
             return Ok(None);
         }
         let [b, l] = tokens;
-        for layer in &mut self.layers {
-            layer.reserve_tokens(b, l, dtype, &params)?;
+        for (layer, params) in self.layers.iter_mut().zip(params) {
+            layer.reserve_tokens(b, l, dtype, params)?;
         }
         let caches: Vec<(&Array, &Array)> = self
             .layers
@@ -465,8 +464,7 @@ impl KvCache {
                 _ => unreachable!("reserved above"),
             })
             .collect();
-        params.offset = offset;
-        let Some((out, written)) = step(&caches, params)? else {
+        let Some((out, written)) = step(&caches, offset)? else {
             return Ok(None);
         };
         if written.len() != self.layers.len() {

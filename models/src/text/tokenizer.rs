@@ -346,14 +346,13 @@ impl Tokenizer {
         add_generation_prompt: bool,
         extra: &serde_json::Value,
     ) -> Result<String> {
-        let template = self
-            .chat_template
-            .as_ref()
-            .ok_or_else(|| Error::ChatTemplate(
+        let template = self.chat_template.as_ref().ok_or_else(|| {
+            Error::ChatTemplate(
                 "the model has no chat template (a base model's checkpoint carries none): \
                  give one with `Tokenizer::with_chat_template`"
                     .into(),
-            ))?;
+            )
+        })?;
         template.render(
             messages,
             add_generation_prompt,
