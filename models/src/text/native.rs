@@ -9,7 +9,7 @@
 //! user-defined token stored with spaces (GGUF spells Gemma's whitespace runs `"  "`) also
 //! matches its `▁` spelling, as in the original SentencePiece model and tokenizer.json.
 
-use super::spm::SpmModel;
+use super::spm::{PrefixRule, SpmModel};
 use super::tekken::TekkenModel;
 use crate::{Error, Result};
 use std::collections::HashMap;
@@ -261,21 +261,31 @@ impl NativeTokenizer {
     /// Token ids of `text` (no BOS/EOS): special tokens split out first (see
     /// [`split`](Self::split)), the text between them tokenized by the model.
     pub(crate) fn encode(&self, text: &str, parse_special: bool) -> Result<Vec<u32>> {
+        let segment_rule =
+            matches!(&self.model, NativeModel::Spm(m) if m.prefix_rule() == PrefixRule::Segment);
         let mut out = Vec::new();
-        let mut after_token = true;
+        // Whether the next text gets the SentencePiece space prefix (see `PrefixRule`).
+        let mut prefix = true;
         for fragment in self.split(text, parse_special) {
-            match fragment {
-                Fragment::Token(id) => {
-                    out.push(id);
-                    after_token = true;
-                }
-                Fragment::Text(s) => {
-                    match &self.model {
-                        NativeModel::Spm(m) => m.encode(self, s, after_token, &mut out)?,
-                        NativeModel::Tekken(m) => m.encode(s, &mut out)?,
+            match (fragment, &self.model) {
+                (Fragment::Token(id), model) => {
+                    let user_defined = self.kind(id) == Some(TokenKind::UserDefined);
+                    if let (NativeModel::Spm(m), true, true) = (model, segment_rule, user_defined) {
+                        if prefix {
+                            // SentencePiece's prefix stands alone before the token.
+                            m.encode(self, "", true, &mut out)?;
+                        }
+                        prefix = false;
+                    } else {
+                        prefix = true;
                     }
-                    after_token = false;
+                    out.push(id);
                 }
+                (Fragment::Text(s), NativeModel::Spm(m)) => {
+                    m.encode(self, s, prefix, &mut out)?;
+                    prefix = false;
+                }
+                (Fragment::Text(s), NativeModel::Tekken(m)) => m.encode(s, &mut out)?,
             }
         }
         Ok(out)

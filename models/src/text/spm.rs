@@ -5,14 +5,17 @@
 //! user-defined, unused, byte) and no merge list. Encoding one text fragment:
 //!
 //! 1. When `add_space_prefix` is set and the fragment starts the text or follows a token split
-//!    out of it (a control or user-defined token), a space is put in front.
+//!    out of it (a control or user-defined token), a space is put in front. (A SentencePiece
+//!    `.model` file instead takes SentencePiece's own rule, [`PrefixRule::Segment`]: one
+//!    space in front of each stretch of text between control tokens, none after a
+//!    user-defined token.)
 //! 2. Every space becomes `▁` (U+2581).
 //! 3. The fragment starts as one symbol per character. Repeatedly, of all pairs of adjacent
 //!    symbols whose concatenation is a piece, the pair whose piece has the **highest score**
 //!    is merged (ties: the leftmost pair).
 //! 4. Each final symbol is emitted as its piece; a symbol that is no piece (a character the
-//!    vocabulary lacks) becomes the byte-fallback tokens `<0xXX>` of its UTF-8 bytes (the
-//!    unknown token where a byte token is missing too).
+//!    vocabulary lacks) becomes the byte-fallback tokens `<0xXX>` of its UTF-8 bytes (one
+//!    unknown token for the character where a byte token is missing).
 //!
 //! Control, unknown and byte pieces are never the result of a merge (as in SentencePiece
 //! itself, whose `<s>` typed as text stays text); an unused piece may be formed but is then
@@ -43,9 +46,21 @@ pub(crate) struct SpmModel {
     /// total and agree with llama.cpp's `<`).
     scores: Vec<f32>,
     add_space_prefix: bool,
+    prefix_rule: PrefixRule,
     /// The token of each byte for byte fallback.
     byte_tokens: Vec<Option<u32>>,
     unk: Option<u32>,
+}
+
+/// Where the space prefix goes (with `add_space_prefix`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PrefixRule {
+    /// llama.cpp (GGUF vocabularies): in front of every text fragment that starts the text or
+    /// follows a split-out token, control or user-defined.
+    Fragment,
+    /// SentencePiece (`.model` files): in front of each stretch between control tokens, a
+    /// user-defined token at its start included; none after a user-defined token.
+    Segment,
 }
 
 /// A candidate merge of two adjacent symbols.
@@ -104,7 +119,7 @@ pub(crate) fn tokenizer(
     tokens: Vec<String>,
     scores: Vec<f32>,
     types: &[i64],
-    add_space_prefix: bool,
+    (add_space_prefix, prefix_rule): (bool, PrefixRule),
     unk: Option<u32>,
 ) -> Result<NativeTokenizer> {
     let n = tokens.len();
@@ -156,6 +171,7 @@ pub(crate) fn tokenizer(
     let model = SpmModel {
         scores,
         add_space_prefix,
+        prefix_rule,
         byte_tokens,
         unk,
     };
@@ -177,17 +193,22 @@ impl SpmModel {
         self.add_space_prefix
     }
 
-    /// Appends the ids of one text fragment; `after_token`: the fragment starts the text or
-    /// follows a token split out of it.
+    /// Where the space prefix goes.
+    pub(crate) fn prefix_rule(&self) -> PrefixRule {
+        self.prefix_rule
+    }
+
+    /// Appends the ids of one text fragment; `prefix`: the space prefix goes in front (when
+    /// the vocabulary adds one; the caller applies the [`PrefixRule`]).
     pub(crate) fn encode(
         &self,
         vocab: &NativeTokenizer,
         text: &str,
-        after_token: bool,
+        prefix: bool,
         out: &mut Vec<u32>,
     ) -> Result<()> {
         let mut escaped = String::with_capacity(text.len() + 3);
-        if self.add_space_prefix && after_token {
+        if self.add_space_prefix && prefix {
             escaped.push('▁');
         }
         for c in text.chars() {
@@ -311,15 +332,170 @@ impl SpmModel {
                     _ => {}
                 }
             }
-            for &b in piece.as_bytes() {
-                let id = self.byte_tokens[b as usize].or(self.unk).ok_or_else(|| {
-                    Error::Tokenizer(format!(
-                        "the vocabulary has no token for byte 0x{b:02X} and no unknown token"
-                    ))
-                })?;
-                out.push(id);
+            let bytes: Option<Vec<u32>> = piece
+                .bytes()
+                .map(|b| self.byte_tokens[b as usize])
+                .collect();
+            match (bytes, self.unk) {
+                (Some(bytes), _) => out.extend(bytes),
+                (None, Some(unk)) => out.push(unk),
+                (None, None) => {
+                    return Err(Error::Tokenizer(format!(
+                        "the vocabulary has no piece or byte tokens for {piece:?} and no \
+                         unknown token"
+                    )))
+                }
             }
         }
         Ok(())
+    }
+}
+
+/// Builds the tokenizer of a SentencePiece BPE `.model` file (see [`sp_model`](super::sp_model)),
+/// with SentencePiece's [`PrefixRule::Segment`].
+pub(crate) fn from_model_file(file: super::sp_model::SpModelFile) -> Result<NativeTokenizer> {
+    tokenizer(
+        file.pieces,
+        file.scores,
+        &file.types,
+        (file.add_dummy_prefix, PrefixRule::Segment),
+        file.unk_id,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tokenizer over `(piece, score, GGUF type)`; id 0 must be the unknown token.
+    fn vocab(pieces: &[(&str, f32, i64)], prefix: bool, rule: PrefixRule) -> NativeTokenizer {
+        let tokens = pieces.iter().map(|p| p.0.to_string()).collect();
+        let scores = pieces.iter().map(|p| p.1).collect();
+        let types: Vec<i64> = pieces.iter().map(|p| p.2).collect();
+        tokenizer(tokens, scores, &types, (prefix, rule), Some(0)).unwrap()
+    }
+
+    fn plain(pieces: &[(&str, f32, i64)]) -> NativeTokenizer {
+        vocab(pieces, false, PrefixRule::Fragment)
+    }
+
+    #[test]
+    fn equal_scores_merge_leftmost_first() {
+        let t = plain(&[("<unk>", 0.0, 2), ("a", -5.0, 1), ("aa", -1.0, 1)]);
+        // "aaa": both pairs are "aa"; the left one merges, leaving "a".
+        assert_eq!(t.encode("aaa", true).unwrap(), vec![2, 1]);
+    }
+
+    #[test]
+    fn the_highest_score_merges_first() {
+        let pieces = [
+            ("<unk>", 0.0, 2),
+            ("a", -9.0, 1),
+            ("b", -9.0, 1),
+            ("c", -9.0, 1),
+            ("ab", -2.0, 1),
+            ("bc", -1.0, 1),
+        ];
+        assert_eq!(plain(&pieces).encode("abc", true).unwrap(), vec![1, 5]);
+        let mut swapped = pieces;
+        swapped[4].1 = -1.0;
+        swapped[5].1 = -2.0;
+        assert_eq!(plain(&swapped).encode("abc", true).unwrap(), vec![4, 3]);
+    }
+
+    #[test]
+    fn unused_pieces_are_resegmented_but_can_be_merged_further() {
+        let t = plain(&[
+            ("<unk>", 0.0, 2),
+            ("a", -9.0, 1),
+            ("b", -9.0, 1),
+            ("c", -9.0, 1),
+            ("ab", 0.0, 5),
+            ("abc", -1.0, 1),
+        ]);
+        assert_eq!(t.encode("ab", true).unwrap(), vec![1, 2]);
+        assert_eq!(t.encode("abc", true).unwrap(), vec![5]);
+    }
+
+    #[test]
+    fn control_pieces_are_never_formed_by_merges() {
+        let t = plain(&[
+            ("<unk>", 0.0, 2),
+            ("<s>", 0.0, 3),
+            ("<", -9.0, 1),
+            ("s", -9.0, 1),
+            (">", -9.0, 1),
+            ("<s", -1.0, 1),
+        ]);
+        assert_eq!(t.encode("<s>", false).unwrap(), vec![5, 4]);
+        assert_eq!(t.encode("<s>", true).unwrap(), vec![1]);
+        assert_eq!(t.decode(&[1, 5, 4], true), "<s>");
+        assert_eq!(t.decode(&[1, 5, 4], false), "<s><s>");
+    }
+
+    #[test]
+    fn characters_without_a_piece_fall_back_to_bytes_or_unknown() {
+        let mut pieces = vec![("<unk>", 0.0, 2), ("x", -1.0, 1)];
+        let t = plain(&pieces);
+        // No byte tokens: one unknown token per character.
+        assert_eq!(t.encode("xéx", true).unwrap(), vec![1, 0, 1]);
+        pieces.extend([("<0xC3>", 0.0, 6), ("<0xA9>", 0.0, 6)]);
+        let t = plain(&pieces);
+        assert_eq!(t.encode("xéx", true).unwrap(), vec![1, 2, 3, 1]);
+        assert_eq!(t.decode(&[1, 2, 3, 1], false), "xéx");
+        // A lone lead byte decodes to U+FFFD.
+        assert_eq!(t.decode(&[2], false), "\u{FFFD}");
+        // Neither a byte token nor an unknown token: a typed error.
+        let tokens = vec!["x".to_string()];
+        let none = tokenizer(tokens, vec![0.0], &[1], (false, PrefixRule::Fragment), None);
+        let err = none.unwrap().encode("y", true).unwrap_err();
+        assert!(matches!(err, Error::Tokenizer(_)));
+        // A byte token must be spelled <0xXX>.
+        let bad = tokenizer(
+            vec!["<0x4>".into()],
+            vec![0.0],
+            &[6],
+            (false, PrefixRule::Fragment),
+            None,
+        );
+        assert!(matches!(bad, Err(Error::Tokenizer(_))));
+    }
+
+    #[test]
+    fn space_prefix_rules() {
+        let pieces = [
+            ("<unk>", 0.0, 2),
+            ("▁", -3.0, 1),
+            ("x", -3.0, 1),
+            ("▁x", -1.0, 1),
+            ("[U]", 0.0, 4),
+            ("<c>", 0.0, 3),
+        ];
+        // llama.cpp: a prefix after every split-out token.
+        let t = vocab(&pieces, true, PrefixRule::Fragment);
+        assert_eq!(t.encode("[U] x", true).unwrap(), vec![4, 1, 3]);
+        assert_eq!(t.encode("x<c>x", true).unwrap(), vec![3, 5, 3]);
+        // SentencePiece: the prefix starts the segment, even before a user-defined token.
+        let t = vocab(&pieces, true, PrefixRule::Segment);
+        assert_eq!(t.encode("[U] x", true).unwrap(), vec![1, 4, 3]);
+        assert_eq!(t.encode("x[U]x", true).unwrap(), vec![3, 4, 2]);
+        assert_eq!(t.encode("x<c>x", true).unwrap(), vec![3, 5, 3]);
+        // Decoding removes the one prefix space.
+        assert_eq!(t.decode(&[1, 3], false), " x");
+        assert_eq!(t.encode("", true).unwrap(), Vec::<u32>::new());
+        // Without the prefix flag, nothing is added.
+        let t = vocab(&pieces, false, PrefixRule::Fragment);
+        assert_eq!(t.encode("x x", true).unwrap(), vec![2, 3]);
+        assert_eq!(t.decode(&[2, 3], false), "x x");
+    }
+
+    #[test]
+    fn long_inputs_and_odd_scores_are_handled() {
+        // NaN and -0.0 scores compare without panicking; a long run merges in time.
+        let t = plain(&[("<unk>", 0.0, 2), ("a", f32::NAN, 1), ("aa", -0.0, 1)]);
+        let ids = t.encode(&"a".repeat(100_001), true).unwrap();
+        assert_eq!(ids.len(), 50_001);
+        assert_eq!(ids[..2], [2, 2]);
+        assert_eq!(ids[50_000], 1);
     }
 }

@@ -304,3 +304,132 @@ impl TekkenModel {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tekken document: the 256 bytes plus `extra` tokens, `num_special` specials.
+    fn doc(extra: &[&[u8]], vocab_size: usize, num_special: usize, pattern: &str) -> String {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut vocab: Vec<serde_json::Value> = (0..=255u8)
+            .map(|b| serde_json::json!({"rank": b, "token_bytes": b64.encode([b])}))
+            .collect();
+        for (i, t) in extra.iter().enumerate() {
+            vocab.push(serde_json::json!({"rank": 256 + i, "token_bytes": b64.encode(t)}));
+        }
+        serde_json::json!({
+            "config": {
+                "pattern": pattern,
+                "default_vocab_size": vocab_size,
+                "default_num_special_tokens": num_special,
+            },
+            "vocab": vocab,
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn ranks_merge_lowest_first_and_ids_are_offset() {
+        // Ranks: "ab" 256, "bc" 257, "abc" 258; 20 special tokens.
+        let t = parse(&doc(&[b"ab", b"bc", b"abc"], 279, 20, r"\S+|\s+")).unwrap();
+        let tok = &t.tokenizer;
+        assert_eq!((t.bos, t.eos), (Some(1), Some(2)));
+        assert_eq!(tok.vocab_size(), 279);
+        // "abc" is a token: emitted whole.
+        assert_eq!(tok.encode("abc", false).unwrap(), vec![258 + 20]);
+        // "abcb": "ab" (256) merges before "bc" (257), then "abc" (258), leaving "b".
+        assert_eq!(tok.encode("abcb", false).unwrap(), vec![278, 98 + 20]);
+        // "bcab": "bc" 257 vs "ca" (none) vs "ab" 256: "ab" first, then "bc".
+        assert_eq!(tok.encode("bcab", false).unwrap(), vec![277, 276]);
+        // Special-token strings: ids when parsed, text otherwise.
+        assert_eq!(tok.encode("[INST]", true).unwrap(), vec![3]);
+        assert_ne!(tok.encode("[INST]", false).unwrap(), vec![3]);
+        assert_eq!(tok.id_to_token(19), Some("[TOOL_CONTENT]"));
+        assert_eq!(tok.id_to_token(20 + 32), Some("Ġ"));
+        assert_eq!(
+            tok.decode(&[1, 276, 32 + 20, 0xC3 + 20, 0xA9 + 20], true),
+            "ab é"
+        );
+        assert_eq!(tok.decode(&[3, 276], false), "[INST]ab");
+    }
+
+    #[test]
+    fn the_vocabulary_is_cut_to_its_size() {
+        // Three extra ranks in the file, vocabulary 256 + 1 + 22 specials: only "ab" is kept.
+        let t = parse(&doc(&[b"ab", b"bc", b"abc"], 279, 22, r"\S+")).unwrap();
+        assert_eq!(t.tokenizer.vocab_size(), 279);
+        assert_eq!(t.tokenizer.id_to_token(21), Some("<SPECIAL_21>"));
+        assert_eq!(
+            t.tokenizer.encode("abc", false).unwrap(),
+            vec![278, 99 + 22]
+        );
+        // Fewer slots than the 20 default special tokens: refused, as mistral-common does.
+        assert!(parse(&doc(&[b"ab"], 267, 10, r"\S+")).is_err());
+    }
+
+    #[test]
+    fn a_long_match_merges_in_time() {
+        let t = parse(&doc(&[b"aa"], 257 + 20, 20, r"\S+")).unwrap();
+        let ids = t.tokenizer.encode(&"a".repeat(200_001), false).unwrap();
+        assert_eq!(ids.len(), 100_001);
+        assert_eq!(ids[0], 256 + 20);
+        assert_eq!(ids[100_000], 97 + 20);
+    }
+
+    #[test]
+    fn malformed_files_are_typed_errors() {
+        let ok = doc(&[b"ab"], 257 + 20, 20, r"\S+");
+        assert!(parse(&ok).is_ok());
+        let cases = [
+            "not json".to_string(),
+            ok.replace(r#""rank":256"#, r#""rank":7"#),
+            ok.replace("\"YWI=\"", "\"!!\""),
+            doc(&[b"ab"], 257 + 20 + 1, 20, r"\S+"),
+            doc(&[b"ab"], 4, 20, r"\S+"),
+            doc(&[b"ab"], 257 + 20, 20, r"(\S+"),
+            doc(&[b"a"], 257 + 20, 20, r"\S+"),
+            ok.replace(r#""token_bytes":"AA==""#, r#""token_bytes":"AQ==""#),
+        ];
+        for (i, bad) in cases.iter().enumerate() {
+            assert!(
+                matches!(parse(bad), Err(Error::Tokenizer(_))),
+                "case {i} was accepted"
+            );
+        }
+        // Duplicate or misplaced special tokens.
+        let with_specials = |specials: serde_json::Value| {
+            let mut v: serde_json::Value = serde_json::from_str(&ok).unwrap();
+            v["special_tokens"] = specials;
+            v.to_string()
+        };
+        let dup =
+            serde_json::json!([{"rank": 0, "token_str": "<s>"}, {"rank": 1, "token_str": "<s>"}]);
+        assert!(matches!(
+            parse(&with_specials(dup)),
+            Err(Error::Tokenizer(_))
+        ));
+        let misplaced = serde_json::json!([{"rank": 1, "token_str": "<s>"}]);
+        assert!(matches!(
+            parse(&with_specials(misplaced)),
+            Err(Error::Tokenizer(_))
+        ));
+        let many: Vec<_> = (0..21)
+            .map(|i| serde_json::json!({"rank": i, "token_str": format!("<t{i}>")}))
+            .collect();
+        assert!(matches!(
+            parse(&with_specials(serde_json::Value::Array(many))),
+            Err(Error::Tokenizer(_))
+        ));
+    }
+
+    #[test]
+    fn byte_level_spelling_is_gpt2_s() {
+        assert_eq!(byte_level(b" hi!"), "Ġhi!");
+        assert_eq!(byte_char(0), 'Ā');
+        assert_eq!(byte_char(b'\n'), 'Ċ');
+        assert_eq!(byte_char(0xA0), 'ł');
+        assert_eq!(byte_char(0xAD), 'Ń');
+        assert_eq!(byte_char(0xFF), 'ÿ');
+    }
+}

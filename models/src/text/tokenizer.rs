@@ -1,14 +1,15 @@
 //! [`Tokenizer`]: text ↔ token ids, with the special tokens and chat template of a checkpoint.
 //!
-//! Three sources: a Hugging Face folder ([`Tokenizer::from_dir`]: `tokenizer.json` — or, in a
-//! Mistral folder without one, `tekken.json` —, plus the optional `tokenizer_config.json` and
-//! `chat_template.jinja`), the vocabulary embedded in a GGUF file ([`Tokenizer::from_gguf`]:
-//! byte-level BPE and SentencePiece-style), or a Mistral `tekken.json`
-//! ([`Tokenizer::from_tekken`]).
+//! Sources: a Hugging Face folder ([`Tokenizer::from_dir`]: `tokenizer.json` — or, in a folder
+//! without one, `tekken.json` or `tokenizer.model` —, plus the optional `tokenizer_config.json`
+//! and `chat_template.jinja`), the vocabulary embedded in a GGUF file
+//! ([`Tokenizer::from_gguf`]: byte-level BPE and SentencePiece-style), a Mistral `tekken.json`
+//! ([`Tokenizer::from_tekken`]) or a SentencePiece BPE model file
+//! ([`Tokenizer::from_sentencepiece`]).
 //!
 //! `tokenizer.json` and GGUF byte-level BPE vocabularies run on the Hugging Face `tokenizers`
-//! crate; SentencePiece-style GGUF vocabularies and tekken run on this crate's own
-//! implementations (module docs of `spm.rs` and `tekken.rs` say why).
+//! crate; SentencePiece-style vocabularies and tekken run on this crate's own implementations
+//! (module docs of `spm.rs` and `tekken.rs` say why).
 //!
 //! **Who decides BOS:** the tokenizer, never `config.json`. For a Hugging Face folder, the
 //! `tokenizer.json` post-processor decides, unless `tokenizer_config.json` sets `add_bos_token`
@@ -19,7 +20,7 @@ use super::chat::{ChatMessage, ChatTemplate};
 use super::gguf_vocab;
 use super::native::NativeTokenizer;
 use super::sandbox::TemplateLimits;
-use super::tekken;
+use super::{sp_model, spm, tekken};
 use crate::load::files::{self, FileKind};
 use crate::load::gguf_file::GgufFile as Gguf;
 use crate::{Error, Result};
@@ -209,7 +210,8 @@ struct TokenizerConfig {
 
 impl Tokenizer {
     /// Loads a Hugging Face tokenizer folder: `tokenizer.json` (required, unless the folder
-    /// has a Mistral `tekken.json` instead: then that, see [`from_tekken`](Self::from_tekken)),
+    /// has a Mistral `tekken.json` or a SentencePiece `tokenizer.model` instead: then that, see
+    /// [`from_tekken`](Self::from_tekken) and [`from_sentencepiece`](Self::from_sentencepiece)),
     /// `tokenizer_config.json` (optional: `chat_template` as a string or a list of
     /// `{name, template}` — the one named `default`, else the first —, `bos_token`/`eos_token`,
     /// `add_bos_token`) and `chat_template.jinja` (optional; wins over the config's template).
@@ -226,14 +228,22 @@ impl Tokenizer {
     pub fn from_dir(dir: &Path) -> Result<Tokenizer> {
         // Regular files only, each under its kind's size cap (crate::load::files).
         let json_path = dir.join("tokenizer.json");
-        let tekken_path = dir.join("tekken.json");
-        if std::fs::symlink_metadata(&json_path).is_err()
-            && std::fs::symlink_metadata(&tekken_path).is_ok()
-        {
-            let mut tokenizer = Tokenizer::from_tekken(&tekken_path)?;
-            let (config, _) = read_config(dir)?;
-            tokenizer.chat_template = read_chat_template(dir, config.chat_template)?;
-            return Ok(tokenizer);
+        let exists = |p: &Path| std::fs::symlink_metadata(p).is_ok();
+        if !exists(&json_path) {
+            let tekken_path = dir.join("tekken.json");
+            let model_path = dir.join("tokenizer.model");
+            let alternative = if exists(&tekken_path) {
+                Some(Tokenizer::from_tekken(&tekken_path)?)
+            } else if exists(&model_path) {
+                Some(Tokenizer::from_sentencepiece(&model_path)?)
+            } else {
+                None
+            };
+            if let Some(mut tokenizer) = alternative {
+                let (config, _) = read_config(dir)?;
+                tokenizer.chat_template = read_chat_template(dir, config.chat_template)?;
+                return Ok(tokenizer);
+            }
         }
         let text = files::read_text(&json_path, FileKind::Tokenizer)?;
         let inner = tokenizers::Tokenizer::from_bytes(text.as_bytes())
@@ -343,6 +353,64 @@ impl Tokenizer {
             Error::Tokenizer(m) => Error::Tokenizer(format!("{}: {m}", path.display())),
             other => other,
         })?;
+        let name = |id: u32| tokenizer.id_to_token(id).unwrap_or_default().to_string();
+        let bos = bos.map(|id| (name(id), id));
+        let eos_token = eos.map(name);
+        Ok(Tokenizer {
+            backend: Backend::native(tokenizer),
+            adds_bos: bos.is_some(),
+            bos,
+            eos_token,
+            eos_ids: eos.into_iter().collect(),
+            bos_fix: BosFix::Prepend,
+            append_eos: None,
+            chat_template: None,
+            content_special_tokens_as_text: true,
+        })
+    }
+
+    /// Loads a SentencePiece BPE model file (`tokenizer.model`; mistral-common's
+    /// `tokenizer.model.v1`, `*.model.v3`, ...) with byte fallback and the identity normalizer,
+    /// tokenized like the `sentencepiece` library: `▁` for spaces, one `▁` in front of the text
+    /// (when the model adds a dummy prefix), score-ordered merges, `<0xXX>` byte fallback.
+    /// Control tokens (`<s>`, `[INST]`) are split out by [`encode`](Self::encode) (the text
+    /// between them taking its own `▁` prefix, as Mistral's prompt builder encodes each part);
+    /// user-defined tokens always. BOS is added by `encode` with special tokens.
+    ///
+    /// Errors: [`Error::Io`] when the file is missing or unreadable; [`Error::Tokenizer`]
+    /// naming the file when it is malformed or uses what is not implemented (a unigram model,
+    /// a normalization rule).
+    ///
+    /// ```
+    /// use mlx_models::{text::Tokenizer, Error};
+    /// let path = std::env::temp_dir().join(format!("sp-doc-{}.model", std::process::id()));
+    /// // A hand-written ModelProto: pieces "<unk>" (unknown) and "▁" (normal), trainer_spec
+    /// // model_type 1 (unigram), which is not supported.
+    /// let piece = |text: &str, kind: u8| {
+    ///     let mut p = vec![0x0a, text.len() as u8];
+    ///     p.extend(text.as_bytes());
+    ///     p.extend([0x18, kind]);
+    ///     let mut field = vec![0x0a, p.len() as u8];
+    ///     field.extend(p);
+    ///     field
+    /// };
+    /// let mut model = piece("<unk>", 2);
+    /// model.extend(piece("▁", 1));
+    /// model.extend([0x12, 2, 0x18, 1]);
+    /// std::fs::write(&path, &model).unwrap();
+    /// let err = Tokenizer::from_sentencepiece(&path).unwrap_err();
+    /// assert!(matches!(err, Error::Tokenizer(ref m) if m.contains("model type 1")));
+    /// # std::fs::remove_file(&path).unwrap();
+    /// ```
+    pub fn from_sentencepiece(path: &Path) -> Result<Tokenizer> {
+        let data = files::read_bytes(path, FileKind::Tokenizer)?;
+        let in_file = |e: Error| match e {
+            Error::Tokenizer(m) => Error::Tokenizer(format!("{}: {m}", path.display())),
+            other => other,
+        };
+        let file = sp_model::parse(&data).map_err(in_file)?;
+        let (bos, eos) = (file.bos_id, file.eos_id);
+        let tokenizer = spm::from_model_file(file).map_err(in_file)?;
         let name = |id: u32| tokenizer.id_to_token(id).unwrap_or_default().to_string();
         let bos = bos.map(|id| (name(id), id));
         let eos_token = eos.map(name);
