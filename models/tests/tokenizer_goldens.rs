@@ -108,6 +108,12 @@ fn command_r_goldens() {
     check_vocab("command-r");
 }
 
+#[test]
+fn llama_spm_goldens() {
+    // SentencePiece-style (tokenizer.ggml.model = "llama"): Llama 2's 32000 pieces.
+    check_vocab("llama-spm");
+}
+
 fn load(relative: &str) -> Option<Tokenizer> {
     let path = common::test_data(relative)?;
     Some(Tokenizer::from_gguf(&GgufFile::open(&path).unwrap()).unwrap())
@@ -185,11 +191,13 @@ fn llama_bpe_adds_bos_by_default() {
 
 #[test]
 fn unsupported_gguf_tokenizers_are_typed_errors() {
-    // llama.cpp's SentencePiece vocabulary (tokenizer.ggml.model = "llama").
-    if let Some(path) = common::test_data("vocab/ggml-vocab-llama-spm.gguf") {
+    // llama.cpp's WordPiece vocabulary (tokenizer.ggml.model = "bert"); the message lists
+    // what is supported.
+    if let Some(path) = common::test_data("vocab/ggml-vocab-bert-bge.gguf") {
         let err = Tokenizer::from_gguf(&GgufFile::open(&path).unwrap()).unwrap_err();
         assert!(
-            matches!(&err, mlx_models::Error::Tokenizer(m) if m.contains("`llama`")),
+            matches!(&err, mlx_models::Error::Tokenizer(m)
+                if m.contains("`bert`") && m.contains("gpt2, llama")),
             "{err}"
         );
     }

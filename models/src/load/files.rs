@@ -26,7 +26,8 @@ pub enum FileKind {
     /// `config.json`, `generation_config.json`: 4 MiB (real ones are a few KB; multimodal
     /// configs with long `layer_types` lists stay under 100 KB).
     Config,
-    /// `tokenizer.json`: 256 MiB (Gemma 3's is 33 MB).
+    /// `tokenizer.json` (also `tekken.json` and SentencePiece `tokenizer.model`): 256 MiB
+    /// (Gemma 3's tokenizer.json is 33 MB).
     Tokenizer,
     /// `tokenizer_config.json`: 64 MiB (its `added_tokens_decoder` can list 256k entries).
     TokenizerConfig,
@@ -95,6 +96,28 @@ pub fn read_optional_text(path: &Path, kind: FileKind) -> Result<Option<String>>
 
 /// [`read_text`] with an explicit cap in bytes.
 pub fn read_text_capped(path: &Path, limit: u64) -> Result<String> {
+    let bytes = read_bytes_capped(path, limit)?;
+    String::from_utf8(bytes).map_err(|_| Error::io(path, "the file is not valid UTF-8"))
+}
+
+/// Reads a small binary file of `kind` (a SentencePiece `tokenizer.model`): a regular file of
+/// at most `kind.limit()` bytes. Errors: as [`read_text`], without the UTF-8 check.
+///
+/// ```
+/// use mlx_models::load::files::{read_bytes, FileKind};
+/// let path = std::env::temp_dir().join(format!("read-bytes-doc-{}", std::process::id()));
+/// std::fs::write(&path, [0xff, 0x00]).unwrap();
+/// assert_eq!(read_bytes(&path, FileKind::Tokenizer).unwrap(), vec![0xff, 0x00]);
+/// // A folder is not a regular file.
+/// assert!(read_bytes(&std::env::temp_dir(), FileKind::Tokenizer).is_err());
+/// # std::fs::remove_file(&path).unwrap();
+/// ```
+pub fn read_bytes(path: &Path, kind: FileKind) -> Result<Vec<u8>> {
+    read_bytes_capped(path, kind.limit())
+}
+
+/// [`read_bytes`] with an explicit cap in bytes.
+pub fn read_bytes_capped(path: &Path, limit: u64) -> Result<Vec<u8>> {
     let file = open_regular(path)?;
     let size = file.metadata().map_err(|e| Error::io(path, e))?.len();
     let too_large = |size| Error::FileTooLarge {
@@ -112,7 +135,7 @@ pub fn read_text_capped(path: &Path, limit: u64) -> Result<String> {
     if bytes.len() as u64 > limit {
         return Err(too_large(bytes.len() as u64));
     }
-    String::from_utf8(bytes).map_err(|_| Error::io(path, "the file is not valid UTF-8"))
+    Ok(bytes)
 }
 
 /// A model file opened once, read-only and only if regular, whose header was read through

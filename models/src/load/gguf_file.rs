@@ -482,6 +482,34 @@ impl GgufFile {
         }
     }
 
+    /// An array of floats (`f32` or `f64` in the file); [`Error::Gguf`] for other kinds.
+    ///
+    /// ```
+    /// # use mlx_models::load::gguf_file::{GgufFile, GgufLimits};
+    /// // GGUF v3 header: no tensors, one key `s` holding an array (type 9) of 2 f32 (type 6).
+    /// let mut b = b"GGUF".to_vec();
+    /// b.extend(3u32.to_le_bytes());
+    /// b.extend(0u64.to_le_bytes());
+    /// b.extend(1u64.to_le_bytes());
+    /// b.extend(1u64.to_le_bytes());
+    /// b.push(b's');
+    /// b.extend(9u32.to_le_bytes());
+    /// b.extend(6u32.to_le_bytes());
+    /// b.extend(2u64.to_le_bytes());
+    /// b.extend(0.5f32.to_le_bytes());
+    /// b.extend((-2.0f32).to_le_bytes());
+    /// let f = GgufFile::parse(&b[..], b.len() as u64, &GgufLimits::default()).unwrap();
+    /// assert_eq!(f.metadata_floats("s").unwrap(), Some(&[0.5, -2.0][..]));
+    /// assert_eq!(f.metadata_floats("absent").unwrap(), None);
+    /// ```
+    pub fn metadata_floats(&self, key: &str) -> Result<Option<&[f64]>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(MetaValue::Floats(v)) => Ok(Some(v)),
+            Some(v) => Err(wrong_kind(key, v, "an array of floats")),
+        }
+    }
+
     /// A tensor's entry by name.
     pub fn tensor(&self, name: &str) -> Option<&GgufTensorInfo> {
         self.tensors.iter().find(|t| t.name == name)

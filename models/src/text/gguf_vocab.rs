@@ -1,12 +1,18 @@
-//! Building a Hugging Face `tokenizers` tokenizer from the vocabulary embedded in a GGUF file
-//! (`tokenizer.ggml.*` metadata), the way llama.cpp tokenizes it.
+//! Building a tokenizer from the vocabulary embedded in a GGUF file (`tokenizer.ggml.*`
+//! metadata), the way llama.cpp tokenizes it.
 //!
-//! Only byte-level BPE vocabularies (`tokenizer.ggml.model == "gpt2"`) are supported. The
-//! pre-tokenizer is chosen by `tokenizer.ggml.pre` and reproduces llama.cpp's split regexes
-//! (applied one after the other, keeping both matches and the text between them, as llama.cpp's
-//! `unicode_regex_split` does). Control and user-defined tokens (`token_type` 3 and 4) become
-//! added tokens, so they encode atomically.
+//! Two tokenizer models ([`SUPPORTED_GGUF_TOKENIZER_MODELS`]):
+//! - `gpt2`, byte-level BPE: a Hugging Face `tokenizers` BPE. The pre-tokenizer is chosen by
+//!   `tokenizer.ggml.pre` and reproduces llama.cpp's split regexes (applied one after the
+//!   other, keeping both matches and the text between them, as llama.cpp's
+//!   `unicode_regex_split` does). Control and user-defined tokens (`token_type` 3 and 4) become
+//!   added tokens, so they encode atomically.
+//! - `llama`, SentencePiece-style (Llama 2, Mistral v0.x, Gemma 3): pieces with scores and
+//!   types, no merges, tokenized by this crate's own implementation of llama.cpp's SPM
+//!   algorithm (see `spm.rs` for the algorithm and why it is not a `tokenizers` BPE).
 
+use super::spm;
+use super::tokenizer::Backend;
 use crate::load::gguf_file::GgufFile as Gguf;
 use crate::{Error, Result};
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
@@ -20,6 +26,15 @@ use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior};
 const TOKEN_TYPE_CONTROL: i64 = 3;
 /// GGUF `token_type` of a user-defined token (added tokens that are not special).
 const TOKEN_TYPE_USER_DEFINED: i64 = 4;
+
+/// The `tokenizer.ggml.model` values [`Tokenizer::from_gguf`](super::Tokenizer::from_gguf)
+/// builds: `gpt2` (byte-level BPE, with a pre-tokenizer of [`SUPPORTED_PRE_TOKENIZERS`]) and
+/// `llama` (SentencePiece-style).
+///
+/// ```
+/// assert!(mlx_models::text::SUPPORTED_GGUF_TOKENIZER_MODELS.contains(&"llama"));
+/// ```
+pub const SUPPORTED_GGUF_TOKENIZER_MODELS: &[&str] = &["gpt2", "llama"];
 
 /// Llama 3 (`llama-bpe`): llama.cpp's adaptation of the tokenizer.json regex (case-insensitive
 /// contractions spelled out, numbers in groups of up to three digits).
@@ -43,7 +58,12 @@ struct PreTokenizerSpec {
     add_bos: bool,
 }
 
-/// The `tokenizer.ggml.pre` values this module reproduces.
+/// The `tokenizer.ggml.pre` values of `gpt2` (byte-level BPE) GGUF vocabularies that
+/// [`Tokenizer::from_gguf`](super::Tokenizer::from_gguf) reproduces.
+///
+/// ```
+/// assert!(mlx_models::text::SUPPORTED_PRE_TOKENIZERS.contains(&"qwen2"));
+/// ```
 pub const SUPPORTED_PRE_TOKENIZERS: &[&str] = &[
     "llama-bpe",
     "llama3",
@@ -82,7 +102,7 @@ fn pre_tokenizer_spec(pre: &str) -> Option<PreTokenizerSpec> {
 #[derive(Debug)]
 pub(crate) struct GgufVocab {
     /// The tokenizer (no post-processor: BOS/EOS are added by the caller from the flags below).
-    pub tokenizer: tokenizers::Tokenizer,
+    pub tokenizer: Backend,
     /// The token strings, by id.
     pub tokens: Vec<String>,
     /// `tokenizer.ggml.bos_token_id`.
@@ -142,24 +162,21 @@ fn tokenizer_error(e: impl std::fmt::Display) -> Error {
 pub(crate) fn from_gguf(gguf: &Gguf) -> Result<GgufVocab> {
     let model = meta_str(gguf, "tokenizer.ggml.model")?
         .ok_or_else(|| Error::Tokenizer("the GGUF file has no `tokenizer.ggml.model`".into()))?;
-    if model != "gpt2" {
-        return Err(Error::Tokenizer(format!(
-            "GGUF tokenizer model `{model}` is not supported (only `gpt2`, byte-level BPE); \
-             load a tokenizer.json instead"
-        )));
+    match model {
+        "gpt2" => bpe_from_gguf(gguf),
+        "llama" => spm_from_gguf(gguf),
+        _ => Err(Error::Tokenizer(format!(
+            "GGUF tokenizer model `{model}` is not supported; supported: {} \
+             (byte-level BPE and SentencePiece); load a tokenizer.json instead",
+            SUPPORTED_GGUF_TOKENIZER_MODELS.join(", ")
+        ))),
     }
-    let pre = meta_str(gguf, "tokenizer.ggml.pre")?.unwrap_or("default");
-    let spec = pre_tokenizer_spec(pre).ok_or_else(|| {
-        Error::Tokenizer(format!(
-            "GGUF pre-tokenizer `{pre}` is not supported; supported: {}",
-            SUPPORTED_PRE_TOKENIZERS.join(", ")
-        ))
-    })?;
+}
 
+/// `tokenizer.ggml.tokens`, and `tokenizer.ggml.token_type` (all normal when absent).
+fn tokens_and_types(gguf: &Gguf) -> Result<(&[String], Vec<i64>)> {
     let tokens = meta_strings(gguf, "tokenizer.ggml.tokens")?
         .ok_or_else(|| Error::Tokenizer("the GGUF file has no `tokenizer.ggml.tokens`".into()))?;
-    let merges = meta_strings(gguf, "tokenizer.ggml.merges")?
-        .ok_or_else(|| Error::Tokenizer("the GGUF file has no `tokenizer.ggml.merges`".into()))?;
     let n = tokens.len();
     if n == 0 || n > u32::MAX as usize {
         return Err(Error::Tokenizer(format!(
@@ -176,7 +193,114 @@ pub(crate) fn from_gguf(gguf: &Gguf) -> Result<GgufVocab> {
         }
         None => vec![1; n],
     };
+    Ok((tokens, token_types))
+}
 
+/// BOS, EOS (with EOT/EOM) and the add-BOS/EOS flags; `defaults` are llama.cpp's for the
+/// tokenizer kind: (bos id, eos id, add_bos).
+fn special_ids(
+    gguf: &Gguf,
+    n: usize,
+    defaults: (Option<u32>, Option<u32>, bool),
+) -> Result<(Option<u32>, Vec<u32>, bool, bool)> {
+    let (default_bos, default_eos, default_add_bos) = defaults;
+    let in_vocab = |id: Option<u32>| id.filter(|&id| (id as usize) < n);
+    let bos_id = match gguf.get("tokenizer.ggml.bos_token_id") {
+        Some(_) => meta_token_id(gguf, "tokenizer.ggml.bos_token_id", n)?,
+        None => in_vocab(default_bos),
+    };
+    let mut eos_ids = Vec::new();
+    let mut push = |id: Option<u32>| {
+        if let Some(id) = id {
+            if !eos_ids.contains(&id) {
+                eos_ids.push(id);
+            }
+        }
+    };
+    match gguf.get("tokenizer.ggml.eos_token_id") {
+        Some(_) => push(meta_token_id(gguf, "tokenizer.ggml.eos_token_id", n)?),
+        None => push(in_vocab(default_eos)),
+    }
+    for key in ["tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"] {
+        push(meta_token_id(gguf, key, n)?);
+    }
+    let add_bos = match meta_scalar(gguf, "tokenizer.ggml.add_bos_token")? {
+        Some(v) => v != 0,
+        None => default_add_bos,
+    } && bos_id.is_some();
+    let add_eos = meta_scalar(gguf, "tokenizer.ggml.add_eos_token")?.is_some_and(|v| v != 0)
+        && !eos_ids.is_empty();
+    Ok((bos_id, eos_ids, add_bos, add_eos))
+}
+
+/// A SentencePiece-style vocabulary (`tokenizer.ggml.model == "llama"`): tokens, scores (0
+/// when absent) and types, `add_space_prefix` (default true), BOS 1 / EOS 2 / UNK 0 and
+/// add-BOS by default, as llama.cpp.
+fn spm_from_gguf(gguf: &Gguf) -> Result<GgufVocab> {
+    let (tokens, token_types) = tokens_and_types(gguf)?;
+    let n = tokens.len();
+    let scores = match gguf
+        .metadata_floats("tokenizer.ggml.scores")
+        .map_err(as_tokenizer_error)?
+    {
+        Some(s) if s.len() == n => s.iter().map(|&x| x as f32).collect(),
+        Some(s) => {
+            return Err(Error::Tokenizer(format!(
+                "GGUF `tokenizer.ggml.scores` has {} entries for {n} tokens",
+                s.len()
+            )))
+        }
+        None => vec![0.0; n],
+    };
+    let add_space_prefix =
+        meta_scalar(gguf, "tokenizer.ggml.add_space_prefix")?.is_none_or(|v| v != 0);
+    let unk = match gguf.get("tokenizer.ggml.unknown_token_id") {
+        Some(_) => meta_token_id(gguf, "tokenizer.ggml.unknown_token_id", n)?,
+        None => token_types.iter().position(|&t| t == 2).map(|i| i as u32),
+    };
+    let (bos_id, mut eos_ids, add_bos, add_eos) = special_ids(gguf, n, (Some(1), Some(2), true))?;
+    // Like llama.cpp, a vocabulary that names no end-of-turn token but has Gemma's
+    // `<end_of_turn>` control token stops on it too.
+    if gguf.get("tokenizer.ggml.eot_token_id").is_none() {
+        if let Some(id) = tokens.iter().position(|t| t == "<end_of_turn>") {
+            if token_types[id] == TOKEN_TYPE_CONTROL && !eos_ids.contains(&(id as u32)) {
+                eos_ids.push(id as u32);
+            }
+        }
+    }
+    let chat_template = meta_str(gguf, "tokenizer.chat_template")?.map(str::to_string);
+    let prefix = (add_space_prefix, spm::PrefixRule::Fragment);
+    let native = spm::tokenizer(tokens.to_vec(), scores, &token_types, prefix, unk).map_err(
+        |e| match e {
+            Error::Tokenizer(m) => Error::Tokenizer(format!("GGUF SentencePiece vocabulary: {m}")),
+            other => other,
+        },
+    )?;
+    Ok(GgufVocab {
+        tokenizer: Backend::native(native),
+        tokens: tokens.to_vec(),
+        bos_id,
+        eos_ids,
+        add_bos,
+        add_eos,
+        chat_template,
+    })
+}
+
+/// A byte-level BPE vocabulary (`tokenizer.ggml.model == "gpt2"`).
+fn bpe_from_gguf(gguf: &Gguf) -> Result<GgufVocab> {
+    let pre = meta_str(gguf, "tokenizer.ggml.pre")?.unwrap_or("default");
+    let spec = pre_tokenizer_spec(pre).ok_or_else(|| {
+        Error::Tokenizer(format!(
+            "GGUF pre-tokenizer `{pre}` is not supported; supported: {}",
+            SUPPORTED_PRE_TOKENIZERS.join(", ")
+        ))
+    })?;
+
+    let (tokens, token_types) = tokens_and_types(gguf)?;
+    let merges = meta_strings(gguf, "tokenizer.ggml.merges")?
+        .ok_or_else(|| Error::Tokenizer("the GGUF file has no `tokenizer.ggml.merges`".into()))?;
+    let n = tokens.len();
     // The first id of a duplicated string wins (llama.cpp's vocabularies have none in practice).
     let mut vocab = Vocab::with_capacity(n);
     for (id, token) in tokens.iter().enumerate() {
@@ -229,29 +353,11 @@ pub(crate) fn from_gguf(gguf: &Gguf) -> Result<GgufVocab> {
     tokenizer.add_special_tokens(&special);
     tokenizer.add_tokens(&user_defined);
 
-    let bos_id = meta_token_id(gguf, "tokenizer.ggml.bos_token_id", n)?;
-    let mut eos_ids = Vec::new();
-    for key in [
-        "tokenizer.ggml.eos_token_id",
-        "tokenizer.ggml.eot_token_id",
-        "tokenizer.ggml.eom_token_id",
-    ] {
-        if let Some(id) = meta_token_id(gguf, key, n)? {
-            if !eos_ids.contains(&id) {
-                eos_ids.push(id);
-            }
-        }
-    }
-    let add_bos = match meta_scalar(gguf, "tokenizer.ggml.add_bos_token")? {
-        Some(v) => v != 0,
-        None => spec.add_bos,
-    } && bos_id.is_some();
-    let add_eos = meta_scalar(gguf, "tokenizer.ggml.add_eos_token")?.is_some_and(|v| v != 0)
-        && !eos_ids.is_empty();
+    let (bos_id, eos_ids, add_bos, add_eos) = special_ids(gguf, n, (None, None, spec.add_bos))?;
     let chat_template = meta_str(gguf, "tokenizer.chat_template")?.map(str::to_string);
 
     Ok(GgufVocab {
-        tokenizer,
+        tokenizer: Backend::hf(tokenizer),
         tokens: tokens.to_vec(),
         bos_id,
         eos_ids,

@@ -9,11 +9,15 @@ pub mod chat;
 pub mod detokenize;
 mod gguf_vocab;
 pub mod input;
+mod native;
 pub mod sandbox;
 mod sandbox_fold;
+mod sp_model;
+mod spm;
+mod tekken;
 pub mod tokenizer;
 
 pub use chat::{ChatMessage, ChatTemplate};
 pub use detokenize::StreamingDetokenizer;
-pub use gguf_vocab::SUPPORTED_PRE_TOKENIZERS;
+pub use gguf_vocab::{SUPPORTED_GGUF_TOKENIZER_MODELS, SUPPORTED_PRE_TOKENIZERS};
 pub use tokenizer::Tokenizer;
