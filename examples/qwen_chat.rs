@@ -59,6 +59,14 @@ fn turn(
 fn run(cli: Cli) -> CliResult {
     let params = cli.sampling.params()?;
     let mut engine = cli.model.load_engine()?;
+    if engine.tokenizer().chat_template().is_none() {
+        return Err(
+            "the model has no chat template (a base model's checkpoint carries none): \
+                    pass --chat-template FILE (examples/templates/base-model-qa.jinja suits base \
+                    models, with --stop \"Question:\")"
+                .into(),
+        );
+    }
     // Input is bounded before it is kept or tokenized: a line longer than this cannot fit
     // in the context.
     let limit = input_limit(engine.context_length());
