@@ -235,7 +235,6 @@ fn a_strided_input_is_read_as_its_values() {
 /// sequences.
 fn check_model_step_matches_parts(model_type: &str) {
     use mlx_models::model::CausalLm;
-    use mlx_models::runtime::cache::KvCache;
     let _g = lock();
     let model = tiny_model_with(model_type, 3, true);
     assert!(model.embed_tokens().quantized_table().is_some());

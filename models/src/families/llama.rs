@@ -30,9 +30,8 @@ pub const FAMILY: Family = Family {
     rename: keep_name,
     stop_tokens: &[],
     gguf: GgufConventions {
-        tensor_names: &[],
         permuted_qk: true,
-        metadata: no_metadata,
+        ..GgufConventions::PLAIN
     },
 };
 
@@ -55,13 +54,6 @@ fn spec(config: &ModelConfig) -> Result<ModelSpec> {
 pub(crate) fn keep_name(_: &ModelConfig, name: &str) -> Option<String> {
     Some(name.to_string())
 }
-
-/// No architecture-specific GGUF metadata.
-pub(crate) fn no_metadata(_: &GgufFile, _: &str, _: &mut Map<String, Value>) -> Result<()> {
-    Ok(())
-}
-
-use crate::load::gguf_file::GgufFile;
 
 /// The Llama block with the variations of the families that reuse it.
 #[derive(Debug, Clone, Copy, Default)]

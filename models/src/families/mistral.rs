@@ -17,7 +17,7 @@
 //!   `rope_theta` 1e4, untied. GGUF: Mistral 7B/Nemo files use arch `llama` (read by
 //!   [`super::llama`], without a window, as llama.cpp runs them).
 
-use super::llama::{no_metadata, LlamaBlock};
+use super::llama::LlamaBlock;
 use super::{default_key, default_rope_theta, text_model_name, Family, GgufConventions};
 use crate::config::ModelConfig;
 use crate::error::Result;
@@ -34,9 +34,8 @@ pub const FAMILY: Family = Family {
     rename,
     stop_tokens: &[],
     gguf: GgufConventions {
-        tensor_names: &[],
         permuted_qk: true,
-        metadata: no_metadata,
+        ..GgufConventions::PLAIN
     },
 };
 

@@ -54,6 +54,15 @@ pub struct GgufConventions {
     pub metadata: fn(&GgufFile, &str, &mut Map<String, Value>) -> Result<()>,
 }
 
+impl GgufConventions {
+    /// llama.cpp's common tensor names, Q/K rows as in the checkpoint, no extra metadata.
+    pub const PLAIN: GgufConventions = GgufConventions {
+        tensor_names: &[],
+        permuted_qk: false,
+        metadata: |_, _, _| Ok(()),
+    };
+}
+
 /// One entry of the registry.
 #[derive(Debug, Clone, Copy)]
 pub struct Family {

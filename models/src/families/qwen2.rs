@@ -7,7 +7,7 @@
 //!   attention, as mlx-lm and transformers with the released configs, which disable it).
 //! - Defaults: `rope_theta` 1e6, `rms_norm_eps` 1e-6, tied embeddings.
 
-use super::llama::{keep_name, no_metadata, LlamaBlock};
+use super::llama::{keep_name, LlamaBlock};
 use super::{default_key, default_rope_theta, Family, GgufConventions};
 use crate::config::ModelConfig;
 use crate::error::Result;
@@ -23,11 +23,7 @@ pub const FAMILY: Family = Family {
     spec,
     rename: keep_name,
     stop_tokens: &[],
-    gguf: GgufConventions {
-        tensor_names: &[],
-        permuted_qk: false,
-        metadata: no_metadata,
-    },
+    gguf: GgufConventions::PLAIN,
 };
 
 fn defaults(config: &mut Map<String, Value>) {

@@ -8,7 +8,7 @@
 //!   hidden / heads: q_proj is `[heads·head_dim, hidden]`, o_proj `[hidden, heads·head_dim]`.
 //! - Defaults: `rope_theta` 1e6, `rms_norm_eps` 1e-6.
 
-use super::llama::{keep_name, no_metadata, LlamaBlock};
+use super::llama::{keep_name, LlamaBlock};
 use super::{default_key, default_rope_theta, Family, GgufConventions};
 use crate::config::ModelConfig;
 use crate::error::Result;
@@ -24,11 +24,7 @@ pub const FAMILY: Family = Family {
     spec,
     rename: keep_name,
     stop_tokens: &[],
-    gguf: GgufConventions {
-        tensor_names: &[],
-        permuted_qk: false,
-        metadata: no_metadata,
-    },
+    gguf: GgufConventions::PLAIN,
 };
 
 fn defaults(config: &mut Map<String, Value>) {

@@ -1,6 +1,8 @@
-//! GGUF files (llama.cpp's format) for the `llama`, `qwen2` and `qwen3` architectures: metadata
-//! to a [`ModelConfig`], tensor names to Hugging Face names, and the Q/K row permutation of
-//! llama-architecture files undone, so every family runs HF's (non-interleaved) RoPE.
+//! GGUF files (llama.cpp's format) for the architectures of the family registry
+//! ([`crate::families::FAMILIES`]: `llama`, `qwen2`, `qwen3`, `gemma3`): metadata to a
+//! [`ModelConfig`] (the family reads its own keys), tensor names to Hugging Face names (with the
+//! family's exceptions), and the Q/K row permutation of llama-architecture files undone, so every
+//! family runs HF's (non-interleaved) RoPE.
 //!
 //! The file is read by the project's own bounded reader ([`super::gguf_file`]): the header is
 //! validated, the config derived from it, and the declared tensors checked against the family's

@@ -353,20 +353,7 @@ impl Tokenizer {
             Error::Tokenizer(m) => Error::Tokenizer(format!("{}: {m}", path.display())),
             other => other,
         })?;
-        let name = |id: u32| tokenizer.id_to_token(id).unwrap_or_default().to_string();
-        let bos = bos.map(|id| (name(id), id));
-        let eos_token = eos.map(name);
-        Ok(Tokenizer {
-            backend: Backend::native(tokenizer),
-            adds_bos: bos.is_some(),
-            bos,
-            eos_token,
-            eos_ids: eos.into_iter().collect(),
-            bos_fix: BosFix::Prepend,
-            append_eos: None,
-            chat_template: None,
-            content_special_tokens_as_text: true,
-        })
+        Ok(Tokenizer::from_native(tokenizer, bos, eos))
     }
 
     /// Loads a SentencePiece BPE model file (`tokenizer.model`; mistral-common's
@@ -411,10 +398,16 @@ impl Tokenizer {
         let file = sp_model::parse(&data).map_err(in_file)?;
         let (bos, eos) = (file.bos_id, file.eos_id);
         let tokenizer = spm::from_model_file(file).map_err(in_file)?;
+        Ok(Tokenizer::from_native(tokenizer, bos, eos))
+    }
+
+    /// A tokenizer over one of the project's own models (tekken, SentencePiece files) with
+    /// its BOS (prepended when encoding with special tokens) and EOS ids.
+    fn from_native(tokenizer: NativeTokenizer, bos: Option<u32>, eos: Option<u32>) -> Tokenizer {
         let name = |id: u32| tokenizer.id_to_token(id).unwrap_or_default().to_string();
         let bos = bos.map(|id| (name(id), id));
         let eos_token = eos.map(name);
-        Ok(Tokenizer {
+        Tokenizer {
             backend: Backend::native(tokenizer),
             adds_bos: bos.is_some(),
             bos,
@@ -424,7 +417,7 @@ impl Tokenizer {
             append_eos: None,
             chat_template: None,
             content_special_tokens_as_text: true,
-        })
+        }
     }
 
     /// Builds the tokenizer embedded in a GGUF file (`tokenizer.ggml.*` and
