@@ -1,7 +1,7 @@
 //! Model families, one small file each, and the registry ([`FAMILIES`]).
 //!
-//! Every family builds the same [`Decoder`](crate::nn::Decoder) from a
-//! [`ModelSpec`](crate::nn::spec::ModelSpec): the family's file only says what its layers are.
+//! Every family builds the same [`Decoder`] from a
+//! [`ModelSpec`]: the family's file only says what its layers are.
 //!
 //! # Adding a family
 //!

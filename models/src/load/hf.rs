@@ -85,7 +85,7 @@ pub fn read_hf_weights(shards: &[SafetensorsFile]) -> Result<Weights> {
     Ok(Weights::from_map(tensors))
 }
 
-/// The tensors `shards` declare that the family will see (after [`sanitize`]), with dense
+/// The tensors `shards` declare that the family will see (renamed by [`crate::families::rename`]), with dense
 /// shapes: MLX quantized triplets described by their logical `[out, in]` (see
 /// [`super::plan::logical_shapes`]).
 ///

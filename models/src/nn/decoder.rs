@@ -5,7 +5,7 @@
 //! Tensors are read under the Hugging Face names of the Llama layout (`model.embed_tokens`,
 //! `model.layers.N.self_attn.*`, `model.layers.N.mlp.*`, the norms named by
 //! [`super::spec::LayerNorms`], `model.norm`, `lm_head`); a family whose checkpoints use other
-//! names renames them before building ([`crate::families::Family::sanitize`]).
+//! names renames them before building ([`crate::families::sanitize`]).
 
 use super::spec::{BlockSpec, ModelSpec};
 use super::{Attention, Embedding, Linear, Mlp, RmsNorm};

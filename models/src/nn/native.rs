@@ -4,7 +4,7 @@
 //! A layer offers a plan only when its projections are stored quantized and fused (q/k/v,
 //! gate/up), its biases are where the kernels take them (q/k/v only) and every numerical
 //! feature its [`BlockSpec`](super::spec::BlockSpec) uses is in [`NATIVE_FEATURES`]; anything
-//! else runs on the reference path. The plan is explicit: [`LayerPlan`] holds exactly the
+//! else runs on the reference path. The plan is explicit: a `LayerPlan` holds exactly the
 //! arrays and parameters the kernels read.
 
 use super::decoder::{Decoder, DecoderLayer};
