@@ -141,7 +141,9 @@ fn weights_with(l: &Layer, f: Features) -> DecoderLayerWeights<'_> {
         q_norm: f.qk_norms.then_some(&l.q_norm),
         k_norm: f.qk_norms.then_some(&l.k_norm),
         o: proj(&l.o),
-        attention_out_norm: f.attention_out_norm.then_some((&l.attention_out_norm, 2e-6)),
+        attention_out_norm: f
+            .attention_out_norm
+            .then_some((&l.attention_out_norm, 2e-6)),
         pre_mlp_norm: (&l.post_norm, EPS),
         gate_up: proj(&l.gate_up),
         down: proj(&l.down),
@@ -254,14 +256,15 @@ fn shapes_that_do_not_fit_are_errors() {
     let l = layer();
     let x = Array::from_slice(&rand_vec(HIDDEN, 10), &[1, 1, HIDDEN as i32]).unwrap();
     let (kc, vc) = (cache(4), cache(4));
-    let expect_shape_error = |w: &DecoderLayerWeights, offset: i32, kc: &Array, what: &str| {
-        match decoder_layer(&x, kc, &vc, w, offset) {
+    let expect_shape_error =
+        |w: &DecoderLayerWeights, offset: i32, kc: &Array, what: &str| match decoder_layer(
+            &x, kc, &vc, w, offset,
+        ) {
             Err(Error::Mlx { message, .. }) => {
                 assert!(message.contains("decoder_layer"), "{what}: {message}")
             }
             other => panic!("{what}: expected an error, got {other:?}"),
-        }
-    };
+        };
     let short = vector(HIDDEN - 1, 11, 0.5, 1.5);
     let mut w = weights(&l);
     w.input_norm = (&short, EPS);
@@ -342,9 +345,8 @@ fn ineligible_calls_are_declined() {
     let l = layer();
     let x = Array::from_slice(&rand_vec(HIDDEN, 13), &[1, 1, HIDDEN as i32]).unwrap();
     let (kc, vc) = (cache(4), cache(4));
-    let declined = |x: &Array, w: &DecoderLayerWeights| {
-        decoder_layer(x, &kc, &vc, w, 0).unwrap().is_none()
-    };
+    let declined =
+        |x: &Array, w: &DecoderLayerWeights| decoder_layer(x, &kc, &vc, w, 0).unwrap().is_none();
     assert!(declined(&x.astype(Dtype::Bfloat16).unwrap(), &weights(&l)));
     // 3-bit codes: MLX's op only.
     let w3 = quant::quantize(
@@ -476,11 +478,9 @@ fn stack_equals_its_layers_applied_in_turn() {
     let (k, v) = (cache(8), cache(8));
     let x = Array::zeros(&[1, 1, HIDDEN as i32], Dtype::Float32).unwrap();
     let declined = [(&k, &v, weights(&layers[0])), (&k, &v, weights(&odd))];
-    assert!(
-        decoder_stack(StackInput::Hidden(&x), &declined, None, 0)
-            .unwrap()
-            .is_none()
-    );
+    assert!(decoder_stack(StackInput::Hidden(&x), &declined, None, 0)
+        .unwrap()
+        .is_none());
     assert!(matches!(
         decoder_stack(StackInput::Hidden(&x), &[], None, 0),
         Err(Error::Mlx { .. })
@@ -679,11 +679,41 @@ fn layer_features_match_a_composition_of_mlx_ops() {
     };
     let configs = [
         ("plain", plain),
-        ("attention_out_norm", Features { attention_out_norm: true, ..plain }),
-        ("mlp_out_norm", Features { mlp_out_norm: true, ..plain }),
-        ("gelu_tanh", Features { activation: Activation::GeluTanh, ..plain }),
-        ("window", Features { window: Some(4), ..plain }),
-        ("softcap", Features { softcap: Some(1.0), ..plain }),
+        (
+            "attention_out_norm",
+            Features {
+                attention_out_norm: true,
+                ..plain
+            },
+        ),
+        (
+            "mlp_out_norm",
+            Features {
+                mlp_out_norm: true,
+                ..plain
+            },
+        ),
+        (
+            "gelu_tanh",
+            Features {
+                activation: Activation::GeluTanh,
+                ..plain
+            },
+        ),
+        (
+            "window",
+            Features {
+                window: Some(4),
+                ..plain
+            },
+        ),
+        (
+            "softcap",
+            Features {
+                softcap: Some(1.0),
+                ..plain
+            },
+        ),
         ("gemma", gemma),
     ];
     let lens = [9usize, 1, 1, 3, 1, 1];
@@ -715,7 +745,10 @@ fn layer_features_match_a_composition_of_mlx_ops() {
             assert_near(&got, &want, 2e-4, &what);
             offset += len as i32;
         }
-        assert!(f.window.is_none() || offset > cap, "{name}: the ring has wrapped");
+        assert!(
+            f.window.is_none() || offset > cap,
+            "{name}: the ring has wrapped"
+        );
     }
 }
 
@@ -727,7 +760,10 @@ fn stack_embedding_scale_and_head_soft_cap_match_the_parts() {
     let _g = lock();
     const VOCAB: usize = 40;
     let mixed = mixed_layers();
-    let table_f: Vec<f32> = rand_vec(VOCAB * HIDDEN, 51).iter().map(|v| v * 0.1).collect();
+    let table_f: Vec<f32> = rand_vec(VOCAB * HIDDEN, 51)
+        .iter()
+        .map(|v| v * 0.1)
+        .collect();
     let table_f = Array::from_slice(&table_f, &[VOCAB as i32, HIDDEN as i32]).unwrap();
     let table = quantize_weights(&table_f, 8, 32, Dtype::Float16);
     let head = quantized(VOCAB, HIDDEN, 52);
@@ -781,7 +817,13 @@ fn stack_embedding_scale_and_head_soft_cap_match_the_parts() {
     .unwrap()
     .expect("native head");
     let c = Array::scalar(cap);
-    let capped = logits.divide(&c).unwrap().tanh().unwrap().multiply(&c).unwrap();
+    let capped = logits
+        .divide(&c)
+        .unwrap()
+        .tanh()
+        .unwrap()
+        .multiply(&c)
+        .unwrap();
 
     let step = |scale: f32, softcap: Option<f32>| {
         let cs = caches();

@@ -591,7 +591,9 @@ fn attention_ref(
         for l in 0..tokens {
             let row = row(bi, l);
             let i = offset + l;
-            let lo = step.window.map_or(0, |w| (i + 1).saturating_sub(w as usize));
+            let lo = step
+                .window
+                .map_or(0, |w| (i + 1).saturating_sub(w as usize));
             let seen = lo..i + 1;
             for hi in 0..h {
                 let mut q = head_norm(&row[hi * d..(hi + 1) * d], &step.q_norm);
@@ -602,8 +604,7 @@ fn attention_ref(
                     .map(|t| {
                         let k = &kc[at(bi, j, t)..at(bi, j, t) + d];
                         let s = scale * q.iter().zip(k).map(|(a, b)| a * b).sum::<f64>();
-                        step.softcap
-                            .map_or(s, |c| c as f64 * (s / c as f64).tanh())
+                        step.softcap.map_or(s, |c| c as f64 * (s / c as f64).tanh())
                     })
                     .collect();
                 let mx = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -1301,7 +1302,6 @@ fn native_attention_from_several_threads() {
 
 // ------------------------------------------------------------------------------ windows, rings, soft caps
 
-
 /// `cached_attention` of `step` on the caches `kc` / `vc` composed from MLX's ops (native ops
 /// off) over *linear* caches `k_lin` / `v_lin` (slot = position; see
 /// [`common::attention_composed`]); returns the output and the updated linear caches.
@@ -1377,8 +1377,20 @@ fn cached_attention_windows_and_soft_caps_match_reference_and_mlx() {
                     let (o, km, vm) = composed(&n, dims, &step, offset, &kc, &vc);
                     let mlx = f32s(&o);
                     assert_close(&mlx, &got.want, 1e-4, 1e-5, &format!("mlx {what}"));
-                    assert_close(&got.attention, &widen(&mlx), 1e-4, 1e-5, &format!("vs mlx {what}"));
-                    assert_close(&got.k_cache, &widen(&f32s(&km)), 1e-5, 1e-5, &format!("k {what}"));
+                    assert_close(
+                        &got.attention,
+                        &widen(&mlx),
+                        1e-4,
+                        1e-5,
+                        &format!("vs mlx {what}"),
+                    );
+                    assert_close(
+                        &got.k_cache,
+                        &widen(&f32s(&km)),
+                        1e-5,
+                        1e-5,
+                        &format!("k {what}"),
+                    );
                     assert_eq!(got.v_cache, f32s(&vm), "v {what}");
                 }
             }
@@ -1435,16 +1447,22 @@ fn check_ring_chain(n: &Native, dims: Dims, window: i32, softcap: Option<f32>, l
     let (mut k_lin, mut v_lin) = (lin.zero_cache(), lin.zero_cache());
     let mut offset = 0;
     for (i, &l) in lens.iter().enumerate() {
-        let step = StepData::chunk(dims, l, i % 2 == 0, 4000 + i as u64).with(Some(window), softcap);
-        let what = format!(
-            "{dims:?} window {window} softcap {softcap:?} call {i}: L {l} offset {offset}"
-        );
+        let step =
+            StepData::chunk(dims, l, i % 2 == 0, 4000 + i as u64).with(Some(window), softcap);
+        let what =
+            format!("{dims:?} window {window} softcap {softcap:?} call {i}: L {l} offset {offset}");
         let want = attention_ref(dims, &step, offset, &mut kr, &mut vr);
         let out = run_native(dims, &step, offset, &kc, &vc);
         let got = f32s(&out.attention);
         assert_close(&got, &want, 1e-4, 1e-5, &what);
         let (o, k2, v2) = composed(n, dims, &step, offset, &k_lin, &v_lin);
-        assert_close(&got, &widen(&f32s(&o)), 1e-4, 1e-5, &format!("vs mlx {what}"));
+        assert_close(
+            &got,
+            &widen(&f32s(&o)),
+            1e-4,
+            1e-5,
+            &format!("vs mlx {what}"),
+        );
         (kc, vc, k_lin, v_lin) = (out.k_cache, out.v_cache, k2, v2);
         offset += l;
     }
@@ -1459,9 +1477,19 @@ fn check_ring_chain(n: &Native, dims: Dims, window: i32, softcap: Option<f32>, l
         for p in offset - dims.cap..offset {
             let ring = (bj * dims.cap + p % dims.cap) * dims.d;
             let line = (bj * lin.cap + p) * dims.d;
-            assert_eq!(vg[ring..ring + dims.d], vl[line..line + dims.d], "{what}: v {p}");
+            assert_eq!(
+                vg[ring..ring + dims.d],
+                vl[line..line + dims.d],
+                "{what}: v {p}"
+            );
             let kw: Vec<f64> = widen(&kl[line..line + dims.d]);
-            assert_close(&kg[ring..ring + dims.d], &kw, 1e-5, 1e-5, &format!("{what}: k {p}"));
+            assert_close(
+                &kg[ring..ring + dims.d],
+                &kw,
+                1e-5,
+                1e-5,
+                &format!("{what}: k {p}"),
+            );
         }
     }
 }
@@ -1483,7 +1511,13 @@ fn cached_attention_ring_caches_match_reference_and_mlx() {
     for softcap in [None, Some(1.5)] {
         // Window 4, chunks up to 6: 9 slots; the 6- and 5-token chunks come after the ring has
         // wrapped (BLAS: 24 and 20 rows), the 3 and 2 take the loops.
-        check_ring_chain(&n, dims(9), 4, softcap, &[3, 1, 1, 1, 1, 6, 1, 1, 2, 5, 1, 1]);
+        check_ring_chain(
+            &n,
+            dims(9),
+            4,
+            softcap,
+            &[3, 1, 1, 1, 1, 6, 1, 1, 2, 5, 1, 1],
+        );
         // A ring of exactly the window, decode only.
         check_ring_chain(&n, dims(4), 4, softcap, &[1; 11]);
         // Two slots more than the window: the visible slots wrap at decode.
@@ -1509,7 +1543,12 @@ fn cached_attention_rejects_rings_that_are_too_small_and_bad_parameters() {
     let dims = Dims { cap: 5, ..SMALL };
     let (kc, vc) = (dims.zero_cache(), dims.zero_cache());
     // (L, offset, window): a ring needs capacity >= window + L - 1 once offset + L > capacity.
-    for (l, offset, window) in [(3, 4, Some(4)), (1, 5, Some(6)), (2, 9, Some(5)), (3, 3, None)] {
+    for (l, offset, window) in [
+        (3, 4, Some(4)),
+        (1, 5, Some(6)),
+        (2, 9, Some(5)),
+        (3, 3, None),
+    ] {
         let step = StepData::chunk(dims, l, true, 5100).with(window, None);
         match step.attend(dims, &step.qkv(dims), offset, &kc, &vc) {
             Err(Error::Mlx { message, .. }) => {
@@ -1539,7 +1578,14 @@ fn cached_attention_rejects_rings_that_are_too_small_and_bad_parameters() {
     // The smallest ring that takes the chunk works.
     let step = StepData::chunk(dims, 3, true, 5300).with(Some(3), None);
     let zeros = vec![0f32; dims.cache_len()];
-    run_and_check(dims, &step, 4, (&kc, &zeros), (&vc, &zeros), "ring of window + L - 1");
+    run_and_check(
+        dims,
+        &step,
+        4,
+        (&kc, &zeros),
+        (&vc, &zeros),
+        "ring of window + L - 1",
+    );
 }
 
 // ------------------------------------------------------------------------------ GeGLU
@@ -1579,9 +1625,15 @@ fn gelu_tanh_glu_matches_the_formula_and_mlx() {
         let y = f32s(&native::gelu_tanh_glu(&arr(&x, &[1, 10])).unwrap());
         assert_close(&y, &want, 2e-6, 1e-7, &format!("by hand, native {on}"));
     }
-    for (k, shape) in [vec![1, 8], vec![3, 2], vec![2, 3, 64], vec![6], vec![2, 1154]]
-        .iter()
-        .enumerate()
+    for (k, shape) in [
+        vec![1, 8],
+        vec![3, 2],
+        vec![2, 3, 64],
+        vec![6],
+        vec![2, 1154],
+    ]
+    .iter()
+    .enumerate()
     {
         let last = *shape.last().unwrap() as usize;
         let size: usize = shape.iter().map(|&d| d as usize).product();
@@ -1625,7 +1677,13 @@ fn gelu_tanh_glu_views_errors_and_fallbacks() {
         .collect();
     let got = native::gelu_tanh_glu(&xt).unwrap();
     assert_eq!(got.shape(), vec![3, 3]);
-    assert_close(&f32s(&got), &gelu_glu_ref(&rows, 3), 2e-6, 1e-7, "transposed");
+    assert_close(
+        &f32s(&got),
+        &gelu_glu_ref(&rows, 3),
+        2e-6,
+        1e-7,
+        "transposed",
+    );
     for on in [true, false] {
         n.set(on);
         assert!(matches!(
@@ -1641,5 +1699,11 @@ fn gelu_tanh_glu_views_errors_and_fallbacks() {
     let x = arr(&xv, &[4, 32]).astype(Dtype::Bfloat16).unwrap();
     let y = native::gelu_tanh_glu(&x).unwrap();
     assert_eq!(y.dtype(), Dtype::Bfloat16);
-    assert_close(&f32s(&y), &gelu_glu_ref(&f32s(&x), 16), 3e-2, 3e-2, "bfloat16");
+    assert_close(
+        &f32s(&y),
+        &gelu_glu_ref(&f32s(&x), 16),
+        3e-2,
+        3e-2,
+        "bfloat16",
+    );
 }

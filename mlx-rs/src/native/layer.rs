@@ -106,7 +106,8 @@ impl DecoderLayerWeights<'_> {
         k_cache: &Array,
         v_cache: &Array,
     ) -> Result<sys::native_ops::mlxrs_decoder_layer_weights> {
-        let norm = |n: Option<(&Array, f32)>| n.map_or((null_array(), 0.0), |(w, e)| (w.as_raw(), e));
+        let norm =
+            |n: Option<(&Array, f32)>| n.map_or((null_array(), 0.0), |(w, e)| (w.as_raw(), e));
         let (attention_out_norm, attention_out_norm_eps) = norm(self.attention_out_norm);
         let (mlp_out_norm, mlp_out_norm_eps) = norm(self.mlp_out_norm);
         Ok(sys::native_ops::mlxrs_decoder_layer_weights {
@@ -359,7 +360,10 @@ pub fn decoder_stack(
             (ids, Some(table.raw()), scale)
         }
     };
-    let head_softcap = softcap_raw("decoder_stack: the head's soft cap", head.and_then(|h| h.softcap))?;
+    let head_softcap = softcap_raw(
+        "decoder_stack: the head's soft cap",
+        head.and_then(|h| h.softcap),
+    )?;
     if !super::native_ops_enabled() || !crate::quant::native_qmm_enabled() {
         return Ok(None);
     }

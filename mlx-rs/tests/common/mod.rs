@@ -183,7 +183,13 @@ pub fn attention_composed(
     let mut scores = qg.matmul(&keys.transpose(&[0, 1, 3, 2]).unwrap()).unwrap();
     if let Some(c) = spec.softcap {
         let c = Array::scalar(c);
-        scores = scores.divide(&c).unwrap().tanh().unwrap().multiply(&c).unwrap();
+        scores = scores
+            .divide(&c)
+            .unwrap()
+            .tanh()
+            .unwrap()
+            .multiply(&c)
+            .unwrap();
     }
     let mut visible = Vec::with_capacity((g * l * t) as usize);
     for r in 0..g * l {

@@ -354,20 +354,21 @@ impl Llama {
             }),
             _ => None,
         };
-        let out = cache.in_place_stack_step(
-            [shape[0], shape[1]],
-            Dtype::Float32,
-            params,
-            |caches, params| {
-                let stack: Vec<_> = caches
-                    .iter()
-                    .zip(&layers)
-                    .map(|(&(k, v), (w, _))| (k, v, *w))
-                    .collect();
-                Ok(decoder_stack(input, &stack, head, params.offset)?
-                    .map(|o| (o.output, o.caches)))
-            },
-        )?;
+        let out =
+            cache.in_place_stack_step(
+                [shape[0], shape[1]],
+                Dtype::Float32,
+                params,
+                |caches, params| {
+                    let stack: Vec<_> = caches
+                        .iter()
+                        .zip(&layers)
+                        .map(|(&(k, v), (w, _))| (k, v, *w))
+                        .collect();
+                    Ok(decoder_stack(input, &stack, head, params.offset)?
+                        .map(|o| (o.output, o.caches)))
+                },
+            )?;
         Ok(match (out, head) {
             (Some(logits), Some(_)) => Some(logits),
             (Some(hidden), None) => Some(self.lm_head.forward_fused(
