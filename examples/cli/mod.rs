@@ -227,7 +227,10 @@ fn ensure_blas_core() {
     };
     let args: Vec<_> = std::env::args_os().skip(1).collect();
     // `exec` only returns on failure: then run as we are.
-    let _ = std::process::Command::new(exe).args(args).env(VAR, core).exec();
+    let _ = std::process::Command::new(exe)
+        .args(args)
+        .env(VAR, core)
+        .exec();
 }
 
 #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
