@@ -396,3 +396,18 @@ fn unknown_model_type_is_unsupported() {
         e => panic!("wrong error {e:?}"),
     }
 }
+
+#[test]
+fn ministral3_gguf_as_llama_cpp_writes_it_matches_transformers() {
+    // scripts/fixtures/ministral3_gguf.py: the same weights as llama.cpp's converter lays them
+    // out (arch `mistral3`, Q/K permuted, yarn and temperature-scale keys).
+    use mlx_models::load::gguf::read_gguf_checkpoint;
+    let f = fixture("ministral3");
+    let path = common::fixture("tiny/ministral3/model.gguf");
+    let checkpoint = read_gguf_checkpoint(&path).expect("read the GGUF");
+    assert_eq!(checkpoint.config.model_type, "ministral3");
+    let weights = families::sanitize(&checkpoint.config, checkpoint.weights).unwrap();
+    let model = build(&checkpoint.config, weights, &options(&checkpoint.config)).unwrap();
+    check_full_forward(model.as_ref(), &f.reference);
+    check_greedy(model.as_ref(), &f.reference);
+}

@@ -1,5 +1,5 @@
 //! GGUF files (llama.cpp's format) for the architectures of the family registry
-//! ([`crate::families::FAMILIES`]: `llama`, `qwen2`, `qwen3`, `gemma3`): metadata to a
+//! ([`crate::families::FAMILIES`]: `llama`, `qwen2`, `qwen3`, `gemma3`, `mistral3`): metadata to a
 //! [`ModelConfig`] (the family reads its own keys), tensor names to Hugging Face names (with the
 //! family's exceptions), and the Q/K row permutation of llama-architecture files undone, so every
 //! family runs HF's (non-interleaved) RoPE.
