@@ -361,3 +361,27 @@ fn from_dir_errors_name_the_file() {
     ));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn mistral_inst_template_gives_mistral_common_s_ids() {
+    // The v3 SentencePiece tokenizer of mistral-common with an `[INST]` template: the control
+    // tokens, spaces and the system prompt folded into the last turn come out as
+    // mistral-common's own encoding (scripts/fixtures/mistral_chat.py).
+    let Some(model) =
+        common::test_data("tokenizers/mistral/mistral_instruct_tokenizer_240323.model.v3")
+    else {
+        return;
+    };
+    let tokenizer = Tokenizer::from_sentencepiece(&model)
+        .unwrap()
+        .with_chat_template(fixture_template("mistral_v3_inst.jinja"));
+    let reference = common::json("chat/mistral_v3_reference.json");
+    let ids = tokenizer
+        .apply_chat_template(&messages(&reference["messages"]), true)
+        .unwrap();
+    let want: Vec<u32> = common::i32s(&reference["ids"])
+        .iter()
+        .map(|&i| i as u32)
+        .collect();
+    assert_eq!(ids, want);
+}
