@@ -150,3 +150,50 @@ fn the_vision_tower_is_dropped_but_other_extras_are_reported() {
         Error::UnexpectedTensors(names) if names.iter().any(|n| n.ends_with("rotary_emb.extra"))
     ));
 }
+
+#[test]
+fn ministral_layer_types_put_the_window_on_sliding_layers_only() {
+    let text = with(
+        MISTRAL,
+        "layer_types",
+        r#"["sliding_attention","full_attention"]"#,
+    );
+    let text = with(&text, "model_type", r#""ministral""#);
+    let spec = families::model_spec(&ModelConfig::from_json(&text).unwrap()).unwrap();
+    let windows: Vec<_> = spec.layers.iter().map(|l| l.attention.window).collect();
+    assert_eq!(windows, vec![Some(5), None]);
+    assert_eq!(spec.layers[0].attention.head_dim, 24);
+}
+
+#[test]
+fn both_wrapper_prefixes_reach_the_decoder_names() {
+    let config = ModelConfig::from_json(&with(GEMMA, "model_type", r#""gemma3""#)).unwrap();
+    for (checkpoint, decoder) in [
+        (
+            "language_model.model.layers.0.mlp.up_proj.weight",
+            Some("model.layers.0.mlp.up_proj.weight"),
+        ),
+        (
+            "model.language_model.layers.0.mlp.up_proj.weight",
+            Some("model.layers.0.mlp.up_proj.weight"),
+        ),
+        (
+            "model.language_model.norm.weight",
+            Some("model.norm.weight"),
+        ),
+        (
+            "vision_tower.vision_model.embeddings.patch_embedding.weight",
+            None,
+        ),
+        ("model.vision_tower.encoder.layers.0.mlp.fc1.weight", None),
+        ("multi_modal_projector.mm_input_projection_weight", None),
+        // tied: the head's duplicate is dropped too
+        ("language_model.lm_head.weight", None),
+    ] {
+        assert_eq!(
+            families::rename(&config, checkpoint).unwrap().as_deref(),
+            decoder,
+            "{checkpoint}"
+        );
+    }
+}

@@ -63,3 +63,51 @@ impl CausalLm for VocabLimited {
         self.inner.new_cache()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mlx_rs::Dtype;
+
+    /// Logits `0, 1, …, rows − 1` at every position.
+    struct Ramp(ModelConfig);
+
+    impl CausalLm for Ramp {
+        fn forward(&self, tokens: &Array, _: &mut KvCache) -> Result<Array> {
+            let l = tokens.shape()[1];
+            let rows = self.0.vocab_size as f64;
+            Ok(Array::arange(0.0, rows, 1.0, Dtype::Float32)?
+                .reshape(&[1, 1, rows as i32])?
+                .broadcast_to(&[1, l, rows as i32])?)
+        }
+
+        fn config(&self) -> &ModelConfig {
+            &self.0
+        }
+    }
+
+    fn ramp(rows: usize) -> Box<dyn CausalLm> {
+        let config = ModelConfig::from_json(&format!(
+            r#"{{"model_type":"llama","hidden_size":4,"num_hidden_layers":1,
+                "intermediate_size":4,"num_attention_heads":1,"vocab_size":{rows}}}"#
+        ))
+        .unwrap();
+        Box::new(Ramp(config))
+    }
+
+    #[test]
+    fn logits_stop_at_the_tokenizer_s_vocabulary() {
+        let model = VocabLimited::wrap(ramp(8), 5);
+        let tokens = Array::from_slice(&[1i32, 2], &[1, 2]).unwrap();
+        let logits = model.forward(&tokens, &mut model.new_cache()).unwrap();
+        assert_eq!(logits.shape(), vec![1, 2, 5]);
+        assert_eq!(
+            logits.to_vec::<f32>().unwrap(),
+            vec![0., 1., 2., 3., 4., 0., 1., 2., 3., 4.]
+        );
+        // A tokenizer at least as large as the embedding leaves the model as it is.
+        let same = VocabLimited::wrap(ramp(8), 8);
+        let logits = same.forward(&tokens, &mut same.new_cache()).unwrap();
+        assert_eq!(logits.shape(), vec![1, 2, 8]);
+    }
+}
