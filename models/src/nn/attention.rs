@@ -95,12 +95,11 @@ impl Attention {
 
     /// Whether the native attention step computes exactly this attention: every feature the
     /// spec uses is in `supported`, and RoPE is a plain rotation (no yarn attention factor).
+    /// (The output projection runs apart from the step, so its bias does not count.)
     pub(crate) fn native_ok(&self, supported: Features) -> bool {
         let f = Features {
-            window: self.spec.window.is_some(),
-            attention_softcap: self.spec.logit_softcap.is_some(),
-            query_scaling: self.spec.query_scaling.is_some(),
-            ..Features::default()
+            output_bias: false,
+            ..self.spec.native_features()
         };
         f.within(supported) && self.rope.mscale() == 1.0
     }

@@ -4,8 +4,8 @@
 //! A layer offers a plan only when its projections are stored quantized and fused (q/k/v,
 //! gate/up), its biases are where the kernels take them (q/k/v only) and every numerical
 //! feature its [`BlockSpec`](super::spec::BlockSpec) uses is in [`NATIVE_FEATURES`]; anything
-//! else runs on the reference path. The plan is explicit: a `LayerPlan` holds exactly the
-//! arrays and parameters the kernels read.
+//! else runs on the reference path. The plan is explicit: the layer's
+//! [`DecoderLayerWeights`] hold exactly the arrays and parameters the kernels read.
 
 use super::decoder::{Decoder, DecoderLayer};
 use super::spec::Activation;
@@ -29,20 +29,9 @@ pub const NATIVE_FEATURES: Features = Features {
     output_bias: false,
 };
 
-/// A layer as the native kernels take it (its attention parameters in
-/// `weights.attention`, offset 0).
-pub(crate) struct LayerPlan<'a> {
-    pub weights: DecoderLayerWeights<'a>,
-}
-
-impl LayerPlan<'_> {
-    fn params(&self) -> CachedAttentionParams {
-        self.weights.attention
-    }
-}
-
-/// The plan of `layer`, when the kernels support it.
-pub(crate) fn layer_plan(layer: &DecoderLayer) -> Option<LayerPlan<'_>> {
+/// The plan of `layer` (its attention parameters in `attention`, offset 0), when the kernels
+/// support it.
+pub(crate) fn layer_plan(layer: &DecoderLayer) -> Option<DecoderLayerWeights<'_>> {
     if !layer.spec().native_features().within(NATIVE_FEATURES)
         || !layer.self_attn.native_ok(NATIVE_FEATURES)
     {
@@ -60,26 +49,24 @@ pub(crate) fn layer_plan(layer: &DecoderLayer) -> Option<LayerPlan<'_>> {
         return None;
     };
     let (q_norm, k_norm) = attn.qk_norms();
-    Some(LayerPlan {
-        weights: DecoderLayerWeights {
-            input_norm: norm_pair(&layer.pre_attention),
-            qkv,
-            qkv_bias,
-            inv_freq: attn.rope().inv_freq(),
-            q_norm: q_norm.map(RmsNorm::weight),
-            k_norm: k_norm.map(RmsNorm::weight),
-            o,
-            attention_out_norm: layer.attention_out.as_ref().map(norm_pair),
-            pre_mlp_norm: norm_pair(&layer.pre_mlp),
-            gate_up,
-            down,
-            mlp_out_norm: layer.mlp_out.as_ref().map(norm_pair),
-            activation: match layer.mlp.activation() {
-                Activation::Silu => mlx_rs::native::Activation::Silu,
-                Activation::GeluTanh => mlx_rs::native::Activation::GeluTanh,
-            },
-            attention: attn.params(),
+    Some(DecoderLayerWeights {
+        input_norm: norm_pair(&layer.pre_attention),
+        qkv,
+        qkv_bias,
+        inv_freq: attn.rope().inv_freq(),
+        q_norm: q_norm.map(RmsNorm::weight),
+        k_norm: k_norm.map(RmsNorm::weight),
+        o,
+        attention_out_norm: layer.attention_out.as_ref().map(norm_pair),
+        pre_mlp_norm: norm_pair(&layer.pre_mlp),
+        gate_up,
+        down,
+        mlp_out_norm: layer.mlp_out.as_ref().map(norm_pair),
+        activation: match layer.mlp.activation() {
+            Activation::Silu => mlx_rs::native::Activation::Silu,
+            Activation::GeluTanh => mlx_rs::native::Activation::GeluTanh,
         },
+        attention: attn.params(),
     })
 }
 
@@ -93,9 +80,9 @@ pub(crate) fn layer_step(
     let Some(plan) = layer_plan(layer) else {
         return Ok(None);
     };
-    cache.in_place_step(x, plan.params(), |keys, values, params| {
+    cache.in_place_step(x, plan.attention, |keys, values, params| {
         Ok(
-            mlx_rs::native::decoder_layer(x, keys, values, &plan.weights, params.offset)?
+            mlx_rs::native::decoder_layer(x, keys, values, &plan, params.offset)?
                 .map(|o| (o.hidden, o.k_cache, o.v_cache)),
         )
     })
@@ -152,7 +139,7 @@ pub(crate) fn stack_step(
         }),
         _ => None,
     };
-    let params: Vec<CachedAttentionParams> = plans.iter().map(LayerPlan::params).collect();
+    let params: Vec<CachedAttentionParams> = plans.iter().map(|p| p.attention).collect();
     let out = cache.in_place_stack_step(
         [shape[0], shape[1]],
         Dtype::Float32,
@@ -161,7 +148,7 @@ pub(crate) fn stack_step(
             let stack: Vec<_> = caches
                 .iter()
                 .zip(&plans)
-                .map(|(&(k, v), plan)| (k, v, plan.weights))
+                .map(|(&(k, v), plan)| (k, v, *plan))
                 .collect();
             Ok(decoder_stack(input, &stack, head, offset)?.map(|o| (o.output, o.caches)))
         },

@@ -205,16 +205,28 @@ impl Features {
     }
 }
 
+impl AttentionSpec {
+    /// The features the attention alone uses (part of [`BlockSpec::native_features`]).
+    pub fn native_features(&self) -> Features {
+        Features {
+            window: self.window.is_some(),
+            attention_softcap: self.logit_softcap.is_some(),
+            query_scaling: self.query_scaling.is_some(),
+            output_bias: self.o_bias,
+            ..Features::default()
+        }
+    }
+}
+
 impl BlockSpec {
     /// The features this layer uses.
     pub fn native_features(&self) -> Features {
+        let attention = self.attention.native_features();
         Features {
-            window: self.attention.window.is_some(),
-            attention_softcap: self.attention.logit_softcap.is_some(),
             output_norms: self.norms.attention_out.is_some() || self.norms.mlp_out.is_some(),
             gelu: self.mlp.activation == Activation::GeluTanh,
-            query_scaling: self.attention.query_scaling.is_some(),
-            output_bias: self.attention.o_bias || self.mlp.bias,
+            output_bias: attention.output_bias || self.mlp.bias,
+            ..attention
         }
     }
 }

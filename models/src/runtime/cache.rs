@@ -337,15 +337,18 @@ impl LayerCache {
     /// that has wrapped, to what can be forgotten without losing a key the window still
     /// needs); returns how many were removed.
     pub fn trim(&mut self, n: i32) -> i32 {
-        let mut n = n.clamp(0, self.offset);
-        if let Some(w) = self.window {
-            let capacity = self.capacity();
-            if self.offset > capacity {
-                n = n.min((capacity - w).max(0));
-            }
-        }
+        let n = self.trimmable(n);
         self.offset -= n;
         n
+    }
+
+    /// How many of the last `n` positions [`LayerCache::trim`] would forget.
+    fn trimmable(&self, n: i32) -> i32 {
+        let n = n.clamp(0, self.offset);
+        match self.window {
+            Some(w) if self.offset > self.capacity() => n.min((self.capacity() - w).max(0)),
+            _ => n,
+        }
     }
 
     /// The stored buffers, for `eval`.
@@ -406,10 +409,7 @@ impl KvCache {
         let n = self
             .layers
             .iter()
-            .map(|l| {
-                let mut probe = l.clone();
-                probe.trim(n)
-            })
+            .map(|l| l.trimmable(n))
             .min()
             .unwrap_or(0);
         for layer in &mut self.layers {
