@@ -207,15 +207,22 @@ fn gguf_metadata(gguf: &GgufFile, arch: &str, config: &mut Map<String, Value>) -
         .metadata_f64(&key("rope.freq_base_swa"))?
         .unwrap_or(10_000.0);
     config.insert("rope_local_base_freq".into(), json!(swa_base));
-    let layers = config.get("num_hidden_layers").and_then(Value::as_u64);
-    let heads = config.get("num_attention_heads").and_then(Value::as_u64);
-    let hidden = config.get("hidden_size").and_then(Value::as_u64);
-    let head_dim = config.get("head_dim").and_then(Value::as_u64);
-    let scalar = match (layers, hidden, heads, head_dim) {
-        (Some(62), Some(h), Some(n), _) if n > 0 => Some(h / n),
-        (_, _, _, Some(d)) => Some(d),
-        (_, Some(h), Some(n), None) if n > 0 => Some(h / n),
+    // llama.cpp's rules: the head size is `key_length`, else hidden / heads; the attention
+    // scale is `(hidden / heads)^-0.5` on the 62-layer 27B, else `head_dim^-0.5`.
+    let count = |config: &Map<String, Value>, k: &str| config.get(k).and_then(Value::as_u64);
+    let hidden_per_head = match (
+        count(config, "hidden_size"),
+        count(config, "num_attention_heads"),
+    ) {
+        (Some(h), Some(n)) if n > 0 => Some(h / n),
         _ => None,
+    };
+    if let (None, Some(d)) = (count(config, "head_dim"), hidden_per_head) {
+        config.insert("head_dim".into(), json!(d));
+    }
+    let scalar = match count(config, "num_hidden_layers") {
+        Some(62) => hidden_per_head,
+        _ => count(config, "head_dim"),
     };
     if let Some(s) = scalar {
         config.insert("query_pre_attn_scalar".into(), json!(s));
