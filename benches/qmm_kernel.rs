@@ -1,5 +1,7 @@
 //! Criterion benchmark of the native CPU quantized matmul (mlx-sys/kernels) against MLX's own
-//! CPU op (the kernel switched off with `quant::set_native_qmm(false)`), 4-bit, group 64:
+//! CPU op (the kernel switched off with `quant::set_native_qmm(false)`): 4-bit, group 64 (MLX
+//! checkpoints), and 8-bit, group 32 (what GGUF `Q8_0` / `Q5_0` tensors load as; the largest
+//! shape is Gemma 3 270M's tied 262144 x 640 head):
 //! `native` is the kernel set the CPU selects (AVX-512 VNNI where available), `native-f32` the
 //! same with activations kept in f32 (`quant::set_native_qmm_exact(true)`), `mlx` MLX's op.
 //!
@@ -29,35 +31,44 @@ fn bench(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(2));
     with_device(Device::cpu(), || {
-        for &(m, n, k) in &[
-            (1, 11008, 4096),
-            (1, 4864, 896),
-            (1, 3072, 576),
-            (1, 576, 1536),
-            (8, 11008, 4096),
-            (128, 4864, 896),
+        for &(m, n, k, bits, group) in &[
+            (1, 11008, 4096, 4, 64),
+            (1, 4864, 896, 4, 64),
+            (1, 3072, 576, 4, 64),
+            (1, 576, 1536, 4, 64),
+            (8, 11008, 4096, 4, 64),
+            (128, 4864, 896, 4, 64),
+            (1, 262144, 640, 8, 32),
+            (1, 2048, 640, 8, 32),
+            (4, 2048, 640, 8, 32),
         ] {
-            for dtype in [Dtype::Float32, Dtype::Bfloat16] {
+            for dtype in [Dtype::Float32, Dtype::Bfloat16, Dtype::Float16] {
+                // f16 scales are what GGUF Q8_0 loads as; the 4-bit shapes keep f32 and bf16.
+                if (dtype == Dtype::Float16) != (bits == 8) && dtype != Dtype::Float32 {
+                    continue;
+                }
                 let w = input(&[n, k], dtype, 1);
-                let (wq, s, b) = quant::quantize(&w, 64, 4).expect("quantize");
+                let (wq, s, b) = quant::quantize(&w, group, bits).expect("quantize");
                 mlx_rs::eval(&[&wq, &s, &b]).expect("eval");
                 let x = input(&[m, k], dtype, 2);
                 let bytes = (wq.nbytes() + s.nbytes() + b.nbytes()) as u64;
                 g.throughput(Throughput::Bytes(bytes));
                 for variant in ["native", "native-f32", "mlx"] {
                     let native = variant != "mlx";
-                    // MLX's bf16 op takes seconds for the [8, 4096] and prefill shapes.
-                    if !native && dtype == Dtype::Bfloat16 && m * n * k > 100_000_000 {
+                    // MLX's half-precision ops take seconds on the larger shapes.
+                    if !native && dtype != Dtype::Float32 && m * n * k > 100_000_000 {
                         continue;
                     }
-                    let id =
-                        BenchmarkId::new(format!("{variant}/{dtype}"), format!("{m}x{k}@{n}x{k}T"));
+                    let id = BenchmarkId::new(
+                        format!("{variant}/{dtype}/q{bits}g{group}"),
+                        format!("{m}x{k}@{n}x{k}T"),
+                    );
                     g.bench_function(id, |bch| {
                         quant::set_native_qmm(native);
                         quant::set_native_qmm_exact(variant == "native-f32");
                         bch.iter(|| {
-                            let y =
-                                quant::quantized_matmul(&x, &wq, &s, &b, true, 64, 4).expect("qmm");
+                            let y = quant::quantized_matmul(&x, &wq, &s, &b, true, group, bits)
+                                .expect("qmm");
                             y.eval().expect("eval");
                             y
                         })

@@ -205,6 +205,7 @@ fn raw_kernel_writes_every_output_of_a_poisoned_buffer() {
         for (i, &(m, n, k, bits, group)) in [
             (1usize, 45usize, 192usize, 4, 64),
             (6, 23, 256, 8, 32),
+            (1, 37, 160, 8, 32),
             (40, 70, 128, 4, 128),
         ]
         .iter()
@@ -428,32 +429,40 @@ fn vnni_round(x: &[f32]) -> Vec<f64> {
         .collect()
 }
 
-/// 4-bit weights `[n, k]` built code by code (random, except code 0 wherever `zero(i)` holds
-/// for column i), f32 scales in [0.01, 0.02), biases 0.
-fn weights_from_codes(n: usize, k: usize, group: i32, zero: impl Fn(usize) -> bool) -> Quantized {
+/// `bits`-bit weights `[n, k]` built code by code (random, except code 0 wherever `zero(i)`
+/// holds for column i), f32 scales in [0.01, 0.02), biases 0.
+fn weights_from_codes(
+    n: usize,
+    k: usize,
+    bits: i32,
+    group: i32,
+    zero: impl Fn(usize) -> bool,
+) -> Quantized {
     let r = rand_vec(n * k + n * k / group as usize, 21);
+    let levels = 1u32 << bits;
     let codes: Vec<u32> = (0..n * k)
         .map(|i| {
             if zero(i % k) {
                 0
             } else {
-                ((r[i] + 1.0) * 8.0) as u32 & 15
+                ((r[i] + 1.0) * levels as f32 / 2.0) as u32 & (levels - 1)
             }
         })
         .collect();
+    let per_word = 32 / bits as usize;
     let words: Vec<u32> = codes
-        .chunks(8)
-        .map(|c| c.iter().rev().fold(0u32, |w, &q| w << 4 | q))
+        .chunks(per_word)
+        .map(|c| c.iter().rev().fold(0u32, |w, &q| w << bits | q))
         .collect();
     let ng = k / group as usize;
     let scales: Vec<f32> = r[n * k..].iter().map(|v| 0.015 + 0.005 * v).collect();
     Quantized {
-        wq: Array::from_slice(&words, &[n as i32, (k / 8) as i32]).unwrap(),
+        wq: Array::from_slice(&words, &[n as i32, (k / per_word) as i32]).unwrap(),
         scales: Array::from_slice(&scales, &[n as i32, ng as i32]).unwrap(),
         biases: Array::from_slice(&vec![0f32; n * ng], &[n as i32, ng as i32]).unwrap(),
         n,
         k,
-        bits: 4,
+        bits,
         group,
     }
 }
@@ -468,12 +477,19 @@ fn vnni_rounds_activations_as_documented() {
     }
     // One activation per block of 8 is 1000x the others, and every weight it meets is 0: the
     // outputs come from the small values only, which the shared block exponent leaves with
-    // about 11 of their bits, so the rounding shows far above f32's. K = 3.5 chunks of 128
-    // (the masked tail) where the group size allows it.
+    // about 11 of their bits, so the rounding shows far above f32's. K ends in half a chunk
+    // (128 codes at 4 bits, 64 at 8: the masked tail) where the group size allows it.
     let outlier = |i: usize| i % 8 == 3;
-    for (group, k) in [(32, 448usize), (64, 448), (128, 384)] {
+    for (bits, group, k) in [
+        (4, 32, 448usize),
+        (4, 64, 448),
+        (4, 128, 384),
+        (8, 32, 480),
+        (8, 64, 448),
+        (8, 128, 384),
+    ] {
         let n = 24usize;
-        let q = weights_from_codes(n, k, group, outlier);
+        let q = weights_from_codes(n, k, bits, group, outlier);
         let w = dequant_f64(&q);
         let mut x = rand_vec(k, 8);
         for (i, v) in x.iter_mut().enumerate() {
@@ -498,7 +514,7 @@ fn vnni_rounds_activations_as_documented() {
             let rounded: f64 = wr.iter().zip(&xr).map(|(a, b)| a * b).sum();
             assert!(
                 (vnni[r] as f64 - rounded).abs() <= f32_sums,
-                "group {group} row {r}: VNNI {} vs rounded-x reference {rounded} (exact {})",
+                "{bits} bits, group {group}, row {r}: VNNI {} vs rounded x {rounded} (exact {})",
                 vnni[r],
                 want[r]
             );
@@ -509,7 +525,7 @@ fn vnni_rounds_activations_as_documented() {
         }
         assert!(
             visible > n / 2,
-            "group {group}: rounding visible in {visible} of {n} rows"
+            "{bits} bits, group {group}: rounding visible in {visible} of {n} rows"
         );
     }
     reset_isa();
@@ -525,19 +541,22 @@ fn vnni_non_finite_activations_give_nan_only_where_they_are_used() {
     }
     force_isa(sys::native_qmm::ISA_AVX512_VNNI);
     let (n, k) = (8usize, 256usize);
-    let q = make_weights(n, k, 4, 32, Dtype::Float32, 11);
-    let w = dequant_f64(&q);
-    // Row 0 of x holds an infinity, row 1 a NaN, row 2 is finite (rows are independent).
-    let mut x = rand_vec(3 * k, 12);
-    x[5] = f32::INFINITY;
-    x[k + 200] = f32::NAN;
-    let y = qmm(&Array::from_slice(&x, &[3, k as i32]).unwrap(), &q)
-        .unwrap()
-        .to_vec::<f32>()
-        .unwrap();
-    assert!(y[..2 * n].iter().all(|v| v.is_nan()), "{y:?}");
-    let (want, mag) = reference(&x[2 * k..], &w, 1, n, k);
-    check_close(&y[2 * n..], &want, &mag, Dtype::Float32, "finite row");
+    for bits in [4, 8] {
+        let q = make_weights(n, k, bits, 32, Dtype::Float32, 11);
+        let w = dequant_f64(&q);
+        // Row 0 of x holds an infinity, row 1 a NaN, row 2 is finite (rows are independent).
+        let mut x = rand_vec(3 * k, 12);
+        x[5] = f32::INFINITY;
+        x[k + 200] = f32::NAN;
+        let y = qmm(&Array::from_slice(&x, &[3, k as i32]).unwrap(), &q)
+            .unwrap()
+            .to_vec::<f32>()
+            .unwrap();
+        assert!(y[..2 * n].iter().all(|v| v.is_nan()), "{bits} bits: {y:?}");
+        let (want, mag) = reference(&x[2 * k..], &w, 1, n, k);
+        let what = format!("{bits} bits, finite row");
+        check_close(&y[2 * n..], &want, &mag, Dtype::Float32, &what);
+    }
     reset_isa();
 }
 

@@ -1,5 +1,5 @@
-// AVX-512 VNNI kernels for 4-bit codes at decode and small M (8-bit codes and the rest of the
-// kernel set are the AVX-512F ones). Built with -mavx512f -mavx512bw -mavx512vl -mavx512vnni
+// AVX-512 VNNI kernels for 4-bit and 8-bit codes at decode and small M (the rest of the kernel
+// set is the AVX-512F one). Built with -mavx512f -mavx512bw -mavx512vl -mavx512vnni
 // -mavx512vbmi -mavx2 -mfma -mf16c; includes no MLX header. Selected at run time only on CPUs
 // that report all of these (MLXRS_QMM_ISA_AVX512_VNNI), unless MLX_RS_QMM_EXACT asks for the
 // f32 kernels.
@@ -22,7 +22,15 @@
 // is 4 / 8 / 16 whole lanes. For each chunk of each row of x, prepare() stores the digits of
 // the even codes and of the odd codes of every lane in that byte order, and the 16 powers of
 // two. K need not be a multiple of 128: the last chunk's weight bytes are read through a mask.
+//
+// 8-bit codes. A chunk is 64 codes of a row, 64 bytes in order: VPDPBUSD lane d sums the
+// products of codes 4d .. 4d + 3, so an x block of 8 values is a pair of lanes and a group of
+// 32 / 64 / 128 codes is 8 / 16 / 32 lanes (a group of 128 spans two chunks). The same three
+// digits of x are stored in code order, and the power of two of each lane. A lane's sum is at
+// most 4 * 255 * 2^20 in magnitude (below 2^31): the recombination is exact here too.
 #include <immintrin.h>
+
+#include <type_traits>
 
 #include "qmm_internal.h"
 
@@ -33,20 +41,35 @@ struct alignas(64) XChunk {
   int8_t digit[3][2][64];  // [a, b, c][even codes, odd codes][byte 4d + j]
   float scale[16];         // 2^e of lane d
 };
-constexpr size_t kChunkFloats = sizeof(XChunk) / sizeof(float);
+struct alignas(64) XChunk8 {
+  int8_t digit[3][64];  // [a, b, c][code 4d + j]
+  float scale[16];      // 2^e of lane d (the same for lanes 2k and 2k + 1)
+};
 constexpr size_t kAlignFloats = 64 / sizeof(float);
 
-inline int chunks(int K) { return (K + 127) / 128; }
+// Codes per chunk, and the chunk type, of BITS-bit codes.
+template <int BITS>
+struct Layout {
+  static constexpr int kCodes = BITS == 4 ? 128 : 64;
+  using Chunk = typename std::conditional<BITS == 4, XChunk, XChunk8>::type;
+};
+
+template <int BITS>
+inline int chunks(int K) {
+  return (K + Layout<BITS>::kCodes - 1) / Layout<BITS>::kCodes;
+}
 
 // The row chunks of x inside xp (which the driver allocates as floats, 16-byte aligned).
-inline XChunk* xchunks(const float* xp) {
+template <int BITS>
+inline typename Layout<BITS>::Chunk* xchunks(const float* xp) {
   uintptr_t a = (reinterpret_cast<uintptr_t>(xp) + 63) & ~uintptr_t(63);
-  return reinterpret_cast<XChunk*>(a);
+  return reinterpret_cast<typename Layout<BITS>::Chunk*>(a);
 }
 
 size_t xp_floats(int M, int K, int bits) {
-  if (bits != 4) return kernels_avx512().xp_floats(M, K, bits);
-  return size_t(M) * chunks(K) * kChunkFloats + kAlignFloats;
+  if (bits == 4) return size_t(M) * chunks<4>(K) * (sizeof(XChunk) / 4) + kAlignFloats;
+  if (bits == 8) return size_t(M) * chunks<8>(K) * (sizeof(XChunk8) / 4) + kAlignFloats;
+  return kernels_avx512().xp_floats(M, K, bits);
 }
 
 // Digit k of 16 values (as int32) to bytes: even codes to even[0..8), odd codes to odd[0..8).
@@ -65,49 +88,76 @@ inline __m512i low_digit(__m512i v) {
                           k64);
 }
 
-void prepare_row(const float* x, int K, XChunk* out) {
-  for (int c = 0; c < chunks(K); ++c) {
+// The digits of 16 values x[0 .. valid) (zeros past it), as int32 in d[0..3) (X = d0 2^14 +
+// d1 2^7 + d2), and the powers of two of the two 8-value blocks, e0 and e1.
+inline void digits16(const float* x, int valid, __m512i d[3], float& e0, float& e1) {
+  const __mmask16 mk = valid >= 16 ? 0xFFFF : valid <= 0 ? 0 : (1u << valid) - 1;
+  __m512 v = _mm512_maskz_loadu_ps(mk, x);
+  // Largest |x| of each 8-value half, in every element of the half.
+  __m512 a = _mm512_abs_ps(v);
+  a = _mm512_max_ps(a, _mm512_permute_ps(a, 0xB1));
+  a = _mm512_max_ps(a, _mm512_permute_ps(a, 0x4E));
+  a = _mm512_max_ps(a, _mm512_shuffle_f32x4(a, a, 0xB1));
+  // Its exponent field f (255: infinity or NaN): the max lies in [2^(f-127), 2^(f-126)),
+  // so X = x 2^(146 - f) and 2^e = 2^(f - 146); f is clamped below at 24 to keep both
+  // powers normal.
+  const __m512i f =
+      _mm512_max_epi32(_mm512_srli_epi32(_mm512_castps_si512(a), 23), _mm512_set1_epi32(24));
+  const __mmask16 bad = _mm512_cmpeq_epi32_mask(f, _mm512_set1_epi32(255));
+  const __m512 up =
+      _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_sub_epi32(_mm512_set1_epi32(273), f), 23));
+  __m512 e =
+      _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_sub_epi32(f, _mm512_set1_epi32(19)), 23));
+  e = _mm512_mask_mov_ps(e, bad, _mm512_set1_ps(__builtin_nanf("")));
+  v = _mm512_maskz_mov_ps(_knot_mask16(bad), v);
+  const __m512i X =
+      _mm512_cvt_roundps_epi32(_mm512_mul_ps(v, up), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  d[2] = low_digit(X);
+  const __m512i X1 = _mm512_srai_epi32(_mm512_sub_epi32(X, d[2]), 7);
+  d[1] = low_digit(X1);
+  d[0] = _mm512_srai_epi32(_mm512_sub_epi32(X1, d[1]), 7);
+  e0 = _mm512_cvtss_f32(e);
+  e1 = _mm_cvtss_f32(_mm512_extractf32x4_ps(e, 2));
+}
+
+void prepare_row4(const float* x, int K, XChunk* out) {
+  for (int c = 0; c < chunks<4>(K); ++c) {
     XChunk& o = out[c];
     for (int t = 0; t < 8; ++t) {  // 16 values: lanes 2t and 2t + 1
-      const int e0 = 128 * c + 16 * t, valid = K - e0;
-      const __mmask16 mk = valid >= 16 ? 0xFFFF : valid <= 0 ? 0 : (1u << valid) - 1;
-      __m512 v = _mm512_maskz_loadu_ps(mk, x + e0);
-      // Largest |x| of each 8-value half, in every element of the half.
-      __m512 a = _mm512_abs_ps(v);
-      a = _mm512_max_ps(a, _mm512_permute_ps(a, 0xB1));
-      a = _mm512_max_ps(a, _mm512_permute_ps(a, 0x4E));
-      a = _mm512_max_ps(a, _mm512_shuffle_f32x4(a, a, 0xB1));
-      // Its exponent field f (255: infinity or NaN): the max lies in [2^(f-127), 2^(f-126)),
-      // so X = x 2^(146 - f) and 2^e = 2^(f - 146); f is clamped below at 24 to keep both
-      // powers normal.
-      const __m512i f =
-          _mm512_max_epi32(_mm512_srli_epi32(_mm512_castps_si512(a), 23), _mm512_set1_epi32(24));
-      const __mmask16 bad = _mm512_cmpeq_epi32_mask(f, _mm512_set1_epi32(255));
-      const __m512 up = _mm512_castsi512_ps(
-          _mm512_slli_epi32(_mm512_sub_epi32(_mm512_set1_epi32(273), f), 23));
-      __m512 e = _mm512_castsi512_ps(
-          _mm512_slli_epi32(_mm512_sub_epi32(f, _mm512_set1_epi32(19)), 23));
-      e = _mm512_mask_mov_ps(e, bad, _mm512_set1_ps(__builtin_nanf("")));
-      v = _mm512_maskz_mov_ps(_knot_mask16(bad), v);
-      const __m512i X = _mm512_cvt_roundps_epi32(_mm512_mul_ps(v, up),
-                                                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-      const __m512i dc = low_digit(X);
-      const __m512i X1 = _mm512_srai_epi32(_mm512_sub_epi32(X, dc), 7);
-      const __m512i db = low_digit(X1);
-      const __m512i da = _mm512_srai_epi32(_mm512_sub_epi32(X1, db), 7);
-      store_digit(da, o.digit[0][0] + 8 * t, o.digit[0][1] + 8 * t);
-      store_digit(db, o.digit[1][0] + 8 * t, o.digit[1][1] + 8 * t);
-      store_digit(dc, o.digit[2][0] + 8 * t, o.digit[2][1] + 8 * t);
-      o.scale[2 * t] = _mm512_cvtss_f32(e);
-      o.scale[2 * t + 1] = _mm_cvtss_f32(_mm512_extractf32x4_ps(e, 2));
+      const int e0 = 128 * c + 16 * t;
+      __m512i d[3];
+      digits16(x + e0, K - e0, d, o.scale[2 * t], o.scale[2 * t + 1]);
+      for (int k = 0; k < 3; ++k) store_digit(d[k], o.digit[k][0] + 8 * t, o.digit[k][1] + 8 * t);
+    }
+  }
+}
+
+void prepare_row8(const float* x, int K, XChunk8* out) {
+  for (int c = 0; c < chunks<8>(K); ++c) {
+    XChunk8& o = out[c];
+    for (int t = 0; t < 4; ++t) {  // 16 values: lanes 4t .. 4t + 3
+      const int e0 = 64 * c + 16 * t;
+      __m512i d[3];
+      float s0, s1;
+      digits16(x + e0, K - e0, d, s0, s1);
+      for (int k = 0; k < 3; ++k)
+        _mm_store_si128(reinterpret_cast<__m128i*>(o.digit[k] + 16 * t), _mm512_cvtepi32_epi8(d[k]));
+      o.scale[4 * t] = o.scale[4 * t + 1] = s0;
+      o.scale[4 * t + 2] = o.scale[4 * t + 3] = s1;
     }
   }
 }
 
 void prepare(const float* x, float* xp, int M, int K, int bits) {
-  if (bits != 4) return kernels_avx512().prepare(x, xp, M, K, bits);
-  XChunk* out = xchunks(xp);
-  for (int m = 0; m < M; ++m) prepare_row(x + size_t(m) * K, K, out + size_t(m) * chunks(K));
+  if (bits == 4) {
+    for (int m = 0; m < M; ++m)
+      prepare_row4(x + size_t(m) * K, K, xchunks<4>(xp) + size_t(m) * chunks<4>(K));
+  } else if (bits == 8) {
+    for (int m = 0; m < M; ++m)
+      prepare_row8(x + size_t(m) * K, K, xchunks<8>(xp) + size_t(m) * chunks<8>(K));
+  } else {
+    kernels_avx512().prepare(x, xp, M, K, bits);
+  }
 }
 
 // 16 scales (or biases) of dtype SB starting at element i, as f32; masked-off ones are 0.
@@ -119,20 +169,24 @@ inline __m512 load16(const void* p, size_t i, __mmask16 mk) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
-// How far ahead of the bytes being read the kernel prefetches.
+// How far ahead of the bytes being read the kernels prefetch: 4-bit codes into L1; 8-bit codes
+// (twice the bytes per instruction) further ahead and into L2 only, which streamed the 262144 x
+// 640 head of Gemma 3 from DRAM at 0.84 of the read probe against 0.76 for the 4-bit setting
+// (4 interleaved rounds on dev-cpu-2, docs/bench/qmm-8bit-prefetch-2026-12-06.txt).
 constexpr size_t kPrefetchAhead = 4096;
+constexpr size_t kPrefetchAhead8 = 8192;
 
 // y[m0 .. m0 + MB, n0 .. n0 + R] for 4-bit codes in groups of GS, scales of dtype SB.
 template <int GS, int R, int MB, int SB>
-inline void block(const Problem& p, int n0, int m0) {
+inline void block4(const Problem& p, int n0, int m0) {
   constexpr int LPG = GS / 8;    // lanes per group
   constexpr int GPC = 16 / LPG;  // groups per chunk
   constexpr int CPS = LPG;       // chunks per 16 groups (one load of scales)
-  const int K = p.K, ng = K / GS, nc = chunks(K);
+  const int K = p.K, ng = K / GS, nc = chunks<4>(K);
   const size_t row_bytes = size_t(K) / 2;
   const uint8_t* wb = reinterpret_cast<const uint8_t*>(p.w) + size_t(n0) * row_bytes;
   const XChunk* xs[MB];
-  for (int m = 0; m < MB; ++m) xs[m] = xchunks(p.xp) + size_t(m0 + m) * nc;
+  for (int m = 0; m < MB; ++m) xs[m] = xchunks<4>(p.xp) + size_t(m0 + m) * nc;
   const int tail_bytes = (K % 128) / 2;
   const __mmask64 tail = tail_bytes ? (~0ull >> (64 - tail_bytes)) : ~0ull;
   const __m512i low4 = _mm512_set1_epi8(0x0F);
@@ -189,47 +243,127 @@ inline void block(const Problem& p, int n0, int m0) {
       p.y[size_t(m0 + m) * p.N + n0 + r] = _mm512_reduce_add_ps(tot[r][m]);
 }
 
-template <int GS, int R, int SB>
+// y[m0 .. m0 + MB, n0 .. n0 + R] for 8-bit codes in groups of GS, scales of dtype SB.
+template <int GS, int R, int MB, int SB>
+inline void block8(const Problem& p, int n0, int m0) {
+  constexpr int CPS = GS / 4;  // chunks per 16 groups (one load of scales)
+  const int K = p.K, ng = K / GS, nc = chunks<8>(K);
+  const size_t row_bytes = size_t(K);
+  const uint8_t* wb = reinterpret_cast<const uint8_t*>(p.w) + size_t(n0) * row_bytes;
+  const XChunk8* xs[MB];
+  for (int m = 0; m < MB; ++m) xs[m] = xchunks<8>(p.xp) + size_t(m0 + m) * nc;
+  const int tail_bytes = K % 64;
+  const __mmask64 tail = tail_bytes ? (~0ull >> (64 - tail_bytes)) : ~0ull;
+  // The first code of each lane; its group is (64 (c % CPS) + 4d) / GS among the 16 loaded.
+  const __m512i lane_code =
+      _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 52, 56, 60);
+  __m512 tot[R][MB], s16[R];
+  for (int r = 0; r < R; ++r)
+    for (int m = 0; m < MB; ++m) tot[r][m] = _mm512_setzero_ps();
+  for (int c = 0; c < nc; ++c) {
+    if (c % CPS == 0) {
+      const int g0 = c * 64 / GS, cnt = ng - g0 < 16 ? ng - g0 : 16;
+      const __mmask16 gm = __mmask16((1u << cnt) - 1);
+      for (int r = 0; r < R; ++r) {
+        const size_t si = size_t(n0 + r) * ng + g0;
+        s16[r] = load16<SB>(p.scales, si, gm);
+        const __m512 b16 = load16<SB>(p.biases, si, gm);
+        for (int m = 0; m < MB; ++m)
+          tot[r][m] = _mm512_fmadd_ps(
+              b16, _mm512_maskz_loadu_ps(gm, p.xsum + size_t(m0 + m) * ng + g0), tot[r][m]);
+      }
+    }
+    const __m512i idx = _mm512_srli_epi32(
+        _mm512_add_epi32(lane_code, _mm512_set1_epi32(64 * (c % CPS))), __builtin_ctz(GS));
+    const __mmask64 mk = c == nc - 1 ? tail : ~0ull;
+    __m512i v[R];
+    __m512 s[R];
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* src = wb + r * row_bytes + size_t(c) * 64;
+      __builtin_prefetch(src + kPrefetchAhead8, 0, 2);
+      v[r] = _mm512_maskz_loadu_epi8(mk, src);
+      s[r] = _mm512_permutexvar_ps(idx, s16[r]);
+    }
+    for (int m = 0; m < MB; ++m) {
+      const XChunk8& x = xs[m][c];
+      const __m512i da = _mm512_load_si512(x.digit[0]), db = _mm512_load_si512(x.digit[1]),
+                    dc = _mm512_load_si512(x.digit[2]);
+      const __m512 xscale = _mm512_load_ps(x.scale);
+      for (int r = 0; r < R; ++r) {
+        const __m512i z = _mm512_setzero_si512();
+        const __m512i sa = _mm512_dpbusd_epi32(z, v[r], da);
+        const __m512i sb = _mm512_dpbusd_epi32(z, v[r], db);
+        const __m512i sc = _mm512_dpbusd_epi32(z, v[r], dc);
+        const __m512i sum = _mm512_add_epi32(
+            _mm512_add_epi32(_mm512_slli_epi32(sa, 14), _mm512_slli_epi32(sb, 7)), sc);
+        tot[r][m] =
+            _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(s[r], xscale), tot[r][m]);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int m = 0; m < MB; ++m)
+      p.y[size_t(m0 + m) * p.N + n0 + r] = _mm512_reduce_add_ps(tot[r][m]);
+}
+
+template <int BITS, int GS, int R, int MB, int SB>
+inline void block(const Problem& p, int n0, int m0) {
+  if (BITS == 4)
+    block4<GS, R, MB, SB>(p, n0, m0);
+  else
+    block8<GS, R, MB, SB>(p, n0, m0);
+}
+
+template <int BITS, int GS, int R, int SB>
 inline void rows_mblocks(const Problem& p, int n) {
   int m = 0;
-  for (; m + 4 <= p.M; m += 4) block<GS, R, 4, SB>(p, n, m);
+  for (; m + 4 <= p.M; m += 4) block<BITS, GS, R, 4, SB>(p, n, m);
   switch (p.M - m) {
-    case 3: block<GS, R, 3, SB>(p, n, m); break;
-    case 2: block<GS, R, 2, SB>(p, n, m); break;
-    case 1: block<GS, R, 1, SB>(p, n, m); break;
+    case 3: block<BITS, GS, R, 3, SB>(p, n, m); break;
+    case 2: block<BITS, GS, R, 2, SB>(p, n, m); break;
+    case 1: block<BITS, GS, R, 1, SB>(p, n, m); break;
     default: break;
   }
 }
 
-template <int GS, int SB>
+template <int BITS, int GS, int SB>
 void rows_group(const Problem& p, int n0, int n1) {
   int n = n0;
   if (p.M == 1) {
-    for (; n + 4 <= n1; n += 4) block<GS, 4, 1, SB>(p, n, 0);
+    for (; n + 4 <= n1; n += 4) block<BITS, GS, 4, 1, SB>(p, n, 0);
   } else {
-    for (; n + 2 <= n1; n += 2) rows_mblocks<GS, 2, SB>(p, n);
+    for (; n + 2 <= n1; n += 2) rows_mblocks<BITS, GS, 2, SB>(p, n);
   }
-  for (; n < n1; ++n) rows_mblocks<GS, 1, SB>(p, n);
+  for (; n < n1; ++n) rows_mblocks<BITS, GS, 1, SB>(p, n);
 }
 
-template <int SB>
+template <int BITS, int SB>
 void rows_sb(const Problem& p, int n0, int n1) {
   if (p.group == 32)
-    rows_group<32, SB>(p, n0, n1);
+    rows_group<BITS, 32, SB>(p, n0, n1);
   else if (p.group == 64)
-    rows_group<64, SB>(p, n0, n1);
+    rows_group<BITS, 64, SB>(p, n0, n1);
   else
-    rows_group<128, SB>(p, n0, n1);
+    rows_group<BITS, 128, SB>(p, n0, n1);
+}
+
+template <int BITS>
+void rows_bits(const Problem& p, int n0, int n1) {
+  if (p.sb == F32)
+    rows_sb<BITS, F32>(p, n0, n1);
+  else if (p.sb == F16)
+    rows_sb<BITS, F16>(p, n0, n1);
+  else
+    rows_sb<BITS, BF16>(p, n0, n1);
 }
 
 void rows(const Problem& p, int n0, int n1) {
-  if (p.bits != 4) return kernels_avx512().rows(p, n0, n1);
-  if (p.sb == F32)
-    rows_sb<F32>(p, n0, n1);
-  else if (p.sb == F16)
-    rows_sb<F16>(p, n0, n1);
+  if (p.bits == 4)
+    rows_bits<4>(p, n0, n1);
+  else if (p.bits == 8)
+    rows_bits<8>(p, n0, n1);
   else
-    rows_sb<BF16>(p, n0, n1);
+    kernels_avx512().rows(p, n0, n1);
 }
 
 }  // namespace
