@@ -3,11 +3,12 @@
 # $CC, default cc), and defines
 #   bench                  the `bench` example's path
 #   threads                $THREADS, default the CPU count
-#   read_bandwidth MB REPS the probe's line for a buffer of MB megabytes on $threads threads
+#   read_bandwidth MB REPS [huge]  the probe's line for a buffer of MB megabytes on $threads threads
+#                          (huge: on transparent huge pages)
 threads="${THREADS:-$(nproc)}"
 bench="$here/target/release/examples/bench"
 (cd "$here" && cargo build --release --example bench >&2)
 probe_dir="$(mktemp -d)"
 trap 'rm -rf "$probe_dir"' EXIT
 "${CC:-cc}" -O3 -march=native -fopenmp "$here/scripts/read_bandwidth.c" -o "$probe_dir/read_bandwidth"
-read_bandwidth() { OMP_NUM_THREADS="$threads" "$probe_dir/read_bandwidth" "$1" "$2"; }
+read_bandwidth() { OMP_NUM_THREADS="$threads" "$probe_dir/read_bandwidth" "$@"; }
