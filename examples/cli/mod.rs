@@ -48,6 +48,10 @@ pub struct ModelArgs {
     /// Skip the memory budget check (e.g. with swap, or a model that will be paged in).
     #[arg(long)]
     pub no_memory_check: bool,
+    /// Keep the weights on the system's default pages instead of transparent huge pages
+    /// (CPU only; see `LoadOptions::huge_pages`).
+    #[arg(long)]
+    pub no_huge_pages: bool,
     /// Context length the memory budget counts the KV cache of (default: the model's,
     /// at most 8192).
     #[arg(long, value_name = "TOKENS")]
@@ -115,6 +119,7 @@ impl ModelArgs {
             keep_quantized: self.quantized.map(|q| q == QuantizedArg::Keep),
             memory_budget: self.memory_budget(),
             context_length: self.budget_context,
+            huge_pages: !self.no_huge_pages,
         };
         eprintln!("loading {} ...", self.model);
         let started = std::time::Instant::now();

@@ -86,7 +86,7 @@ impl Array {
 
     /// The data pointer of this evaluated array and whether its elements lie there in
     /// row-major order (queues nothing).
-    fn host_data(&self) -> Result<(*const std::ffi::c_void, bool)> {
+    pub(crate) fn host_data(&self) -> Result<(*const std::ffi::c_void, bool)> {
         let mut ptr = std::ptr::null();
         let mut row_contiguous = false;
         // SAFETY: valid handle and out-pointers; the callee only reads the array's metadata.

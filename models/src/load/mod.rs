@@ -72,6 +72,10 @@ pub struct LoadOptions {
     /// The context length the budget counts the KV cache of; `None` = the config's, at most
     /// [`budget::DEFAULT_BUDGET_CONTEXT`].
     pub context_length: Option<usize>,
+    /// On the CPU, back the weights with transparent huge pages
+    /// ([`mlx_rs::memory::advise_huge_pages`]; default `true`): decode streams every weight
+    /// once per token, and 2 MiB pages take the TLB out of that path. Ignored on a GPU.
+    pub huge_pages: bool,
 }
 
 impl Default for LoadOptions {
@@ -83,6 +87,7 @@ impl Default for LoadOptions {
             device: Device::default_device().unwrap_or_else(|_| Device::cpu()),
             memory_budget: MemoryBudget::default(),
             context_length: None,
+            huge_pages: true,
         }
     }
 }
@@ -206,6 +211,9 @@ pub fn load(model: &str, options: &LoadOptions) -> Result<LoadedModel> {
         // Quantization overrides name the checkpoint's modules: apply them, then rename.
         let (weights, build) = prepare_weights(&config, weights, options)?;
         let weights = crate::families::sanitize(&config, weights)?;
+        if options.huge_pages && options.device.device_type() == DeviceType::Cpu {
+            advise_huge_pages(&weights)?;
+        }
         let build = crate::families::BuildOptions {
             dtype: build.dtype,
             quantization: build
@@ -224,6 +232,13 @@ pub fn load(model: &str, options: &LoadOptions) -> Result<LoadedModel> {
         eos_token_ids,
         source,
     })
+}
+
+/// Backs the host buffers of `weights` with transparent huge pages where the OS allows.
+fn advise_huge_pages(weights: &Weights) -> Result<mlx_rs::memory::HugePageAdvice> {
+    let names = weights.names();
+    let arrays: Vec<&mlx_rs::Array> = names.iter().filter_map(|n| weights.get(n)).collect();
+    Ok(mlx_rs::memory::advise_huge_pages(&arrays)?)
 }
 
 /// [`Error::MemoryBudget`] when `weight_bytes` plus the KV cache of the budgeted context
