@@ -275,7 +275,7 @@ mod tests {
         // 24 MiB of distinct values: at least 10 whole aligned 2 MiB spans inside.
         let n = 6 << 20;
         let values: Vec<f32> = (0..n).map(|i| (i % 65_521) as f32).collect();
-        let a = Array::from_slice(&values, &[n as i32]).unwrap();
+        let a = Array::from_slice(&values, &[n]).unwrap();
         let small = Array::from_slice(&[1.0f32, 2.0], &[2]).unwrap();
         let advice = advise_huge_pages(&[&a, &small]).unwrap();
         assert!(advice.collapsed <= advice.advised && advice.advised <= a.nbytes());
