@@ -52,24 +52,27 @@ fn dequantized(weights: &mlx_models::weights::Weights, module: &str, bits: i32) 
     .unwrap()
 }
 
-/// The bounds on how far an 8-bit, group-32 requantization (MLX's `quantize`) of the
-/// f16-decoded `Q6_K` values may move a weight of `group` (reference values), as
-/// `(rounded, clipped)`. With `step = (max - min) / 255`: MLX takes the group's extreme of larger
-/// magnitude as the bias and, to keep it exact, replaces the scale `s0 = step` by
-/// `edge / round(edge / s0)`, with `|edge| / s0 >= 127.5`: at most `s0 / 127` larger or
-/// `s0 / 255` smaller. A weight rounded to a code moves at most half that scale; the far
-/// extreme, when the scale shrank, may fall past code 255 and be clipped, by up to
-/// `(max - min) / 256`, just under one step. Both add the f16 rounding of the scale (`2^-11`
-/// relative, times a code of at most 255) and that of the decoded value and the bias (`2^-11`
-/// of the group's largest magnitude each, plus f16's smallest subnormal step).
+/// The bounds on how far the loader's 8-bit, group-32 requantization of the decoded `Q6_K`
+/// values (`ggml_quants::requantize_affine8`) may move a weight of `group` (reference values),
+/// as `(rounded, clipped)`. With `step = (max - min) / 255`: the bias is `min` rounded down to
+/// f16 (at most `2^-11` of `|min|` below it, or f16's smallest subnormal step), the scale
+/// `(max - bias) / 255` rounded up to f16 (at most `2^-10` relative above), so every value has a
+/// code in 0..=255 and a rounded weight moves at most half the scale. `clipped` is the bound the
+/// older requantization (MLX's `quantize`, which may clip the far extreme) kept: this one must
+/// stay under `rounded` everywhere.
 fn q6_k_bounds(group: &[f32]) -> (f32, f32) {
     let max = group.iter().copied().fold(f32::MIN, f32::max);
     let min = group.iter().copied().fold(f32::MAX, f32::min);
     let step = (max - min) / 255.0;
     let ulp = 2f32.powi(-11);
-    let scale = step * (1.0 + 1.0 / 127.0);
-    let f16 = 255.0 * scale * ulp + 2.0 * (max.abs().max(min.abs()) * ulp + 2f32.powi(-24));
-    (0.5 * scale + f16, (max - min) / 256.0 + f16)
+    let big = max.abs().max(min.abs());
+    // The scale: the range widened by the bias's rounding, then rounded up to f16.
+    let scale = (step + (min.abs() * ulp + 2f32.powi(-24)) / 255.0) * (1.0 + 2.0 * ulp);
+    // f32 rounding of the decode and of scale * code + bias: a few units of 2^-24 of `big`.
+    let f32_rounding = 8.0 * 2f32.powi(-24) * big;
+    let old_scale = step * (1.0 + 1.0 / 127.0);
+    let old_f16 = 255.0 * old_scale * ulp + 2.0 * (big * ulp + 2f32.powi(-24));
+    (0.5 * scale + f32_rounding, (max - min) / 256.0 + old_f16)
 }
 
 #[test]
@@ -158,6 +161,7 @@ fn q4_k_and_q6_k_become_affine_triplets() {
             }
         }
     }
+    assert_eq!(clipped, 0, "no weight moves past half a step");
     eprintln!(
         "Q6_K: {inexact} of {} weights inexact, {clipped} clipped past half an 8-bit step; \
          largest error / Q6_K sub-block step per row: {vs_q6_step:?}",

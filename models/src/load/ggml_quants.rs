@@ -500,3 +500,233 @@ mod tests {
         assert!(dequantize_q4_k(&block[..100], &mut y).is_err());
     }
 }
+
+/// Decodes `blocks` (a tensor of rows of `row_len` weights, any block type [`dequantize`]
+/// reads) one row at a time into `f16` values: the dense form of a type that has no affine
+/// one, without an `f32` copy of the whole tensor. Values outside `f16`'s range become
+/// infinite, as a cast would make them.
+///
+/// ```
+/// use mlx_models::load::ggml_quants::dequantize_to_f16;
+/// use mlx_models::load::gguf_file::GgmlType;
+/// let mut block = half::f16::from_f32(0.25).to_le_bytes().to_vec(); // Q4_0, d = 0.25
+/// block.resize(18, 0x9A); // codes 10 (low nibbles) and 9 (high)
+/// let y = dequantize_to_f16(GgmlType::Q4_0, &block, 32)?;
+/// assert_eq!((y[0].to_f32(), y[16].to_f32()), (0.5, 0.25));
+/// # Ok::<(), mlx_models::Error>(())
+/// ```
+pub fn dequantize_to_f16(ty: GgmlType, blocks: &[u8], row_len: usize) -> Result<Vec<f16>> {
+    let mut out = Vec::new();
+    for_each_row(ty, blocks, row_len, |row| {
+        out.extend(row.iter().map(|&v| f16::from_f32(v)));
+    })?;
+    Ok(out)
+}
+
+/// Requantizes `blocks` (rows of `row_len` weights; `row_len` a multiple of 32) as an MLX
+/// affine 8-bit, group-32 triplet, decoding one row at a time (no dense copy of the tensor).
+/// For the types without a lossless affine form (`Q6_K`, whose 16-weight sub-blocks have
+/// their own scales).
+///
+/// Per group of 32 decoded values with extremes `min` and `max`: the bias is `min` rounded
+/// down to `f16`, the scale `(max - bias) / 255` rounded up to `f16` (so that every value has
+/// a code in 0..=255 and none is clipped), and each code the nearest. A weight moves by at
+/// most half the scale, plus `f32` rounding: half a step of its group's range, and the bias
+/// and scale stay exact in `f16` (2 + 2 bytes per 32 weights). A group whose range does not
+/// fit `f16` keeps an `f32` scale and bias (and then the tensor's are stored as `f32`).
+///
+/// ```
+/// use mlx_models::load::ggml_quants::requantize_affine8;
+/// use mlx_models::load::gguf_file::GgmlType;
+/// // 32 f32 weights 0, 1, ..., 31: bias 0, scale 31 / 255, codes round(w * 255 / 31).
+/// let row: Vec<u8> = (0..32).flat_map(|i| (i as f32).to_le_bytes()).collect();
+/// let t = requantize_affine8(GgmlType::F32, &row, 32)?;
+/// assert_eq!(t.biases[0], 0.0);
+/// let code = |i: usize| (t.packed[i / 4] >> (8 * (i % 4))) & 0xff;
+/// assert_eq!((code(0), code(31)), (0, 255));
+/// assert!((t.scales[0] * code(7) as f32 - 7.0).abs() <= t.scales[0] / 2.0);
+/// # Ok::<(), mlx_models::Error>(())
+/// ```
+pub fn requantize_affine8(ty: GgmlType, blocks: &[u8], row_len: usize) -> Result<Affine> {
+    if row_len == 0 || row_len % 32 != 0 {
+        return Err(Error::Gguf(format!(
+            "{ty}: rows of {row_len} weights are not whole groups of 32"
+        )));
+    }
+    let mut t = Affine {
+        bits: 8,
+        packed: Vec::new(),
+        scales: Vec::new(),
+        biases: Vec::new(),
+    };
+    for_each_row(ty, blocks, row_len, |row| {
+        for group in row.chunks_exact(32) {
+            let (scale, bias) = affine8_params(group);
+            let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+            let mut codes = [0u8; 32];
+            for (c, &w) in codes.iter_mut().zip(group) {
+                *c = ((w - bias) * inv).round().clamp(0.0, 255.0) as u8;
+            }
+            pack_group(&mut t.packed, 8, &codes);
+            t.scales.push(scale);
+            t.biases.push(bias);
+        }
+    })?;
+    Ok(t)
+}
+
+/// Scale and bias of one 8-bit group (see [`requantize_affine8`]).
+fn affine8_params(group: &[f32]) -> (f32, f32) {
+    let min = group.iter().copied().fold(f32::INFINITY, f32::min);
+    let max = group.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    // The bias: min rounded down to f16.
+    let mut bias = f16::from_f32(min);
+    if bias.to_f32() > min {
+        bias = next_down_f16(bias);
+    }
+    let bias_f = bias.to_f32();
+    let mut scale = f16::from_f32((max - bias_f) / 255.0);
+    if scale.to_f32() * 255.0 + bias_f < max {
+        scale = next_up_f16(scale);
+    }
+    let (s, b) = (scale.to_f32(), bias_f);
+    if s.is_finite() && b.is_finite() && s * 255.0 + b >= max {
+        (s, b)
+    } else {
+        ((max - min) / 255.0, min)
+    }
+}
+
+/// The next `f16` toward +infinity (of a finite or zero value).
+fn next_up_f16(h: f16) -> f16 {
+    let b = h.to_bits();
+    if b & 0x7fff == 0 {
+        f16::from_bits(1) // +0 or -0: the smallest subnormal
+    } else if b & 0x8000 == 0 {
+        f16::from_bits(b + 1)
+    } else {
+        f16::from_bits(b - 1)
+    }
+}
+
+/// The next `f16` toward -infinity.
+fn next_down_f16(h: f16) -> f16 {
+    f16::from_bits(next_up_f16(f16::from_bits(h.to_bits() ^ 0x8000)).to_bits() ^ 0x8000)
+}
+
+/// Calls `f` with each row of `blocks` decoded to `f32` (`row_len` weights, a whole number of
+/// the type's blocks).
+fn for_each_row(
+    ty: GgmlType,
+    blocks: &[u8],
+    row_len: usize,
+    mut f: impl FnMut(&[f32]),
+) -> Result<()> {
+    let n = whole_blocks(ty, blocks)?;
+    let (block_len, block_bytes) = layout(ty)?;
+    if row_len == 0 || row_len % block_len != 0 || (n * block_len) % row_len != 0 {
+        return Err(Error::Gguf(format!(
+            "{ty}: rows of {row_len} weights do not split {} weights into whole blocks",
+            n * block_len
+        )));
+    }
+    let row_bytes = row_len / block_len * block_bytes;
+    let mut row = vec![0f32; row_len];
+    for chunk in blocks.chunks_exact(row_bytes) {
+        dequantize(ty, chunk, &mut row)?;
+        f(&row);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod requantize_tests {
+    use super::*;
+
+    fn f32_row(values: &[f32]) -> Vec<u8> {
+        values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    fn decoded(t: &Affine) -> Vec<f32> {
+        (0..t.packed.len() * 4)
+            .map(|i| {
+                let code = (t.packed[i / 4] >> (8 * (i % 4))) & 0xff;
+                t.scales[i / 32] * code as f32 + t.biases[i / 32]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_weight_within_half_a_step_and_parameters_exact_in_f16() {
+        // Two rows of two groups: a wide signed range, a narrow positive one, tiny values, and
+        // a constant group.
+        let mut values = Vec::new();
+        values.extend((0..32).map(|i| -3.7 + 0.23 * i as f32));
+        values.extend((0..32).map(|i| 1000.0 + 0.001 * i as f32));
+        values.extend((0..32).map(|i| 1e-6 * (i as f32 - 16.0)));
+        values.extend([0.3f32; 32]);
+        let t = requantize_affine8(GgmlType::F32, &f32_row(&values), 64).unwrap();
+        assert_eq!((t.packed.len(), t.scales.len()), (32, 4));
+        let got = decoded(&t);
+        for (g, group) in values.chunks(32).enumerate() {
+            let (s, b) = (t.scales[g], t.biases[g]);
+            assert_eq!(half::f16::from_f32(s).to_f32(), s, "group {g}: scale {s}");
+            assert_eq!(half::f16::from_f32(b).to_f32(), b, "group {g}: bias {b}");
+            let min = group.iter().copied().fold(f32::INFINITY, f32::min);
+            assert!(b <= min, "group {g}: bias {b} above the minimum {min}");
+            for (k, &w) in group.iter().enumerate() {
+                let err = (got[g * 32 + k] - w).abs();
+                let bound = s / 2.0 + 8.0 * f32::EPSILON * w.abs().max(b.abs());
+                assert!(err <= bound, "group {g} [{k}]: {} vs {w}", got[g * 32 + k]);
+            }
+        }
+        // The constant group: no spread, the value itself (it is exact in f16 within 2^-11).
+        assert!((got[96] - 0.3).abs() <= 0.3 * 2f32.powi(-11));
+    }
+
+    #[test]
+    fn ranges_beyond_f16_keep_f32_parameters() {
+        let values: Vec<f32> = (0..32).map(|i| 1e6 * i as f32).collect();
+        let t = requantize_affine8(GgmlType::F32, &f32_row(&values), 32).unwrap();
+        assert!(t.scales[0] > 65504.0 && t.scales[0].is_finite(), "{t:?}");
+        let got = decoded(&t);
+        for (g, w) in got.iter().zip(&values) {
+            assert!((g - w).abs() <= t.scales[0] / 2.0 + 1.0, "{g} vs {w}");
+        }
+    }
+
+    #[test]
+    fn bad_row_lengths_are_typed_errors() {
+        let row = f32_row(&[0.0; 64]);
+        assert!(matches!(
+            requantize_affine8(GgmlType::F32, &row, 48),
+            Err(Error::Gguf(_))
+        ));
+        assert!(matches!(
+            requantize_affine8(GgmlType::F32, &row, 0),
+            Err(Error::Gguf(_))
+        ));
+        assert!(matches!(
+            dequantize_to_f16(GgmlType::F32, &row, 40),
+            Err(Error::Gguf(_))
+        ));
+        assert!(matches!(
+            dequantize_to_f16(GgmlType::F32, &row[..10], 1),
+            Err(Error::Gguf(_))
+        ));
+    }
+
+    #[test]
+    fn f16_decode_matches_the_f32_decode_rounded() {
+        // Two Q4_0 blocks (one row of 64): d = 0.25 and d = -3.0.
+        let mut blocks = half::f16::from_f32(0.25).to_le_bytes().to_vec();
+        blocks.extend((0..16u8).map(|i| i.wrapping_mul(37)));
+        blocks.extend(half::f16::from_f32(-3.0).to_le_bytes());
+        blocks.extend((0..16u8).map(|i| i.wrapping_mul(91)));
+        let mut want = vec![0f32; 64];
+        dequantize(GgmlType::Q4_0, &blocks, &mut want).unwrap();
+        let got = dequantize_to_f16(GgmlType::Q4_0, &blocks, 64).unwrap();
+        let want: Vec<half::f16> = want.iter().map(|&v| half::f16::from_f32(v)).collect();
+        assert_eq!(got, want);
+    }
+}

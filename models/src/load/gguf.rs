@@ -15,10 +15,11 @@
 //! 4-bit triplets `P.weight` (`uint32`), `P.scales`, `P.biases` with a group size of 32;
 //! `Q8_0`, `Q5_0`, `Q5_1` and `Q5_K` become 8-bit triplets; all of these are lossless. Scales
 //! and biases are `float16` where every one of a tensor's values is exact in `float16` (as for
-//! `Q4_0`, `Q4_1`, `Q8_0`), else `float32`. `Q6_K` is decoded, rounded to `float16` and
-//! requantized to an 8-bit, group-32 triplet (not lossless: its error is at most one 8-bit
-//! step of the group's range, typically a quarter of `Q6_K`'s own step; see
-//! `requantize_q6_k`). `Q2_K` and `Q3_K` are decoded to `float16`. `F32`, `F16`, `BF16`, `I8`,
+//! `Q4_0`, `Q4_1`, `Q8_0`), else `float32`. `Q6_K` is decoded row by row and requantized to an
+//! 8-bit, group-32 triplet with `float16` scales and biases (not lossless: a weight moves by at
+//! most half an 8-bit step of its group's range, typically a fifth of `Q6_K`'s own step; see
+//! [`ggml_quants::requantize_affine8`]). `Q2_K` and `Q3_K` are decoded row by row to `float16`.
+//! No tensor is ever held as a whole in `f32` on the way. `F32`, `F16`, `BF16`, `I8`,
 //! `I16` and `I32` are taken as stored. Other types (`IQ*`, `TQ*`, `MXFP4`, ...) are refused
 //! before any data is read, with an [`Error::Gguf`] naming the type and a tensor.
 //!
@@ -247,18 +248,23 @@ fn tensor_arrays(gguf: &GgufFile, info: &GgufTensorInfo) -> Result<Vec<(String, 
             ))
         })?;
         let t = ggml_quants::to_affine(ty, &bytes).map_err(named)?;
+        drop(bytes);
         return triplet(stem, &shape, &t);
     }
-    let mut dense = vec![0f32; info.n_elements as usize];
-    ggml_quants::dequantize(ty, &bytes, &mut dense).map_err(named)?;
-    drop(bytes);
-    let dense = Array::from_slice(&dense, &shape)?.astype(Dtype::Float16)?;
+    // Row by row: a whole-tensor f32 copy of a 151936 x 1536 head would be 0.9 GB.
+    let row_len = info.row_len() as usize;
     if requantizes_q6_k(info) {
         let stem = &info.name[..info.name.len() - ".weight".len()];
-        return requantize_q6_k(stem, &dense);
+        let t = ggml_quants::requantize_affine8(ty, &bytes, row_len).map_err(named)?;
+        drop(bytes);
+        return triplet(stem, &shape, &t);
     }
-    dense.eval()?;
-    Ok(vec![(info.name.clone(), dense)])
+    let dense = ggml_quants::dequantize_to_f16(ty, &bytes, row_len).map_err(named)?;
+    drop(bytes);
+    Ok(vec![(
+        info.name.clone(),
+        Array::from_slice(&dense, &shape)?,
+    )])
 }
 
 /// `P.weight` / `P.scales` / `P.biases` of an affine conversion; scales and biases in `float16`
@@ -288,24 +294,6 @@ fn triplet(stem: &str, shape: &[i32], t: &ggml_quants::Affine) -> Result<Vec<(St
         ),
         (format!("{stem}.scales"), params(&t.scales)?),
         (format!("{stem}.biases"), params(&t.biases)?),
-    ])
-}
-
-/// Requantizes a decoded `Q6_K` matrix (in `float16`) as an MLX affine 8-bit, group-32 triplet,
-/// so that it stays compact and goes through the quantized matmul. Not lossless: a group of 32
-/// spans two 16-weight `Q6_K` sub-blocks with their own scales, and MLX's affine groups are 32
-/// wide. The error of a weight is at most one 8-bit step of its group's range,
-/// `(max - min) / 255` (MLX keeps the bias exact and may clip the far end of the range);
-/// measured against `Q6_K`'s own step it is typically about a quarter
-/// (models/tests/gguf_kquants.rs), more where neighbouring sub-blocks have very different
-/// scales.
-fn requantize_q6_k(stem: &str, dense: &Array) -> Result<Vec<(String, Array)>> {
-    let (packed, scales, biases) = mlx_rs::quant::quantize(dense, 32, 8)?;
-    mlx_rs::eval(&[&packed, &scales, &biases])?;
-    Ok(vec![
-        (format!("{stem}.weight"), packed),
-        (format!("{stem}.scales"), scales),
-        (format!("{stem}.biases"), biases),
     ])
 }
 
