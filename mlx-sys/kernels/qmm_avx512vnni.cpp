@@ -176,6 +176,23 @@ inline __m512 load16(const void* p, size_t i, __mmask16 mk) {
 constexpr size_t kPrefetchAhead = 4096;
 constexpr size_t kPrefetchAhead8 = 8192;
 
+// The scales of groups g0 .. g0 + 15 of rows n0 .. n0 + R (into s16), and their bias term
+// sum_g b_g (sum of x over g) added to tot.
+template <int R, int MB, int SB>
+inline void group_params(const Problem& p, int n0, int m0, int g0, __m512 (&s16)[R],
+                         __m512 (&tot)[R][MB]) {
+  const int ng = p.K / p.group, cnt = ng - g0 < 16 ? ng - g0 : 16;
+  const __mmask16 gm = __mmask16((1u << cnt) - 1);
+  for (int r = 0; r < R; ++r) {
+    const size_t si = size_t(n0 + r) * ng + g0;
+    s16[r] = load16<SB>(p.scales, si, gm);
+    const __m512 b16 = load16<SB>(p.biases, si, gm);
+    for (int m = 0; m < MB; ++m)
+      tot[r][m] = _mm512_fmadd_ps(
+          b16, _mm512_maskz_loadu_ps(gm, p.xsum + size_t(m0 + m) * ng + g0), tot[r][m]);
+  }
+}
+
 // y[m0 .. m0 + MB, n0 .. n0 + R] for 4-bit codes in groups of GS, scales of dtype SB.
 template <int GS, int R, int MB, int SB>
 inline void block4(const Problem& p, int n0, int m0) {
@@ -200,19 +217,7 @@ inline void block4(const Problem& p, int n0, int m0) {
   for (int r = 0; r < R; ++r)
     for (int m = 0; m < MB; ++m) tot[r][m] = _mm512_setzero_ps();
   for (int c = 0; c < nc; ++c) {
-    if (c % CPS == 0) {
-      // Scales of the next 16 groups; the bias term sum_g b_g (sum of x over g) for them.
-      const int g0 = c * GPC, cnt = ng - g0 < 16 ? ng - g0 : 16;
-      const __mmask16 gm = __mmask16((1u << cnt) - 1);
-      for (int r = 0; r < R; ++r) {
-        const size_t si = size_t(n0 + r) * ng + g0;
-        s16[r] = load16<SB>(p.scales, si, gm);
-        const __m512 b16 = load16<SB>(p.biases, si, gm);
-        for (int m = 0; m < MB; ++m)
-          tot[r][m] = _mm512_fmadd_ps(
-              b16, _mm512_maskz_loadu_ps(gm, p.xsum + size_t(m0 + m) * ng + g0), tot[r][m]);
-      }
-    }
+    if (c % CPS == 0) group_params<R, MB, SB>(p, n0, m0, c * GPC, s16, tot);
     const __m512i idx = _mm512_add_epi32(lane_group, _mm512_set1_epi32(GPC * (c % CPS)));
     const __mmask64 mk = c == nc - 1 ? tail : ~0ull;
     for (int r = 0; r < R; ++r) {
@@ -261,18 +266,7 @@ inline void block8(const Problem& p, int n0, int m0) {
   for (int r = 0; r < R; ++r)
     for (int m = 0; m < MB; ++m) tot[r][m] = _mm512_setzero_ps();
   for (int c = 0; c < nc; ++c) {
-    if (c % CPS == 0) {
-      const int g0 = c * 64 / GS, cnt = ng - g0 < 16 ? ng - g0 : 16;
-      const __mmask16 gm = __mmask16((1u << cnt) - 1);
-      for (int r = 0; r < R; ++r) {
-        const size_t si = size_t(n0 + r) * ng + g0;
-        s16[r] = load16<SB>(p.scales, si, gm);
-        const __m512 b16 = load16<SB>(p.biases, si, gm);
-        for (int m = 0; m < MB; ++m)
-          tot[r][m] = _mm512_fmadd_ps(
-              b16, _mm512_maskz_loadu_ps(gm, p.xsum + size_t(m0 + m) * ng + g0), tot[r][m]);
-      }
-    }
+    if (c % CPS == 0) group_params<R, MB, SB>(p, n0, m0, c * 64 / GS, s16, tot);
     const __m512i idx = _mm512_srli_epi32(
         _mm512_add_epi32(lane_code, _mm512_set1_epi32(64 * (c % CPS))), __builtin_ctz(GS));
     const __mmask64 mk = c == nc - 1 ? tail : ~0ull;
