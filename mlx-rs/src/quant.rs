@@ -220,10 +220,10 @@ pub fn dequantize(
 /// float `x`/scales/biases (scales and biases of one dtype), this runs the project's own
 /// multi-threaded SIMD kernel (see [`set_native_qmm`]) instead of MLX's single-threaded scalar
 /// one: f32 accumulation for every activation dtype, the result in the dtype MLX would give
-/// (the promotion of `x`'s and the scales' dtypes). On CPUs with AVX-512 VNNI, 4-bit codes at
-/// decode and small `M` are multiplied with integer dot products on activations rounded to 21
-/// bits per block of 8 ([`QmmIsa::Avx512Vnni`] gives the bound; [`set_native_qmm_exact`] keeps
-/// them in f32). Everything else, the GPU included, runs MLX's op. GGUF Q4_0/Q4_1/Q8_0 weights loaded through MLX's GGUF reader (affine, group 32,
+/// (the promotion of `x`'s and the scales' dtypes). On CPUs with AVX-512 VNNI, 4-bit and
+/// 8-bit codes at decode and small `M` are multiplied with integer dot products on activations
+/// rounded to 21 bits per block of 8 ([`QmmIsa::Avx512Vnni`] gives the bound;
+/// [`set_native_qmm_exact`] keeps them in f32). Everything else, the GPU included, runs MLX's op. GGUF Q4_0/Q4_1/Q8_0 weights loaded through MLX's GGUF reader (affine, group 32,
 /// f16 scales) take the native path.
 ///
 /// ```
@@ -422,11 +422,11 @@ pub enum QmmIsa {
     Avx2,
     /// AVX-512F, f32 arithmetic.
     Avx512,
-    /// AVX-512 with VNNI and VBMI: 4-bit codes at decode and small M go through integer dot
-    /// products (`VPDPBUSD`), with each activation rounded to a 21-bit integer times a power of
+    /// AVX-512 with VNNI and VBMI: 4-bit and 8-bit codes at decode and small M go through
+    /// integer dot products (`VPDPBUSD`), with each activation rounded to a 21-bit integer times a power of
     /// two shared by 8 consecutive values (error at most 2^-21 of the largest magnitude among
     /// the 8; f32 keeps 2^-24 of each value's own). An infinity or NaN among the 8 makes the
-    /// outputs that use them NaN. 8-bit codes and prefill use the [`QmmIsa::Avx512`] kernels.
+    /// outputs that use them NaN. Prefill (the sgemm path) uses the [`QmmIsa::Avx512`] kernels.
     /// [`set_native_qmm_exact`] opts out.
     Avx512Vnni,
 }

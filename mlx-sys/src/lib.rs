@@ -89,7 +89,7 @@ pub mod native_qmm {
     pub const ISA_AVX2: c_int = MLXRS_QMM_ISA_AVX2 as c_int;
     /// Instruction set: AVX-512F.
     pub const ISA_AVX512: c_int = MLXRS_QMM_ISA_AVX512 as c_int;
-    /// Instruction set: AVX-512 with VNNI and VBMI (4-bit decode on integer dot products,
+    /// Instruction set: AVX-512 with VNNI and VBMI (4-bit and 8-bit decode on integer dot products,
     /// activations rounded to 21 bits per block of 8; `MLX_RS_QMM_EXACT=1` caps the choice at
     /// [`ISA_AVX512`]).
     pub const ISA_AVX512_VNNI: c_int = MLXRS_QMM_ISA_AVX512_VNNI as c_int;
