@@ -199,7 +199,7 @@ inline void block4(const Problem& p, int n0, int m0) {
   constexpr int LPG = GS / 8;    // lanes per group
   constexpr int GPC = 16 / LPG;  // groups per chunk
   constexpr int CPS = LPG;       // chunks per 16 groups (one load of scales)
-  const int K = p.K, ng = K / GS, nc = chunks<4>(K);
+  const int K = p.K, nc = chunks<4>(K);
   const size_t row_bytes = size_t(K) / 2;
   const uint8_t* wb = reinterpret_cast<const uint8_t*>(p.w) + size_t(n0) * row_bytes;
   const XChunk* xs[MB];
@@ -252,7 +252,7 @@ inline void block4(const Problem& p, int n0, int m0) {
 template <int GS, int R, int MB, int SB>
 inline void block8(const Problem& p, int n0, int m0) {
   constexpr int CPS = GS / 4;  // chunks per 16 groups (one load of scales)
-  const int K = p.K, ng = K / GS, nc = chunks<8>(K);
+  const int K = p.K, nc = chunks<8>(K);
   const size_t row_bytes = size_t(K);
   const uint8_t* wb = reinterpret_cast<const uint8_t*>(p.w) + size_t(n0) * row_bytes;
   const XChunk8* xs[MB];
