@@ -371,6 +371,59 @@ pub fn gather_qmm(
     })
 }
 
+/// A matrix product with gathered operands (the float form of [`gather_qmm`]): batch entry `i`
+/// of the result is `a[lhs_indices[i]] @ b[rhs_indices[i]]`, with `a` `[..., M, K]` and `b`
+/// `[..., K, N]` (a stack of matrices, e.g. one per expert). Either index array may be `None`.
+/// `sorted_indices` promises that `rhs_indices` is sorted.
+///
+/// ```
+/// use mlx_rs::{quant, Array};
+/// // Two "experts": 2·I and 3·I (2×2); tokens pick experts 1, 0, 1.
+/// let b = Array::from_slice(&[2.0f32, 0.0, 0.0, 2.0, 3.0, 0.0, 0.0, 3.0], &[2, 2, 2])?;
+/// let a = Array::from_slice(&[1.0f32, 1.0, 1.0, 2.0, 0.0, 1.0], &[3, 1, 2])?;
+/// let idx = Array::from_slice(&[1u32, 0, 1], &[3])?;
+/// let y = quant::gather_mm(&a, &b, None, Some(&idx), false)?;
+/// assert_eq!(y.to_vec::<f32>()?, vec![3.0, 3.0, 2.0, 4.0, 0.0, 3.0]);
+/// # Ok::<(), mlx_rs::Error>(())
+/// ```
+#[track_caller]
+pub fn gather_mm(
+    a: &Array,
+    b: &Array,
+    lhs_indices: Option<&Array>,
+    rhs_indices: Option<&Array>,
+    sorted_indices: bool,
+) -> Result<Array> {
+    if a.ndim() < 2 || b.ndim() < 2 {
+        return Err(Error::Shape(format!(
+            "gather_mm: operands must be at least 2-D, got {:?} and {:?}",
+            a.shape(),
+            b.shape()
+        )));
+    }
+    for idx in [lhs_indices, rhs_indices].into_iter().flatten() {
+        if idx.dtype().is_floating() || idx.dtype() == Dtype::Bool {
+            return Err(Error::InvalidArgument(format!(
+                "gather_mm: indices must be integers, got {}",
+                idx.dtype()
+            )));
+        }
+    }
+    let raw = |x: Option<&Array>| x.map_or_else(null_array, Array::as_raw);
+    // SAFETY: valid handles, or null for absent indices.
+    Array::try_op_stream(|res, s| unsafe {
+        sys::mlx_gather_mm(
+            res,
+            a.as_raw(),
+            b.as_raw(),
+            raw(lhs_indices),
+            raw(rhs_indices),
+            sorted_indices,
+            s,
+        )
+    })
+}
+
 // ------------------------------------------------------------------ native kernel knobs
 
 static NATIVE_QMM: crate::native::Switch = crate::native::Switch::new("MLX_RS_NATIVE_QMM");

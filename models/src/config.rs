@@ -57,6 +57,8 @@ pub struct RopeScaling {
     pub attention_factor: Option<f32>,
     /// yarn: whether the ramp bounds are rounded outwards (default true).
     pub truncate: Option<bool>,
+    /// proportional (Gemma 4): the share of the head's frequency pairs that rotate.
+    pub partial_rotary_factor: Option<f32>,
     /// Ministral 3: `β` of the position-dependent query scaling
     /// `1 + β·ln(1 + floor(pos / original_max_position_embeddings))`.
     pub llama_4_scaling_beta: Option<f32>,
@@ -240,6 +242,10 @@ pub struct ModelConfig {
     /// The checkpoint's dtype (`torch_dtype` or `dtype`).
     #[serde(default, alias = "torch_dtype")]
     pub dtype: Option<String>,
+    /// Every other key of the config, for the family that reads it (Gemma 4's
+    /// `global_head_dim`, `num_kv_shared_layers`, experts, ...: see its family file).
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl ModelConfig {

@@ -31,8 +31,8 @@ use crate::config::{ModelConfig, SourceFormat};
 use crate::error::{Error, Result};
 use crate::load::gguf_file::GgufFile;
 use crate::nn::spec::{
-    Activation, AttentionSpec, BlockSpec, LayerKind, LayerNorms, MlpSpec, ModelSpec, NormSpec,
-    NormWeight, RopeSpec,
+    Activation, AttentionSpec, BlockSpec, KvSource, LayerKind, LayerNorms, MlpSpec, ModelSpec,
+    NormSpec, NormWeight, RopeSpec,
 };
 use serde_json::{json, Map, Value};
 
@@ -142,6 +142,8 @@ fn spec(config: &ModelConfig) -> Result<ModelSpec> {
                     },
                     logit_softcap: config.attn_logit_softcapping,
                     query_scaling: None,
+                    value_norm: None,
+                    kv: KvSource::Projected,
                 },
                 mlp: MlpSpec {
                     intermediate: dim("intermediate_size", config.intermediate_size)?,
@@ -150,6 +152,9 @@ fn spec(config: &ModelConfig) -> Result<ModelSpec> {
                 },
                 norms: LayerNorms::SANDWICH,
                 norm,
+                moe: None,
+                per_layer_input: None,
+                layer_scalar: false,
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -161,12 +166,13 @@ fn spec(config: &ModelConfig) -> Result<ModelSpec> {
         tied: config.tie_word_embeddings(),
         final_softcap: config.final_logit_softcapping,
         layers,
+        per_layer_embedding: None,
     })
 }
 
 /// `rope` with the entry of a per-layer-type `rope_parameters` for `kind` applied (its
 /// `rope_theta` and scaling), when the config has one.
-fn per_type_rope(config: &ModelConfig, kind: LayerKind, rope: RopeSpec) -> RopeSpec {
+pub(crate) fn per_type_rope(config: &ModelConfig, kind: LayerKind, rope: RopeSpec) -> RopeSpec {
     let key = match kind {
         LayerKind::Full => "full_attention",
         LayerKind::Sliding => "sliding_attention",

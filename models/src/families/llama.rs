@@ -15,8 +15,8 @@ use super::{default_key, dim, Family, GgufConventions};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::nn::spec::{
-    Activation, AttentionSpec, BlockSpec, LayerKind, LayerNorms, MlpSpec, ModelSpec, NormSpec,
-    NormWeight, QueryScaling, RopeSpec,
+    Activation, AttentionSpec, BlockSpec, KvSource, LayerKind, LayerNorms, MlpSpec, ModelSpec,
+    NormSpec, NormWeight, QueryScaling, RopeSpec,
 };
 use serde_json::{json, Map, Value};
 
@@ -140,6 +140,8 @@ impl LlamaBlock {
                         window,
                         logit_softcap: None,
                         query_scaling,
+                        value_norm: None,
+                        kv: KvSource::Projected,
                     },
                     mlp: MlpSpec {
                         intermediate: dim("intermediate_size", config.intermediate_size)?,
@@ -148,6 +150,9 @@ impl LlamaBlock {
                     },
                     norms: LayerNorms::PRE_NORM,
                     norm,
+                    moe: None,
+                    per_layer_input: None,
+                    layer_scalar: false,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -159,6 +164,7 @@ impl LlamaBlock {
             tied: config.tie_word_embeddings(),
             final_softcap: None,
             layers,
+            per_layer_embedding: None,
         })
     }
 }

@@ -24,6 +24,7 @@
 //! [`crate::nn::NATIVE_FEATURES`] says so, with a test against the reference path.
 
 pub mod gemma3;
+pub mod gemma4;
 pub mod llama;
 pub mod mistral;
 pub mod qwen2;
@@ -93,6 +94,7 @@ pub const FAMILIES: &[Family] = &[
     qwen3::FAMILY,
     mistral::FAMILY,
     gemma3::FAMILY,
+    gemma4::FAMILY,
 ];
 
 /// Every supported `model_type`.

@@ -1,21 +1,33 @@
 //! Multi-head attention with grouped-query heads, RoPE and a KV cache, as an
 //! [`AttentionSpec`] describes it.
 
-use super::spec::{AttentionSpec, Features, QueryScaling};
+use super::spec::{AttentionSpec, Features, KvSource, QueryScaling};
 use super::{FusedLinear, Linear, RmsNorm, Rope};
 use crate::error::{Error, Result};
 use crate::load::BuildOptions;
-use crate::runtime::cache::{KeyMask, LayerCache};
+use crate::runtime::cache::{Fetched, KeyMask, LayerCache};
 use crate::weights::Weights;
 use mlx_rs::fast::scaled_dot_product_attention;
 use mlx_rs::native::CachedAttentionParams;
 use mlx_rs::{Array, Dtype};
 
+/// The keys and values one layer attended to in this step, kept for the later layers that
+/// share them ([`KvSource::Shared`]): everything its cache returned after the update, the mask
+/// of the step's queries, and the position of the step's first query.
+#[derive(Debug, Clone)]
+pub struct SharedKv {
+    /// Keys, values and mask as the source layer's cache returned them.
+    pub fetched: Fetched,
+    /// The RoPE offset of the step (the source cache's offset before its update).
+    pub offset: i32,
+}
+
 /// `self_attn` of a decoder layer: projections, per-head norms, RoPE, the attention itself and
 /// the output projection. The layer around it owns the norms and the residual.
 #[derive(Debug, Clone)]
 pub struct Attention {
-    /// q, k and v projections, fused into one product when their storage allows.
+    /// The q, k and v projections that exist ([`KvSource`]: q and k for keys-as-values, q
+    /// alone for a shared layer), fused into one product when their storage allows.
     qkv_proj: FusedLinear,
     o_proj: Linear,
     q_norm: Option<RmsNorm>,
@@ -27,7 +39,8 @@ pub struct Attention {
 impl Attention {
     /// Takes `<path>.{q,k,v,o}_proj` (and `<path>.{q,k}_norm` with `spec.qk_norm`). Widths are
     /// `heads · head_dim` (queries, output) and `kv_heads · head_dim` (keys, values), which
-    /// differ from `hidden` when `head_dim` is explicit.
+    /// differ from `hidden` when `head_dim` is explicit. Keys-as-values layers have no
+    /// `v_proj`; shared layers have neither `k_proj`, `v_proj` nor `k_norm`.
     pub fn load(
         weights: &mut Weights,
         path: &str,
@@ -40,24 +53,30 @@ impl Attention {
         let proj = |w: &mut Weights, name: &str, inp: i32, out: i32, bias: bool| {
             Linear::load(w, &format!("{path}.{name}"), inp, out, bias, options)
         };
-        let q_proj = proj(weights, "q_proj", hidden, q_width, spec.qkv_bias)?;
-        let k_proj = proj(weights, "k_proj", hidden, kv_width, spec.qkv_bias)?;
-        let v_proj = proj(weights, "v_proj", hidden, kv_width, spec.qkv_bias)?;
+        let mut parts = vec![proj(weights, "q_proj", hidden, q_width, spec.qkv_bias)?];
+        let mut widths = vec![q_width];
+        let own_keys = !matches!(spec.kv, KvSource::Shared { .. });
+        if own_keys {
+            parts.push(proj(weights, "k_proj", hidden, kv_width, spec.qkv_bias)?);
+            widths.push(kv_width);
+        }
+        if spec.kv == KvSource::Projected {
+            parts.push(proj(weights, "v_proj", hidden, kv_width, spec.qkv_bias)?);
+            widths.push(kv_width);
+        }
         let o_proj = proj(weights, "o_proj", q_width, hidden, spec.o_bias)?;
         let (q_norm, k_norm) = match spec.qk_norm {
             Some(norm) => {
                 let load = |w: &mut Weights, name: &str| {
                     RmsNorm::load_spec(w, &format!("{path}.{name}"), spec.head_dim, norm, options)
                 };
-                (
-                    Some(load(weights, "q_norm")?),
-                    Some(load(weights, "k_norm")?),
-                )
+                let q_norm = load(weights, "q_norm")?;
+                let k_norm = own_keys.then(|| load(weights, "k_norm")).transpose()?;
+                (Some(q_norm), k_norm)
             }
             None => (None, None),
         };
-        let qkv_proj =
-            FusedLinear::fuse(vec![q_proj, k_proj, v_proj], &[q_width, kv_width, kv_width])?;
+        let qkv_proj = FusedLinear::fuse(parts, &widths)?;
         Ok(Attention {
             qkv_proj,
             o_proj,
@@ -122,6 +141,20 @@ impl Attention {
     /// and itself, appending this chunk's keys and values to `cache` (positions start at the
     /// cache's offset), and returns the output projection `[B, L, hidden]`.
     pub fn forward(&self, x: &Array, cache: &mut LayerCache) -> Result<Array> {
+        Ok(self.forward_step(x, cache, None, false)?.0)
+    }
+
+    /// [`Attention::forward`] for a layer that may share keys and values: a
+    /// [`KvSource::Shared`] layer attends to `shared` (what its source layer kept in this
+    /// step; an [`Error::InvalidArgument`] when absent) and leaves `cache` alone; any other
+    /// layer returns, when `keep`, what it attended to for the layers that share it.
+    pub fn forward_step(
+        &self,
+        x: &Array,
+        cache: &mut LayerCache,
+        shared: Option<&SharedKv>,
+        keep: bool,
+    ) -> Result<(Array, Option<SharedKv>)> {
         let shape = x.shape();
         let [b, l, _] = shape[..] else {
             return Err(Error::InvalidArgument(format!(
@@ -129,7 +162,7 @@ impl Attention {
             )));
         };
         let qkv = self.qkv_proj.forward_joined(x, None)?;
-        if self.native_ok(super::NATIVE_FEATURES) {
+        if !keep && self.native_ok(super::NATIVE_FEATURES) {
             // One primitive for the norms, RoPE, the cache write and the attention itself
             // (CPU, float32); `None` when it does not take the call.
             let (q_norm, k_norm) = self.qk_norms();
@@ -140,33 +173,58 @@ impl Attention {
                 k_norm.map(RmsNorm::weight),
                 self.params(),
             )? {
-                return self.o_proj.forward(&out);
+                return Ok((self.o_proj.forward(&out)?, None));
             }
         }
-        let [q, k, v]: [Array; 3] =
-            self.qkv_proj
-                .split(qkv)?
-                .try_into()
-                .map_err(|parts: Vec<Array>| {
-                    Error::InvalidArgument(format!("q/k/v projection gave {} outputs", parts.len()))
-                })?;
+        let mut parts = self.qkv_proj.split(qkv)?.into_iter();
+        let mut next = || {
+            parts.next().ok_or_else(|| {
+                Error::InvalidArgument("the q/k/v projection gave too few outputs".into())
+            })
+        };
         // [B, L, H·hd] -> [B, L, H, hd]; the per-head norm acts here, before the transpose to
         // [B, H, L, hd] and RoPE.
-        let split = |y: Array, heads: i32, norm: Option<&RmsNorm>| -> Result<Array> {
+        let split = |y: &Array, heads: i32, norm: Option<&RmsNorm>| -> Result<Array> {
             let y = y.reshape(&[b, l, heads, self.spec.head_dim])?;
             let y = RmsNorm::apply(norm, &y)?;
             Ok(y.transpose(&[0, 2, 1, 3])?)
         };
-        let q = split(q, self.spec.heads, self.q_norm.as_ref())?;
-        let k = split(k, self.spec.kv_heads, self.k_norm.as_ref())?;
-        let v = split(v, self.spec.kv_heads, None)?;
-        let offset = cache.offset();
+        let q = split(&next()?, self.spec.heads, self.q_norm.as_ref())?;
+        let (fetched, offset, kept) = match self.spec.kv {
+            KvSource::Shared { source } => {
+                let shared = shared.ok_or_else(|| {
+                    Error::InvalidArgument(format!(
+                        "this layer reuses the keys and values of layer {source}, which were not kept in this step"
+                    ))
+                })?;
+                (shared.fetched.clone(), shared.offset, None)
+            }
+            KvSource::Projected | KvSource::KeysAsValues => {
+                let k_raw = next()?;
+                let v_raw = match self.spec.kv {
+                    KvSource::KeysAsValues => k_raw.clone(),
+                    _ => next()?,
+                };
+                let k = split(&k_raw, self.spec.kv_heads, self.k_norm.as_ref())?;
+                let v = split(&v_raw, self.spec.kv_heads, None)?;
+                let v = match self.spec.value_norm {
+                    Some(eps) => mlx_rs::fast::rms_norm(&v, None, eps)?,
+                    None => v,
+                };
+                let offset = cache.offset();
+                let k = self.rope.forward(&k, offset)?;
+                let fetched = cache.update_and_fetch(&k, &v)?;
+                let kept = keep.then(|| SharedKv {
+                    fetched: fetched.clone(),
+                    offset,
+                });
+                (fetched, offset, kept)
+            }
+        };
         let mut q = self.rope.forward(&q, offset)?;
         if let Some(scaling) = self.spec.query_scaling {
             q = q.multiply(&query_scale(scaling, offset, l, q.dtype())?)?;
         }
-        let k = self.rope.forward(&k, offset)?;
-        let fetched = cache.update_and_fetch(&k, &v)?;
         let out = match self.spec.logit_softcap {
             None => scaled_dot_product_attention(
                 &q,
@@ -187,7 +245,7 @@ impl Attention {
         let out =
             out.transpose(&[0, 2, 1, 3])?
                 .reshape(&[b, l, self.spec.heads * self.spec.head_dim])?;
-        self.o_proj.forward(&out)
+        Ok((self.o_proj.forward(&out)?, kept))
     }
 }
 

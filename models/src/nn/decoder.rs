@@ -7,8 +7,11 @@
 //! [`super::spec::LayerNorms`], `model.norm`, `lm_head`); a family whose checkpoints use other
 //! names renames them before building ([`crate::families::sanitize`]).
 
-use super::spec::{BlockSpec, ModelSpec};
-use super::{Attention, Embedding, Linear, Mlp, RmsNorm};
+use super::attention::SharedKv;
+use super::moe::MoeBlock;
+use super::per_layer::{PerLayerEmbeddings, PerLayerInput};
+use super::spec::{BlockSpec, KvSource, ModelSpec};
+use super::{take_float, Attention, Embedding, Linear, Mlp, RmsNorm};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::load::BuildOptions;
@@ -17,8 +20,19 @@ use crate::runtime::cache::{KvCache, LayerCache};
 use crate::weights::Weights;
 use mlx_rs::{Array, Dtype};
 
+/// What one forward step carries from layer to layer besides the residual stream: the
+/// per-layer embeddings of its tokens and the keys and values kept for layers that share them.
+#[derive(Debug, Default)]
+pub struct StepState {
+    /// `[B, L, layers, width]` (Gemma 4's per-layer inputs), when the model has them.
+    pub per_layer_inputs: Option<Array>,
+    /// By layer index: what a [`KvSource::Shared`] source layer attended to in this step.
+    pub shared: Vec<Option<SharedKv>>,
+}
+
 /// One decoder layer:
-/// `h = x + attention_out(attn(pre_attention(x)))`, `y = h + mlp_out(mlp(pre_mlp(h)))`.
+/// `h = x + attention_out(attn(pre_attention(x)))`, `y = h + mlp_out(mlp(pre_mlp(h)))`, with
+/// the optional parts of [`BlockSpec`] (experts, per-layer input, layer scalar).
 #[derive(Debug, Clone)]
 pub struct DecoderLayer {
     pub(crate) pre_attention: RmsNorm,
@@ -27,6 +41,14 @@ pub struct DecoderLayer {
     pub(crate) pre_mlp: RmsNorm,
     pub(crate) mlp: Mlp,
     pub(crate) mlp_out: Option<RmsNorm>,
+    pub(crate) moe: Option<MoeBlock>,
+    pub(crate) per_layer_input: Option<PerLayerInput>,
+    /// `[1]`, multiplies the layer's output.
+    pub(crate) layer_scalar: Option<Array>,
+    /// Its position in the stack.
+    index: usize,
+    /// Later layers reuse the keys and values it attends to.
+    keeps_kv: bool,
     pub(crate) spec: BlockSpec,
 }
 
@@ -44,6 +66,28 @@ impl DecoderLayer {
             RmsNorm::load_spec(w, &format!("{path}.{name}"), hidden, spec.norm, options)
         };
         let optional = |w: &mut Weights, name: Option<&str>| name.map(|n| norm(w, n)).transpose();
+        let moe = spec
+            .moe
+            .map(|m| MoeBlock::load(weights, &path, hidden, &m, spec.norm, options))
+            .transpose()?;
+        let per_layer_input = spec
+            .per_layer_input
+            .map(|width| {
+                PerLayerInput::load(
+                    weights,
+                    &path,
+                    hidden,
+                    width,
+                    spec.norm,
+                    spec.mlp.activation,
+                    options,
+                )
+            })
+            .transpose()?;
+        let layer_scalar = spec
+            .layer_scalar
+            .then(|| take_float(weights, &format!("{path}.layer_scalar"), &[1], options))
+            .transpose()?;
         Ok(DecoderLayer {
             pre_attention: norm(weights, spec.norms.pre_attention)?,
             self_attn: Attention::load(
@@ -57,6 +101,11 @@ impl DecoderLayer {
             pre_mlp: norm(weights, spec.norms.pre_mlp)?,
             mlp: Mlp::load(weights, &format!("{path}.mlp"), hidden, &spec.mlp, options)?,
             mlp_out: optional(weights, spec.norms.mlp_out)?,
+            moe,
+            per_layer_input,
+            layer_scalar,
+            index,
+            keeps_kv: false,
             spec: spec.clone(),
         })
     }
@@ -69,23 +118,75 @@ impl DecoderLayer {
     /// Runs the layer on `x` (`[B, L, hidden]`) with this layer's cache: as one native
     /// primitive when the kernels support the layer and take the call, else composed.
     pub fn forward(&self, x: &Array, cache: &mut LayerCache) -> Result<Array> {
+        self.forward_in(x, cache, &mut StepState::default())
+    }
+
+    /// [`DecoderLayer::forward`] within a step of the whole model: reads this layer's
+    /// per-layer input and shared keys and values from `state`, and leaves there what later
+    /// layers reuse.
+    pub fn forward_in(
+        &self,
+        x: &Array,
+        cache: &mut LayerCache,
+        state: &mut StepState,
+    ) -> Result<Array> {
         if let Some(y) = super::native::layer_step(self, x, cache)? {
             return Ok(y);
         }
-        self.forward_composed(x, cache)
+        self.forward_composed_in(x, cache, state)
     }
 
     /// [`DecoderLayer::forward`] from the parts (attention, MLP, norms), each of which may
     /// still use its own native primitives.
     pub fn forward_composed(&self, x: &Array, cache: &mut LayerCache) -> Result<Array> {
-        let a = self
-            .self_attn
-            .forward(&self.pre_attention.forward_to_weight_dtype(x)?, cache)?;
+        self.forward_composed_in(x, cache, &mut StepState::default())
+    }
+
+    /// [`DecoderLayer::forward_in`] from the parts.
+    pub fn forward_composed_in(
+        &self,
+        x: &Array,
+        cache: &mut LayerCache,
+        state: &mut StepState,
+    ) -> Result<Array> {
+        let shared = match self.spec.attention.kv {
+            KvSource::Shared { source } => state.shared.get(source).and_then(Option::as_ref),
+            _ => None,
+        };
+        let (a, kept) = self.self_attn.forward_step(
+            &self.pre_attention.forward_to_weight_dtype(x)?,
+            cache,
+            shared,
+            self.keeps_kv,
+        )?;
+        if let Some(kept) = kept {
+            if state.shared.len() <= self.index {
+                state.shared.resize(self.index + 1, None);
+            }
+            state.shared[self.index] = Some(kept);
+        }
         let h = x.add(&RmsNorm::apply(self.attention_out.as_ref(), &a)?)?;
-        let m = self
+        let mut m = self
             .mlp
             .forward(&self.pre_mlp.forward_to_weight_dtype(&h)?)?;
-        Ok(h.add(&RmsNorm::apply(self.mlp_out.as_ref(), &m)?)?)
+        if let Some(moe) = &self.moe {
+            m = moe.forward(&h, &m)?;
+        }
+        let mut y = h.add(&RmsNorm::apply(self.mlp_out.as_ref(), &m)?)?;
+        if let Some(ple) = &self.per_layer_input {
+            let inputs = state.per_layer_inputs.as_ref().ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "layer {} takes a per-layer input, but the step has none",
+                    self.index
+                ))
+            })?;
+            let p = inputs.take(&Array::scalar(self.index as i32), 2)?;
+            y = y.add(&ple.forward(&y, &p)?)?;
+        }
+        if let Some(s) = &self.layer_scalar {
+            y = y.multiply(s)?;
+        }
+        Ok(y)
     }
 }
 
@@ -105,6 +206,7 @@ pub struct Decoder {
     pub(crate) layers: Vec<DecoderLayer>,
     pub(crate) norm: RmsNorm,
     pub(crate) lm_head: Linear,
+    per_layer_embeddings: Option<PerLayerEmbeddings>,
     dtype: Dtype,
     /// The residual stream's dtype (float32 under float16 compute, else the compute dtype).
     residual: Dtype,
@@ -136,12 +238,42 @@ impl Decoder {
             spec.hidden,
             options,
         )?;
-        let layers = spec
+        let mut layers = spec
             .layers
             .iter()
             .enumerate()
             .map(|(i, layer)| DecoderLayer::load(&mut weights, i, spec.hidden, layer, options))
             .collect::<Result<Vec<_>>>()?;
+        for (i, layer) in spec.layers.iter().enumerate() {
+            if let KvSource::Shared { source } = layer.attention.kv {
+                let valid = source < i
+                    && matches!(
+                        spec.layers[source].attention.kv,
+                        KvSource::Projected | KvSource::KeysAsValues
+                    )
+                    && spec.layers[source].attention.window == layer.attention.window
+                    && spec.layers[source].attention.kv_heads == layer.attention.kv_heads
+                    && spec.layers[source].attention.head_dim == layer.attention.head_dim;
+                if !valid {
+                    return Err(Error::Config(format!(
+                        "layer {i} cannot reuse the keys and values of layer {source}: the source must be an earlier layer with its own keys and the same window and shapes"
+                    )));
+                }
+                layers[source].keeps_kv = true;
+            }
+        }
+        let per_layer_embeddings = spec
+            .per_layer_embedding
+            .map(|ple| {
+                PerLayerEmbeddings::load(
+                    &mut weights,
+                    spec.hidden,
+                    spec.layers.len() as i32,
+                    &ple,
+                    options,
+                )
+            })
+            .transpose()?;
         let norm = RmsNorm::load_spec(
             &mut weights,
             "model.norm",
@@ -174,6 +306,7 @@ impl Decoder {
             layers,
             norm,
             lm_head,
+            per_layer_embeddings,
             dtype: options.dtype,
             residual: if options.dtype == Dtype::Float16 {
                 Dtype::Float32
@@ -272,8 +405,16 @@ impl CausalLm for Decoder {
             return Ok(logits);
         }
         let mut x = self.embed(tokens)?;
+        let mut state = StepState {
+            per_layer_inputs: self
+                .per_layer_embeddings
+                .as_ref()
+                .map(|p| p.forward(tokens, &x))
+                .transpose()?,
+            shared: Vec::new(),
+        };
         for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(&x, cache.layer_mut(i)?)?;
+            x = layer.forward_in(&x, cache.layer_mut(i)?, &mut state)?;
         }
         self.head(&x)
     }
@@ -318,6 +459,21 @@ pub fn expected_tensors(spec: &ModelSpec) -> Vec<crate::load::plan::ExpectedTens
     if !spec.tied {
         plan.push(T::required("lm_head.weight", &[vocab, hidden]));
     }
+    if let Some(ple) = spec.per_layer_embedding {
+        let total = ple.width * spec.layers.len() as i32;
+        plan.push(T::required(
+            "model.embed_tokens_per_layer.weight",
+            &[ple.vocab, total],
+        ));
+        plan.push(T::required(
+            "model.per_layer_model_projection.weight",
+            &[total, hidden],
+        ));
+        plan.push(T::required(
+            "model.per_layer_projection_norm.weight",
+            &[ple.width],
+        ));
+    }
     for (i, layer) in spec.layers.iter().enumerate() {
         let p = format!("model.layers.{i}");
         let a = &layer.attention;
@@ -330,21 +486,41 @@ pub fn expected_tensors(spec: &ModelSpec) -> Vec<crate::load::plan::ExpectedTens
             }
         };
         linear("self_attn.q_proj", q, hidden, a.qkv_bias);
-        linear("self_attn.k_proj", kv, hidden, a.qkv_bias);
-        linear("self_attn.v_proj", kv, hidden, a.qkv_bias);
+        if !matches!(a.kv, KvSource::Shared { .. }) {
+            linear("self_attn.k_proj", kv, hidden, a.qkv_bias);
+        }
+        if a.kv == KvSource::Projected {
+            linear("self_attn.v_proj", kv, hidden, a.qkv_bias);
+        }
         linear("self_attn.o_proj", hidden, q, a.o_bias);
         linear("mlp.gate_proj", inter, hidden, layer.mlp.bias);
         linear("mlp.up_proj", inter, hidden, layer.mlp.bias);
         linear("mlp.down_proj", hidden, inter, layer.mlp.bias);
+        if let Some(width) = layer.per_layer_input {
+            linear("per_layer_input_gate", width, hidden, false);
+            linear("per_layer_projection", hidden, width, false);
+        }
         let norms = layer.norms;
+        let moe_norms: &[&str] = if layer.moe.is_some() {
+            &[
+                "pre_feedforward_layernorm_2",
+                "post_feedforward_layernorm_1",
+                "post_feedforward_layernorm_2",
+            ]
+        } else {
+            &[]
+        };
+        let ple_norm = layer.per_layer_input.map(|_| "post_per_layer_input_norm");
         for name in [
             Some(norms.pre_attention),
             norms.attention_out,
             Some(norms.pre_mlp),
             norms.mlp_out,
+            ple_norm,
         ]
         .into_iter()
         .flatten()
+        .chain(moe_norms.iter().copied())
         {
             plan.push(T::required(format!("{p}.{name}.weight"), &[hidden]));
         }
@@ -353,10 +529,31 @@ pub fn expected_tensors(spec: &ModelSpec) -> Vec<crate::load::plan::ExpectedTens
                 format!("{p}.self_attn.q_norm.weight"),
                 &[a.head_dim],
             ));
-            plan.push(T::required(
-                format!("{p}.self_attn.k_norm.weight"),
-                &[a.head_dim],
-            ));
+            if !matches!(a.kv, KvSource::Shared { .. }) {
+                plan.push(T::required(
+                    format!("{p}.self_attn.k_norm.weight"),
+                    &[a.head_dim],
+                ));
+            }
+        }
+        if layer.layer_scalar {
+            plan.push(T::required(format!("{p}.layer_scalar"), &[1]));
+        }
+        if let Some(moe) = layer.moe {
+            let (e, i) = (moe.experts, moe.intermediate);
+            plan.push(T::required(format!("{p}.router.proj.weight"), &[e, hidden]));
+            plan.push(T::required(format!("{p}.router.scale"), &[hidden]));
+            plan.push(T::required(format!("{p}.router.per_expert_scale"), &[e]));
+            // Hugging Face's fused stacks, or mlx-lm's split ones (either may be quantized).
+            for (name, shape) in [
+                ("experts.gate_up_proj", [e, 2 * i, hidden]),
+                ("experts.down_proj", [e, hidden, i]),
+                ("experts.switch_glu.gate_proj.weight", [e, i, hidden]),
+                ("experts.switch_glu.up_proj.weight", [e, i, hidden]),
+                ("experts.switch_glu.down_proj.weight", [e, hidden, i]),
+            ] {
+                plan.push(T::optional(format!("{p}.{name}"), &shape));
+            }
         }
     }
     plan

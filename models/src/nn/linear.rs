@@ -52,6 +52,19 @@ impl QuantizedMatrix {
         cols: i32,
         options: &BuildOptions,
     ) -> Result<Option<QuantizedMatrix>> {
+        Self::load_stacked(weights, path, &[], rows, cols, options)
+    }
+
+    /// [`QuantizedMatrix::load`] for a stack of matrices `[lead..., rows, cols]` (the experts
+    /// of a mixture: `lead = [experts]`).
+    pub fn load_stacked(
+        weights: &mut Weights,
+        path: &str,
+        lead: &[i32],
+        rows: i32,
+        cols: i32,
+        options: &BuildOptions,
+    ) -> Result<Option<QuantizedMatrix>> {
         if !weights.contains(&format!("{path}.scales")) {
             return Ok(None);
         }
@@ -71,14 +84,15 @@ impl QuantizedMatrix {
             )));
         }
         let name = format!("{path}.weight");
-        let weight = weights.take_shaped(&name, &[rows, cols * bits / 32])?;
+        let shape = |last: [i32; 2]| [lead, &last[..]].concat();
+        let weight = weights.take_shaped(&name, &shape([rows, cols * bits / 32]))?;
         if weight.dtype() != Dtype::Uint32 {
             return Err(Error::Config(format!(
                 "quantized tensor `{name}` has dtype {}, expected uint32",
                 weight.dtype()
             )));
         }
-        let groups = [rows, cols / group_size];
+        let groups = shape([rows, cols / group_size]);
         let scales = take_group_params(weights, &format!("{path}.scales"), &groups, options)?;
         let biases = take_group_params(weights, &format!("{path}.biases"), &groups, options)?;
         Ok(Some(QuantizedMatrix {

@@ -11,8 +11,10 @@ pub mod embedding;
 pub mod fused;
 pub mod linear;
 pub mod mlp;
+pub mod moe;
 pub mod native;
 pub mod norm;
+pub mod per_layer;
 pub mod rope;
 pub mod spec;
 

@@ -27,6 +27,7 @@ pub const NATIVE_FEATURES: Features = Features {
     gelu: true,
     query_scaling: false,
     output_bias: false,
+    gemma4: false,
 };
 
 /// The plan of `layer` (its attention parameters in `attention`, offset 0), when the kernels

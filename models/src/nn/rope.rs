@@ -72,13 +72,28 @@ impl Rope {
                 )?),
                 1.0,
             ),
+            ("proportional", Some(s)) => {
+                let factor = s.factor.unwrap_or(1.0);
+                if !(factor > 0.0 && factor.is_finite()) {
+                    return Err(Error::Config(format!(
+                        "proportional rope needs a positive `factor`, got {factor}"
+                    )));
+                }
+                let share = s.partial_rotary_factor.unwrap_or(1.0);
+                if !(0.0..=1.0).contains(&share) {
+                    return Err(Error::Config(format!(
+                        "`partial_rotary_factor` must lie in [0, 1], got {share}"
+                    )));
+                }
+                (1.0 / factor, Some(proportional_periods(theta, dims, share)), 1.0)
+            }
             ("yarn", Some(s)) => {
                 let (periods, mscale) = yarn_periods(theta, dims, factor()?, s)?;
                 (1.0, Some(periods), mscale)
             }
             (other, Some(_)) => {
                 return Err(Error::Config(format!(
-                    "rope scaling `{other}` is not supported (supported: default, linear, llama3, yarn)"
+                    "rope scaling `{other}` is not supported (supported: default, linear, llama3, yarn, proportional)"
                 )))
             }
         };
@@ -184,6 +199,19 @@ fn yarn_periods(
     Ok((periods, mscale as f32))
 }
 
+/// Gemma 4's proportional RoPE periods: the first `⌊share·d/2⌋` pairs turn with the default
+/// periods `θ^(2i/d)` of the *whole* head (`d`, not the rotated part), the other pairs have an
+/// infinite period (they do not turn). Pairs stay `(i, i + d/2)`: this is not "rotate the first
+/// dimensions".
+fn proportional_periods(theta: f32, dims: i32, share: f32) -> Vec<f32> {
+    let rotated = (share as f64 * dims as f64 / 2.0).floor() as i32;
+    let mut periods = default_periods(theta, dims);
+    for p in periods.iter_mut().skip(rotated.max(0) as usize) {
+        *p = f32::INFINITY;
+    }
+    periods
+}
+
 /// Llama 3.1 RoPE periods `F_i` (MLX's `freqs`: the reciprocals of HF's `inv_freq`).
 /// `θ^(2i/d)` for each rotated pair `i < d/2`: the period of pair `i`, in positions per radian.
 fn default_periods(theta: f32, dims: i32) -> Vec<f32> {
@@ -261,6 +289,38 @@ mod tests {
             llama3_periods(1e4, 16, 4.0, 1.0, 4.0, 4096.0).unwrap()[0],
             1.0
         );
+    }
+
+    #[test]
+    fn proportional_rope_turns_only_the_first_pairs_with_the_whole_head_periods() {
+        // d = 8, share 0.5: pairs 0 and 1 turn at θ^(-0/8) = 1 and θ^(-2/8) = 0.1 (θ = 1e4),
+        // pairs 2 and 3 stand still; factor 2 halves the speeds.
+        let scaling = crate::config::RopeScaling {
+            rope_type: Some("proportional".into()),
+            partial_rotary_factor: Some(0.5),
+            factor: Some(2.0),
+            ..Default::default()
+        };
+        let spec = RopeSpec {
+            theta: 1e4,
+            dims: 8,
+            scaling: Some(scaling),
+        };
+        let rope = Rope::new(&spec).unwrap();
+        let inv = rope.inv_freq().to_vec::<f32>().unwrap();
+        assert_eq!(inv.len(), 4);
+        assert!((inv[0] - 0.5).abs() < 1e-7 && (inv[1] - 0.05).abs() < 1e-7);
+        assert_eq!(&inv[2..], &[0.0, 0.0]);
+        // Row 0 (position 2): e_1 (pair (1, 5)) turns by 2·0.05 rad. Row 1 (position 3):
+        // e_2 (pair (2, 6)) stays where it is.
+        let mut x = vec![0.0f32; 16];
+        x[1] = 1.0;
+        x[8 + 2] = 1.0;
+        let x = Array::from_slice(&x, &[1, 1, 2, 8]).unwrap();
+        let y = rope.forward(&x, 2).unwrap().to_vec::<f32>().unwrap();
+        let a = 2.0f32 * 0.05;
+        assert!((y[1] - a.cos()).abs() < 1e-6 && (y[5] - a.sin()).abs() < 1e-6);
+        assert_eq!((y[8 + 2], y[8 + 6]), (1.0, 0.0));
     }
 
     #[test]

@@ -106,6 +106,23 @@ pub enum LayerKind {
     Sliding,
 }
 
+/// Where a layer's keys and values come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvSource {
+    /// Its own `k_proj` and `v_proj`.
+    Projected,
+    /// Values are the raw `k_proj` output (before the key norm and RoPE); there is no
+    /// `v_proj` (Gemma 4's `attention_k_eq_v` global layers).
+    KeysAsValues,
+    /// No key/value projections and no cache of its own: the layer attends to the keys and
+    /// values layer `source` (an earlier layer of the same kind) stored in this step, after its
+    /// cache update, at the same positions (Gemma 4's KV sharing).
+    Shared {
+        /// The index of the layer whose keys and values are reused.
+        source: usize,
+    },
+}
+
 /// Ministral 3's position-dependent query scaling, after RoPE:
 /// `q · (1 + β·ln(1 + floor(pos / original)))`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -144,6 +161,10 @@ pub struct AttentionSpec {
     pub logit_softcap: Option<f32>,
     /// Ministral 3's query scaling.
     pub query_scaling: Option<QueryScaling>,
+    /// A scale-free RMSNorm of the values with this epsilon (Gemma 4's `v_norm`).
+    pub value_norm: Option<f32>,
+    /// Where keys and values come from.
+    pub kv: KvSource,
 }
 
 /// A layer's gated MLP.
@@ -157,11 +178,34 @@ pub struct MlpSpec {
     pub activation: Activation,
 }
 
+/// A mixture-of-experts block beside the dense MLP (Gemma 4 26B-A4B):
+///
+/// ```text
+/// p = softmax(router(norm(h) · scale · hidden^-½))       float32, over every expert
+/// top-k of p, renormalised to sum 1, times per_expert_scale[e]
+/// e(x) = down_e(act(gate_e(x)) · up_e(x))                 gathered matmuls, never a loop
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MoeSpec {
+    /// Experts.
+    pub experts: i32,
+    /// Experts chosen per token.
+    pub top_k: i32,
+    /// Each expert's intermediate width.
+    pub intermediate: i32,
+    /// The experts' gate activation.
+    pub activation: Activation,
+}
+
 /// One decoder layer:
 ///
 /// ```text
 /// h = x + attention_out(attention(pre_attention(x)))     (attention_out optional)
-/// y = h + mlp_out(mlp(pre_mlp(h)))                        (mlp_out optional)
+/// f = mlp(pre_mlp(h))
+///   (with moe: f = mlp_out_1(f) + mlp_out_2(experts(pre_mlp_2(h)), router(h)))
+/// y = h + mlp_out(f)                                      (mlp_out optional)
+///   (with per_layer_input P: y = y + ple_norm(ple_proj(act(ple_gate(y)) · P_layer)))
+///   (with layer_scalar s: y = y · s)
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct BlockSpec {
@@ -173,6 +217,13 @@ pub struct BlockSpec {
     pub norms: LayerNorms,
     /// The form and epsilon of the layer norms.
     pub norm: NormSpec,
+    /// A mixture of experts beside the MLP.
+    pub moe: Option<MoeSpec>,
+    /// The width of this layer's slice of the per-layer embeddings (Gemma 4 E2B/E4B): the
+    /// gate, projection and norm after the MLP residual.
+    pub per_layer_input: Option<i32>,
+    /// The layer's output is multiplied by its stored `layer_scalar` (`[1]`).
+    pub layer_scalar: bool,
 }
 
 /// The numerical features of a layer beyond the plain pre-norm Llama block, as the native
@@ -191,6 +242,9 @@ pub struct Features {
     pub query_scaling: bool,
     /// A bias on the output or MLP projections.
     pub output_bias: bool,
+    /// Gemma 4's additions: a value norm, keys as values, shared keys and values, experts,
+    /// per-layer inputs or a layer scalar.
+    pub gemma4: bool,
 }
 
 impl Features {
@@ -202,6 +256,7 @@ impl Features {
             && (!self.gelu || supported.gelu)
             && (!self.query_scaling || supported.query_scaling)
             && (!self.output_bias || supported.output_bias)
+            && (!self.gemma4 || supported.gemma4)
     }
 }
 
@@ -213,6 +268,7 @@ impl AttentionSpec {
             attention_softcap: self.logit_softcap.is_some(),
             query_scaling: self.query_scaling.is_some(),
             output_bias: self.o_bias,
+            gemma4: self.value_norm.is_some() || self.kv != KvSource::Projected,
             ..Features::default()
         }
     }
@@ -226,6 +282,10 @@ impl BlockSpec {
             output_norms: self.norms.attention_out.is_some() || self.norms.mlp_out.is_some(),
             gelu: self.mlp.activation == Activation::GeluTanh,
             output_bias: attention.output_bias || self.mlp.bias,
+            gemma4: attention.gemma4
+                || self.moe.is_some()
+                || self.per_layer_input.is_some()
+                || self.layer_scalar,
             ..attention
         }
     }
@@ -248,4 +308,24 @@ pub struct ModelSpec {
     pub final_softcap: Option<f32>,
     /// The layers, in order.
     pub layers: Vec<BlockSpec>,
+    /// Per-layer embeddings (Gemma 4 E2B/E4B).
+    pub per_layer_embedding: Option<PerLayerEmbeddingSpec>,
+}
+
+/// Gemma 4's per-layer embeddings: a second table of `width` values per layer and token,
+/// mixed with a projection of the main embedding:
+///
+/// ```text
+/// token   = E_pl[ids] · bf16(√width)                              [B, L, layers, width]
+/// context = norm(per_layer_model_projection(h₀) · hidden^-½)     h₀ the scaled embedding
+/// P       = (context + token) · 2^-½                              layer i reads P[.., i, :]
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PerLayerEmbeddingSpec {
+    /// Values per layer and token.
+    pub width: i32,
+    /// Rows of the per-layer table (`vocab_size_per_layer_input`).
+    pub vocab: i32,
+    /// The norm of the context projection (`per_layer_projection_norm`, over `width`).
+    pub norm: NormSpec,
 }

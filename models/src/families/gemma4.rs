@@ -1,0 +1,529 @@
+//! Gemma 4 (`model_type` "gemma4_text"; "gemma4" and "gemma4_unified" wrap it in a
+//! `text_config`), after model-families.md §5b, gemma-mistral-details.md and transformers 5.23's
+//! `modeling_gemma4.py`:
+//!
+//! ```text
+//! h = E[ids] · bf16(√hidden)                 (E2B/E4B: per-layer inputs P from ids and h)
+//! per layer:  h = h + post_attention_norm(attn(input_norm(h)))
+//!             f = mlp(pre_feedforward_norm(h))                    GELU-tanh
+//!               (26B-A4B: f = post_ffw_norm_1(f) + post_ffw_norm_2(experts(pre_ffw_norm_2(h))))
+//!             h = h + post_feedforward_norm(f)
+//!               (E2B/E4B: h = h + post_ple_norm(ple_proj(gelu(ple_gate(h)) · P[layer])))
+//!             h = h · layer_scalar
+//! logits = 30·tanh((final_norm(h) · Eᵀ) / 30)
+//! ```
+//!
+//! - Norms multiply by plain `w` (no `1 + w`), in Hugging Face and GGUF files alike.
+//! - Attention scale 1.0; q and k have per-head RMSNorms before RoPE; values get a scale-free
+//!   RMSNorm (`v_norm`) and no RoPE.
+//! - Layer kinds from `layer_types` (default: every 6th layer full), the last layer always full.
+//!   Sliding layers: `head_dim`, `num_key_value_heads`, the `sliding_attention` RoPE (θ 1e4).
+//!   Full layers: `global_head_dim` (512), `num_global_key_value_heads` when
+//!   `attention_k_eq_v` (else `num_key_value_heads`), the `full_attention` RoPE (proportional,
+//!   θ 1e6, a quarter of the pairs rotating). A `per_layer_config` (keyed by layer index or
+//!   layer type) overrides head size and key/value heads per layer.
+//! - `attention_k_eq_v`: full layers have no `v_proj`; values are the raw `k_proj` output.
+//! - `num_kv_shared_layers` = N: the last N layers compute only queries and reuse the keys and
+//!   values of the last earlier layer of their kind (their own `k_proj`/`v_proj`/`k_norm`
+//!   tensors, still in checkpoints, are dropped); with `use_double_wide_mlp` their MLP is twice
+//!   as wide.
+//! - `hidden_size_per_layer_input` > 0: per-layer embeddings (E2B/E4B).
+//! - `enable_moe_block`: `num_experts` experts, `top_k_experts` per token, each
+//!   `moe_intermediate_size` wide, beside the dense MLP.
+//! - `final_logit_softcapping` (30 on every released size); tied head.
+
+use super::gemma3::per_type_rope;
+use super::llama::check_activation;
+use super::{default_key, dim, text_model_name, Family, GgufConventions};
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::nn::spec::{
+    Activation, AttentionSpec, BlockSpec, KvSource, LayerKind, LayerNorms, MlpSpec, ModelSpec,
+    MoeSpec, NormSpec, NormWeight, PerLayerEmbeddingSpec, RopeSpec,
+};
+use serde_json::{json, Map, Value};
+
+/// The registry entry.
+pub const FAMILY: Family = Family {
+    name: "gemma4",
+    model_types: &["gemma4_text", "gemma4", "gemma4_unified"],
+    gguf_architectures: &["gemma4"],
+    defaults,
+    spec,
+    rename,
+    stop_tokens: &["<turn|>"],
+    gguf: GgufConventions::PLAIN,
+};
+
+/// `Gemma4TextConfig`'s defaults (transformers 5.23), for sparse `text_config`s.
+fn defaults(config: &mut Map<String, Value>) {
+    config.insert("model_type".into(), json!("gemma4_text"));
+    for (key, value) in [
+        ("vocab_size", json!(262_144)),
+        ("hidden_size", json!(2304)),
+        ("intermediate_size", json!(9216)),
+        ("num_hidden_layers", json!(30)),
+        ("num_attention_heads", json!(8)),
+        ("num_key_value_heads", json!(4)),
+        ("head_dim", json!(256)),
+        ("hidden_activation", json!("gelu_pytorch_tanh")),
+        ("max_position_embeddings", json!(131_072)),
+        ("rms_norm_eps", json!(1e-6)),
+        ("sliding_window", json!(512)),
+        ("tie_word_embeddings", json!(true)),
+        ("vocab_size_per_layer_input", json!(262_144)),
+        ("hidden_size_per_layer_input", json!(256)),
+        ("global_head_dim", json!(512)),
+        ("attention_k_eq_v", json!(false)),
+        ("num_kv_shared_layers", json!(0)),
+        ("enable_moe_block", json!(false)),
+        ("use_double_wide_mlp", json!(false)),
+        (
+            "rope_parameters",
+            json!({
+                "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+                "full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.25,
+                                   "rope_theta": 1_000_000.0}
+            }),
+        ),
+    ] {
+        default_key(config, key, value);
+    }
+}
+
+/// Drops the multimodal towers, the clipped-linear buffers and, for KV-shared layers, the key
+/// and value tensors they never use; strips the wrappers' prefixes.
+fn rename(config: &ModelConfig, name: &str) -> Option<String> {
+    const DROPPED: &[&str] = &[
+        "model.audio_tower.",
+        "model.embed_audio.",
+        "model.embed_vision.",
+        "model.vision_embedder.",
+        "audio_tower.",
+        "embed_audio.",
+        "embed_vision.",
+        "vision_embedder.",
+    ];
+    if DROPPED.iter().any(|p| name.starts_with(p))
+        || [".input_min", ".input_max", ".output_min", ".output_max"]
+            .iter()
+            .any(|s| name.ends_with(s))
+    {
+        return None;
+    }
+    let name = text_model_name(name)?;
+    if let Some(first) = first_shared_layer(config) {
+        if let Some(rest) = name.strip_prefix("model.layers.") {
+            let (index, part) = rest.split_once('.')?;
+            let shared = index.parse::<usize>().is_ok_and(|i| i >= first);
+            let unused = ["k_proj.", "v_proj.", "k_norm.", "v_norm."]
+                .iter()
+                .any(|p| {
+                    part.strip_prefix("self_attn.")
+                        .is_some_and(|r| r.starts_with(p))
+                });
+            if shared && unused {
+                return None;
+            }
+        }
+    }
+    Some(name)
+}
+
+/// The first KV-shared layer, when the config shares any.
+fn first_shared_layer(config: &ModelConfig) -> Option<usize> {
+    let shared = extra_count(config, "num_kv_shared_layers").ok()??;
+    (shared > 0).then(|| config.num_hidden_layers.saturating_sub(shared))
+}
+
+/// A non-negative integer key of the config's extra fields (`None` when absent or null).
+fn extra_count(config: &ModelConfig, key: &str) -> Result<Option<usize>> {
+    match config.extra.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok())
+            .map(Some)
+            .ok_or_else(|| Error::ConfigValue {
+                field: key.to_string(),
+                value: v.to_string(),
+                expected: "a non-negative integer",
+            }),
+    }
+}
+
+/// A boolean key of the config's extra fields (`false` when absent or null).
+fn extra_flag(config: &ModelConfig, key: &str) -> Result<bool> {
+    match config.extra.get(key) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(v) => Err(Error::ConfigValue {
+            field: key.to_string(),
+            value: v.to_string(),
+            expected: "true or false",
+        }),
+    }
+}
+
+/// The overrides of `per_layer_config` for layer `index` of kind `kind`: `(head_dim,
+/// num_key_value_heads)`, each optional. The object may be keyed by layer index or by layer
+/// type, or be a list with one entry per layer.
+fn per_layer_override(
+    config: &ModelConfig,
+    index: usize,
+    kind: &str,
+) -> Result<(Option<usize>, Option<usize>)> {
+    let entry = match config.extra.get("per_layer_config") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(map)) => map.get(&index.to_string()).or_else(|| map.get(kind)),
+        Some(Value::Array(list)) => list.get(index),
+        Some(v) => {
+            return Err(Error::ConfigValue {
+                field: "per_layer_config".into(),
+                value: v.to_string(),
+                expected: "an object keyed by layer index or type, or a list",
+            })
+        }
+    };
+    let Some(entry) = entry.filter(|e| !e.is_null()) else {
+        return Ok((None, None));
+    };
+    let count = |key: &str| -> Result<Option<usize>> {
+        match entry.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .filter(|n| *n > 0)
+                .map(|n| Some(n as usize))
+                .ok_or_else(|| Error::ConfigValue {
+                    field: format!("per_layer_config[{index}].{key}"),
+                    value: v.to_string(),
+                    expected: "a positive integer",
+                }),
+        }
+    };
+    Ok((count("head_dim")?, count("num_key_value_heads")?))
+}
+
+fn spec(config: &ModelConfig) -> Result<ModelSpec> {
+    check_activation(config, &["gelu_pytorch_tanh", "gelu_tanh", "gelu"])?;
+    let hidden = dim("hidden_size", config.hidden_size)?;
+    let layers_n = config.num_hidden_layers;
+    let norm = NormSpec {
+        eps: config.rms_norm_eps(),
+        weight: NormWeight::Direct,
+    };
+    let mut kinds: Vec<LayerKind> = match &config.layer_types {
+        Some(types) => types
+            .iter()
+            .map(|t| match t.as_str() {
+                "full_attention" => LayerKind::Full,
+                _ => LayerKind::Sliding,
+            })
+            .collect(),
+        None => (0..layers_n)
+            .map(|i| {
+                if (i + 1) % 6 == 0 {
+                    LayerKind::Full
+                } else {
+                    LayerKind::Sliding
+                }
+            })
+            .collect(),
+    };
+    // transformers forces the last layer to full attention.
+    if let Some(last) = kinds.last_mut() {
+        *last = LayerKind::Full;
+    }
+    let window = config
+        .sliding_window
+        .map(|w| dim("sliding_window", w))
+        .transpose()?;
+    let k_eq_v = extra_flag(config, "attention_k_eq_v")?;
+    let double_wide = extra_flag(config, "use_double_wide_mlp")?;
+    let global_head_dim = extra_count(config, "global_head_dim")?.unwrap_or(512);
+    let global_kv = extra_count(config, "num_global_key_value_heads")?;
+    let shared = extra_count(config, "num_kv_shared_layers")?.unwrap_or(0);
+    if shared >= layers_n && shared > 0 {
+        return Err(Error::ConfigValue {
+            field: "num_kv_shared_layers".into(),
+            value: shared.to_string(),
+            expected: "fewer than num_hidden_layers",
+        });
+    }
+    let first_shared = layers_n - shared;
+    // The layer each kind's shared layers reuse: the last one of that kind before them.
+    let source = |kind: LayerKind| -> Result<usize> {
+        (0..first_shared)
+            .rev()
+            .find(|&j| kinds[j] == kind)
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "num_kv_shared_layers = {shared}: no layer of kind {kind:?} before layer {first_shared} stores keys and values to share"
+                ))
+            })
+    };
+    let per_layer_width = extra_count(config, "hidden_size_per_layer_input")?.unwrap_or(0);
+    let moe = if extra_flag(config, "enable_moe_block")? {
+        let need = |key: &str| -> Result<i32> {
+            let v = extra_count(config, key)?
+                .ok_or_else(|| Error::Config(format!("`enable_moe_block` needs `{key}`")))?;
+            dim(key, v)
+        };
+        Some(MoeSpec {
+            experts: need("num_experts")?,
+            top_k: need("top_k_experts")?,
+            intermediate: need("moe_intermediate_size")?,
+            activation: Activation::GeluTanh,
+        })
+    } else {
+        None
+    };
+    let heads = dim("num_attention_heads", config.num_attention_heads)?;
+    let layers = (0..layers_n)
+        .map(|i| -> Result<BlockSpec> {
+            let kind = kinds[i];
+            let type_name = match kind {
+                LayerKind::Full => "full_attention",
+                LayerKind::Sliding => "sliding_attention",
+            };
+            let (base_head_dim, base_kv) = match kind {
+                LayerKind::Sliding => (config.head_dim(), config.num_key_value_heads()),
+                LayerKind::Full => (
+                    global_head_dim,
+                    match (k_eq_v, global_kv) {
+                        (true, Some(kv)) => kv,
+                        _ => config.num_key_value_heads(),
+                    },
+                ),
+            };
+            let (head_override, kv_override) = per_layer_override(config, i, type_name)?;
+            let head_dim = dim("head_dim", head_override.unwrap_or(base_head_dim))?;
+            let kv_heads = dim("num_key_value_heads", kv_override.unwrap_or(base_kv))?;
+            if kv_heads == 0 || heads % kv_heads != 0 || head_dim % 2 != 0 {
+                return Err(Error::Config(format!(
+                    "layer {i}: {heads} heads over {kv_heads} key/value heads of width {head_dim} (heads must be a multiple, the width even)"
+                )));
+            }
+            let kv = if i >= first_shared {
+                KvSource::Shared {
+                    source: source(kind)?,
+                }
+            } else if k_eq_v && kind == LayerKind::Full {
+                KvSource::KeysAsValues
+            } else {
+                KvSource::Projected
+            };
+            let rope = per_type_rope(
+                config,
+                kind,
+                RopeSpec {
+                    theta: match kind {
+                        LayerKind::Full => 1_000_000.0,
+                        LayerKind::Sliding => 10_000.0,
+                    },
+                    dims: head_dim,
+                    scaling: None,
+                },
+            );
+            let intermediate = dim("intermediate_size", config.intermediate_size)?;
+            Ok(BlockSpec {
+                attention: AttentionSpec {
+                    heads,
+                    kv_heads,
+                    head_dim,
+                    qkv_bias: config.attention_bias.unwrap_or(false),
+                    o_bias: config.attention_bias.unwrap_or(false),
+                    qk_norm: Some(norm),
+                    scale: 1.0,
+                    rope,
+                    kind,
+                    window: if kind == LayerKind::Sliding {
+                        window
+                    } else {
+                        None
+                    },
+                    logit_softcap: None,
+                    query_scaling: None,
+                    value_norm: (!matches!(kv, KvSource::Shared { .. })).then_some(norm.eps),
+                    kv,
+                },
+                mlp: MlpSpec {
+                    intermediate: if double_wide && i >= first_shared {
+                        intermediate * 2
+                    } else {
+                        intermediate
+                    },
+                    bias: false,
+                    activation: Activation::GeluTanh,
+                },
+                norms: LayerNorms::SANDWICH,
+                norm,
+                moe,
+                per_layer_input: (per_layer_width > 0)
+                    .then(|| dim("hidden_size_per_layer_input", per_layer_width))
+                    .transpose()?,
+                layer_scalar: true,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let vocab = dim("vocab_size", config.vocab_size)?;
+    let per_layer_embedding = if per_layer_width > 0 {
+        let rows = extra_count(config, "vocab_size_per_layer_input")?.unwrap_or(config.vocab_size);
+        if rows < config.vocab_size {
+            return Err(Error::Config(format!(
+                "vocab_size_per_layer_input ({rows}) is smaller than vocab_size ({}): some tokens would have no per-layer embedding",
+                config.vocab_size
+            )));
+        }
+        Some(PerLayerEmbeddingSpec {
+            width: dim("hidden_size_per_layer_input", per_layer_width)?,
+            vocab: dim("vocab_size_per_layer_input", rows)?,
+            norm,
+        })
+    } else {
+        None
+    };
+    Ok(ModelSpec {
+        hidden,
+        vocab,
+        embedding_scale: Some(half::bf16::from_f64((hidden as f64).sqrt()).to_f32()),
+        final_norm: norm,
+        tied: config.tie_word_embeddings(),
+        final_softcap: config.final_logit_softcapping,
+        layers,
+        per_layer_embedding,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e2b_like() -> ModelConfig {
+        ModelConfig::from_json(
+            r#"{"model_type":"gemma4","text_config":{"model_type":"gemma4_text",
+            "hidden_size":64,"intermediate_size":96,"num_hidden_layers":10,
+            "num_attention_heads":2,"num_key_value_heads":1,"head_dim":32,"global_head_dim":64,
+            "layer_types":["sliding_attention","sliding_attention","sliding_attention",
+              "sliding_attention","full_attention","sliding_attention","sliding_attention",
+              "sliding_attention","sliding_attention","sliding_attention"],
+            "sliding_window":4,"vocab_size":256,"hidden_size_per_layer_input":16,
+            "vocab_size_per_layer_input":256,"num_kv_shared_layers":4,
+            "use_double_wide_mlp":true,"final_logit_softcapping":30.0}}"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn kv_sharing_reuses_the_last_earlier_layer_of_each_kind() {
+        let spec = spec(&e2b_like()).unwrap();
+        let kv: Vec<KvSource> = spec.layers.iter().map(|l| l.attention.kv).collect();
+        assert!(kv[..6].iter().all(|k| *k == KvSource::Projected));
+        // Layers 6..8 are sliding and reuse layer 5; the last layer is forced full and reuses
+        // layer 4.
+        for (i, source) in [(6, 5), (7, 5), (8, 5), (9, 4)] {
+            assert_eq!(kv[i], KvSource::Shared { source }, "layer {i}");
+        }
+        assert_eq!(spec.layers[9].attention.kind, LayerKind::Full);
+        let widths: Vec<i32> = spec.layers.iter().map(|l| l.mlp.intermediate).collect();
+        assert_eq!(widths, [96, 96, 96, 96, 96, 96, 192, 192, 192, 192]);
+        // Shared layers have no value norm of their own; the others do.
+        assert!(spec.layers[5].attention.value_norm.is_some());
+        assert!(spec.layers[6].attention.value_norm.is_none());
+    }
+
+    #[test]
+    fn full_layers_take_the_global_shapes_and_proportional_rope() {
+        let spec = spec(&e2b_like()).unwrap();
+        let (s, f) = (&spec.layers[0].attention, &spec.layers[4].attention);
+        assert_eq!((s.head_dim, s.kv_heads, s.window), (32, 1, Some(4)));
+        assert_eq!((f.head_dim, f.kv_heads, f.window), (64, 1, None));
+        assert_eq!((s.rope.theta, f.rope.theta), (10_000.0, 1_000_000.0));
+        let scaling = f.rope.scaling.as_ref().unwrap();
+        assert_eq!(scaling.rope_type.as_deref(), Some("proportional"));
+        assert_eq!(scaling.partial_rotary_factor, Some(0.25));
+        assert_eq!(s.scale, 1.0);
+        assert_eq!(spec.per_layer_embedding.unwrap().width, 16);
+        assert_eq!(spec.final_softcap, Some(30.0));
+    }
+
+    #[test]
+    fn keys_as_values_and_per_layer_config_set_the_global_kv_heads() {
+        let base = r#"{"model_type":"gemma4_text","hidden_size":64,"intermediate_size":96,
+            "num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,
+            "head_dim":16,"vocab_size":256,"hidden_size_per_layer_input":0,
+            "layer_types":["sliding_attention","full_attention"],"#;
+        let c = ModelConfig::from_json(&format!(
+            r#"{base}"global_head_dim":32,"num_global_key_value_heads":1,"attention_k_eq_v":true}}"#
+        ))
+        .unwrap();
+        let spec = spec(&c).unwrap();
+        let f = &spec.layers[1].attention;
+        assert_eq!(
+            (f.head_dim, f.kv_heads, f.kv),
+            (32, 1, KvSource::KeysAsValues)
+        );
+        assert_eq!(spec.layers[0].attention.kv, KvSource::Projected);
+        assert!(spec.per_layer_embedding.is_none());
+        // Without K=V the global layers keep num_key_value_heads (transformers' rule).
+        let c = ModelConfig::from_json(&format!(
+            r#"{base}"global_head_dim":32,"num_global_key_value_heads":1}}"#
+        ))
+        .unwrap();
+        assert_eq!(spec_of(&c).layers[1].attention.kv_heads, 2);
+        // A per_layer_config keyed by layer index wins.
+        let c = ModelConfig::from_json(&format!(
+            r#"{base}"per_layer_config":{{"1":{{"head_dim":48,"num_key_value_heads":4}}}}}}"#
+        ))
+        .unwrap();
+        let f = &spec_of(&c).layers[1].attention;
+        assert_eq!((f.head_dim, f.kv_heads), (48, 4));
+    }
+
+    fn spec_of(c: &ModelConfig) -> ModelSpec {
+        spec(c).unwrap()
+    }
+
+    #[test]
+    fn bad_sharing_and_moe_configs_are_config_errors() {
+        let base = r#"{"model_type":"gemma4_text","hidden_size":64,"intermediate_size":96,
+            "num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,
+            "head_dim":16,"vocab_size":256,"hidden_size_per_layer_input":0,"#;
+        // Two layers, one shared: the shared last layer is full, and no earlier layer is full.
+        let c = ModelConfig::from_json(&format!(
+            r#"{base}"layer_types":["sliding_attention","full_attention"],"num_kv_shared_layers":1}}"#
+        ))
+        .unwrap();
+        assert!(matches!(spec(&c), Err(Error::Config(_))));
+        let c = ModelConfig::from_json(&format!(r#"{base}"enable_moe_block":true}}"#)).unwrap();
+        let e = spec(&c).unwrap_err().to_string();
+        assert!(e.contains("num_experts"), "{e}");
+        let c = ModelConfig::from_json(&format!(r#"{base}"attention_k_eq_v":"yes"}}"#)).unwrap();
+        assert!(matches!(spec(&c), Err(Error::ConfigValue { .. })));
+    }
+
+    #[test]
+    fn shared_layers_drop_their_key_and_value_tensors() {
+        let c = e2b_like();
+        let r = |n: &str| rename(&c, n);
+        assert_eq!(
+            r("model.language_model.layers.9.self_attn.k_proj.weight"),
+            None
+        );
+        assert_eq!(
+            r("model.language_model.layers.6.self_attn.v_norm.weight"),
+            None
+        );
+        assert_eq!(
+            r("model.language_model.layers.5.self_attn.k_proj.weight").as_deref(),
+            Some("model.layers.5.self_attn.k_proj.weight")
+        );
+        assert_eq!(
+            r("model.language_model.layers.9.self_attn.q_proj.weight").as_deref(),
+            Some("model.layers.9.self_attn.q_proj.weight")
+        );
+        assert_eq!(r("model.audio_tower.layers.0.weight"), None);
+        assert_eq!(r("model.vision_tower.encoder.weight"), None);
+    }
+}
