@@ -53,6 +53,7 @@ pub const FAMILY: Family = Family {
         ],
         permuted_qk: false,
         metadata: gguf_metadata,
+        reads_rope_freqs: false,
     },
 };
 

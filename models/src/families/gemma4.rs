@@ -37,6 +37,7 @@ use super::llama::check_activation;
 use super::{default_key, dim, text_model_name, Family, GgufConventions};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
+use crate::load::gguf_file::{GgufFile, MetaValue};
 use crate::nn::spec::{
     Activation, AttentionSpec, BlockSpec, KvSource, LayerKind, LayerNorms, MlpSpec, ModelSpec,
     MoeSpec, NormSpec, NormWeight, PerLayerEmbeddingSpec, RopeSpec,
@@ -52,7 +53,26 @@ pub const FAMILY: Family = Family {
     spec,
     rename,
     stop_tokens: &["<turn|>"],
-    gguf: GgufConventions::PLAIN,
+    gguf: GgufConventions {
+        tensor_names: &[
+            ("ffn_norm", "pre_feedforward_layernorm"),
+            ("post_attention_norm", "post_attention_layernorm"),
+            ("post_ffw_norm", "post_feedforward_layernorm"),
+            ("pre_ffw_norm_2", "pre_feedforward_layernorm_2"),
+            ("post_ffw_norm_1", "post_feedforward_layernorm_1"),
+            ("post_ffw_norm_2", "post_feedforward_layernorm_2"),
+            ("layer_output_scale", "layer_scalar"),
+            ("inp_gate", "per_layer_input_gate"),
+            ("proj", "per_layer_projection"),
+            ("post_norm", "post_per_layer_input_norm"),
+            ("ffn_gate_inp", "router.proj"),
+            ("ffn_gate_up_exps", "experts.gate_up_proj"),
+            ("ffn_down_exps", "experts.down_proj"),
+        ],
+        permuted_qk: false,
+        metadata: gguf_metadata,
+        reads_rope_freqs: true,
+    },
 };
 
 /// `Gemma4TextConfig`'s defaults (transformers 5.23), for sparse `text_config`s.
@@ -94,6 +114,9 @@ fn defaults(config: &mut Map<String, Value>) {
 /// Drops the multimodal towers, the clipped-linear buffers and, for KV-shared layers, the key
 /// and value tensors they never use; strips the wrappers' prefixes.
 fn rename(config: &ModelConfig, name: &str) -> Option<String> {
+    if let Some(n) = gguf_name(name) {
+        return n;
+    }
     const DROPPED: &[&str] = &[
         "model.audio_tower.",
         "model.embed_audio.",
@@ -128,6 +151,33 @@ fn rename(config: &ModelConfig, name: &str) -> Option<String> {
         }
     }
     Some(name)
+}
+
+/// The GGUF names the common map leaves alone (model-level tensors, the router's scales) or
+/// gives a `.weight` the decoder does not use; `None` for any other name.
+fn gguf_name(name: &str) -> Option<Option<String>> {
+    let top = match name {
+        // Gemma 4's proportional RoPE, as llama.cpp bakes it in: read from the metadata.
+        "rope_freqs.weight" => return Some(None),
+        "per_layer_token_embd.weight" => "model.embed_tokens_per_layer.weight",
+        "per_layer_model_proj.weight" => "model.per_layer_model_projection.weight",
+        "per_layer_proj_norm.weight" => "model.per_layer_projection_norm.weight",
+        _ => "",
+    };
+    if !top.is_empty() {
+        return Some(Some(top.to_string()));
+    }
+    if let Some(rest) = name.strip_prefix("blk.") {
+        let (layer, part) = rest.split_once('.')?;
+        let module = match part {
+            "ffn_gate_inp.scale" => "router.scale",
+            "ffn_down_exps.scale" => "router.per_expert_scale",
+            _ => return None,
+        };
+        return Some(Some(format!("model.layers.{layer}.{module}")));
+    }
+    name.strip_suffix(".layer_scalar.weight")
+        .map(|stem| Some(format!("{stem}.layer_scalar")))
 }
 
 /// The first KV-shared layer, when the config shares any.
@@ -203,6 +253,179 @@ fn per_layer_override(
         }
     };
     Ok((count("head_dim")?, count("num_key_value_heads")?))
+}
+
+/// `gemma4.*` keys (llama.cpp's converter): layer kinds from the `sliding_window_pattern` bool
+/// array; per-layer head sizes (`key_length` / `key_length_swa`) and key/value heads
+/// (`head_count_kv`, per layer) as a `per_layer_config` list; the double-wide MLP from the
+/// per-layer `feed_forward_length`; keys-as-values when full layers have no `attn_v`; KV
+/// sharing, per-layer inputs, experts, softcap; the RoPE of both kinds, the full layers'
+/// rotated share read from the `rope_freqs` divisors (1 rotates, 1e30 stands still).
+fn gguf_metadata(gguf: &GgufFile, arch: &str, config: &mut Map<String, Value>) -> Result<()> {
+    let key = |k: &str| format!("{arch}.{k}");
+    let bad = |k: &str, what: &str| Error::Gguf(format!("metadata `{}` {what}", key(k)));
+    let count = |k: &str| -> Result<Option<usize>> {
+        match gguf.metadata_f64(&key(k))? {
+            None => Ok(None),
+            Some(v) if v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v <= i32::MAX as f64 => {
+                Ok(Some(v as usize))
+            }
+            Some(v) => Err(bad(k, &format!("= {v} is not a count"))),
+        }
+    };
+    let layers = config
+        .get("num_hidden_layers")
+        .and_then(Value::as_u64)
+        .unwrap_or(0) as usize;
+    let per_layer = |k: &str| -> Result<Option<Vec<usize>>> {
+        match gguf.get(&key(k)) {
+            Some(MetaValue::Ints(v)) => {
+                if v.len() != layers || v.iter().any(|&x| x < 0 || x > i32::MAX as i64) {
+                    return Err(bad(k, &format!("must hold {layers} counts")));
+                }
+                Ok(Some(v.iter().map(|&x| x as usize).collect()))
+            }
+            _ => Ok(count(k)?.map(|v| vec![v; layers])),
+        }
+    };
+    let sliding: Vec<bool> = match gguf.metadata_ints(&key("attention.sliding_window_pattern"))? {
+        Some(v) if v.len() == layers => v.iter().map(|&b| b != 0).collect(),
+        Some(_) => {
+            return Err(bad(
+                "attention.sliding_window_pattern",
+                "must hold one flag per layer",
+            ))
+        }
+        None => (0..layers).map(|i| (i + 1) % 6 != 0).collect(),
+    };
+    let types: Vec<&str> = sliding
+        .iter()
+        .map(|&s| {
+            if s {
+                "sliding_attention"
+            } else {
+                "full_attention"
+            }
+        })
+        .collect();
+    config.insert("layer_types".into(), json!(types));
+    if let Some(w) = count("attention.sliding_window")? {
+        config.insert("sliding_window".into(), json!(w));
+    }
+    let full_dim = count("attention.key_length")?;
+    let swa_dim = count("attention.key_length_swa")?.or(full_dim);
+    let kv = per_layer("attention.head_count_kv")?;
+    let entries: Vec<Value> = (0..layers)
+        .map(|i| {
+            let mut e = Map::new();
+            let d = if sliding[i] { swa_dim } else { full_dim };
+            if let Some(d) = d {
+                e.insert("head_dim".into(), json!(d));
+            }
+            if let Some(kv) = &kv {
+                e.insert("num_key_value_heads".into(), json!(kv[i]));
+            }
+            Value::Object(e)
+        })
+        .collect();
+    config.insert("per_layer_config".into(), Value::Array(entries));
+    if let Some(d) = swa_dim {
+        config.insert("head_dim".into(), json!(d));
+    }
+    if let Some(d) = full_dim {
+        config.insert("global_head_dim".into(), json!(d));
+    }
+    if let Some(kv) = &kv {
+        if let Some(first) = sliding.iter().position(|&s| s) {
+            config.insert("num_key_value_heads".into(), json!(kv[first]));
+        }
+    }
+    let shared = count("attention.shared_kv_layers")?.unwrap_or(0);
+    config.insert("num_kv_shared_layers".into(), json!(shared));
+    if let Some(ff) = per_layer("feed_forward_length")? {
+        let first_shared = layers.saturating_sub(shared);
+        let base = ff.first().copied().unwrap_or(0);
+        let double = shared > 0 && ff[first_shared..].iter().all(|&f| f == 2 * base);
+        let matches = ff.iter().enumerate().all(|(i, &f)| {
+            f == if double && i >= first_shared {
+                2 * base
+            } else {
+                base
+            }
+        });
+        if !matches {
+            return Err(bad(
+                "feed_forward_length",
+                "varies by layer in a way Gemma 4 does not (only KV-shared layers may be twice as wide)",
+            ));
+        }
+        config.insert("intermediate_size".into(), json!(base));
+        config.insert("use_double_wide_mlp".into(), json!(double));
+    }
+    let first_full = sliding.iter().position(|&s| !s);
+    let k_eq_v = first_full.is_some_and(|i| {
+        i < layers.saturating_sub(shared)
+            && gguf.tensor(&format!("blk.{i}.attn_v.weight")).is_none()
+            && gguf.tensor(&format!("blk.{i}.attn_k.weight")).is_some()
+    });
+    config.insert("attention_k_eq_v".into(), json!(k_eq_v));
+    let ple = count("embedding_length_per_layer_input")?.unwrap_or(0);
+    config.insert("hidden_size_per_layer_input".into(), json!(ple));
+    if let Some(t) = gguf.tensor("per_layer_token_embd.weight") {
+        if let Some(&rows) = t.shape().first() {
+            config.insert("vocab_size_per_layer_input".into(), json!(rows));
+        }
+    }
+    let experts = count("expert_count")?.unwrap_or(0);
+    if experts > 0 {
+        config.insert("enable_moe_block".into(), json!(true));
+        config.insert("num_experts".into(), json!(experts));
+        if let Some(k) = count("expert_used_count")? {
+            config.insert("top_k_experts".into(), json!(k));
+        }
+        if let Some(i) = count("expert_feed_forward_length")? {
+            config.insert("moe_intermediate_size".into(), json!(i));
+        }
+    }
+    if let Some(c) = gguf.metadata_f64(&key("final_logit_softcapping"))? {
+        config.insert("final_logit_softcapping".into(), json!(c));
+    }
+    let theta = |k: &str, default: f64| -> Result<f64> {
+        Ok(gguf.metadata_f64(&key(k))?.unwrap_or(default))
+    };
+    let full_theta = theta("rope.freq_base", 1e6)?;
+    let swa_theta = theta("rope.freq_base_swa", 1e4)?;
+    let share = match gguf.tensor("rope_freqs.weight") {
+        Some(t) if t.ggml_type == crate::load::gguf_file::GgmlType::F32 => {
+            let bytes = gguf.read_tensor_data(t)?;
+            let divisors: Vec<f32> = bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            let rotated = divisors.iter().take_while(|&&d| d == 1.0).count();
+            if divisors[rotated..].iter().any(|&d| d < 1e20) || divisors.is_empty() {
+                return Err(Error::Gguf(
+                    "`rope_freqs` must be divisors 1.0 (rotated pairs) then ≥ 1e20 (pairs that stand still), as llama.cpp writes Gemma 4's proportional RoPE".into(),
+                ));
+            }
+            rotated as f64 / divisors.len() as f64
+        }
+        Some(_) => return Err(Error::Gguf("`rope_freqs` must be stored as F32".into())),
+        None => match (count("rope.dimension_count")?, full_dim) {
+            (Some(n), Some(d)) if d > 0 => n as f64 / d as f64,
+            _ => 1.0,
+        },
+    };
+    config.remove("rope_theta");
+    config.insert(
+        "rope_parameters".into(),
+        json!({
+            "sliding_attention": {"rope_type": "default", "rope_theta": swa_theta},
+            "full_attention": {"rope_type": "proportional", "rope_theta": full_theta,
+                               "partial_rotary_factor": share}
+        }),
+    );
+    Ok(())
 }
 
 fn spec(config: &ModelConfig) -> Result<ModelSpec> {

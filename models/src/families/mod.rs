@@ -53,6 +53,9 @@ pub struct GgufConventions {
     pub permuted_qk: bool,
     /// Reads the architecture's own metadata keys into the `config.json` object being built.
     pub metadata: fn(&GgufFile, &str, &mut Map<String, Value>) -> Result<()>,
+    /// The family reads a `rope_freqs` tensor itself (Gemma 4's proportional RoPE); for the
+    /// others it means Llama 3 scaling baked into a tensor, which is refused.
+    pub reads_rope_freqs: bool,
 }
 
 impl GgufConventions {
@@ -61,6 +64,7 @@ impl GgufConventions {
         tensor_names: &[],
         permuted_qk: false,
         metadata: |_, _, _| Ok(()),
+        reads_rope_freqs: false,
     };
 }
 

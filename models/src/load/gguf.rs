@@ -33,7 +33,7 @@
 //! permuted.
 
 use super::ggml_quants::{self, has_affine_form};
-use super::gguf_file::{GgmlType, GgufFile, GgufTensorInfo};
+use super::gguf_file::{GgmlType, GgufFile, GgufTensorInfo, MetaValue};
 use super::plan::DeclaredTensor;
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
@@ -115,7 +115,7 @@ pub fn config_from_gguf(path: &Path, gguf: &GgufFile) -> Result<ModelConfig> {
         .to_string();
     let family = crate::families::family_for_architecture(&arch)?;
     check_types(path, gguf)?;
-    if gguf.tensor("rope_freqs.weight").is_some() {
+    if gguf.tensor("rope_freqs.weight").is_some() && !family.gguf.reads_rope_freqs {
         return Err(Error::Gguf(
             "`rope_freqs` (Llama 3 RoPE scaling baked into a tensor) is not supported; \
              use the Hugging Face checkpoint"
@@ -397,10 +397,6 @@ fn meta_number(gguf: &GgufFile, key: &str) -> Result<Option<f64>> {
     gguf.metadata_f64(key)
 }
 
-fn required(gguf: &GgufFile, key: &str) -> Result<f64> {
-    meta_number(gguf, key)?.ok_or_else(|| Error::Gguf(format!("metadata `{key}` is missing")))
-}
-
 /// Builds the HF-style config of a GGUF file from its metadata and tensor table.
 fn gguf_config(
     gguf: &GgufFile,
@@ -438,6 +434,14 @@ fn gguf_config(
         c.insert(k.to_string(), v);
     };
     put("model_type", arch.into());
+    // `feed_forward_length` and `head_count_kv` may be per-layer arrays (Gemma 4): the first
+    // layer's value stands here, the family's metadata reader takes the rest.
+    let number_or_first = |k: &str| -> Result<Option<f64>> {
+        match gguf.get(k) {
+            Some(MetaValue::Ints(v)) => Ok(v.first().map(|&x| x as f64)),
+            _ => meta_number(gguf, k),
+        }
+    };
     for (field, k) in [
         ("num_hidden_layers", "block_count"),
         ("hidden_size", "embedding_length"),
@@ -445,7 +449,9 @@ fn gguf_config(
         ("num_attention_heads", "attention.head_count"),
     ] {
         let k = key(k);
-        put(field, int(required(gguf, &k)?, &k)?.into());
+        let v = number_or_first(&k)?
+            .ok_or_else(|| Error::Gguf(format!("metadata `{k}` is missing")))?;
+        put(field, int(v, &k)?.into());
     }
     for (field, k) in [
         ("num_key_value_heads", "attention.head_count_kv"),
@@ -453,7 +459,7 @@ fn gguf_config(
         ("max_position_embeddings", "context_length"),
     ] {
         let k = key(k);
-        if let Some(v) = meta_number(gguf, &k)? {
+        if let Some(v) = number_or_first(&k)? {
             put(field, int(v, &k)?.into());
         }
     }

@@ -143,8 +143,9 @@ pub struct Experts {
 }
 
 impl Experts {
-    /// Takes either Hugging Face's fused stacks `<path>.gate_up_proj` (`[E, 2I, hidden]`, gate
-    /// rows first) and `<path>.down_proj` (`[E, hidden, I]`), or mlx-lm's split form
+    /// Takes Hugging Face's fused stacks `<path>.gate_up_proj` (`[E, 2I, hidden]`, gate rows
+    /// first) and `<path>.down_proj` (`[E, hidden, I]`); or the same stacks under
+    /// `<path>.gate_up_proj.weight` (GGUF files, dense or quantized); or mlx-lm's split form
     /// `<path>.switch_glu.{gate,up,down}_proj` (dense `.weight`, or MLX-quantized triplets).
     pub fn load(
         weights: &mut Weights,
@@ -155,7 +156,32 @@ impl Experts {
     ) -> Result<Experts> {
         let (e, i) = (spec.experts, spec.intermediate);
         let fused = format!("{path}.gate_up_proj");
-        let (gate_up, down) = if weights.contains(&fused) {
+        // A stack under `<p>.weight` (GGUF), dense or as an MLX-quantized triplet.
+        let stack = |w: &mut Weights, p: &str, out: i32, inp: i32| -> Result<ExpertWeights> {
+            Ok(
+                match QuantizedMatrix::load_stacked(w, p, &[e], out, inp, options)? {
+                    Some(q) => ExpertWeights::Quantized(q),
+                    None => ExpertWeights::Dense(take_float(
+                        w,
+                        &format!("{p}.weight"),
+                        &[e, out, inp],
+                        options,
+                    )?),
+                },
+            )
+        };
+        let transposed = |w: ExpertWeights| -> Result<ExpertWeights> {
+            Ok(match w {
+                ExpertWeights::Dense(w) => ExpertWeights::Dense(w.swapaxes(1, 2)?),
+                q => q,
+            })
+        };
+        let (gate_up, down) = if weights.contains(&format!("{fused}.weight")) {
+            (
+                transposed(stack(weights, &fused, 2 * i, hidden)?)?,
+                transposed(stack(weights, &format!("{path}.down_proj"), hidden, i)?)?,
+            )
+        } else if weights.contains(&fused) {
             let gate_up = take_float(weights, &fused, &[e, 2 * i, hidden], options)?;
             let down = take_float(
                 weights,
@@ -169,26 +195,9 @@ impl Experts {
             )
         } else {
             let split = format!("{path}.switch_glu");
-            let load = |w: &mut Weights, name: &str, out: i32, inp: i32| -> Result<ExpertWeights> {
-                let p = format!("{split}.{name}");
-                Ok(
-                    match QuantizedMatrix::load_stacked(w, &p, &[e], out, inp, options)? {
-                        Some(q) => ExpertWeights::Quantized(q),
-                        None => ExpertWeights::Dense(take_float(
-                            w,
-                            &format!("{p}.weight"),
-                            &[e, out, inp],
-                            options,
-                        )?),
-                    },
-                )
-            };
-            let gate = load(weights, "gate_proj", i, hidden)?;
-            let up = load(weights, "up_proj", i, hidden)?;
-            let down = match load(weights, "down_proj", hidden, i)? {
-                ExpertWeights::Dense(w) => ExpertWeights::Dense(w.swapaxes(1, 2)?),
-                q => q,
-            };
+            let gate = stack(weights, &format!("{split}.gate_proj"), i, hidden)?;
+            let up = stack(weights, &format!("{split}.up_proj"), i, hidden)?;
+            let down = transposed(stack(weights, &format!("{split}.down_proj"), hidden, i)?)?;
             (stack_outputs(gate, up, &split)?, down)
         };
         Ok(Experts {
