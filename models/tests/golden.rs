@@ -411,3 +411,57 @@ fn ministral3_gguf_as_llama_cpp_writes_it_matches_transformers() {
     check_full_forward(model.as_ref(), &f.reference);
     check_greedy(model.as_ref(), &f.reference);
 }
+
+#[test]
+fn gemma4_e2b_like_matches_transformers() {
+    // Per-layer embeddings, KV sharing across kinds, double-wide MLPs on shared layers, 4:1
+    // layout with a window of 4, proportional RoPE on the global layers.
+    check_all("gemma4_e2b");
+}
+
+#[test]
+fn gemma4_wrapped_in_the_multimodal_checkpoint_matches_transformers() {
+    check_all("gemma4");
+}
+
+#[test]
+fn gemma4_31b_like_matches_transformers() {
+    // Keys as values and fewer key/value heads on the global layers.
+    check_all("gemma4_31b");
+}
+
+#[test]
+fn gemma4_moe_matches_transformers() {
+    // The 26B-A4B mixture: router, gathered experts, the dense MLP beside them.
+    check_all("gemma4_moe");
+}
+
+/// A Gemma 4 fixture's GGUF form (scripts/fixtures/tiny_models_gemma4.py writes it as
+/// llama.cpp's converter lays arch `gemma4` out) against the transformers reference.
+fn check_gemma4_gguf(name: &str) {
+    use mlx_models::load::gguf::read_gguf_checkpoint;
+    let f = fixture(name);
+    let path = common::fixture(&format!("tiny/{name}/model.gguf"));
+    let checkpoint = read_gguf_checkpoint(&path).expect("read the GGUF");
+    assert_eq!(checkpoint.config.model_type, "gemma4_text");
+    let weights = families::sanitize(&checkpoint.config, checkpoint.weights).unwrap();
+    let model = build(&checkpoint.config, weights, &options(&checkpoint.config)).unwrap();
+    check_full_forward(model.as_ref(), &f.reference);
+    check_greedy(model.as_ref(), &f.reference);
+    check_chunked(model.as_ref(), &f.reference, &[5, 2]);
+}
+
+#[test]
+fn gemma4_e2b_like_gguf_matches_transformers() {
+    check_gemma4_gguf("gemma4_e2b");
+}
+
+#[test]
+fn gemma4_31b_like_gguf_matches_transformers() {
+    check_gemma4_gguf("gemma4_31b");
+}
+
+#[test]
+fn gemma4_moe_gguf_matches_transformers() {
+    check_gemma4_gguf("gemma4_moe");
+}
