@@ -424,13 +424,16 @@ impl CausalLm for Decoder {
     }
 
     fn new_cache(&self) -> KvCache {
-        let windows: Vec<Option<i32>> = self
-            .spec
-            .layers
-            .iter()
-            .map(|l| l.attention.window)
-            .collect();
-        KvCache::with_windows(&windows)
+        KvCache::from_layers(
+            self.spec
+                .layers
+                .iter()
+                .map(|l| match l.attention.kv {
+                    KvSource::Shared { .. } => LayerCache::unused(),
+                    _ => LayerCache::new(l.attention.window),
+                })
+                .collect(),
+        )
     }
 }
 

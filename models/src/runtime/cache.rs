@@ -59,6 +59,8 @@ pub struct LayerCache {
     values: Option<Array>,
     offset: i32,
     window: Option<i32>,
+    /// The layer reuses another layer's keys and values and stores none itself.
+    unused: bool,
 }
 
 impl LayerCache {
@@ -69,6 +71,21 @@ impl LayerCache {
             window: window.filter(|w| *w > 0),
             ..LayerCache::default()
         }
+    }
+
+    /// The place of a layer that stores nothing (Gemma 4's KV-shared layers attend to another
+    /// layer's keys and values): it holds no buffers, and the model-level offset and trimming
+    /// ignore it.
+    pub fn unused() -> LayerCache {
+        LayerCache {
+            unused: true,
+            ..LayerCache::default()
+        }
+    }
+
+    /// Whether this layer stores nothing (see [`LayerCache::unused`]).
+    pub fn is_unused(&self) -> bool {
+        self.unused
     }
 
     /// Positions stored so far (the RoPE offset of the next token).
@@ -103,6 +120,12 @@ impl LayerCache {
     /// # Ok::<(), mlx_models::Error>(())
     /// ```
     pub fn update_and_fetch(&mut self, keys: &Array, values: &Array) -> Result<Fetched> {
+        if self.unused {
+            return Err(Error::InvalidArgument(
+                "this layer's cache is unused: the layer reuses another layer's keys and values"
+                    .into(),
+            ));
+        }
         let (ks, vs) = (keys.shape(), values.shape());
         if ks.len() != 4 || vs.len() != 4 || ks[..3] != vs[..3] {
             return Err(Error::InvalidArgument(format!(
@@ -398,9 +421,17 @@ impl KvCache {
         self.layers.len()
     }
 
-    /// Positions stored (those of layer 0).
+    /// A cache made of the given layers (some may be [`LayerCache::unused`]).
+    pub fn from_layers(layers: Vec<LayerCache>) -> KvCache {
+        KvCache { layers }
+    }
+
+    /// Positions stored (those of the first layer that stores any).
     pub fn offset(&self) -> i32 {
-        self.layers.first().map_or(0, LayerCache::offset)
+        self.layers
+            .iter()
+            .find(|l| !l.unused)
+            .map_or(0, LayerCache::offset)
     }
 
     /// Forgets the last `n` positions of every layer, or as many as every layer can (see
@@ -409,6 +440,7 @@ impl KvCache {
         let n = self
             .layers
             .iter()
+            .filter(|l| !l.unused)
             .map(|l| l.trimmable(n))
             .min()
             .unwrap_or(0);
@@ -421,7 +453,11 @@ impl KvCache {
     /// Empties the cache (keeps the layers and their windows).
     pub fn reset(&mut self) {
         for layer in &mut self.layers {
-            *layer = LayerCache::new(layer.window);
+            *layer = LayerCache {
+                window: layer.window,
+                unused: layer.unused,
+                ..LayerCache::default()
+            };
         }
     }
 
