@@ -44,8 +44,11 @@ pub fn available_memory() -> Option<u64> {
     kb.checked_mul(1024)
 }
 
-/// Bytes of the KV cache of `context` tokens for one sequence: keys and values of every
-/// layer, `num_key_value_heads * head_dim` wide, in `dtype`.
+/// Bytes of the KV cache of `context` tokens for one sequence: keys and values of every layer
+/// that stores them, `kv_heads * head_dim` wide (per layer, as the family's spec says), in
+/// `dtype`. A sliding layer holds at most its window plus one prefill chunk
+/// ([`SLIDING_SLACK`]); a layer that reuses another's keys and values holds none. When the
+/// config does not describe a model, the uniform estimate `layers * 2 * kv_heads * head_dim`.
 ///
 /// ```
 /// use mlx_models::{config::ModelConfig, load::budget::kv_cache_bytes};
@@ -54,20 +57,52 @@ pub fn available_memory() -> Option<u64> {
 ///     "num_key_value_heads":3,"vocab_size":49152}"#)?;
 /// // 30 layers x 2 x 3 heads x 64 x 4 bytes = 46,080 bytes per token.
 /// assert_eq!(kv_cache_bytes(&c, 100, mlx_rs::Dtype::Float32), 4_608_000);
+/// // Gemma 3 with a window of 4: five sliding layers hold 4 + 512 positions at most.
+/// let g = ModelConfig::from_json(r#"{"model_type":"gemma3_text","hidden_size":64,
+///     "intermediate_size":128,"num_hidden_layers":6,"num_attention_heads":4,
+///     "num_key_value_heads":1,"head_dim":32,"vocab_size":256,"sliding_window":4}"#)?;
+/// let per_position = 2 * 32 * 4; // keys and values of one head of 32, float32
+/// assert_eq!(kv_cache_bytes(&g, 10_000, mlx_rs::Dtype::Float32),
+///            (5 * 516 + 10_000) * per_position);
 /// # Ok::<(), mlx_models::Error>(())
 /// ```
 pub fn kv_cache_bytes(config: &ModelConfig, context: usize, dtype: Dtype) -> u64 {
-    [
-        config.num_hidden_layers,
-        2,
-        config.num_key_value_heads(),
-        config.head_dim(),
-        context,
-        dtype.size_in_bytes(),
-    ]
-    .iter()
-    .fold(1u64, |acc, &v| acc.saturating_mul(v as u64))
+    let product = |v: &[usize]| v.iter().fold(1u64, |acc, &x| acc.saturating_mul(x as u64));
+    let Ok(spec) = crate::families::model_spec(config) else {
+        return product(&[
+            config.num_hidden_layers,
+            2,
+            config.num_key_value_heads(),
+            config.head_dim(),
+            context,
+            dtype.size_in_bytes(),
+        ]);
+    };
+    spec.layers
+        .iter()
+        .map(|layer| {
+            let a = &layer.attention;
+            if matches!(a.kv, crate::nn::spec::KvSource::Shared { .. }) {
+                return 0;
+            }
+            let positions = match a.window {
+                Some(w) => context.min(w.max(0) as usize + SLIDING_SLACK),
+                None => context,
+            };
+            product(&[
+                2,
+                a.kv_heads.max(0) as usize,
+                a.head_dim.max(0) as usize,
+                positions,
+                dtype.size_in_bytes(),
+            ])
+        })
+        .fold(0u64, u64::saturating_add)
 }
+
+/// Positions a sliding layer's rotating cache may hold beyond its window: a prefill chunk's
+/// worth (see [`crate::runtime::cache`]).
+pub const SLIDING_SLACK: usize = 512;
 
 /// The context the budget counts: `requested`, else the config's context length capped at
 /// [`DEFAULT_BUDGET_CONTEXT`].
