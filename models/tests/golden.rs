@@ -465,3 +465,16 @@ fn gemma4_31b_like_gguf_matches_transformers() {
 fn gemma4_moe_gguf_matches_transformers() {
     check_gemma4_gguf("gemma4_moe");
 }
+
+#[test]
+fn gemma4_moe_quantized_matches_transformers_on_dequantized_weights() {
+    // mlx-lm's layout: experts split into `switch_glu.{gate,up,down}_proj` (gate and up
+    // quantized, run through gather_qmm), the router at 8 bits with group 64.
+    check_all("gemma4_moe_q4");
+}
+
+#[test]
+fn gemma4_e2b_quantized_matches_transformers_on_dequantized_weights() {
+    // Quantized embedding (tied head), per-layer model projection and gate, an 8-bit override.
+    check_all("gemma4_e2b_q4");
+}

@@ -306,3 +306,85 @@ impl MoeBlock {
         Ok(self.mlp_out_1.forward(dense)?.add(&y)?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::QuantizationConfig;
+    use mlx_rs::random;
+
+    /// Experts stored as MLX-quantized stacks (gate, up and down through `gather_qmm`) give
+    /// the outputs of the same experts dequantized by MLX and run through `gather_mm`.
+    #[test]
+    fn quantized_experts_match_their_dequantized_stacks() {
+        let (e, i, h, k) = (4, 64, 64, 2);
+        let spec = MoeSpec {
+            experts: e,
+            top_k: k,
+            intermediate: i,
+            activation: crate::nn::spec::Activation::GeluTanh,
+        };
+        let draw = |seed: u64, shape: &[i32]| {
+            let key = random::key(seed).unwrap();
+            random::normal(shape, Dtype::Float32, 0.0, 0.1, Some(&key)).unwrap()
+        };
+        let mut quantized = Weights::default();
+        let mut dense = Weights::default();
+        for (j, (name, shape)) in [
+            ("gate_proj", [e, i, h]),
+            ("up_proj", [e, i, h]),
+            ("down_proj", [e, h, i]),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let w = draw(j as u64, &shape);
+            let (q, s, b) = quant::quantize(&w, 32, 4).unwrap();
+            let p = format!("x.switch_glu.{name}");
+            dense.insert(
+                format!("{p}.weight"),
+                quant::dequantize(&q, &s, &b, 32, 4).unwrap(),
+            );
+            quantized.insert(format!("{p}.weight"), q);
+            quantized.insert(format!("{p}.scales"), s);
+            quantized.insert(format!("{p}.biases"), b);
+        }
+        let q = QuantizationConfig::from_value(&serde_json::json!({"group_size": 32, "bits": 4}))
+            .unwrap();
+        let options = |quantization| BuildOptions {
+            dtype: Dtype::Float32,
+            quantization,
+        };
+        let eq = Experts::load(&mut quantized, "x", h, &spec, &options(Some(q))).unwrap();
+        let ed = Experts::load(&mut dense, "x", h, &spec, &options(None)).unwrap();
+        assert!(eq.is_quantized() && !ed.is_quantized());
+        quantized.finish().unwrap();
+        dense.finish().unwrap();
+        let x = draw(3, &[5, h]);
+        let chosen = Array::from_slice(&[0u32, 3, 1, 2, 2, 0, 3, 1, 1, 3], &[5, k]).unwrap();
+        let w = Array::from_slice(
+            &[0.7f32, 0.3, 0.5, 0.5, 1.0, 0.0, 0.2, 0.8, 0.6, 0.4],
+            &[5, k],
+        )
+        .unwrap();
+        let a = eq
+            .forward(&x, &chosen, &w)
+            .unwrap()
+            .to_vec::<f32>()
+            .unwrap();
+        let b = ed
+            .forward(&x, &chosen, &w)
+            .unwrap()
+            .to_vec::<f32>()
+            .unwrap();
+        let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let diff = a
+            .iter()
+            .zip(&b)
+            .fold(0.0f32, |m, (p, q)| m.max((p - q).abs()));
+        assert!(
+            scale > 1e-3 && diff <= 1e-5 * scale.max(1.0),
+            "diff {diff}, scale {scale}"
+        );
+    }
+}
