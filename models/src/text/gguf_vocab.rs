@@ -1,7 +1,7 @@
 //! Building a tokenizer from the vocabulary embedded in a GGUF file (`tokenizer.ggml.*`
 //! metadata), the way llama.cpp tokenizes it.
 //!
-//! Two tokenizer models ([`SUPPORTED_GGUF_TOKENIZER_MODELS`]):
+//! Three tokenizer models ([`SUPPORTED_GGUF_TOKENIZER_MODELS`]):
 //! - `gpt2`, byte-level BPE: a Hugging Face `tokenizers` BPE. The pre-tokenizer is chosen by
 //!   `tokenizer.ggml.pre` and reproduces llama.cpp's split regexes (applied one after the
 //!   other, keeping both matches and the text between them, as llama.cpp's
@@ -10,7 +10,13 @@
 //! - `llama`, SentencePiece-style (Llama 2, Mistral v0.x, Gemma 3): pieces with scores and
 //!   types, no merges, tokenized by this crate's own implementation of llama.cpp's SPM
 //!   algorithm (see `spm.rs` for the algorithm and why it is not a `tokenizers` BPE).
+//! - `gemma4`, BPE with a merge list over raw UTF-8 and `▁` for spaces (llama.cpp's `gemma4`
+//!   pre-tokenizer): this crate's own implementation (see `bpe.rs`). As llama.cpp, BOS is
+//!   always added (a `false` `tokenizer.ggml.add_bos_token` is overridden), there is no space
+//!   prefix, and `<turn|>` ends a turn.
 
+use super::bpe::{self, MergesModel};
+use super::native::{NativeModel, NativeTokenizer, TokenKind};
 use super::spm;
 use super::tokenizer::Backend;
 use crate::load::gguf_file::GgufFile as Gguf;
@@ -28,13 +34,14 @@ const TOKEN_TYPE_CONTROL: i64 = 3;
 const TOKEN_TYPE_USER_DEFINED: i64 = 4;
 
 /// The `tokenizer.ggml.model` values [`Tokenizer::from_gguf`](super::Tokenizer::from_gguf)
-/// builds: `gpt2` (byte-level BPE, with a pre-tokenizer of [`SUPPORTED_PRE_TOKENIZERS`]) and
-/// `llama` (SentencePiece-style).
+/// builds: `gpt2` (byte-level BPE, with a pre-tokenizer of [`SUPPORTED_PRE_TOKENIZERS`]),
+/// `llama` (SentencePiece-style) and `gemma4` (Gemma 4's BPE with `▁` for spaces).
 ///
 /// ```
 /// assert!(mlx_models::text::SUPPORTED_GGUF_TOKENIZER_MODELS.contains(&"llama"));
+/// assert!(mlx_models::text::SUPPORTED_GGUF_TOKENIZER_MODELS.contains(&"gemma4"));
 /// ```
-pub const SUPPORTED_GGUF_TOKENIZER_MODELS: &[&str] = &["gpt2", "llama"];
+pub const SUPPORTED_GGUF_TOKENIZER_MODELS: &[&str] = &["gpt2", "llama", "gemma4"];
 
 /// Llama 3 (`llama-bpe`): llama.cpp's adaptation of the tokenizer.json regex (case-insensitive
 /// contractions spelled out, numbers in groups of up to three digits).
@@ -107,7 +114,8 @@ pub(crate) struct GgufVocab {
     pub tokens: Vec<String>,
     /// `tokenizer.ggml.bos_token_id`.
     pub bos_id: Option<u32>,
-    /// `tokenizer.ggml.eos_token_id`, then `eot_token_id` and `eom_token_id` when present.
+    /// `tokenizer.ggml.eos_token_id`, then `eot_token_id` and `eom_token_id` when present (or,
+    /// without an EOT id, the turn-end tokens found by name: `<end_of_turn>`, `<turn|>`).
     pub eos_ids: Vec<u32>,
     /// Whether encoding with special tokens starts with BOS.
     pub add_bos: bool,
@@ -154,6 +162,19 @@ fn meta_token_id(gguf: &Gguf, key: &str, n_tokens: usize) -> Result<Option<u32>>
     }
 }
 
+/// A tokenizer error, prefixed with what it is about.
+fn in_vocabulary(what: &str, e: Error) -> Error {
+    match e {
+        Error::Tokenizer(m) => Error::Tokenizer(format!("{what}: {m}")),
+        other => other,
+    }
+}
+
+/// A tokenizer error of a GGUF vocabulary, said so.
+fn gguf_vocabulary_error(e: Error) -> Error {
+    in_vocabulary("GGUF vocabulary", e)
+}
+
 fn tokenizer_error(e: impl std::fmt::Display) -> Error {
     Error::Tokenizer(e.to_string())
 }
@@ -165,9 +186,10 @@ pub(crate) fn from_gguf(gguf: &Gguf) -> Result<GgufVocab> {
     match model {
         "gpt2" => bpe_from_gguf(gguf),
         "llama" => spm_from_gguf(gguf),
+        "gemma4" => gemma4_from_gguf(gguf),
         _ => Err(Error::Tokenizer(format!(
             "GGUF tokenizer model `{model}` is not supported; supported: {} \
-             (byte-level BPE and SentencePiece); load a tokenizer.json instead",
+             (byte-level BPE, SentencePiece, Gemma 4 BPE); load a tokenizer.json instead",
             SUPPORTED_GGUF_TOKENIZER_MODELS.join(", ")
         ))),
     }
@@ -233,6 +255,27 @@ fn special_ids(
     Ok((bos_id, eos_ids, add_bos, add_eos))
 }
 
+/// When the GGUF names no end-of-turn token (`tokenizer.ggml.eot_token_id`), adds the control
+/// tokens among `names` that the vocabulary has to `eos_ids`, as llama.cpp finds them by text.
+fn push_turn_ends(
+    gguf: &Gguf,
+    tokens: &[String],
+    token_types: &[i64],
+    names: &[&str],
+    eos_ids: &mut Vec<u32>,
+) {
+    if gguf.get("tokenizer.ggml.eot_token_id").is_some() {
+        return;
+    }
+    for name in names {
+        if let Some(id) = tokens.iter().position(|t| t == name) {
+            if token_types[id] == TOKEN_TYPE_CONTROL && !eos_ids.contains(&(id as u32)) {
+                eos_ids.push(id as u32);
+            }
+        }
+    }
+}
+
 /// A SentencePiece-style vocabulary (`tokenizer.ggml.model == "llama"`): tokens, scores (0
 /// when absent) and types, `add_space_prefix` (default true), BOS 1 / EOS 2 / UNK 0 and
 /// add-BOS by default, as llama.cpp.
@@ -261,21 +304,11 @@ fn spm_from_gguf(gguf: &Gguf) -> Result<GgufVocab> {
     let (bos_id, mut eos_ids, add_bos, add_eos) = special_ids(gguf, n, (Some(1), Some(2), true))?;
     // Like llama.cpp, a vocabulary that names no end-of-turn token but has Gemma's
     // `<end_of_turn>` control token stops on it too.
-    if gguf.get("tokenizer.ggml.eot_token_id").is_none() {
-        if let Some(id) = tokens.iter().position(|t| t == "<end_of_turn>") {
-            if token_types[id] == TOKEN_TYPE_CONTROL && !eos_ids.contains(&(id as u32)) {
-                eos_ids.push(id as u32);
-            }
-        }
-    }
+    push_turn_ends(gguf, tokens, &token_types, &["<end_of_turn>"], &mut eos_ids);
     let chat_template = meta_str(gguf, "tokenizer.chat_template")?.map(str::to_string);
     let prefix = (add_space_prefix, spm::PrefixRule::Fragment);
-    let native = spm::tokenizer(tokens.to_vec(), scores, &token_types, prefix, unk).map_err(
-        |e| match e {
-            Error::Tokenizer(m) => Error::Tokenizer(format!("GGUF SentencePiece vocabulary: {m}")),
-            other => other,
-        },
-    )?;
+    let native = spm::tokenizer(tokens.to_vec(), scores, &token_types, prefix, unk)
+        .map_err(|e| in_vocabulary("GGUF SentencePiece vocabulary", e))?;
     Ok(GgufVocab {
         tokenizer: Backend::native(native),
         tokens: tokens.to_vec(),
@@ -309,14 +342,8 @@ fn bpe_from_gguf(gguf: &Gguf) -> Result<GgufVocab> {
     let merges = merges
         .iter()
         .map(|m| {
-            // Like llama.cpp: split at the first space after the first character.
-            let split = m
-                .char_indices()
-                .skip(1)
-                .find(|&(_, c)| c == ' ')
-                .map(|(i, _)| i)
-                .ok_or_else(|| Error::Tokenizer(format!("GGUF merge `{m}` has no space")))?;
-            Ok((m[..split].to_string(), m[split + 1..].to_string()))
+            let (left, right) = bpe::parse_merge(m).map_err(gguf_vocabulary_error)?;
+            Ok((left.to_string(), right.to_string()))
         })
         .collect::<Result<Vec<_>>>()?;
     let bpe = BPE::builder()
@@ -362,6 +389,39 @@ fn bpe_from_gguf(gguf: &Gguf) -> Result<GgufVocab> {
         bos_id,
         eos_ids,
         add_bos,
+        add_eos,
+        chat_template,
+    })
+}
+
+/// Gemma 4's vocabulary (`tokenizer.ggml.model == "gemma4"`): tokens, types and merges (see
+/// `bpe.rs`). As llama.cpp: no default BOS/EOS ids, BOS always added when there is one,
+/// `tokenizer.ggml.add_space_prefix` ignored, and — when no end-of-turn id is named — `<turn|>`,
+/// `<|tool_response>` (a tool call waits for its result) and `<eos>` stop generation.
+fn gemma4_from_gguf(gguf: &Gguf) -> Result<GgufVocab> {
+    let (tokens, token_types) = tokens_and_types(gguf)?;
+    let merges = meta_strings(gguf, "tokenizer.ggml.merges")?
+        .ok_or_else(|| Error::Tokenizer("the GGUF file has no `tokenizer.ggml.merges`".into()))?;
+    let n = tokens.len();
+    let (bos_id, mut eos_ids, _, add_eos) = special_ids(gguf, n, (None, None, true))?;
+    push_turn_ends(
+        gguf,
+        tokens,
+        &token_types,
+        &["<turn|>", "<|tool_response>", "<eos>"],
+        &mut eos_ids,
+    );
+    let kinds = TokenKind::from_gguf_types(tokens, &token_types).map_err(gguf_vocabulary_error)?;
+    let model = MergesModel::new(tokens, merges).map_err(gguf_vocabulary_error)?;
+    let native = NativeTokenizer::new(tokens.to_vec(), kinds, NativeModel::Merges(model))?;
+    let chat_template = meta_str(gguf, "tokenizer.chat_template")?.map(str::to_string);
+    Ok(GgufVocab {
+        tokenizer: Backend::native(native),
+        tokens: tokens.to_vec(),
+        bos_id,
+        eos_ids,
+        // llama.cpp overrides a `false` `tokenizer.ggml.add_bos_token` for Gemma 4.
+        add_bos: bos_id.is_some(),
         add_eos,
         chat_template,
     })

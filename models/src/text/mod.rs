@@ -5,6 +5,7 @@
 //! - [`chat`]: [`ChatMessage`] and [`ChatTemplate`] (Jinja, rendered like transformers).
 //! - [`detokenize`]: [`StreamingDetokenizer`], text chunks as tokens are generated.
 
+mod bpe;
 pub mod chat;
 pub mod detokenize;
 mod gguf_vocab;

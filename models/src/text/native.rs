@@ -1,14 +1,15 @@
 //! Tokenizers implemented in this crate rather than by the Hugging Face `tokenizers` crate:
-//! SentencePiece-style vocabularies ([`spm`](super::spm)) and Mistral's tekken
-//! ([`tekken`](super::tekken)).
+//! SentencePiece-style vocabularies ([`spm`](super::spm)), Mistral's tekken
+//! ([`tekken`](super::tekken)) and Gemma 4's GGUF BPE ([`bpe`](super::bpe)).
 //!
-//! [`NativeTokenizer`] holds what both share: the token strings and kinds, the splitting of
+//! [`NativeTokenizer`] holds what they share: the token strings and kinds, the splitting of
 //! special tokens out of the text before the model sees it, and decoding. Special tokens are
 //! found leftmost-longest (as the `tokenizers` crate does); control tokens only when special
 //! tokens are parsed, user-defined tokens always (as llama.cpp does). A SentencePiece
 //! user-defined token stored with spaces (GGUF spells Gemma's whitespace runs `"  "`) also
 //! matches its `▁` spelling, as in the original SentencePiece model and tokenizer.json.
 
+use super::bpe::MergesModel;
 use super::spm::{PrefixRule, SpmModel};
 use super::tekken::TekkenModel;
 use crate::{Error, Result};
@@ -33,10 +34,48 @@ pub(crate) enum TokenKind {
 }
 
 impl TokenKind {
+    /// The kinds of `tokens` from their GGUF token types (1 normal, 2 unknown, 3 control,
+    /// 4 user-defined, 5 unused, 6 byte; anything else counts as normal, as llama.cpp does).
+    /// Errors: [`Error::Tokenizer`] when the lengths differ or a byte token is not `<0xXX>`.
+    pub(crate) fn from_gguf_types(tokens: &[String], types: &[i64]) -> Result<Vec<TokenKind>> {
+        if types.len() != tokens.len() {
+            return Err(Error::Tokenizer(format!(
+                "{} tokens with {} token types",
+                tokens.len(),
+                types.len()
+            )));
+        }
+        tokens
+            .iter()
+            .zip(types)
+            .map(|(token, &t)| {
+                Ok(match t {
+                    2 => TokenKind::Unknown,
+                    3 => TokenKind::Control,
+                    4 => TokenKind::UserDefined,
+                    5 => TokenKind::Unused,
+                    6 => TokenKind::Byte(parse_byte_token(token).ok_or_else(|| {
+                        Error::Tokenizer(format!("byte token `{token}` is not of the form <0xXX>"))
+                    })?),
+                    _ => TokenKind::Normal,
+                })
+            })
+            .collect()
+    }
+
     /// Whether [`NativeTokenizer::decode`] drops the token when skipping special tokens.
     fn is_special(self) -> bool {
         matches!(self, TokenKind::Control | TokenKind::Unknown)
     }
+}
+
+/// The byte of a `<0xXX>` token.
+fn parse_byte_token(token: &str) -> Option<u8> {
+    let hex = token.strip_prefix("<0x")?.strip_suffix('>')?;
+    if hex.len() != 2 {
+        return None;
+    }
+    u8::from_str_radix(hex, 16).ok()
 }
 
 /// The model that turns text between special tokens into ids.
@@ -46,6 +85,8 @@ pub(crate) enum NativeModel {
     Spm(SpmModel),
     /// tekken: byte-level BPE from ranks, with a split regex.
     Tekken(TekkenModel),
+    /// BPE from a merge list over raw UTF-8 with `▁` for spaces (GGUF `gemma4`).
+    Merges(MergesModel),
 }
 
 /// A text fragment, or a special token split out of the text.
@@ -143,6 +184,7 @@ impl std::fmt::Debug for NativeTokenizer {
         let model = match &self.model {
             NativeModel::Spm(_) => "SentencePiece",
             NativeModel::Tekken(_) => "tekken",
+            NativeModel::Merges(_) => "BPE (merges)",
         };
         f.debug_struct("NativeTokenizer")
             .field("model", &model)
@@ -286,6 +328,7 @@ impl NativeTokenizer {
                     prefix = false;
                 }
                 (Fragment::Text(s), NativeModel::Tekken(m)) => m.encode(s, &mut out)?,
+                (Fragment::Text(s), NativeModel::Merges(m)) => m.encode(self, s, &mut out),
             }
         }
         Ok(out)
@@ -300,18 +343,18 @@ impl NativeTokenizer {
             if skip_special_tokens && kind.is_special() {
                 continue;
             }
-            match kind {
-                TokenKind::Byte(b) => bytes.push(b),
-                _ => match &self.model {
-                    NativeModel::Spm(_) => {
-                        let piece = &self.tokens[id as usize];
-                        bytes.extend_from_slice(piece.replace('▁', " ").as_bytes());
-                    }
-                    NativeModel::Tekken(m) => match kind {
-                        TokenKind::Normal => bytes.extend_from_slice(m.token_bytes(id)),
-                        _ => bytes.extend_from_slice(self.tokens[id as usize].as_bytes()),
-                    },
-                },
+            let piece = &self.tokens[id as usize];
+            match (kind, &self.model) {
+                (TokenKind::Byte(b), _) => bytes.push(b),
+                (TokenKind::Normal, NativeModel::Tekken(m)) => {
+                    bytes.extend_from_slice(m.token_bytes(id))
+                }
+                // `▁` is a space: in every SentencePiece piece, in normal Gemma 4 BPE tokens
+                // (the others render as they are there, as in llama.cpp).
+                (_, NativeModel::Spm(_)) | (TokenKind::Normal, NativeModel::Merges(_)) => {
+                    bytes.extend_from_slice(piece.replace('▁', " ").as_bytes())
+                }
+                _ => bytes.extend_from_slice(piece.as_bytes()),
             }
         }
         let mut text = String::from_utf8_lossy(&bytes).into_owned();

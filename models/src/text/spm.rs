@@ -130,19 +130,7 @@ pub(crate) fn tokenizer(
             types.len()
         )));
     }
-    let mut kinds = Vec::with_capacity(n);
-    for (token, &t) in tokens.iter().zip(types) {
-        kinds.push(match t {
-            2 => TokenKind::Unknown,
-            3 => TokenKind::Control,
-            4 => TokenKind::UserDefined,
-            5 => TokenKind::Unused,
-            6 => TokenKind::Byte(parse_byte_token(token).ok_or_else(|| {
-                Error::Tokenizer(format!("byte token `{token}` is not of the form <0xXX>"))
-            })?),
-            _ => TokenKind::Normal,
-        });
-    }
+    let kinds = TokenKind::from_gguf_types(&tokens, types)?;
     let scores = scores
         .into_iter()
         .map(|s| {
@@ -176,15 +164,6 @@ pub(crate) fn tokenizer(
         unk,
     };
     NativeTokenizer::new(tokens, kinds, NativeModel::Spm(model))
-}
-
-/// The byte of a `<0xXX>` token.
-fn parse_byte_token(token: &str) -> Option<u8> {
-    let hex = token.strip_prefix("<0x")?.strip_suffix('>')?;
-    if hex.len() != 2 {
-        return None;
-    }
-    u8::from_str_radix(hex, 16).ok()
 }
 
 impl SpmModel {

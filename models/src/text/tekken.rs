@@ -20,18 +20,19 @@
 //!
 //! Our own implementation rather than a `tokenizers` BPE: a BPE needs a merge list derived from
 //! the ranks (which cannot express "ties go to the leftmost pair" across different pairs that
-//! form the same token), while the rank algorithm is short and exact. The merge loop uses a
-//! priority queue, so a long match (a megabyte without a space) costs O(n log n), not O(n²).
+//! form the same token), while the rank algorithm is short and exact. The merge loop
+//! ([`merge_by_rank`], shared with Gemma 4's BPE) uses a priority queue, so a long match (a
+//! megabyte without a space) costs O(n log n), not O(n²).
 //!
 //! [`Tokenizer::encode`]: super::Tokenizer::encode
 //! [`Tokenizer::encode_as_text`]: super::Tokenizer::encode_as_text
 
+use super::bpe::merge_by_rank;
 use super::native::{NativeModel, NativeTokenizer, TokenKind};
 use crate::{Error, Result};
 use base64::Engine;
 use serde::Deserialize;
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 
 /// The special tokens of a tekken file without a `special_tokens` list (mistral-common's
 /// defaults for tokenizer versions up to v7), ids 0–19.
@@ -251,56 +252,13 @@ impl TekkenModel {
         Ok(())
     }
 
-    /// Byte-pair merging of one regex match by rank (lowest first, ties leftmost).
+    /// Byte-pair merging of one regex match by rank (lowest first, ties leftmost): a pair
+    /// merges when the bytes it forms are a token, ranked by that token's rank.
     fn merge(&self, piece: &[u8], out: &mut Vec<u32>) {
-        const NONE: usize = usize::MAX;
-        // Symbol i covers piece[start[i]..start[i] + len[i]]; linked by next/prev.
-        let n = piece.len();
-        let start: Vec<usize> = (0..n).collect();
-        let mut len = vec![1usize; n];
-        let mut next: Vec<usize> = (1..=n).map(|i| if i == n { NONE } else { i }).collect();
-        let mut prev: Vec<usize> = (0..n).map(|i| i.wrapping_sub(1)).collect();
-        let rank_of = |a: usize, b_len: usize, len: &[usize]| {
-            self.ranks
-                .get(&piece[start[a]..start[a] + len[a] + b_len])
-                .copied()
-        };
-        // Min-heap of (rank, left symbol, merged length).
-        let mut queue = BinaryHeap::new();
-        for i in 0..n.saturating_sub(1) {
-            if let Some(rank) = rank_of(i, 1, &len) {
-                queue.push(Reverse((rank, i, 2usize)));
-            }
-        }
-        while let Some(Reverse((_, l, merged))) = queue.pop() {
-            let r = next[l];
-            if len[l] == 0 || r == NONE || len[l] + len[r] != merged {
-                continue; // stale
-            }
-            len[l] = merged;
-            len[r] = 0;
-            next[l] = next[r];
-            if next[r] != NONE {
-                prev[next[r]] = l;
-            }
-            let p = prev[l];
-            if p != NONE {
-                if let Some(rank) = rank_of(p, len[l], &len) {
-                    queue.push(Reverse((rank, p, len[p] + len[l])));
-                }
-            }
-            if next[l] != NONE {
-                if let Some(rank) = rank_of(l, len[next[l]], &len) {
-                    queue.push(Reverse((rank, l, len[l] + len[next[l]])));
-                }
-            }
-        }
-        let mut i = 0;
-        while i != NONE {
+        let rank = |merged: &[u8], _split: usize| self.ranks.get(merged).copied();
+        for symbol in merge_by_rank(piece, std::iter::repeat_n(1, piece.len()), rank) {
             // Every symbol is a token: single bytes are ranks 0–255, merges form tokens only.
-            let rank = self.ranks[&piece[start[i]..start[i] + len[i]]];
-            out.push(rank + self.num_special);
-            i = next[i];
+            out.push(self.ranks[&piece[symbol]] + self.num_special);
         }
     }
 }

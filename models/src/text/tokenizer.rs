@@ -3,18 +3,19 @@
 //! Sources: a Hugging Face folder ([`Tokenizer::from_dir`]: `tokenizer.json` — or, in a folder
 //! without one, `tekken.json` or `tokenizer.model` —, plus the optional `tokenizer_config.json`
 //! and `chat_template.jinja`), the vocabulary embedded in a GGUF file
-//! ([`Tokenizer::from_gguf`]: byte-level BPE and SentencePiece-style), a Mistral `tekken.json`
-//! ([`Tokenizer::from_tekken`]) or a SentencePiece BPE model file
+//! ([`Tokenizer::from_gguf`]: byte-level BPE, SentencePiece-style and Gemma 4's BPE), a
+//! Mistral `tekken.json` ([`Tokenizer::from_tekken`]) or a SentencePiece BPE model file
 //! ([`Tokenizer::from_sentencepiece`]).
 //!
 //! `tokenizer.json` and GGUF byte-level BPE vocabularies run on the Hugging Face `tokenizers`
-//! crate; SentencePiece-style vocabularies and tekken run on this crate's own implementations
-//! (module docs of `spm.rs` and `tekken.rs` say why).
+//! crate; SentencePiece-style vocabularies, tekken and Gemma 4's GGUF BPE run on this crate's
+//! own implementations (module docs of `spm.rs`, `tekken.rs` and `bpe.rs` say why).
 //!
 //! **Who decides BOS:** the tokenizer, never `config.json`. For a Hugging Face folder, the
 //! `tokenizer.json` post-processor decides, unless `tokenizer_config.json` sets `add_bos_token`
 //! explicitly (as transformers' Llama tokenizers rebuild their post-processor from it); for a
-//! GGUF vocabulary, `tokenizer.ggml.add_bos_token`, defaulting like llama.cpp per pre-tokenizer.
+//! GGUF vocabulary, `tokenizer.ggml.add_bos_token`, defaulting like llama.cpp per pre-tokenizer
+//! (and, as llama.cpp, always true for Gemma 4's).
 
 use super::chat::{ChatMessage, ChatTemplate};
 use super::gguf_vocab;
@@ -430,7 +431,11 @@ impl Tokenizer {
     ///   llama.cpp;
     /// - `tokenizer.ggml.model == "llama"` (SentencePiece-style: Llama 2, Mistral v0.x,
     ///   Gemma 3): llama.cpp's SPM algorithm (score-ordered merges, `▁` for spaces,
-    ///   `tokenizer.ggml.add_space_prefix`, `<0xXX>` byte fallback).
+    ///   `tokenizer.ggml.add_space_prefix`, `<0xXX>` byte fallback);
+    /// - `tokenizer.ggml.model == "gemma4"` (Gemma 4): llama.cpp's `gemma4` BPE (`▁` for
+    ///   spaces, text cut at newline runs, pairs merged by their rank in
+    ///   `tokenizer.ggml.merges`, `<0xXX>` byte fallback). As llama.cpp, BOS is always added and
+    ///   `<turn|>` (and `<|tool_response>`) end generation when the file names no EOT token.
     ///
     /// Control tokens encode atomically when special tokens are parsed
     /// ([`encode`](Self::encode)); user-defined tokens always.
