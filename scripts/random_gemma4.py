@@ -4,6 +4,7 @@ numbers are meaningless, the bytes a decode step reads are those of the real mod
 
     python scripts/random_gemma4.py e2b OUT_DIR
     python scripts/random_gemma4.py moe OUT_DIR   # 26B-A4B layer shapes, 6 layers
+    EXPERTS=32 python scripts/random_gemma4.py moe OUT_DIR   # the same with 32 experts
 
 Packed codes are uniform random; per-group scales ~ 0.02 / 8 and biases = -8 * scale, so every
 weight is a small zero-mean value; norm weights are 1 and `layer_scalar` 1. The tokenizer is
@@ -15,6 +16,7 @@ size). Shapes follow gemma-mistral-details.md:
   256 / 512, dense MLP 2112, 128 experts of 704, top 8, window 1024), 6 of its 30 layers.
 """
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -55,7 +57,8 @@ def main(kind, out):
                    num_attention_heads=16, num_key_value_heads=8, num_global_key_value_heads=2,
                    head_dim=256, global_head_dim=512, sliding_window=1024,
                    hidden_size_per_layer_input=0, attention_k_eq_v=True, enable_moe_block=True,
-                   num_experts=128, top_k_experts=8, moe_intermediate_size=704,
+                   num_experts=int(os.environ.get("EXPERTS", 128)), top_k_experts=8,
+                   moe_intermediate_size=704,
                    layer_types=["sliding_attention"] * 5 + ["full_attention"])
     else:
         sys.exit(f"unknown shape {kind}: e2b or moe")

@@ -29,7 +29,7 @@ fn shared_layers_store_nothing_and_sliding_layers_stay_within_their_window() {
     let model = e2b();
     let mut cache = model.new_cache();
     // 600 positions in chunks of 64: past two growth steps of a full layer's buffer.
-    let ids: Vec<i32> = (0..600).map(|i| (i * 37 % 250) as i32 + 5).collect();
+    let ids: Vec<i32> = (0..600).map(|i| i * 37 % 250 + 5).collect();
     for chunk in ids.chunks(64) {
         let tokens = Array::from_slice(chunk, &[1, chunk.len() as i32]).unwrap();
         let logits = model.forward(&tokens, &mut cache).unwrap();

@@ -160,7 +160,13 @@ impl Experts {
         let stack = |w: &mut Weights, p: &str, out: i32, inp: i32| -> Result<ExpertWeights> {
             Ok(
                 match QuantizedMatrix::load_stacked(w, p, &[e], out, inp, options)? {
-                    Some(q) => ExpertWeights::Quantized(q),
+                    // MLX's gather_qmm casts half-precision scales to the activations' dtype
+                    // on every call, over every expert: cast them once here.
+                    Some(q) => ExpertWeights::Quantized(QuantizedMatrix {
+                        scales: q.scales.astype(options.dtype)?,
+                        biases: q.biases.astype(options.dtype)?,
+                        ..q
+                    }),
                     None => ExpertWeights::Dense(take_float(
                         w,
                         &format!("{p}.weight"),
