@@ -249,3 +249,45 @@ fn gemma4_small_vocabularies_and_hostile_metadata() {
         );
     }
 }
+
+/// The Hugging Face form: `gemma4_tiny_tokenizer.json` (scripts/fixtures/tiny_models_gemma4.py:
+/// the same vocabulary and merges as the tiny models' GGUFs, set up as transformers'
+/// GemmaTokenizer) gives the ids `tokenizers` gave (`gemma4_tiny.json`); with a
+/// `tokenizer_config.json` that says not to add BOS, the Gemma 4 rule still adds it once.
+#[test]
+fn gemma4_tokenizer_json_matches_its_reference_and_always_gets_bos() {
+    let dir = std::env::temp_dir().join(format!("gemma4-hf-tokenizer-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(
+        common::fixture("tokenizers/gemma4_tiny_tokenizer.json"),
+        dir.join("tokenizer.json"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("tokenizer_config.json"),
+        r#"{"bos_token": "<bos>", "eos_token": "<eos>", "add_bos_token": false}"#,
+    )
+    .unwrap();
+    let mut tokenizer = Tokenizer::from_dir(&dir).unwrap();
+    let reference = common::json("tokenizers/gemma4_tiny.json");
+    let cases = reference["cases"].as_array().unwrap();
+    assert!(cases.len() >= 10);
+    for case in cases {
+        let text = case["text"].as_str().unwrap();
+        assert_eq!(
+            tokenizer.encode(text, false).unwrap(),
+            ids(&case["ids"]),
+            "{text:?}"
+        );
+    }
+    let bos = reference["bos_id"].as_u64().unwrap() as u32;
+    assert_ne!(tokenizer.encode("the", true).unwrap().first(), Some(&bos));
+    tokenizer.always_add_bos();
+    let with = tokenizer.encode("the", true).unwrap();
+    assert_eq!(with[0], bos);
+    assert_eq!(&with[1..], &tokenizer.encode("the", false).unwrap()[..]);
+    // A text that already starts with BOS keeps one.
+    let again = tokenizer.encode("<bos>the", true).unwrap();
+    assert_eq!(again.iter().filter(|&&t| t == bos).count(), 1);
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -45,6 +45,7 @@ pub const FAMILY: Family = Family {
     spec,
     rename,
     stop_tokens: &["<end_of_turn>"],
+    always_bos: false,
     gguf: GgufConventions {
         tensor_names: &[
             ("ffn_norm", "pre_feedforward_layernorm"),

@@ -53,6 +53,7 @@ pub const FAMILY: Family = Family {
     spec,
     rename,
     stop_tokens: &["<turn|>"],
+    always_bos: true,
     gguf: GgufConventions {
         tensor_names: &[
             ("ffn_norm", "pre_feedforward_layernorm"),

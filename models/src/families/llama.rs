@@ -29,6 +29,7 @@ pub const FAMILY: Family = Family {
     spec,
     rename: keep_name,
     stop_tokens: &[],
+    always_bos: false,
     gguf: GgufConventions {
         permuted_qk: true,
         ..GgufConventions::PLAIN

@@ -39,6 +39,7 @@ pub const FAMILY: Family = Family {
     spec,
     rename,
     stop_tokens: &[],
+    always_bos: false,
     gguf: GgufConventions {
         permuted_qk: true,
         metadata: gguf_metadata,

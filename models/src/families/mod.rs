@@ -87,6 +87,10 @@ pub struct Family {
     /// Tokens that end a chat turn besides the end-of-sequence ids (Gemma's
     /// `<end_of_turn>`): generation stops on them when the tokenizer has them.
     pub stop_tokens: &'static [&'static str],
+    /// Encoding with special tokens always starts with BOS, whatever the tokenizer files say
+    /// (Gemma 4: its tokenizer config says not to add one, but quality collapses without it;
+    /// llama.cpp forces it too).
+    pub always_bos: bool,
     /// GGUF conventions.
     pub gguf: GgufConventions,
 }

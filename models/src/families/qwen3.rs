@@ -24,6 +24,7 @@ pub const FAMILY: Family = Family {
     spec,
     rename: keep_name,
     stop_tokens: &[],
+    always_bos: false,
     gguf: GgufConventions::PLAIN,
 };
 

@@ -201,6 +201,9 @@ pub fn load(model: &str, options: &LoadOptions) -> Result<LoadedModel> {
         let weights = gguf::read_gguf_weights(&file, &config)?;
         (config, None, weights, tokenizer)
     };
+    if crate::families::family(&config.model_type).is_ok_and(|f| f.always_bos) {
+        tokenizer.always_add_bos();
+    }
     tokenizer.set_template_limits(crate::text::sandbox::TemplateLimits::for_context(
         config
             .context_length()

@@ -619,6 +619,17 @@ impl Tokenizer {
         self
     }
 
+    /// Makes [`Tokenizer::encode`] with special tokens start with BOS whatever the tokenizer
+    /// files say (nothing changes without a BOS token); a BOS already there is not doubled.
+    /// The loader calls it for families that need it
+    /// ([`crate::families::Family::always_bos`]).
+    pub fn always_add_bos(&mut self) {
+        if self.bos.is_some() {
+            self.adds_bos = true;
+            self.bos_fix = BosFix::Prepend;
+        }
+    }
+
     /// Sets the rendering bounds of the chat template (see [`TemplateLimits`]); the loader
     /// derives them from the model's context length with [`TemplateLimits::for_context`].
     pub fn set_template_limits(&mut self, limits: TemplateLimits) {
