@@ -99,7 +99,7 @@ def main(kind, out):
         t[f"{p}.layer_scalar"] = np.ones((1,), dtype=np.float16)
         if ple:
             quantized(t, f"{p}.per_layer_input_gate", (ple, h))
-            t[f"{p}.per_layer_projection.weight"] = (rng.standard_normal((h, ple)) * 0.02).astype(np.float16)
+            quantized(t, f"{p}.per_layer_projection", (h, ple))
             ones(t, f"{p}.post_per_layer_input_norm.weight", h)
         if cfg.get("enable_moe_block"):
             e, mi = cfg["num_experts"], cfg["moe_intermediate_size"]

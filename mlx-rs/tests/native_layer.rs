@@ -158,6 +158,8 @@ fn weights_with(l: &Layer, f: Features) -> DecoderLayerWeights<'_> {
             norm_eps: EPS,
             window: f.window,
             logit_softcap: f.softcap,
+            keys: Default::default(),
+            value_norm: false,
         },
     }
 }

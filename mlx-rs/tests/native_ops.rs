@@ -429,6 +429,8 @@ impl Dims {
             norm_eps: 1e-6,
             window: None,
             logit_softcap: None,
+            keys: Default::default(),
+            value_norm: false,
         }
     }
 }
@@ -495,6 +497,8 @@ impl StepData {
         CachedAttentionParams {
             window: self.window,
             logit_softcap: self.softcap,
+            keys: Default::default(),
+            value_norm: false,
             ..dims.params(offset)
         }
     }

@@ -27,12 +27,14 @@ struct AttentionParams {
   int window;
   float softcap;
   bool q_norm, k_norm;
+  int kv_mode;
+  bool value_norm;
   bool operator==(const AttentionParams&) const = default;
 
   // From the C struct, with the presence of the per-head norms.
   static AttentionParams from(const mlxrs_attention_params& p, bool q_norm, bool k_norm) {
-    return {p.heads, p.kv_heads,   p.head_dim,      p.offset, p.scale,
-            p.qk_norm_eps, p.window, p.logit_softcap, q_norm,   k_norm};
+    return {p.heads,  p.kv_heads, p.head_dim, p.offset,  p.scale,        p.qk_norm_eps,
+            p.window, p.logit_softcap, q_norm, k_norm, p.kv_mode, p.value_norm != 0};
   }
 
   // The kernel's arguments for B sequences of L new tokens (pointers valid in eval_cpu).
@@ -50,7 +52,9 @@ struct AttentionParams {
             in.q_norm ? in.q_norm->data<float>() : nullptr,
             in.k_norm ? in.k_norm->data<float>() : nullptr,
             window,
-            softcap};
+            softcap,
+            kv_mode,
+            value_norm};
   }
 };
 
@@ -75,7 +79,12 @@ inline void check_attention(const char* op, const mx::Shape& qkv, const mx::arra
   const int B = qkv[0], L = qkv[1];
   const int capacity = kc.ndim() == 4 ? kc.shape(2) : 0;
   const mx::Shape want{B, kv_heads, capacity, head_dim};
-  if (qkv[2] != (heads + 2 * kv_heads) * head_dim || kc.shape() != want || vc.shape() != want)
+  if (p.kv_mode < 0 || p.kv_mode > 2 || p.value_norm < 0 || p.value_norm > 1)
+    throw std::invalid_argument(name + ": kv_mode " + std::to_string(p.kv_mode) +
+                                " and value_norm " + std::to_string(p.value_norm) +
+                                " must be 0, 1 or 2 and 0 or 1");
+  if (qkv[2] != mlxrs_ops::qkv_heads(heads, kv_heads, p.kv_mode) * head_dim ||
+      kc.shape() != want || vc.shape() != want)
     throw std::invalid_argument(name + ": qkv " + shape_str(qkv) + ", k_cache " +
                                 shape_str(kc.shape()) + ", v_cache " + shape_str(vc.shape()) +
                                 " do not fit heads " + std::to_string(heads) + ", kv_heads " +

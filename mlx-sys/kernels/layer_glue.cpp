@@ -406,6 +406,10 @@ bool add_layer(std::vector<mx::array>& inputs, std::vector<LayerParams>& params,
 
   mlxrs_attention_params ap = w.attention;
   ap.offset = offset;
+  if (ap.kv_mode != 0 || ap.value_norm != 0)
+    throw std::invalid_argument(
+        "decoder_layer: keys-as-values, shared caches and value norms are taken by "
+        "cached_attention only");
   const int n_qkv = (ap.heads + 2 * ap.kv_heads) * ap.head_dim;
   size_t opt = LayerParams::kOptional + has(w.qkv_bias);
   const mx::array* qn = has(w.q_norm) ? &in(opt++) : nullptr;

@@ -51,7 +51,15 @@ int mlxrs_gelu_tanh_glu(mlx_array* res, const mlx_array x, const mlx_stream s,
  * - window: 0 for none; W > 0: a query at position i sees the keys at positions j with
  *   0 <= i - j < W (W keys including its own).
  * - logit_softcap: 0 for none; c > 0: scores = c * tanh(scores / c), after the scale and
- *   before the softmax. */
+ *   before the softmax.
+ * - kv_mode: MLXRS_KV_PROJECTED (0): qkv holds q, k and v heads, and k and v are written to
+ *   the caches; MLXRS_KV_KEYS_AS_VALUES (1): qkv holds q and k heads only, the values being the
+ *   keys as projected (before k_norm and RoPE; Gemma 4's attention_k_eq_v); MLXRS_KV_SHARED
+ *   (2): qkv holds q heads only, and the caches already hold this step's keys and values
+ *   (another layer wrote them: Gemma 4's KV sharing): they are read, never written.
+ * - value_norm: 1: values are RMS-normalised without a weight (epsilon qk_norm_eps) before
+ *   they are stored (Gemma 4's v_norm); 0: stored as projected. */
+enum { MLXRS_KV_PROJECTED = 0, MLXRS_KV_KEYS_AS_VALUES = 1, MLXRS_KV_SHARED = 2 };
 typedef struct mlxrs_attention_params {
   int heads;
   int kv_heads;
@@ -61,11 +69,13 @@ typedef struct mlxrs_attention_params {
   float qk_norm_eps;
   int window;
   float logit_softcap;
+  int kv_mode;
+  int value_norm;
 } mlxrs_attention_params;
 
 /* One step of grouped-query attention over a KV cache (see mlxrs_ops::cached_attention):
  * qkv [B, L, (heads + 2 kv_heads) * head_dim] (L new tokens: 1 when decoding, a prefill chunk
- * otherwise), k_cache and v_cache [B, kv_heads, capacity, head_dim], inv_freq [head_dim / 2],
+ * otherwise; fewer heads with params.kv_mode 1 or 2), k_cache and v_cache [B, kv_heads, capacity, head_dim], inv_freq [head_dim / 2],
  * q_norm / k_norm [head_dim] or null handles. Position p lives in cache slot p % capacity;
  * the cache must be either plain (offset + L <= capacity: slot = position) or a ring
  * (window > 0 and capacity >= window + L - 1, so that the chunk's writes never overwrite a

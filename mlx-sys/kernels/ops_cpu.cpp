@@ -337,7 +337,7 @@ MLXRS_CLONES
 void cached_attention(const CachedAttention& a, const float* qkv, float* k_cache,
                       float* v_cache, float* out) {
   const int D = a.head_dim, H = a.heads, Hkv = a.kv_heads, L = a.tokens, half = D / 2;
-  const int width = (H + 2 * Hkv) * D;
+  const int width = qkv_heads(H, Hkv, a.kv_mode) * D;
   // Scores one query row may need: its visible keys, at most every slot and every position.
   const int64_t T = int64_t(a.offset) + L;
   const int row_floats = int(T < a.capacity ? T : a.capacity);
@@ -364,16 +364,22 @@ void cached_attention(const CachedAttention& a, const float* qkv, float* k_cache
 #pragma omp simd
         for (int i = 0; i < D; ++i) qh[i] *= a.scale;
       }
-      // The new key (norm, RoPE) and value, written at their position's slot.
-      for (int j = 0; j < Hkv; ++j) {
+      // The new key (norm, RoPE) and value (the projected key with keys-as-values; scale-free
+      // norm with value_norm), written at their position's slot; nothing when the caches hold
+      // another layer's keys and values already.
+      for (int j = 0; j < Hkv && a.kv_mode != 2; ++j) {
         const size_t at = ((size_t(b) * Hkv + j) * a.capacity + slot) * D;
         const float* kj = row + size_t(H + j) * D;
+        const float* vj = a.kv_mode == 1 ? kj : row + size_t(H + Hkv + j) * D;
+        if (a.value_norm)
+          rms_row(vj, nullptr, a.norm_eps, v_cache + at, D);
+        else
+          std::memcpy(v_cache + at, vj, sizeof(float) * D);
         if (a.k_norm)
           rms_row(kj, a.k_norm, a.norm_eps, k_cache + at, D);
         else
           std::memcpy(k_cache + at, kj, sizeof(float) * D);
         rope_head(k_cache + at, D, cosv.data(), sinv.data());
-        std::memcpy(v_cache + at, row + size_t(H + Hkv + j) * D, sizeof(float) * D);
       }
     }
   }

@@ -47,7 +47,14 @@ struct CachedAttention {
   const float* k_norm;     // [head_dim] or null: same for keys
   int window;              // 0: none; W > 0: position i sees positions j with 0 <= i - j < W
   float softcap;           // 0: none; c > 0: scores = c * tanh(scores / c) before the softmax
+  int kv_mode = 0;         // MLXRS_KV_*: what qkv holds and whether the caches are written
+  bool value_norm = false; // values RMS-normalised (no weight, norm_eps) before they are stored
 };
+
+// The heads of one qkv row: q, then k and v as kv_mode says.
+inline int qkv_heads(int heads, int kv_heads, int kv_mode) {
+  return heads + (kv_mode == 0 ? 2 : kv_mode == 1 ? 1 : 0) * kv_heads;
+}
 
 // Whether a cache of `capacity` slots takes `tokens` new tokens at `offset` with `window`:
 // a plain cache (offset + tokens <= capacity: slot = position), or a ring (window > 0 and

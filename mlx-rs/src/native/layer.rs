@@ -201,7 +201,7 @@ pub struct DecoderLayerOutput {
 ///     activation: Activation::Silu,
 ///     attention: CachedAttentionParams {
 ///         heads: 1, kv_heads: 1, head_dim: 32, offset: 0, scale: 1.0, norm_eps: 1e-6,
-///         window: None, logit_softcap: None,
+///         window: None, logit_softcap: None, keys: Default::default(), value_norm: false,
 ///     },
 /// };
 /// let x = Array::from_slice(&(0..32).map(|i| i as f32).collect::<Vec<_>>(), &[1, 1, 32])?;
@@ -304,7 +304,7 @@ pub struct DecoderStackOutput {
 /// let inv_freq = Array::ones(&[16], Dtype::Float32)?;
 /// let attention = CachedAttentionParams {
 ///     heads: 1, kv_heads: 1, head_dim: 32, offset: 0, scale: 1.0, norm_eps: 1e-6,
-///     window: None, logit_softcap: None,
+///     window: None, logit_softcap: None, keys: Default::default(), value_norm: false,
 /// };
 /// let w = DecoderLayerWeights {
 ///     input_norm: (&ones, 1e-6),

@@ -264,6 +264,26 @@ pub struct CachedAttentionParams {
     /// Soft cap of the attention logits: with `Some(c)` (`c > 0`, finite) the scores become
     /// `c·tanh(scores / c)` (after `scale`, before the softmax); `None`: none.
     pub logit_softcap: Option<f32>,
+    /// What the fused projection holds besides the queries, and whether the caches are
+    /// written.
+    pub keys: AttentionKeys,
+    /// Values are RMS-normalised without a weight (epsilon `norm_eps`) before they are stored
+    /// (Gemma 4's `v_norm`).
+    pub value_norm: bool,
+}
+
+/// Where a [`cached_attention`] step's keys and values come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AttentionKeys {
+    /// `qkv` holds q, k and v heads; k and v are written to the caches.
+    #[default]
+    Projected,
+    /// `qkv` holds q and k heads; the values are the keys as projected (before the key norm
+    /// and RoPE), written to the caches (Gemma 4's `attention_k_eq_v`).
+    AsValues,
+    /// `qkv` holds q heads only; the caches already hold this step's keys and values (another
+    /// layer wrote them) and are only read (Gemma 4's KV sharing).
+    Shared,
 }
 
 impl CachedAttentionParams {
@@ -288,6 +308,12 @@ impl CachedAttentionParams {
             qk_norm_eps: self.norm_eps,
             window,
             logit_softcap: softcap_raw("attention logit soft cap", self.logit_softcap)?,
+            kv_mode: match self.keys {
+                AttentionKeys::Projected => 0,
+                AttentionKeys::AsValues => 1,
+                AttentionKeys::Shared => 2,
+            },
+            value_norm: i32::from(self.value_norm),
         })
     }
 }
@@ -325,7 +351,9 @@ pub struct CachedAttentionOutput {
 /// BLAS (`cblas_sgemm`) per key/value head; decode spreads the heads over the native kernels'
 /// threads.
 ///
-/// - `qkv`: `[B, L, (heads + 2 kv_heads) * head_dim]`, q heads then k heads then v heads;
+/// - `qkv`: `[B, L, (heads + 2 kv_heads) * head_dim]`, q heads then k heads then v heads
+///   (without the v heads for [`AttentionKeys::AsValues`], q heads only for
+///   [`AttentionKeys::Shared`], whose caches are returned unchanged);
 /// - `k_cache`, `v_cache`: `[B, kv_heads, capacity, head_dim]`, either a plain cache
 ///   (`offset + L <= capacity`: slot = position) or, with a window `w`, a ring of
 ///   `capacity >= w + L - 1` slots (then no write of the chunk overwrites a key that one of
@@ -350,7 +378,7 @@ pub struct CachedAttentionOutput {
 /// let inv_freq = Array::from_slice(&[0.0f32], &[1])?; // no rotation
 /// let p = CachedAttentionParams {
 ///     heads: 1, kv_heads: 1, head_dim: 2, offset: 1, scale: 1.0, norm_eps: 1e-6,
-///     window: None, logit_softcap: None,
+///     window: None, logit_softcap: None, keys: Default::default(), value_norm: false,
 /// };
 /// if let Some(out) = cached_attention(&qkv, &k, &v, &inv_freq, None, None, p)? {
 ///     // Both keys equal q: equal weights, so the output is the mean of (0, 0) and (4, 8).

@@ -8,18 +8,34 @@ use crate::load::BuildOptions;
 use crate::runtime::cache::{Fetched, KeyMask, LayerCache};
 use crate::weights::Weights;
 use mlx_rs::fast::scaled_dot_product_attention;
+use mlx_rs::native::AttentionKeys;
 use mlx_rs::native::CachedAttentionParams;
 use mlx_rs::{Array, Dtype};
 
 /// The keys and values one layer attended to in this step, kept for the later layers that
-/// share them ([`KvSource::Shared`]): everything its cache returned after the update, the mask
-/// of the step's queries, and the position of the step's first query.
+/// share them ([`KvSource::Shared`]): the source's cache after its update (handles to its
+/// buffers, which the next step writes in place) and the step's token count.
 #[derive(Debug, Clone)]
 pub struct SharedKv {
-    /// Keys, values and mask as the source layer's cache returned them.
-    pub fetched: Fetched,
-    /// The RoPE offset of the step (the source cache's offset before its update).
-    pub offset: i32,
+    cache: LayerCache,
+    tokens: i32,
+    /// What the composed path fetched, when the source ran composed.
+    fetched: Option<Fetched>,
+}
+
+impl SharedKv {
+    /// The keys, values and mask of the step's queries.
+    fn fetched(&self) -> Result<Fetched> {
+        match &self.fetched {
+            Some(f) => Ok(f.clone()),
+            None => self.cache.fetch_last(self.tokens),
+        }
+    }
+
+    /// The position of the step's first query.
+    fn offset(&self) -> i32 {
+        self.cache.offset() - self.tokens
+    }
 }
 
 /// `self_attn` of a decoder layer: projections, per-head norms, RoPE, the attention itself and
@@ -126,6 +142,12 @@ impl Attention {
     /// The native kernels' parameters for this attention (at offset 0).
     pub(crate) fn params(&self) -> CachedAttentionParams {
         CachedAttentionParams {
+            keys: match self.spec.kv {
+                KvSource::Projected => AttentionKeys::Projected,
+                KvSource::KeysAsValues => AttentionKeys::AsValues,
+                KvSource::Shared { .. } => AttentionKeys::Shared,
+            },
+            value_norm: self.spec.value_norm.is_some(),
             heads: self.spec.heads,
             kv_heads: self.spec.kv_heads,
             head_dim: self.spec.head_dim,
@@ -162,18 +184,40 @@ impl Attention {
             )));
         };
         let qkv = self.qkv_proj.forward_joined(x, None)?;
-        if !keep && self.native_ok(super::NATIVE_FEATURES) {
+        if self.native_ok(super::NATIVE_ATTENTION_FEATURES) {
             // One primitive for the norms, RoPE, the cache write and the attention itself
             // (CPU, float32); `None` when it does not take the call.
             let (q_norm, k_norm) = self.qk_norms();
-            if let Some(out) = cache.native_step(
-                &qkv,
-                self.rope.inv_freq(),
-                q_norm.map(RmsNorm::weight),
-                k_norm.map(RmsNorm::weight),
-                self.params(),
-            )? {
-                return Ok((self.o_proj.forward(&out)?, None));
+            let (q_norm, k_norm) = (q_norm.map(RmsNorm::weight), k_norm.map(RmsNorm::weight));
+            let inv_freq = self.rope.inv_freq();
+            let out = match (self.spec.kv, shared) {
+                (KvSource::Shared { .. }, Some(shared)) => match shared.cache.buffers() {
+                    Some((keys, values)) => mlx_rs::native::cached_attention(
+                        &qkv,
+                        keys,
+                        values,
+                        inv_freq,
+                        q_norm,
+                        None,
+                        CachedAttentionParams {
+                            offset: shared.offset(),
+                            ..self.params()
+                        },
+                    )?
+                    .map(|o| o.attention),
+                    None => None,
+                },
+                (KvSource::Shared { .. }, None) => None,
+                _ => cache.native_step(&qkv, inv_freq, q_norm, k_norm, self.params())?,
+            };
+            if let Some(out) = out {
+                let kept =
+                    (keep && !matches!(self.spec.kv, KvSource::Shared { .. })).then(|| SharedKv {
+                        cache: cache.clone(),
+                        tokens: l,
+                        fetched: None,
+                    });
+                return Ok((self.o_proj.forward(&out)?, kept));
             }
         }
         let mut parts = self.qkv_proj.split(qkv)?.into_iter();
@@ -197,7 +241,7 @@ impl Attention {
                         "this layer reuses the keys and values of layer {source}, which were not kept in this step"
                     ))
                 })?;
-                (shared.fetched.clone(), shared.offset, None)
+                (shared.fetched()?, shared.offset(), None)
             }
             KvSource::Projected | KvSource::KeysAsValues => {
                 let k_raw = next()?;
@@ -215,8 +259,9 @@ impl Attention {
                 let k = self.rope.forward(&k, offset)?;
                 let fetched = cache.update_and_fetch(&k, &v)?;
                 let kept = keep.then(|| SharedKv {
-                    fetched: fetched.clone(),
-                    offset,
+                    cache: cache.clone(),
+                    tokens: l,
+                    fetched: Some(fetched.clone()),
                 });
                 (fetched, offset, kept)
             }

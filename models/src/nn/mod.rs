@@ -24,7 +24,7 @@ pub use embedding::Embedding;
 pub use fused::FusedLinear;
 pub use linear::Linear;
 pub use mlp::Mlp;
-pub use native::NATIVE_FEATURES;
+pub use native::{NATIVE_ATTENTION_FEATURES, NATIVE_FEATURES};
 pub use norm::RmsNorm;
 pub use rope::Rope;
 pub use spec::{AttentionSpec, BlockSpec, ModelSpec};

@@ -27,7 +27,20 @@ pub const NATIVE_FEATURES: Features = Features {
     gelu: true,
     query_scaling: false,
     output_bias: false,
-    gemma4: false,
+    value_norm: false,
+    keys_as_values: false,
+    shared_kv: false,
+    layer_extras: false,
+};
+
+/// The features the attention-only primitive ([`mlx_rs::native::cached_attention`]) adds to
+/// [`NATIVE_FEATURES`]: Gemma 4's value norm, keys as values and reading another layer's
+/// keys and values (each tested against the reference path in `models/tests/golden.rs`).
+pub const NATIVE_ATTENTION_FEATURES: Features = Features {
+    value_norm: true,
+    keys_as_values: true,
+    shared_kv: true,
+    ..NATIVE_FEATURES
 };
 
 /// The plan of `layer` (its attention parameters in `attention`, offset 0), when the kernels

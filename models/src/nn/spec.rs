@@ -242,9 +242,14 @@ pub struct Features {
     pub query_scaling: bool,
     /// A bias on the output or MLP projections.
     pub output_bias: bool,
-    /// Gemma 4's additions: a value norm, keys as values, shared keys and values, experts,
-    /// per-layer inputs or a layer scalar.
-    pub gemma4: bool,
+    /// A scale-free norm of the values.
+    pub value_norm: bool,
+    /// Values that are the projected keys.
+    pub keys_as_values: bool,
+    /// Keys and values of an earlier layer.
+    pub shared_kv: bool,
+    /// Experts, per-layer inputs or a layer scalar (Gemma 4's additions around attention).
+    pub layer_extras: bool,
 }
 
 impl Features {
@@ -256,7 +261,10 @@ impl Features {
             && (!self.gelu || supported.gelu)
             && (!self.query_scaling || supported.query_scaling)
             && (!self.output_bias || supported.output_bias)
-            && (!self.gemma4 || supported.gemma4)
+            && (!self.value_norm || supported.value_norm)
+            && (!self.keys_as_values || supported.keys_as_values)
+            && (!self.shared_kv || supported.shared_kv)
+            && (!self.layer_extras || supported.layer_extras)
     }
 }
 
@@ -268,7 +276,9 @@ impl AttentionSpec {
             attention_softcap: self.logit_softcap.is_some(),
             query_scaling: self.query_scaling.is_some(),
             output_bias: self.o_bias,
-            gemma4: self.value_norm.is_some() || self.kv != KvSource::Projected,
+            value_norm: self.value_norm.is_some(),
+            keys_as_values: self.kv == KvSource::KeysAsValues,
+            shared_kv: matches!(self.kv, KvSource::Shared { .. }),
             ..Features::default()
         }
     }
@@ -282,10 +292,7 @@ impl BlockSpec {
             output_norms: self.norms.attention_out.is_some() || self.norms.mlp_out.is_some(),
             gelu: self.mlp.activation == Activation::GeluTanh,
             output_bias: attention.output_bias || self.mlp.bias,
-            gemma4: attention.gemma4
-                || self.moe.is_some()
-                || self.per_layer_input.is_some()
-                || self.layer_scalar,
+            layer_extras: self.moe.is_some() || self.per_layer_input.is_some() || self.layer_scalar,
             ..attention
         }
     }

@@ -160,10 +160,29 @@ impl LayerCache {
         };
         let k_store = write(k_store, keys)?;
         let v_store = write(v_store, values)?;
-        self.keys = Some(k_store.clone());
-        self.values = Some(v_store.clone());
+        self.keys = Some(k_store);
+        self.values = Some(v_store);
         self.offset += l;
+        self.fetch_last(l)
+    }
+
+    /// What the queries of the last `l` stored positions see (as [`LayerCache::update_and_fetch`]
+    /// returned it), without writing anything: for layers that reuse this layer's keys and
+    /// values in the same step. [`Error::InvalidArgument`] when fewer than `l` positions are
+    /// stored.
+    pub fn fetch_last(&self, l: i32) -> Result<Fetched> {
+        let (Some(k_store), Some(v_store)) = (&self.keys, &self.values) else {
+            return Err(Error::InvalidArgument(
+                "the cache holds no keys and values yet".into(),
+            ));
+        };
         let end = self.offset;
+        if l < 1 || l > end {
+            return Err(Error::InvalidArgument(format!(
+                "the last {l} positions of a cache at offset {end} cannot be fetched"
+            )));
+        }
+        let capacity = self.capacity();
         let in_window = self.window.is_none_or(|w| end <= w);
         if end <= capacity {
             let k_view = k_store.slice(s![.., .., ..end])?;
@@ -180,10 +199,15 @@ impl LayerCache {
             });
         }
         Ok(Fetched {
-            keys: k_store,
-            values: v_store,
+            keys: k_store.clone(),
+            values: v_store.clone(),
             mask: KeyMask::Explicit(self.window_mask(l, capacity)?),
         })
+    }
+
+    /// The key and value buffers, `[B, H_kv, capacity, head_dim]`, once anything is stored.
+    pub fn buffers(&self) -> Option<(&Array, &Array)> {
+        self.keys.as_ref().zip(self.values.as_ref())
     }
 
     /// The boolean `[l, slots]` mask of the last step's `l` queries over the first `slots`
