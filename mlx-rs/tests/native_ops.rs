@@ -1711,3 +1711,110 @@ fn gelu_tanh_glu_views_errors_and_fallbacks() {
         "bfloat16",
     );
 }
+
+/// Gemma 4's modes, by hand: one head of 2 at position 1, no rotation; position 0 holds
+/// k = (1, 0), v = (0, 0). Keys as values with the value norm: the new key (3, 4) is stored as
+/// the key and, RMS-normalised without a weight, as the value (3, 4) / √12.5; the query (1, 0)
+/// scores 1 and 3. Then a shared step reads those caches with a query alone: the same output,
+/// the caches untouched.
+#[test]
+fn cached_attention_keys_as_values_value_norm_and_shared_caches() {
+    let _native = Native::lock(true);
+    let inv_freq = arr(&[0.0], &[1]);
+    let k = arr(&[1.0, 0.0, 0.0, 0.0], &[1, 1, 2, 2]);
+    let v = Array::zeros(&[1, 1, 2, 2], Dtype::Float32).unwrap();
+    let p = CachedAttentionParams {
+        heads: 1,
+        kv_heads: 1,
+        head_dim: 2,
+        offset: 1,
+        scale: 1.0,
+        norm_eps: 0.0,
+        window: None,
+        logit_softcap: None,
+        keys: native::AttentionKeys::AsValues,
+        value_norm: true,
+    };
+    let qk = arr(&[1.0, 0.0, 3.0, 4.0], &[1, 1, 4]);
+    let out = cached_attention(&qk, &k, &v, &inv_freq, None, None, p)
+        .unwrap()
+        .expect("native on a CPU stream");
+    let norm = (12.5f64).sqrt();
+    let (v1x, v1y) = (3.0 / norm, 4.0 / norm);
+    let w1 = 3f64.exp() / (1f64.exp() + 3f64.exp());
+    assert_close(
+        &f32s(&out.k_cache),
+        &[1.0, 0.0, 3.0, 4.0],
+        0.0,
+        1e-6,
+        "keys",
+    );
+    assert_close(
+        &f32s(&out.v_cache),
+        &[0.0, 0.0, v1x, v1y],
+        1e-6,
+        1e-6,
+        "values",
+    );
+    assert_close(
+        &f32s(&out.attention),
+        &[w1 * v1x, w1 * v1y],
+        1e-5,
+        1e-6,
+        "output",
+    );
+    // Without the value norm the value is the key as projected.
+    let plain = CachedAttentionParams {
+        value_norm: false,
+        ..p
+    };
+    let k2 = arr(&[1.0, 0.0, 0.0, 0.0], &[1, 1, 2, 2]);
+    let v2 = Array::zeros(&[1, 1, 2, 2], Dtype::Float32).unwrap();
+    let o2 = cached_attention(&qk, &k2, &v2, &inv_freq, None, None, plain)
+        .unwrap()
+        .unwrap();
+    assert_close(
+        &f32s(&o2.v_cache),
+        &[0.0, 0.0, 3.0, 4.0],
+        0.0,
+        1e-6,
+        "raw values",
+    );
+    // A shared step: the query alone, over the caches the first step wrote.
+    let shared = CachedAttentionParams {
+        keys: native::AttentionKeys::Shared,
+        ..p
+    };
+    let q = arr(&[1.0, 0.0], &[1, 1, 2]);
+    let o3 = cached_attention(
+        &q,
+        &out.k_cache,
+        &out.v_cache,
+        &inv_freq,
+        None,
+        None,
+        shared,
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(f32s(&o3.attention), f32s(&out.attention));
+    assert_close(
+        &f32s(&o3.v_cache),
+        &[0.0, 0.0, v1x, v1y],
+        1e-6,
+        1e-6,
+        "unchanged",
+    );
+    // qkv must hold exactly the heads the mode says.
+    assert!(cached_attention(
+        &qk,
+        &out.k_cache,
+        &out.v_cache,
+        &inv_freq,
+        None,
+        None,
+        shared
+    )
+    .is_err());
+    assert!(cached_attention(&q, &k, &v, &inv_freq, None, None, p).is_err());
+}
