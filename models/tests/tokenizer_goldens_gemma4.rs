@@ -254,9 +254,10 @@ fn gemma4_small_vocabularies_and_hostile_metadata() {
 /// the same vocabulary and merges as the tiny models' GGUFs, set up as transformers'
 /// GemmaTokenizer) gives the ids `tokenizers` gave (`gemma4_tiny.json`); with a
 /// `tokenizer_config.json` that says not to add BOS, the Gemma 4 rule still adds it once.
-#[test]
-fn gemma4_tokenizer_json_matches_its_reference_and_always_gets_bos() {
-    let dir = std::env::temp_dir().join(format!("gemma4-hf-tokenizer-{}", std::process::id()));
+/// A folder with `gemma4_tiny_tokenizer.json` and a `tokenizer_config.json` that says not to
+/// add BOS, with `extra` config keys.
+fn hf_tokenizer_dir(tag: &str, extra: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("gemma4-hf-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(
         common::fixture("tokenizers/gemma4_tiny_tokenizer.json"),
@@ -265,9 +266,15 @@ fn gemma4_tokenizer_json_matches_its_reference_and_always_gets_bos() {
     .unwrap();
     std::fs::write(
         dir.join("tokenizer_config.json"),
-        r#"{"bos_token": "<bos>", "eos_token": "<eos>", "add_bos_token": false}"#,
+        format!(r#"{{"bos_token": "<bos>", "eos_token": "<eos>", "add_bos_token": false{extra}}}"#),
     )
     .unwrap();
+    dir
+}
+
+#[test]
+fn gemma4_tokenizer_json_matches_its_reference_and_always_gets_bos() {
+    let dir = hf_tokenizer_dir("ids", "");
     let mut tokenizer = Tokenizer::from_dir(&dir).unwrap();
     let reference = common::json("tokenizers/gemma4_tiny.json");
     let cases = reference["cases"].as_array().unwrap();
@@ -289,5 +296,55 @@ fn gemma4_tokenizer_json_matches_its_reference_and_always_gets_bos() {
     // A text that already starts with BOS keeps one.
     let again = tokenizer.encode("<bos>the", true).unwrap();
     assert_eq!(again.iter().filter(|&&t| t == bos).count(), 1);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Gemma 4's chat format (gemma-mistral-details.md: `<bos>`, then `<|turn>{role}\n{text}<turn|>\n`
+/// per message, `model` for the assistant, `<|turn>model\n` to generate) through a template in
+/// that form: the rendered text and its ids (BOS once, the turn markers as their control ids),
+/// and `<turn|>` among the stop ids of a Gemma 4 config (the family's end-of-turn token).
+#[test]
+fn gemma4_chat_turns_render_and_stop_on_the_end_of_turn() {
+    let template = "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'assistant' %}\
+{% set role = 'model' %}{% else %}{% set role = m['role'] %}{% endif %}\
+<|turn>{{ role }}\n{{ m['content'] | trim }}<turn|>\n{% endfor %}\
+{% if add_generation_prompt %}<|turn>model\n{% endif %}";
+    let extra = format!(
+        r#", "chat_template": {}"#,
+        serde_json::to_string(template).unwrap()
+    );
+    let dir = hf_tokenizer_dir("chat", &extra);
+    let mut tokenizer = Tokenizer::from_dir(&dir).unwrap();
+    tokenizer.always_add_bos();
+    use mlx_models::text::ChatMessage;
+    let messages = [
+        ChatMessage::new("system", "be brief"),
+        ChatMessage::new("user", "the fox"),
+        ChatMessage::new("assistant", "ok"),
+        ChatMessage::new("user", "why"),
+    ];
+    let text = tokenizer
+        .render_chat_template(&messages, true, &serde_json::Value::Null)
+        .unwrap();
+    assert_eq!(
+        text,
+        "<bos><|turn>system\nbe brief<turn|>\n<|turn>user\nthe fox<turn|>\n\
+         <|turn>model\nok<turn|>\n<|turn>user\nwhy<turn|>\n<|turn>model\n"
+    );
+    let ids = tokenizer.apply_chat_template(&messages, true).unwrap();
+    let id = |t: &str| tokenizer.token_to_id(t).unwrap();
+    let (bos, open, close) = (id("<bos>"), id("<|turn>"), id("<turn|>"));
+    assert_eq!(ids[0], bos);
+    assert_eq!(ids.iter().filter(|&&t| t == bos).count(), 1);
+    assert_eq!(ids.iter().filter(|&&t| t == open).count(), 5);
+    assert_eq!(ids.iter().filter(|&&t| t == close).count(), 4);
+    let config = mlx_models::config::ModelConfig::from_json(
+        r#"{"model_type":"gemma4_text","hidden_size":64,"intermediate_size":32,
+            "num_hidden_layers":2,"num_attention_heads":2,"num_key_value_heads":1,
+            "head_dim":16,"vocab_size":256,"eos_token_id":1}"#,
+    )
+    .unwrap();
+    let stops = mlx_models::load::eos_token_ids(&config, None, &tokenizer);
+    assert!(stops.contains(&1) && stops.contains(&close), "{stops:?}");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -640,6 +640,25 @@ mod tests {
     }
 
     #[test]
+    fn every_wrapper_reaches_the_text_decoder() {
+        for wrapper in ["gemma4", "gemma4_unified"] {
+            let c = ModelConfig::from_json(&format!(
+                r#"{{"model_type":"{wrapper}","text_config":{{"hidden_size":64,
+                "intermediate_size":96,"num_hidden_layers":2,"num_attention_heads":2,
+                "num_key_value_heads":1,"head_dim":32,"vocab_size":256,
+                "hidden_size_per_layer_input":0}}}}"#
+            ))
+            .unwrap();
+            assert_eq!(c.model_type, "gemma4_text", "{wrapper}");
+            // The sparse text config takes Gemma4TextConfig's defaults: 512-wide global heads,
+            // the last layer full.
+            let spec = spec(&c).unwrap();
+            assert_eq!(spec.layers[1].attention.head_dim, 512);
+            assert_eq!(spec.layers[1].attention.kind, LayerKind::Full);
+        }
+    }
+
+    #[test]
     fn kv_sharing_reuses_the_last_earlier_layer_of_each_kind() {
         let spec = spec(&e2b_like()).unwrap();
         let kv: Vec<KvSource> = spec.layers.iter().map(|l| l.attention.kv).collect();
