@@ -13,7 +13,12 @@ use mlx_rs::io::safetensors::load_safetensors;
 use mlx_rs::{Array, Dtype};
 
 fn e2b() -> mlx_models::nn::Decoder {
-    let dir = common::fixture("tiny/gemma4_e2b");
+    fixture_model("gemma4_e2b")
+}
+
+/// The float32 fixture `tiny/<name>` built directly (no loader).
+fn fixture_model(name: &str) -> mlx_models::nn::Decoder {
+    let dir = common::fixture(&format!("tiny/{name}"));
     let config = ModelConfig::from_file(&dir.join("config.json")).unwrap();
     let (tensors, _) = load_safetensors(dir.join("model.safetensors")).unwrap();
     let weights = families::sanitize(&config, Weights::from_map(tensors)).unwrap();
@@ -75,15 +80,7 @@ fn a_shared_layer_without_its_source_in_the_step_is_an_error() {
 #[test]
 fn native_attention_matches_the_composed_path() {
     for name in ["gemma4_e2b", "gemma4_31b", "gemma4_moe"] {
-        let dir = common::fixture(&format!("tiny/{name}"));
-        let config = ModelConfig::from_file(&dir.join("config.json")).unwrap();
-        let (tensors, _) = load_safetensors(dir.join("model.safetensors")).unwrap();
-        let weights = families::sanitize(&config, Weights::from_map(tensors)).unwrap();
-        let options = BuildOptions {
-            dtype: Dtype::Float32,
-            quantization: None,
-        };
-        let model = families::build_decoder(&config, weights, &options).unwrap();
+        let model = fixture_model(name);
         let run = |native: bool| -> Vec<f32> {
             let _guard = NATIVE.lock().unwrap_or_else(|e| e.into_inner());
             mlx_rs::native::set_native_ops(native);

@@ -17,11 +17,7 @@ use mlx_models::text::Tokenizer;
 use mlx_models::Error;
 
 fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
+    common::u32s(v)
 }
 
 fn fixture_tokenizer() -> Tokenizer {

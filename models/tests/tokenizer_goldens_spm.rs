@@ -32,11 +32,7 @@ struct Case {
 }
 
 fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
+    common::u32s(v)
 }
 
 fn cases(fixture: &str) -> Vec<Case> {

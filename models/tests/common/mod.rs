@@ -122,6 +122,15 @@ pub fn i32s(v: &serde_json::Value) -> Vec<i32> {
         .collect()
 }
 
+/// A JSON array of token ids.
+pub fn u32s(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
 /// Copies the hostile fixture `file` (scripts/fixtures/hostile_files.py) into `dir`, keeping
 /// its sub-folder, and extends it to the manifest's `extend_to` with a sparse hole.
 pub fn stage_hostile(dir: &std::path::Path, file: &str) -> PathBuf {
