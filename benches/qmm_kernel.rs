@@ -10,8 +10,12 @@
 //! iterations: the 896-wide matrices fit in the L3 cache and are flattered; the 4096 x 11008
 //! one (about 28 MB in f32 scales) mostly comes from DRAM.
 //!
+//! `qmm_kernel_dram` reads 4-bit matrices of Gemma 4 E2B's MLP shapes from DRAM (copies that
+//! together exceed the L3), as a real-size model's decode does.
+//!
 //! ```text
 //! cargo bench --bench qmm_kernel
+//! cargo bench --bench qmm_kernel -- qmm_kernel_dram
 //! ```
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use mlx_rs::{quant, random, with_device, Array, Device, Dtype};
@@ -83,5 +87,47 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// Decode from DRAM: the shapes of Gemma 4 E2B's double-wide MLP (4-bit, group 64, f16 scales
+/// as mlx-community checkpoints store them), in enough copies (about 400 MB) that each call
+/// reads a matrix the previous calls have pushed out of a 300 MiB L3.
+fn bench_dram(c: &mut Criterion) {
+    let mut g = c.benchmark_group("qmm_kernel_dram");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    with_device(Device::cpu(), || {
+        for &(n, k, copies) in &[(24576, 1536, 20), (1536, 12288, 20)] {
+            let mats: Vec<(Array, Array, Array)> = (0..copies)
+                .map(|i| {
+                    let w = input(&[n, k], Dtype::Float16, 10 + i);
+                    let (wq, s, b) = quant::quantize(&w, 64, 4).expect("quantize");
+                    mlx_rs::eval(&[&wq, &s, &b]).expect("eval");
+                    (wq, s, b)
+                })
+                .collect();
+            let x = input(&[1, k], Dtype::Float32, 2);
+            let (wq, s, b) = &mats[0];
+            g.throughput(Throughput::Bytes(
+                (wq.nbytes() + s.nbytes() + b.nbytes()) as u64,
+            ));
+            let mut next = 0;
+            g.bench_function(
+                BenchmarkId::new("native/f16/q4g64", format!("1x{k}@{n}x{k}T")),
+                |bch| {
+                    bch.iter(|| {
+                        let (wq, s, b) = &mats[next % mats.len()];
+                        next += 1;
+                        let y = quant::quantized_matmul(&x, wq, s, b, true, 64, 4).expect("qmm");
+                        y.eval().expect("eval");
+                        y
+                    })
+                },
+            );
+        }
+    })
+    .expect("cpu stream");
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_dram);
 criterion_main!(benches);
