@@ -115,3 +115,41 @@ fn native_attention_matches_the_composed_path() {
 
 /// The native-ops switch is process-wide: tests that set it take turns.
 static NATIVE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The loader's whole path on the GGUF forms (header plan under the family's renames, the
+/// `gemma4` tokenizer, the stop tokens, the build): the transformers logits of each fixture.
+#[test]
+fn the_loader_reads_gemma4_gguf_files() {
+    use mlx_models::load::{self, LoadOptions};
+    for name in ["gemma4_e2b", "gemma4_31b", "gemma4_moe"] {
+        let path = common::fixture(&format!("tiny/{name}/model.gguf"));
+        let options = LoadOptions {
+            device: mlx_rs::Device::cpu(),
+            ..Default::default()
+        };
+        let loaded = load::load(path.to_str().unwrap(), &options).unwrap();
+        // `<eos>` and the end of turn `<turn|>` (id 6 in the fixtures' vocabulary).
+        assert!(
+            loaded.eos_token_ids.contains(&1) && loaded.eos_token_ids.contains(&6),
+            "{name}: {:?}",
+            loaded.eos_token_ids
+        );
+        let reference = common::json(&format!("tiny/{name}/reference.json"));
+        let prompt = common::i32s(&reference["prompt"]);
+        let tokens = Array::from_slice(&prompt, &[1, prompt.len() as i32]).unwrap();
+        let mut cache = loaded.model.new_cache();
+        let got = loaded
+            .model
+            .forward(&tokens, &mut cache)
+            .unwrap()
+            .to_vec::<f32>()
+            .unwrap();
+        let want = common::f32s(&reference["logits"]);
+        let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let diff = got
+            .iter()
+            .zip(&want)
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(diff <= 1e-4 * scale, "{name}: {diff}");
+    }
+}

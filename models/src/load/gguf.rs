@@ -84,7 +84,7 @@ pub fn load_gguf_checkpoint(path: &Path) -> Result<(ModelConfig, Weights, Tokeni
 pub fn read_gguf_checkpoint(path: &Path) -> Result<GgufCheckpoint> {
     let (gguf, config) = open_gguf(path)?;
     let plan = crate::families::expected_tensors(&config)?;
-    super::plan::check_declared(&plan, &declared_tensors(&gguf), false)?;
+    super::plan::check_declared(&plan, &declared_tensors(&gguf, &config)?, false)?;
     let weights = read_gguf_weights(&gguf, &config)?;
     Ok(GgufCheckpoint {
         config,
@@ -135,13 +135,20 @@ fn conventions(gguf: &GgufFile) -> crate::families::GgufConventions {
         .map_or(crate::families::llama::FAMILY.gguf, |f| f.gguf)
 }
 
-/// The tensors a GGUF file declares, under Hugging Face names with their dense shapes.
-pub fn declared_tensors(gguf: &GgufFile) -> Vec<DeclaredTensor> {
+/// The tensors a GGUF file declares, under the decoder's names (llama.cpp's names mapped to
+/// Hugging Face's, then the family's renames, as the loader applies them) with their dense
+/// shapes; tensors the family drops (Gemma 4's `rope_freqs`) are left out.
+///
+/// Errors: [`Error::UnsupportedModel`] when no family builds `config`.
+pub fn declared_tensors(gguf: &GgufFile, config: &ModelConfig) -> Result<Vec<DeclaredTensor>> {
     let conventions = conventions(gguf);
-    gguf.tensors
-        .iter()
-        .map(|t| DeclaredTensor::dense(hf_name(&t.name, &conventions), &t.shape()))
-        .collect()
+    let mut declared = Vec::with_capacity(gguf.tensors.len());
+    for t in &gguf.tensors {
+        if let Some(name) = crate::families::rename(config, &hf_name(&t.name, &conventions))? {
+            declared.push(DeclaredTensor::dense(name, &t.shape()));
+        }
+    }
+    Ok(declared)
 }
 
 /// [`Error::Gguf`] naming the tensor types of `gguf` that cannot be loaded, with a count and an

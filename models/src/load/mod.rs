@@ -195,7 +195,7 @@ pub fn load(model: &str, options: &LoadOptions) -> Result<LoadedModel> {
         let (file, config) = gguf::open_gguf(&path)?;
         check_supported(&config)?;
         let plan = crate::families::expected_tensors(&config)?;
-        plan::check_declared(&plan, &gguf::declared_tensors(&file), true)?;
+        plan::check_declared(&plan, &gguf::declared_tensors(&file, &config)?, true)?;
         check_memory(&config, gguf::loaded_bytes(&file, dtype, keep), options)?;
         let tokenizer = Tokenizer::from_gguf(&file)?;
         let weights = gguf::read_gguf_weights(&file, &config)?;
