@@ -340,14 +340,7 @@ pub fn gather_qmm(
             x.shape()
         )));
     }
-    for idx in [lhs_indices, rhs_indices].into_iter().flatten() {
-        if idx.dtype().is_floating() || idx.dtype() == Dtype::Bool {
-            return Err(Error::InvalidArgument(format!(
-                "gather_qmm: indices must be integers, got {}",
-                idx.dtype()
-            )));
-        }
-    }
+    check_indices("gather_qmm", [lhs_indices, rhs_indices])?;
     let mode = CString::new(MODE).expect("no NUL in a literal");
     let raw = |a: Option<&Array>| a.map_or_else(null_array, Array::as_raw);
     // SAFETY: valid handles (or null for absent indices) and a NUL-terminated mode that
@@ -369,6 +362,19 @@ pub fn gather_qmm(
             s,
         )
     })
+}
+
+/// [`Error::InvalidArgument`] unless every given index array is of an integer dtype.
+fn check_indices(op: &str, indices: [Option<&Array>; 2]) -> Result<()> {
+    for idx in indices.into_iter().flatten() {
+        if idx.dtype().is_floating() || idx.dtype() == Dtype::Bool {
+            return Err(Error::InvalidArgument(format!(
+                "{op}: indices must be integers, got {}",
+                idx.dtype()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A matrix product with gathered operands (the float form of [`gather_qmm`]): batch entry `i`
@@ -401,14 +407,7 @@ pub fn gather_mm(
             b.shape()
         )));
     }
-    for idx in [lhs_indices, rhs_indices].into_iter().flatten() {
-        if idx.dtype().is_floating() || idx.dtype() == Dtype::Bool {
-            return Err(Error::InvalidArgument(format!(
-                "gather_mm: indices must be integers, got {}",
-                idx.dtype()
-            )));
-        }
-    }
+    check_indices("gather_mm", [lhs_indices, rhs_indices])?;
     let raw = |x: Option<&Array>| x.map_or_else(null_array, Array::as_raw);
     // SAFETY: valid handles, or null for absent indices.
     Array::try_op_stream(|res, s| unsafe {
