@@ -123,7 +123,7 @@ impl ModelArgs {
         };
         eprintln!("loading {} ...", self.model);
         let started = std::time::Instant::now();
-        let mut loaded = load(&self.model, &options)?;
+        let mut loaded = load(&self.model, &options).map_err(with_local_model_hint)?;
         if let Some(path) = &self.chat_template {
             let source = mlx_models::load::files::read_text(
                 path,
@@ -139,6 +139,23 @@ impl ModelArgs {
             started.elapsed().as_secs_f64()
         );
         Ok(engine)
+    }
+}
+
+/// The small model the test data holds (`scripts/fetch_test_data.sh`, run by the tests).
+const TEST_MODEL: &str = "test-data/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// A Hub error (no network, or offline with nothing cached) with, when the tests have fetched
+/// their data in this checkout, the one flag that runs the example on that local model.
+fn with_local_model_hint(e: mlx_models::Error) -> Box<dyn std::error::Error> {
+    let local = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(TEST_MODEL);
+    match e {
+        mlx_models::Error::Hub(_) if local.is_file() => format!(
+            "{e}\n  to run on the small model the tests fetched: --model {}",
+            local.display()
+        )
+        .into(),
+        other => other.into(),
     }
 }
 
