@@ -113,7 +113,8 @@ fn defaults(config: &mut Map<String, Value>) {
 }
 
 /// Drops the multimodal towers, the clipped-linear buffers and, for KV-shared layers, the key
-/// and value tensors they never use; strips the wrappers' prefixes.
+/// and value tensors they never use; strips the wrappers' prefixes; names the experts' bare
+/// stacks as `.weight`s.
 fn rename(config: &ModelConfig, name: &str) -> Option<String> {
     if let Some(n) = gguf_name(name) {
         return n;
@@ -150,6 +151,11 @@ fn rename(config: &ModelConfig, name: &str) -> Option<String> {
                 return None;
             }
         }
+    }
+    // Hugging Face stores the expert stacks as bare parameters (`experts.gate_up_proj`): under
+    // the decoder's names they are `.weight`s, as GGUF files and quantized triplets have them.
+    if name.ends_with(".experts.gate_up_proj") || name.ends_with(".experts.down_proj") {
+        return Some(format!("{name}.weight"));
     }
     Some(name)
 }
@@ -767,6 +773,10 @@ mod tests {
             Some("model.layers.9.self_attn.q_proj.weight")
         );
         assert_eq!(r("model.audio_tower.layers.0.weight"), None);
+        assert_eq!(
+            r("model.language_model.layers.2.experts.gate_up_proj").as_deref(),
+            Some("model.layers.2.experts.gate_up_proj.weight")
+        );
         assert_eq!(r("model.vision_tower.encoder.weight"), None);
     }
 }

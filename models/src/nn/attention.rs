@@ -211,12 +211,12 @@ impl Attention {
                 _ => cache.native_step(&qkv, inv_freq, q_norm, k_norm, self.params())?,
             };
             if let Some(out) = out {
-                let kept =
-                    (keep && !matches!(self.spec.kv, KvSource::Shared { .. })).then(|| SharedKv {
-                        cache: cache.clone(),
-                        tokens: l,
-                        fetched: None,
-                    });
+                // Only layers with keys of their own are kept (the decoder checks sources).
+                let kept = keep.then(|| SharedKv {
+                    cache: cache.clone(),
+                    tokens: l,
+                    fetched: None,
+                });
                 return Ok((self.o_proj.forward(&out)?, kept));
             }
         }

@@ -547,11 +547,9 @@ pub fn expected_tensors(spec: &ModelSpec) -> Vec<crate::load::plan::ExpectedTens
             plan.push(T::required(format!("{p}.router.proj.weight"), &[e, hidden]));
             plan.push(T::required(format!("{p}.router.scale"), &[hidden]));
             plan.push(T::required(format!("{p}.router.per_expert_scale"), &[e]));
-            // Hugging Face's fused stacks (also as `.weight`, in GGUF files), or mlx-lm's split
-            // ones (either may be quantized).
+            // The fused stacks (Hugging Face's, renamed by the family, and GGUF's), or mlx-lm's
+            // split ones (either may be quantized).
             for (name, shape) in [
-                ("experts.gate_up_proj", [e, 2 * i, hidden]),
-                ("experts.down_proj", [e, hidden, i]),
                 ("experts.gate_up_proj.weight", [e, 2 * i, hidden]),
                 ("experts.down_proj.weight", [e, hidden, i]),
                 ("experts.switch_glu.gate_proj.weight", [e, i, hidden]),

@@ -143,9 +143,9 @@ pub struct Experts {
 }
 
 impl Experts {
-    /// Takes Hugging Face's fused stacks `<path>.gate_up_proj` (`[E, 2I, hidden]`, gate rows
-    /// first) and `<path>.down_proj` (`[E, hidden, I]`); or the same stacks under
-    /// `<path>.gate_up_proj.weight` (GGUF files, dense or quantized); or mlx-lm's split form
+    /// Takes the fused stacks `<path>.gate_up_proj.weight` (`[E, 2I, hidden]`, gate rows first)
+    /// and `<path>.down_proj.weight` (`[E, hidden, I]`; Hugging Face's bare parameters, renamed
+    /// by the family, and GGUF's, dense or quantized), or mlx-lm's split form
     /// `<path>.switch_glu.{gate,up,down}_proj` (dense `.weight`, or MLX-quantized triplets).
     pub fn load(
         weights: &mut Weights,
@@ -186,18 +186,6 @@ impl Experts {
             (
                 transposed(stack(weights, &fused, 2 * i, hidden)?)?,
                 transposed(stack(weights, &format!("{path}.down_proj"), hidden, i)?)?,
-            )
-        } else if weights.contains(&fused) {
-            let gate_up = take_float(weights, &fused, &[e, 2 * i, hidden], options)?;
-            let down = take_float(
-                weights,
-                &format!("{path}.down_proj"),
-                &[e, hidden, i],
-                options,
-            )?;
-            (
-                ExpertWeights::Dense(gate_up.swapaxes(1, 2)?),
-                ExpertWeights::Dense(down.swapaxes(1, 2)?),
             )
         } else {
             let split = format!("{path}.switch_glu");
