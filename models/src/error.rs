@@ -55,6 +55,12 @@ pub enum Error {
     /// Downloading from the Hugging Face Hub failed, or offline with nothing cached.
     #[error("model hub: {0}")]
     Hub(String),
+    /// Too much work is queued already: try again later.
+    #[error("busy: {0}")]
+    Busy(String),
+    /// A forward pass shared by several sequences failed; each of them gets this copy of it.
+    #[error("the batched step failed: {0}")]
+    StepFailed(String),
     /// The prompt (plus the requested tokens) does not fit the model's context.
     #[error("prompt of {prompt} tokens plus {requested} new tokens exceeds the context length {context}")]
     ContextOverflow {

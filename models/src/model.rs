@@ -18,6 +18,30 @@ pub trait CausalLm: Send {
     /// offset is the position of the first token), and returns logits `[B, L, vocab]`.
     fn forward(&self, tokens: &Array, cache: &mut KvCache) -> Result<Array>;
 
+    /// One decode step of `B` independent sequences: `tokens[b]` is the next token of the
+    /// sequence whose cache is `caches[b]` (each at its own position); returns logits
+    /// `[B, 1, vocab]`. This default runs the sequences one by one; the decoder runs the
+    /// projections and MLPs once for the whole batch.
+    fn forward_batch(&self, tokens: &[u32], caches: &mut [&mut KvCache]) -> Result<Array> {
+        if tokens.len() != caches.len() || tokens.is_empty() {
+            return Err(crate::Error::InvalidArgument(format!(
+                "a batch step needs one token per cache, got {} tokens and {} caches",
+                tokens.len(),
+                caches.len()
+            )));
+        }
+        let rows = tokens
+            .iter()
+            .zip(caches.iter_mut())
+            .map(|(&t, cache)| {
+                let id = token_ids(&[t])?;
+                self.forward(&Array::from_slice(&id, &[1, 1])?, cache)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let rows: Vec<&Array> = rows.iter().collect();
+        Ok(mlx_rs::ops::concatenate(&rows, 0)?)
+    }
+
     /// The parsed configuration.
     fn config(&self) -> &ModelConfig;
 
@@ -25,6 +49,19 @@ pub trait CausalLm: Send {
     fn new_cache(&self) -> KvCache {
         KvCache::new(self.config().num_hidden_layers)
     }
+}
+
+/// Token ids as int32 model inputs ([`crate::Error::InvalidArgument`] for an id beyond
+/// `i32::MAX`).
+pub fn token_ids(tokens: &[u32]) -> Result<Vec<i32>> {
+    tokens
+        .iter()
+        .map(|&t| {
+            i32::try_from(t).map_err(|_| {
+                crate::Error::InvalidArgument(format!("token id {t} does not fit int32"))
+            })
+        })
+        .collect()
 }
 
 /// What to generate: length limit, sampling and stop rules.

@@ -177,13 +177,57 @@ impl Attention {
         shared: Option<&SharedKv>,
         keep: bool,
     ) -> Result<(Array, Option<SharedKv>)> {
-        let shape = x.shape();
-        let [b, l, _] = shape[..] else {
-            return Err(Error::InvalidArgument(format!(
-                "attention input must be [B, L, hidden], got {shape:?}"
-            )));
-        };
+        check_input(x)?;
         let qkv = self.qkv_proj.forward_joined(x, None)?;
+        let (out, kept) = self.attend(&qkv, cache, shared, keep)?;
+        Ok((self.o_proj.forward(&out)?, kept))
+    }
+
+    /// One step of `B` independent sequences, one token each (`x`: `[B, 1, hidden]`), each
+    /// with its own cache and position: the projections run once for the whole batch (the
+    /// weights are read once), the attention itself per sequence. `shared[b]` and the kept
+    /// keys and values are per sequence, as in [`Attention::forward_step`].
+    pub fn forward_batch(
+        &self,
+        x: &Array,
+        caches: &mut [&mut LayerCache],
+        shared: &[Option<&SharedKv>],
+        keep: bool,
+    ) -> Result<(Array, Vec<Option<SharedKv>>)> {
+        let [b, _, _] = check_input(x)?;
+        if b as usize != caches.len() || shared.len() != caches.len() {
+            return Err(Error::InvalidArgument(format!(
+                "a batch of {b} sequences needs as many caches ({}) and shared entries ({})",
+                caches.len(),
+                shared.len()
+            )));
+        }
+        let qkv = self.qkv_proj.forward_joined(x, None)?;
+        let mut outs = Vec::with_capacity(caches.len());
+        let mut kept = Vec::with_capacity(caches.len());
+        for (i, cache) in caches.iter_mut().enumerate() {
+            let row = qkv.slice(mlx_rs::s![i as i32..i as i32 + 1])?;
+            let (out, k) = self.attend(&row, cache, shared[i], keep)?;
+            outs.push(out);
+            kept.push(k);
+        }
+        let outs: Vec<&Array> = outs.iter().collect();
+        let out = mlx_rs::ops::concatenate(&outs, 0)?;
+        Ok((self.o_proj.forward(&out)?, kept))
+    }
+
+    /// The attention of the joined q/k/v projection `qkv` (`[B, L, width]`) to the cache and
+    /// itself, before the output projection: `[B, L, heads · head_dim]`.
+    fn attend(
+        &self,
+        qkv: &Array,
+        cache: &mut LayerCache,
+        shared: Option<&SharedKv>,
+        keep: bool,
+    ) -> Result<(Array, Option<SharedKv>)> {
+        let shape = qkv.shape();
+        let (b, l) = (shape[0], shape[1]);
+        let qkv = qkv.clone();
         if self.native_ok(super::NATIVE_ATTENTION_FEATURES) {
             // One primitive for the norms, RoPE, the cache write and the attention itself
             // (CPU, float32); `None` when it does not take the call.
@@ -217,7 +261,7 @@ impl Attention {
                     tokens: l,
                     fetched: None,
                 });
-                return Ok((self.o_proj.forward(&out)?, kept));
+                return Ok((out, kept));
             }
         }
         let mut parts = self.qkv_proj.split(qkv)?.into_iter();
@@ -290,7 +334,17 @@ impl Attention {
         let out =
             out.transpose(&[0, 2, 1, 3])?
                 .reshape(&[b, l, self.spec.heads * self.spec.head_dim])?;
-        Ok((self.o_proj.forward(&out)?, kept))
+        Ok((out, kept))
+    }
+}
+
+/// `[B, L, hidden]`, or an [`Error::InvalidArgument`].
+fn check_input(x: &Array) -> Result<[i32; 3]> {
+    match x.shape()[..] {
+        [b, l, h] => Ok([b, l, h]),
+        ref shape => Err(Error::InvalidArgument(format!(
+            "attention input must be [B, L, hidden], got {shape:?}"
+        ))),
     }
 }
 

@@ -15,7 +15,7 @@ use super::{take_float, Attention, Embedding, Linear, Mlp, RmsNorm};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::load::BuildOptions;
-use crate::model::CausalLm;
+use crate::model::{token_ids, CausalLm};
 use crate::runtime::cache::{KvCache, LayerCache};
 use crate::weights::Weights;
 use mlx_rs::{Array, Dtype};
@@ -160,12 +160,52 @@ impl DecoderLayer {
             self.keeps_kv,
         )?;
         if let Some(kept) = kept {
-            if state.shared.len() <= self.index {
-                state.shared.resize(self.index + 1, None);
-            }
-            state.shared[self.index] = Some(kept);
+            keep_shared(&mut state.shared, self.index, kept);
         }
-        let h = x.add(&RmsNorm::apply(self.attention_out.as_ref(), &a)?)?;
+        self.after_attention(x, &a, state.per_layer_inputs.as_ref())
+    }
+
+    /// One step of `B` independent sequences, one token each (`x`: `[B, 1, hidden]`), each
+    /// with its own cache (`caches[b]`) and the keys and values its own earlier layers kept
+    /// (`shared[b]`, by layer): the projections and the MLP run once for the batch, the
+    /// attention per sequence ([`Attention::forward_batch`]).
+    pub fn forward_batch(
+        &self,
+        x: &Array,
+        caches: &mut [&mut LayerCache],
+        per_layer_inputs: Option<&Array>,
+        shared: &mut [Vec<Option<SharedKv>>],
+    ) -> Result<Array> {
+        let sources: Vec<Option<&SharedKv>> = shared
+            .iter()
+            .map(|kept| match self.spec.attention.kv {
+                KvSource::Shared { source } => kept.get(source).and_then(Option::as_ref),
+                _ => None,
+            })
+            .collect();
+        let (a, kept) = self.self_attn.forward_batch(
+            &self.pre_attention.forward_to_weight_dtype(x)?,
+            caches,
+            &sources,
+            self.keeps_kv,
+        )?;
+        for (store, kept) in shared.iter_mut().zip(kept) {
+            if let Some(kept) = kept {
+                keep_shared(store, self.index, kept);
+            }
+        }
+        self.after_attention(x, &a, per_layer_inputs)
+    }
+
+    /// The rest of the layer once attention gave `a`: residual, MLP (and experts), per-layer
+    /// input, layer scalar.
+    fn after_attention(
+        &self,
+        x: &Array,
+        a: &Array,
+        per_layer_inputs: Option<&Array>,
+    ) -> Result<Array> {
+        let h = x.add(&RmsNorm::apply(self.attention_out.as_ref(), a)?)?;
         let mut m = self
             .mlp
             .forward(&self.pre_mlp.forward_to_weight_dtype(&h)?)?;
@@ -174,7 +214,7 @@ impl DecoderLayer {
         }
         let mut y = h.add(&RmsNorm::apply(self.mlp_out.as_ref(), &m)?)?;
         if let Some(ple) = &self.per_layer_input {
-            let inputs = state.per_layer_inputs.as_ref().ok_or_else(|| {
+            let inputs = per_layer_inputs.ok_or_else(|| {
                 Error::InvalidArgument(format!(
                     "layer {} takes a per-layer input, but the step has none",
                     self.index
@@ -188,6 +228,14 @@ impl DecoderLayer {
         }
         Ok(y)
     }
+}
+
+/// Puts `kept` at `index` of a step's kept keys and values.
+fn keep_shared(store: &mut Vec<Option<SharedKv>>, index: usize, kept: SharedKv) {
+    if store.len() <= index {
+        store.resize(index + 1, None);
+    }
+    store[index] = Some(kept);
 }
 
 /// A decoder-only causal LM built from a [`ModelSpec`]: every family of the zoo.
@@ -415,6 +463,49 @@ impl CausalLm for Decoder {
         };
         for (i, layer) in self.layers.iter().enumerate() {
             x = layer.forward_in(&x, cache.layer_mut(i)?, &mut state)?;
+        }
+        self.head(&x)
+    }
+
+    fn forward_batch(&self, tokens: &[u32], caches: &mut [&mut KvCache]) -> Result<Array> {
+        if tokens.len() != caches.len() || tokens.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "a batch step needs one token per cache, got {} tokens and {} caches",
+                tokens.len(),
+                caches.len()
+            )));
+        }
+        if let Some(c) = caches.iter().find(|c| c.num_layers() != self.layers.len()) {
+            return Err(Error::InvalidArgument(format!(
+                "the cache has {} layers, the model {}",
+                c.num_layers(),
+                self.layers.len()
+            )));
+        }
+        let ids = token_ids(tokens)?;
+        let b = tokens.len() as i32;
+        let tokens = Array::from_slice(&ids, &[b, 1])?;
+        if b == 1 {
+            return self.forward(&tokens, caches[0]);
+        }
+        let mut x = self.embed(&tokens)?;
+        let per_layer_inputs = self
+            .per_layer_embeddings
+            .as_ref()
+            .map(|p| p.forward(&tokens, &x))
+            .transpose()?;
+        let mut shared = vec![Vec::new(); caches.len()];
+        for (i, layer) in self.layers.iter().enumerate() {
+            let mut layer_caches = caches
+                .iter_mut()
+                .map(|c| c.layer_mut(i))
+                .collect::<Result<Vec<_>>>()?;
+            x = layer.forward_batch(
+                &x,
+                &mut layer_caches,
+                per_layer_inputs.as_ref(),
+                &mut shared,
+            )?;
         }
         self.head(&x)
     }

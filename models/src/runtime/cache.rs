@@ -402,6 +402,41 @@ impl LayerCache {
     pub fn state(&self) -> Vec<&Array> {
         self.keys.iter().chain(self.values.iter()).collect()
     }
+
+    /// Bytes held by the buffers.
+    pub fn nbytes(&self) -> usize {
+        self.state().iter().map(|a| a.nbytes()).sum()
+    }
+
+    /// This cache with its buffers copied into fresh memory: the native steps write positions
+    /// into the buffers in place, so a cache that outlives the one it came from (a prefix
+    /// cache entry, a fork) must not share them.
+    pub fn detached(&self) -> Result<LayerCache> {
+        // A buffer that never wrapped holds its positions at their own slots: copy those only.
+        let keep = self.offset.min(self.capacity());
+        if keep == 0 {
+            return Ok(LayerCache {
+                keys: None,
+                values: None,
+                ..self.clone()
+            });
+        }
+        let copy = |a: &Option<Array>| -> Result<Option<Array>> {
+            let Some(a) = a else { return Ok(None) };
+            let a = a.slice(s![.., .., ..keep])?;
+            Ok(Some(if keep == 1 {
+                a.multiply(&Array::scalar(1.0f32).astype(a.dtype())?)?
+            } else {
+                // Concatenation always writes a new buffer.
+                concatenate(&[&a.slice(s![.., .., ..1])?, &a.slice(s![.., .., 1..])?], 2)?
+            }))
+        };
+        Ok(LayerCache {
+            keys: copy(&self.keys)?,
+            values: copy(&self.values)?,
+            ..self.clone()
+        })
+    }
 }
 
 /// The KV cache of a whole model: one [`LayerCache`] per layer.
@@ -483,6 +518,42 @@ impl KvCache {
                 ..LayerCache::default()
             };
         }
+    }
+
+    /// Bytes held by every layer's buffers.
+    pub fn nbytes(&self) -> usize {
+        self.layers.iter().map(LayerCache::nbytes).sum()
+    }
+
+    /// A copy of the first `n` positions in fresh memory (see [`LayerCache::detached`]), or
+    /// `None` when some layer cannot forget the positions after `n` (a rotating buffer that
+    /// has wrapped past them).
+    ///
+    /// ```
+    /// use mlx_models::runtime::cache::KvCache;
+    /// use mlx_rs::{Array, Dtype};
+    /// let mut cache = KvCache::new(1);
+    /// let k = Array::ones(&[1, 1, 5, 2], Dtype::Float32)?;
+    /// cache.layer_mut(0)?.update_and_fetch(&k, &k)?;
+    /// let prefix = cache.detached_prefix(3)?.unwrap();
+    /// assert_eq!((prefix.offset(), cache.offset()), (3, 5));
+    /// # Ok::<(), mlx_models::Error>(())
+    /// ```
+    pub fn detached_prefix(&self, n: i32) -> Result<Option<KvCache>> {
+        let offset = self.offset();
+        if n < 0 || n > offset {
+            return Ok(None);
+        }
+        let mut copy = self.clone();
+        if copy.trim(offset - n) != offset - n {
+            return Ok(None);
+        }
+        let layers = copy
+            .layers
+            .iter()
+            .map(LayerCache::detached)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(KvCache { layers }))
     }
 
     /// Every stored buffer, for `eval` after a prefill chunk.

@@ -37,19 +37,13 @@ const CLEAR_CACHE_EVERY: usize = 256;
 
 /// Token ids as an int32 `[1, L]` model input.
 fn input_ids(tokens: &[u32]) -> Result<Array> {
-    let ids: Vec<i32> = tokens
-        .iter()
-        .map(|&t| {
-            i32::try_from(t)
-                .map_err(|_| Error::InvalidArgument(format!("token id {t} does not fit int32")))
-        })
-        .collect::<Result<_>>()?;
+    let ids = crate::model::token_ids(tokens)?;
     Ok(Array::from_slice(&ids, &[1, ids.len() as i32])?)
 }
 
 /// Token ids must index the model's vocabulary: MLX's gather does not check its indices, so an
 /// out-of-range id would read outside the embedding matrix.
-fn check_token_ids(model: &dyn CausalLm, tokens: &[u32]) -> Result<()> {
+pub(crate) fn check_token_ids(model: &dyn CausalLm, tokens: &[u32]) -> Result<()> {
     let vocab = model.config().vocab_size;
     match tokens.iter().find(|&&t| t as usize >= vocab) {
         Some(t) => Err(Error::InvalidArgument(format!(

@@ -5,5 +5,7 @@ pub mod constraint;
 pub mod engine;
 pub mod generate;
 pub mod perplexity;
+pub mod prefix_cache;
 pub mod sample;
+pub mod scheduler;
 pub mod vocab_limit;
