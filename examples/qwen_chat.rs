@@ -5,6 +5,8 @@
 //! cargo run --release --example qwen_chat -- --prompt "Why is the sky blue?"
 //! ```
 //! Commands at the prompt: `/reset` forgets the conversation, `/quit` (or end of input) leaves.
+//! Each turn reuses the KV state of the conversation so far (`--prefix-cache-mib`): the stats
+//! line shows how many prompt tokens were cached.
 
 #[path = "cli/mod.rs"]
 mod cli;
@@ -33,6 +35,10 @@ struct Cli {
     /// One non-interactive turn with this message.
     #[arg(long)]
     prompt: Option<String>,
+    /// Memory kept for reusing the conversation's KV state between turns, in MiB (each turn
+    /// then prefills only its new tokens; 0 turns it off).
+    #[arg(long, value_name = "MIB", default_value_t = 1024)]
+    prefix_cache_mib: usize,
 }
 
 /// Runs one turn: streams the reply to stdout, records it, prints the stats line.
@@ -59,6 +65,7 @@ fn turn(
 fn run(cli: Cli) -> CliResult {
     let params = cli.sampling.params()?;
     let mut engine = cli.model.load_engine()?;
+    engine.set_prefix_cache_bytes(cli.prefix_cache_mib.saturating_mul(1 << 20));
     if engine.tokenizer().chat_template().is_none() {
         return Err(
             "the model has no chat template (a base model's checkpoint carries none): \

@@ -99,9 +99,11 @@ pub enum FinishReason {
 /// Figures of one generation, printed by the tools as one line (see [`std::fmt::Display`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GenerationStats {
-    /// Prompt tokens processed.
+    /// Prompt tokens.
     pub prompt_tokens: usize,
-    /// Prompt tokens per second (prefill).
+    /// Of those, tokens whose KV state was reused from an earlier call (not processed).
+    pub cached_tokens: usize,
+    /// Prompt tokens processed per second (prefill; cached tokens are not counted).
     pub prompt_tps: f64,
     /// Tokens generated (including a final stop token).
     pub generation_tokens: usize,
@@ -114,12 +116,17 @@ pub struct GenerationStats {
 }
 
 impl std::fmt::Display for GenerationStats {
-    /// `prompt: <n> tokens, <x> tok/s | generation: <m> tokens, <y> tok/s | peak memory: <z> MB`
+    /// `prompt: <n> tokens[ (<k> cached)], <x> tok/s | generation: <m> tokens, <y> tok/s |
+    /// peak memory: <z> MB`
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "prompt: {} tokens", self.prompt_tokens)?;
+        if self.cached_tokens > 0 {
+            write!(f, " ({} cached)", self.cached_tokens)?;
+        }
         write!(
             f,
-            "prompt: {} tokens, {:.1} tok/s | generation: {} tokens, {:.1} tok/s | peak memory: {:.1} MB",
-            self.prompt_tokens, self.prompt_tps, self.generation_tokens, self.generation_tps, self.peak_memory_mb
+            ", {:.1} tok/s | generation: {} tokens, {:.1} tok/s | peak memory: {:.1} MB",
+            self.prompt_tps, self.generation_tokens, self.generation_tps, self.peak_memory_mb
         )
     }
 }

@@ -38,3 +38,48 @@ fn perplexity_matches_the_transformers_reference() {
     let Some(mut engine) = engine() else { return };
     common::check_perplexity(&mut engine, "ppl_reference.json");
 }
+
+/// `qwen_chat`'s multi-turn reuse: the second turn prefills only what it adds to the first
+/// (the template's rendering of the reply may differ from the generated tokens; the longest
+/// shared prefix is reused) and says the same as a cold engine.
+#[test]
+fn a_second_chat_turn_reuses_the_first_and_answers_the_same() {
+    use mlx_models::model::{GenerateParams, LanguageModel};
+    use mlx_models::text::ChatMessage;
+    let (Some(mut warm), Some(mut cold)) = (engine(), engine()) else {
+        return;
+    };
+    warm.set_prefix_cache_bytes(256 << 20);
+    let params = GenerateParams {
+        max_tokens: 12,
+        ..GenerateParams::default()
+    };
+    let mut generate = |engine: &mut MlxEngine, messages: &[ChatMessage]| {
+        let ids = engine
+            .tokenizer()
+            .apply_chat_template(messages, true)
+            .unwrap();
+        let mut out = Vec::new();
+        let stats = engine
+            .generate(&ids, &params, &mut |t| {
+                out.push(t);
+                Ok(true)
+            })
+            .unwrap();
+        (ids, out, stats)
+    };
+    let mut messages = vec![ChatMessage::new("user", "What is the capital of France?")];
+    let (first_ids, reply, stats) = generate(&mut warm, &messages);
+    assert_eq!(stats.cached_tokens, 0);
+    let text = warm.tokenizer().decode(&reply, true).unwrap();
+    messages.push(ChatMessage::new("assistant", text));
+    messages.push(ChatMessage::new("user", "And of Italy?"));
+    let (second_ids, warm_out, stats) = generate(&mut warm, &messages);
+    // At least the whole first prompt is shared, and at least one new token is prefilled.
+    assert!(stats.cached_tokens >= first_ids.len(), "{stats}");
+    assert!(stats.cached_tokens < second_ids.len());
+    assert_eq!(warm.prefix_cache_stats().unwrap().hits, 1);
+    let (_, cold_out, cold_stats) = generate(&mut cold, &messages);
+    assert_eq!(cold_stats.cached_tokens, 0);
+    assert_eq!(warm_out, cold_out);
+}

@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::load::{LoadOptions, LoadedModel};
 use crate::model::{CausalLm, FinishReason, GenerateParams, GenerationStats, LanguageModel};
 use crate::runtime::cache::KvCache;
+use crate::runtime::prefix_cache::PrefixCache;
 use crate::runtime::sample::Sampler;
 use crate::text::Tokenizer;
 use mlx_rs::ops::concatenate;
@@ -99,6 +100,41 @@ pub fn generate_tokens(
     prefill_chunk: usize,
     on_token: &mut dyn FnMut(u32) -> Result<bool>,
 ) -> Result<GenerationStats> {
+    let limits = GenerationLimits {
+        eos,
+        context_length,
+        prefill_chunk,
+    };
+    generate_tokens_reusing(model, None, prompt, params, &limits, on_token)
+}
+
+/// The stop ids and sizes [`generate_tokens_reusing`] runs under.
+#[derive(Debug, Clone, Copy)]
+pub struct GenerationLimits<'a> {
+    /// Ids that end generation.
+    pub eos: &'a [u32],
+    /// Prompt plus new tokens at most.
+    pub context_length: usize,
+    /// Prompt tokens per forward pass.
+    pub prefill_chunk: usize,
+}
+
+/// [`generate_tokens`] with a [`PrefixCache`]: the prompt's longest stored prefix is not
+/// prefilled again, and the KV state of the prompt and the tokens fed after it is stored at
+/// the end (the next turn of a chat then prefills only its new tokens). Same errors.
+pub fn generate_tokens_reusing(
+    model: &dyn CausalLm,
+    mut prefix: Option<&mut PrefixCache>,
+    prompt: &[u32],
+    params: &GenerateParams,
+    limits: &GenerationLimits<'_>,
+    on_token: &mut dyn FnMut(u32) -> Result<bool>,
+) -> Result<GenerationStats> {
+    let GenerationLimits {
+        eos,
+        context_length,
+        prefill_chunk,
+    } = *limits;
     let mut sampler = Sampler::new(&params.sampling)?;
     if prompt.is_empty() {
         return Err(Error::InvalidArgument("the prompt is empty".into()));
@@ -118,6 +154,7 @@ pub fn generate_tokens(
     }
     let mut stats = GenerationStats {
         prompt_tokens: prompt.len(),
+        cached_tokens: 0,
         prompt_tps: 0.0,
         generation_tokens: 0,
         generation_tps: 0.0,
@@ -139,8 +176,17 @@ pub fn generate_tokens(
         None
     };
 
-    let mut cache = model.new_cache();
-    let rest = prefill(model, &mut cache, prompt, prefill_chunk)?;
+    let (cached, mut cache) = match prefix.as_deref_mut() {
+        Some(store) => store.lookup(prompt)?,
+        None => None,
+    }
+    .unwrap_or_else(|| (0, model.new_cache()));
+    stats.cached_tokens = cached;
+    let rest = prefill(model, &mut cache, &prompt[cached..], prefill_chunk)?;
+    // The tokens whose keys and values the cache holds: the prompt, then each generated
+    // token that a later step fed back.
+    let mut fed = prompt.to_vec();
+    let mut fed_generated = 0usize;
 
     // One decode step: logits of the last position → next token id, `[1]` uint32 (lazy).
     let mut step =
@@ -164,15 +210,20 @@ pub fn generate_tokens(
             let input = y.reshape(&[1, 1])?.astype(Dtype::Int32)?;
             let next = step(&input, &mut cache, &mut recent)?;
             async_eval(&[&next])?;
+            fed_generated += 1;
             Some(next)
         } else {
             None
         };
         let token = y.item::<u32>()?;
+        if fed.len() < prompt.len() + fed_generated {
+            fed.push(token);
+        }
         let now = Instant::now();
         if first_token_at.is_none() {
             first_token_at = Some(now);
-            stats.prompt_tps = prompt.len() as f64 / now.duration_since(start).as_secs_f64();
+            stats.prompt_tps =
+                (prompt.len() - cached) as f64 / now.duration_since(start).as_secs_f64();
         }
         n += 1;
         stats.generation_tokens = n;
@@ -201,6 +252,12 @@ pub fn generate_tokens(
         }
     }
     stats.peak_memory_mb = memory::peak_memory()? as f64 / 1e6;
+    if let Some(store) = prefix {
+        if cache.offset() as usize == fed.len() {
+            // A failed insert only loses the reuse.
+            store.insert(fed, cache)?;
+        }
+    }
     Ok(stats)
 }
 
@@ -257,6 +314,7 @@ pub struct MlxEngine {
     stream: Stream,
     prefill_chunk: usize,
     description: String,
+    prefix: Option<PrefixCache>,
 }
 
 impl std::fmt::Debug for MlxEngine {
@@ -294,6 +352,7 @@ impl MlxEngine {
             context_length,
             prefill_chunk: DEFAULT_PREFILL_CHUNK,
             description,
+            prefix: None,
         })
     }
 
@@ -338,6 +397,19 @@ impl MlxEngine {
         self.eos_token_ids = ids;
     }
 
+    /// Keeps the KV state of past calls for reuse, up to `bytes` (0, the default, keeps none):
+    /// a chat's next turn then prefills only what it adds to the last one. Off by default so
+    /// that repeated benchmark runs measure a full prefill. Replacing the budget drops what
+    /// was kept.
+    pub fn set_prefix_cache_bytes(&mut self, bytes: usize) {
+        self.prefix = (bytes > 0).then(|| PrefixCache::new(bytes));
+    }
+
+    /// The prefix cache's counters, when it is on.
+    pub fn prefix_cache_stats(&self) -> Option<crate::runtime::prefix_cache::PrefixCacheStats> {
+        self.prefix.as_ref().map(PrefixCache::stats)
+    }
+
     /// The forward pass.
     pub fn model(&self) -> &dyn CausalLm {
         self.model.as_ref()
@@ -367,10 +439,15 @@ impl LanguageModel for MlxEngine {
         params: &GenerateParams,
         on_token: &mut dyn FnMut(u32) -> Result<bool>,
     ) -> Result<GenerationStats> {
-        let (model, eos) = (self.model.as_ref(), &self.eos_token_ids);
-        let (context, chunk) = (self.context_length, self.prefill_chunk);
+        let model = self.model.as_ref();
+        let limits = GenerationLimits {
+            eos: &self.eos_token_ids,
+            context_length: self.context_length,
+            prefill_chunk: self.prefill_chunk,
+        };
+        let prefix = self.prefix.as_mut();
         with_stream(&self.stream, || {
-            let stats = generate_tokens(model, prompt, params, eos, context, chunk, on_token);
+            let stats = generate_tokens_reusing(model, prefix, prompt, params, &limits, on_token);
             self.stream.synchronize()?;
             stats
         })
@@ -468,6 +545,48 @@ mod tests {
         let (out, stats) = run(&model, &[8], 3, 512);
         assert_eq!(out, vec![9, 10, 11]);
         assert_eq!(stats.unwrap().finish_reason, FinishReason::Length);
+    }
+
+    #[test]
+    fn a_second_turn_prefills_only_what_it_adds() {
+        let model = Counter::new();
+        let mut store = PrefixCache::new(1 << 20);
+        let params = GenerateParams {
+            max_tokens: 3,
+            ..GenerateParams::default()
+        };
+        let limits = GenerationLimits {
+            eos: &[7],
+            context_length: 1000,
+            prefill_chunk: 512,
+        };
+        let mut turn = |prompt: &[u32]| {
+            let mut out = Vec::new();
+            let stats = generate_tokens_reusing(
+                &model,
+                Some(&mut store),
+                prompt,
+                &params,
+                &limits,
+                &mut |t| {
+                    out.push(t);
+                    Ok(true)
+                },
+            )
+            .unwrap();
+            (out, stats)
+        };
+        let (out, stats) = turn(&[1, 2, 3]);
+        assert_eq!((out, stats.cached_tokens), (vec![4, 5, 6], 0));
+        // Turn 1 fed 1, 2, 3 (prompt), 4, 5 (the third token was never fed back).
+        let (out, stats) = turn(&[1, 2, 3, 4, 5, 6, 9, 10]);
+        assert_eq!((out, stats.cached_tokens), (vec![11, 12, 13], 5));
+        let calls = model.calls.lock().unwrap().clone();
+        // Turn 2 starts at offset 5: 6, 9 prefilled, then 10, then two decode steps.
+        assert_eq!(calls[4..], [(5, 2), (7, 1), (8, 1), (9, 1)]);
+        // Without a store, nothing is reused.
+        let (_, stats) = run(&model, &[1, 2, 3, 4, 5, 6, 9, 10], 3, 512);
+        assert_eq!(stats.unwrap().cached_tokens, 0);
     }
 
     #[test]

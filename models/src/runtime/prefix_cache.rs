@@ -295,7 +295,11 @@ mod tests {
         let mut cache = KvCache::new(1);
         let pos: Vec<f32> = (0..n).map(|p| p as f32).collect();
         let k = Array::from_slice(&pos, &[1, 1, n, 1]).unwrap();
-        cache.layer_mut(0).unwrap().update_and_fetch(&k, &k).unwrap();
+        cache
+            .layer_mut(0)
+            .unwrap()
+            .update_and_fetch(&k, &k)
+            .unwrap();
         cache
     }
 
@@ -350,7 +354,7 @@ mod tests {
         assert!(store.lookup(&[1, 1, 9]).unwrap().is_some());
         assert!(store.lookup(&[3, 3, 9]).unwrap().is_some());
         // Larger than the whole budget: not kept.
-        assert!(!store.insert((0..64).collect(), cache_of(64)).unwrap());
+        assert!(!store.insert((0..600).collect(), cache_of(600)).unwrap());
         store.clear();
         assert_eq!((store.stats().entries, store.stats().bytes), (0, 0));
         assert_eq!(store.nodes[0].children.len(), 0);

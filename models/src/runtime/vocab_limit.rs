@@ -55,6 +55,11 @@ impl CausalLm for VocabLimited {
         Ok(logits.slice(s![.., .., ..self.limit])?)
     }
 
+    fn forward_batch(&self, tokens: &[u32], caches: &mut [&mut KvCache]) -> Result<Array> {
+        let logits = self.inner.forward_batch(tokens, caches)?;
+        Ok(logits.slice(s![.., .., ..self.limit])?)
+    }
+
     fn config(&self) -> &ModelConfig {
         self.inner.config()
     }
@@ -105,6 +110,11 @@ mod tests {
             logits.to_vec::<f32>().unwrap(),
             vec![0., 1., 2., 3., 4., 0., 1., 2., 3., 4.]
         );
+        // A batch step is cut the same way.
+        let mut caches = [model.new_cache(), model.new_cache()];
+        let mut refs: Vec<_> = caches.iter_mut().collect();
+        let batch = model.forward_batch(&[1, 2], &mut refs).unwrap();
+        assert_eq!(batch.shape(), vec![2, 1, 5]);
         // A tokenizer at least as large as the embedding leaves the model as it is.
         let same = VocabLimited::wrap(ramp(8), 8);
         let logits = same.forward(&tokens, &mut same.new_cache()).unwrap();
