@@ -48,7 +48,11 @@ fn fixture_model(name: &str) -> Box<dyn CausalLm> {
 /// Prompts of different lengths (ids within every fixture's vocabulary).
 fn prompts(n: usize) -> Vec<Vec<u32>> {
     (0..n)
-        .map(|i| (0..3 + 5 * i).map(|j| ((i * 31 + j * 7) % 90 + 3) as u32).collect())
+        .map(|i| {
+            (0..3 + 5 * i)
+                .map(|j| ((i * 31 + j * 7) % 90 + 3) as u32)
+                .collect()
+        })
         .collect()
 }
 
@@ -114,7 +118,11 @@ fn a_batched_step_gives_each_sequence_its_own_logits() {
         assert_eq!(batched.shape()[..2], [3, 1], "{name}");
         for (b, cache) in singles.iter_mut().enumerate() {
             let input = Array::from_slice(&[last[b] as i32], &[1, 1]).unwrap();
-            let want = model.forward(&input, cache).unwrap().to_vec::<f32>().unwrap();
+            let want = model
+                .forward(&input, cache)
+                .unwrap()
+                .to_vec::<f32>()
+                .unwrap();
             let got = batched
                 .slice(mlx_rs::s![b as i32..b as i32 + 1])
                 .unwrap()
@@ -169,7 +177,10 @@ fn batched_greedy_outputs_equal_each_request_alone() {
         let stats = scheduler.stats();
         let prompt_total: usize = prompts.iter().map(|p| p.len() - 1).sum();
         assert_eq!(stats.prefilled_tokens as usize, prompt_total, "{name}");
-        assert_eq!(stats.generated_tokens as usize, max_tokens.iter().sum::<usize>());
+        assert_eq!(
+            stats.generated_tokens as usize,
+            max_tokens.iter().sum::<usize>()
+        );
     }
 }
 
@@ -240,15 +251,18 @@ fn bad_requests_are_refused_before_they_queue() {
     let mut scheduler = Scheduler::new(fixture_model("llama"), vec![], 32, options);
     let err = |r: mlx_models::Result<()>| r.unwrap_err().to_string();
     assert!(err(scheduler.submit(1, SequenceRequest::new(vec![], greedy(4)))).contains("empty"));
-    assert!(err(scheduler.submit(1, SequenceRequest::new(vec![1; 30], greedy(4))))
-        .contains("context length 32"));
-    assert!(err(scheduler.submit(1, SequenceRequest::new(vec![1_000_000], greedy(4))))
-        .contains("outside the vocabulary"));
+    assert!(
+        err(scheduler.submit(1, SequenceRequest::new(vec![1; 30], greedy(4))))
+            .contains("context length 32")
+    );
+    assert!(
+        err(scheduler.submit(1, SequenceRequest::new(vec![1_000_000], greedy(4))))
+            .contains("outside the vocabulary")
+    );
     scheduler
         .submit(1, SequenceRequest::new(vec![1, 2], greedy(4)))
         .unwrap();
-    assert!(err(scheduler.submit(1, SequenceRequest::new(vec![1, 2], greedy(4))))
-        .contains("busy"));
+    assert!(err(scheduler.submit(1, SequenceRequest::new(vec![1, 2], greedy(4)))).contains("busy"));
     assert!(scheduler.is_idle() == false && scheduler.stats().waiting == 1);
 }
 
@@ -280,7 +294,10 @@ fn a_constraint_masks_every_draw_and_ends_the_sequence() {
     let mut cache = model.new_cache();
     let ids: Vec<i32> = prompt.iter().map(|&t| t as i32).collect();
     let logits = model
-        .forward(&Array::from_slice(&ids, &[1, ids.len() as i32]).unwrap(), &mut cache)
+        .forward(
+            &Array::from_slice(&ids, &[1, ids.len() as i32]).unwrap(),
+            &mut cache,
+        )
         .unwrap()
         .slice(mlx_rs::s![.., -1, ..])
         .unwrap()
@@ -304,11 +321,16 @@ fn a_constraint_masks_every_draw_and_ends_the_sequence() {
         .collect();
     assert_eq!(tokens.len(), 3);
     assert!(tokens.iter().all(|t| t.id < 10));
-    assert!(free.iter().any(|&t| t >= 10), "the fixture must want other tokens");
+    assert!(
+        free.iter().any(|&t| t >= 10),
+        "the fixture must want other tokens"
+    );
     // The first token: the argmax of the logits among 0..10, with its log-probability under
     // the masked distribution (computed here in f64).
     let allowed = &logits[..10];
-    let best = (0..10).max_by(|&a, &b| allowed[a].total_cmp(&allowed[b])).unwrap();
+    let best = (0..10)
+        .max_by(|&a, &b| allowed[a].total_cmp(&allowed[b]))
+        .unwrap();
     let lse = allowed
         .iter()
         .map(|&l| (l as f64 - allowed[best] as f64).exp())

@@ -392,7 +392,10 @@ impl Scheduler {
             Ok(l) => l,
             Err(e) => {
                 for r in self.running.drain(..) {
-                    events.push((r.id, SequenceEvent::Failed(Error::StepFailed(e.to_string()))));
+                    events.push((
+                        r.id,
+                        SequenceEvent::Failed(Error::StepFailed(e.to_string())),
+                    ));
                 }
                 return;
             }
