@@ -243,6 +243,42 @@ fn a_cancelled_request_leaves_the_batch_at_once() {
 }
 
 #[test]
+fn a_stopped_request_finishes_and_its_state_serves_the_next_turn() {
+    let mut scheduler = Scheduler::new(
+        fixture_model("llama"),
+        vec![],
+        4096,
+        SchedulerOptions::default(),
+    );
+    let first: Vec<u32> = (0..12).map(|i| (i * 11 % 80 + 2) as u32).collect();
+    scheduler
+        .submit(1, SequenceRequest::new(first.clone(), greedy(50)))
+        .unwrap();
+    let mut reply = Vec::new();
+    while reply.len() < 5 {
+        for (_, event) in scheduler.step().unwrap() {
+            if let SequenceEvent::Token(t) = event {
+                reply.push(t.id);
+            }
+        }
+    }
+    let summary = scheduler.stop(1).unwrap();
+    assert_eq!(summary.finish_reason, FinishReason::Callback);
+    assert_eq!((summary.prompt_tokens, summary.generated_tokens), (12, 5));
+    assert!(scheduler.is_idle());
+    assert_eq!(scheduler.stop(1), None);
+    // The prompt and every reply token fed back (all but the last) are reusable.
+    let mut second = first.clone();
+    second.extend(&reply);
+    second.extend([5, 6, 7]);
+    scheduler
+        .submit(2, SequenceRequest::new(second, greedy(2)))
+        .unwrap();
+    let (_, summary) = run(&mut scheduler).remove(&2).unwrap();
+    assert_eq!(summary.cached_tokens, first.len() + reply.len() - 1);
+}
+
+#[test]
 fn bad_requests_are_refused_before_they_queue() {
     let options = SchedulerOptions {
         max_waiting: 1,

@@ -283,6 +283,31 @@ impl Scheduler {
         found
     }
 
+    /// Ends request `id` early, as its caller decided (a stop string matched in its text):
+    /// a running sequence finishes with [`FinishReason::Callback`] and, like any finished
+    /// sequence, leaves its KV state in the prefix cache (so the next turn of a chat that was
+    /// cut at a stop string still reuses it); its summary is returned. A waiting request is
+    /// dropped as by [`cancel`](Self::cancel) and `None` is returned, as for an unknown id.
+    pub fn stop(&mut self, id: SequenceId) -> Option<SequenceSummary> {
+        let Some(at) = self.running.iter().position(|r| r.id == id) else {
+            self.cancel(id);
+            return None;
+        };
+        let r = self.running.remove(at);
+        let now = Instant::now();
+        let summary = SequenceSummary {
+            finish_reason: FinishReason::Callback,
+            prompt_tokens: r.prompt_tokens,
+            cached_tokens: r.cached_tokens,
+            generated_tokens: r.generated,
+            time_to_first_token: r.first_token.unwrap_or(now) - r.submitted,
+            total_time: now - r.submitted,
+        };
+        // A failed insert only loses the reuse.
+        let _ = self.prefix.insert(r.tokens, r.cache);
+        Some(summary)
+    }
+
     /// Whether nothing is waiting or running.
     pub fn is_idle(&self) -> bool {
         self.waiting.is_empty() && self.running.is_empty()
