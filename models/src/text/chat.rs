@@ -31,17 +31,40 @@ use crate::{Error, Result};
 use minijinja::machinery::{make_string_output, Vm};
 use minijinja::value::{Kwargs, Value};
 use minijinja::{AutoEscape, Environment, ErrorKind};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-/// One message of a conversation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One message of a conversation, as chat templates see it (the layout of `transformers`'
+/// chat messages). Optional fields that are `None` are left out of what the template sees, so
+/// a template's `message.tool_calls is defined` tests behave as in Python.
+///
+/// ```
+/// use mlx_models::text::chat::{ChatMessage, ToolCall};
+/// let call = ToolCall::function("get_weather", serde_json::json!({"city": "Paris"}));
+/// let turn = ChatMessage::new("assistant", "").with_tool_calls(vec![call]);
+/// let json = serde_json::to_value(&turn).unwrap();
+/// assert_eq!(json["tool_calls"][0]["function"]["arguments"]["city"], "Paris");
+/// assert!(json.get("tool_call_id").is_none());
+/// let reply = ChatMessage::new("tool", "22 C").with_tool_call_id("call_0");
+/// assert_eq!(serde_json::to_value(&reply).unwrap()["tool_call_id"], "call_0");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
     /// `system`, `user`, `assistant`, `tool`, ...
     pub role: String,
-    /// The text of the message.
+    /// The text of the message (empty for an assistant turn that only calls tools).
+    #[serde(default)]
     pub content: String,
+    /// The tool calls an assistant turn made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
+    /// The call a `tool` message answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// The name of the tool (on `tool` messages) or of the participant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 impl ChatMessage {
@@ -50,6 +73,70 @@ impl ChatMessage {
         ChatMessage {
             role: role.into(),
             content: content.into(),
+            tool_calls: None,
+            tool_call_id: None,
+            name: None,
+        }
+    }
+
+    /// This message with the tool calls an assistant made.
+    pub fn with_tool_calls(mut self, calls: Vec<ToolCall>) -> ChatMessage {
+        self.tool_calls = Some(calls);
+        self
+    }
+
+    /// This message answering tool call `id`.
+    pub fn with_tool_call_id(mut self, id: impl Into<String>) -> ChatMessage {
+        self.tool_call_id = Some(id.into());
+        self
+    }
+
+    /// This message with a `name` (the tool's, on a `tool` message).
+    pub fn with_name(mut self, name: impl Into<String>) -> ChatMessage {
+        self.name = Some(name.into());
+        self
+    }
+}
+
+/// A tool call in an assistant message: `{"id"?, "type": "function", "function": {"name",
+/// "arguments"}}`, with `arguments` as a JSON value (templates format it with `tojson`; an
+/// OpenAI client's JSON-encoded string should be parsed before it is put here).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// The call's id, when the API gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Always `function` today.
+    #[serde(rename = "type", default = "function_kind")]
+    pub kind: String,
+    /// The function called.
+    pub function: FunctionCall,
+}
+
+/// The function part of a [`ToolCall`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionCall {
+    /// The function's name.
+    pub name: String,
+    /// Its arguments (usually an object).
+    #[serde(default)]
+    pub arguments: serde_json::Value,
+}
+
+fn function_kind() -> String {
+    "function".to_string()
+}
+
+impl ToolCall {
+    /// A call of function `name` with `arguments`, without an id.
+    pub fn function(name: impl Into<String>, arguments: serde_json::Value) -> ToolCall {
+        ToolCall {
+            id: None,
+            kind: function_kind(),
+            function: FunctionCall {
+                name: name.into(),
+                arguments,
+            },
         }
     }
 }
@@ -91,6 +178,23 @@ impl ChatTemplate {
             })
         })?;
         Ok(ChatTemplate { source, limits })
+    }
+
+    /// Reads and compiles a template file (a user's override of a checkpoint's template, or
+    /// one for a base model that has none), under the chat template size cap of
+    /// [`crate::load::files::FileKind::ChatTemplate`].
+    ///
+    /// Errors: as [`crate::load::files::read_text`], then as [`ChatTemplate::new`].
+    ///
+    /// ```
+    /// use mlx_models::text::ChatTemplate;
+    /// let err = ChatTemplate::from_file(std::path::Path::new("/no/such.jinja")).unwrap_err();
+    /// assert!(matches!(err, mlx_models::Error::Io { .. }));
+    /// ```
+    pub fn from_file(path: &std::path::Path) -> Result<ChatTemplate> {
+        let source =
+            crate::load::files::read_text(path, crate::load::files::FileKind::ChatTemplate)?;
+        ChatTemplate::new(source)
     }
 
     /// The template with other bounds (e.g. [`TemplateLimits::for_context`]).
@@ -422,6 +526,35 @@ mod tests {
         assert_eq!(
             render_value("{{ 'é😀' | tojson(ensure_ascii=true) }}", extra).unwrap(),
             "\"\\u00e9\\ud83d\\ude00\""
+        );
+    }
+
+    #[test]
+    fn tool_turns_reach_the_template_without_absent_fields() {
+        let t = ChatTemplate::new(
+            "{% for m in messages %}{{ m.role }}:{{ m.content }}\
+             {% if m.tool_calls is defined %}{% for c in m.tool_calls %}\
+             [{{ c.type }} {{ c.function.name }} {{ c.function.arguments | tojson }}]\
+             {% endfor %}{% endif %}{% if m.tool_call_id is defined %}({{ m.tool_call_id }})\
+             {% endif %}{% if m.name is defined %}<{{ m.name }}>{% endif %};{% endfor %}",
+        )
+        .unwrap();
+        let msgs = [
+            ChatMessage::new("user", "weather?"),
+            ChatMessage::new("assistant", "").with_tool_calls(vec![ToolCall::function(
+                "get",
+                serde_json::json!({"city": "Paris"}),
+            )]),
+            ChatMessage::new("tool", "22 C")
+                .with_tool_call_id("c1")
+                .with_name("get"),
+        ];
+        let text = t
+            .render(&msgs, false, None, None, &serde_json::Value::Null)
+            .unwrap();
+        assert_eq!(
+            text,
+            "user:weather?;assistant:[function get {\"city\": \"Paris\"}];tool:22 C(c1)<get>;"
         );
     }
 
