@@ -98,11 +98,7 @@ impl ModelArgs {
 
     /// The memory budget the flags ask for.
     pub fn memory_budget(&self) -> MemoryBudget {
-        match (self.no_memory_check, self.memory_budget) {
-            (true, _) => MemoryBudget::Unlimited,
-            (false, Some(mib)) => MemoryBudget::Bytes(mib.saturating_mul(1 << 20)),
-            (false, None) => MemoryBudget::Available,
-        }
+        MemoryBudget::from_flags(!self.no_memory_check, self.memory_budget)
     }
 
     /// Loads the model into an [`MlxEngine`] (progress on stderr).
@@ -125,11 +121,7 @@ impl ModelArgs {
         let started = std::time::Instant::now();
         let mut loaded = load(&self.model, &options).map_err(with_local_model_hint)?;
         if let Some(path) = &self.chat_template {
-            let source = mlx_models::load::files::read_text(
-                path,
-                mlx_models::load::files::FileKind::ChatTemplate,
-            )?;
-            let template = mlx_models::text::ChatTemplate::new(source)?;
+            let template = mlx_models::text::ChatTemplate::from_file(path)?;
             loaded.tokenizer = loaded.tokenizer.with_chat_template(template);
         }
         let engine = MlxEngine::from_loaded(loaded, &options)?;
@@ -222,45 +214,10 @@ pub fn parse<T: Parser>() -> Result<T, ExitCode> {
     })
 }
 
-/// OpenBLAS (MLX's f32 BLAS on Linux, and the native kernels' prefill products) picks its
-/// kernels from the CPU model when it loads. A CPU newer than the linked OpenBLAS (Debian 12's
-/// 0.3.21 on VMs whose Xeon reports a generic model, for one) gets its SSE3 "Prescott"
-/// kernels, 3–4× slower than the AVX-512 ones: Gemma 3 270M's 512-token prefill ran 236 tok/s
-/// with them and 812 with `OPENBLAS_CORETYPE=SkylakeX` on the same machine (BENCHMARKS.md).
-/// The variable is read before `main`, so unless the user set it, the process re-executes
-/// itself once with the core type the CPU's features allow (SkylakeX with AVX-512, Haswell with
-/// AVX2; nothing on other CPUs or when the re-execution fails).
-#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-fn ensure_blas_core() {
-    use std::os::unix::process::CommandExt;
-    const VAR: &str = "OPENBLAS_CORETYPE";
-    if std::env::var_os(VAR).is_some() {
-        return;
-    }
-    let core = if std::arch::is_x86_feature_detected!("avx512f") {
-        "SkylakeX"
-    } else if std::arch::is_x86_feature_detected!("avx2") {
-        "Haswell"
-    } else {
-        return;
-    };
-    let Ok(exe) = std::env::current_exe() else {
-        return;
-    };
-    let args: Vec<_> = std::env::args_os().skip(1).collect();
-    // `exec` only returns on failure: then run as we are.
-    let _ = std::process::Command::new(exe)
-        .args(args)
-        .env(VAR, core)
-        .exec();
-}
-
-#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
-fn ensure_blas_core() {}
-
 /// Runs an example's body: an error is printed and the exit code is 1.
 pub fn main_with<T: Parser>(run: impl FnOnce(T) -> CliResult) -> ExitCode {
-    ensure_blas_core();
+    // OpenBLAS's kernels for this CPU (the process may start again once).
+    mlx_models::runtime::openblas::ensure_core_type();
     let args = match parse::<T>() {
         Ok(args) => args,
         Err(code) => return code,

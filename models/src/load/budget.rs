@@ -30,6 +30,25 @@ pub enum MemoryBudget {
     Unlimited,
 }
 
+impl MemoryBudget {
+    /// The budget a command line asks for: no check when `check` is off, else `mib` MiB when
+    /// given, else what is available.
+    ///
+    /// ```
+    /// use mlx_models::load::MemoryBudget;
+    /// assert_eq!(MemoryBudget::from_flags(true, Some(3)), MemoryBudget::Bytes(3 << 20));
+    /// assert_eq!(MemoryBudget::from_flags(true, None), MemoryBudget::Available);
+    /// assert_eq!(MemoryBudget::from_flags(false, Some(3)), MemoryBudget::Unlimited);
+    /// ```
+    pub fn from_flags(check: bool, mib: Option<u64>) -> MemoryBudget {
+        match (check, mib) {
+            (false, _) => MemoryBudget::Unlimited,
+            (true, Some(mib)) => MemoryBudget::Bytes(mib.saturating_mul(1 << 20)),
+            (true, None) => MemoryBudget::Available,
+        }
+    }
+}
+
 /// The context the budget counts the KV cache of when the caller names none: the config's
 /// context length, capped at this many tokens (the cache grows with use; a longer
 /// conversation needs more).

@@ -4,6 +4,7 @@ pub mod cache;
 pub mod constraint;
 pub mod engine;
 pub mod generate;
+pub mod openblas;
 pub mod perplexity;
 pub mod prefix_cache;
 pub mod sample;
