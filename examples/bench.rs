@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example bench -- --model <id|dir|file.gguf> --prompt-tokens 512 --gen-tokens 128 --repeats 3
+//! cargo run --release --example bench -- --model <...> --prompt-tokens 64 --gen-tokens 128 --streams 1,4,16
 //! ```
 
 #[path = "cli/mod.rs"]
@@ -29,6 +30,11 @@ struct Cli {
     /// Measured runs (after one short warm-up).
     #[arg(long, default_value_t = 3)]
     repeats: usize,
+    /// Instead of one generation: aggregate decode throughput of this many concurrent
+    /// streams through the continuous-batching scheduler (comma-separated, e.g. `1,4,16`);
+    /// each stream has its own prompt of `--prompt-tokens` tokens.
+    #[arg(long, value_delimiter = ',', value_name = "N,...")]
+    streams: Vec<usize>,
 }
 
 /// English text repeated until it tokenizes to at least `n` tokens, cut to `n` (BOS kept
@@ -61,6 +67,9 @@ fn run(cli: Cli) -> CliResult {
     let mut engine = cli.model.load_engine()?;
     engine.set_eos_token_ids(Vec::new());
     let prompt = prompt_ids(&engine, cli.prompt_tokens)?;
+    if !cli.streams.is_empty() {
+        return streams(engine, &cli, &prompt);
+    }
     measure(&mut engine, &prompt[..prompt.len().min(32)], 8)?; // warm-up
 
     println!("{}", engine.describe());
@@ -90,6 +99,83 @@ fn run(cli: Cli) -> CliResult {
         mean(|s| s.generation_tps),
         all.iter().map(|s| s.peak_memory_mb).fold(0.0, f64::max)
     );
+    Ok(())
+}
+
+/// Aggregate decode throughput of `cli.streams` concurrent streams (see [`Cli::streams`]):
+/// every stream's prompt is prefilled first, then the clock runs over the decode steps only.
+fn streams(engine: MlxEngine, cli: &Cli, prompt: &[u32]) -> CliResult {
+    use mlx_models::runtime::scheduler::{SchedulerOptions, SequenceEvent, SequenceRequest};
+    let most = cli.streams.iter().copied().max().unwrap_or(1);
+    if let Some(m) = std::env::var("BENCH_GEMM_THRESHOLD")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        mlx_rs::quant::set_native_gemm_threshold(m);
+    }
+    let description = engine.describe();
+    let vocab = engine.tokenizer().vocab_size() as u32;
+    let (mut scheduler, _) = engine.into_scheduler(SchedulerOptions {
+        max_batch: most,
+        max_waiting: most,
+        prefix_cache_bytes: 0,
+        ..SchedulerOptions::default()
+    });
+    let params = GenerateParams {
+        max_tokens: cli.gen_tokens,
+        ..GenerateParams::default()
+    };
+    // Stream i's prompt: the shared text with its first tokens shifted, so no two agree.
+    let prompt_of = |i: usize| -> Vec<u32> {
+        let mut p = prompt.to_vec();
+        let first = usize::from(p.len() > 1);
+        p[first] = (p[first] + 97 * i as u32) % vocab;
+        p
+    };
+    let mut run = |n: usize| -> CliResult<(f64, f64)> {
+        for i in 0..n {
+            scheduler.submit(i as u64, SequenceRequest::new(prompt_of(i), params.clone()))?;
+        }
+        // Prefill everyone (each join also runs a decode step of those already running).
+        let mut generated = 0usize;
+        while scheduler.stats().waiting > 0 {
+            for (_, e) in scheduler.step()? {
+                if let SequenceEvent::Failed(e) = e {
+                    return Err(e.into());
+                }
+            }
+        }
+        let started = std::time::Instant::now();
+        while !scheduler.is_idle() {
+            for (_, e) in scheduler.step()? {
+                match e {
+                    SequenceEvent::Token(_) => generated += 1,
+                    SequenceEvent::Finished(_) => generated += 1,
+                    SequenceEvent::Failed(e) => return Err(e.into()),
+                }
+            }
+        }
+        let secs = started.elapsed().as_secs_f64();
+        Ok((generated as f64 / secs, secs))
+    };
+    run(1)?; // warm-up
+    println!("{description}");
+    println!();
+    println!("| streams | decode tok/s (all streams) | per stream | vs 1 stream |");
+    println!("|---:|---:|---:|---:|");
+    let mut single = None;
+    for &n in &cli.streams {
+        let mut best = 0.0f64;
+        for _ in 0..cli.repeats {
+            best = best.max(run(n)?.0);
+        }
+        let base = *single.get_or_insert(if n == 1 { best } else { f64::NAN });
+        println!(
+            "| {n} | {best:.1} | {:.1} | {:.2}× |",
+            best / n as f64,
+            best / base
+        );
+    }
     Ok(())
 }
 

@@ -544,6 +544,20 @@ pub fn set_native_qmm_threads(threads: usize) {
     unsafe { sys::native_qmm::mlxrs_qmm_set_num_threads(n) };
 }
 
+/// Sets the row count above which the native kernel's prefill path (dequantized f32 tiles
+/// multiplied by BLAS `sgemm`) replaces its small-M path (the packed weights read once for all
+/// rows); `0` restores the default, 8. Both paths give the same products up to float rounding.
+///
+/// ```
+/// mlx_rs::quant::set_native_gemm_threshold(32);
+/// mlx_rs::quant::set_native_gemm_threshold(0);
+/// ```
+pub fn set_native_gemm_threshold(rows: usize) {
+    let m = i32::try_from(rows).unwrap_or(i32::MAX);
+    // SAFETY: plain integer argument stored in an atomic.
+    unsafe { sys::native_qmm::mlxrs_qmm_set_gemm_threshold(m) };
+}
+
 /// The number of threads the native kernel uses (see [`set_native_qmm_threads`]).
 ///
 /// ```

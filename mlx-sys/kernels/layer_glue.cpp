@@ -44,13 +44,20 @@ struct LayerParams {
   ProjParams qkv, o, gate_up, down;
   bool qkv_bias, attention_out_norm, mlp_out_norm;
   int activation;  // MLXRS_ACTIVATION_*
+  // Independent sequences with caches of their own (1: the B rows share one [B, ...] cache).
+  int seqs;
   bool operator==(const LayerParams&) const = default;
 
   // Inputs of this layer: the fixed ones, then the optional ones present, in the order qkv
-  // bias, q_norm, k_norm, attention_out_norm, mlp_out_norm.
-  size_t inputs() const {
+  // bias, q_norm, k_norm, attention_out_norm, mlp_out_norm, then the caches (k, v) of
+  // sequences 1 .. seqs - 1 (sequence 0's are kKCache, kVCache).
+  size_t optional_end() const {
     return kOptional + qkv_bias + att.q_norm + att.k_norm + attention_out_norm + mlp_out_norm;
   }
+  size_t inputs() const { return optional_end() + 2 * size_t(seqs - 1); }
+  // Where sequence b's key cache is (its value cache follows).
+  size_t k_cache(int b) const { return b == 0 ? kKCache : optional_end() + 2 * size_t(b - 1); }
+  size_t v_cache(int b) const { return k_cache(b) + 1; }
 
   // Positions within a layer's inputs (the stack's inputs are x, then each layer's).
   enum Input : size_t {
@@ -79,6 +86,9 @@ struct StackParams {
   float head_norm_eps;
   ProjParams head_q;
   float head_softcap;
+  // The position of each sequence's first new token: one entry (the B rows share the caches),
+  // or one per row (independent sequences of one token each).
+  std::vector<int> offsets;
   bool operator==(const StackParams&) const = default;
 
   // Inputs: x (or ids), the table (weight, scales, biases), each layer's, the head's (norm,
@@ -127,8 +137,9 @@ struct TableView {
 struct LayerTask {
   mlxrs_qmm::Call qkv, o, gate_up, down;
   const float* bias;
-  mlxrs_ops::CachedAttention attention;
-  mlxrs_glue::InPlaceCaches caches;
+  // One per sequence with caches of its own (row b of the step is sequence b when several).
+  std::vector<mlxrs_ops::CachedAttention> attention;
+  std::vector<mlxrs_glue::InPlaceCaches> caches;
   int n_qkv, attn_width, inter;
   const float* attention_out_norm;  // or null
   float attention_out_norm_eps;
@@ -144,7 +155,7 @@ struct LayerTask {
   // and the kernels' pool: the per-op primitives' sequence.
   void run(const float* x, float* y, size_t m, int hidden, float* scratch,
            std::vector<char>& cache_scratch) {
-    caches.gather(cache_scratch);
+    for (const auto& c : caches) c.gather(cache_scratch);
     float* qkv_y = scratch;
     float* attn_y = qkv_y + m * n_qkv;
     float* h = attn_y + m * attn_width;
@@ -157,7 +168,13 @@ struct LayerTask {
     if (bias)
       for (size_t r = 0; r < m; ++r)
         for (int i = 0; i < n_qkv; ++i) qkv_y[r * n_qkv + i] += bias[i];
-    mlxrs_ops::cached_attention(attention, qkv_y, caches.k, caches.v, attn_y);
+    if (attention.size() == 1) {
+      mlxrs_ops::cached_attention(attention[0], qkv_y, caches[0].k, caches[0].v, attn_y);
+    } else {
+      for (size_t b = 0; b < attention.size(); ++b)
+        mlxrs_ops::cached_attention(attention[b], qkv_y + b * n_qkv, caches[b].k, caches[b].v,
+                                    attn_y + b * attn_width);
+    }
     o.x = attn_y;
     o.y = h;
     if (attention_out_norm) {
@@ -205,6 +222,7 @@ class NativeDecoderStack : public mx::Primitive {
     std::vector<LayerTask> tasks;
     tasks.reserve(p_.layers.size());
     size_t base = p_.first_layer();
+    size_t out = 1;  // the next cache output
     for (size_t l = 0; l < p_.layers.size(); ++l) {
       const LayerParams& lp = p_.layers[l];
       auto in = [&](size_t i) -> const mx::array& { return inputs[base + i]; };
@@ -227,17 +245,26 @@ class NativeDecoderStack : public mx::Primitive {
       const mx::array* k_norm = att.k_norm ? &in(next++) : nullptr;
       const float* attention_out_norm = lp.attention_out_norm ? in(next++).data<float>() : nullptr;
       const float* mlp_out_norm = lp.mlp_out_norm ? in(next++).data<float>() : nullptr;
-      const mlxrs_glue::AttentionInputs ai{in(LayerParams::kKCache), in(LayerParams::kInvFreq),
-                                           q_norm, k_norm};
+      std::vector<mlxrs_ops::CachedAttention> attention;
+      std::vector<mlxrs_glue::InPlaceCaches> caches;
+      for (int b = 0; b < lp.seqs; ++b) {
+        const mlxrs_glue::AttentionInputs ai{in(lp.k_cache(b)), in(LayerParams::kInvFreq), q_norm,
+                                             k_norm};
+        // Several sequences: one token each, at its own position.
+        auto args = lp.seqs == 1 ? att.kernel_args(B, L, ai) : att.kernel_args(1, 1, ai);
+        args.offset = p_.offsets[size_t(b)];
+        attention.push_back(args);
+        caches.emplace_back(in(lp.k_cache(b)), in(lp.v_cache(b)), outputs[out], outputs[out + 1]);
+        out += 2;
+      }
       tasks.push_back(LayerTask{
           qkv,
           proj(LayerParams::kO, lp.o, hidden, attn_width),
           gate_up,
           proj(LayerParams::kDown, lp.down, hidden, inter),
           bias,
-          att.kernel_args(B, L, ai),
-          mlxrs_glue::InPlaceCaches(in(LayerParams::kKCache), in(LayerParams::kVCache),
-                                    outputs[1 + 2 * l], outputs[2 + 2 * l]),
+          std::move(attention),
+          std::move(caches),
           n_qkv,
           attn_width,
           inter,
@@ -337,8 +364,10 @@ class NativeDecoderStack : public mx::Primitive {
     std::vector<mx::Shape> shapes{{x.shape(0), x.shape(1), width}};
     size_t base = p.first_layer();
     for (const auto& lp : p.layers) {
-      shapes.push_back(inputs[base + LayerParams::kKCache].shape());
-      shapes.push_back(inputs[base + LayerParams::kVCache].shape());
+      for (int b = 0; b < lp.seqs; ++b) {
+        shapes.push_back(inputs[base + lp.k_cache(b)].shape());
+        shapes.push_back(inputs[base + lp.v_cache(b)].shape());
+      }
       base += lp.inputs();
     }
     return shapes;
@@ -389,8 +418,10 @@ bool projection_ok(const char* what, const mlxrs_quantized_projection& p, int N,
 // appended that matters: the whole call is then declined) when the native kernels do not take
 // it; throws std::invalid_argument for shapes or parameters that do not fit.
 bool add_layer(std::vector<mx::array>& inputs, std::vector<LayerParams>& params,
-               const mlxrs_decoder_layer_weights& w, int B, int L, int hidden, int offset,
+               const mlxrs_decoder_layer_weights& w, int B, int L, int hidden,
+               const std::vector<int>& offsets, const mlx_array* more_caches,
                const mx::Stream& stream) {
+  const int seqs = int(offsets.size());
   const size_t base = inputs.size();
   for (const auto& a : {w.k_cache, w.v_cache, w.inv_freq, w.input_norm, w.pre_mlp_norm})
     inputs.push_back(mlx_array_get_(a));
@@ -405,7 +436,7 @@ bool add_layer(std::vector<mx::array>& inputs, std::vector<LayerParams>& params,
       if (in(i).dtype() != mx::float32) return false;
 
   mlxrs_attention_params ap = w.attention;
-  ap.offset = offset;
+  ap.offset = offsets[0];
   if (ap.kv_mode != 0 || ap.value_norm != 0)
     throw std::invalid_argument(
         "decoder_layer: keys-as-values, shared caches and value norms are taken by "
@@ -414,10 +445,20 @@ bool add_layer(std::vector<mx::array>& inputs, std::vector<LayerParams>& params,
   size_t opt = LayerParams::kOptional + has(w.qkv_bias);
   const mx::array* qn = has(w.q_norm) ? &in(opt++) : nullptr;
   const mx::array* kn = has(w.k_norm) ? &in(opt++) : nullptr;
-  mlxrs_glue::check_attention("decoder_layer", {B, L, n_qkv}, in(LayerParams::kKCache),
-                              in(LayerParams::kVCache), in(LayerParams::kInvFreq), qn, kn, ap);
+  const size_t optional_end = inputs.size() - base;
+  for (int b = 1; b < seqs; ++b)
+    for (int kv = 0; kv < 2; ++kv) inputs.push_back(mlx_array_get_(more_caches[2 * (b - 1) + kv]));
+  for (int b = 0; b < seqs; ++b) {
+    const size_t k = b == 0 ? size_t(LayerParams::kKCache) : optional_end + 2 * size_t(b - 1);
+    ap.offset = offsets[size_t(b)];
+    const mx::Shape qkv = seqs == 1 ? mx::Shape{B, L, n_qkv} : mx::Shape{1, 1, n_qkv};
+    mlxrs_glue::check_attention("decoder_layer", qkv, in(k), in(k + 1), in(LayerParams::kInvFreq),
+                                qn, kn, ap);
+    if (in(k).dtype() != mx::float32 || in(k + 1).dtype() != mx::float32) return false;
+  }
+  ap.offset = offsets[0];
   std::vector<size_t> norms{LayerParams::kInputNorm, LayerParams::kPreMlpNorm};
-  for (size_t i = opt; base + i < inputs.size(); ++i) norms.push_back(i);  // the output norms
+  for (size_t i = opt; i < optional_end; ++i) norms.push_back(i);  // the output norms
   for (size_t i : norms)
     if (in(i).shape() != mx::Shape{hidden})
       throw std::invalid_argument("decoder_layer: the norm weights must be [" +
@@ -443,7 +484,7 @@ bool add_layer(std::vector<mx::array>& inputs, std::vector<LayerParams>& params,
       !projection_ok("down", w.down, hidden, inter))
     return false;
   // Read in place: make sure everything but the caches is row-major.
-  for (size_t i = LayerParams::kInvFreq; base + i < inputs.size(); ++i)
+  for (size_t i = LayerParams::kInvFreq; i < optional_end; ++i)
     in(i) = mlxrs_glue::ensure_contiguous(in(i), stream);
 
   params.push_back(
@@ -459,7 +500,8 @@ bool add_layer(std::vector<mx::array>& inputs, std::vector<LayerParams>& params,
                   has(w.qkv_bias),
                   has(w.attention_out_norm),
                   has(w.mlp_out_norm),
-                  int(w.activation)});
+                  int(w.activation),
+                  seqs});
   return true;
 }
 
@@ -479,11 +521,18 @@ bool add_projection(std::vector<mx::array>& inputs, const char* what,
 
 }  // namespace
 
-extern "C" __attribute__((visibility("default"))) int mlxrs_decoder_stack(
-    mlx_vector_array* res, const mlx_array x, const mlxrs_quantized_projection* embedding,
-    float embedding_scale, const mlxrs_decoder_layer_weights* layers, int n_layers,
-    const mlx_array head_norm, float head_norm_eps, const mlxrs_quantized_projection* head,
-    float head_softcap, int offset, const mlx_stream s, bool* used_native) {
+namespace {
+
+// Both entry points: `offsets` has one entry (the rows share each layer's caches) or one per
+// row (independent sequences; `more_caches` then holds, layer after layer, the k and v caches
+// of sequences 1 .. B - 1).
+int decoder_stack(mlx_vector_array* res, const mlx_array x,
+                  const mlxrs_quantized_projection* embedding, float embedding_scale,
+                  const mlxrs_decoder_layer_weights* layers, int n_layers,
+                  const mlx_array head_norm, float head_norm_eps,
+                  const mlxrs_quantized_projection* head, float head_softcap,
+                  const std::vector<int>& offsets, const mlx_array* more_caches,
+                  const mlx_stream s, bool* used_native) {
   *used_native = false;
   return mlxrs_glue::guarded([&] {
     const auto& stream = mlx_stream_get_(s);
@@ -498,7 +547,7 @@ extern "C" __attribute__((visibility("default"))) int mlxrs_decoder_stack(
                                   "cap " + std::to_string(head_softcap) +
                                   " 0 (none) or positive and finite");
     StackParams p{{},   embedding != nullptr, {}, embedding_scale, head != nullptr,
-                  head_norm_eps, {},          head_softcap};
+                  head_norm_eps, {},          head_softcap, offsets};
     std::vector<mx::array> inputs{xa};
     int B = 0, L = 0, hidden = 0;
     if (p.embed) {
@@ -521,8 +570,15 @@ extern "C" __attribute__((visibility("default"))) int mlxrs_decoder_stack(
       L = xa.shape(1);
       hidden = xa.shape(2);
     }
-    for (int l = 0; l < n_layers; ++l)
-      if (!add_layer(inputs, p.layers, layers[l], B, L, hidden, offset, stream)) return;
+    const int seqs = int(offsets.size());
+    if (seqs > 1 && (seqs != B || L != 1 || !more_caches))
+      throw std::invalid_argument("decoder_stack: " + std::to_string(seqs) +
+                                  " independent sequences need one token each, got " +
+                                  shape_str(xa.shape()));
+    for (int l = 0; l < n_layers; ++l) {
+      const mlx_array* more = seqs > 1 ? more_caches + size_t(l) * 2 * (seqs - 1) : nullptr;
+      if (!add_layer(inputs, p.layers, layers[l], B, L, hidden, offsets, more, stream)) return;
+    }
     if (p.head) {
       const auto& nw = mlx_array_get_(head_norm);
       if (nw.dtype() != mx::float32) return;
@@ -541,4 +597,31 @@ extern "C" __attribute__((visibility("default"))) int mlxrs_decoder_stack(
     mlx_vector_array_set_(*res, std::move(outs));
     *used_native = true;
   });
+}
+
+}  // namespace
+
+extern "C" __attribute__((visibility("default"))) int mlxrs_decoder_stack(
+    mlx_vector_array* res, const mlx_array x, const mlxrs_quantized_projection* embedding,
+    float embedding_scale, const mlxrs_decoder_layer_weights* layers, int n_layers,
+    const mlx_array head_norm, float head_norm_eps, const mlxrs_quantized_projection* head,
+    float head_softcap, int offset, const mlx_stream s, bool* used_native) {
+  return decoder_stack(res, x, embedding, embedding_scale, layers, n_layers, head_norm,
+                       head_norm_eps, head, head_softcap, {offset}, nullptr, s, used_native);
+}
+
+extern "C" __attribute__((visibility("default"))) int mlxrs_decoder_stack_seqs(
+    mlx_vector_array* res, const mlx_array x, const mlxrs_quantized_projection* embedding,
+    float embedding_scale, const mlxrs_decoder_layer_weights* layers, int n_layers,
+    const mlx_array* more_caches, const int* offsets, int n_seqs, const mlx_array head_norm,
+    float head_norm_eps, const mlxrs_quantized_projection* head, float head_softcap,
+    const mlx_stream s, bool* used_native) {
+  *used_native = false;
+  if (n_seqs < 1 || !offsets)
+    return mlxrs_glue::guarded(
+        [] { throw std::invalid_argument("decoder_stack_seqs: needs at least one sequence"); });
+  return decoder_stack(res, x, embedding, embedding_scale, layers, n_layers, head_norm,
+                       head_norm_eps, head, head_softcap,
+                       std::vector<int>(offsets, offsets + n_seqs), more_caches, s,
+                       used_native);
 }

@@ -171,6 +171,21 @@ int mlxrs_decoder_stack(mlx_vector_array* res, const mlx_array x,
                         const mlxrs_quantized_projection* head, float head_softcap, int offset,
                         const mlx_stream s, bool* used_native);
 
+/* mlxrs_decoder_stack for B independent sequences of one new token each (x: [B, 1, hidden]
+ * or ids [B, 1]), sequence b at position offsets[b] with KV caches of its own ([1, kv_heads,
+ * capacity_b, head_dim]): the projections and MLPs run once for the B rows, the attention per
+ * sequence. layers[l].k_cache / v_cache are sequence 0's; more_caches holds, layer after
+ * layer, k_cache and v_cache of sequences 1 .. n_seqs - 1 (2 (n_seqs - 1) per layer). Writes
+ * [output, k_cache(l 0, seq 0), v_cache(l 0, seq 0), k_cache(l 0, seq 1), ...] into `*res`.
+ * n_seqs must equal B. Not eligible as for mlxrs_decoder_stack. */
+int mlxrs_decoder_stack_seqs(mlx_vector_array* res, const mlx_array x,
+                             const mlxrs_quantized_projection* embedding, float embedding_scale,
+                             const mlxrs_decoder_layer_weights* layers, int n_layers,
+                             const mlx_array* more_caches, const int* offsets, int n_seqs,
+                             const mlx_array head_norm, float head_norm_eps,
+                             const mlxrs_quantized_projection* head, float head_softcap,
+                             const mlx_stream s, bool* used_native);
+
 #ifdef __cplusplus
 }
 #endif

@@ -281,6 +281,74 @@ fn check_model_step_matches_parts(model_type: &str) {
     }
 }
 
+/// A batched decode step of independent sequences (`CausalLm::forward_batch`: one
+/// `decoder_stack_seqs` primitive, each sequence at its own position with its own caches)
+/// against each sequence's parts run alone: the same logits bit for bit, over several steps,
+/// with prompts of different lengths (past the windows of the windowed families).
+fn check_batch_step_matches_parts(model_type: &str) {
+    use mlx_models::model::CausalLm;
+    let _g = lock();
+    let model = tiny_model_with(model_type, 3, true);
+    let windows: Vec<_> = model
+        .spec()
+        .layers
+        .iter()
+        .map(|l| l.attention.window)
+        .collect();
+    let prompts: [&[i32]; 3] = [&[1, 5, 9, 2, 15, 0, 3], &[4], &[6, 6, 2, 3, 4]];
+    let mut caches = Vec::new();
+    let mut parts = Vec::new();
+    for p in prompts {
+        let mut cache = model.new_cache();
+        let tokens = Array::from_slice(p, &[1, p.len() as i32]).unwrap();
+        model.forward(&tokens, &mut cache).unwrap();
+        caches.push(cache);
+        let mut layers: Vec<LayerCache> = windows.iter().map(|w| LayerCache::new(*w)).collect();
+        let mut x = model.embed(&tokens).unwrap();
+        for (layer, c) in model.layers().iter().zip(layers.iter_mut()) {
+            x = layer.forward_composed(&x, c).unwrap();
+        }
+        parts.push(layers);
+    }
+    for step in [[7u32, 8, 9], [10, 0, 1], [2, 14, 3], [5, 5, 5]] {
+        let count = qmm_count();
+        let mut refs: Vec<_> = caches.iter_mut().collect();
+        let a = model.forward_batch(&step, &mut refs).unwrap();
+        assert_eq!(
+            qmm_count(),
+            count,
+            "{model_type}: the batch primitive was not used"
+        );
+        assert_eq!(a.shape(), vec![3, 1, 16]);
+        for (b, layers) in parts.iter_mut().enumerate() {
+            let tokens = Array::from_slice(&[step[b] as i32], &[1, 1]).unwrap();
+            let mut x = model.embed(&tokens).unwrap();
+            for (layer, c) in model.layers().iter().zip(layers.iter_mut()) {
+                x = layer.forward_composed(&x, c).unwrap();
+            }
+            let want = values(&model.head(&x).unwrap());
+            let got = values(&a.slice(mlx_rs::s![b as i32..b as i32 + 1]).unwrap());
+            assert_eq!(got, want, "{model_type}: sequence {b}, step {step:?}");
+            assert_eq!(caches[b].offset(), layers[0].offset());
+        }
+    }
+}
+
+#[test]
+fn llama_batch_step_is_each_sequence_alone() {
+    check_batch_step_matches_parts("llama");
+}
+
+#[test]
+fn qwen3_batch_step_is_each_sequence_alone() {
+    check_batch_step_matches_parts("qwen3");
+}
+
+#[test]
+fn gemma3_batch_step_with_windows_is_each_sequence_alone() {
+    check_batch_step_matches_parts("gemma3_text");
+}
+
 #[test]
 fn llama_model_step_is_its_parts() {
     check_model_step_matches_parts("llama");

@@ -270,7 +270,8 @@ pub struct StackHead<'a> {
 pub struct DecoderStackOutput {
     /// The last layer's output `[B, L, hidden]`, or with a head the logits `[B, L, vocab]`.
     pub output: Array,
-    /// Each layer's key and value caches with the new positions written, in layer order.
+    /// Each layer's key and value caches with the new positions written, in layer order
+    /// (with several sequences, layer by layer and within a layer sequence by sequence).
     pub caches: Vec<(Array, Array)>,
 }
 
@@ -345,10 +346,91 @@ pub fn decoder_stack(
     head: Option<StackHead<'_>>,
     offset: i32,
 ) -> Result<Option<DecoderStackOutput>> {
+    let weights: Vec<DecoderLayerWeights<'_>> = layers.iter().map(|l| l.2).collect();
+    let caches: Vec<Vec<(&Array, &Array)>> = layers.iter().map(|l| vec![(l.0, l.1)]).collect();
+    stack_call(input, &weights, &caches, head, &[offset])
+}
+
+/// [`decoder_stack`] for `B` independent sequences of one new token each (`input` `[B, 1, …]`):
+/// sequence `b` is at position `offsets[b]` and has caches of its own, `caches[l][b]` for
+/// layer `l` (each `[1, kv_heads, capacity_b, head_dim]`). The projections and MLPs run once
+/// for the `B` rows (the weights are read once per step), the attention per sequence. The
+/// output's caches are in the same order, flattened: layer 0's `B` pairs, then layer 1's, ….
+/// `Ok(None)` and errors as [`decoder_stack`]; `caches` or `offsets` of the wrong size are
+/// errors.
+///
+/// ```
+/// # use mlx_rs::native::{decoder_stack_seqs, Activation, CachedAttentionParams, DecoderLayerWeights, QuantizedProjection, StackInput};
+/// # use mlx_rs::{quant, Array, Dtype};
+/// # let zeros = |rows| quant::quantize(&Array::zeros(&[rows, 32], Dtype::Float32)?, 32, 4);
+/// # let (qkv_w, qkv_s, qkv_b) = zeros(96)?;
+/// # let (o_w, o_s, o_b) = zeros(32)?;
+/// # let (gu_w, gu_s, gu_b) = zeros(64)?;
+/// # let (d_w, d_s, d_b) = zeros(32)?;
+/// # let proj = |weight, scales, biases| QuantizedProjection { weight, scales, biases, group_size: 32, bits: 4 };
+/// # let ones = Array::ones(&[32], Dtype::Float32)?;
+/// # let inv_freq = Array::ones(&[16], Dtype::Float32)?;
+/// # let attention = CachedAttentionParams {
+/// #     heads: 1, kv_heads: 1, head_dim: 32, offset: 0, scale: 1.0, norm_eps: 1e-6,
+/// #     window: None, logit_softcap: None, keys: Default::default(), value_norm: false,
+/// # };
+/// // One layer whose projections quantize zero weights (it returns its input; see
+/// // `decoder_stack`), two sequences at positions 3 and 0 with caches of their own.
+/// let w = DecoderLayerWeights {
+///     input_norm: (&ones, 1e-6), qkv: proj(&qkv_w, &qkv_s, &qkv_b), qkv_bias: None,
+///     inv_freq: &inv_freq, q_norm: None, k_norm: None, o: proj(&o_w, &o_s, &o_b),
+///     attention_out_norm: None, pre_mlp_norm: (&ones, 1e-6), gate_up: proj(&gu_w, &gu_s, &gu_b),
+///     down: proj(&d_w, &d_s, &d_b), mlp_out_norm: None, activation: Activation::Silu, attention,
+/// };
+/// let x = Array::ones(&[2, 1, 32], Dtype::Float32)?;
+/// let k0 = Array::zeros(&[1, 1, 8, 32], Dtype::Float32)?;
+/// let k1 = Array::zeros(&[1, 1, 4, 32], Dtype::Float32)?;
+/// let caches = [vec![(&k0, &k0.clone()), (&k1, &k1.clone())]];
+/// if let Some(out) = decoder_stack_seqs(StackInput::Hidden(&x), &[w], &caches, None, &[3, 0])? {
+///     assert_eq!(out.output.to_vec::<f32>()?, vec![1.0; 64]);
+///     assert_eq!(out.caches[1].0.shape(), vec![1, 1, 4, 32]);
+/// }
+/// # Ok::<(), mlx_rs::Error>(())
+/// ```
+#[track_caller]
+pub fn decoder_stack_seqs(
+    input: StackInput<'_>,
+    layers: &[DecoderLayerWeights<'_>],
+    caches: &[Vec<(&Array, &Array)>],
+    head: Option<StackHead<'_>>,
+    offsets: &[i32],
+) -> Result<Option<DecoderStackOutput>> {
+    stack_call(input, layers, caches, head, offsets)
+}
+
+/// Both stack entry points: one offset (the rows share each layer's caches,
+/// `caches[l] = [(k, v)]`) or one per sequence (`caches[l][b]`).
+#[track_caller]
+fn stack_call(
+    input: StackInput<'_>,
+    layers: &[DecoderLayerWeights<'_>],
+    caches: &[Vec<(&Array, &Array)>],
+    head: Option<StackHead<'_>>,
+    offsets: &[i32],
+) -> Result<Option<DecoderStackOutput>> {
+    let seqs = offsets.len();
+    if seqs == 0 || caches.len() != layers.len() || caches.iter().any(|c| c.len() != seqs) {
+        return Err(Error::InvalidArgument(format!(
+            "decoder_stack: {} layers need as many cache lists, each of one (k, v) pair per \
+             offset ({seqs})",
+            layers.len()
+        )));
+    }
     let raw = layers
         .iter()
-        .map(|(k_cache, v_cache, w)| w.raw(k_cache, v_cache))
+        .zip(caches)
+        .map(|(w, c)| w.raw(c[0].0, c[0].1))
         .collect::<Result<Vec<_>>>()?;
+    // Sequences 1.. of each layer, layer after layer.
+    let more: Vec<sys::mlx_array> = caches
+        .iter()
+        .flat_map(|c| c[1..].iter().flat_map(|(k, v)| [k.as_raw(), v.as_raw()]))
+        .collect();
     let (x, table, embed_scale) = match input {
         StackInput::Hidden(x) => (x, None, 1.0),
         StackInput::Tokens { ids, table, scale } => {
@@ -370,29 +452,57 @@ pub fn decoder_stack(
     let head_projection = head.map(|h| h.projection.raw());
     let n_layers = i32::try_from(raw.len())
         .map_err(|_| Error::InvalidArgument("decoder_stack: too many layers".into()))?;
+    let n_seqs = i32::try_from(seqs)
+        .map_err(|_| Error::InvalidArgument("decoder_stack: too many sequences".into()))?;
+    let table_ptr = table.as_ref().map_or(std::ptr::null(), |t| t as *const _);
+    let head_ptr = head_projection
+        .as_ref()
+        .map_or(std::ptr::null(), |h| h as *const _);
+    let (head_norm, head_eps) = (
+        raw_or_null(head.map(|h| h.norm.0)),
+        head.map_or(0.0, |h| h.norm.1),
+    );
     let parts = native_outputs(|res, s, used| {
         // SAFETY: valid handles (null handles for the absent biases and norms) that outlive
-        // the call, `raw` holds `n_layers` structs, the table and head structs (or null)
-        // outlive it, and out-parameters we own; the shim validates shapes before building
-        // anything.
+        // the call, `raw` holds `n_layers` structs, `more` the 2 (n_seqs − 1) extra caches of
+        // each layer, `offsets` n_seqs entries, the table and head structs (or null) outlive
+        // it, and out-parameters we own; the shim validates shapes before building anything.
         unsafe {
-            sys::native_ops::mlxrs_decoder_stack(
-                res,
-                x.as_raw(),
-                table.as_ref().map_or(std::ptr::null(), |t| t as *const _),
-                embed_scale,
-                raw.as_ptr(),
-                n_layers,
-                raw_or_null(head.map(|h| h.norm.0)),
-                head.map_or(0.0, |h| h.norm.1),
-                head_projection
-                    .as_ref()
-                    .map_or(std::ptr::null(), |h| h as *const _),
-                head_softcap,
-                offset,
-                s,
-                used,
-            )
+            if seqs == 1 {
+                sys::native_ops::mlxrs_decoder_stack(
+                    res,
+                    x.as_raw(),
+                    table_ptr,
+                    embed_scale,
+                    raw.as_ptr(),
+                    n_layers,
+                    head_norm,
+                    head_eps,
+                    head_ptr,
+                    head_softcap,
+                    offsets[0],
+                    s,
+                    used,
+                )
+            } else {
+                sys::native_ops::mlxrs_decoder_stack_seqs(
+                    res,
+                    x.as_raw(),
+                    table_ptr,
+                    embed_scale,
+                    raw.as_ptr(),
+                    n_layers,
+                    more.as_ptr(),
+                    offsets.as_ptr(),
+                    n_seqs,
+                    head_norm,
+                    head_eps,
+                    head_ptr,
+                    head_softcap,
+                    s,
+                    used,
+                )
+            }
         }
     })?;
     let Some(parts) = parts else {
@@ -400,17 +510,18 @@ pub fn decoder_stack(
     };
     let mut parts = parts.into_iter();
     let output = parts.next();
-    let mut caches = Vec::with_capacity(layers.len());
+    let mut out_caches = Vec::with_capacity(layers.len() * seqs);
     while let (Some(k), Some(v)) = (parts.next(), parts.next()) {
-        caches.push((k, v));
+        out_caches.push((k, v));
     }
     match output {
-        Some(output) if caches.len() == layers.len() => {
-            Ok(Some(DecoderStackOutput { output, caches }))
-        }
+        Some(output) if out_caches.len() == layers.len() * seqs => Ok(Some(DecoderStackOutput {
+            output,
+            caches: out_caches,
+        })),
         _ => Err(Error::InvalidArgument(format!(
             "decoder_stack: expected {} outputs from the native primitive",
-            1 + 2 * layers.len()
+            1 + 2 * layers.len() * seqs
         ))),
     }
 }

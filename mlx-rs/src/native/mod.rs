@@ -30,8 +30,8 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 mod layer;
 pub use layer::{
-    decoder_layer, decoder_stack, Activation, DecoderLayerOutput, DecoderLayerWeights,
-    DecoderStackOutput, QuantizedProjection, StackHead, StackInput,
+    decoder_layer, decoder_stack, decoder_stack_seqs, Activation, DecoderLayerOutput,
+    DecoderLayerWeights, DecoderStackOutput, QuantizedProjection, StackHead, StackInput,
 };
 
 /// An on/off switch whose first reading may come from an environment variable (`0`, `false`

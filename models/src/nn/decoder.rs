@@ -488,6 +488,9 @@ impl CausalLm for Decoder {
         if b == 1 {
             return self.forward(&tokens, caches[0]);
         }
+        if let Some(logits) = super::native::stack_step_seqs(self, &tokens, caches)? {
+            return Ok(logits);
+        }
         let mut x = self.embed(&tokens)?;
         let per_layer_inputs = self
             .per_layer_embeddings

@@ -14,7 +14,8 @@ use super::RmsNorm;
 use crate::error::Result;
 use crate::runtime::cache::{KvCache, LayerCache};
 use mlx_rs::native::{
-    decoder_stack, CachedAttentionParams, DecoderLayerWeights, StackHead, StackInput,
+    decoder_stack, decoder_stack_seqs, CachedAttentionParams, DecoderLayerWeights, StackHead,
+    StackInput,
 };
 use mlx_rs::{Array, Dtype};
 
@@ -112,6 +113,55 @@ pub(crate) fn stack_step(
     tokens: &Array,
     cache: &mut KvCache,
 ) -> Result<Option<Array>> {
+    let shape = tokens.shape();
+    with_stack(model, tokens, |plans, input, head| {
+        let params: Vec<CachedAttentionParams> = plans.iter().map(|p| p.attention).collect();
+        cache.in_place_stack_step(
+            [shape[0], shape[1]],
+            Dtype::Float32,
+            &params,
+            |caches, offset| {
+                let stack: Vec<_> = caches
+                    .iter()
+                    .zip(plans)
+                    .map(|(&(k, v), plan)| (k, v, *plan))
+                    .collect();
+                Ok(decoder_stack(input, &stack, head, offset)?.map(|o| (o.output, o.caches)))
+            },
+        )
+    })
+}
+
+/// [`stack_step`] for `B` independent sequences of one token each (`tokens` `[B, 1]`), each
+/// with its own cache and position ([`mlx_rs::native::decoder_stack_seqs`]): one primitive for
+/// the whole batched decode step.
+pub(crate) fn stack_step_seqs(
+    model: &Decoder,
+    tokens: &Array,
+    caches: &mut [&mut KvCache],
+) -> Result<Option<Array>> {
+    with_stack(model, tokens, |plans, input, head| {
+        let params: Vec<CachedAttentionParams> = plans.iter().map(|p| p.attention).collect();
+        KvCache::in_place_seqs_step(caches, Dtype::Float32, &params, |caches, offsets| {
+            Ok(decoder_stack_seqs(input, plans, caches, head, offsets)?
+                .map(|o| (o.output, o.caches)))
+        })
+    })
+}
+
+/// Prepares a whole-stack call for `tokens` (`[B, L]`): every layer's plan, the input
+/// (token ids with the quantized table, or the embedded rows) and, at decode, the head; runs
+/// `call` and, when the head did not join the stack, applies it. `Ok(None)` when some layer
+/// has no plan, the embedded rows are not float32 or `call` declines.
+fn with_stack(
+    model: &Decoder,
+    tokens: &Array,
+    call: impl FnOnce(
+        &[DecoderLayerWeights<'_>],
+        StackInput<'_>,
+        Option<StackHead<'_>>,
+    ) -> Result<Option<Array>>,
+) -> Result<Option<Array>> {
     let spec = model.spec();
     let Some(plans) = model
         .layers()
@@ -141,33 +191,18 @@ pub(crate) fn stack_step(
             StackInput::Hidden(&embedded)
         }
     };
-    let shape = tokens.shape();
     // The head joins the stack for decode steps only: a prefill chunk's logits are rarely read
     // (the engine keeps its caches and the last position), and as a lazy op of their own they
     // are computed only when they are.
     let head = match model.lm_head().quantized_projection() {
-        Some((projection, None)) if shape[1] == 1 => Some(StackHead {
+        Some((projection, None)) if tokens.shape()[1] == 1 => Some(StackHead {
             norm: (model.norm().weight(), model.norm().eps()),
             projection,
             softcap: spec.final_softcap,
         }),
         _ => None,
     };
-    let params: Vec<CachedAttentionParams> = plans.iter().map(|p| p.attention).collect();
-    let out = cache.in_place_stack_step(
-        [shape[0], shape[1]],
-        Dtype::Float32,
-        &params,
-        |caches, offset| {
-            let stack: Vec<_> = caches
-                .iter()
-                .zip(&plans)
-                .map(|(&(k, v), plan)| (k, v, *plan))
-                .collect();
-            Ok(decoder_stack(input, &stack, head, offset)?.map(|o| (o.output, o.caches)))
-        },
-    )?;
-    Ok(match (out, head) {
+    Ok(match (call(&plans, input, head)?, head) {
         (Some(logits), Some(_)) => Some(logits),
         (Some(hidden), None) => Some(model.head(&hidden)?),
         (None, _) => None,

@@ -561,6 +561,67 @@ impl KvCache {
         self.layers.iter().flat_map(LayerCache::state).collect()
     }
 
+    /// [`KvCache::in_place_stack_step`] for `B` independent sequences of one token each, each
+    /// with its own cache (`caches[b]`): grows every layer's buffers of every sequence for one
+    /// token, calls `step(buffers, offsets)` with `buffers[l][b]` = layer `l`'s `(keys,
+    /// values)` of sequence `b` and each sequence's offset, and on `Some((output, written))`
+    /// (`written` flattened layer by layer, sequence by sequence) keeps the returned caches and
+    /// advances every offset by one. `Ok(None)` as [`KvCache::in_place_stack_step`] declines.
+    #[allow(clippy::type_complexity)]
+    pub fn in_place_seqs_step(
+        caches: &mut [&mut KvCache],
+        dtype: Dtype,
+        params: &[CachedAttentionParams],
+        step: impl FnOnce(
+            &[Vec<(&Array, &Array)>],
+            &[i32],
+        ) -> Result<Option<(Array, Vec<(Array, Array)>)>>,
+    ) -> Result<Option<Array>> {
+        let offsets: Vec<i32> = caches.iter().map(|c| c.offset()).collect();
+        let eligible = mlx_rs::native::native_ops_enabled()
+            && !caches.is_empty()
+            && caches.iter().zip(&offsets).all(|(c, &o)| {
+                !c.layers.is_empty()
+                    && c.layers.len() == params.len()
+                    && c.layers.iter().all(|l| l.offset == o)
+            });
+        if !eligible {
+            return Ok(None);
+        }
+        for cache in caches.iter_mut() {
+            for (layer, params) in cache.layers.iter_mut().zip(params) {
+                layer.reserve_tokens(1, 1, dtype, params)?;
+            }
+        }
+        let buffers: Vec<Vec<(&Array, &Array)>> = (0..params.len())
+            .map(|l| {
+                caches
+                    .iter()
+                    .map(|c| match (&c.layers[l].keys, &c.layers[l].values) {
+                        (Some(k), Some(v)) => (k, v),
+                        _ => unreachable!("reserved above"),
+                    })
+                    .collect()
+            })
+            .collect();
+        let Some((out, written)) = step(&buffers, &offsets)? else {
+            return Ok(None);
+        };
+        if written.len() != params.len() * caches.len() {
+            return Err(Error::InvalidArgument(format!(
+                "KV cache: the step returned {} caches for {} layers of {} sequences",
+                written.len(),
+                params.len(),
+                caches.len()
+            )));
+        }
+        let n = caches.len();
+        for (i, (k, v)) in written.into_iter().enumerate() {
+            caches[i % n].layers[i / n].commit_step(k, v, 1);
+        }
+        Ok(Some(out))
+    }
+
     /// [`LayerCache::in_place_step`] for all layers at once, through one native primitive
     /// that runs the whole stack: grows every layer's buffers (of `dtype`, shaped by that
     /// layer's `params`) for `tokens` = `[B, L]` new tokens, calls `step(caches, offset)` with

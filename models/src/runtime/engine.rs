@@ -11,6 +11,7 @@ use crate::model::{CausalLm, FinishReason, GenerateParams, GenerationStats, Lang
 use crate::runtime::cache::KvCache;
 use crate::runtime::prefix_cache::PrefixCache;
 use crate::runtime::sample::Sampler;
+use crate::runtime::scheduler::{Scheduler, SchedulerOptions};
 use crate::text::Tokenizer;
 use mlx_rs::ops::concatenate;
 use mlx_rs::{async_eval, eval, memory, s, with_stream, Array, Device, DeviceType, Dtype, Stream};
@@ -408,6 +409,15 @@ impl MlxEngine {
     /// The prefix cache's counters, when it is on.
     pub fn prefix_cache_stats(&self) -> Option<crate::runtime::prefix_cache::PrefixCacheStats> {
         self.prefix.as_ref().map(PrefixCache::stats)
+    }
+
+    /// The engine's model as a continuous-batching [`Scheduler`] (same stop ids and context
+    /// length; its work runs on the default stream of the thread that steps it), and the
+    /// tokenizer.
+    pub fn into_scheduler(self, options: SchedulerOptions) -> (Scheduler, Tokenizer) {
+        let scheduler =
+            Scheduler::new(self.model, self.eos_token_ids, self.context_length, options);
+        (scheduler, self.tokenizer)
     }
 
     /// The forward pass.
