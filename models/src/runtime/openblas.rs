@@ -36,10 +36,8 @@ pub fn core_type_for_cpu() -> Option<&'static str> {
 /// the CPU needs nothing, or when the re-execution fails. Call it first thing in `main`.
 ///
 /// ```no_run
-/// fn main() {
-///     mlx_models::runtime::openblas::ensure_core_type();
-///     // ... load and run a model
-/// }
+/// mlx_models::runtime::openblas::ensure_core_type();
+/// // ... then parse the flags, load and run a model
 /// ```
 pub fn ensure_core_type() {
     #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
