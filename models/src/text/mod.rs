@@ -16,6 +16,7 @@ mod sandbox_fold;
 mod sp_model;
 mod spm;
 mod tekken;
+mod token_bytes;
 pub mod tokenizer;
 
 pub use chat::{ChatMessage, ChatTemplate};

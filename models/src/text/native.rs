@@ -13,6 +13,7 @@ use super::bpe::MergesModel;
 use super::spm::{PrefixRule, SpmModel};
 use super::tekken::TekkenModel;
 use crate::{Error, Result};
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 /// What a token is, from GGUF's `token_type` (SentencePiece's piece types).
@@ -334,27 +335,40 @@ impl NativeTokenizer {
         Ok(out)
     }
 
+    /// Whether `id` is a control (or the unknown) token: the ones `decode` drops when skipping
+    /// special tokens.
+    pub(crate) fn is_special(&self, id: u32) -> bool {
+        self.kind(id).is_some_and(TokenKind::is_special)
+    }
+
+    /// The bytes token `id` stands for in decoded text (`None` outside the vocabulary): a byte
+    /// token its byte, a tekken token its bytes, `▁` a space in SentencePiece pieces and in
+    /// normal Gemma 4 BPE tokens (the others as they are spelled, as in llama.cpp).
+    pub(crate) fn token_bytes(&self, id: u32) -> Option<Cow<'_, [u8]>> {
+        let kind = self.kind(id)?;
+        let piece = &self.tokens[id as usize];
+        Some(match (kind, &self.model) {
+            (TokenKind::Byte(b), _) => Cow::Owned(vec![b]),
+            (TokenKind::Normal, NativeModel::Tekken(m)) => Cow::Borrowed(m.token_bytes(id)),
+            (_, NativeModel::Spm(_)) | (TokenKind::Normal, NativeModel::Merges(_))
+                if piece.contains('▁') =>
+            {
+                Cow::Owned(piece.replace('▁', " ").into_bytes())
+            }
+            _ => Cow::Borrowed(piece.as_bytes()),
+        })
+    }
+
     /// The text of `ids` (checked against the vocabulary by the caller). Byte pieces are
     /// joined before UTF-8 decoding; invalid sequences become U+FFFD.
     pub(crate) fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> String {
         let mut bytes = Vec::new();
         for &id in ids {
-            let Some(kind) = self.kind(id) else { continue };
-            if skip_special_tokens && kind.is_special() {
+            if skip_special_tokens && self.is_special(id) {
                 continue;
             }
-            let piece = &self.tokens[id as usize];
-            match (kind, &self.model) {
-                (TokenKind::Byte(b), _) => bytes.push(b),
-                (TokenKind::Normal, NativeModel::Tekken(m)) => {
-                    bytes.extend_from_slice(m.token_bytes(id))
-                }
-                // `▁` is a space: in every SentencePiece piece, in normal Gemma 4 BPE tokens
-                // (the others render as they are there, as in llama.cpp).
-                (_, NativeModel::Spm(_)) | (TokenKind::Normal, NativeModel::Merges(_)) => {
-                    bytes.extend_from_slice(piece.replace('▁', " ").as_bytes())
-                }
-                _ => bytes.extend_from_slice(piece.as_bytes()),
+            if let Some(piece) = self.token_bytes(id) {
+                bytes.extend_from_slice(&piece);
             }
         }
         let mut text = String::from_utf8_lossy(&bytes).into_owned();

@@ -21,6 +21,7 @@ use super::chat::{ChatMessage, ChatTemplate};
 use super::gguf_vocab;
 use super::native::NativeTokenizer;
 use super::sandbox::TemplateLimits;
+use super::token_bytes::HfTokenBytes;
 use super::{sp_model, spm, tekken};
 use crate::load::files::{self, FileKind};
 use crate::load::gguf_file::GgufFile as Gguf;
@@ -44,6 +45,11 @@ pub(crate) struct HfTokenizer {
     inner: tokenizers::Tokenizer,
     /// `inner` with `encode_special_tokens` on (built when first needed).
     plain: OnceLock<tokenizers::Tokenizer>,
+    /// The decoder's per-token steps and the special ids (built when first needed).
+    bytes: OnceLock<HfTokenBytes>,
+    /// The vocabulary size with added tokens (`tokenizers` counts it by building the whole
+    /// vocabulary map on every call).
+    vocab_size: OnceLock<usize>,
 }
 
 impl Backend {
@@ -51,6 +57,8 @@ impl Backend {
         Backend::Hf(Box::new(HfTokenizer {
             inner,
             plain: OnceLock::new(),
+            bytes: OnceLock::new(),
+            vocab_size: OnceLock::new(),
         }))
     }
 
@@ -104,7 +112,7 @@ impl Backend {
 
     fn vocab_size(&self) -> usize {
         match self {
-            Backend::Hf(hf) => hf.inner.get_vocab_size(true),
+            Backend::Hf(hf) => *hf.vocab_size.get_or_init(|| hf.inner.get_vocab_size(true)),
             Backend::Native(n) => n.vocab_size(),
         }
     }
@@ -123,6 +131,25 @@ impl Backend {
         }
     }
 
+    /// The bytes token `id` stands for in decoded text (see [`Tokenizer::token_bytes`]).
+    fn token_bytes(&self, id: u32) -> Option<Vec<u8>> {
+        match self {
+            Backend::Hf(hf) => {
+                let token = hf.inner.id_to_token(id)?;
+                Some(hf.token_bytes().steps.apply(&token))
+            }
+            Backend::Native(n) => n.token_bytes(id).map(|b| b.into_owned()),
+        }
+    }
+
+    /// Whether `id` is a special (control) token.
+    fn is_special_token(&self, id: u32) -> bool {
+        match self {
+            Backend::Hf(hf) => hf.token_bytes().specials.contains(&id),
+            Backend::Native(n) => n.is_special(id),
+        }
+    }
+
     /// The strings of the special tokens (those only split out when parsing specials).
     fn special_token_strings(&self) -> Vec<String> {
         match self {
@@ -135,6 +162,12 @@ impl Backend {
                 .collect(),
             Backend::Native(n) => n.special_token_strings(),
         }
+    }
+}
+
+impl HfTokenizer {
+    fn token_bytes(&self) -> &HfTokenBytes {
+        self.bytes.get_or_init(|| HfTokenBytes::new(&self.inner))
     }
 }
 
@@ -580,6 +613,36 @@ impl Tokenizer {
     /// The token string of an id (its vocabulary form).
     pub fn id_to_token(&self, id: u32) -> Option<String> {
         self.backend.id_to_token(id)
+    }
+
+    /// The exact bytes token `id` stands for in decoded text (`None` outside the vocabulary):
+    /// byte-level BPE with GPT-2's byte map undone, `▁` as a space and `<0xXX>` as its byte
+    /// for SentencePiece-style vocabularies, tekken's own bytes. A token may stand for part of
+    /// a multibyte character; the bytes of a token sequence, joined, are the UTF-8 of its
+    /// text. Special tokens give the bytes of their text (`<|im_end|>`); tell them apart with
+    /// [`is_special_token`](Self::is_special_token).
+    ///
+    /// ```
+    /// use mlx_models::text::Tokenizer;
+    /// # fn f(tokenizer: &Tokenizer) -> mlx_models::Result<()> {
+    /// let ids = tokenizer.encode("héllo wörld", false)?;
+    /// let bytes: Vec<u8> = ids.iter().flat_map(|&id| tokenizer.token_bytes(id).unwrap()).collect();
+    /// assert_eq!(bytes, "héllo wörld".as_bytes());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn token_bytes(&self, id: u32) -> Option<Vec<u8>> {
+        if id as usize >= self.vocab_size() {
+            return None;
+        }
+        self.backend.token_bytes(id)
+    }
+
+    /// Whether `id` is a special (control) token: one that `decode(.., true)` drops and that
+    /// plain text never encodes to (`<|im_end|>`, `<s>`, `[INST]`, `<start_of_turn>`).
+    /// Grammar engines keep these apart from text.
+    pub fn is_special_token(&self, id: u32) -> bool {
+        self.backend.is_special_token(id)
     }
 
     /// The BOS token string, if the tokenizer has one.
