@@ -124,6 +124,14 @@ pub enum Error {
         /// Its value.
         limit: u64,
     },
+    /// A JSON schema, grammar or tool definition that cannot constrain decoding (malformed,
+    /// unsupported, or naming what the vocabulary lacks): a fault of the request.
+    #[error("invalid schema or grammar: {0}")]
+    InvalidSchema(String),
+    /// Constrained decoding went wrong while generating: a token the constraint did not allow,
+    /// or an error of the grammar engine.
+    #[error("constrained decoding: {0}")]
+    Constraint(String),
     /// An input (a line of user text, a prompt) is longer than the limit in force.
     #[error("input of {length} bytes exceeds the {limit}-byte limit")]
     InputTooLong {

@@ -4,6 +4,8 @@
 //! - [`Tokenizer`]: encode/decode with the checkpoint's special tokens and BOS policy.
 //! - [`chat`]: [`ChatMessage`] and [`ChatTemplate`] (Jinja, rendered like transformers).
 //! - [`detokenize`]: [`StreamingDetokenizer`], text chunks as tokens are generated.
+//! - `structured` (feature `structured`, default on): generation constrained to a JSON
+//!   schema or a grammar.
 
 mod bpe;
 pub mod chat;
@@ -15,6 +17,8 @@ pub mod sandbox;
 mod sandbox_fold;
 mod sp_model;
 mod spm;
+#[cfg(feature = "structured")]
+pub mod structured;
 mod tekken;
 mod token_bytes;
 pub mod tokenizer;

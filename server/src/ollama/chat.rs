@@ -1,0 +1,173 @@
+//! `POST /api/chat`.
+
+use super::types::{check_supported, keep_alive_is_zero, ChatRequest, OllamaMessage};
+use super::{created_at, failure_line, final_fields};
+use crate::error::{parse_json, ApiError, OllamaError};
+use crate::generation::{self, GenerationRequest, Outcome, RequestLabel};
+use crate::params::{self, ApiDefaults};
+use crate::state::AppState;
+use crate::streaming::{self, Framing, StreamFormat};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use mlx_models::model::GenerateParams;
+use mlx_models::runtime::scheduler::GeneratedToken;
+use mlx_models::text::chat::{ChatMessage, ToolCall};
+use serde_json::{json, Value};
+use std::time::Instant;
+
+/// Chat: the messages through the model's chat template, then generation; NDJSON lines, or
+/// one object with `stream: false`. No messages: an immediate `done_reason: "load"` answer.
+pub async fn chat(State(state): State<AppState>, body: Bytes) -> Result<Response, OllamaError> {
+    let arrived = Instant::now();
+    let request: ChatRequest = parse_json(&body)?;
+    let model = state.model();
+    model.check(request.model.as_deref())?;
+    let images = request
+        .messages
+        .iter()
+        .any(|m| m.images.as_ref().is_some_and(|i| !i.is_empty()));
+    check_supported(
+        images,
+        request.tools.as_deref(),
+        request.format.as_ref(),
+        request.think.as_ref(),
+    )?;
+    let clear_cache_after = keep_alive_is_zero(request.keep_alive.as_ref());
+    if request.messages.is_empty() {
+        if clear_cache_after {
+            state.engine().clear_cache();
+        }
+        let reason = if clear_cache_after { "unload" } else { "load" };
+        return Ok(axum::Json(json!({
+            "model": model.id,
+            "created_at": created_at(),
+            "message": {"role": "assistant", "content": ""},
+            "done": true,
+            "done_reason": reason,
+        }))
+        .into_response());
+    }
+    let messages = request
+        .messages
+        .iter()
+        .map(to_chat)
+        .collect::<Result<Vec<_>, _>>()?;
+    let extra = match request.think {
+        Some(Value::Bool(false)) => json!({"enable_thinking": false}),
+        _ => Value::Null,
+    };
+    let options = request.options.clone().unwrap_or_default();
+    let tokenizer = &model.info.tokenizer;
+    let prompt = params::on_tokenizer(tokenizer, move |t| {
+        t.apply_chat_template_with(&messages, true, &extra)
+    })
+    .await?;
+    let context = params::request_context(model, options.num_ctx);
+    let max_tokens = params::token_budget(prompt.len(), options.max_tokens(), context)?;
+    let sampling = params::sampling(
+        &options.sampling(),
+        &model.info.generation,
+        ApiDefaults::OLLAMA,
+    )?;
+    let label = RequestLabel {
+        id: format!("ollama-chat-{}", crate::openai::chat::response_suffix()),
+        endpoint: "/api/chat",
+        arrived,
+    };
+    let generation = generation::start(
+        state.engine(),
+        tokenizer,
+        GenerationRequest {
+            prompt,
+            params: GenerateParams {
+                max_tokens,
+                sampling,
+                stop_token_ids: Vec::new(),
+            },
+            stop: options.stop()?,
+            logprobs: None,
+            constraint: None,
+            clear_cache_after,
+        },
+        label,
+    )
+    .await?;
+    let format = ChatLines {
+        model: model.id.clone(),
+    };
+    if request.stream.unwrap_or(true) {
+        return Ok(streaming::response(generation, format, Framing::Ndjson));
+    }
+    let (text, _, outcome) = generation.collect().await?;
+    let mut answer = format.line(&text);
+    answer.extend(final_fields(&outcome));
+    Ok(axum::Json(Value::Object(answer)).into_response())
+}
+
+/// An Ollama message as the chat template sees it (tool call arguments as given: Ollama sends
+/// objects).
+fn to_chat(message: &OllamaMessage) -> Result<ChatMessage, ApiError> {
+    let mut out = ChatMessage::new(
+        message.role.clone(),
+        message.content.clone().unwrap_or_default(),
+    );
+    if let Some(calls) = &message.tool_calls {
+        let calls = calls
+            .iter()
+            .map(|c| {
+                let function = c.get("function").unwrap_or(c);
+                let name = function
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| {
+                        ApiError::bad_request("a tool call needs `function.name`")
+                            .with_param("messages")
+                    })?;
+                let arguments = function.get("arguments").cloned().unwrap_or(Value::Null);
+                Ok(ToolCall::function(name, arguments))
+            })
+            .collect::<Result<Vec<_>, ApiError>>()?;
+        out.tool_calls = Some(calls);
+    }
+    out.name = message.tool_name.clone();
+    Ok(out)
+}
+
+/// `/api/chat`'s lines.
+struct ChatLines {
+    model: String,
+}
+
+impl ChatLines {
+    fn line(&self, text: &str) -> serde_json::Map<String, Value> {
+        let mut line = serde_json::Map::new();
+        line.insert("model".into(), json!(self.model));
+        line.insert("created_at".into(), json!(created_at()));
+        line.insert(
+            "message".into(),
+            json!({"role": "assistant", "content": text}),
+        );
+        line.insert("done".into(), json!(false));
+        line
+    }
+}
+
+impl StreamFormat for ChatLines {
+    fn text(&mut self, text: String, _tokens: Vec<GeneratedToken>) -> Vec<Value> {
+        if text.is_empty() {
+            return Vec::new();
+        }
+        vec![Value::Object(self.line(&text))]
+    }
+
+    fn done(&mut self, outcome: Outcome) -> Vec<Value> {
+        let mut line = self.line("");
+        line.extend(final_fields(&outcome));
+        vec![Value::Object(line)]
+    }
+
+    fn failed(&mut self, error: ApiError) -> Vec<Value> {
+        vec![failure_line(&error)]
+    }
+}

@@ -1,0 +1,81 @@
+//! The Ollama-compatible API: `POST /api/chat`, `POST /api/generate`, `GET /api/tags`,
+//! `POST /api/show`, `GET /api/ps`, `GET /api/version`.
+//!
+//! Answers stream as NDJSON by default (`stream: false` for one object); the last line has
+//! `done: true`, `done_reason`, and the counts and durations (nanoseconds):
+//! `total_duration` (arrival to end), `load_duration` (0: the model stays loaded),
+//! `prompt_eval_count` (all prompt tokens, prefix cache hits included),
+//! `prompt_eval_duration` (arrival to the first token), `eval_count`, `eval_duration`.
+//! Errors have Ollama's shape, `{"error": "..."}`.
+//!
+//! # `keep_alive`
+//!
+//! The server serves one model and keeps its weights loaded for its whole life. A request with
+//! `keep_alive: 0` (or `"0"`, `"0s"`, ...) drops the prefix cache (the KV states kept for
+//! reuse) and MLX's buffer cache once it ends, which frees all memory but the weights;
+//! `/api/generate` with an empty prompt and `keep_alive: 0` does so at once and answers
+//! `done_reason: "unload"`. Every other value is accepted and changes nothing.
+//!
+//! # Templates
+//!
+//! `/api/generate` renders `system` and `prompt` with the model's chat template (a model
+//! without one gets the prompt as it is), `raw: true` encodes the prompt as it is, and a
+//! `template` in Ollama's Go syntax is understood when it only uses `{{ .System }}`,
+//! `{{ .Prompt }}` and `{{ .Response }}` (anything else is 400).
+
+pub mod chat;
+pub mod generate;
+pub mod info;
+pub mod types;
+
+use crate::error::ApiError;
+use crate::generation::Outcome;
+use serde_json::{json, Value};
+
+/// The version `/api/version` reports: this crate's.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Now, as Ollama writes times (RFC 3339, UTC, nanoseconds).
+pub fn created_at() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+/// The closing fields of an answer: `done`, `done_reason`, counts and durations.
+///
+/// ```
+/// use mlx_server::generation::{Finish, Outcome};
+/// use std::time::Duration;
+/// let o = Outcome {
+///     finish: Finish::Length, prompt_tokens: 5, cached_tokens: 0, generated_tokens: 3,
+///     time_to_first_token: Duration::from_millis(2), total_time: Duration::from_millis(10),
+///     token_ids: vec![],
+/// };
+/// let f = mlx_server::ollama::final_fields(&o);
+/// assert_eq!(f["done_reason"], "length");
+/// assert_eq!(f["eval_duration"], 8_000_000);
+/// ```
+pub fn final_fields(outcome: &Outcome) -> serde_json::Map<String, Value> {
+    let ns = |d: std::time::Duration| d.as_nanos() as u64;
+    let eval = outcome
+        .total_time
+        .saturating_sub(outcome.time_to_first_token);
+    let fields = json!({
+        "done": true,
+        "done_reason": outcome.finish.as_str(),
+        "total_duration": ns(outcome.total_time),
+        "load_duration": 0,
+        "prompt_eval_count": outcome.prompt_tokens,
+        "prompt_eval_duration": ns(outcome.time_to_first_token),
+        "eval_count": outcome.generated_tokens,
+        "eval_duration": ns(eval),
+    });
+    match fields {
+        Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    }
+}
+
+/// A streamed failure line.
+pub fn failure_line(error: &ApiError) -> Value {
+    error.ollama_body()
+}

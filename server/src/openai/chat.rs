@@ -1,0 +1,309 @@
+//! `POST /v1/chat/completions`.
+
+use super::logprobs;
+use super::types::{ChatRequest, CommonFields};
+use crate::error::{parse_json, ApiError, OpenAiError};
+use crate::generation::{self, GenerationRequest, Outcome, RequestLabel};
+use crate::params::{self, ApiDefaults, SamplingFields};
+use crate::state::AppState;
+use crate::streaming::{self, Framing, StreamFormat};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use mlx_models::model::GenerateParams;
+use mlx_models::runtime::scheduler::GeneratedToken;
+use mlx_models::text::Tokenizer;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The most alternatives per token a request may ask for.
+pub const MAX_TOP_LOGPROBS: i64 = 20;
+
+/// Chat completion: the messages through the model's chat template, then generation; a JSON
+/// answer, or server-sent events with `stream: true`.
+pub async fn chat_completions(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<Response, OpenAiError> {
+    let arrived = Instant::now();
+    let request: ChatRequest = parse_json(&body)?;
+    let model = state.model();
+    model.check(request.common.model.as_deref())?;
+    request.common.check_supported()?;
+    if request.messages.is_empty() {
+        return Err(ApiError::bad_request("`messages` must not be empty")
+            .with_param("messages")
+            .into());
+    }
+    let messages = request
+        .messages
+        .iter()
+        .map(|m| m.to_chat())
+        .collect::<Result<Vec<_>, _>>()?;
+    let tools = tools_to_render(&request)?;
+    check_response_format(request.response_format.as_ref())?;
+    let mut extra = request.chat_template_kwargs.clone().unwrap_or_default();
+    if let Some(tools) = tools {
+        extra.insert("tools".into(), Value::Array(tools));
+    }
+    let extra = if extra.is_empty() {
+        Value::Null
+    } else {
+        Value::Object(extra)
+    };
+    let tokenizer = &model.info.tokenizer;
+    let prompt = params::on_tokenizer(tokenizer, move |t| {
+        t.apply_chat_template_with(&messages, true, &extra)
+    })
+    .await?;
+    let requested = request
+        .max_completion_tokens
+        .or(request.common.max_tokens)
+        .map(|n| positive(n, "max_tokens"))
+        .transpose()?;
+    let max_tokens = params::token_budget(prompt.len(), requested, model.info.context_length)?;
+    let sampling = params::sampling(
+        &sampling_fields(&request.common),
+        &model.info.generation,
+        ApiDefaults::OPENAI,
+    )?;
+    let logprobs = match (request.logprobs, request.top_logprobs) {
+        (Some(true), top) => Some(top_logprobs(top)?),
+        (_, Some(top)) if top > 0 => {
+            return Err(
+                ApiError::bad_request("`top_logprobs` needs `logprobs: true`")
+                    .with_param("top_logprobs")
+                    .into(),
+            )
+        }
+        _ => None,
+    };
+    let stop = match &request.common.stop {
+        Some(s) => s.strings()?,
+        None => Vec::new(),
+    };
+    let id = format!("chatcmpl-{}", response_suffix());
+    let label = RequestLabel {
+        id: id.clone(),
+        endpoint: "/v1/chat/completions",
+        arrived,
+    };
+    let generation = generation::start(
+        state.engine(),
+        tokenizer,
+        GenerationRequest {
+            prompt,
+            params: GenerateParams {
+                max_tokens,
+                sampling,
+                stop_token_ids: Vec::new(),
+            },
+            stop,
+            logprobs,
+            constraint: None,
+            clear_cache_after: false,
+        },
+        label,
+    )
+    .await?;
+    let meta = Meta {
+        id,
+        created: params::unix_now(),
+        model: model.id.clone(),
+    };
+    if request.common.streams() {
+        let format = ChatStream {
+            meta,
+            tokenizer: Arc::clone(tokenizer),
+            logprobs: logprobs.is_some(),
+            include_usage: request.common.include_usage(),
+        };
+        return Ok(streaming::response(generation, format, Framing::Sse));
+    }
+    let (text, tokens, outcome) = generation.collect().await?;
+    let logprobs = logprobs.map(|_| json!({"content": logprobs::chat_content(tokenizer, &tokens)}));
+    Ok(axum::Json(json!({
+        "id": meta.id,
+        "object": "chat.completion",
+        "created": meta.created,
+        "model": meta.model,
+        "system_fingerprint": Value::Null,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": text},
+            "logprobs": logprobs,
+            "finish_reason": outcome.finish.as_str(),
+        }],
+        "usage": usage(&outcome),
+    }))
+    .into_response())
+}
+
+/// What every response of a request carries.
+#[derive(Debug, Clone)]
+pub(crate) struct Meta {
+    pub id: String,
+    pub created: u64,
+    pub model: String,
+}
+
+/// A unique enough response id suffix: the time in microseconds and a counter, in hex.
+pub(crate) fn response_suffix() -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or(0);
+    format!("{micros:x}{n:04x}")
+}
+
+/// OpenAI's usage object, with the prefix cache's reuse as `cached_tokens`.
+pub(crate) fn usage(outcome: &Outcome) -> Value {
+    json!({
+        "prompt_tokens": outcome.prompt_tokens,
+        "completion_tokens": outcome.generated_tokens,
+        "total_tokens": outcome.prompt_tokens + outcome.generated_tokens,
+        "prompt_tokens_details": {"cached_tokens": outcome.cached_tokens},
+    })
+}
+
+/// A limit that must be ≥ 1.
+pub(crate) fn positive(n: i64, name: &str) -> Result<usize, ApiError> {
+    usize::try_from(n).ok().filter(|&n| n > 0).ok_or_else(|| {
+        ApiError::bad_request(format!("`{name}` must be ≥ 1, got {n}")).with_param(name)
+    })
+}
+
+/// The alternatives per token: 0 to [`MAX_TOP_LOGPROBS`].
+pub(crate) fn top_logprobs(top: Option<i64>) -> Result<usize, ApiError> {
+    match top {
+        None => Ok(0),
+        Some(n) if (0..=MAX_TOP_LOGPROBS).contains(&n) => Ok(n as usize),
+        Some(n) => Err(ApiError::bad_request(format!(
+            "`top_logprobs` must be between 0 and {MAX_TOP_LOGPROBS}, got {n}"
+        ))
+        .with_param("top_logprobs")),
+    }
+}
+
+/// The sampling fields of a request.
+pub(crate) fn sampling_fields(common: &CommonFields) -> SamplingFields {
+    SamplingFields {
+        temperature: common.temperature,
+        top_p: common.top_p,
+        top_k: common.top_k,
+        min_p: common.min_p,
+        repetition_penalty: common.repetition_penalty,
+        repetition_context: None,
+        seed: common.seed,
+    }
+}
+
+/// The tools the template should see. Tool calls are not parsed yet: with tools, only
+/// `tool_choice: "none"` is accepted (the model sees the tools and answers in text); other
+/// choices are 400, never ignored.
+fn tools_to_render(request: &ChatRequest) -> Result<Option<Vec<Value>>, ApiError> {
+    let tools = request.tools.clone().filter(|t| !t.is_empty());
+    let choice = request.tool_choice.as_ref();
+    let choice_none = matches!(choice, Some(Value::String(s)) if s == "none");
+    let choice_auto = matches!(choice, None | Some(Value::Null))
+        || matches!(choice, Some(Value::String(s)) if s == "auto");
+    match tools {
+        None if choice_none || choice_auto => Ok(None),
+        None => Err(ApiError::bad_request("`tool_choice` needs `tools`").with_param("tool_choice")),
+        Some(tools) if choice_none => Ok(Some(tools)),
+        Some(_) => Err(ApiError::unsupported("tools", "tool calling")),
+    }
+}
+
+/// `response_format`: only `text` for now (JSON modes are 400, never ignored).
+fn check_response_format(format: Option<&Value>) -> Result<(), ApiError> {
+    let Some(format) = format.filter(|f| !f.is_null()) else {
+        return Ok(());
+    };
+    match format.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(()),
+        Some(kind @ ("json_object" | "json_schema")) => Err(ApiError::unsupported(
+            "response_format",
+            format!("response_format `{kind}`"),
+        )),
+        _ => Err(ApiError::bad_request(
+            "`response_format.type` must be `text`, `json_object` or `json_schema`",
+        )
+        .with_param("response_format")),
+    }
+}
+
+/// Chat's streamed chunks.
+struct ChatStream {
+    meta: Meta,
+    tokenizer: Arc<Tokenizer>,
+    logprobs: bool,
+    include_usage: bool,
+}
+
+impl ChatStream {
+    fn chunk(&self, delta: Value, logprobs: Value, finish: Option<&str>) -> Value {
+        let mut chunk = json!({
+            "id": self.meta.id,
+            "object": "chat.completion.chunk",
+            "created": self.meta.created,
+            "model": self.meta.model,
+            "system_fingerprint": Value::Null,
+            "choices": [{
+                "index": 0,
+                "delta": delta,
+                "logprobs": logprobs,
+                "finish_reason": finish,
+            }],
+        });
+        if self.include_usage {
+            chunk["usage"] = Value::Null;
+        }
+        chunk
+    }
+}
+
+impl StreamFormat for ChatStream {
+    fn start(&mut self) -> Vec<Value> {
+        vec![self.chunk(
+            json!({"role": "assistant", "content": ""}),
+            Value::Null,
+            None,
+        )]
+    }
+
+    fn text(&mut self, text: String, tokens: Vec<GeneratedToken>) -> Vec<Value> {
+        if text.is_empty() && (!self.logprobs || tokens.is_empty()) {
+            return Vec::new();
+        }
+        let logprobs = if self.logprobs {
+            json!({"content": logprobs::chat_content(&self.tokenizer, &tokens)})
+        } else {
+            Value::Null
+        };
+        vec![self.chunk(json!({"content": text}), logprobs, None)]
+    }
+
+    fn done(&mut self, outcome: Outcome) -> Vec<Value> {
+        let mut out = vec![self.chunk(json!({}), Value::Null, Some(outcome.finish.as_str()))];
+        if self.include_usage {
+            out.push(json!({
+                "id": self.meta.id,
+                "object": "chat.completion.chunk",
+                "created": self.meta.created,
+                "model": self.meta.model,
+                "system_fingerprint": Value::Null,
+                "choices": [],
+                "usage": usage(&outcome),
+            }));
+        }
+        out
+    }
+
+    fn failed(&mut self, error: ApiError) -> Vec<Value> {
+        vec![error.openai_body()]
+    }
+}

@@ -1,0 +1,56 @@
+//! [`AppState`]: what every handler shares.
+
+use crate::engine::Engine;
+use crate::metrics::RequestCounters;
+use crate::model::ServedModel;
+use std::sync::Arc;
+
+/// The server's shared state: the engine handle, the served model, the API key and the
+/// request counters. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    engine: Engine,
+    model: ServedModel,
+    api_key: Option<String>,
+    requests: RequestCounters,
+}
+
+impl AppState {
+    /// State over a started `engine` serving `model`; with `api_key`, every endpoint but
+    /// `/health` requires `Authorization: Bearer <api_key>`.
+    pub fn new(engine: Engine, model: ServedModel, api_key: Option<String>) -> AppState {
+        AppState {
+            inner: Arc::new(Inner {
+                engine,
+                model,
+                api_key: api_key.filter(|k| !k.is_empty()),
+                requests: RequestCounters::default(),
+            }),
+        }
+    }
+
+    /// The engine thread's handle.
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// The served model.
+    pub fn model(&self) -> &ServedModel {
+        &self.inner.model
+    }
+
+    /// The API key, if one is required.
+    pub fn api_key(&self) -> Option<&str> {
+        self.inner.api_key.as_deref()
+    }
+
+    /// Requests answered, by endpoint and status.
+    pub fn requests(&self) -> &RequestCounters {
+        &self.inner.requests
+    }
+}

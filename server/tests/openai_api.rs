@@ -1,0 +1,374 @@
+//! The OpenAI endpoints on the real SmolLM2-135M GGUF, checked against `mlx_models`' own
+//! single-sequence generation of the same prompts (a separate load of the model, run by
+//! `MlxEngine` / `generate_tokens`, not by the scheduler).
+
+mod common;
+
+use common::{post_json, reference_chat_prompt, reference_encode, reference_generate, sse_events};
+use serde_json::{json, Value};
+
+const QUESTION: &str = "What is the capital of France?";
+
+#[tokio::test]
+async fn chat_answers_in_openai_shape_with_the_reference_text() {
+    let Some(server) = common::shared() else {
+        return;
+    };
+    let prompt = reference_chat_prompt(&[("user", QUESTION)]);
+    let (expected, generated, stopped) = reference_generate(&prompt, 24);
+    let (status, body) = post_json(
+        &server.url("/v1/chat/completions"),
+        &json!({
+            "model": server.model,
+            "messages": [{"role": "user", "content": QUESTION}],
+            "max_tokens": 24,
+            "temperature": 0,
+        }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["object"], "chat.completion");
+    assert!(body["id"].as_str().unwrap().starts_with("chatcmpl-"));
+    assert_eq!(body["model"], server.model.as_str());
+    let choice = &body["choices"][0];
+    assert_eq!(choice["message"]["role"], "assistant");
+    assert_eq!(choice["message"]["content"], expected.as_str());
+    assert_eq!(
+        choice["finish_reason"],
+        if stopped { "stop" } else { "length" }
+    );
+    let usage = &body["usage"];
+    assert_eq!(usage["prompt_tokens"], prompt.len());
+    assert_eq!(usage["completion_tokens"], generated);
+    assert_eq!(usage["total_tokens"], prompt.len() + generated);
+}
+
+#[tokio::test]
+async fn chat_streams_sse_chunks_that_add_up_to_the_reference() {
+    let Some(server) = common::shared() else {
+        return;
+    };
+    let question = "Name three colors.";
+    let prompt = reference_chat_prompt(&[("user", question)]);
+    let (expected, generated, _) = reference_generate(&prompt, 20);
+    let response = common::client()
+        .post(server.url("/v1/chat/completions"))
+        .json(&json!({
+            "messages": [{"role": "user", "content": question}],
+            "max_tokens": 20,
+            "temperature": 0,
+            "stream": true,
+            "stream_options": {"include_usage": true},
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    let events = sse_events(&response.text().await.unwrap());
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    assert!(chunks
+        .iter()
+        .all(|c| c["object"] == "chat.completion.chunk"));
+    let id = &chunks[0]["id"];
+    assert!(chunks.iter().all(|c| &c["id"] == id), "one id per stream");
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    // The usage chunk: no choices; every other chunk has `usage: null`.
+    let (usage, rest) = chunks.split_last().unwrap();
+    assert_eq!(usage["choices"], json!([]));
+    assert_eq!(usage["usage"]["completion_tokens"], generated);
+    assert_eq!(usage["usage"]["prompt_tokens"], prompt.len());
+    assert!(rest.iter().all(|c| c["usage"].is_null()));
+    let finish: Vec<&Value> = rest
+        .iter()
+        .map(|c| &c["choices"][0]["finish_reason"])
+        .filter(|f| !f.is_null())
+        .collect();
+    assert_eq!(
+        finish.len(),
+        1,
+        "one finish_reason, on the last choice chunk"
+    );
+    assert!(rest.last().unwrap()["choices"][0]["finish_reason"].is_string());
+    let text: String = rest
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, expected);
+}
+
+#[tokio::test]
+async fn greedy_completions_equal_the_single_sequence_loop() {
+    let Some(server) = common::shared() else {
+        return;
+    };
+    for text in ["The capital of France is", "def fibonacci(n):"] {
+        let prompt = reference_encode(text);
+        let (expected, generated, stopped) = reference_generate(&prompt, 16);
+        let (status, body) = post_json(
+            &server.url("/v1/completions"),
+            &json!({"prompt": text, "max_tokens": 16, "temperature": 0.0}),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["object"], "text_completion");
+        assert_eq!(body["choices"][0]["text"], expected.as_str(), "{text}");
+        assert_eq!(body["usage"]["completion_tokens"], generated);
+        let finish = if stopped { "stop" } else { "length" };
+        assert_eq!(body["choices"][0]["finish_reason"], finish);
+        // The same prompt as token ids.
+        let (_, by_ids) = post_json(
+            &server.url("/v1/completions"),
+            &json!({"prompt": prompt, "max_tokens": 16, "temperature": 0.0}),
+        )
+        .await;
+        assert_eq!(by_ids["choices"][0]["text"], expected.as_str());
+    }
+}
+
+#[tokio::test]
+async fn sixteen_concurrent_prompts_each_equal_their_solo_result() {
+    let Some(server) = common::shared() else {
+        return;
+    };
+    let subjects = [
+        "apples",
+        "the sea",
+        "winter",
+        "a robot",
+        "music",
+        "the moon",
+        "coffee",
+        "trains",
+        "a forest",
+        "rain",
+        "cats",
+        "a library",
+        "mountains",
+        "fire",
+        "bread",
+        "the desert",
+    ];
+    let prompts: Vec<String> = subjects
+        .iter()
+        .enumerate()
+        .map(|(i, s)| format!("Fact number {}: {s}", i + 1))
+        .collect();
+    let expected: Vec<String> = prompts
+        .iter()
+        .map(|p| reference_generate(&reference_encode(p), 12).0)
+        .collect();
+    let url = server.url("/v1/completions");
+    let handles: Vec<_> = prompts
+        .iter()
+        .map(|p| {
+            let url = url.clone();
+            let body = json!({"prompt": p, "max_tokens": 12, "temperature": 0});
+            tokio::spawn(async move { post_json(&url, &body).await })
+        })
+        .collect();
+    for ((handle, want), prompt) in handles.into_iter().zip(&expected).zip(&prompts) {
+        let (status, body) = handle.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["choices"][0]["text"], want.as_str(), "{prompt}");
+    }
+}
+
+#[tokio::test]
+async fn a_stop_string_cuts_the_text_and_finishes_with_stop() {
+    let Some(server) = common::shared() else {
+        return;
+    };
+    let text = "The capital of France is";
+    let (expected, _, _) = reference_generate(&reference_encode(text), 16);
+    // Stop at the reference's third word: the answer is what comes before it.
+    let words: Vec<&str> = expected.split_whitespace().collect();
+    assert!(words.len() >= 3, "{expected:?}");
+    let stop = format!(" {}", words[2]);
+    let cut = &expected[..expected.find(&stop).unwrap()];
+    for stream in [false, true] {
+        let response = common::client()
+            .post(server.url("/v1/completions"))
+            .json(&json!({
+                "prompt": text, "max_tokens": 16, "temperature": 0,
+                "stop": [stop.clone(), "@@never@@"], "stream": stream,
+            }))
+            .send()
+            .await
+            .unwrap();
+        let body = response.text().await.unwrap();
+        let (text, finish) = if stream {
+            let events = sse_events(&body);
+            let chunks: Vec<Value> = events[..events.len() - 1]
+                .iter()
+                .map(|e| serde_json::from_str(e).unwrap())
+                .collect();
+            let text: String = chunks
+                .iter()
+                .filter_map(|c| c["choices"][0]["text"].as_str())
+                .collect();
+            (
+                text,
+                chunks.last().unwrap()["choices"][0]["finish_reason"].clone(),
+            )
+        } else {
+            let v: Value = serde_json::from_str(&body).unwrap();
+            (
+                v["choices"][0]["text"].as_str().unwrap().to_string(),
+                v["choices"][0]["finish_reason"].clone(),
+            )
+        };
+        assert_eq!(text, cut, "stream: {stream}");
+        assert_eq!(finish, "stop");
+    }
+}
+
+#[tokio::test]
+async fn chat_logprobs_describe_each_greedy_token() {
+    let Some(server) = common::shared() else {
+        return;
+    };
+    let (status, body) = post_json(
+        &server.url("/v1/chat/completions"),
+        &json!({
+            "messages": [{"role": "user", "content": QUESTION}],
+            "max_tokens": 8, "temperature": 0, "logprobs": true, "top_logprobs": 3,
+        }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let content = body["choices"][0]["logprobs"]["content"]
+        .as_array()
+        .unwrap();
+    let text = body["choices"][0]["message"]["content"].as_str().unwrap();
+    // Every token reported (a final stop token is not text, and not reported).
+    let generated = body["usage"]["completion_tokens"].as_u64().unwrap() as usize;
+    let stopped = body["choices"][0]["finish_reason"] == "stop";
+    assert_eq!(content.len(), generated - usize::from(stopped));
+    let mut bytes = Vec::new();
+    for entry in content {
+        let top = entry["top_logprobs"].as_array().unwrap();
+        assert_eq!(top.len(), 3);
+        // Greedy: the chosen token is the most likely one; probabilities are ≤ 1 and sorted.
+        assert_eq!(top[0]["token"], entry["token"]);
+        assert_eq!(top[0]["logprob"], entry["logprob"]);
+        let lps: Vec<f64> = top.iter().map(|t| t["logprob"].as_f64().unwrap()).collect();
+        assert!(
+            lps.windows(2).all(|w| w[0] >= w[1]) && lps[0] <= 0.0,
+            "{lps:?}"
+        );
+        bytes.extend(
+            entry["bytes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| b.as_u64().unwrap() as u8),
+        );
+    }
+    assert_eq!(String::from_utf8(bytes).unwrap(), text);
+}
+
+#[tokio::test]
+async fn bad_requests_get_openai_error_shapes() {
+    let Some(server) = common::shared() else {
+        return;
+    };
+    let url = server.url("/v1/chat/completions");
+    let is_error = |body: &Value| {
+        body["error"]["message"].is_string()
+            && body["error"]["type"].is_string()
+            && body["error"].get("param").is_some()
+            && body["error"].get("code").is_some()
+    };
+    // Malformed JSON.
+    let response = common::client()
+        .post(&url)
+        .header("content-type", "application/json")
+        .body("{\"messages\": [")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert!(is_error(&body), "{body}");
+    let user = json!([{"role": "user", "content": "hi"}]);
+    let cases = [
+        (json!({"messages": user, "temperature": "hot"}), 400, None),
+        (json!({"messages": "hi"}), 400, None),
+        (
+            json!({"model": "gpt-4o", "messages": user}),
+            404,
+            Some("model_not_found"),
+        ),
+        (json!({"messages": user, "n": 2}), 400, None),
+        (json!({"messages": user, "max_tokens": 0}), 400, None),
+        (json!({"messages": user, "top_p": 1.5}), 400, None),
+        (json!({"messages": []}), 400, None),
+        (
+            json!({"messages": user, "response_format": {"type": "json_object"}}),
+            400,
+            Some("unsupported"),
+        ),
+        (
+            json!({"messages": user, "tools": [{"type": "function", "function": {"name": "f"}}]}),
+            400,
+            Some("unsupported"),
+        ),
+        (
+            json!({"messages": user, "frequency_penalty": 0.5}),
+            400,
+            Some("unsupported"),
+        ),
+    ];
+    for (request, status, code) in cases {
+        let (got, body) = post_json(&url, &request).await;
+        assert_eq!(got, status, "{request} → {body}");
+        assert!(is_error(&body), "{body}");
+        if let Some(code) = code {
+            assert_eq!(body["error"]["code"], code, "{request}");
+        }
+    }
+    // A prompt longer than the context (8192 tokens: the model's, capped by the server).
+    let (status, body) = post_json(
+        &server.url("/v1/completions"),
+        &json!({"prompt": vec![42u32; 9000], "max_tokens": 4}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "context_length_exceeded");
+    // Token ids outside the vocabulary.
+    let (status, body) = post_json(
+        &server.url("/v1/completions"),
+        &json!({"prompt": [1, 4_000_000], "max_tokens": 4}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    // An unknown path under /v1.
+    let (status, text) = common::get_text(&server.url("/v1/nothing")).await;
+    assert_eq!(status, 404);
+    assert!(is_error(&serde_json::from_str(&text).unwrap()));
+}
+
+#[tokio::test]
+async fn models_lists_the_served_model() {
+    let Some(server) = common::shared() else {
+        return;
+    };
+    let (status, text) = common::get_text(&server.url("/v1/models")).await;
+    assert_eq!(status, 200);
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["object"], "list");
+    assert_eq!(body["data"][0]["id"], "SmolLM2-135M-Instruct.Q4_1");
+    assert_eq!(body["data"][0]["object"], "model");
+    let (status, _) = common::get_text(&server.url("/v1/models/SmolLM2-135M-Instruct.Q4_1")).await;
+    assert_eq!(status, 200);
+    let (status, _) = common::get_text(&server.url("/v1/models/other")).await;
+    assert_eq!(status, 404);
+}
