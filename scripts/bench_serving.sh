@@ -5,7 +5,8 @@
 #   bash scripts/bench_serving.sh [OUT_PREFIX]     (default docs/bench/serving-<UTC date>)
 #
 #   MODEL         the GGUF (default test-data/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf)
-#   THREADS       compute threads of both servers (default 2)
+#   THREADS       llama-server threads (default 2; mlx-server uses every core: run on a 2-core machine
+#                 or pin both with taskset)
 #   SLOTS         parallel sequences of llama-server (default 16)
 #   SLOT_CTX      context per llama-server slot (default 2048; -c is SLOTS * SLOT_CTX)
 #   LLAMA_SERVER  llama-server binary (default /work/llamacpp-build/bin/llama-server,
@@ -33,7 +34,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
-ours_cmd=(target/release/mlx-server --model "$MODEL" --host 127.0.0.1 --port "$ours_port" --threads "$THREADS" ${OURS_ARGS:-})
+ours_cmd=(target/release/mlx-server --model "$MODEL" --host 127.0.0.1 --port "$ours_port" ${OURS_ARGS:-})
 llama_cmd=("$LLAMA_SERVER" -m "$MODEL" --host 127.0.0.1 --port "$llama_port" -t "$THREADS" -tb "$THREADS"
   -np "$SLOTS" -c $((SLOTS * SLOT_CTX)) -cb)
 echo "ours:  ${ours_cmd[*]}" >&2

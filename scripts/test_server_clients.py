@@ -24,7 +24,8 @@ Checks (each small: a few dozen tokens at most; the whole run stays well under 3
                baseline after the concurrent load; the process RSS reported
   disconnect   a client that drops mid-stream frees its slot: /metrics running goes back to 0
                and generation stops
-  metrics      /metrics is Prometheus text with the documented families; /health
+  metrics      /metrics is Prometheus text with the documented families; /health; with a key
+               (a random one when this script starts the server): 401 without it, /health open
 
 Prints one line per check, then `N passed, N failed`; exits 1 on any failure.
 """
@@ -34,6 +35,7 @@ import http.client
 import json
 import os
 import re
+import secrets
 import shutil
 import socket
 import subprocess
@@ -675,11 +677,36 @@ def t_metrics(ctx):
     return f"{len(m)} samples"
 
 
+def t_auth(ctx):
+    if not ctx.api_key:
+        return "skipped: the server runs without --api-key"
+    base = ctx.base
+    req = urllib.request.Request(base + "/health")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        check(r.status == 200, f"/health without the key: {r.status}")
+    for path, hdr in (("/v1/models", None), ("/api/tags", None), ("/v1/models", "Bearer wrong-key")):
+        req = urllib.request.Request(base + path, headers={"Authorization": hdr} if hdr else {})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                raise Failure(f"{path} with {hdr or 'no key'} answered {r.status}, expected 401")
+        except urllib.error.HTTPError as e:
+            check(e.code == 401, f"{path} with {hdr or 'no key'} answered {e.code}, expected 401")
+    import openai
+
+    bad = openai.OpenAI(base_url=base + "/v1", api_key="wrong-key", max_retries=0, timeout=10)
+    try:
+        bad.models.list()
+        raise Failure("openai client with a wrong key was served")
+    except openai.AuthenticationError:
+        pass
+    return "401 without the key, /health open"
+
+
 # ---------------------------------------------------------------------------------------------
 
 
 GROUPS = {
-    "metrics": [t_metrics],
+    "metrics": [t_metrics, t_auth],
     "openai": [t_openai_models, t_openai_chat, t_openai_stream, t_openai_completions, t_openai_json_schema,
                t_openai_tool_required, t_openai_tool_named, t_openai_errors],
     "ollama": [t_ollama_chat, t_ollama_generate, t_ollama_format_json, t_ollama_meta],
@@ -713,7 +740,9 @@ def main():
     ap.add_argument("--server-arg", action="append", default=[], help="extra argument for the server (repeatable)")
     ap.add_argument("--base-url", default=None, help="test this running server instead of starting one")
     ap.add_argument("--model-id", default=None, help="model id to request (default: the first of /v1/models)")
-    ap.add_argument("--api-key", default=None)
+    ap.add_argument("--api-key", default=None,
+                    help="the server's key (default when this script starts the server: a random one)")
+    ap.add_argument("--no-api-key", action="store_true", help="start the server without --api-key")
     ap.add_argument("--ignore-eos", action="store_true", help="send ignore_eos in the disconnect check")
     ap.add_argument("--only", default=None, help="comma-separated groups: " + ",".join(ORDER))
     ap.add_argument("--timeout", type=float, default=60, help="seconds for one request")
@@ -737,15 +766,18 @@ def main():
             sys.exit(f"FAIL: no server binary at {args.server_bin} (cargo build --release -p mlx-server)")
         if not os.path.exists(args.model):
             sys.exit(f"FAIL: no model at {args.model} (bash scripts/fetch_test_data.sh)")
+        if args.api_key is None and not args.no_api_key:
+            args.api_key = secrets.token_hex(16)
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         cmd = [args.server_bin, "--model", args.model, "--host", "127.0.0.1", "--port", str(port)] + args.server_arg
+        env = dict(os.environ)
         if args.api_key:
-            cmd += ["--api-key", args.api_key]
+            env["MLX_SERVER_API_KEY"] = args.api_key  # not on the command line
         log = tempfile.NamedTemporaryFile(prefix="mlx-server-", suffix=".log", delete=False)
         log_path = log.name
         print(f"starting: {' '.join(cmd)} (log {log_path})", flush=True)
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         if not wait_health(base, proc, args.startup_timeout):
             rc = proc.poll()
             if rc is None:
