@@ -6,6 +6,8 @@
 //! - [`detokenize`]: [`StreamingDetokenizer`], text chunks as tokens are generated.
 //! - `structured` (feature `structured`, default on): generation constrained to a JSON
 //!   schema or a grammar.
+//! - [`tool_calls`]: each model family's tool-call format: parsing calls out of generated
+//!   text, grammars that force a call.
 
 mod bpe;
 pub mod chat;
@@ -22,6 +24,7 @@ pub mod structured;
 mod tekken;
 mod token_bytes;
 pub mod tokenizer;
+pub mod tool_calls;
 
 pub use chat::{ChatMessage, ChatTemplate};
 pub use detokenize::StreamingDetokenizer;
