@@ -153,6 +153,7 @@ impl From<mlx_models::Error> for ApiError {
         use mlx_models::Error as E;
         match e {
             E::Busy(m) => ApiError::busy(format!("the server is busy: {m}; retry later")),
+            E::InvalidSchema(_) => ApiError::bad_request(e.to_string()).with_code("invalid_schema"),
             E::ContextOverflow { .. } => {
                 ApiError::bad_request(e.to_string()).with_code("context_length_exceeded")
             }

@@ -29,6 +29,7 @@ pub mod openai;
 pub mod params;
 pub mod state;
 pub mod streaming;
+pub mod structured;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, StatusCode};

@@ -3,6 +3,7 @@
 use crate::engine::Engine;
 use crate::metrics::RequestCounters;
 use crate::model::ServedModel;
+use mlx_models::text::structured::GrammarCompiler;
 use std::sync::Arc;
 
 /// The server's shared state: the engine handle, the served model, the API key and the
@@ -18,6 +19,7 @@ struct Inner {
     model: ServedModel,
     api_key: Option<String>,
     requests: RequestCounters,
+    grammar: tokio::sync::OnceCell<GrammarCompiler>,
 }
 
 impl AppState {
@@ -30,6 +32,7 @@ impl AppState {
                 model,
                 api_key: api_key.filter(|k| !k.is_empty()),
                 requests: RequestCounters::default(),
+                grammar: tokio::sync::OnceCell::new(),
             }),
         }
     }
@@ -47,6 +50,11 @@ impl AppState {
     /// The API key, if one is required.
     pub fn api_key(&self) -> Option<&str> {
         self.inner.api_key.as_deref()
+    }
+
+    /// The grammar compiler of structured output, once built (see [`crate::structured`]).
+    pub fn grammar_cell(&self) -> &tokio::sync::OnceCell<GrammarCompiler> {
+        &self.inner.grammar
     }
 
     /// Requests answered, by endpoint and status.

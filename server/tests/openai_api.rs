@@ -312,9 +312,14 @@ async fn bad_requests_get_openai_error_shapes() {
         (json!({"messages": user, "top_p": 1.5}), 400, None),
         (json!({"messages": []}), 400, None),
         (
-            json!({"messages": user, "response_format": {"type": "json_object"}}),
+            json!({"messages": user, "response_format": {"type": "yaml"}}),
             400,
-            Some("unsupported"),
+            Some("invalid_schema"),
+        ),
+        (
+            json!({"messages": user, "response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}),
+            400,
+            Some("invalid_schema"),
         ),
         (
             json!({"messages": user, "tools": [{"type": "function", "function": {"name": "f"}}]}),
@@ -371,4 +376,41 @@ async fn models_lists_the_served_model() {
     assert_eq!(status, 200);
     let (status, _) = common::get_text(&server.url("/v1/models/other")).await;
     assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn a_json_schema_response_format_gives_json_that_fits_it() {
+    let Some(server) = common::shared() else {
+        return;
+    };
+    // Bounded, so that the grammar closes within the token limit whatever the model says.
+    let schema = json!({
+        "type": "object",
+        "properties": {
+            "city": {"type": "string", "maxLength": 12},
+            "is_capital": {"type": "boolean"},
+        },
+        "required": ["city", "is_capital"],
+        "additionalProperties": false,
+    });
+    let (status, body) = post_json(
+        &server.url("/v1/chat/completions"),
+        &json!({
+            "messages": [{"role": "user", "content": "Describe Paris as JSON."}],
+            "max_tokens": 60, "temperature": 0,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "city", "schema": schema}},
+        }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["finish_reason"], "stop", "{body}");
+    let content = body["choices"][0]["message"]["content"].as_str().unwrap();
+    let value: Value = serde_json::from_str(content).unwrap_or_else(|e| panic!("{e}: {content}"));
+    let object = value.as_object().unwrap();
+    assert_eq!(object.len(), 2, "{content}");
+    assert!(
+        object["city"].as_str().unwrap().chars().count() <= 12,
+        "{content}"
+    );
+    assert!(object["is_capital"].is_boolean(), "{content}");
 }

@@ -1,6 +1,8 @@
 //! `POST /api/chat`.
 
-use super::types::{check_supported, keep_alive_is_zero, ChatRequest, OllamaMessage};
+use super::types::{
+    check_supported, format_grammar, keep_alive_is_zero, ChatRequest, OllamaMessage,
+};
 use super::{created_at, failure_line, final_fields};
 use crate::error::{parse_json, ApiError, OllamaError};
 use crate::generation::{self, GenerationRequest, Outcome, RequestLabel};
@@ -27,12 +29,8 @@ pub async fn chat(State(state): State<AppState>, body: Bytes) -> Result<Response
         .messages
         .iter()
         .any(|m| m.images.as_ref().is_some_and(|i| !i.is_empty()));
-    check_supported(
-        images,
-        request.tools.as_deref(),
-        request.format.as_ref(),
-        request.think.as_ref(),
-    )?;
+    check_supported(images, request.tools.as_deref(), request.think.as_ref())?;
+    let grammar = format_grammar(request.format.as_ref())?;
     let clear_cache_after = keep_alive_is_zero(request.keep_alive.as_ref());
     if request.messages.is_empty() {
         if clear_cache_after {
@@ -87,7 +85,7 @@ pub async fn chat(State(state): State<AppState>, body: Bytes) -> Result<Response
             },
             stop: options.stop()?,
             logprobs: None,
-            constraint: None,
+            constraint: crate::structured::constraint(&state, grammar).await?,
             clear_cache_after,
         },
         label,

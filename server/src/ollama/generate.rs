@@ -1,6 +1,6 @@
 //! `POST /api/generate`.
 
-use super::types::{check_supported, keep_alive_is_zero, GenerateRequest};
+use super::types::{check_supported, format_grammar, keep_alive_is_zero, GenerateRequest};
 use super::{created_at, failure_line, final_fields};
 use crate::error::{parse_json, ApiError, OllamaError};
 use crate::generation::{self, GenerationRequest, Outcome, RequestLabel};
@@ -107,9 +107,9 @@ pub async fn generate(State(state): State<AppState>, body: Bytes) -> Result<Resp
     check_supported(
         request.images.as_ref().is_some_and(|i| !i.is_empty()),
         None,
-        request.format.as_ref(),
         request.think.as_ref(),
     )?;
+    let grammar = format_grammar(request.format.as_ref())?;
     if request.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
         return Err(ApiError::unsupported("suffix", "`suffix` (fill in the middle)").into());
     }
@@ -162,7 +162,7 @@ pub async fn generate(State(state): State<AppState>, body: Bytes) -> Result<Resp
             },
             stop: options.stop()?,
             logprobs: None,
-            constraint: None,
+            constraint: crate::structured::constraint(&state, grammar).await?,
             clear_cache_after,
         },
         label,

@@ -6,7 +6,8 @@
 //! `total_duration` (arrival to end), `load_duration` (0: the model stays loaded),
 //! `prompt_eval_count` (all prompt tokens, prefix cache hits included),
 //! `prompt_eval_duration` (arrival to the first token), `eval_count`, `eval_duration`.
-//! Errors have Ollama's shape, `{"error": "..."}`.
+//! Errors have Ollama's shape, `{"error": "..."}`. `format` (`"json"` or a JSON schema)
+//! constrains the output ([`crate::structured`]); images, tools and `think: true` are 400.
 //!
 //! # `keep_alive`
 //!

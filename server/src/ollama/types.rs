@@ -2,6 +2,7 @@
 
 use crate::error::ApiError;
 use crate::params::{SamplingFields, StopField};
+use mlx_models::text::structured::Grammar;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -198,12 +199,10 @@ pub fn keep_alive_is_zero(value: Option<&Value>) -> bool {
     }
 }
 
-/// 400 for what this server does not implement: images, tools other than none, structured
-/// `format`, `think: true`.
+/// 400 for what this server does not implement: images, tools, `think: true`.
 pub fn check_supported(
     images: bool,
     tools: Option<&[Value]>,
-    format: Option<&Value>,
     think: Option<&Value>,
 ) -> Result<(), ApiError> {
     if images {
@@ -212,24 +211,19 @@ pub fn check_supported(
     if tools.is_some_and(|t| !t.is_empty()) {
         return Err(ApiError::unsupported("tools", "tool calling"));
     }
-    match format {
-        None | Some(Value::Null) => {}
-        Some(Value::String(s)) if s.is_empty() => {}
-        Some(Value::String(s)) if s == "json" => {
-            return Err(ApiError::unsupported("format", "`format: \"json\"`"))
-        }
-        Some(Value::Object(_)) => {
-            return Err(ApiError::unsupported("format", "a JSON schema `format`"))
-        }
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "`format` must be \"json\" or a JSON schema object, got {other}"
-            ))
-            .with_param("format"))
-        }
-    }
     match think {
         None | Some(Value::Null) | Some(Value::Bool(false)) => Ok(()),
         Some(_) => Err(ApiError::unsupported("think", "separate thinking output")),
+    }
+}
+
+/// The grammar of a `format` field (`"json"`, a JSON schema, or nothing). Errors: 400 for
+/// another value.
+pub fn format_grammar(format: Option<&Value>) -> Result<Option<Grammar>, ApiError> {
+    match format {
+        None => Ok(None),
+        Some(f) => {
+            Grammar::from_ollama_format(f).map_err(|e| ApiError::from(e).with_param("format"))
+        }
     }
 }

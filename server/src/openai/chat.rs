@@ -12,6 +12,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use mlx_models::model::GenerateParams;
 use mlx_models::runtime::scheduler::GeneratedToken;
+use mlx_models::text::structured::Grammar;
 use mlx_models::text::Tokenizer;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -42,7 +43,9 @@ pub async fn chat_completions(
         .map(|m| m.to_chat())
         .collect::<Result<Vec<_>, _>>()?;
     let tools = tools_to_render(&request)?;
-    check_response_format(request.response_format.as_ref())?;
+    let constraint =
+        crate::structured::constraint(&state, response_format(request.response_format.as_ref())?)
+            .await?;
     let mut extra = request.chat_template_kwargs.clone().unwrap_or_default();
     if let Some(tools) = tools {
         extra.insert("tools".into(), Value::Array(tools));
@@ -101,7 +104,7 @@ pub async fn chat_completions(
             },
             stop,
             logprobs,
-            constraint: None,
+            constraint,
             clear_cache_after: false,
         },
         label,
@@ -218,21 +221,13 @@ fn tools_to_render(request: &ChatRequest) -> Result<Option<Vec<Value>>, ApiError
     }
 }
 
-/// `response_format`: only `text` for now (JSON modes are 400, never ignored).
-fn check_response_format(format: Option<&Value>) -> Result<(), ApiError> {
-    let Some(format) = format.filter(|f| !f.is_null()) else {
-        return Ok(());
-    };
-    match format.get("type").and_then(Value::as_str) {
-        Some("text") => Ok(()),
-        Some(kind @ ("json_object" | "json_schema")) => Err(ApiError::unsupported(
-            "response_format",
-            format!("response_format `{kind}`"),
-        )),
-        _ => Err(ApiError::bad_request(
-            "`response_format.type` must be `text`, `json_object` or `json_schema`",
-        )
-        .with_param("response_format")),
+/// The grammar of a `response_format` (`text` or absent: none). Errors: 400 for an unknown
+/// type or a `json_schema` without a schema.
+pub(crate) fn response_format(format: Option<&Value>) -> Result<Option<Grammar>, ApiError> {
+    match format.filter(|f| !f.is_null()) {
+        None => Ok(None),
+        Some(f) => Grammar::from_openai_response_format(f)
+            .map_err(|e| ApiError::from(e).with_param("response_format")),
     }
 }
 

@@ -41,6 +41,11 @@ pub async fn completions(
     if request.best_of.is_some_and(|n| n != 1) {
         return Err(ApiError::unsupported("best_of", "`best_of` other than 1").into());
     }
+    let constraint = crate::structured::constraint(
+        &state,
+        super::chat::response_format(request.response_format.as_ref())?,
+    )
+    .await?;
     let tokenizer = &model.info.tokenizer;
     let prompt = match Prompt::parse(&request.prompt)? {
         Prompt::Tokens(ids) => ids,
@@ -90,7 +95,7 @@ pub async fn completions(
             },
             stop,
             logprobs,
-            constraint: None,
+            constraint,
             clear_cache_after: false,
         },
         label,

@@ -3,9 +3,11 @@
 //!
 //! Errors have OpenAI's shape (`{"error": {"message", "type", "param", "code"}}`). Fields
 //! that would change the answer but are not implemented (`n` ≠ 1, penalties other than 0,
-//! `logit_bias`, `echo`, `suffix`, `best_of`, tool calls other than `tool_choice: "none"`,
-//! JSON response formats) are 400, never ignored. `top_k`, `min_p`, `repetition_penalty`
-//! and `chat_template_kwargs` are accepted as extensions.
+//! `logit_bias`, `echo`, `suffix`, `best_of`, tool calls other than `tool_choice: "none"`)
+//! are 400, never ignored. `response_format` (`text`, `json_object`, `json_schema`)
+//! constrains the output ([`crate::structured`]). `top_k`, `min_p`, `repetition_penalty`
+//! and `chat_template_kwargs` are accepted as extensions (and `response_format` on
+//! `/v1/completions`).
 
 pub mod chat;
 pub mod completions;

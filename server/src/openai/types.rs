@@ -263,6 +263,9 @@ pub struct CompletionRequest {
     /// Server-side best-of: only 1.
     #[serde(default)]
     pub best_of: Option<i64>,
+    /// Structured output, as in chat (an extension for completions).
+    #[serde(default)]
+    pub response_format: Option<Value>,
 }
 
 /// A completion prompt: text, or token ids.
