@@ -72,7 +72,9 @@ impl GrammarCompiler {
     /// model's end-of-sequence ids: [`Tokenizer::eos_token_ids`] plus those of its
     /// `generation_config.json`; empty: the tokenizer's own).
     ///
-    /// Walks the whole vocabulary (a fraction of a second for 150k tokens, in release builds).
+    /// Walks the whole vocabulary: in release builds on a 2-core x86, 0.14 s for SmolLM2's
+    /// 49k tokens, 0.74 s for Gemma 3's 262k (a compile then takes under a millisecond, and
+    /// a mask and a step some 20 µs for a small JSON schema).
     ///
     /// Errors: [`Error::InvalidArgument`] without any end-of-sequence id, or with one outside
     /// the vocabulary; [`Error::Tokenizer`] when the grammar engine refuses the vocabulary.
