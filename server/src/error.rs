@@ -236,7 +236,7 @@ impl Flavor {
 /// (which names the line and column, and the expected type).
 ///
 /// ```
-/// #[derive(serde::Deserialize)]
+/// #[derive(Debug, serde::Deserialize)]
 /// struct R { n: u32 }
 /// let e = mlx_server::error::parse_json::<R>(br#"{"n": "x"}"#).unwrap_err();
 /// assert_eq!(e.status.as_u16(), 400);
