@@ -219,6 +219,33 @@ fn a_prefix_hit_prefills_only_the_new_tokens_and_changes_nothing() {
 }
 
 #[test]
+fn ignore_eos_generates_through_the_end_of_sequence_tokens() {
+    let prompt = prompts(1).remove(0);
+    let first = alone(fixture_model("llama").as_ref(), &prompt, 1)[0];
+    // The model's first greedy token is made an end-of-sequence id.
+    let mut scheduler = Scheduler::new(
+        fixture_model("llama"),
+        vec![first],
+        4096,
+        SchedulerOptions::default(),
+    );
+    scheduler
+        .submit(1, SequenceRequest::new(prompt.clone(), greedy(4)))
+        .unwrap();
+    let mut through = SequenceRequest::new(prompt.clone(), greedy(4));
+    through.ignore_eos = true;
+    scheduler.submit(2, through).unwrap();
+    let mut done = run(&mut scheduler);
+    let (tokens, summary) = done.remove(&1).unwrap();
+    assert!(tokens.is_empty());
+    assert_eq!(summary.finish_reason, FinishReason::Stop);
+    let (tokens, summary) = done.remove(&2).unwrap();
+    assert_eq!(tokens, alone(fixture_model("llama").as_ref(), &prompt, 4));
+    assert_eq!(tokens[0], first);
+    assert_eq!(summary.finish_reason, FinishReason::Length);
+}
+
+#[test]
 fn a_cancelled_request_leaves_the_batch_at_once() {
     let mut scheduler = Scheduler::new(
         fixture_model("llama"),
@@ -299,7 +326,7 @@ fn bad_requests_are_refused_before_they_queue() {
         .submit(1, SequenceRequest::new(vec![1, 2], greedy(4)))
         .unwrap();
     assert!(err(scheduler.submit(1, SequenceRequest::new(vec![1, 2], greedy(4)))).contains("busy"));
-    assert!(scheduler.is_idle() == false && scheduler.stats().waiting == 1);
+    assert!(!scheduler.is_idle() && scheduler.stats().waiting == 1);
 }
 
 /// Allows only tokens below 10, and finishes after three of them.

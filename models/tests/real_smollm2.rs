@@ -54,7 +54,7 @@ fn a_second_chat_turn_reuses_the_first_and_answers_the_same() {
         max_tokens: 12,
         ..GenerateParams::default()
     };
-    let mut generate = |engine: &mut MlxEngine, messages: &[ChatMessage]| {
+    let generate = |engine: &mut MlxEngine, messages: &[ChatMessage]| {
         let ids = engine
             .tokenizer()
             .apply_chat_template(messages, true)

@@ -61,6 +61,9 @@ pub struct SequenceRequest {
     pub logprobs: Option<usize>,
     /// Tokens allowed at each step (a JSON schema, a grammar), if constrained.
     pub constraint: Option<Box<dyn TokenConstraint>>,
+    /// Generate through the model's end-of-sequence tokens (they are reported as tokens)
+    /// until `max_tokens` or a stop id of the params: fixed-length runs for benchmarks.
+    pub ignore_eos: bool,
 }
 
 impl SequenceRequest {
@@ -71,6 +74,7 @@ impl SequenceRequest {
             params,
             logprobs: None,
             constraint: None,
+            ignore_eos: false,
         }
     }
 }
@@ -160,6 +164,7 @@ struct Running {
     sampler: Sampler,
     logprobs: Option<usize>,
     constraint: Option<Box<dyn TokenConstraint>>,
+    ignore_eos: bool,
     submitted: Instant,
     first_token: Option<Instant>,
 }
@@ -399,6 +404,7 @@ impl Scheduler {
             sampler: w.sampler,
             logprobs: w.request.logprobs,
             constraint: w.request.constraint,
+            ignore_eos: w.request.ignore_eos,
             submitted: w.submitted,
             first_token: None,
         });
@@ -442,7 +448,8 @@ impl Scheduler {
             self.generated_tokens += 1;
             r.tokens.push(r.next_input);
             r.next_input = token.id;
-            let stop = self.eos.contains(&token.id) || r.params.stop_token_ids.contains(&token.id);
+            let stop = (!r.ignore_eos && self.eos.contains(&token.id))
+                || r.params.stop_token_ids.contains(&token.id);
             let finish = if stop {
                 Some(FinishReason::Stop)
             } else {
