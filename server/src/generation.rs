@@ -37,6 +37,8 @@ pub struct GenerationRequest {
     /// Drop the prefix cache and MLX's buffer cache once the request ends (Ollama's
     /// `keep_alive: 0`).
     pub clear_cache_after: bool,
+    /// Generate through end-of-sequence tokens up to the limit (benchmarks).
+    pub ignore_eos: bool,
 }
 
 /// Why a generation ended, as the APIs say it.
@@ -151,6 +153,7 @@ pub async fn start(
         params: request.params,
         logprobs: request.logprobs,
         constraint: request.constraint,
+        ignore_eos: request.ignore_eos,
     };
     engine.submit(id, sequence, events_tx).await?;
     let (chunks_tx, chunks) = mpsc::channel(64);

@@ -414,3 +414,32 @@ async fn a_json_schema_response_format_gives_json_that_fits_it() {
     );
     assert!(object["is_capital"].is_boolean(), "{content}");
 }
+
+#[tokio::test]
+async fn ignore_eos_runs_to_the_token_limit() {
+    let Some(server) = common::shared() else {
+        return;
+    };
+    let prompt = reference_chat_prompt(&[("user", QUESTION)]);
+    let (expected, generated, stopped) = reference_generate(&prompt, 24);
+    assert!(
+        stopped && generated < 12,
+        "the reference stops early: {expected:?}"
+    );
+    let (status, body) = post_json(
+        &server.url("/v1/chat/completions"),
+        &json!({
+            "messages": [{"role": "user", "content": QUESTION}],
+            "max_tokens": 12, "temperature": 0, "ignore_eos": true,
+        }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["usage"]["completion_tokens"], 12);
+    assert_eq!(body["choices"][0]["finish_reason"], "length");
+    let content = body["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(
+        content.starts_with(&expected),
+        "{content:?} after {expected:?}"
+    );
+}

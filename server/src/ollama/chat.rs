@@ -87,6 +87,7 @@ pub async fn chat(State(state): State<AppState>, body: Bytes) -> Result<Response
             logprobs: None,
             constraint: crate::structured::constraint(&state, grammar).await?,
             clear_cache_after,
+            ignore_eos: false,
         },
         label,
     )

@@ -164,6 +164,7 @@ pub async fn generate(State(state): State<AppState>, body: Bytes) -> Result<Resp
             logprobs: None,
             constraint: crate::structured::constraint(&state, grammar).await?,
             clear_cache_after,
+            ignore_eos: false,
         },
         label,
     )

@@ -106,6 +106,7 @@ pub async fn chat_completions(
             logprobs,
             constraint,
             clear_cache_after: false,
+            ignore_eos: request.common.ignore_eos.unwrap_or(false),
         },
         label,
     )

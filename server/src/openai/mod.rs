@@ -5,8 +5,8 @@
 //! that would change the answer but are not implemented (`n` ≠ 1, penalties other than 0,
 //! `logit_bias`, `echo`, `suffix`, `best_of`, tool calls other than `tool_choice: "none"`)
 //! are 400, never ignored. `response_format` (`text`, `json_object`, `json_schema`)
-//! constrains the output ([`crate::structured`]). `top_k`, `min_p`, `repetition_penalty`
-//! and `chat_template_kwargs` are accepted as extensions (and `response_format` on
+//! constrains the output ([`crate::structured`]). `top_k`, `min_p`, `repetition_penalty`,
+//! `ignore_eos` and `chat_template_kwargs` are accepted as extensions (and `response_format` on
 //! `/v1/completions`).
 
 pub mod chat;

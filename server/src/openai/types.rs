@@ -63,6 +63,10 @@ pub struct CommonFields {
     /// The sampler's seed.
     #[serde(default)]
     pub seed: Option<i64>,
+    /// Generate through end-of-sequence tokens up to the token limit (an extension, as in
+    /// llama.cpp's and vLLM's servers: fixed-length runs for benchmarks).
+    #[serde(default)]
+    pub ignore_eos: Option<bool>,
 }
 
 impl CommonFields {
