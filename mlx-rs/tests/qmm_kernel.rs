@@ -531,6 +531,106 @@ fn vnni_rounds_activations_as_documented() {
     reset_isa();
 }
 
+/// The integer activations' rounding, as documented, in f64: in each block of 8, x becomes
+/// X 2^(E - 7) with X = round-half-even(x 2^(7 - E)) kept to [-127, 127] and 2^E the smallest
+/// power of two above the block's largest |x| (E at least -102).
+fn int8_round(x: &[f32]) -> Vec<f64> {
+    x.chunks(8)
+        .flat_map(|block| {
+            let mx = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let f = ((mx.to_bits() >> 23) & 0xff).max(24) as i32;
+            let e = f - 126;
+            block.iter().map(move |&v| {
+                let q = (v as f64 * 2f64.powi(7 - e))
+                    .round_ties_even()
+                    .clamp(-127.0, 127.0);
+                q * 2f64.powi(e - 7)
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn int8_activations_round_as_documented_within_their_bound() {
+    let _g = lock();
+    /// Switches the integer activations off however the test ends.
+    struct Off;
+    impl Drop for Off {
+        fn drop(&mut self) {
+            quant::set_native_int8_activations(false);
+        }
+    }
+    let _off = Off;
+    quant::set_native_qmm(true);
+    if !quant::set_native_int8_activations(true) {
+        quant::set_native_int8_activations(false);
+        eprintln!("skipped: this CPU has no AVX-512 VNNI");
+        return;
+    }
+    // Every block's largest value sits just below a power of two in some rows (the clamp of a
+    // rounded 128), K ends in a partial chunk where the group allows, M = 1 and 6 (the kernel's
+    // one-row and four-row blocks).
+    for (bits, group, k) in [
+        (4, 32, 448usize),
+        (4, 64, 448),
+        (4, 128, 384),
+        (8, 32, 480),
+        (8, 64, 448),
+        (8, 128, 384),
+    ] {
+        let n = 20usize;
+        // Biases 0: the kernel adds the bias terms with the exact sums of x, so only the
+        // scaled codes meet the rounded activations.
+        let q = weights_from_codes(n, k, bits, group, |_| false);
+        let w = dequant_f64(&q);
+        for m in [1usize, 6] {
+            let mut x = rand_vec(m * k, 9 + m as u64);
+            for (i, v) in x.iter_mut().enumerate() {
+                if i % 16 == 5 {
+                    *v = 0.999_99 * v.signum();
+                }
+            }
+            let xa = Array::from_slice(&x, &[m as i32, k as i32]).unwrap();
+            assert!(quant::set_native_int8_activations(true));
+            let got = qmm(&xa, &q).unwrap().to_vec::<f32>().unwrap();
+            let (want, mag) = reference(&x, &w, m, n, k);
+            let xr = int8_round(&x);
+            for i in 0..m {
+                let row = &xr[i * k..(i + 1) * k];
+                let block_max: Vec<f64> = x[i * k..(i + 1) * k]
+                    .chunks(8)
+                    .flat_map(|b| {
+                        let mx = b.iter().fold(0f64, |a, v| a.max(v.abs() as f64));
+                        std::iter::repeat_n(mx, b.len())
+                    })
+                    .collect();
+                for r in 0..n {
+                    let wr = &w[r * k..(r + 1) * k];
+                    let at = i * n + r;
+                    let f32_sums = 16.0 * 2f64.powi(-24) * mag[at];
+                    let rounded: f64 = wr.iter().zip(row).map(|(a, b)| a * b).sum();
+                    assert!(
+                        (got[at] as f64 - rounded).abs() <= f32_sums,
+                        "{bits} bits, group {group}, m {m}, ({i}, {r}): {} vs rounded {rounded}",
+                        got[at]
+                    );
+                    // The documented bound: |x - X 2^e| <= 2^-6 of the block's largest |x|.
+                    let bound: f64 = wr
+                        .iter()
+                        .zip(&block_max)
+                        .map(|(a, mx)| a.abs() * mx / 64.0)
+                        .sum();
+                    assert!((got[at] as f64 - want[at]).abs() <= bound + f32_sums);
+                }
+            }
+            // Switched off: the default kernel again (21-bit activations).
+            assert!(!quant::set_native_int8_activations(false));
+            let again = qmm(&xa, &q).unwrap().to_vec::<f32>().unwrap();
+            check_close(&again, &want, &mag, Dtype::Float32, "int8 switched off");
+        }
+    }
+}
+
 #[test]
 fn vnni_non_finite_activations_give_nan_only_where_they_are_used() {
     let _g = lock();

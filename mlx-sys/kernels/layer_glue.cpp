@@ -430,6 +430,10 @@ bool add_layer(std::vector<mx::array>& inputs, std::vector<LayerParams>& params,
   for (const auto* a : {&w.qkv_bias, &w.q_norm, &w.k_norm, &w.attention_out_norm,
                         &w.mlp_out_norm})
     if (has(*a)) inputs.push_back(mlx_array_get_(*a));
+  // The other sequences' caches, before any pointer into `inputs` is taken.
+  const size_t optional_end = inputs.size() - base;
+  for (int b = 1; b < seqs; ++b)
+    for (int kv = 0; kv < 2; ++kv) inputs.push_back(mlx_array_get_(more_caches[2 * (b - 1) + kv]));
   auto in = [&](size_t i) -> mx::array& { return inputs[base + i]; };
   for (size_t i = 0; base + i < inputs.size(); ++i)
     if (i < LayerParams::kQkv || i >= LayerParams::kOptional)
@@ -445,9 +449,6 @@ bool add_layer(std::vector<mx::array>& inputs, std::vector<LayerParams>& params,
   size_t opt = LayerParams::kOptional + has(w.qkv_bias);
   const mx::array* qn = has(w.q_norm) ? &in(opt++) : nullptr;
   const mx::array* kn = has(w.k_norm) ? &in(opt++) : nullptr;
-  const size_t optional_end = inputs.size() - base;
-  for (int b = 1; b < seqs; ++b)
-    for (int kv = 0; kv < 2; ++kv) inputs.push_back(mlx_array_get_(more_caches[2 * (b - 1) + kv]));
   for (int b = 0; b < seqs; ++b) {
     const size_t k = b == 0 ? size_t(LayerParams::kKCache) : optional_end + 2 * size_t(b - 1);
     ap.offset = offsets[size_t(b)];

@@ -23,6 +23,14 @@
 // the even codes and of the odd codes of every lane in that byte order, and the 16 powers of
 // two. K need not be a multiple of 128: the last chunk's weight bytes are read through a mask.
 //
+// Integer activations (MLX_RS_QMM_INT8_ACTIVATIONS, mlxrs_qmm_set_int8_activations): one digit
+// instead of three, X = round(x 2^-e) with the block's largest |x| in [2^6, 2^7) and X kept to
+// [-127, 127], so |x - X 2^e| <= 2^e <= 2^-6 of the block's largest magnitude (the rounding
+// gives half of that; the clamp of a 128 the rest). One VPDPBUSD per digit and code half instead
+// of three: at decode the per-row work is about a third, which is what several sequences
+// decoded together pay per row. Opt-in: the products then carry the activations' quantization
+// error, as llama.cpp's 8-bit activations do.
+//
 // 8-bit codes. A chunk is 64 codes of a row, 64 bytes in order: VPDPBUSD lane d sums the
 // products of codes 4d .. 4d + 3, so an x block of 8 values is a pair of lanes and a group of
 // 32 / 64 / 128 codes is 8 / 16 / 32 lanes (a group of 128 spans two chunks). The same three
@@ -88,9 +96,12 @@ inline __m512i low_digit(__m512i v) {
                           k64);
 }
 
-// The digits of 16 values x[0 .. valid) (zeros past it), as int32 in d[0..3) (X = d0 2^14 +
-// d1 2^7 + d2), and the powers of two of the two 8-value blocks, e0 and e1.
+// The D digits of 16 values x[0 .. valid) (zeros past it), as int32 in d[0..D) (D = 3: X = d0
+// 2^14 + d1 2^7 + d2; D = 1: X = d0 in [-127, 127]), and the powers of two of the two 8-value
+// blocks, e0 and e1.
+template <int D>
 inline void digits16(const float* x, int valid, __m512i d[3], float& e0, float& e1) {
+  static_assert(D == 1 || D == 3, "one digit or three");
   const __mmask16 mk = valid >= 16 ? 0xFFFF : valid <= 0 ? 0 : (1u << valid) - 1;
   __m512 v = _mm512_maskz_loadu_ps(mk, x);
   // Largest |x| of each 8-value half, in every element of the half.
@@ -99,39 +110,47 @@ inline void digits16(const float* x, int valid, __m512i d[3], float& e0, float& 
   a = _mm512_max_ps(a, _mm512_permute_ps(a, 0x4E));
   a = _mm512_max_ps(a, _mm512_shuffle_f32x4(a, a, 0xB1));
   // Its exponent field f (255: infinity or NaN): the max lies in [2^(f-127), 2^(f-126)),
-  // so X = x 2^(146 - f) and 2^e = 2^(f - 146); f is clamped below at 24 to keep both
+  // so X = x 2^(146 - f) and 2^e = 2^(f - 146) (three digits: |X| < 2^20), or X = x 2^(133 - f)
+  // and 2^e = 2^(f - 133) (one digit: |X| < 2^7); f is clamped below at 24 to keep both
   // powers normal.
+  constexpr int kShift = D == 3 ? 146 : 133;
   const __m512i f =
       _mm512_max_epi32(_mm512_srli_epi32(_mm512_castps_si512(a), 23), _mm512_set1_epi32(24));
   const __mmask16 bad = _mm512_cmpeq_epi32_mask(f, _mm512_set1_epi32(255));
-  const __m512 up =
-      _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_sub_epi32(_mm512_set1_epi32(273), f), 23));
-  __m512 e =
-      _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_sub_epi32(f, _mm512_set1_epi32(19)), 23));
+  const __m512 up = _mm512_castsi512_ps(
+      _mm512_slli_epi32(_mm512_sub_epi32(_mm512_set1_epi32(kShift + 127), f), 23));
+  __m512 e = _mm512_castsi512_ps(
+      _mm512_slli_epi32(_mm512_sub_epi32(f, _mm512_set1_epi32(kShift - 127)), 23));
   e = _mm512_mask_mov_ps(e, bad, _mm512_set1_ps(__builtin_nanf("")));
   v = _mm512_maskz_mov_ps(_knot_mask16(bad), v);
   const __m512i X =
       _mm512_cvt_roundps_epi32(_mm512_mul_ps(v, up), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  d[2] = low_digit(X);
-  const __m512i X1 = _mm512_srai_epi32(_mm512_sub_epi32(X, d[2]), 7);
-  d[1] = low_digit(X1);
-  d[0] = _mm512_srai_epi32(_mm512_sub_epi32(X1, d[1]), 7);
+  if (D == 1) {
+    d[0] = _mm512_min_epi32(_mm512_max_epi32(X, _mm512_set1_epi32(-127)), _mm512_set1_epi32(127));
+  } else {
+    d[2] = low_digit(X);
+    const __m512i X1 = _mm512_srai_epi32(_mm512_sub_epi32(X, d[2]), 7);
+    d[1] = low_digit(X1);
+    d[0] = _mm512_srai_epi32(_mm512_sub_epi32(X1, d[1]), 7);
+  }
   e0 = _mm512_cvtss_f32(e);
   e1 = _mm_cvtss_f32(_mm512_extractf32x4_ps(e, 2));
 }
 
+template <int D>
 void prepare_row4(const float* x, int K, XChunk* out) {
   for (int c = 0; c < chunks<4>(K); ++c) {
     XChunk& o = out[c];
     for (int t = 0; t < 8; ++t) {  // 16 values: lanes 2t and 2t + 1
       const int e0 = 128 * c + 16 * t;
       __m512i d[3];
-      digits16(x + e0, K - e0, d, o.scale[2 * t], o.scale[2 * t + 1]);
-      for (int k = 0; k < 3; ++k) store_digit(d[k], o.digit[k][0] + 8 * t, o.digit[k][1] + 8 * t);
+      digits16<D>(x + e0, K - e0, d, o.scale[2 * t], o.scale[2 * t + 1]);
+      for (int k = 0; k < D; ++k) store_digit(d[k], o.digit[k][0] + 8 * t, o.digit[k][1] + 8 * t);
     }
   }
 }
 
+template <int D>
 void prepare_row8(const float* x, int K, XChunk8* out) {
   for (int c = 0; c < chunks<8>(K); ++c) {
     XChunk8& o = out[c];
@@ -139,8 +158,8 @@ void prepare_row8(const float* x, int K, XChunk8* out) {
       const int e0 = 64 * c + 16 * t;
       __m512i d[3];
       float s0, s1;
-      digits16(x + e0, K - e0, d, s0, s1);
-      for (int k = 0; k < 3; ++k)
+      digits16<D>(x + e0, K - e0, d, s0, s1);
+      for (int k = 0; k < D; ++k)
         _mm_store_si128(reinterpret_cast<__m128i*>(o.digit[k] + 16 * t), _mm512_cvtepi32_epi8(d[k]));
       o.scale[4 * t] = o.scale[4 * t + 1] = s0;
       o.scale[4 * t + 2] = o.scale[4 * t + 3] = s1;
@@ -148,13 +167,14 @@ void prepare_row8(const float* x, int K, XChunk8* out) {
   }
 }
 
+template <int D>
 void prepare(const float* x, float* xp, int M, int K, int bits) {
   if (bits == 4) {
     for (int m = 0; m < M; ++m)
-      prepare_row4(x + size_t(m) * K, K, xchunks<4>(xp) + size_t(m) * chunks<4>(K));
+      prepare_row4<D>(x + size_t(m) * K, K, xchunks<4>(xp) + size_t(m) * chunks<4>(K));
   } else if (bits == 8) {
     for (int m = 0; m < M; ++m)
-      prepare_row8(x + size_t(m) * K, K, xchunks<8>(xp) + size_t(m) * chunks<8>(K));
+      prepare_row8<D>(x + size_t(m) * K, K, xchunks<8>(xp) + size_t(m) * chunks<8>(K));
   } else {
     kernels_avx512().prepare(x, xp, M, K, bits);
   }
@@ -193,8 +213,16 @@ inline void group_params(const Problem& p, int n0, int m0, int g0, __m512 (&s16)
   }
 }
 
-// y[m0 .. m0 + MB, n0 .. n0 + R] for 4-bit codes in groups of GS, scales of dtype SB.
-template <int GS, int R, int MB, int SB>
+// The activations' digits recombined: X = d0 2^14 + d1 2^7 + d2, or d0 alone.
+template <int D>
+inline __m512i recombine(const __m512i (&d)[3]) {
+  if (D == 1) return d[0];
+  return _mm512_add_epi32(
+      _mm512_add_epi32(_mm512_slli_epi32(d[0], 14), _mm512_slli_epi32(d[1], 7)), d[2]);
+}
+
+// y[m0 .. m0 + MB, n0 .. n0 + R] for 4-bit codes in groups of GS, scales of dtype SB, D digits.
+template <int GS, int R, int MB, int SB, int D>
 inline void block4(const Problem& p, int n0, int m0) {
   constexpr int LPG = GS / 8;    // lanes per group
   constexpr int GPC = 16 / LPG;  // groups per chunk
@@ -230,14 +258,13 @@ inline void block4(const Problem& p, int n0, int m0) {
       for (int m = 0; m < MB; ++m) {
         const XChunk& x = xs[m][c];
         __m512i d[3];
-        for (int k = 0; k < 3; ++k) {
+        for (int k = 0; k < D; ++k) {
           const __m512i even = _mm512_load_si512(x.digit[k][0]);
           const __m512i odd = _mm512_load_si512(x.digit[k][1]);
           d[k] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, even), hi,
                                      odd);
         }
-        const __m512i sum = _mm512_add_epi32(
-            _mm512_add_epi32(_mm512_slli_epi32(d[0], 14), _mm512_slli_epi32(d[1], 7)), d[2]);
+        const __m512i sum = recombine<D>(d);
         tot[r][m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum),
                                     _mm512_mul_ps(s, _mm512_load_ps(x.scale)), tot[r][m]);
       }
@@ -248,8 +275,8 @@ inline void block4(const Problem& p, int n0, int m0) {
       p.y[size_t(m0 + m) * p.N + n0 + r] = _mm512_reduce_add_ps(tot[r][m]);
 }
 
-// y[m0 .. m0 + MB, n0 .. n0 + R] for 8-bit codes in groups of GS, scales of dtype SB.
-template <int GS, int R, int MB, int SB>
+// y[m0 .. m0 + MB, n0 .. n0 + R] for 8-bit codes in groups of GS, scales of dtype SB, D digits.
+template <int GS, int R, int MB, int SB, int D>
 inline void block8(const Problem& p, int n0, int m0) {
   constexpr int CPS = GS / 4;  // chunks per 16 groups (one load of scales)
   const int K = p.K, nc = chunks<8>(K);
@@ -280,16 +307,13 @@ inline void block8(const Problem& p, int n0, int m0) {
     }
     for (int m = 0; m < MB; ++m) {
       const XChunk8& x = xs[m][c];
-      const __m512i da = _mm512_load_si512(x.digit[0]), db = _mm512_load_si512(x.digit[1]),
-                    dc = _mm512_load_si512(x.digit[2]);
+      __m512i dx[3];
+      for (int k = 0; k < D; ++k) dx[k] = _mm512_load_si512(x.digit[k]);
       const __m512 xscale = _mm512_load_ps(x.scale);
       for (int r = 0; r < R; ++r) {
-        const __m512i z = _mm512_setzero_si512();
-        const __m512i sa = _mm512_dpbusd_epi32(z, v[r], da);
-        const __m512i sb = _mm512_dpbusd_epi32(z, v[r], db);
-        const __m512i sc = _mm512_dpbusd_epi32(z, v[r], dc);
-        const __m512i sum = _mm512_add_epi32(
-            _mm512_add_epi32(_mm512_slli_epi32(sa, 14), _mm512_slli_epi32(sb, 7)), sc);
+        __m512i d[3];
+        for (int k = 0; k < D; ++k) d[k] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v[r], dx[k]);
+        const __m512i sum = recombine<D>(d);
         tot[r][m] =
             _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(s[r], xscale), tot[r][m]);
       }
@@ -300,62 +324,63 @@ inline void block8(const Problem& p, int n0, int m0) {
       p.y[size_t(m0 + m) * p.N + n0 + r] = _mm512_reduce_add_ps(tot[r][m]);
 }
 
-template <int BITS, int GS, int R, int MB, int SB>
+template <int BITS, int GS, int R, int MB, int SB, int D>
 inline void block(const Problem& p, int n0, int m0) {
   if (BITS == 4)
-    block4<GS, R, MB, SB>(p, n0, m0);
+    block4<GS, R, MB, SB, D>(p, n0, m0);
   else
-    block8<GS, R, MB, SB>(p, n0, m0);
+    block8<GS, R, MB, SB, D>(p, n0, m0);
 }
 
-template <int BITS, int GS, int R, int SB>
+template <int BITS, int GS, int R, int SB, int D>
 inline void rows_mblocks(const Problem& p, int n) {
   int m = 0;
-  for (; m + 4 <= p.M; m += 4) block<BITS, GS, R, 4, SB>(p, n, m);
+  for (; m + 4 <= p.M; m += 4) block<BITS, GS, R, 4, SB, D>(p, n, m);
   switch (p.M - m) {
-    case 3: block<BITS, GS, R, 3, SB>(p, n, m); break;
-    case 2: block<BITS, GS, R, 2, SB>(p, n, m); break;
-    case 1: block<BITS, GS, R, 1, SB>(p, n, m); break;
+    case 3: block<BITS, GS, R, 3, SB, D>(p, n, m); break;
+    case 2: block<BITS, GS, R, 2, SB, D>(p, n, m); break;
+    case 1: block<BITS, GS, R, 1, SB, D>(p, n, m); break;
     default: break;
   }
 }
 
-template <int BITS, int GS, int SB>
+template <int BITS, int GS, int SB, int D>
 void rows_group(const Problem& p, int n0, int n1) {
   int n = n0;
   if (p.M == 1) {
-    for (; n + 4 <= n1; n += 4) block<BITS, GS, 4, 1, SB>(p, n, 0);
+    for (; n + 4 <= n1; n += 4) block<BITS, GS, 4, 1, SB, D>(p, n, 0);
   } else {
-    for (; n + 2 <= n1; n += 2) rows_mblocks<BITS, GS, 2, SB>(p, n);
+    for (; n + 2 <= n1; n += 2) rows_mblocks<BITS, GS, 2, SB, D>(p, n);
   }
-  for (; n < n1; ++n) rows_mblocks<BITS, GS, 1, SB>(p, n);
+  for (; n < n1; ++n) rows_mblocks<BITS, GS, 1, SB, D>(p, n);
 }
 
-template <int BITS, int SB>
+template <int BITS, int SB, int D>
 void rows_sb(const Problem& p, int n0, int n1) {
   if (p.group == 32)
-    rows_group<BITS, 32, SB>(p, n0, n1);
+    rows_group<BITS, 32, SB, D>(p, n0, n1);
   else if (p.group == 64)
-    rows_group<BITS, 64, SB>(p, n0, n1);
+    rows_group<BITS, 64, SB, D>(p, n0, n1);
   else
-    rows_group<BITS, 128, SB>(p, n0, n1);
+    rows_group<BITS, 128, SB, D>(p, n0, n1);
 }
 
-template <int BITS>
+template <int BITS, int D>
 void rows_bits(const Problem& p, int n0, int n1) {
   if (p.sb == F32)
-    rows_sb<BITS, F32>(p, n0, n1);
+    rows_sb<BITS, F32, D>(p, n0, n1);
   else if (p.sb == F16)
-    rows_sb<BITS, F16>(p, n0, n1);
+    rows_sb<BITS, F16, D>(p, n0, n1);
   else
-    rows_sb<BITS, BF16>(p, n0, n1);
+    rows_sb<BITS, BF16, D>(p, n0, n1);
 }
 
+template <int D>
 void rows(const Problem& p, int n0, int n1) {
   if (p.bits == 4)
-    rows_bits<4>(p, n0, n1);
+    rows_bits<4, D>(p, n0, n1);
   else if (p.bits == 8)
-    rows_bits<8>(p, n0, n1);
+    rows_bits<8, D>(p, n0, n1);
   else
     kernels_avx512().rows(p, n0, n1);
 }
@@ -364,8 +389,16 @@ void rows(const Problem& p, int n0, int n1) {
 
 const Kernels& kernels_avx512_vnni() {
   // No dequant: the prefill (sgemm) path needs x in f32 and uses the AVX-512F set.
-  static const Kernels k{xp_floats,           prepare,
-                         rows,                nullptr,
+  static const Kernels k{xp_floats,           prepare<3>,
+                         rows<3>,             nullptr,
+                         kernels_avx512().attend, kernels_avx512().dots,
+                         kernels_avx512().mix};
+  return k;
+}
+
+const Kernels& kernels_avx512_vnni_int8() {
+  static const Kernels k{xp_floats,           prepare<1>,
+                         rows<1>,             nullptr,
                          kernels_avx512().attend, kernels_avx512().dots,
                          kernels_avx512().mix};
   return k;

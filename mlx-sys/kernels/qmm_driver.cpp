@@ -52,6 +52,15 @@ int initial_isa(int best) {
 const int kBestIsa = detect_isa();
 std::atomic<int> g_isa{initial_isa(kBestIsa)};
 
+// Integer activations at decode and small M (one 8-bit digit per value, see
+// qmm_avx512vnni.cpp) when MLX_RS_QMM_INT8_ACTIVATIONS is 1, true or on at start-up, or
+// mlxrs_qmm_set_int8_activations says so; only the AVX-512 VNNI set has them.
+bool env_on(const char* name) {
+  const char* v = std::getenv(name);
+  return v && (std::strcmp(v, "1") == 0 || std::strcmp(v, "true") == 0 || std::strcmp(v, "on") == 0);
+}
+std::atomic<bool> g_int8{env_on("MLX_RS_QMM_INT8_ACTIVATIONS")};
+
 const Kernels& kernels_for(int isa) {
 #if defined(__x86_64__)
   if (isa >= kIsaAvx512Vnni) return kernels_avx512_vnni();
@@ -218,7 +227,12 @@ Pool& pool_locked() {
 }
 
 // ---------------------------------------------------------------- BLAS
-std::atomic<int> g_gemm_threshold{8};
+// Up to 16 rows the small-M kernels read each weight once for all rows: a decode step of up to
+// 16 sequences decoded together (the server's default batch) stays on them, so each sequence
+// gets the same numbers as when it decodes alone; at 16 sequences of SmolLM2 they also beat
+// dequantized tiles + sgemm on 2 cores (121 against 92 tok/s, dev-cpu-2, busy machine).
+constexpr int kGemmThreshold = 16;
+std::atomic<int> g_gemm_threshold{kGemmThreshold};
 
 // ---------------------------------------------------------------- conversions
 inline float to_f32(const void* p, int dt, size_t i) { return sb_load(p, dt, i); }
@@ -308,7 +322,8 @@ void compute(const Call& c) noexcept {
   // The sgemm path multiplies f32 x by dequantized f32 tiles: the VNNI set has no dequant.
   int isa = g_isa.load(std::memory_order_relaxed);
   if (gemm && isa > kIsaAvx512) isa = kIsaAvx512;
-  const Kernels& k = kernels_for(isa);
+  const bool int8 = isa >= kIsaAvx512Vnni && g_int8.load(std::memory_order_relaxed);
+  const Kernels& k = int8 ? kernels_avx512_vnni_int8() : kernels_for(isa);
 
   std::vector<float> xbuf;
   const float* xf = static_cast<const float*>(c.x);
@@ -438,4 +453,9 @@ MLXRS_EXPORT int mlxrs_qmm_force_isa(int isa) {
   return v;
 }
 
-MLXRS_EXPORT void mlxrs_qmm_set_gemm_threshold(int m) { g_gemm_threshold.store(m > 0 ? m : 8); }
+MLXRS_EXPORT int mlxrs_qmm_set_int8_activations(int on) {
+  g_int8.store(on != 0);
+  return kBestIsa >= kIsaAvx512Vnni && on != 0;
+}
+
+MLXRS_EXPORT void mlxrs_qmm_set_gemm_threshold(int m) { g_gemm_threshold.store(m > 0 ? m : kGemmThreshold); }

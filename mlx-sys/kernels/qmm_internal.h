@@ -98,6 +98,8 @@ const Kernels& kernels_generic();
 const Kernels& kernels_avx2();
 const Kernels& kernels_avx512();
 const Kernels& kernels_avx512_vnni();
+// The same with integer activations: one 8-bit digit per value (opt-in, see the driver).
+const Kernels& kernels_avx512_vnni_int8();
 #endif
 
 inline float sb_load(const void* p, int dt, size_t i) {

@@ -59,8 +59,16 @@ int mlxrs_qmm_isa(void);
  * MLX_RS_QMM_EXACT said at start-up). Returns the instruction set now in use. */
 int mlxrs_qmm_force_isa(int isa);
 
+/* Integer activations at decode and small M (on != 0): x is rounded per block of 8 values to
+ * 8-bit integers times a power of two (|error| <= 2^-6 of the block's largest magnitude; see
+ * qmm_avx512vnni.cpp), multiplied with one VNNI dot product per code pair instead of three.
+ * Only on CPUs with AVX-512 VNNI (elsewhere the switch is kept and has no effect); the
+ * prefill path (f32 sgemm) is unchanged. Default: the MLX_RS_QMM_INT8_ACTIVATIONS environment
+ * variable (1, true, on) at start-up. Returns whether the integer kernels now run. */
+int mlxrs_qmm_set_int8_activations(int on);
+
 /* Row count M above which the prefill path (dequantize tiles to f32 + cblas_sgemm) is used
- * when cblas_sgemm is present in the process. Default 8; n <= 0 restores it. */
+ * when cblas_sgemm is present in the process. Default 16; n <= 0 restores it. */
 void mlxrs_qmm_set_gemm_threshold(int m);
 
 /* Raw kernels on f32 buffers, synchronous, for tests and sanitizer runs. */

@@ -285,7 +285,7 @@ fn check_model_step_matches_parts(model_type: &str) {
 /// `decoder_stack_seqs` primitive, each sequence at its own position with its own caches)
 /// against each sequence's parts run alone: the same logits bit for bit, over several steps,
 /// with prompts of different lengths (past the windows of the windowed families).
-fn check_batch_step_matches_parts(model_type: &str) {
+fn check_batch_step_matches_parts(model_type: &str, seqs: usize) {
     use mlx_models::model::CausalLm;
     let _g = lock();
     let model = tiny_model_with(model_type, 3, true);
@@ -295,10 +295,17 @@ fn check_batch_step_matches_parts(model_type: &str) {
         .iter()
         .map(|l| l.attention.window)
         .collect();
-    let prompts: [&[i32]; 3] = [&[1, 5, 9, 2, 15, 0, 3], &[4], &[6, 6, 2, 3, 4]];
+    // Prompts of 1 to 7 tokens.
+    let prompts: Vec<Vec<i32>> = (0..seqs)
+        .map(|i| {
+            (0..1 + (i * 5 + 6) % 7)
+                .map(|j| ((i * 7 + j * 3) % 16) as i32)
+                .collect()
+        })
+        .collect();
     let mut caches = Vec::new();
     let mut parts = Vec::new();
-    for p in prompts {
+    for p in &prompts {
         let mut cache = model.new_cache();
         let tokens = Array::from_slice(p, &[1, p.len() as i32]).unwrap();
         model.forward(&tokens, &mut cache).unwrap();
@@ -310,7 +317,8 @@ fn check_batch_step_matches_parts(model_type: &str) {
         }
         parts.push(layers);
     }
-    for step in [[7u32, 8, 9], [10, 0, 1], [2, 14, 3], [5, 5, 5]] {
+    for round in 0..4u32 {
+        let step: Vec<u32> = (0..seqs as u32).map(|b| (b * 5 + round * 3) % 16).collect();
         let count = qmm_count();
         let mut refs: Vec<_> = caches.iter_mut().collect();
         let a = model.forward_batch(&step, &mut refs).unwrap();
@@ -319,7 +327,7 @@ fn check_batch_step_matches_parts(model_type: &str) {
             count,
             "{model_type}: the batch primitive was not used"
         );
-        assert_eq!(a.shape(), vec![3, 1, 16]);
+        assert_eq!(a.shape(), vec![seqs as i32, 1, 16]);
         for (b, layers) in parts.iter_mut().enumerate() {
             let tokens = Array::from_slice(&[step[b] as i32], &[1, 1]).unwrap();
             let mut x = model.embed(&tokens).unwrap();
@@ -336,17 +344,24 @@ fn check_batch_step_matches_parts(model_type: &str) {
 
 #[test]
 fn llama_batch_step_is_each_sequence_alone() {
-    check_batch_step_matches_parts("llama");
+    check_batch_step_matches_parts("llama", 3);
 }
 
 #[test]
 fn qwen3_batch_step_is_each_sequence_alone() {
-    check_batch_step_matches_parts("qwen3");
+    check_batch_step_matches_parts("qwen3", 3);
 }
 
 #[test]
 fn gemma3_batch_step_with_windows_is_each_sequence_alone() {
-    check_batch_step_matches_parts("gemma3_text");
+    check_batch_step_matches_parts("gemma3_text", 3);
+}
+
+/// 12 sequences: 24 cache outputs per layer, so the 3 layers go in two primitives (at most 64
+/// cache outputs each).
+#[test]
+fn a_wide_batch_step_runs_its_layers_in_several_primitives() {
+    check_batch_step_matches_parts("gemma3_text", 12);
 }
 
 #[test]

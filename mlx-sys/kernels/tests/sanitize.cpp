@@ -184,11 +184,12 @@ int test_qmm() {
   const Dts dts[] = {{F32, F32, F32},  {F16, F32, F32},  {BF16, F32, F32},
                      {F32, F16, F32},  {F32, BF16, F32}, {F32, F32, F16},
                      {F32, F32, BF16}, {F16, F16, F16},  {BF16, BF16, BF16}};
-  // (M, gemm threshold): default threshold 8, so M 9 and 17 take the sgemm path; a high
-  // threshold sends them through the row kernel, threshold 1 sends M = 2 through sgemm.
+  // (M, gemm threshold): default threshold 16, so M 17 and 33 take the sgemm path and M up to
+  // 16 the row kernel; a high threshold sends 17 through the row kernel, threshold 1 sends M =
+  // 2 and 9 through sgemm.
   struct Mt { int M, thr; };
-  const Mt ms[] = {{1, 0}, {2, 0}, {3, 0}, {5, 0}, {8, 0}, {9, 0}, {17, 0},
-                   {9, 1 << 30}, {17, 1 << 30}, {2, 1}};
+  const Mt ms[] = {{1, 0},  {2, 0},  {3, 0},         {5, 0}, {8, 0}, {9, 0},
+                   {16, 0}, {17, 0}, {17, 1 << 30}, {9, 1}, {2, 1}};
   int fails = 0, calls = 0;
   for_each_isa_and_threads([&](int isa, int threads) {
     int before = fails, n_before = calls;

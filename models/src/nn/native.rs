@@ -133,21 +133,62 @@ pub(crate) fn stack_step(
 }
 
 /// [`stack_step`] for `B` independent sequences of one token each (`tokens` `[B, 1]`), each
-/// with its own cache and position ([`mlx_rs::native::decoder_stack_seqs`]): one primitive for
-/// the whole batched decode step.
+/// with its own cache and position ([`mlx_rs::native::decoder_stack_seqs`]). The layers go in
+/// runs of [`SEQS_STACK_OUTPUTS`] cache outputs at most (one primitive per run): a primitive's
+/// outputs each list all the others in MLX, so one primitive for 30 layers of 16 sequences
+/// (961 outputs) spent a third of the step creating and freeing those lists.
 pub(crate) fn stack_step_seqs(
     model: &Decoder,
     tokens: &Array,
     caches: &mut [&mut KvCache],
 ) -> Result<Option<Array>> {
     with_stack(model, tokens, |plans, input, head| {
+        let Some(offsets) = KvCache::uniform_offsets(caches, plans.len()) else {
+            return Ok(None);
+        };
         let params: Vec<CachedAttentionParams> = plans.iter().map(|p| p.attention).collect();
-        KvCache::in_place_seqs_step(caches, Dtype::Float32, &params, |caches, offsets| {
-            Ok(decoder_stack_seqs(input, plans, caches, head, offsets)?
-                .map(|o| (o.output, o.caches)))
-        })
+        let run = (SEQS_STACK_OUTPUTS / (2 * caches.len())).max(1);
+        let mut hidden: Option<Array> = None;
+        let mut first = 0;
+        while first < plans.len() {
+            let last = (first + run).min(plans.len());
+            let input = match &hidden {
+                Some(x) => StackInput::Hidden(x),
+                None => input,
+            };
+            let head = if last == plans.len() { head } else { None };
+            let out = KvCache::in_place_seqs_step(
+                caches,
+                first,
+                Dtype::Float32,
+                &params[first..last],
+                &offsets,
+                |buffers, offsets| {
+                    Ok(
+                        decoder_stack_seqs(input, &plans[first..last], buffers, head, offsets)?
+                            .map(|o| (o.output, o.caches)),
+                    )
+                },
+            )?;
+            match out {
+                Some(x) => hidden = Some(x),
+                None if first == 0 => return Ok(None),
+                // The kernels took the first run, so they take every run (same dtypes and
+                // weights): a refusal here would leave the caches half advanced.
+                None => {
+                    return Err(crate::Error::InvalidArgument(format!(
+                        "the native batch step declined layers {first}..{last} after taking the first ones"
+                    )))
+                }
+            }
+            first = last;
+        }
+        Ok(hidden)
     })
 }
+
+/// At most this many cache outputs per batch-step primitive (see [`stack_step_seqs`]).
+const SEQS_STACK_OUTPUTS: usize = 64;
 
 /// Prepares a whole-stack call for `tokens` (`[B, L]`): every layer's plan, the input
 /// (token ids with the quantized table, or the embedded rows) and, at decode, the head; runs

@@ -561,39 +561,53 @@ impl KvCache {
         self.layers.iter().flat_map(LayerCache::state).collect()
     }
 
+    /// The offset of each of `caches` when native steps may run on them: native ops are on
+    /// and every cache has `layers` layers, all at the same offset (no unused layer).
+    pub fn uniform_offsets(caches: &[&mut KvCache], layers: usize) -> Option<Vec<i32>> {
+        let eligible = mlx_rs::native::native_ops_enabled()
+            && !caches.is_empty()
+            && caches.iter().all(|c| {
+                let o = c.offset();
+                c.layers.len() == layers && c.layers.iter().all(|l| !l.unused && l.offset == o)
+            });
+        eligible.then(|| caches.iter().map(|c| c.offset()).collect())
+    }
+
     /// [`KvCache::in_place_stack_step`] for `B` independent sequences of one token each, each
-    /// with its own cache (`caches[b]`): grows every layer's buffers of every sequence for one
-    /// token, calls `step(buffers, offsets)` with `buffers[l][b]` = layer `l`'s `(keys,
-    /// values)` of sequence `b` and each sequence's offset, and on `Some((output, written))`
-    /// (`written` flattened layer by layer, sequence by sequence) keeps the returned caches and
-    /// advances every offset by one. `Ok(None)` as [`KvCache::in_place_stack_step`] declines.
+    /// with its own cache (`caches[b]`), over the layers `first..first + params.len()`: grows
+    /// those layers' buffers for one token, calls `step(buffers, offsets)` with `buffers[i][b]`
+    /// = layer `first + i`'s `(keys, values)` of sequence `b` and `offsets` (each sequence's
+    /// offset before the step, from [`KvCache::uniform_offsets`]), and on `Some((output,
+    /// written))` (`written` flattened layer by layer, sequence by sequence) keeps the returned
+    /// caches and advances those layers' offsets by one. `Ok(None)` (nothing changed but
+    /// perhaps capacities) when `step` declines.
     #[allow(clippy::type_complexity)]
     pub fn in_place_seqs_step(
         caches: &mut [&mut KvCache],
+        first: usize,
         dtype: Dtype,
         params: &[CachedAttentionParams],
+        offsets: &[i32],
         step: impl FnOnce(
             &[Vec<(&Array, &Array)>],
             &[i32],
         ) -> Result<Option<(Array, Vec<(Array, Array)>)>>,
     ) -> Result<Option<Array>> {
-        let offsets: Vec<i32> = caches.iter().map(|c| c.offset()).collect();
-        let eligible = mlx_rs::native::native_ops_enabled()
-            && !caches.is_empty()
-            && caches.iter().zip(&offsets).all(|(c, &o)| {
-                !c.layers.is_empty()
-                    && c.layers.len() == params.len()
-                    && c.layers.iter().all(|l| l.offset == o)
-            });
-        if !eligible {
-            return Ok(None);
+        let layers = first..first + params.len();
+        if caches.iter().any(|c| c.layers.len() < layers.end) || offsets.len() != caches.len() {
+            return Err(Error::InvalidArgument(format!(
+                "KV cache: layers {layers:?} of {} caches at {} offsets",
+                caches.len(),
+                offsets.len()
+            )));
         }
         for cache in caches.iter_mut() {
-            for (layer, params) in cache.layers.iter_mut().zip(params) {
+            for (layer, params) in cache.layers[layers.clone()].iter_mut().zip(params) {
                 layer.reserve_tokens(1, 1, dtype, params)?;
             }
         }
-        let buffers: Vec<Vec<(&Array, &Array)>> = (0..params.len())
+        let buffers: Vec<Vec<(&Array, &Array)>> = layers
+            .clone()
             .map(|l| {
                 caches
                     .iter()
@@ -604,7 +618,7 @@ impl KvCache {
                     .collect()
             })
             .collect();
-        let Some((out, written)) = step(&buffers, &offsets)? else {
+        let Some((out, written)) = step(&buffers, offsets)? else {
             return Ok(None);
         };
         if written.len() != params.len() * caches.len() {
@@ -617,7 +631,7 @@ impl KvCache {
         }
         let n = caches.len();
         for (i, (k, v)) in written.into_iter().enumerate() {
-            caches[i % n].layers[i / n].commit_step(k, v, 1);
+            caches[i % n].layers[first + i / n].commit_step(k, v, 1);
         }
         Ok(Some(out))
     }
