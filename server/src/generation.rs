@@ -39,6 +39,8 @@ pub struct GenerationRequest {
     pub clear_cache_after: bool,
     /// Generate through end-of-sequence tokens up to the limit (benchmarks).
     pub ignore_eos: bool,
+    /// Keep special tokens in the text (tool call formats that mark calls with them).
+    pub keep_special_tokens: bool,
 }
 
 /// Why a generation ended, as the APIs say it.
@@ -167,7 +169,8 @@ pub async fn start(
     };
     let tokenizer = Arc::clone(tokenizer);
     let stop = request.stop;
-    tokio::spawn(async move { driver.run(events, tokenizer, stop).await });
+    let skip_special = !request.keep_special_tokens;
+    tokio::spawn(async move { driver.run(events, tokenizer, stop, skip_special).await });
     Ok(Generation { chunks })
 }
 
@@ -198,8 +201,9 @@ impl Driver {
         mut events: mpsc::UnboundedReceiver<SequenceEvent>,
         tokenizer: Arc<Tokenizer>,
         stop: Vec<String>,
+        skip_special: bool,
     ) {
-        let mut detok = StreamingDetokenizer::new(&tokenizer).skip_special_tokens(true);
+        let mut detok = StreamingDetokenizer::new(&tokenizer).skip_special_tokens(skip_special);
         let mut stops = StopStrings::new(&stop);
         let mut progress = Progress::default();
         let result = loop {

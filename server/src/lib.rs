@@ -30,6 +30,7 @@ pub mod params;
 pub mod state;
 pub mod streaming;
 pub mod structured;
+pub mod tools;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, StatusCode};

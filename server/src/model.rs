@@ -11,6 +11,7 @@
 //! `model`) gets the served one. Any other name is 404 `model_not_found`.
 
 use crate::engine::ModelInfo;
+use mlx_models::text::tool_calls::ToolCallFormat;
 use std::path::Path;
 
 /// The served model and its names.
@@ -28,6 +29,8 @@ pub struct ServedModel {
     pub size: u64,
     /// `gguf` or `safetensors`.
     pub format: &'static str,
+    /// How the model writes tool calls.
+    pub tool_format: ToolCallFormat,
 }
 
 /// The id derived from a `--model` argument (see the module docs).
@@ -73,6 +76,8 @@ impl ServedModel {
         names.retain(|n| !n.is_empty() && *n != id);
         names.dedup();
         let (size, format) = files_on_disk(model);
+        let template = info.tokenizer.chat_template().map(|t| t.source());
+        let tool_format = ToolCallFormat::detect(&info.config.model_type, template);
         ServedModel {
             id,
             aliases: names,
@@ -83,6 +88,7 @@ impl ServedModel {
                 .unwrap_or(0),
             size,
             format,
+            tool_format,
         }
     }
 

@@ -217,3 +217,39 @@ async fn bad_requests_get_ollama_error_shapes() {
         (json!(true), json!("load"))
     );
 }
+
+#[tokio::test]
+async fn tools_give_the_same_answer_streamed_or_not() {
+    let Some(server) = common::shared() else {
+        return;
+    };
+    let request = |stream: bool| {
+        json!({
+            "messages": [{"role": "user", "content": "What is the weather in Paris? Use the tool."}],
+            "tools": [{"type": "function", "function": {
+                "name": "get_weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                               "required": ["city"]},
+            }}],
+            "stream": stream,
+            "options": {"temperature": 0, "num_predict": 40, "repeat_penalty": 1},
+        })
+    };
+    let (status, whole) = post_json(&server.url("/api/chat"), &request(false)).await;
+    assert_eq!(status, 200, "{whole}");
+    let response = common::client()
+        .post(server.url("/api/chat"))
+        .json(&request(true))
+        .send()
+        .await
+        .unwrap();
+    let lines = ndjson_lines(&response.text().await.unwrap());
+    // Held back: one message line (content and calls), then the closing line.
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["message"], whole["message"]);
+    assert_eq!(lines[1]["done"], true);
+    if let Some(calls) = whole["message"]["tool_calls"].as_array() {
+        assert_eq!(calls[0]["function"]["name"], "get_weather");
+        assert!(calls[0]["function"]["arguments"].is_object());
+    }
+}

@@ -322,9 +322,15 @@ async fn bad_requests_get_openai_error_shapes() {
             Some("invalid_schema"),
         ),
         (
-            json!({"messages": user, "tools": [{"type": "function", "function": {"name": "f"}}]}),
+            json!({"messages": user, "tool_choice": "required"}),
             400,
-            Some("unsupported"),
+            None,
+        ),
+        (
+            json!({"messages": user, "tools": [{"type": "function", "function": {"name": "f"}}],
+                   "tool_choice": {"type": "function", "function": {"name": "g"}}}),
+            400,
+            Some("invalid_schema"),
         ),
         (
             json!({"messages": user, "frequency_penalty": 0.5}),
@@ -442,4 +448,110 @@ async fn ignore_eos_runs_to_the_token_limit() {
         content.starts_with(&expected),
         "{content:?} after {expected:?}"
     );
+}
+
+/// Two tools, the weather one with a required string argument.
+fn tools() -> Value {
+    json!([
+        {"type": "function", "function": {
+            "name": "get_weather",
+            "description": "The current weather in a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}},
+                           "required": ["city"], "additionalProperties": false},
+        }},
+        {"type": "function", "function": {
+            "name": "get_time",
+            "description": "The current time in a time zone",
+            "parameters": {"type": "object", "properties": {"zone": {"type": "string", "maxLength": 20}},
+                           "required": ["zone"], "additionalProperties": false},
+        }},
+    ])
+}
+
+/// Checks a tool call of OpenAI's shape; returns its arguments.
+fn check_call(call: &Value, name: &str, key: &str) -> Value {
+    assert_eq!(call["type"], "function", "{call}");
+    assert!(call["id"].as_str().unwrap().starts_with("call_"), "{call}");
+    assert_eq!(call["function"]["name"], name, "{call}");
+    let arguments: Value = serde_json::from_str(call["function"]["arguments"].as_str().unwrap())
+        .unwrap_or_else(|e| panic!("{e}: {call}"));
+    assert!(arguments[key].is_string(), "{arguments}");
+    assert_eq!(arguments.as_object().unwrap().len(), 1, "{arguments}");
+    arguments
+}
+
+#[tokio::test]
+async fn forced_tool_calls_come_back_as_tool_calls() {
+    let Some(server) = common::shared() else {
+        return;
+    };
+    let question = json!([{"role": "user", "content": "What is the weather in Paris?"}]);
+    let (status, body) = post_json(
+        &server.url("/v1/chat/completions"),
+        &json!({"messages": question, "tools": tools(), "tool_choice": "required",
+                "max_tokens": 60, "temperature": 0}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let choice = &body["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls", "{body}");
+    let call = &choice["message"]["tool_calls"][0];
+    let name = call["function"]["name"].as_str().unwrap();
+    let key = if name == "get_weather" {
+        "city"
+    } else {
+        "zone"
+    };
+    let arguments = check_call(call, name, key);
+    // A named choice calls that function.
+    let (status, body) = post_json(
+        &server.url("/v1/chat/completions"),
+        &json!({"messages": question, "tools": tools(), "max_tokens": 60, "temperature": 0,
+                "tool_choice": {"type": "function", "function": {"name": "get_time"}}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    check_call(
+        &body["choices"][0]["message"]["tool_calls"][0],
+        "get_time",
+        "zone",
+    );
+    // The same forced call streamed: content held back, one tool_calls delta with an index.
+    let response = common::client()
+        .post(server.url("/v1/chat/completions"))
+        .json(
+            &json!({"messages": question, "tools": tools(), "tool_choice": "required",
+                      "max_tokens": 60, "temperature": 0, "stream": true}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let events = sse_events(&response.text().await.unwrap());
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    let deltas: Vec<&Value> = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"].get("tool_calls"))
+        .collect();
+    assert_eq!(deltas.len(), 1, "{chunks:?}");
+    assert_eq!(deltas[0][0]["index"], 0);
+    assert_eq!(check_call(&deltas[0][0], name, key), arguments);
+    assert_eq!(
+        chunks.last().unwrap()["choices"][0]["finish_reason"],
+        "tool_calls"
+    );
+    // The call and its result go back in; the model answers in text.
+    let call_id = call["id"].clone();
+    let (status, body) = post_json(
+        &server.url("/v1/chat/completions"),
+        &json!({"messages": [
+            {"role": "user", "content": "What is the weather in Paris?"},
+            {"role": "assistant", "content": null, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": call_id, "content": "{\"sky\": \"sunny\"}"},
+        ], "tools": tools(), "max_tokens": 8, "temperature": 0}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
 }

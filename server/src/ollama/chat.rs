@@ -9,6 +9,7 @@ use crate::generation::{self, GenerationRequest, Outcome, RequestLabel};
 use crate::params::{self, ApiDefaults};
 use crate::state::AppState;
 use crate::streaming::{self, Framing, StreamFormat};
+use crate::tools::ToolSetup;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -29,7 +30,7 @@ pub async fn chat(State(state): State<AppState>, body: Bytes) -> Result<Response
         .messages
         .iter()
         .any(|m| m.images.as_ref().is_some_and(|i| !i.is_empty()));
-    check_supported(images, request.tools.as_deref(), request.think.as_ref())?;
+    check_supported(images, request.think.as_ref())?;
     let grammar = format_grammar(request.format.as_ref())?;
     let clear_cache_after = keep_alive_is_zero(request.keep_alive.as_ref());
     if request.messages.is_empty() {
@@ -46,14 +47,24 @@ pub async fn chat(State(state): State<AppState>, body: Bytes) -> Result<Response
         }))
         .into_response());
     }
-    let messages = request
+    let mut messages = request
         .messages
         .iter()
         .map(to_chat)
         .collect::<Result<Vec<_>, _>>()?;
-    let extra = match request.think {
-        Some(Value::Bool(false)) => json!({"enable_thinking": false}),
-        _ => Value::Null,
+    let tools = ToolSetup::new(request.tools.as_deref(), None, model.tool_format)?;
+    let mut extra = serde_json::Map::new();
+    if let Some(Value::Bool(false)) = request.think {
+        extra.insert("enable_thinking".into(), json!(false));
+    }
+    if let Some(tools) = &tools {
+        tools.prepare(&mut messages);
+        extra.insert("tools".into(), Value::Array(tools.tools.clone()));
+    }
+    let extra = if extra.is_empty() {
+        Value::Null
+    } else {
+        Value::Object(extra)
     };
     let options = request.options.clone().unwrap_or_default();
     let tokenizer = &model.info.tokenizer;
@@ -87,19 +98,23 @@ pub async fn chat(State(state): State<AppState>, body: Bytes) -> Result<Response
             logprobs: None,
             constraint: crate::structured::constraint(&state, grammar).await?,
             clear_cache_after,
+            keep_special_tokens: tools.is_some(),
             ignore_eos: false,
         },
         label,
     )
     .await?;
-    let format = ChatLines {
+    let mut format = ChatLines {
         model: model.id.clone(),
+        tools,
+        held: String::new(),
     };
     if request.stream.unwrap_or(true) {
         return Ok(streaming::response(generation, format, Framing::Ndjson));
     }
     let (text, _, outcome) = generation.collect().await?;
-    let mut answer = format.line(&text);
+    format.held = text;
+    let mut answer = format.held_line();
     answer.extend(final_fields(&outcome));
     Ok(axum::Json(Value::Object(answer)).into_response())
 }
@@ -136,9 +151,29 @@ fn to_chat(message: &OllamaMessage) -> Result<ChatMessage, ApiError> {
 /// `/api/chat`'s lines.
 struct ChatLines {
     model: String,
+    /// With tools, the text is held back until the end.
+    tools: Option<ToolSetup>,
+    held: String,
 }
 
 impl ChatLines {
+    /// The line of the held text: its content, and its tool calls with tools.
+    fn held_line(&mut self) -> serde_json::Map<String, Value> {
+        let text = std::mem::take(&mut self.held);
+        let Some(tools) = &self.tools else {
+            return self.line(&text);
+        };
+        let parsed = tools.parse(&text);
+        let mut line = self.line(&parsed.content);
+        if let Some(message) = line
+            .get_mut("message")
+            .filter(|_| !parsed.tool_calls.is_empty())
+        {
+            message["tool_calls"] = json!(crate::tools::ollama_calls(&parsed.tool_calls));
+        }
+        line
+    }
+
     fn line(&self, text: &str) -> serde_json::Map<String, Value> {
         let mut line = serde_json::Map::new();
         line.insert("model".into(), json!(self.model));
@@ -154,6 +189,10 @@ impl ChatLines {
 
 impl StreamFormat for ChatLines {
     fn text(&mut self, text: String, _tokens: Vec<GeneratedToken>) -> Vec<Value> {
+        if self.tools.is_some() {
+            self.held.push_str(&text);
+            return Vec::new();
+        }
         if text.is_empty() {
             return Vec::new();
         }
@@ -161,9 +200,14 @@ impl StreamFormat for ChatLines {
     }
 
     fn done(&mut self, outcome: Outcome) -> Vec<Value> {
+        let mut out = Vec::new();
+        if self.tools.is_some() {
+            out.push(Value::Object(self.held_line()));
+        }
         let mut line = self.line("");
         line.extend(final_fields(&outcome));
-        vec![Value::Object(line)]
+        out.push(Value::Object(line));
+        out
     }
 
     fn failed(&mut self, error: ApiError) -> Vec<Value> {

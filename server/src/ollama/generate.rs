@@ -106,7 +106,6 @@ pub async fn generate(State(state): State<AppState>, body: Bytes) -> Result<Resp
     model.check(request.model.as_deref())?;
     check_supported(
         request.images.as_ref().is_some_and(|i| !i.is_empty()),
-        None,
         request.think.as_ref(),
     )?;
     let grammar = format_grammar(request.format.as_ref())?;
@@ -164,6 +163,7 @@ pub async fn generate(State(state): State<AppState>, body: Bytes) -> Result<Resp
             logprobs: None,
             constraint: crate::structured::constraint(&state, grammar).await?,
             clear_cache_after,
+            keep_special_tokens: false,
             ignore_eos: false,
         },
         label,

@@ -7,7 +7,8 @@
 //! `prompt_eval_count` (all prompt tokens, prefix cache hits included),
 //! `prompt_eval_duration` (arrival to the first token), `eval_count`, `eval_duration`.
 //! Errors have Ollama's shape, `{"error": "..."}`. `format` (`"json"` or a JSON schema)
-//! constrains the output ([`crate::structured`]); images, tools and `think: true` are 400.
+//! constrains the output ([`crate::structured`]); `tools` give `message.tool_calls`
+//! ([`crate::tools`], the model chooses); images and `think: true` are 400.
 //!
 //! # `keep_alive`
 //!

@@ -199,17 +199,10 @@ pub fn keep_alive_is_zero(value: Option<&Value>) -> bool {
     }
 }
 
-/// 400 for what this server does not implement: images, tools, `think: true`.
-pub fn check_supported(
-    images: bool,
-    tools: Option<&[Value]>,
-    think: Option<&Value>,
-) -> Result<(), ApiError> {
+/// 400 for what this server does not implement: images, `think: true`.
+pub fn check_supported(images: bool, think: Option<&Value>) -> Result<(), ApiError> {
     if images {
         return Err(ApiError::unsupported("images", "image input"));
-    }
-    if tools.is_some_and(|t| !t.is_empty()) {
-        return Err(ApiError::unsupported("tools", "tool calling"));
     }
     match think {
         None | Some(Value::Null) | Some(Value::Bool(false)) => Ok(()),

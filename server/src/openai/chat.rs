@@ -7,6 +7,7 @@ use crate::generation::{self, GenerationRequest, Outcome, RequestLabel};
 use crate::params::{self, ApiDefaults, SamplingFields};
 use crate::state::AppState;
 use crate::streaming::{self, Framing, StreamFormat};
+use crate::tools::ToolSetup;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -37,25 +38,39 @@ pub async fn chat_completions(
             .with_param("messages")
             .into());
     }
-    let messages = request
+    let mut messages = request
         .messages
         .iter()
         .map(|m| m.to_chat())
         .collect::<Result<Vec<_>, _>>()?;
-    let tools = tools_to_render(&request)?;
-    let constraint =
-        crate::structured::constraint(&state, response_format(request.response_format.as_ref())?)
-            .await?;
+    let tokenizer = &model.info.tokenizer;
+    let tools = ToolSetup::new(
+        request.tools.as_deref(),
+        request.tool_choice.as_ref(),
+        model.tool_format,
+    )?;
+    let mut grammar = response_format(request.response_format.as_ref())?;
     let mut extra = request.chat_template_kwargs.clone().unwrap_or_default();
-    if let Some(tools) = tools {
-        extra.insert("tools".into(), Value::Array(tools));
+    if let Some(tools) = &tools {
+        if let Some(forced) = tools.grammar(tokenizer)? {
+            if grammar.is_some() {
+                return Err(ApiError::bad_request(
+                    "a `response_format` and a `tool_choice` that forces a call exclude each other",
+                )
+                .with_param("response_format")
+                .into());
+            }
+            grammar = Some(forced);
+        }
+        tools.prepare(&mut messages);
+        extra.insert("tools".into(), Value::Array(tools.tools.clone()));
     }
+    let constraint = crate::structured::constraint(&state, grammar).await?;
     let extra = if extra.is_empty() {
         Value::Null
     } else {
         Value::Object(extra)
     };
-    let tokenizer = &model.info.tokenizer;
     let prompt = params::on_tokenizer(tokenizer, move |t| {
         t.apply_chat_template_with(&messages, true, &extra)
     })
@@ -106,6 +121,7 @@ pub async fn chat_completions(
             logprobs,
             constraint,
             clear_cache_after: false,
+            keep_special_tokens: tools.is_some(),
             ignore_eos: request.common.ignore_eos.unwrap_or(false),
         },
         label,
@@ -122,11 +138,14 @@ pub async fn chat_completions(
             tokenizer: Arc::clone(tokenizer),
             logprobs: logprobs.is_some(),
             include_usage: request.common.include_usage(),
+            tools,
+            held: (String::new(), Vec::new()),
         };
         return Ok(streaming::response(generation, format, Framing::Sse));
     }
     let (text, tokens, outcome) = generation.collect().await?;
     let logprobs = logprobs.map(|_| json!({"content": logprobs::chat_content(tokenizer, &tokens)}));
+    let (message, finish) = answer(tools.as_ref(), text, &meta.id, outcome.finish.as_str());
     Ok(axum::Json(json!({
         "id": meta.id,
         "object": "chat.completion",
@@ -135,13 +154,42 @@ pub async fn chat_completions(
         "system_fingerprint": Value::Null,
         "choices": [{
             "index": 0,
-            "message": {"role": "assistant", "content": text},
+            "message": message,
             "logprobs": logprobs,
-            "finish_reason": outcome.finish.as_str(),
+            "finish_reason": finish,
         }],
         "usage": usage(&outcome),
     }))
     .into_response())
+}
+
+/// The assistant message of `text` and the finish reason: with tools, the calls parsed out
+/// of the text (`content` null when nothing else was said, finish reason `tool_calls`).
+fn answer(tools: Option<&ToolSetup>, text: String, id: &str, finish: &str) -> (Value, String) {
+    let Some(tools) = tools else {
+        return (
+            json!({"role": "assistant", "content": text}),
+            finish.to_string(),
+        );
+    };
+    let parsed = tools.parse(&text);
+    if parsed.tool_calls.is_empty() {
+        return (
+            json!({"role": "assistant", "content": parsed.content}),
+            finish.to_string(),
+        );
+    }
+    let content = Some(parsed.content).filter(|c| !c.is_empty());
+    let calls = crate::tools::openai_calls(&parsed.tool_calls, call_prefix(id), false);
+    (
+        json!({"role": "assistant", "content": content, "tool_calls": calls}),
+        "tool_calls".to_string(),
+    )
+}
+
+/// The part of a response id that tool call ids reuse.
+fn call_prefix(id: &str) -> &str {
+    id.rsplit('-').next().unwrap_or(id)
 }
 
 /// What every response of a request carries.
@@ -205,23 +253,6 @@ pub(crate) fn sampling_fields(common: &CommonFields) -> SamplingFields {
     }
 }
 
-/// The tools the template should see. Tool calls are not parsed yet: with tools, only
-/// `tool_choice: "none"` is accepted (the model sees the tools and answers in text); other
-/// choices are 400, never ignored.
-fn tools_to_render(request: &ChatRequest) -> Result<Option<Vec<Value>>, ApiError> {
-    let tools = request.tools.clone().filter(|t| !t.is_empty());
-    let choice = request.tool_choice.as_ref();
-    let choice_none = matches!(choice, Some(Value::String(s)) if s == "none");
-    let choice_auto = matches!(choice, None | Some(Value::Null))
-        || matches!(choice, Some(Value::String(s)) if s == "auto");
-    match tools {
-        None if choice_none || choice_auto => Ok(None),
-        None => Err(ApiError::bad_request("`tool_choice` needs `tools`").with_param("tool_choice")),
-        Some(tools) if choice_none => Ok(Some(tools)),
-        Some(_) => Err(ApiError::unsupported("tools", "tool calling")),
-    }
-}
-
 /// The grammar of a `response_format` (`text` or absent: none). Errors: 400 for an unknown
 /// type or a `json_schema` without a schema.
 pub(crate) fn response_format(format: Option<&Value>) -> Result<Option<Grammar>, ApiError> {
@@ -238,9 +269,25 @@ struct ChatStream {
     tokenizer: Arc<Tokenizer>,
     logprobs: bool,
     include_usage: bool,
+    /// With tools, the text and tokens are held back until the end.
+    tools: Option<ToolSetup>,
+    held: (String, Vec<GeneratedToken>),
 }
 
 impl ChatStream {
+    /// A content chunk (none for empty text without log-probabilities to report).
+    fn content(&self, text: String, tokens: Vec<GeneratedToken>) -> Vec<Value> {
+        if text.is_empty() && (!self.logprobs || tokens.is_empty()) {
+            return Vec::new();
+        }
+        let logprobs = if self.logprobs {
+            json!({"content": logprobs::chat_content(&self.tokenizer, &tokens)})
+        } else {
+            Value::Null
+        };
+        vec![self.chunk(json!({"content": text}), logprobs, None)]
+    }
+
     fn chunk(&self, delta: Value, logprobs: Value, finish: Option<&str>) -> Value {
         let mut chunk = json!({
             "id": self.meta.id,
@@ -272,19 +319,32 @@ impl StreamFormat for ChatStream {
     }
 
     fn text(&mut self, text: String, tokens: Vec<GeneratedToken>) -> Vec<Value> {
-        if text.is_empty() && (!self.logprobs || tokens.is_empty()) {
+        if self.tools.is_some() {
+            self.held.0.push_str(&text);
+            self.held.1.extend(tokens);
             return Vec::new();
         }
-        let logprobs = if self.logprobs {
-            json!({"content": logprobs::chat_content(&self.tokenizer, &tokens)})
-        } else {
-            Value::Null
-        };
-        vec![self.chunk(json!({"content": text}), logprobs, None)]
+        self.content(text, tokens)
     }
 
     fn done(&mut self, outcome: Outcome) -> Vec<Value> {
-        let mut out = vec![self.chunk(json!({}), Value::Null, Some(outcome.finish.as_str()))];
+        let mut out = Vec::new();
+        let mut finish = outcome.finish.as_str();
+        if let Some(tools) = self.tools.take() {
+            let (text, tokens) = std::mem::take(&mut self.held);
+            let parsed = tools.parse(&text);
+            out.extend(self.content(parsed.content, tokens));
+            if !parsed.tool_calls.is_empty() {
+                let calls = crate::tools::openai_calls(
+                    &parsed.tool_calls,
+                    call_prefix(&self.meta.id),
+                    true,
+                );
+                out.push(self.chunk(json!({"tool_calls": calls}), Value::Null, None));
+                finish = "tool_calls";
+            }
+        }
+        out.push(self.chunk(json!({}), Value::Null, Some(finish)));
         if self.include_usage {
             out.push(json!({
                 "id": self.meta.id,

@@ -97,6 +97,7 @@ pub async fn completions(
             logprobs,
             constraint,
             clear_cache_after: false,
+            keep_special_tokens: false,
             ignore_eos: request.common.ignore_eos.unwrap_or(false),
         },
         label,

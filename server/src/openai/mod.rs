@@ -3,8 +3,9 @@
 //!
 //! Errors have OpenAI's shape (`{"error": {"message", "type", "param", "code"}}`). Fields
 //! that would change the answer but are not implemented (`n` ≠ 1, penalties other than 0,
-//! `logit_bias`, `echo`, `suffix`, `best_of`, tool calls other than `tool_choice: "none"`)
-//! are 400, never ignored. `response_format` (`text`, `json_object`, `json_schema`)
+//! `logit_bias`, `echo`, `suffix`, `best_of`) are 400, never ignored. `tools` and
+//! `tool_choice` give `message.tool_calls` / streamed `delta.tool_calls` and finish reason
+//! `tool_calls` ([`crate::tools`]). `response_format` (`text`, `json_object`, `json_schema`)
 //! constrains the output ([`crate::structured`]). `top_k`, `min_p`, `repetition_penalty`,
 //! `ignore_eos` and `chat_template_kwargs` are accepted as extensions (and `response_format` on
 //! `/v1/completions`).
