@@ -9,7 +9,8 @@
 //! schema); `none` leaves the tools out of the prompt. With tools, a streamed answer holds
 //! its text back until the end, then sends the content and the calls (a call cannot be told
 //! from text before it is complete). Text is decoded with special tokens kept, since some
-//! formats mark calls with them.
+//! formats mark calls with them. A model whose chat template does not render tools gets
+//! them, and its call format, in a system message.
 
 use crate::error::ApiError;
 use mlx_models::text::chat::ChatMessage;
@@ -101,17 +102,18 @@ impl ToolSetup {
             .map_err(|e| ApiError::from(e).with_param("tools"))
     }
 
-    /// Adds what the prompt needs besides the template's `tools` variable: for a model
-    /// without a native format (Gemma 3's `tool_code` convention), a system message that
-    /// describes the tools and how to call them.
-    pub fn prepare(&self, messages: &mut Vec<ChatMessage>) {
-        if self.format != ToolCallFormat::ToolCode {
+    /// Adds what the prompt needs besides the template's `tools` variable: when the chat
+    /// template does not render tools (`renders_tools` false: SmolLM2's, Gemma 3's), a system
+    /// message that lists them and shows the model's call format.
+    pub fn prepare(&self, messages: &mut Vec<ChatMessage>, renders_tools: bool) {
+        if renders_tools {
             return;
         }
         let listing = serde_json::to_string_pretty(&self.tools).unwrap_or_default();
         let guide = format!(
-            "You can call these tools:\n{listing}\n\nTo call one, answer with only a block \
-             ```tool_code\n{{\"name\": <tool name>, \"arguments\": <arguments object>}}\n```"
+            "You can call these tools:\n{listing}\n\nTo call one, answer with only this, for \
+             each call:\n{}",
+            call_example(self.format)
         );
         match messages.first_mut() {
             Some(first) if first.role == "system" => {
@@ -153,4 +155,32 @@ pub fn ollama_calls(calls: &[ToolCall]) -> Vec<Value> {
         .iter()
         .map(|c| json!({"function": {"name": c.name, "arguments": c.arguments}}))
         .collect()
+}
+
+/// How a call looks in `format`, with placeholders.
+fn call_example(format: ToolCallFormat) -> &'static str {
+    match format {
+        ToolCallFormat::Hermes => {
+            "<tool_call>\n{\"name\": <tool name>, \"arguments\": <arguments object>}\n</tool_call>"
+        }
+        ToolCallFormat::Llama3 => "{\"name\": <tool name>, \"parameters\": <arguments object>}",
+        ToolCallFormat::Mistral => {
+            "[TOOL_CALLS][{\"name\": <tool name>, \"arguments\": <arguments object>}]"
+        }
+        ToolCallFormat::MistralArgs => "[TOOL_CALLS]<tool name>[ARGS]<arguments object>",
+        ToolCallFormat::Gemma => "<|tool_call>call:<tool name>{<key>:<value>,...}<tool_call|>",
+        ToolCallFormat::ToolCode => {
+            "```tool_code\n{\"name\": <tool name>, \"arguments\": <arguments object>}\n```"
+        }
+    }
+}
+
+/// Whether a chat template renders the `tools` variable.
+///
+/// ```
+/// assert!(mlx_server::tools::renders_tools(Some("{% if tools %}{{ tools | tojson }}{% endif %}")));
+/// assert!(!mlx_server::tools::renders_tools(Some("{{ messages }}")));
+/// ```
+pub fn renders_tools(template: Option<&str>) -> bool {
+    template.is_some_and(|t| t.contains("tools"))
 }

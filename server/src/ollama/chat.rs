@@ -58,7 +58,8 @@ pub async fn chat(State(state): State<AppState>, body: Bytes) -> Result<Response
         extra.insert("enable_thinking".into(), json!(false));
     }
     if let Some(tools) = &tools {
-        tools.prepare(&mut messages);
+        let template = model.info.tokenizer.chat_template().map(|t| t.source());
+        tools.prepare(&mut messages, crate::tools::renders_tools(template));
         extra.insert("tools".into(), Value::Array(tools.tools.clone()));
     }
     let extra = if extra.is_empty() {

@@ -74,13 +74,9 @@ pub async fn show(State(state): State<AppState>, body: Bytes) -> Result<Json<Val
         .chat_template()
         .map(|t| t.source().to_string())
         .unwrap_or_default();
-    // Tools when the chat template renders them (or the model has no native format and
-    // gets them described in a system message).
-    let mut capabilities = vec!["completion"];
-    let tool_code = model.tool_format == mlx_models::text::tool_calls::ToolCallFormat::ToolCode;
-    if template.contains("tools") || tool_code {
-        capabilities.push("tools");
-    }
+    // Tool calls work with every template (described in a system message when the template
+    // does not render tools).
+    let capabilities = ["completion", "tools"];
     let mut model_info = serde_json::Map::new();
     model_info.insert("general.architecture".into(), json!(arch));
     for (key, value) in [

@@ -62,7 +62,8 @@ pub async fn chat_completions(
             }
             grammar = Some(forced);
         }
-        tools.prepare(&mut messages);
+        let template = tokenizer.chat_template().map(|t| t.source());
+        tools.prepare(&mut messages, crate::tools::renders_tools(template));
         extra.insert("tools".into(), Value::Array(tools.tools.clone()));
     }
     let constraint = crate::structured::constraint(&state, grammar).await?;
