@@ -320,19 +320,19 @@ impl ModelConfig {
             }
         }
         let kv = self.num_key_value_heads();
-        if kv == 0 || self.num_attention_heads % kv != 0 {
+        if kv == 0 || !self.num_attention_heads.is_multiple_of(kv) {
             return Err(Error::Config(format!(
                 "num_attention_heads ({}) must be a multiple of num_key_value_heads ({kv})",
                 self.num_attention_heads
             )));
         }
-        if self.head_dim.is_none() && self.hidden_size % self.num_attention_heads != 0 {
+        if self.head_dim.is_none() && !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(Error::Config(format!(
                 "hidden_size ({}) is not divisible by num_attention_heads ({}) and no head_dim is given",
                 self.hidden_size, self.num_attention_heads
             )));
         }
-        if self.head_dim() % 2 != 0 {
+        if !self.head_dim().is_multiple_of(2) {
             return Err(Error::Config(format!(
                 "head_dim ({}) must be even for RoPE",
                 self.head_dim()

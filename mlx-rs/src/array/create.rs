@@ -88,7 +88,7 @@ impl Array {
         // MLX reads the buffer through a pointer to the element type: give it one that is
         // aligned for any element type.
         let aligned: Vec<u64>;
-        let data: *const u8 = if (bytes.as_ptr() as usize) % 8 == 0 {
+        let data: *const u8 = if (bytes.as_ptr() as usize).is_multiple_of(8) {
             bytes.as_ptr()
         } else {
             let mut words = vec![0u64; bytes.len().div_ceil(8)];

@@ -431,7 +431,7 @@ fn validate(path: &Path, len: u64) -> Check<Vec<String>> {
         let offset = h.u64()?;
         let (block, bytes) =
             block_layout(ty).ok_or_else(|| format!("tensor {name:?} has unknown type {ty}"))?;
-        if inner % block != 0 {
+        if !inner.is_multiple_of(block) {
             return Err(format!(
                 "tensor {name:?}: inner dimension {inner} is not a multiple of {block}"
             ));

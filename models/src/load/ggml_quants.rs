@@ -39,7 +39,7 @@ fn scale_min(j: usize, s: &[u8]) -> (u8, u8) {
 /// Decodes whole `Q4_K` blocks into `out` (`out.len() == blocks.len() / 144 * 256`);
 /// [`Error::Gguf`] for partial blocks or a NaN or infinite `d` / `dmin`.
 pub fn dequantize_q4_k(blocks: &[u8], out: &mut [f32]) -> Result<()> {
-    if blocks.len() % Q4_K_BLOCK_BYTES != 0 || out.len() != blocks.len() / Q4_K_BLOCK_BYTES * QK_K {
+    if !blocks.len().is_multiple_of(Q4_K_BLOCK_BYTES) || out.len() != blocks.len() / Q4_K_BLOCK_BYTES * QK_K {
         return Err(Error::Gguf(format!(
             "Q4_K: {} bytes do not hold whole blocks for {} weights",
             blocks.len(),
@@ -135,7 +135,7 @@ fn layout(ty: GgmlType) -> Result<(usize, usize)> {
 /// Checks that `blocks` holds whole blocks of `ty`; returns the number of blocks.
 fn whole_blocks(ty: GgmlType, blocks: &[u8]) -> Result<usize> {
     let (_, bytes) = layout(ty)?;
-    if blocks.len() % bytes != 0 {
+    if !blocks.len().is_multiple_of(bytes) {
         return Err(Error::Gguf(format!(
             "{ty}: {} bytes are not whole {bytes}-byte blocks",
             blocks.len()
@@ -548,7 +548,7 @@ pub fn dequantize_to_f16(ty: GgmlType, blocks: &[u8], row_len: usize) -> Result<
 /// # Ok::<(), mlx_models::Error>(())
 /// ```
 pub fn requantize_affine8(ty: GgmlType, blocks: &[u8], row_len: usize) -> Result<Affine> {
-    if row_len == 0 || row_len % 32 != 0 {
+    if row_len == 0 || !row_len.is_multiple_of(32) {
         return Err(Error::Gguf(format!(
             "{ty}: rows of {row_len} weights are not whole groups of 32"
         )));
@@ -624,7 +624,7 @@ fn for_each_row(
 ) -> Result<()> {
     let n = whole_blocks(ty, blocks)?;
     let (block_len, block_bytes) = layout(ty)?;
-    if row_len == 0 || row_len % block_len != 0 || (n * block_len) % row_len != 0 {
+    if row_len == 0 || !row_len.is_multiple_of(block_len) || (n * block_len) % row_len != 0 {
         return Err(Error::Gguf(format!(
             "{ty}: rows of {row_len} weights do not split {} weights into whole blocks",
             n * block_len

@@ -219,7 +219,7 @@ fn requantizes_q6_k(info: &GgufTensorInfo) -> bool {
     info.ggml_type == GgmlType::Q6K
         && info.name.ends_with(".weight")
         && info.dims.len() == 2
-        && info.row_len() % 32 == 0
+        && info.row_len().is_multiple_of(32)
 }
 
 /// The arrays one tensor becomes, under GGUF names (`P.weight`, or the triplet `P.weight`,

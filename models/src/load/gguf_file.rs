@@ -566,7 +566,7 @@ fn place_tensor(
     // Types without a layout here cannot be sized; they are refused at load by name. Their
     // region is taken as empty so that the table can still be listed.
     let (block, type_size) = ggml_type.block_layout().unwrap_or((1, 0));
-    if dims[0] % block != 0 {
+    if !dims[0].is_multiple_of(block) {
         return Err(bad(format!(
             "rows of {} elements are not whole {}-element {ggml_type} blocks",
             dims[0], block
@@ -575,7 +575,7 @@ fn place_tensor(
     let n_bytes = (n_elements / block)
         .checked_mul(type_size)
         .ok_or_else(|| bad("its byte size overflows".into()))?;
-    if relative % alignment != 0 {
+    if !relative.is_multiple_of(alignment) {
         return Err(bad(format!(
             "its data offset {relative} is not a multiple of the alignment {alignment}"
         )));

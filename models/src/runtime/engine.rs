@@ -248,7 +248,7 @@ pub fn generate_tokens_reusing(
                 break;
             }
         }
-        if n % CLEAR_CACHE_EVERY == 0 {
+        if n.is_multiple_of(CLEAR_CACHE_EVERY) {
             memory::clear_cache()?;
         }
     }
