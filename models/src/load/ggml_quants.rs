@@ -39,7 +39,9 @@ fn scale_min(j: usize, s: &[u8]) -> (u8, u8) {
 /// Decodes whole `Q4_K` blocks into `out` (`out.len() == blocks.len() / 144 * 256`);
 /// [`Error::Gguf`] for partial blocks or a NaN or infinite `d` / `dmin`.
 pub fn dequantize_q4_k(blocks: &[u8], out: &mut [f32]) -> Result<()> {
-    if !blocks.len().is_multiple_of(Q4_K_BLOCK_BYTES) || out.len() != blocks.len() / Q4_K_BLOCK_BYTES * QK_K {
+    if !blocks.len().is_multiple_of(Q4_K_BLOCK_BYTES)
+        || out.len() != blocks.len() / Q4_K_BLOCK_BYTES * QK_K
+    {
         return Err(Error::Gguf(format!(
             "Q4_K: {} bytes do not hold whole blocks for {} weights",
             blocks.len(),
