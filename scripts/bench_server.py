@@ -65,10 +65,12 @@ TOPICS = [
 ]
 
 
-def story_prompt(i):
+def story_prompt(i, tag):
+    """A different prompt per stream; `tag` (round and stream) makes every request's prompt new,
+    so only the chat template's own prefix can come from a prefix cache."""
     topic = TOPICS[i % len(TOPICS)]
     return (
-        f"Write a long, detailed essay of at least 600 words about {topic}. "
+        f"Request {tag}. Write a long, detailed essay of at least 600 words about {topic}. "
         "Use several paragraphs and many examples."
     )
 
@@ -194,12 +196,12 @@ class Server:
             c.close()
 
 
-def run_concurrent(server, n, max_tokens, offset):
+def run_concurrent(server, n, max_tokens, offset, rnd):
     results = [None] * n
     barrier = threading.Barrier(n)
 
     def worker(i):
-        msgs = [{"role": "user", "content": story_prompt(offset + i)}]
+        msgs = [{"role": "user", "content": story_prompt(offset + i, f"{rnd}.{n}.{i}")}]
         barrier.wait()
         results[i] = server.stream_chat(msgs, max_tokens)
 
@@ -321,7 +323,10 @@ def main():
     keys = dict(k.split("=", 1) for k in args.api_key)
     servers = []
     for s in args.server:
-        name, url = s.split("=", 1)
+        i = s.rfind("=http")  # names may hold "=" (an environment setting)
+        if i < 0:
+            sys.exit(f"--server {s!r}: expected NAME=http://HOST:PORT")
+        name, url = s[:i], s[i + 1:]
         servers.append(Server(name, url, keys.get(name), name in args.ignore_eos, args.model))
     levels = [int(x) for x in args.concurrency.split(",")]
     started = datetime.datetime.now(datetime.timezone.utc)
@@ -350,7 +355,7 @@ def main():
     for rnd in range(args.rounds):
         for n in levels:
             for s in servers:
-                res = run_concurrent(s, n, args.max_tokens, offset=rnd * 3 + n)
+                res = run_concurrent(s, n, args.max_tokens, offset=rnd * 3 + n, rnd=rnd)
                 report["runs"][s.name]["throughput"][str(n)].append(res)
                 msg = res.get("error") or (
                     f"aggregate decode {res['aggregate_decode_tps']:.1f} tok/s, end-to-end "
@@ -360,8 +365,8 @@ def main():
                 print(f"[round {rnd + 1}] {s.name} x{n}: {msg}", file=sys.stderr, flush=True)
         if not args.no_prefix:
             for s in servers:
-                nonce += 1
-                res = run_prefix(s, args.prefix_words, f"{nonce}-{s.name}", args.prefix_max_tokens)
+                nonce += 1  # a new prefix per request pair, of the same token count for every server
+                res = run_prefix(s, args.prefix_words, str(nonce), args.prefix_max_tokens)
                 report["runs"][s.name]["prefix"].append(res)
                 msg = res.get("error") or (
                     f"cold {res['ttft_cold_s'] * 1000:.0f} ms, warm {res['ttft_warm_s'] * 1000:.0f} ms, "
