@@ -12,8 +12,9 @@ Checks (each small: a few dozen tokens at most; the whole run stays well under 3
 2 cores):
   openai       chat (greedy, non-empty text), streaming (chunks reassemble to the non-stream
                text, usage chunk), legacy completions, json_schema response_format (parses and
-               validates with jsonschema), a tool call with tool_choice="required" and a named
-               tool_choice (tool_calls with valid JSON arguments), /v1/models
+               validates with jsonschema), a tool call with tool_choice="required" (also with
+               parallel_tool_calls=false: one call) and a named tool_choice (tool_calls whose
+               JSON arguments validate against the tool's parameters), /v1/models
   ollama       chat, chat streaming, generate, generate streaming (the same greedy text as
                non-stream and as OpenAI's chat), tags, show, version
   sse          `curl -N`: SSE framing of /v1/chat/completions (`data: ` lines, blank-line
@@ -358,6 +359,20 @@ def t_openai_tool_required(ctx):
     r2 = chat_text(ctx, msgs, 24, tools=TOOLS)
     check(r2.choices[0].message.content is not None or r2.choices[0].message.tool_calls,
           f"no answer after the tool result: {r2}")
+    return f"{calls[0].function.name}({calls[0].function.arguments})"
+
+
+def t_openai_tool_single(ctx):
+    """`parallel_tool_calls: false` with `tool_choice: "required"`: exactly one call (the tools'
+    parameters closed with additionalProperties false, so that only the call count is tested)."""
+    closed = json.loads(json.dumps(TOOLS))
+    for t in closed:
+        t["function"]["parameters"]["additionalProperties"] = False
+    r = chat_text(ctx, [{"role": "user", "content": "What is the weather like in Paris today?"}], 96,
+                  tools=closed, tool_choice="required", parallel_tool_calls=False)
+    calls = _check_tool_calls(r)
+    check(len(calls) == 1, f"parallel_tool_calls=false gave {len(calls)} calls: "
+          + ", ".join(f"{c.function.name}({c.function.arguments})" for c in calls))
     return f"{calls[0].function.name}({calls[0].function.arguments})"
 
 
@@ -708,7 +723,7 @@ def t_auth(ctx):
 GROUPS = {
     "metrics": [t_metrics, t_auth],
     "openai": [t_openai_models, t_openai_chat, t_openai_stream, t_openai_completions, t_openai_json_schema,
-               t_openai_tool_required, t_openai_tool_named, t_openai_errors],
+               t_openai_tool_required, t_openai_tool_single, t_openai_tool_named, t_openai_errors],
     "ollama": [t_ollama_chat, t_ollama_generate, t_ollama_format_json, t_ollama_meta],
     "sse": [t_sse_framing, t_ndjson_framing],
     "concurrency": [t_concurrency],
