@@ -241,6 +241,28 @@ mod grammars {
     }
 
     #[test]
+    fn open_schemas_are_closed_and_required_one_is_one_call() {
+        let Some(t) = smollm2() else {
+            return;
+        };
+        // The tools' parameters list properties and say nothing of others: no other key.
+        rejects(
+            &t,
+            ToolCallFormat::Hermes,
+            &ToolChoice::Required,
+            "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"type\": \"function\"}}\n</tool_call>",
+        );
+        let one =
+            "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
+        let two = format!("{one}\n{one}");
+        accepts(&t, ToolCallFormat::Hermes, &ToolChoice::Required, &two);
+        let mut c = constraint(&t, ToolCallFormat::Hermes, &ToolChoice::RequiredOne);
+        feed(&t, &mut c, one).unwrap();
+        assert!(c.is_finished(), "one call, then nothing");
+        rejects(&t, ToolCallFormat::Hermes, &ToolChoice::RequiredOne, &two);
+    }
+
+    #[test]
     fn llama3_tool_code_and_mistral_grammars() {
         let Some(t) = smollm2() else {
             return;

@@ -30,6 +30,8 @@ pub struct ToolSetup {
     pub choice: ToolChoice,
     /// The tools, as the request gave them (`{"type": "function", "function": {...}}`).
     pub tools: Vec<Value>,
+    /// Whether several calls may come in one answer (OpenAI's `parallel_tool_calls`).
+    pub parallel: bool,
 }
 
 /// OpenAI's `tool_choice`: `"none"`, `"auto"`, `"required"`, or
@@ -90,8 +92,19 @@ impl ToolSetup {
                 format,
                 choice,
                 tools,
+                parallel: true,
             })),
         }
+    }
+
+    /// With `parallel` false, at most one call: a required call is forced as exactly one,
+    /// and only the first parsed call is kept.
+    pub fn parallel(mut self, parallel: bool) -> ToolSetup {
+        self.parallel = parallel;
+        if !parallel && self.choice == ToolChoice::Required {
+            self.choice = ToolChoice::RequiredOne;
+        }
+        self
     }
 
     /// The grammar that forces a call (`required`, named), or `None` (`auto`). Errors: 400
@@ -125,7 +138,11 @@ impl ToolSetup {
 
     /// The calls in a generated text, and the text around them.
     pub fn parse(&self, text: &str) -> ParsedOutput {
-        parse_tool_calls(self.format, text)
+        let mut parsed = parse_tool_calls(self.format, text);
+        if !self.parallel {
+            parsed.tool_calls.truncate(1);
+        }
+        parsed
     }
 }
 

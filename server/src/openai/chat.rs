@@ -48,7 +48,8 @@ pub async fn chat_completions(
         request.tools.as_deref(),
         request.tool_choice.as_ref(),
         model.tool_format,
-    )?;
+    )?
+    .map(|t| t.parallel(request.parallel_tool_calls.unwrap_or(true)));
     let mut grammar = response_format(request.response_format.as_ref())?;
     let mut extra = request.chat_template_kwargs.clone().unwrap_or_default();
     if let Some(tools) = &tools {

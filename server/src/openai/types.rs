@@ -135,6 +135,9 @@ pub struct ChatRequest {
     /// `none`, `auto`, `required` or `{"type": "function", "function": {"name"}}`.
     #[serde(default)]
     pub tool_choice: Option<Value>,
+    /// `false`: at most one tool call (default `true`).
+    #[serde(default)]
+    pub parallel_tool_calls: Option<bool>,
     /// Extra chat template variables (as vLLM's `chat_template_kwargs`, e.g.
     /// `{"enable_thinking": false}`).
     #[serde(default)]

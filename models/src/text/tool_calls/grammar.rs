@@ -36,12 +36,41 @@ fn functions(tools: &[Value]) -> Result<Vec<Function>> {
                     )))
                 }
             };
+            let mut parameters = parameters;
+            close_objects(&mut parameters);
             Ok(Function {
                 name: name.to_string(),
                 parameters,
             })
         })
         .collect()
+}
+
+/// Makes every object schema in `schema` that lists `properties` and says nothing of
+/// `additionalProperties` closed (`additionalProperties: false`), as llama.cpp reads tool
+/// schemas: JSON Schema's default (any other key allowed) let a small model keep writing keys
+/// of its own until the token limit instead of closing the call.
+fn close_objects(schema: &mut Value) {
+    let Value::Object(map) = schema else { return };
+    if map.contains_key("properties") && !map.contains_key("additionalProperties") {
+        map.insert("additionalProperties".into(), Value::Bool(false));
+    }
+    for (key, value) in map.iter_mut() {
+        match key.as_str() {
+            "properties" | "$defs" | "definitions" | "patternProperties" => {
+                if let Value::Object(children) = value {
+                    children.values_mut().for_each(close_objects);
+                }
+            }
+            "items" | "additionalItems" | "not" | "if" | "then" | "else" => close_objects(value),
+            "anyOf" | "oneOf" | "allOf" | "prefixItems" => {
+                if let Value::Array(children) = value {
+                    children.iter_mut().for_each(close_objects);
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// The Lark expression of a marker: the special token by id when the tokenizer has it as one
@@ -85,7 +114,9 @@ fn call_schema(functions: &[Function], args_key: &str) -> Value {
 /// text.
 ///
 /// What the grammars accept ([`ToolChoice::Required`]: one or more calls;
-/// [`ToolChoice::Named`]: exactly one call, of that function):
+/// [`ToolChoice::RequiredOne`]: exactly one call; [`ToolChoice::Named`]: exactly one call, of
+/// that function). An object schema with `properties` but no `additionalProperties` is read as
+/// closed (no other keys), as llama.cpp reads tool schemas:
 /// - Hermes: `<tool_call>\n` JSON `{"name": …, "arguments": …}` `\n</tool_call>`, calls
 ///   separated by `\n`;
 /// - Llama 3: one JSON `{"name": …, "parameters": …}`;
@@ -126,6 +157,7 @@ pub fn tool_call_grammar(
     let (functions, many) = match choice {
         ToolChoice::Auto | ToolChoice::None => return Ok(None),
         ToolChoice::Required => (all, true),
+        ToolChoice::RequiredOne => (all, false),
         ToolChoice::Named(name) => {
             let named: Vec<Function> = all.into_iter().filter(|f| &f.name == name).collect();
             if named.is_empty() {

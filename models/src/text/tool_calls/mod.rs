@@ -133,6 +133,9 @@ pub enum ToolChoice {
     Auto,
     /// The model must call one or more of the tools.
     Required,
+    /// The model must call exactly one of the tools (`required` with OpenAI's
+    /// `parallel_tool_calls: false`).
+    RequiredOne,
     /// The model must call this function, once.
     Named(String),
     /// The model must not call tools (no grammar: leave the tools out of the prompt).
