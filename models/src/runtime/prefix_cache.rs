@@ -148,6 +148,8 @@ impl PrefixCache {
         let Some(cache) = cache.detached_prefix(cache.offset())? else {
             return Ok(false);
         };
+        // Evaluated now: a lazy copy would keep the whole source buffers alive.
+        mlx_rs::eval(&cache.state())?;
         let bytes = cache.nbytes();
         if bytes > self.budget {
             return Ok(false);
