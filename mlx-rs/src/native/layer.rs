@@ -383,9 +383,9 @@ pub fn decoder_stack(
 ///     down: proj(&d_w, &d_s, &d_b), mlp_out_norm: None, activation: Activation::Silu, attention,
 /// };
 /// let x = Array::ones(&[2, 1, 32], Dtype::Float32)?;
-/// let k0 = Array::zeros(&[1, 1, 8, 32], Dtype::Float32)?;
-/// let k1 = Array::zeros(&[1, 1, 4, 32], Dtype::Float32)?;
-/// let caches = [vec![(&k0, &k0.clone()), (&k1, &k1.clone())]];
+/// let (k0, v0) = (Array::zeros(&[1, 1, 8, 32], Dtype::Float32)?, Array::zeros(&[1, 1, 8, 32], Dtype::Float32)?);
+/// let (k1, v1) = (Array::zeros(&[1, 1, 4, 32], Dtype::Float32)?, Array::zeros(&[1, 1, 4, 32], Dtype::Float32)?);
+/// let caches = [vec![(&k0, &v0), (&k1, &v1)]];
 /// if let Some(out) = decoder_stack_seqs(StackInput::Hidden(&x), &[w], &caches, None, &[3, 0])? {
 ///     assert_eq!(out.output.to_vec::<f32>()?, vec![1.0; 64]);
 ///     assert_eq!(out.caches[1].0.shape(), vec![1, 1, 4, 32]);
