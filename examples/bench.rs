@@ -107,12 +107,6 @@ fn run(cli: Cli) -> CliResult {
 fn streams(engine: MlxEngine, cli: &Cli, prompt: &[u32]) -> CliResult {
     use mlx_models::runtime::scheduler::{SchedulerOptions, SequenceEvent, SequenceRequest};
     let most = cli.streams.iter().copied().max().unwrap_or(1);
-    if let Some(m) = std::env::var("BENCH_GEMM_THRESHOLD")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        mlx_rs::quant::set_native_gemm_threshold(m);
-    }
     let description = engine.describe();
     let vocab = engine.tokenizer().vocab_size() as u32;
     let (mut scheduler, _) = engine.into_scheduler(SchedulerOptions {
