@@ -299,17 +299,7 @@ impl Scheduler {
             return None;
         };
         let r = self.running.remove(at);
-        let now = Instant::now();
-        let summary = SequenceSummary {
-            finish_reason: FinishReason::Callback,
-            prompt_tokens: r.prompt_tokens,
-            cached_tokens: r.cached_tokens,
-            generated_tokens: r.generated,
-            time_to_first_token: r.first_token.unwrap_or(now) - r.submitted,
-            total_time: now - r.submitted,
-        };
-        // A failed insert only loses the reuse.
-        let _ = self.prefix.insert(r.tokens, r.cache);
+        let summary = Self::finish(&mut self.prefix, r, FinishReason::Callback, Instant::now());
         Some(summary)
     }
 
@@ -411,6 +401,27 @@ impl Scheduler {
         Ok(None)
     }
 
+    /// The summary of a sequence that ends now (`reason`), whose KV state goes to the prefix
+    /// cache.
+    fn finish(
+        prefix: &mut PrefixCache,
+        r: Running,
+        reason: FinishReason,
+        now: Instant,
+    ) -> SequenceSummary {
+        let summary = SequenceSummary {
+            finish_reason: reason,
+            prompt_tokens: r.prompt_tokens,
+            cached_tokens: r.cached_tokens,
+            generated_tokens: r.generated,
+            time_to_first_token: r.first_token.unwrap_or(now) - r.submitted,
+            total_time: now - r.submitted,
+        };
+        // A failed insert only loses the reuse.
+        let _ = prefix.insert(r.tokens, r.cache);
+        summary
+    }
+
     /// One decode step of the running batch.
     fn decode(&mut self, events: &mut Vec<(SequenceId, SequenceEvent)>) {
         let inputs: Vec<u32> = self.running.iter().map(|r| r.next_input).collect();
@@ -472,17 +483,9 @@ impl Scheduler {
             };
             match finish {
                 Some(reason) => {
-                    let summary = SequenceSummary {
-                        finish_reason: reason,
-                        prompt_tokens: r.prompt_tokens,
-                        cached_tokens: r.cached_tokens,
-                        generated_tokens: r.generated,
-                        time_to_first_token: r.first_token.unwrap_or(now) - r.submitted,
-                        total_time: now - r.submitted,
-                    };
-                    events.push((r.id, SequenceEvent::Finished(summary)));
-                    // A failed insert only loses the reuse.
-                    let _ = self.prefix.insert(r.tokens, r.cache);
+                    let id = r.id;
+                    let summary = Self::finish(&mut self.prefix, r, reason, now);
+                    events.push((id, SequenceEvent::Finished(summary)));
                 }
                 None => keep.push(r),
             }
