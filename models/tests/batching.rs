@@ -410,3 +410,47 @@ fn a_constraint_masks_every_draw_and_ends_the_sequence() {
         Some((7, SequenceEvent::Finished(s))) if s.finish_reason == FinishReason::Stop
     ));
 }
+
+/// The repetition penalty sees the same recent tokens in the scheduler as in the
+/// single-sequence loop (the prompt's tail, then the tokens generated), batched or not.
+#[test]
+fn the_repetition_penalty_sees_the_same_tokens_batched_and_alone() {
+    let params = GenerateParams {
+        max_tokens: 12,
+        sampling: mlx_models::runtime::sample::SamplingParams {
+            repetition_penalty: 1.8,
+            repetition_context_size: 6,
+            ..Default::default()
+        },
+        ..GenerateParams::default()
+    };
+    let model = fixture_model("llama");
+    let prompts = prompts(3);
+    let want: Vec<Vec<u32>> = prompts
+        .iter()
+        .map(|p| {
+            let mut out = Vec::new();
+            generate_tokens(model.as_ref(), p, &params, &[], 4096, 4, &mut |t| {
+                out.push(t);
+                Ok(true)
+            })
+            .unwrap();
+            out
+        })
+        .collect();
+    let mut scheduler = Scheduler::new(model, vec![], 4096, SchedulerOptions::default());
+    for (i, p) in prompts.iter().enumerate() {
+        scheduler
+            .submit(i as u64, SequenceRequest::new(p.clone(), params.clone()))
+            .unwrap();
+    }
+    let got = run(&mut scheduler);
+    for (i, want) in want.iter().enumerate() {
+        assert_eq!(&got[&(i as u64)].0, want, "request {i}");
+    }
+    // The penalty changed something: without it the first request decodes otherwise.
+    assert_ne!(
+        alone(fixture_model("llama").as_ref(), &prompts[0], 12),
+        want[0]
+    );
+}

@@ -513,9 +513,17 @@ impl Scheduler {
                 }
                 let recent = if r.sampler.params().uses_repetition_penalty() {
                     let context = r.sampler.params().repetition_context_size;
-                    let all: Vec<u32> = r.tokens.iter().chain([&r.next_input]).copied().collect();
-                    let tail = &all[all.len().saturating_sub(context)..];
-                    Some(Array::from_slice(tail, &[tail.len() as i32])?)
+                    // The last `context` tokens fed so far (the cache's, then the next input),
+                    // without copying the whole sequence at every step.
+                    let skip = (r.tokens.len() + 1).saturating_sub(context);
+                    let tail: Vec<u32> = r
+                        .tokens
+                        .iter()
+                        .chain([&r.next_input])
+                        .skip(skip)
+                        .copied()
+                        .collect();
+                    Some(Array::from_slice(&tail, &[tail.len() as i32])?)
                 } else {
                     None
                 };
