@@ -61,3 +61,8 @@ pub use transforms::{async_eval, eval, synchronize};
 
 pub use half;
 pub use mlx_sys as sys;
+
+/// The crate's README (its package page), compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

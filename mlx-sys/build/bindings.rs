@@ -26,10 +26,25 @@ impl ParseCallbacks for MlxcTypes {
     }
 }
 
+/// Whether bindgen can load a libclang (the system's, or the one `LIBCLANG_PATH` names).
+pub fn libclang_loads() -> bool {
+    let quiet = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let loaded = std::panic::catch_unwind(|| {
+        bindgen::Builder::default()
+            .header_contents("probe.h", "int mlx_sys_probe;")
+            .generate()
+    })
+    .is_ok();
+    std::panic::set_hook(quiet);
+    loaded
+}
+
 /// A builder with the settings every header here shares.
-fn builder(header: &Path, mlxc: &Path) -> bindgen::Builder {
+fn builder(header: &Path, mlxc: &Path, clang_args: &[String]) -> bindgen::Builder {
     bindgen::Builder::default()
         .header(header.to_string_lossy())
+        .clang_args(clang_args)
         .clang_arg(format!("-I{}", mlxc.display()))
         // `MLX_FLOAT32` rather than `mlx_dtype__MLX_FLOAT32`; constants, not Rust enums, so a
         // value the C side adds later is never undefined behaviour.
@@ -57,9 +72,11 @@ fn write(builder: bindgen::Builder, header: &Path, out_dir: &Path, name: &str) -
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
-pub fn generate(mlxc: &Path, out_dir: &Path) -> BuildResult<()> {
+/// Bindings of mlx-c (`bindings.rs`); `clang_args` come first (compiler headers for PyPI's
+/// libclang).
+pub fn generate(mlxc: &Path, out_dir: &Path, clang_args: &[String]) -> BuildResult<()> {
     let header = mlxc.join("mlx/c/mlx.h");
-    let b = builder(&header, mlxc)
+    let b = builder(&header, mlxc, clang_args)
         .allowlist_function("mlx_.*")
         .allowlist_type("mlx_.*")
         .allowlist_var("MLX_.*");
@@ -75,10 +92,15 @@ const KERNEL_HEADERS: [(&str, &[&str], &str); 3] = [
     ("array_host.h", &[], "array_host.rs"),
 ];
 
-pub fn generate_kernels(mlxc: &Path, kernels: &Path, out_dir: &Path) -> BuildResult<()> {
+pub fn generate_kernels(
+    mlxc: &Path,
+    kernels: &Path,
+    out_dir: &Path,
+    clang_args: &[String],
+) -> BuildResult<()> {
     for (name, also, out) in KERNEL_HEADERS {
         let header = kernels.join(name);
-        let mut b = builder(&header, mlxc)
+        let mut b = builder(&header, mlxc, clang_args)
             .clang_arg(format!("-I{}", kernels.display()))
             .blocklist_type("mlx_.*")
             .parse_callbacks(Box::new(MlxcTypes));
@@ -94,4 +116,24 @@ pub fn generate_kernels(mlxc: &Path, kernels: &Path, out_dir: &Path) -> BuildRes
 /// `s` with the regex metacharacters it may hold (file names: `.`) escaped.
 fn regex_escape(s: &str) -> String {
     s.replace('.', "\\.")
+}
+
+/// Every file bindgen writes, in `OUT_DIR` and, committed, in `bindings/`.
+pub const OUTPUTS: [&str; 4] = [
+    "bindings.rs",
+    "native_ops.rs",
+    "native_qmm.rs",
+    "array_host.rs",
+];
+
+/// Copies the committed bindings (`bindings/`, checked against fresh ones by
+/// `tests/pregenerated_bindings.rs`) into `out_dir`: the docs.rs build, which has no network
+/// to fetch mlx-c and needs no library.
+pub fn use_pregenerated(manifest_dir: &Path, out_dir: &Path) -> BuildResult<()> {
+    for name in OUTPUTS {
+        let from = manifest_dir.join("bindings").join(name);
+        std::fs::copy(&from, out_dir.join(name))
+            .map_err(|e| format!("cannot copy {}: {e}", from.display()))?;
+    }
+    Ok(())
 }

@@ -40,7 +40,6 @@ pub fn emit(mlx: &Mlx, mlxc_lib: &Path, out_dir: &Path) -> BuildResult<()> {
         _ => println!("cargo:rustc-link-lib=dylib=stdc++"),
     }
 
-    println!("cargo:rustc-check-cfg=cfg(mlx_openblas)");
     if std::env::var_os("CARGO_FEATURE_OPENBLAS").is_some()
         && crate::env("CARGO_CFG_TARGET_OS")? == "linux"
     {

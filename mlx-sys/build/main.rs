@@ -17,6 +17,7 @@ mod mlxc;
 mod pins;
 mod provision;
 mod tools;
+mod wheel;
 
 use std::path::PathBuf;
 
@@ -41,12 +42,20 @@ fn run() -> BuildResult<()> {
         "LIBCLANG_PATH",
         "BINDGEN_EXTRA_CLANG_ARGS",
         "CARGO_NET_OFFLINE",
+        tools::FROM_PYPI_SWITCH,
     ] {
         println!("cargo:rerun-if-env-changed={var}");
     }
+    println!("cargo:rerun-if-env-changed=DOCS_RS");
+    println!("cargo:rustc-check-cfg=cfg(mlx_openblas)");
     let manifest_dir = PathBuf::from(env("CARGO_MANIFEST_DIR")?);
     let out_dir = PathBuf::from(env("OUT_DIR")?);
-    let vendor = manifest_dir.join("../vendor");
+    if std::env::var_os("DOCS_RS").is_some() {
+        // docs.rs builds without network: documentation only, from the committed bindings.
+        return bindings::use_pregenerated(&manifest_dir, &out_dir);
+    }
+    // A symbolic link to the workspace's `vendor/`, so that the packaged crate carries it.
+    let vendor = manifest_dir.join("vendor");
     println!("cargo:rerun-if-changed={}", vendor.display());
     println!("cargo:rerun-if-changed=build");
 
@@ -55,9 +64,17 @@ fn run() -> BuildResult<()> {
     let mlx = provision::provision(&pins, flavor, &out_dir)?;
     let mlxc_src = mlxc::source(&pins, &out_dir)?;
     mlxc::check_pairing(&mlxc_src, &mlx)?;
+    tools::ensure_cmake(&pins, &out_dir)?;
     let mlxc_lib = mlxc::build(&mlxc_src, &mlx, &vendor)?;
-    bindings::generate(&mlxc_src, &out_dir)?;
-    bindings::generate_kernels(&mlxc_src, &manifest_dir.join("kernels"), &out_dir)?;
+    let clang_args = if tools::libclang_from_pypi_forced()
+        || (!bindings::libclang_loads() && tools::libclang_fallback_allowed())
+    {
+        tools::libclang_from_pypi(&pins, &out_dir)?
+    } else {
+        Vec::new()
+    };
+    bindings::generate(&mlxc_src, &out_dir, &clang_args)?;
+    bindings::generate_kernels(&mlxc_src, &manifest_dir.join("kernels"), &out_dir, &clang_args)?;
     kernels::build(&manifest_dir, &mlx, &mlxc_src)?;
     link::emit(&mlx, &mlxc_lib, &out_dir)?;
     Ok(())

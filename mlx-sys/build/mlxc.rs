@@ -3,7 +3,7 @@
 
 use crate::pins::{verify_sha256, Pins};
 use crate::provision::Mlx;
-use crate::tools::{cargo, check_cmake, run};
+use crate::tools::{cargo, run};
 use crate::BuildResult;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -164,9 +164,20 @@ pub fn check_pairing(mlxc: &Path, mlx: &Mlx) -> BuildResult<()> {
     Ok(())
 }
 
-/// Builds `libmlxc.a` with CMake against the prebuilt MLX and returns the folder holding it.
+/// Builds `libmlxc.a` with CMake (`tools::ensure_cmake` has found one) against the prebuilt MLX
+/// and returns the folder holding it.
 pub fn build(mlxc: &Path, mlx: &Mlx, vendor: &Path) -> BuildResult<PathBuf> {
-    check_cmake()?;
+    let out_dir = PathBuf::from(crate::env("OUT_DIR")?);
+    if !["lib", "lib64"]
+        .iter()
+        .any(|d| out_dir.join(d).join("libmlxc.a").is_file())
+    {
+        println!(
+            "cargo:warning=building mlx-c from {} with CMake (the first build takes about a \
+             minute)",
+            mlxc.display()
+        );
+    }
     let shim = vendor.join("compat/format_shim.h");
     let config_dir = vendor.join("cmake");
     let dst = cmake::Config::new(mlxc)

@@ -10,6 +10,17 @@ use std::path::Path;
 pub struct Pins {
     pub mlx: MlxPins,
     pub mlx_c: MlxCPins,
+    /// Build tools fetched when the system lacks them, by PyPI distribution name (`cmake`,
+    /// `libclang`).
+    pub tools: BTreeMap<String, ToolPins>,
+}
+
+/// A build tool's pinned wheels.
+#[derive(Debug, Deserialize)]
+pub struct ToolPins {
+    pub version: String,
+    /// Wheel file name to sha256 (lower-case hex), one per platform.
+    pub files: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -4,9 +4,9 @@
 //! Python; the pinned PyPI wheel, downloaded with pip, checked against `vendor/pins.toml`, and
 //! unpacked (keeping the wheel's layout) into a cache that survives `cargo clean` of one profile.
 
-use crate::pins::{verify_sha256, Pins};
+use crate::pins::Pins;
 use crate::tools::{python, run, PIP_HINT};
-use crate::{elf, BuildResult};
+use crate::{elf, wheel, BuildResult};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -167,23 +167,6 @@ fn from_python(flavor: Flavor, wanted: &str) -> Option<Mlx> {
     at_prefix(Path::new(prefix), flavor, Origin::Python).ok()
 }
 
-/// The cache folder: `MLX_CACHE_DIR`, else `<target dir>/mlx-prebuilt` (outside every profile
-/// folder, so `cargo clean --release` keeps it, and inside `target/`, so `cargo run` and
-/// `cargo test` find libraries there).
-fn cache_root(out_dir: &Path) -> PathBuf {
-    if let Some(dir) = std::env::var_os("MLX_CACHE_DIR") {
-        return PathBuf::from(dir);
-    }
-    // OUT_DIR = <target>[/<triple>]/<profile>/build/<pkg>-<hash>/out
-    out_dir
-        .ancestors()
-        .nth(4)
-        .map(|target| target.join("mlx-prebuilt"))
-        .unwrap_or_else(|| out_dir.join("mlx-prebuilt"))
-}
-
-const COMPLETE_MARKER: &str = ".mlx-sys-complete";
-
 fn fetch_wheel(pins: &Pins, flavor: Flavor, out_dir: &Path) -> BuildResult<Mlx> {
     let dist = flavor.distribution();
     let version = &pins.mlx.version;
@@ -192,52 +175,33 @@ fn fetch_wheel(pins: &Pins, flavor: Flavor, out_dir: &Path) -> BuildResult<Mlx> 
         .wheels
         .get(dist)
         .ok_or_else(|| format!("vendor/pins.toml pins no wheel for {dist}"))?;
-    let root = cache_root(out_dir);
-    let dest = root.join(format!("{dist}-{version}"));
-    if dest.join(COMPLETE_MARKER).is_file() {
-        return at_prefix(&dest.join("mlx"), flavor, Origin::Cache);
-    }
-    if std::env::var("CARGO_NET_OFFLINE").as_deref() == Ok("true") {
+    let root = wheel::cache_root(out_dir);
+    let name = format!("{dist}-{version}");
+    if !root.join(&name).join(wheel::COMPLETE_MARKER).is_file() && wheel::offline() {
         return Err(format!(
             "offline (CARGO_NET_OFFLINE=true) and MLX {version} is not cached in {}.\n\
              Set MLX_DIR to a prebuilt MLX {version} prefix, or build once online.",
-            dest.display()
+            root.join(&name).display()
         ));
     }
-    let staging = root.join(format!(".staging-{dist}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&staging);
-    let download = staging.join("download");
-    std::fs::create_dir_all(&download)
-        .map_err(|e| format!("cannot create {}: {e}", download.display()))?;
-    run(
-        Command::new(python())
-            .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:"])
-            .args(["--disable-pip-version-check", "--quiet", "-d"])
-            .arg(&download)
-            .arg(format!("{dist}=={version}")),
-        &format!("downloading the {dist}=={version} wheel"),
-        PIP_HINT,
-    )?;
-    let wheel = std::fs::read_dir(&download)
-        .map_err(|e| format!("cannot list {}: {e}", download.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|x| x == "whl"))
-        .ok_or_else(|| format!("pip left no wheel in {}", download.display()))?;
-    let file_name = wheel
-        .file_name()
-        .unwrap_or_default()
-        .to_string_lossy()
-        .to_string();
-    let expected = accepted.files.get(&file_name).ok_or_else(|| {
-        format!(
-            "pip chose the wheel {file_name}, which vendor/pins.toml does not pin for {dist}; \
-             pinned: {:?}",
-            accepted.files.keys().collect::<Vec<_>>()
-        )
+    let dest = wheel::cached(&root, &name, |unpacked| {
+        println!(
+            "cargo:warning=fetching MLX {version} (the {dist} wheel from PyPI, pinned by \
+             sha256) into {}",
+            root.display()
+        );
+        let download = root.join(format!(".download-{name}-{}", std::process::id()));
+        let (whl, file_name) = wheel::download(dist, version, &accepted.files, &download)?;
+        let result = unpack(flavor, version, &whl, unpacked);
+        let _ = std::fs::remove_dir_all(&download);
+        result.map(|()| file_name)
     })?;
-    verify_sha256(&wheel, expected)?;
+    at_prefix(&dest.join("mlx"), flavor, Origin::Cache)
+}
 
-    let unpacked = staging.join("unpacked");
+/// Unpacks the MLX wheel into `unpacked` (keeping its layout: `unpacked/mlx/lib/...`), checks
+/// its version and makes `libmlx` locatable by absolute path.
+fn unpack(flavor: Flavor, version: &str, whl: &Path, unpacked: &Path) -> BuildResult<()> {
     if flavor == Flavor::Cuda13 {
         // libmlx finds the CUDA libraries through RPATH entries such as
         // $ORIGIN/../../nvidia/cublas/lib: pip installs those wheels beside it.
@@ -245,41 +209,21 @@ fn fetch_wheel(pins: &Pins, flavor: Flavor, out_dir: &Path) -> BuildResult<Mlx> 
             Command::new(python())
                 .args(["-m", "pip", "install", "--no-compile"])
                 .args(["--disable-pip-version-check", "--quiet", "--target"])
-                .arg(&unpacked)
-                .arg(&wheel),
+                .arg(unpacked)
+                .arg(whl),
             "installing the CUDA wheel and its NVIDIA libraries",
             PIP_HINT,
         )?;
     } else {
-        run(
-            Command::new(python())
-                .args(["-m", "zipfile", "-e"])
-                .arg(&wheel)
-                .arg(&unpacked),
-            "unpacking the MLX wheel",
-            PIP_HINT,
-        )?;
+        wheel::unzip(whl, unpacked)?;
     }
     let mlx = at_prefix(&unpacked.join("mlx"), flavor, Origin::Cache)?;
-    if &mlx.version != version {
+    if mlx.version != version {
         return Err(format!(
-            "the {dist} wheel holds MLX {}, expected {version}",
+            "the {} wheel holds MLX {}, expected {version}",
+            flavor.distribution(),
             mlx.version
         ));
     }
-    elf::make_self_locating(&mlx.library())?;
-    std::fs::write(unpacked.join(COMPLETE_MARKER), format!("{file_name}\n"))
-        .map_err(|e| format!("cannot write the cache marker: {e}"))?;
-    let _ = std::fs::remove_dir_all(&dest);
-    if let Err(e) = std::fs::rename(&unpacked, &dest) {
-        // Another build may have finished the same cache entry first.
-        if !dest.join(COMPLETE_MARKER).is_file() {
-            return Err(format!(
-                "cannot move the unpacked wheel to {}: {e}",
-                dest.display()
-            ));
-        }
-    }
-    let _ = std::fs::remove_dir_all(&staging);
-    at_prefix(&dest.join("mlx"), flavor, Origin::Cache)
+    elf::make_self_locating(&mlx.library())
 }

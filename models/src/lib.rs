@@ -20,3 +20,8 @@ pub mod text;
 pub mod weights;
 
 pub use error::{Error, Result};
+
+/// The crate's README (its package page), compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
