@@ -17,7 +17,7 @@ pub fn build(manifest_dir: &Path, mlx: &Mlx, mlxc_src: &Path) -> BuildResult<()>
     let dir = manifest_dir.join("kernels");
     println!("cargo:rerun-if-changed={}", dir.display());
     let arch = crate::env("CARGO_CFG_TARGET_ARCH")?;
-    let shim = manifest_dir.join("../vendor/compat/format_shim.h");
+    let shim = manifest_dir.join("vendor/compat/format_shim.h");
 
     let base = || {
         let mut b = cc::Build::new();
