@@ -1,6 +1,8 @@
 //! Flags and printing shared by the examples (`#[path = "cli/mod.rs"] mod cli;`).
 #![allow(dead_code)] // each example uses a part
 
+mod progress;
+
 use clap::{Args, Parser, ValueEnum};
 use mlx_models::load::{load, LoadOptions, MemoryBudget};
 use mlx_models::model::{GenerateParams, GenerationStats, LanguageModel};
@@ -101,7 +103,8 @@ impl ModelArgs {
         MemoryBudget::from_flags(!self.no_memory_check, self.memory_budget)
     }
 
-    /// Loads the model into an [`MlxEngine`] (progress on stderr).
+    /// Loads the model into an [`MlxEngine`] (progress on stderr: two lines, and progress bars
+    /// when stderr is a terminal).
     pub fn load_engine(&self) -> CliResult<MlxEngine> {
         let device = self.device()?;
         Device::set_default(device)?;
@@ -116,6 +119,7 @@ impl ModelArgs {
             memory_budget: self.memory_budget(),
             context_length: self.budget_context,
             huge_pages: !self.no_huge_pages,
+            progress: progress::hook(),
         };
         eprintln!("loading {} ...", self.model);
         let started = std::time::Instant::now();

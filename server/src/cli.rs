@@ -130,7 +130,8 @@ impl ServerArgs {
         Ok(device)
     }
 
-    /// The engine configuration the flags describe.
+    /// The engine configuration the flags describe (with load progress bars when stderr is a
+    /// terminal).
     pub fn engine_config(&self) -> Result<EngineConfig, StartError> {
         let load = LoadOptions {
             device: self.device()?,
@@ -143,6 +144,7 @@ impl ServerArgs {
             memory_budget: MemoryBudget::from_flags(!self.no_memory_check, self.memory_budget),
             context_length: self.ctx_size,
             huge_pages: !self.no_huge_pages,
+            progress: crate::progress::hook(),
         };
         Ok(EngineConfig {
             model: self.model.clone(),

@@ -35,6 +35,7 @@
 use super::ggml_quants::{self, has_affine_form};
 use super::gguf_file::{GgmlType, GgufFile, GgufTensorInfo, MetaValue};
 use super::plan::DeclaredTensor;
+use super::progress::{ProgressHook, ReadCounter};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::text::Tokenizer;
@@ -183,13 +184,50 @@ fn check_types(path: &Path, gguf: &GgufFile) -> Result<()> {
 /// a block with a non-finite scale or a quantized tensor that is not a `.weight`;
 /// [`Error::Config`] when Q/K rows do not split into the config's heads.
 pub fn read_gguf_weights(gguf: &GgufFile, config: &ModelConfig) -> Result<Weights> {
+    read_gguf_weights_with_progress(gguf, config, None)
+}
+
+/// [`read_gguf_weights`], reporting [`ProgressEvent::ReadStart`], one
+/// [`ProgressEvent::ReadProgress`] per tensor of the file (after it is decoded) and
+/// [`ProgressEvent::ReadDone`] to `progress`, counting the tensors' stored bytes.
+///
+/// Errors: as [`read_gguf_weights`].
+///
+/// ```
+/// use mlx_models::load::{gguf, ProgressEvent, ProgressHook};
+/// use std::sync::{Arc, Mutex};
+/// # let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/load/tiny_qwen2.gguf");
+/// let tensors = Arc::new(Mutex::new(0));
+/// let sink = Arc::clone(&tensors);
+/// let hook = ProgressHook::new(move |e: &ProgressEvent| {
+///     if let ProgressEvent::ReadProgress { done_tensors, .. } = e {
+///         *sink.lock().unwrap() = *done_tensors;
+///     }
+/// });
+/// let (file, config) = gguf::open_gguf(&path)?;
+/// gguf::read_gguf_weights_with_progress(&file, &config, Some(&hook))?;
+/// assert_eq!(*tensors.lock().unwrap(), file.tensors.len() as u64);
+/// # Ok::<(), mlx_models::Error>(())
+/// ```
+///
+/// [`ProgressEvent::ReadStart`]: super::ProgressEvent::ReadStart
+/// [`ProgressEvent::ReadProgress`]: super::ProgressEvent::ReadProgress
+/// [`ProgressEvent::ReadDone`]: super::ProgressEvent::ReadDone
+pub fn read_gguf_weights_with_progress(
+    gguf: &GgufFile,
+    config: &ModelConfig,
+    progress: Option<&ProgressHook>,
+) -> Result<Weights> {
     let conventions = conventions(gguf);
+    let mut counter = ReadCounter::start(progress, gguf.tensors.iter().map(|t| t.n_bytes));
     let mut tensors = HashMap::with_capacity(gguf.tensors.len() * 2);
     for info in &gguf.tensors {
         for (name, array) in tensor_arrays(gguf, info)? {
             tensors.insert(hf_name(&name, &conventions), array);
         }
+        counter.tensor(info.n_bytes);
     }
+    counter.done();
     if conventions.permuted_qk {
         let heads = [
             (".self_attn.q_proj.", config.num_attention_heads as i32),

@@ -1,6 +1,7 @@
 //! Hugging Face checkpoint folders: `config.json`, `generation_config.json` and the
 //! `model*.safetensors` shards (plain or MLX-quantized).
 
+use super::progress::{ProgressHook, ReadCounter};
 use super::safetensors_file::SafetensorsFile;
 use crate::config::{GenerationConfig, ModelConfig};
 use crate::error::{Error, Result};
@@ -76,12 +77,48 @@ pub fn open_hf_shards(dir: &Path) -> Result<Vec<SafetensorsFile>> {
 ///
 /// Errors: [`Error::Io`] when a file shrank since its header was read.
 pub fn read_hf_weights(shards: &[SafetensorsFile]) -> Result<Weights> {
+    read_hf_weights_with_progress(shards, None)
+}
+
+/// [`read_hf_weights`], reporting [`ProgressEvent::ReadStart`], one
+/// [`ProgressEvent::ReadProgress`] per tensor and [`ProgressEvent::ReadDone`] to `progress`
+/// (counting every tensor of every shard, and its stored bytes).
+///
+/// Errors: as [`read_hf_weights`].
+///
+/// ```
+/// use mlx_models::load::{hf, ProgressEvent, ProgressHook};
+/// use std::sync::{Arc, Mutex};
+/// # let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/load/hf_sharded");
+/// let last = Arc::new(Mutex::new(None));
+/// let sink = Arc::clone(&last);
+/// let hook = ProgressHook::new(move |e: &ProgressEvent| *sink.lock().unwrap() = Some(e.clone()));
+/// let shards = hf::open_hf_shards(&dir)?;
+/// let weights = hf::read_hf_weights_with_progress(&shards, Some(&hook))?;
+/// assert!(matches!(
+///     *last.lock().unwrap(),
+///     Some(ProgressEvent::ReadDone { total_tensors, .. }) if total_tensors == weights.len() as u64
+/// ));
+/// # Ok::<(), mlx_models::Error>(())
+/// ```
+///
+/// [`ProgressEvent::ReadStart`]: super::ProgressEvent::ReadStart
+/// [`ProgressEvent::ReadProgress`]: super::ProgressEvent::ReadProgress
+/// [`ProgressEvent::ReadDone`]: super::ProgressEvent::ReadDone
+pub fn read_hf_weights_with_progress(
+    shards: &[SafetensorsFile],
+    progress: Option<&ProgressHook>,
+) -> Result<Weights> {
+    let all = || shards.iter().flat_map(|s| s.tensors.iter());
+    let mut counter = ReadCounter::start(progress, all().map(|t| t.n_bytes));
     let mut tensors: HashMap<String, mlx_rs::Array> = HashMap::new();
     for shard in shards {
         for t in &shard.tensors {
             tensors.insert(t.name.clone(), shard.read_array(t)?);
+            counter.tensor(t.n_bytes);
         }
     }
+    counter.done();
     Ok(Weights::from_map(tensors))
 }
 

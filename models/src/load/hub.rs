@@ -1,10 +1,11 @@
-//! Model ids resolved through the Hugging Face Hub cache (hf-hub's blocking API, with its
-//! indicatif progress bar on downloads).
+//! Model ids resolved through the Hugging Face Hub cache (hf-hub's blocking API); downloads
+//! report their progress to a [`ProgressHook`] ([`resolve_with_progress`]) and draw nothing.
 //!
 //! Environment, as in Python's `huggingface_hub`: `HF_HUB_CACHE` (the cache folder), else
 //! `HF_HOME` (`$HF_HOME/hub`), else `~/.cache/huggingface/hub`; `HF_ENDPOINT`; `HF_TOKEN` via
 //! hf-hub's token file; `HF_HUB_OFFLINE=1` reads only the cache.
 
+use super::progress::{ProgressEvent, ProgressHook};
 use crate::error::{Error, Result};
 use hf_hub::api::sync::{ApiBuilder, ApiRepo};
 use hf_hub::{Cache, Repo};
@@ -34,6 +35,28 @@ const FILES: &[(&str, bool)] = &[
 /// # Ok::<(), mlx_models::Error>(())
 /// ```
 pub fn resolve(model: &str) -> Result<PathBuf> {
+    resolve_with_progress(model, None)
+}
+
+/// [`resolve`], reporting each file it downloads to `progress`
+/// ([`ProgressEvent::DownloadStart`], [`ProgressEvent::DownloadProgress`],
+/// [`ProgressEvent::DownloadDone`]); files already in the cache report nothing.
+///
+/// Errors: as [`resolve`].
+///
+/// ```
+/// use mlx_models::load::{hub, ProgressEvent, ProgressHook};
+/// let hook = ProgressHook::new(|e: &ProgressEvent| {
+///     if let ProgressEvent::DownloadProgress { file, done_bytes, total_bytes } = e {
+///         eprintln!("{file}: {done_bytes} / {total_bytes}");
+///     }
+/// });
+/// // A local path downloads nothing.
+/// let here = hub::resolve_with_progress(env!("CARGO_MANIFEST_DIR"), Some(&hook))?;
+/// assert!(here.is_dir());
+/// # Ok::<(), mlx_models::Error>(())
+/// ```
+pub fn resolve_with_progress(model: &str, progress: Option<&ProgressHook>) -> Result<PathBuf> {
     let path = Path::new(model);
     if path.exists() {
         return Ok(path.to_path_buf());
@@ -48,7 +71,7 @@ pub fn resolve(model: &str) -> Result<PathBuf> {
         return Err(Error::io(path, "no such file or folder"));
     }
     let offline = is_offline();
-    fetch(model, offline).map_err(|e| {
+    fetch(model, offline, progress).map_err(|e| {
         let how = "pass a local folder (config.json, tokenizer.json, model*.safetensors) or a \
                    .gguf file path instead";
         if offline {
@@ -83,30 +106,116 @@ pub fn cache_dir() -> PathBuf {
     }
 }
 
-/// Where files come from: the cache only, or the API (which checks the cache first).
-enum Source {
+/// Where files come from: the cache only, or the API after the cache.
+enum Source<'a> {
     Cache(hf_hub::CacheRepo),
-    Api(Box<ApiRepo>),
+    Api {
+        cache: hf_hub::CacheRepo,
+        api: Box<ApiRepo>,
+        progress: Option<&'a ProgressHook>,
+    },
 }
 
-impl Source {
+impl Source<'_> {
     fn get(&self, file: &str) -> std::result::Result<PathBuf, String> {
         match self {
             Source::Cache(repo) => repo
                 .get(file)
                 .ok_or_else(|| format!("`{file}` is not cached")),
-            Source::Api(repo) => repo.get(file).map_err(|e| format!("`{file}`: {e}")),
+            // What `ApiRepo::get` does, with our progress instead of hf-hub's own bar.
+            Source::Api {
+                cache,
+                api,
+                progress,
+            } => match cache.get(file) {
+                Some(path) => Ok(path),
+                None => api
+                    .download_with_progress(file, HubProgress::new(*progress))
+                    .map_err(|e| format!("`{file}`: {e}")),
+            },
         }
     }
 }
 
-fn fetch(model: &str, offline: bool) -> std::result::Result<PathBuf, String> {
+/// hf-hub's download progress ([`hf_hub::api::Progress`]) as [`ProgressEvent`]s.
+///
+/// hf-hub calls `init(size, file)` when a download starts and again at each (re)connection,
+/// followed there by `update(bytes already on disk)`, then `update(n)` per chunk read, and
+/// `finish()` after each connection's transfer.
+struct HubProgress<'a> {
+    hook: Option<&'a ProgressHook>,
+    file: String,
+    done: u64,
+    total: u64,
+    started: bool,
+    finished: bool,
+}
+
+impl<'a> HubProgress<'a> {
+    fn new(hook: Option<&'a ProgressHook>) -> Self {
+        HubProgress {
+            hook,
+            file: String::new(),
+            done: 0,
+            total: 0,
+            started: false,
+            finished: false,
+        }
+    }
+
+    fn report(&self, event: ProgressEvent) {
+        if let Some(hook) = self.hook {
+            hook.report(&event);
+        }
+    }
+}
+
+impl hf_hub::api::Progress for HubProgress<'_> {
+    fn init(&mut self, size: usize, filename: &str) {
+        self.done = 0;
+        self.total = size as u64;
+        if !self.started {
+            self.started = true;
+            self.file = filename.to_string();
+            self.report(ProgressEvent::DownloadStart {
+                file: self.file.clone(),
+                total_bytes: self.total,
+            });
+        }
+    }
+
+    fn update(&mut self, size: usize) {
+        self.done = self.done.saturating_add(size as u64).min(self.total);
+        self.report(ProgressEvent::DownloadProgress {
+            file: self.file.clone(),
+            done_bytes: self.done,
+            total_bytes: self.total,
+        });
+    }
+
+    fn finish(&mut self) {
+        if self.started && !self.finished {
+            self.finished = true;
+            self.report(ProgressEvent::DownloadDone {
+                file: self.file.clone(),
+                total_bytes: self.total,
+            });
+        }
+    }
+}
+
+fn fetch(
+    model: &str,
+    offline: bool,
+    progress: Option<&ProgressHook>,
+) -> std::result::Result<PathBuf, String> {
     let cache = Cache::new(cache_dir());
     let repo = Repo::model(model.to_string());
     let source = if offline {
         Source::Cache(cache.repo(repo))
     } else {
-        let mut builder = ApiBuilder::from_cache(cache).with_progress(true);
+        let cache_repo = cache.repo(repo.clone());
+        let mut builder = ApiBuilder::from_cache(cache).with_progress(false);
         if let Ok(endpoint) = std::env::var("HF_ENDPOINT") {
             builder = builder.with_endpoint(endpoint);
         }
@@ -114,7 +223,11 @@ fn fetch(model: &str, offline: bool) -> std::result::Result<PathBuf, String> {
             builder = builder.with_token(Some(token));
         }
         let api = builder.build().map_err(|e| e.to_string())?;
-        Source::Api(Box::new(api.repo(repo)))
+        Source::Api {
+            cache: cache_repo,
+            api: Box::new(api.repo(repo)),
+            progress,
+        }
     };
     let mut folder = None;
     for (file, required) in FILES {
@@ -159,4 +272,67 @@ fn shards(index: &Path) -> std::result::Result<Vec<String>, String> {
     files.sort();
     files.dedup();
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hf_hub::api::Progress;
+    use std::sync::{Arc, Mutex};
+
+    fn recording() -> (ProgressHook, Arc<Mutex<Vec<ProgressEvent>>>) {
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&events);
+        let hook = ProgressHook::new(move |e: &ProgressEvent| sink.lock().unwrap().push(e.clone()));
+        (hook, events)
+    }
+
+    fn progress(file: &str, done: u64) -> ProgressEvent {
+        ProgressEvent::DownloadProgress {
+            file: file.into(),
+            done_bytes: done,
+            total_bytes: 10,
+        }
+    }
+
+    /// hf-hub 0.4's sequence for one file (`download_tempfile` then `download_from`): `init`
+    /// twice, `update(bytes on disk)`, `update` per chunk, `finish`; a dropped connection
+    /// (no `finish`) resumes with `init` and `update(bytes on disk)` again.
+    #[test]
+    fn hub_downloads_report_start_progress_and_done_once() {
+        let (hook, events) = recording();
+        let mut p = HubProgress::new(Some(&hook));
+        p.init(10, "model.safetensors");
+        p.init(10, "model.safetensors");
+        p.update(0);
+        p.update(4);
+        // the connection drops; hf-hub reconnects from the 4 bytes on disk
+        p.init(10, "model.safetensors");
+        p.update(4);
+        p.update(6);
+        p.finish();
+        let file = "model.safetensors";
+        assert_eq!(
+            *events.lock().unwrap(),
+            vec![
+                ProgressEvent::DownloadStart {
+                    file: file.into(),
+                    total_bytes: 10
+                },
+                progress(file, 0),
+                progress(file, 4),
+                progress(file, 4),
+                progress(file, 10),
+                ProgressEvent::DownloadDone {
+                    file: file.into(),
+                    total_bytes: 10
+                },
+            ]
+        );
+        // Without a hook nothing is reported (and nothing panics).
+        let mut quiet = HubProgress::new(None);
+        quiet.init(10, file);
+        quiet.update(10);
+        quiet.finish();
+    }
 }

@@ -33,9 +33,11 @@ pub mod gguf_file;
 pub mod hf;
 pub mod hub;
 pub mod plan;
+pub mod progress;
 pub mod safetensors_file;
 
 pub use budget::MemoryBudget;
+pub use progress::{ProgressEvent, ProgressHook};
 
 use crate::config::{GenerationConfig, ModelConfig, QuantizationConfig};
 use crate::error::{Error, Result};
@@ -76,6 +78,18 @@ pub struct LoadOptions {
     /// ([`mlx_rs::memory::advise_huge_pages`]; default `true`): decode streams every weight
     /// once per token, and 2 MiB pages take the TLB out of that path. Ignored on a GPU.
     pub huge_pages: bool,
+    /// Where [`load`] reports its progress (downloads from the Hub, tensors read; see
+    /// [`progress`]); `None` (the default): nowhere, the library draws nothing itself.
+    ///
+    /// ```
+    /// use mlx_models::load::{LoadOptions, ProgressEvent, ProgressHook};
+    /// let options = LoadOptions {
+    ///     progress: Some(ProgressHook::new(|e: &ProgressEvent| eprintln!("{e:?}"))),
+    ///     ..LoadOptions::default()
+    /// };
+    /// assert!(format!("{options:?}").contains("ProgressHook"));
+    /// ```
+    pub progress: Option<ProgressHook>,
 }
 
 impl Default for LoadOptions {
@@ -88,6 +102,7 @@ impl Default for LoadOptions {
             memory_budget: MemoryBudget::default(),
             context_length: None,
             huge_pages: true,
+            progress: None,
         }
     }
 }
@@ -155,7 +170,7 @@ impl std::fmt::Debug for LoadedModel {
 
 /// Loads `model`: a local Hugging Face folder, a `.gguf` file, or a Hugging Face repo id
 /// (see [`hub::resolve`]); builds the family on `options.device` with the dtype policy of the
-/// [module docs](self).
+/// [module docs](self). Downloads and tensor reads are reported to [`LoadOptions::progress`].
 ///
 /// End-of-sequence ids: `generation_config.json`'s override `config.json`'s; without either,
 /// the tokenizer's.
@@ -172,7 +187,8 @@ impl std::fmt::Debug for LoadedModel {
 /// [`Error::UnexpectedTensors`], [`Error::ShapeMismatch`], [`Error::MemoryBudget`],
 /// [`Error::Tokenizer`], [`Error::ChatTemplate`].
 pub fn load(model: &str, options: &LoadOptions) -> Result<LoadedModel> {
-    let path = hub::resolve(model)?;
+    let progress = options.progress.as_ref();
+    let path = hub::resolve_with_progress(model, progress)?;
     let source = if Path::new(model).exists() {
         path.display().to_string()
     } else {
@@ -189,7 +205,7 @@ pub fn load(model: &str, options: &LoadOptions) -> Result<LoadedModel> {
         plan::check_declared(&plan, &hf::declared_tensors(&config, &shards)?, true)?;
         check_memory(&config, hf::loaded_bytes(&shards, dtype, keep), options)?;
         let tokenizer = Tokenizer::from_dir(&path)?;
-        let weights = hf::read_hf_weights(&shards)?;
+        let weights = hf::read_hf_weights_with_progress(&shards, progress)?;
         (config, generation, weights, tokenizer)
     } else {
         let (file, config) = gguf::open_gguf(&path)?;
@@ -198,7 +214,7 @@ pub fn load(model: &str, options: &LoadOptions) -> Result<LoadedModel> {
         plan::check_declared(&plan, &gguf::declared_tensors(&file, &config)?, true)?;
         check_memory(&config, gguf::loaded_bytes(&file, dtype, keep), options)?;
         let tokenizer = Tokenizer::from_gguf(&file)?;
-        let weights = gguf::read_gguf_weights(&file, &config)?;
+        let weights = gguf::read_gguf_weights_with_progress(&file, &config, progress)?;
         (config, None, weights, tokenizer)
     };
     if crate::families::family(&config.model_type).is_ok_and(|f| f.always_bos) {

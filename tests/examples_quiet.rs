@@ -1,0 +1,78 @@
+//! The examples draw their load progress bars only on a terminal: with stderr piped (scripts,
+//! CI, these tests) the `generate` example prints exactly its two load lines on stderr, with no
+//! carriage return or escape sequence, and its statistics line on stdout.
+//!
+//! The example binary is the one `cargo test` builds next to this test
+//! (`target/<profile>/examples/generate`); `cargo test --test examples_quiet` alone does not
+//! build examples, so that run skips (and fails under `CI=true`) when it is missing.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// `target/<profile>/examples/<name>`, next to this test's `target/<profile>/deps/`.
+fn example(name: &str) -> Option<PathBuf> {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| {
+            profile
+                .join("examples")
+                .join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
+        })
+        .unwrap();
+    if path.is_file() {
+        return Some(path);
+    }
+    let message = format!(
+        "{} is missing: `cargo test` (without --test) builds the examples",
+        path.display()
+    );
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{message}");
+    }
+    eprintln!("skipping: {message}");
+    None
+}
+
+#[test]
+fn generate_piped_prints_no_progress_bars() {
+    let Some(generate) = example("generate") else {
+        return;
+    };
+    let model = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("models/tests/fixtures/load/tiny_qwen2.gguf");
+    let output = Command::new(generate)
+        .args([
+            "--device",
+            "cpu",
+            "--greedy",
+            "--max-tokens",
+            "3",
+            "--prompt",
+            "hello",
+        ])
+        .arg("--model")
+        .arg(&model)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    assert!(
+        !stderr.contains(['\r', '\x1b']),
+        "control characters on a piped stderr: {stderr:?}"
+    );
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{stderr:?}");
+    assert_eq!(lines[0], format!("loading {} ...", model.display()));
+    assert!(lines[1].starts_with("loaded "), "{stderr:?}");
+    assert!(
+        stdout.lines().any(|l| l.starts_with("prompt: ")),
+        "no statistics line: {stdout:?}"
+    );
+    assert!(!stdout.contains(['\r', '\x1b']), "{stdout:?}");
+}
