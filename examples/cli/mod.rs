@@ -1,8 +1,6 @@
 //! Flags and printing shared by the examples (`#[path = "cli/mod.rs"] mod cli;`).
 #![allow(dead_code)] // each example uses a part
 
-mod progress;
-
 use clap::{Args, Parser, ValueEnum};
 use mlx_models::load::{load, LoadOptions, MemoryBudget};
 use mlx_models::model::{GenerateParams, GenerationStats, LanguageModel};
@@ -119,7 +117,7 @@ impl ModelArgs {
             memory_budget: self.memory_budget(),
             context_length: self.budget_context,
             huge_pages: !self.no_huge_pages,
-            progress: progress::hook(),
+            progress: mlx_models::load::terminal_progress(),
         };
         eprintln!("loading {} ...", self.model);
         let started = std::time::Instant::now();

@@ -144,7 +144,7 @@ impl ServerArgs {
             memory_budget: MemoryBudget::from_flags(!self.no_memory_check, self.memory_budget),
             context_length: self.ctx_size,
             huge_pages: !self.no_huge_pages,
-            progress: crate::progress::hook(),
+            progress: mlx_models::load::terminal_progress(),
         };
         Ok(EngineConfig {
             model: self.model.clone(),

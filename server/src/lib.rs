@@ -27,7 +27,6 @@ pub mod model;
 pub mod ollama;
 pub mod openai;
 pub mod params;
-mod progress;
 pub mod state;
 pub mod streaming;
 pub mod structured;

@@ -34,10 +34,14 @@ pub mod hf;
 pub mod hub;
 pub mod plan;
 pub mod progress;
+#[cfg(feature = "progress-bars")]
+mod progress_bars;
 pub mod safetensors_file;
 
 pub use budget::MemoryBudget;
 pub use progress::{ProgressEvent, ProgressHook};
+#[cfg(feature = "progress-bars")]
+pub use progress_bars::terminal_progress;
 
 use crate::config::{GenerationConfig, ModelConfig, QuantizationConfig};
 use crate::error::{Error, Result};

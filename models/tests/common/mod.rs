@@ -3,25 +3,10 @@
 
 use std::path::PathBuf;
 
-/// A file under `test-data/` (fetched by `scripts/fetch_test_data.sh`; `MLX_ZOO_TEST_DATA`
-/// moves it). `None` means "skip": the data is absent on a developer machine. In CI
-/// (`CI=true`) absence is a failure, so these tests cannot silently stop running there.
+/// A file under `test-data/`, fetched and checked on first use (`mlx_test_data::file`). `None`
+/// means "skip": only with `MLX_ZOO_TEST_DATA_FETCH=0` and the data absent (and never in CI).
 pub fn test_data(relative: &str) -> Option<PathBuf> {
-    let path = test_data_root().join(relative);
-    if path.exists() {
-        return Some(path);
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!(
-            "{} is missing: run scripts/fetch_test_data.sh",
-            path.display()
-        );
-    }
-    eprintln!(
-        "skipping: {} not found (run scripts/fetch_test_data.sh)",
-        path.display()
-    );
-    None
+    mlx_test_data::file(relative)
 }
 
 /// A committed fixture under `models/tests/fixtures/`.
@@ -31,24 +16,11 @@ pub fn fixture(relative: &str) -> PathBuf {
         .join(relative)
 }
 
-/// Like [`test_data`] for opt-in data (`scripts/fetch_test_data.sh --large`). The tests using
-/// it are `#[ignore]`d, so they run only when asked for, and then absence is a failure.
+/// Like [`test_data`] for opt-in data (`scripts/fetch_test_data.sh --large`, fetched on first
+/// use). The tests using it are `#[ignore]`d, so they run only when asked for, and then
+/// absence is a failure.
 pub fn test_data_opt_in(relative: &str) -> Option<PathBuf> {
-    let path = test_data_root().join(relative);
-    if path.exists() {
-        return Some(path);
-    }
-    panic!(
-        "{} is missing: run scripts/fetch_test_data.sh --large",
-        path.display()
-    );
-}
-
-/// `MLX_ZOO_TEST_DATA`, else `test-data/` at the repository root.
-fn test_data_root() -> PathBuf {
-    std::env::var_os("MLX_ZOO_TEST_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../test-data"))
+    Some(mlx_test_data::opt_in(relative))
 }
 
 /// Greedy completion of "The capital of France is" (BOS as the tokenizer adds it), up to 16

@@ -16,27 +16,10 @@ use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// The test model: SmolLM2-135M-Instruct, GGUF Q4_1 (scripts/fetch_test_data.sh). `None`
-/// means skip (absent on a developer machine); in CI (`CI=true`) absence is a failure.
+/// The test model: SmolLM2-135M-Instruct, GGUF Q4_1, fetched and checked on first use
+/// (`mlx_test_data::file`). `None` means skip (only with `MLX_ZOO_TEST_DATA_FETCH=0`).
 pub fn model_path() -> Option<PathBuf> {
-    let root = std::env::var_os("MLX_ZOO_TEST_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../test-data"));
-    let path = root.join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if path.exists() {
-        return Some(path);
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!(
-            "{} is missing: run scripts/fetch_test_data.sh",
-            path.display()
-        );
-    }
-    eprintln!(
-        "skipping: {} not found (run scripts/fetch_test_data.sh)",
-        path.display()
-    );
-    None
+    mlx_test_data::file("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
 }
 
 /// How a test server runs.

@@ -1,18 +1,27 @@
-//! Progress bars of model loading (downloads from the Hub, tensors read) drawn with
-//! `indicatif` on stderr, only when stderr is a terminal: piped or redirected (a service's
-//! log), loading prints nothing more than the log lines. The examples' `examples/cli/progress.rs`
-//! is the same.
+//! Progress bars for model loading (downloads from the Hub, tensors read), drawn with
+//! `indicatif` on stderr and only when stderr is a terminal: [`terminal_progress`]. The
+//! examples and `mlx-server` use it; feature `progress-bars` (default on; indicatif is already
+//! in the tree through hf-hub).
 
+use super::progress::{ProgressEvent, ProgressHook};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressFinish, ProgressStyle};
-use mlx_models::load::{ProgressEvent, ProgressHook};
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 
-/// The hook for `LoadOptions::progress`: bars on stderr when it is a terminal, else `None`.
+/// A hook for [`LoadOptions::progress`](super::LoadOptions::progress) that draws progress bars
+/// on stderr (one per file downloaded from the Hub, left on screen; one for the tensors read,
+/// cleared when done) when stderr is a terminal, else `None`: piped or redirected output (a
+/// service's log, a test) gets nothing more.
 ///
 /// The check is explicit rather than left to indicatif (whose stderr target also hides itself
 /// off a terminal) so that a piped run does no drawing work at all.
-pub fn hook() -> Option<ProgressHook> {
+///
+/// ```
+/// use mlx_models::load::{terminal_progress, LoadOptions};
+/// let options = LoadOptions { progress: terminal_progress(), ..LoadOptions::default() };
+/// # let _ = options;
+/// ```
+pub fn terminal_progress() -> Option<ProgressHook> {
     if !std::io::stderr().is_terminal() {
         return None;
     }
@@ -73,7 +82,6 @@ impl Bars {
                     bar.finish_and_clear();
                 }
             }
-            _ => {}
         }
     }
 }
@@ -99,7 +107,7 @@ fn bar(len: u64, on_finish: ProgressFinish) -> ProgressBar {
     let style = ProgressStyle::with_template(
         "{msg} [{wide_bar}] {bytes}/{total_bytes} {bytes_per_sec} ({eta})",
     )
-    .expect("a valid template")
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
     .progress_chars("=> ");
     ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr())
         .with_style(style)
