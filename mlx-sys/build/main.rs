@@ -74,7 +74,12 @@ fn run() -> BuildResult<()> {
         Vec::new()
     };
     bindings::generate(&mlxc_src, &out_dir, &clang_args)?;
-    bindings::generate_kernels(&mlxc_src, &manifest_dir.join("kernels"), &out_dir, &clang_args)?;
+    bindings::generate_kernels(
+        &mlxc_src,
+        &manifest_dir.join("kernels"),
+        &out_dir,
+        &clang_args,
+    )?;
     kernels::build(&manifest_dir, &mlx, &mlxc_src)?;
     link::emit(&mlx, &mlxc_lib, &out_dir)?;
     Ok(())

@@ -68,11 +68,14 @@ pub fn ensure_cmake(pins: &Pins, out_dir: &Path) -> BuildResult<()> {
         return Ok(());
     }
     let (dir, version) = fetch_tool(pins, "cmake", out_dir, CMAKE_HINT)?;
-    let binary = ["cmake/data/bin/cmake", "cmake/data/CMake.app/Contents/bin/cmake"]
-        .iter()
-        .map(|p| dir.join(p))
-        .find(|p| p.is_file())
-        .ok_or_else(|| format!("the cmake wheel in {} holds no cmake binary", dir.display()))?;
+    let binary = [
+        "cmake/data/bin/cmake",
+        "cmake/data/CMake.app/Contents/bin/cmake",
+    ]
+    .iter()
+    .map(|p| dir.join(p))
+    .find(|p| p.is_file())
+    .ok_or_else(|| format!("the cmake wheel in {} holds no cmake binary", dir.display()))?;
     // Python's zipfile does not keep the executable bits.
     make_executable(binary.parent().ok_or("cmake binary without a folder")?)?;
     run(
@@ -177,7 +180,9 @@ fn fetch_tool(
 /// Sets the executable bits of every file in `dir` (not recursive).
 fn make_executable(dir: &Path) -> BuildResult<()> {
     #[cfg(unix)]
-    for entry in std::fs::read_dir(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))? {
+    for entry in
+        std::fs::read_dir(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?
+    {
         use std::os::unix::fs::PermissionsExt;
         let path = entry.map_err(|e| e.to_string())?.path();
         if path.is_file() {
