@@ -1,8 +1,11 @@
-//! The examples draw their load progress bars only on a terminal: with stderr piped (scripts,
-//! CI, these tests) the `generate` example prints exactly its two load lines on stderr, with no
-//! carriage return or escape sequence, and its statistics line on stdout.
+//! The examples as a user meets them:
+//! - they draw their load progress bars only on a terminal: with stderr piped (scripts, CI,
+//!   these tests) the `generate` example prints exactly its two load lines on stderr, with no
+//!   carriage return or escape sequence, and its statistics line on stdout;
+//! - without the Hugging Face Hub, `qwen_chat`'s default model fails with an error that says
+//!   how to run on a local file and names the small model the tests fetched.
 //!
-//! The example binary is the one `cargo test` builds next to this test
+//! The example binaries are the ones `cargo test` builds next to this test
 //! (`target/<profile>/examples/generate`); `cargo test --test examples_quiet` alone does not
 //! build examples, so that run skips (and fails under `CI=true`) when it is missing.
 
@@ -75,4 +78,36 @@ fn generate_piped_prints_no_progress_bars() {
         "no statistics line: {stdout:?}"
     );
     assert!(!stdout.contains(['\r', '\x1b']), "{stdout:?}");
+}
+
+#[test]
+fn qwen_chat_without_the_hub_names_the_local_test_model() {
+    let Some(qwen_chat) = example("qwen_chat") else {
+        return;
+    };
+    // The hint names the test model only once the tests have fetched it.
+    let Some(model) = mlx_test_data::file("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") else {
+        return;
+    };
+    // An empty Hub cache and no network: the default Hub id cannot be resolved.
+    let cache = std::env::temp_dir().join(format!("mlx-zoo-empty-hub-{}", std::process::id()));
+    std::fs::create_dir_all(&cache).unwrap();
+    let output = Command::new(qwen_chat)
+        .args(["--device", "cpu", "--prompt", "hi"])
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_HOME", &cache)
+        .env("HF_HUB_CACHE", &cache)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&cache);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // An error exit (1), not a panic (101).
+    assert_eq!(output.status.code(), Some(1), "stderr: {stderr}");
+    let name = model.file_name().unwrap().to_str().unwrap();
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("--model") && l.contains(name)),
+        "no line with --model and the test model: {stderr}"
+    );
 }
