@@ -131,9 +131,20 @@ fn fingerprint(args: &[&str]) -> Result<String, String> {
 /// already holds the data of the current pins. One process at a time (an exclusive `flock` on
 /// `.lock`); a process that waited finds the stamp written and returns.
 fn ensure(args: &[&str], name: &str) -> Result<(), String> {
-    let root = root();
+    let script = repo_root().join("scripts/fetch_test_data.sh");
+    ensure_with(&script, &root(), args, name, &fingerprint(args)?)
+}
+
+/// [`ensure`] with its inputs spelled out: `script` run with `args` into `root` unless the
+/// stamp `.fetched-<name>` there holds `wanted`.
+fn ensure_with(
+    script: &Path,
+    root: &Path,
+    args: &[&str],
+    name: &str,
+    wanted: &str,
+) -> Result<(), String> {
     let stamp = root.join(format!(".fetched-{name}"));
-    let wanted = fingerprint(args)?;
     let current = || std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == wanted);
     if current() {
         return Ok(());
@@ -153,7 +164,6 @@ fn ensure(args: &[&str], name: &str) -> Result<(), String> {
     if current() {
         return Ok(()); // another process fetched while this one waited
     }
-    let script = repo_root().join("scripts/fetch_test_data.sh");
     eprintln!(
         "fetching the test data into {} ({} {}): pinned, sha256-checked, once per checkout",
         root.display(),
@@ -163,9 +173,9 @@ fn ensure(args: &[&str], name: &str) -> Result<(), String> {
     // The script's progress goes to this process's stderr, its stdout too (cargo test shows
     // neither unless a test fails or --nocapture is given, but a terminal sees them).
     let status = Command::new("bash")
-        .arg(&script)
+        .arg(script)
         .args(args)
-        .env("MLX_ZOO_TEST_DATA", &root)
+        .env("MLX_ZOO_TEST_DATA", root)
         .stdout(std::process::Stdio::inherit())
         .status()
         .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
@@ -185,6 +195,86 @@ fn ensure(args: &[&str], name: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Run as a child process by `parallel_processes_fetch_once`: one `ensure_with` call on the
+    /// folder and script the parent names.
+    #[test]
+    fn child_fetch() {
+        let (Some(root), Some(script)) = (
+            std::env::var_os("MLX_TEST_DATA_CHILD_ROOT"),
+            std::env::var_os("MLX_TEST_DATA_CHILD_SCRIPT"),
+        ) else {
+            return; // not a child
+        };
+        ensure_with(
+            Path::new(&script),
+            Path::new(&root),
+            &[],
+            "default",
+            "pins-v1",
+        )
+        .unwrap();
+    }
+
+    /// A scratch folder holding `fetch.sh`, a script that appends a line to `runs` and then
+    /// sleeps `sleep` seconds.
+    fn scratch(tag: &str, sleep: u32) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("mlx-test-data-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let runs = dir.join("runs");
+        let script = format!("echo run >> '{}'\nsleep {sleep}\n", runs.display());
+        std::fs::write(dir.join("fetch.sh"), script).unwrap();
+        dir
+    }
+
+    fn runs(dir: &Path) -> usize {
+        std::fs::read_to_string(dir.join("runs"))
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    }
+
+    /// Four test processes started at once on an empty folder: the fetch script runs exactly
+    /// once (the others wait on the lock, then find the stamp), and all four succeed.
+    #[test]
+    fn parallel_processes_fetch_once() {
+        let dir = scratch("lock", 1);
+        let root = dir.join("data");
+        let children: Vec<_> = (0..4)
+            .map(|_| {
+                Command::new(std::env::current_exe().unwrap())
+                    .args(["--exact", "tests::child_fetch"])
+                    .env("MLX_TEST_DATA_CHILD_ROOT", &root)
+                    .env("MLX_TEST_DATA_CHILD_SCRIPT", dir.join("fetch.sh"))
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for mut child in children {
+            assert!(child.wait().unwrap().success());
+        }
+        let count = runs(&dir);
+        let stamp = std::fs::read_to_string(root.join(".fetched-default")).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(count, 1, "the fetch ran {count} times");
+        assert_eq!(stamp.trim(), "pins-v1");
+    }
+
+    /// The stamp skips the fetch while the pins are the same; other pins fetch again.
+    #[test]
+    fn a_stale_stamp_fetches_again() {
+        let dir = scratch("stale", 0);
+        let (script, root) = (dir.join("fetch.sh"), dir.join("data"));
+        ensure_with(&script, &root, &[], "default", "pins-v1").unwrap();
+        ensure_with(&script, &root, &[], "default", "pins-v1").unwrap();
+        let after_same = runs(&dir);
+        ensure_with(&script, &root, &[], "default", "pins-v2").unwrap();
+        let after_new = runs(&dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!((after_same, after_new), (1, 2));
+    }
 
     #[test]
     fn the_fingerprint_depends_on_the_arguments() {
