@@ -149,7 +149,7 @@ fn ensure_with(
     if current() {
         return Ok(());
     }
-    std::fs::create_dir_all(&root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
+    std::fs::create_dir_all(root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
     let lock_path = root.join(".lock");
     let lock = File::create(&lock_path)
         .map_err(|e| format!("cannot create {}: {e}", lock_path.display()))?;
