@@ -3,7 +3,7 @@
 use super::logprobs;
 use super::types::{ChatRequest, CommonFields};
 use crate::error::{parse_json, ApiError, OpenAiError};
-use crate::generation::{self, GenerationRequest, Outcome, RequestLabel};
+use crate::generation::{self, Generation, GenerationRequest, Outcome, RequestLabel};
 use crate::params::{self, ApiDefaults, SamplingFields};
 use crate::state::AppState;
 use crate::streaming::{self, Framing, StreamFormat};
@@ -12,6 +12,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use mlx_models::model::GenerateParams;
+use mlx_models::runtime::constraint::TokenConstraint;
 use mlx_models::runtime::scheduler::GeneratedToken;
 use mlx_models::text::structured::Grammar;
 use mlx_models::text::Tokenizer;
@@ -83,11 +84,6 @@ pub async fn chat_completions(
         .map(|n| positive(n, "max_tokens"))
         .transpose()?;
     let max_tokens = params::token_budget(prompt.len(), requested, model.info.context_length)?;
-    let sampling = params::sampling(
-        &sampling_fields(&request.common),
-        &model.info.generation,
-        ApiDefaults::OPENAI,
-    )?;
     let logprobs = match (request.logprobs, request.top_logprobs) {
         (Some(true), top) => Some(top_logprobs(top)?),
         (_, Some(top)) if top > 0 => {
@@ -99,41 +95,21 @@ pub async fn chat_completions(
         }
         _ => None,
     };
-    let stop = match &request.common.stop {
-        Some(s) => s.strings()?,
-        None => Vec::new(),
-    };
-    let id = format!("chatcmpl-{}", response_suffix());
-    let label = RequestLabel {
-        id: id.clone(),
-        endpoint: "/v1/chat/completions",
-        arrived,
-    };
-    let generation = generation::start(
-        state.engine(),
-        tokenizer,
-        GenerationRequest {
+    let (generation, meta) = submit(
+        &state,
+        &request.common,
+        Submission {
             prompt,
-            params: GenerateParams {
-                max_tokens,
-                sampling,
-                stop_token_ids: Vec::new(),
-            },
-            stop,
+            max_tokens,
             logprobs,
             constraint,
-            clear_cache_after: false,
             keep_special_tokens: tools.is_some(),
-            ignore_eos: request.common.ignore_eos.unwrap_or(false),
+            id_prefix: "chatcmpl",
+            endpoint: "/v1/chat/completions",
+            arrived,
         },
-        label,
     )
     .await?;
-    let meta = Meta {
-        id,
-        created: params::unix_now(),
-        model: model.id.clone(),
-    };
     if request.common.streams() {
         let format = ChatStream {
             meta,
@@ -148,21 +124,13 @@ pub async fn chat_completions(
     let (text, tokens, outcome) = generation.collect().await?;
     let logprobs = logprobs.map(|_| json!({"content": logprobs::chat_content(tokenizer, &tokens)}));
     let (message, finish) = answer(tools.as_ref(), text, &meta.id, outcome.finish.as_str());
-    Ok(axum::Json(json!({
-        "id": meta.id,
-        "object": "chat.completion",
-        "created": meta.created,
-        "model": meta.model,
-        "system_fingerprint": Value::Null,
-        "choices": [{
-            "index": 0,
-            "message": message,
-            "logprobs": logprobs,
-            "finish_reason": finish,
-        }],
-        "usage": usage(&outcome),
-    }))
-    .into_response())
+    let choice = json!({
+        "index": 0,
+        "message": message,
+        "logprobs": logprobs,
+        "finish_reason": finish,
+    });
+    Ok(response(meta, "chat.completion", choice, &outcome))
 }
 
 /// The assistant message of `text` and the finish reason: with tools, the calls parsed out
@@ -200,6 +168,100 @@ pub(crate) struct Meta {
     pub id: String,
     pub created: u64,
     pub model: String,
+}
+
+impl Meta {
+    /// A response object or streamed chunk: `object` (`chat.completion`,
+    /// `chat.completion.chunk`, `text_completion`) with these `choices` (one, or none in the
+    /// usage chunk), and `usage` when given (`Some(Value::Null)` for `null`).
+    pub(crate) fn object(&self, object: &str, choices: Value, usage: Option<Value>) -> Value {
+        let mut body = json!({
+            "id": self.id,
+            "object": object,
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": Value::Null,
+            "choices": choices,
+        });
+        if let Some(usage) = usage {
+            body["usage"] = usage;
+        }
+        body
+    }
+
+    /// The last streamed chunk with `stream_options.include_usage`: no choices, the usage.
+    pub(crate) fn usage_chunk(&self, object: &str, outcome: &Outcome) -> Value {
+        self.object(object, json!([]), Some(usage(outcome)))
+    }
+}
+
+/// What both OpenAI endpoints hand to [`submit`] once their prompt is ready.
+pub(crate) struct Submission {
+    pub prompt: Vec<u32>,
+    pub max_tokens: usize,
+    pub logprobs: Option<usize>,
+    pub constraint: Option<Box<dyn TokenConstraint>>,
+    pub keep_special_tokens: bool,
+    /// `chatcmpl` or `cmpl`: the response id is `<prefix>-<suffix>`.
+    pub id_prefix: &'static str,
+    pub endpoint: &'static str,
+    pub arrived: Instant,
+}
+
+/// The sampling parameters and stop strings of `common`, then the engine: the running
+/// generation and its response's id, time and model.
+pub(crate) async fn submit(
+    state: &AppState,
+    common: &CommonFields,
+    submission: Submission,
+) -> Result<(Generation, Meta), OpenAiError> {
+    let model = state.model();
+    let sampling = params::sampling(
+        &sampling_fields(common),
+        &model.info.generation,
+        ApiDefaults::OPENAI,
+    )?;
+    let stop = match &common.stop {
+        Some(s) => s.strings()?,
+        None => Vec::new(),
+    };
+    let id = format!("{}-{}", submission.id_prefix, response_suffix());
+    let label = RequestLabel {
+        id: id.clone(),
+        endpoint: submission.endpoint,
+        arrived: submission.arrived,
+    };
+    let generation = generation::start(
+        state.engine(),
+        &model.info.tokenizer,
+        GenerationRequest {
+            prompt: submission.prompt,
+            params: GenerateParams {
+                max_tokens: submission.max_tokens,
+                sampling,
+                stop_token_ids: Vec::new(),
+            },
+            stop,
+            logprobs: submission.logprobs,
+            constraint: submission.constraint,
+            clear_cache_after: false,
+            keep_special_tokens: submission.keep_special_tokens,
+            ignore_eos: common.ignore_eos.unwrap_or(false),
+        },
+        label,
+    )
+    .await?;
+    let meta = Meta {
+        id,
+        created: params::unix_now(),
+        model: model.id.clone(),
+    };
+    Ok((generation, meta))
+}
+
+/// A non-streamed response: `object` (`chat.completion`, `text_completion`) with one choice.
+pub(crate) fn response(meta: Meta, object: &str, choice: Value, outcome: &Outcome) -> Response {
+    axum::Json(meta.object(object, json!([choice]), Some(usage(outcome)))).into_response()
 }
 
 /// A unique enough response id suffix: the time in microseconds and a counter, in hex.
@@ -291,23 +353,15 @@ impl ChatStream {
     }
 
     fn chunk(&self, delta: Value, logprobs: Value, finish: Option<&str>) -> Value {
-        let mut chunk = json!({
-            "id": self.meta.id,
-            "object": "chat.completion.chunk",
-            "created": self.meta.created,
-            "model": self.meta.model,
-            "system_fingerprint": Value::Null,
-            "choices": [{
-                "index": 0,
-                "delta": delta,
-                "logprobs": logprobs,
-                "finish_reason": finish,
-            }],
+        let choice = json!({
+            "index": 0,
+            "delta": delta,
+            "logprobs": logprobs,
+            "finish_reason": finish,
         });
-        if self.include_usage {
-            chunk["usage"] = Value::Null;
-        }
-        chunk
+        let usage = self.include_usage.then_some(Value::Null);
+        self.meta
+            .object("chat.completion.chunk", json!([choice]), usage)
     }
 }
 
@@ -348,15 +402,7 @@ impl StreamFormat for ChatStream {
         }
         out.push(self.chunk(json!({}), Value::Null, Some(finish)));
         if self.include_usage {
-            out.push(json!({
-                "id": self.meta.id,
-                "object": "chat.completion.chunk",
-                "created": self.meta.created,
-                "model": self.meta.model,
-                "system_fingerprint": Value::Null,
-                "choices": [],
-                "usage": usage(&outcome),
-            }));
+            out.push(self.meta.usage_chunk("chat.completion.chunk", &outcome));
         }
         out
     }

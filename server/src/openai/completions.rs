@@ -1,17 +1,16 @@
 //! `POST /v1/completions`: raw text completion (no chat template).
 
-use super::chat::{positive, response_suffix, sampling_fields, top_logprobs, usage, Meta};
+use super::chat::{positive, response, submit, top_logprobs, Meta, Submission};
 use super::logprobs;
 use super::types::{CompletionRequest, Prompt};
 use crate::error::{parse_json, ApiError, OpenAiError};
-use crate::generation::{self, GenerationRequest, Outcome, RequestLabel};
-use crate::params::{self, ApiDefaults};
+use crate::generation::Outcome;
+use crate::params;
 use crate::state::AppState;
 use crate::streaming::{self, Framing, StreamFormat};
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
-use mlx_models::model::GenerateParams;
+use axum::response::Response;
 use mlx_models::runtime::scheduler::GeneratedToken;
 use mlx_models::text::Tokenizer;
 use serde_json::{json, Value};
@@ -64,50 +63,25 @@ pub async fn completions(
     };
     let max_tokens =
         params::token_budget(prompt.len(), Some(requested), model.info.context_length)?;
-    let sampling = params::sampling(
-        &sampling_fields(&request.common),
-        &model.info.generation,
-        ApiDefaults::OPENAI,
-    )?;
     let logprobs = request
         .logprobs
         .map(|n| top_logprobs(Some(n)))
         .transpose()?;
-    let stop = match &request.common.stop {
-        Some(s) => s.strings()?,
-        None => Vec::new(),
-    };
-    let id = format!("cmpl-{}", response_suffix());
-    let label = RequestLabel {
-        id: id.clone(),
-        endpoint: "/v1/completions",
-        arrived,
-    };
-    let generation = generation::start(
-        state.engine(),
-        tokenizer,
-        GenerationRequest {
+    let (generation, meta) = submit(
+        &state,
+        &request.common,
+        Submission {
             prompt,
-            params: GenerateParams {
-                max_tokens,
-                sampling,
-                stop_token_ids: Vec::new(),
-            },
-            stop,
+            max_tokens,
             logprobs,
             constraint,
-            clear_cache_after: false,
             keep_special_tokens: false,
-            ignore_eos: request.common.ignore_eos.unwrap_or(false),
+            id_prefix: "cmpl",
+            endpoint: "/v1/completions",
+            arrived,
         },
-        label,
     )
     .await?;
-    let meta = Meta {
-        id,
-        created: params::unix_now(),
-        model: model.id.clone(),
-    };
     if request.common.streams() {
         let format = CompletionStream {
             meta,
@@ -120,21 +94,13 @@ pub async fn completions(
     }
     let (text, tokens, outcome) = generation.collect().await?;
     let logprobs = logprobs.map(|_| logprobs::completion(tokenizer, &tokens, 0));
-    Ok(axum::Json(json!({
-        "id": meta.id,
-        "object": "text_completion",
-        "created": meta.created,
-        "model": meta.model,
-        "system_fingerprint": Value::Null,
-        "choices": [{
-            "index": 0,
-            "text": text,
-            "logprobs": logprobs,
-            "finish_reason": outcome.finish.as_str(),
-        }],
-        "usage": usage(&outcome),
-    }))
-    .into_response())
+    let choice = json!({
+        "index": 0,
+        "text": text,
+        "logprobs": logprobs,
+        "finish_reason": outcome.finish.as_str(),
+    });
+    Ok(response(meta, "text_completion", choice, &outcome))
 }
 
 /// Completions' streamed chunks.
@@ -149,23 +115,14 @@ struct CompletionStream {
 
 impl CompletionStream {
     fn chunk(&self, text: &str, logprobs: Value, finish: Option<&str>) -> Value {
-        let mut chunk = json!({
-            "id": self.meta.id,
-            "object": "text_completion",
-            "created": self.meta.created,
-            "model": self.meta.model,
-            "system_fingerprint": Value::Null,
-            "choices": [{
-                "index": 0,
-                "text": text,
-                "logprobs": logprobs,
-                "finish_reason": finish,
-            }],
+        let choice = json!({
+            "index": 0,
+            "text": text,
+            "logprobs": logprobs,
+            "finish_reason": finish,
         });
-        if self.include_usage {
-            chunk["usage"] = Value::Null;
-        }
-        chunk
+        let usage = self.include_usage.then_some(Value::Null);
+        self.meta.object("text_completion", json!([choice]), usage)
     }
 }
 
@@ -186,15 +143,7 @@ impl StreamFormat for CompletionStream {
     fn done(&mut self, outcome: Outcome) -> Vec<Value> {
         let mut out = vec![self.chunk("", Value::Null, Some(outcome.finish.as_str()))];
         if self.include_usage {
-            out.push(json!({
-                "id": self.meta.id,
-                "object": "text_completion",
-                "created": self.meta.created,
-                "model": self.meta.model,
-                "system_fingerprint": Value::Null,
-                "choices": [],
-                "usage": usage(&outcome),
-            }));
+            out.push(self.meta.usage_chunk("text_completion", &outcome));
         }
         out
     }
