@@ -175,27 +175,15 @@ fn fetch_wheel(pins: &Pins, flavor: Flavor, out_dir: &Path) -> BuildResult<Mlx> 
         .wheels
         .get(dist)
         .ok_or_else(|| format!("vendor/pins.toml pins no wheel for {dist}"))?;
-    let root = wheel::cache_root(out_dir);
-    let name = format!("{dist}-{version}");
-    if !root.join(&name).join(wheel::COMPLETE_MARKER).is_file() && wheel::offline() {
-        return Err(format!(
-            "offline (CARGO_NET_OFFLINE=true) and MLX {version} is not cached in {}.\n\
-             Set MLX_DIR to a prebuilt MLX {version} prefix, or build once online.",
-            root.join(&name).display()
-        ));
-    }
-    let dest = wheel::cached(&root, &name, |unpacked| {
-        println!(
-            "cargo:warning=fetching MLX {version} (the {dist} wheel from PyPI, pinned by \
-             sha256) into {}",
-            root.display()
-        );
-        let download = root.join(format!(".download-{name}-{}", std::process::id()));
-        let (whl, file_name) = wheel::download(dist, version, &accepted.files, &download)?;
-        let result = unpack(flavor, version, &whl, unpacked);
-        let _ = std::fs::remove_dir_all(&download);
-        result.map(|()| file_name)
-    })?;
+    let hint = format!("Set MLX_DIR to a prebuilt MLX {version} prefix, or build once online.");
+    let dest = wheel::fetch_cached(
+        out_dir,
+        dist,
+        version,
+        &accepted.files,
+        &hint,
+        |whl, dir| unpack(flavor, version, whl, dir),
+    )?;
     at_prefix(&dest.join("mlx"), flavor, Origin::Cache)
 }
 

@@ -158,21 +158,8 @@ fn fetch_tool(
         .tools
         .get(name)
         .ok_or_else(|| format!("vendor/pins.toml pins no {name} wheel"))?;
-    let root = wheel::cache_root(out_dir);
-    let entry = format!("{name}-{}", pin.version);
-    if !root.join(&entry).join(wheel::COMPLETE_MARKER).is_file() && wheel::offline() {
-        return Err(format!(
-            "offline (CARGO_NET_OFFLINE=true), {name} is needed and PyPI's is not cached in \
-             {}.\n{hint}",
-            root.display()
-        ));
-    }
-    let dir = wheel::cached(&root, &entry, |unpacked| {
-        let download = root.join(format!(".download-{entry}-{}", std::process::id()));
-        let result = wheel::download(name, &pin.version, &pin.files, &download)
-            .and_then(|(whl, file)| wheel::unzip(&whl, unpacked).map(|()| file));
-        let _ = std::fs::remove_dir_all(&download);
-        result
+    let dir = wheel::fetch_cached(out_dir, name, &pin.version, &pin.files, hint, |whl, dir| {
+        wheel::unzip(whl, dir)
     })?;
     Ok((dir, pin.version.clone()))
 }

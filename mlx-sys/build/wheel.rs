@@ -10,12 +10,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The file that marks a finished cache entry.
-pub const COMPLETE_MARKER: &str = ".mlx-sys-complete";
+const COMPLETE_MARKER: &str = ".mlx-sys-complete";
 
 /// The cache folder: `MLX_CACHE_DIR`, else `<target dir>/mlx-prebuilt` (outside every profile
 /// folder, so `cargo clean --release` keeps it, and inside `target/`, so `cargo run` and
 /// `cargo test` find libraries there).
-pub fn cache_root(out_dir: &Path) -> PathBuf {
+fn cache_root(out_dir: &Path) -> PathBuf {
     if let Some(dir) = std::env::var_os("MLX_CACHE_DIR") {
         return PathBuf::from(dir);
     }
@@ -28,13 +28,13 @@ pub fn cache_root(out_dir: &Path) -> PathBuf {
 }
 
 /// Whether cargo was told to stay offline.
-pub fn offline() -> bool {
+fn offline() -> bool {
     std::env::var("CARGO_NET_OFFLINE").as_deref() == Ok("true")
 }
 
 /// Downloads the wheel of `dist==version` into `download/` with pip and checks it against
 /// `accepted` (wheel file name to sha256). Returns the wheel's path and file name.
-pub fn download(
+fn download_wheel(
     dist: &str,
     version: &str,
     accepted: &BTreeMap<String, String>,
@@ -88,7 +88,7 @@ pub fn unzip(wheel: &Path, dest: &Path) -> BuildResult<()> {
 /// The cache entry `root/name`, filled once by `fill` (given an empty staging folder of its
 /// own, which becomes the entry when `fill` succeeds). Concurrent builds may both fill it; the
 /// first rename wins and the other's copy is dropped.
-pub fn cached(
+fn cached(
     root: &Path,
     name: &str,
     fill: impl FnOnce(&Path) -> BuildResult<String>,
@@ -118,4 +118,36 @@ pub fn cached(
         }
     }
     Ok(dest)
+}
+
+/// The pinned wheel of `dist==version` (`files`: wheel file name to sha256), downloaded once
+/// into the cache entry `<cache root>/<dist>-<version>` and unpacked there by `unpack(wheel,
+/// entry)`. Offline with nothing cached, the error ends with `hint`.
+pub fn fetch_cached(
+    out_dir: &Path,
+    dist: &str,
+    version: &str,
+    files: &BTreeMap<String, String>,
+    hint: &str,
+    unpack: impl FnOnce(&Path, &Path) -> BuildResult<()>,
+) -> BuildResult<PathBuf> {
+    let root = cache_root(out_dir);
+    let name = format!("{dist}-{version}");
+    if !root.join(&name).join(COMPLETE_MARKER).is_file() && offline() {
+        return Err(format!(
+            "offline (CARGO_NET_OFFLINE=true) and {dist} {version} is not cached in {}.\n{hint}",
+            root.join(&name).display()
+        ));
+    }
+    cached(&root, &name, |entry| {
+        println!(
+            "cargo:warning=fetching {dist} {version} (PyPI wheel, pinned by sha256) into {}",
+            root.display()
+        );
+        let download = root.join(format!(".download-{name}-{}", std::process::id()));
+        let result = download_wheel(dist, version, files, &download)
+            .and_then(|(whl, file_name)| unpack(&whl, entry).map(|()| file_name));
+        let _ = std::fs::remove_dir_all(&download);
+        result
+    })
 }
