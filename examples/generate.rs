@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example generate -- --model <id|dir|file.gguf> --prompt "The capital of France is" --greedy
+//! cargo run --release --features ggml-baseline --example generate -- --backend ggml --model <file.gguf> --prompt "..."
 //! ```
 
 #[path = "cli/mod.rs"]
@@ -9,7 +10,6 @@ mod cli;
 
 use clap::Parser;
 use cli::{CliResult, ModelArgs, SamplingArgs};
-use mlx_models::model::LanguageModel;
 use mlx_models::runtime::generate::generate_text;
 use mlx_models::text::ChatMessage;
 use std::io::Write;
@@ -42,7 +42,7 @@ fn run(cli: Cli) -> CliResult {
     if cli.greedy {
         params.sampling.temperature = 0.0;
     }
-    let mut engine = cli.model.load_engine()?;
+    let mut engine = cli.model.load_model()?;
     let ids = if cli.chat {
         let mut messages: Vec<ChatMessage> = cli
             .system
@@ -56,7 +56,7 @@ fn run(cli: Cli) -> CliResult {
     };
     let mut stdout = std::io::stdout();
     let stats = generate_text(
-        &mut engine,
+        engine.as_mut(),
         &ids,
         &params,
         &cli.sampling.stop,

@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! cargo run --release --example perplexity -- --model <id|dir|file.gguf> --file wiki.test.raw --ctx 512 --chunks 20
+//! cargo run --release --features ggml-baseline --example perplexity -- --backend ggml --model <file.gguf> --file ...
 //! ```
 
 #[path = "cli/mod.rs"]
@@ -35,9 +36,9 @@ struct Cli {
 fn run(cli: Cli) -> CliResult {
     let text =
         std::fs::read_to_string(&cli.file).map_err(|e| mlx_models::Error::io(&cli.file, e))?;
-    let mut engine = cli.model.load_engine()?;
+    let mut engine = cli.model.load_model()?;
     let started = std::time::Instant::now();
-    let (ppl, count) = perplexity(&mut engine, &text, cli.ctx, cli.chunks)?;
+    let (ppl, count) = perplexity(engine.as_mut(), &text, cli.ctx, cli.chunks)?;
     eprintln!("scored in {:.1} s", started.elapsed().as_secs_f64());
     println!("perplexity: {ppl:.4} over {count} tokens");
     Ok(())

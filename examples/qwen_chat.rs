@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release --example qwen_chat -- --model Qwen/Qwen2.5-0.5B-Instruct --temp 0.7
 //! cargo run --release --example qwen_chat -- --prompt "Why is the sky blue?"
+//! cargo run --release --features ggml-baseline --example qwen_chat -- --backend ggml --model <file.gguf>
 //! ```
 //! Commands at the prompt: `/reset` forgets the conversation, `/quit` (or end of input) leaves.
 //! Each turn reuses the KV state of the conversation so far (`--prefix-cache-mib`): the stats
@@ -12,9 +13,9 @@
 mod cli;
 
 use clap::Parser;
+use cli::Backend;
 use cli::{CliResult, ModelArgs, SamplingArgs};
 use mlx_models::model::{GenerateParams, LanguageModel};
-use mlx_models::runtime::engine::MlxEngine;
 use mlx_models::runtime::generate::generate_text;
 use mlx_models::text::input::{check_input, input_limit, read_line_bounded};
 use mlx_models::text::ChatMessage;
@@ -43,7 +44,7 @@ struct Cli {
 
 /// Runs one turn: streams the reply to stdout, records it, prints the stats line.
 fn turn(
-    engine: &mut MlxEngine,
+    engine: &mut dyn LanguageModel,
     messages: &mut Vec<ChatMessage>,
     params: &GenerateParams,
     stops: &[String],
@@ -64,8 +65,15 @@ fn turn(
 
 fn run(cli: Cli) -> CliResult {
     let params = cli.sampling.params()?;
-    let mut engine = cli.model.load_engine()?;
-    engine.set_prefix_cache_bytes(cli.prefix_cache_mib.saturating_mul(1 << 20));
+    let mut engine: Box<dyn LanguageModel> = match cli.model.backend {
+        Backend::Mlx => {
+            let mut engine = cli.model.load_engine()?;
+            engine.set_prefix_cache_bytes(cli.prefix_cache_mib.saturating_mul(1 << 20));
+            Box::new(engine)
+        }
+        // llama.cpp starts every turn from an empty context (no prefix reuse).
+        Backend::Ggml => cli.model.load_model()?,
+    };
     if engine.tokenizer().chat_template().is_none() {
         return Err(
             "the model has no chat template (a base model's checkpoint carries none): \
@@ -88,7 +96,7 @@ fn run(cli: Cli) -> CliResult {
     let mut messages = base.clone();
     if let Some(prompt) = &cli.prompt {
         messages.push(ChatMessage::new("user", prompt.clone()));
-        return turn(&mut engine, &mut messages, &params, &cli.sampling.stop);
+        return turn(engine.as_mut(), &mut messages, &params, &cli.sampling.stop);
     }
     eprintln!("type a message; /reset forgets the conversation, /quit leaves");
     let mut stdin = std::io::stdin().lock();
@@ -114,7 +122,7 @@ fn run(cli: Cli) -> CliResult {
             _ => {}
         }
         messages.push(ChatMessage::new("user", line));
-        if let Err(e) = turn(&mut engine, &mut messages, &params, &cli.sampling.stop) {
+        if let Err(e) = turn(engine.as_mut(), &mut messages, &params, &cli.sampling.stop) {
             // Keep the session: drop the turn that failed (e.g. the context is full).
             messages.pop();
             eprintln!("error: {e}");

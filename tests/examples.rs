@@ -111,3 +111,46 @@ fn qwen_chat_without_the_hub_names_the_local_test_model() {
         "no line with --model and the test model: {stderr}"
     );
 }
+
+/// `--backend ggml` in a build without the `ggml-baseline` feature: exit code 1 and an error
+/// that names the feature (with it, the example runs llama.cpp: `models/tests/ggml_baseline.rs`
+/// and the CI's comparison run cover that).
+#[test]
+#[cfg(not(feature = "ggml-baseline"))]
+fn backend_ggml_without_the_feature_says_how_to_build_it() {
+    let Some(generate) = example("generate") else {
+        return;
+    };
+    let model = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("models/tests/fixtures/load/tiny_qwen2.gguf");
+    let output = Command::new(generate)
+        .args(["--backend", "ggml", "--prompt", "hello", "--model"])
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--features ggml-baseline"),
+        "stderr: {stderr}"
+    );
+}
+
+/// Bad values of the new flags are refused by the parser (exit code 1), before any loading.
+#[test]
+fn bad_backend_and_threads_flags_are_refused() {
+    let Some(bench) = example("bench") else {
+        return;
+    };
+    for args in [
+        &["--backend", "llama"][..],
+        &["--threads", "0"],
+        &["--backends", "mlx,onnx"],
+        &["--plot", "x.svg"],
+    ] {
+        let output = Command::new(&bench).args(args).output().unwrap();
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("error"), "{args:?}: {stderr}");
+    }
+}

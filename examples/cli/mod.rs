@@ -25,12 +25,39 @@ pub enum DeviceArg {
     Gpu,
 }
 
+/// The engine that runs the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    /// This project's forward passes on MLX.
+    Mlx,
+    /// llama.cpp (ggml), the baseline: a local .gguf file; needs a build with
+    /// `--features ggml-baseline`.
+    Ggml,
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Backend::Mlx => "mlx",
+            Backend::Ggml => "ggml",
+        })
+    }
+}
+
 /// Which model, on which device.
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
     /// Hugging Face repo id, local model folder, or .gguf file.
     #[arg(long, default_value = DEFAULT_MODEL)]
     pub model: String,
+    /// The engine: mlx (this project), or ggml (llama.cpp, the baseline engine, on the same
+    /// .gguf file with the same tokenizer and sampling).
+    #[arg(long, value_enum, default_value_t = Backend::Mlx)]
+    pub backend: Backend,
+    /// Compute threads (MLX's native kernels; llama.cpp's prefill and decode); default: all
+    /// the cores. OpenBLAS, for MLX's f32 products, reads OPENBLAS_NUM_THREADS.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
     /// Device (default: MLX's default device).
     #[arg(long, value_enum)]
     pub device: Option<DeviceArg>,
@@ -101,9 +128,71 @@ impl ModelArgs {
         MemoryBudget::from_flags(!self.no_memory_check, self.memory_budget)
     }
 
+    /// Loads the model into the engine `--backend` names.
+    pub fn load_model(&self) -> CliResult<Box<dyn LanguageModel>> {
+        match self.backend {
+            Backend::Mlx => Ok(Box::new(self.load_engine()?)),
+            Backend::Ggml => self.load_ggml(),
+        }
+    }
+
+    /// The ggml baseline on `--model` (a local .gguf file).
+    #[cfg(feature = "ggml-baseline")]
+    fn load_ggml(&self) -> CliResult<Box<dyn LanguageModel>> {
+        use mlx_models::baseline::ggml::{GgmlEngine, GgmlOptions};
+        for (given, flag) in [
+            (self.dtype.is_some(), "--dtype"),
+            (self.quantized.is_some(), "--quantized"),
+            (self.chat_template.is_some(), "--chat-template"),
+        ] {
+            if given {
+                return Err(format!("{flag} applies to --backend mlx only").into());
+            }
+        }
+        let path = std::path::Path::new(&self.model);
+        if !path.is_file() {
+            return Err(format!(
+                "--backend ggml runs a local .gguf file; {} is not one",
+                self.model
+            )
+            .into());
+        }
+        let gpu = match self.device {
+            Some(DeviceArg::Cpu) => false,
+            Some(DeviceArg::Gpu) => true,
+            None => Device::default_device()?.device_type() == mlx_rs::DeviceType::Gpu,
+        };
+        let options = GgmlOptions {
+            threads: self.threads.map_or(0, usize::from),
+            gpu_layers: if gpu { u32::MAX } else { 0 },
+            ..GgmlOptions::default()
+        };
+        eprintln!("loading {} into llama.cpp ...", self.model);
+        let started = std::time::Instant::now();
+        let engine = GgmlEngine::load(path, options)?;
+        eprintln!(
+            "loaded {} in {:.1} s",
+            engine.describe(),
+            started.elapsed().as_secs_f64()
+        );
+        Ok(Box::new(engine))
+    }
+
+    /// Without the feature: the error that says how to build it.
+    #[cfg(not(feature = "ggml-baseline"))]
+    fn load_ggml(&self) -> CliResult<Box<dyn LanguageModel>> {
+        Err(mlx_models::baseline::not_built().into())
+    }
+
     /// Loads the model into an [`MlxEngine`] (progress on stderr: two lines, and progress bars
     /// when stderr is a terminal).
     pub fn load_engine(&self) -> CliResult<MlxEngine> {
+        if self.backend != Backend::Mlx {
+            return Err(format!("this tool runs --backend mlx only, not {}", self.backend).into());
+        }
+        if let Some(threads) = self.threads {
+            mlx_rs::quant::set_native_qmm_threads(usize::from(threads));
+        }
         let device = self.device()?;
         Device::set_default(device)?;
         let options = LoadOptions {

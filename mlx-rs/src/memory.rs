@@ -210,10 +210,32 @@ pub fn advise_huge_pages(arrays: &[&crate::Array]) -> Result<HugePageAdvice> {
     Ok(total)
 }
 
+/// [`advise_huge_pages`] for a host buffer that is not an array (a probe's, a reader's): the
+/// whole 2 MiB spans inside `data` are advised, and collapsed where the kernel can. Best
+/// called before the buffer is first written, so that the kernel backs it with huge pages
+/// from the start.
+///
+/// ```
+/// let buffer = vec![0u64; 4 << 20]; // 32 MiB, not yet touched
+/// let advice = mlx_rs::memory::advise_huge_pages_host(&buffer);
+/// assert!(advice.collapsed <= advice.advised && advice.advised <= 32 << 20);
+/// ```
+pub fn advise_huge_pages_host<T>(data: &[T]) -> HugePageAdvice {
+    let begin = data.as_ptr() as usize;
+    let start = begin.next_multiple_of(HUGE_PAGE_BYTES);
+    let end = (begin + std::mem::size_of_val(data)) / HUGE_PAGE_BYTES * HUGE_PAGE_BYTES;
+    if end <= start {
+        return HugePageAdvice::default();
+    }
+    let (advised, collapsed) = advise_span(start, end - start);
+    HugePageAdvice { advised, collapsed }
+}
+
 #[cfg(target_os = "linux")]
 fn advise_span(start: usize, len: usize) -> (usize, usize) {
-    // SAFETY: [start, start + len) lies inside one live MLX buffer (aligned inward); both
-    // advices leave its contents unchanged and fail with an error code, never a fault.
+    // SAFETY: [start, start + len) lies inside one live buffer (an MLX array's or a borrowed
+    // slice's, aligned inward); both advices leave its contents unchanged and fail with an
+    // error code, never a fault.
     let advised = unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_HUGEPAGE) };
     if advised != 0 {
         return (0, 0);

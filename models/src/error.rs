@@ -132,6 +132,10 @@ pub enum Error {
     /// or an error of the grammar engine.
     #[error("constrained decoding: {0}")]
     Constraint(String),
+    /// llama.cpp, behind the ggml baseline engine, failed (loading the model, creating a
+    /// context, decoding a batch), or the baseline is not in this build.
+    #[error("ggml baseline (llama.cpp): {0}")]
+    Ggml(String),
     /// An input (a line of user text, a prompt) is longer than the limit in force.
     #[error("input of {length} bytes exceeds the {limit}-byte limit")]
     InputTooLong {

@@ -9,6 +9,7 @@
 //! generate with and score text with, whatever engine stands behind it.
 #![warn(missing_docs)]
 
+pub mod baseline;
 pub mod config;
 pub mod error;
 pub mod families;

@@ -158,4 +158,18 @@ pub trait LanguageModel {
     /// `log p(tokens[i + 1] | tokens[..=i])` for `i` in `0..tokens.len() - 1`, from an empty
     /// state (for perplexity).
     fn token_log_probs(&mut self, tokens: &[u32]) -> Result<Vec<f32>>;
+
+    /// Replaces the ids that end generation (an empty list makes benchmarks run to
+    /// `max_tokens`).
+    fn set_eos_token_ids(&mut self, ids: Vec<u32>);
+
+    /// Bytes one decode step reads at `depth` tokens of context, as the engine stores them:
+    /// its weights (every matrix is read once per token; the estimate also counts the token
+    /// embedding table, which a step reads fully only when the LM head shares it) and the
+    /// KV cache of `depth` positions. `None` when the engine cannot tell. The benchmarks
+    /// divide tokens/s × this by the machine's read bandwidth.
+    fn decode_bytes_per_token(&self, depth: usize) -> Option<u64> {
+        let _ = depth;
+        None
+    }
 }

@@ -17,6 +17,8 @@
 //! }
 //! ```
 
+mod requantize;
+
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::Write;
@@ -109,6 +111,58 @@ pub fn opt_in(relative: &str) -> PathBuf {
     path
 }
 
+/// An exclusive `flock` on `root/.lock`, held until the returned file is dropped.
+fn lock(root: &Path) -> Result<File, String> {
+    std::fs::create_dir_all(root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
+    let lock_path = root.join(".lock");
+    let lock = File::create(&lock_path)
+        .map_err(|e| format!("cannot create {}: {e}", lock_path.display()))?;
+    // SAFETY: `lock` is an open file; flock only takes its descriptor.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(format!(
+            "cannot lock {}: {}",
+            lock_path.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(lock)
+}
+
+/// The sha256 of a file, in hex.
+fn sha256_file(path: &Path) -> Result<String, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// The SmolLM2 file's weights in `Q8_0` blocks: `smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`
+/// with every `Q4_1` tensor re-encoded as `Q8_0` (see `requantize.rs`; no registry ships
+/// SmolLM2 in Q8_0), derived once per checkout under the data lock and checked against its
+/// pinned sha256 (the derivation is deterministic). `None` as for [`file()`].
+///
+/// # Panics
+/// When the source cannot be fetched, or the derived file does not match its pin.
+pub fn smollm2_q8_0() -> Option<PathBuf> {
+    const SHA256: &str = "4a197789e71f16d2a0c228684e98def3218e2e324488a5414d46605bf849023d";
+    let source = file("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")?;
+    let target = root().join("smollm2/SmolLM2-135M-Instruct.Q8_0-from-Q4_1.gguf");
+    let current = || sha256_file(&target).is_ok_and(|s| s == SHA256);
+    if current() {
+        return Some(target);
+    }
+    let _lock = lock(&root()).unwrap_or_else(|e| panic!("{e}"));
+    if !current() {
+        let partial = target.with_extension("gguf.partial");
+        requantize::q4_1_to_q8_0(&source, &partial).unwrap_or_else(|e| panic!("{e}"));
+        let sha = sha256_file(&partial).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(sha, SHA256, "the derived Q8_0 file differs from its pin");
+        std::fs::rename(&partial, &target).unwrap_or_else(|e| panic!("{e}"));
+    }
+    Some(target)
+}
+
 /// The stamp's content: the sha256 of the pins and of the fetch script, so that a change to
 /// either fetches again.
 fn fingerprint(args: &[&str]) -> Result<String, String> {
@@ -149,18 +203,7 @@ fn ensure_with(
     if current() {
         return Ok(());
     }
-    std::fs::create_dir_all(root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
-    let lock_path = root.join(".lock");
-    let lock = File::create(&lock_path)
-        .map_err(|e| format!("cannot create {}: {e}", lock_path.display()))?;
-    // SAFETY: `lock` is an open file for the whole call; flock only takes its descriptor.
-    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(format!(
-            "cannot lock {}: {}",
-            lock_path.display(),
-            std::io::Error::last_os_error()
-        ));
-    }
+    let _lock = lock(root)?;
     if current() {
         return Ok(()); // another process fetched while this one waited
     }

@@ -160,6 +160,10 @@ pub struct LoadedModel {
     pub eos_token_ids: Vec<u32>,
     /// Where the model came from (the path, or the Hub id and its snapshot folder).
     pub source: String,
+    /// Bytes of the embedding tables a decode step reads one row of (the token embedding
+    /// unless the LM head shares it, per-layer embeddings), as loaded: what
+    /// [`crate::model::LanguageModel::decode_bytes_per_token`] leaves out of the weights.
+    pub lookup_table_bytes: u64,
 }
 
 impl std::fmt::Debug for LoadedModel {
@@ -212,28 +216,19 @@ pub fn load(model: &str, options: &LoadOptions) -> Result<LoadedModel> {
         let weights = hf::read_hf_weights_with_progress(&shards, progress)?;
         (config, generation, weights, tokenizer)
     } else {
-        let (file, config) = gguf::open_gguf(&path)?;
-        check_supported(&config)?;
-        let plan = crate::families::expected_tensors(&config)?;
-        plan::check_declared(&plan, &gguf::declared_tensors(&file, &config)?, true)?;
+        let (file, config) = open_checked_gguf(&path)?;
         check_memory(&config, gguf::loaded_bytes(&file, dtype, keep), options)?;
         let tokenizer = Tokenizer::from_gguf(&file)?;
         let weights = gguf::read_gguf_weights_with_progress(&file, &config, progress)?;
         (config, None, weights, tokenizer)
     };
-    if crate::families::family(&config.model_type).is_ok_and(|f| f.always_bos) {
-        tokenizer.always_add_bos();
-    }
-    tokenizer.set_template_limits(crate::text::sandbox::TemplateLimits::for_context(
-        config
-            .context_length()
-            .unwrap_or(budget::DEFAULT_BUDGET_CONTEXT),
-    ));
+    prepare_tokenizer(&config, &mut tokenizer);
     let eos_token_ids = eos_token_ids(&config, generation.as_ref(), &tokenizer);
     let build = mlx_rs::with_device(options.device, || -> Result<_> {
         // Quantization overrides name the checkpoint's modules: apply them, then rename.
         let (weights, build) = prepare_weights(&config, weights, options)?;
         let weights = crate::families::sanitize(&config, weights)?;
+        let lookup = lookup_table_bytes(&config, &weights);
         if options.huge_pages && options.device.device_type() == DeviceType::Cpu {
             advise_huge_pages(&weights)?;
         }
@@ -244,9 +239,9 @@ pub fn load(model: &str, options: &LoadOptions) -> Result<LoadedModel> {
                 .map(|q| crate::families::rename_quantization(&config, q))
                 .transpose()?,
         };
-        crate::families::build(&config, weights, &build)
+        Ok((crate::families::build(&config, weights, &build)?, lookup))
     })?;
-    let model = build?;
+    let (model, lookup_table_bytes) = build?;
     Ok(LoadedModel {
         model,
         tokenizer,
@@ -254,7 +249,56 @@ pub fn load(model: &str, options: &LoadOptions) -> Result<LoadedModel> {
         generation_config: generation.unwrap_or_default(),
         eos_token_ids,
         source,
+        lookup_table_bytes,
     })
+}
+
+/// Bytes of the embedding tables among `weights` (named as the decoder takes them) that a
+/// decode step reads one row of: `embed_tokens` unless the LM head is tied to it, and the
+/// per-layer tables (`embed_tokens_per_layer`) always; their quantization scales included.
+pub fn lookup_table_bytes(config: &ModelConfig, weights: &Weights) -> u64 {
+    let tied = config.tie_word_embeddings();
+    weights
+        .names()
+        .iter()
+        .filter(|n| n.contains("embed_tokens_per_layer") || (!tied && n.contains("embed_tokens.")))
+        .filter_map(|n| weights.get(n))
+        .map(|a| a.nbytes() as u64)
+        .sum()
+}
+
+/// Opens a GGUF file and checks it as [`load`] does before reading any tensor data: a valid
+/// header (the bounded reader of [`gguf_file`]), a supported family, and the declared tensors
+/// exactly those the family takes, with their shapes. Other engines that read the file (the
+/// ggml baseline) run this first, so a hostile file is refused by the same checks.
+///
+/// Errors: as [`gguf::read_gguf_checkpoint`], and [`Error::MissingTensor`] /
+/// [`Error::UnexpectedTensors`].
+///
+/// ```
+/// use mlx_models::{load::open_checked_gguf, Error};
+/// let err = open_checked_gguf(std::path::Path::new("/no/such.gguf")).unwrap_err();
+/// assert!(matches!(err, Error::Io { .. }));
+/// ```
+pub fn open_checked_gguf(path: &Path) -> Result<(gguf_file::GgufFile, ModelConfig)> {
+    let (file, config) = gguf::open_gguf(path)?;
+    check_supported(&config)?;
+    let plan = crate::families::expected_tensors(&config)?;
+    plan::check_declared(&plan, &gguf::declared_tensors(&file, &config)?, true)?;
+    Ok((file, config))
+}
+
+/// Sets up a checkpoint's tokenizer as [`load`] does: BOS always added for the families that
+/// need it, and chat-template limits sized for the model's context.
+pub fn prepare_tokenizer(config: &ModelConfig, tokenizer: &mut Tokenizer) {
+    if crate::families::family(&config.model_type).is_ok_and(|f| f.always_bos) {
+        tokenizer.always_add_bos();
+    }
+    tokenizer.set_template_limits(crate::text::sandbox::TemplateLimits::for_context(
+        config
+            .context_length()
+            .unwrap_or(budget::DEFAULT_BUDGET_CONTEXT),
+    ));
 }
 
 /// Backs the host buffers of `weights` with transparent huge pages where the OS allows.
@@ -388,4 +432,33 @@ pub fn dequantize_weights(
         weights.insert(format!("{module}.weight"), dense);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mlx_rs::Array;
+
+    fn config(tied: bool) -> ModelConfig {
+        ModelConfig::from_json(&format!(
+            r#"{{"model_type":"llama","hidden_size":8,"num_hidden_layers":1,
+            "intermediate_size":16,"num_attention_heads":2,"num_key_value_heads":1,
+            "vocab_size":32,"tie_word_embeddings":{tied}}}"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn lookup_tables_are_the_untied_and_per_layer_embeddings() {
+        let mut w = Weights::default();
+        let zeros = |n: i32| Array::zeros(&[n], Dtype::Float32).unwrap();
+        w.insert("model.embed_tokens.weight", zeros(256)); // 1024 bytes
+        w.insert("model.embed_tokens.scales", zeros(8)); // 32
+        w.insert("model.embed_tokens_per_layer.weight", zeros(64)); // 256
+        w.insert("lm_head.weight", zeros(256));
+        w.insert("model.layers.0.mlp.down_proj.weight", zeros(128));
+        // Tied: the token embedding is the LM head, read whole; only the per-layer table not.
+        assert_eq!(lookup_table_bytes(&config(true), &w), 256);
+        assert_eq!(lookup_table_bytes(&config(false), &w), 1024 + 32 + 256);
+    }
 }

@@ -316,6 +316,9 @@ pub struct MlxEngine {
     prefill_chunk: usize,
     description: String,
     prefix: Option<PrefixCache>,
+    /// MLX's active memory once the model was loaded (its weights), and the KV cache dtype:
+    /// what [`LanguageModel::decode_bytes_per_token`] counts.
+    footprint: Option<(u64, Dtype)>,
 }
 
 impl std::fmt::Debug for MlxEngine {
@@ -354,6 +357,7 @@ impl MlxEngine {
             prefill_chunk: DEFAULT_PREFILL_CHUNK,
             description,
             prefix: None,
+            footprint: None,
         })
     }
 
@@ -378,6 +382,8 @@ impl MlxEngine {
             loaded.config.num_hidden_layers,
             loaded.source
         );
+        let weights = (memory::active_memory()? as u64).saturating_sub(loaded.lookup_table_bytes);
+        engine.footprint = Some((weights, options.compute_dtype()));
         Ok(engine)
     }
 
@@ -461,6 +467,20 @@ impl LanguageModel for MlxEngine {
             self.stream.synchronize()?;
             stats
         })
+    }
+
+    fn set_eos_token_ids(&mut self, ids: Vec<u32>) {
+        MlxEngine::set_eos_token_ids(self, ids);
+    }
+
+    /// MLX's active memory right after loading (the weights as the kernels read them: every
+    /// buffer the model holds) less the embedding tables a step reads one row of
+    /// ([`LoadedModel::lookup_table_bytes`]), plus the KV cache up to `depth` in the compute
+    /// dtype. `None` for an engine not built by [`MlxEngine::from_loaded`].
+    fn decode_bytes_per_token(&self, depth: usize) -> Option<u64> {
+        let (weights, dtype) = self.footprint?;
+        let kv = crate::load::budget::kv_cache_bytes(self.model.config(), depth, dtype);
+        Some(weights.saturating_add(kv))
     }
 
     fn token_log_probs(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {

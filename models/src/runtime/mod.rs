@@ -7,6 +7,7 @@ pub mod generate;
 pub mod openblas;
 pub mod perplexity;
 pub mod prefix_cache;
+pub mod rss;
 pub mod sample;
 pub mod scheduler;
 pub mod vocab_limit;

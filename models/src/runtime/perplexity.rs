@@ -115,6 +115,7 @@ mod tests {
         fn context_length(&self) -> usize {
             16
         }
+        fn set_eos_token_ids(&mut self, _: Vec<u32>) {}
         fn generate(
             &mut self,
             _: &[u32],
