@@ -14,7 +14,7 @@
 //! cargo bench --features ggml-baseline --bench backends
 //! MLX_ZOO_BENCH_LARGE=1 cargo bench --features ggml-baseline --bench backends -- qwen
 //! ```
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use mlx_models::baseline::ggml::{GgmlEngine, GgmlOptions};
 use mlx_models::load::{load, LoadOptions};
 use mlx_models::model::{GenerateParams, LanguageModel};
@@ -132,4 +132,13 @@ fn bench(c: &mut Criterion) {
 }
 
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+fn main() {
+    // OpenBLAS's kernels for this CPU, as the examples get them (MLX's prefill products);
+    // the process may start again once.
+    mlx_models::runtime::openblas::ensure_core_type();
+    benches();
+    criterion::Criterion::default()
+        .configure_from_args()
+        .final_summary();
+}

@@ -154,3 +154,70 @@ fn bad_backend_and_threads_flags_are_refused() {
         assert!(stderr.contains("error"), "{args:?}: {stderr}");
     }
 }
+
+/// With the feature, the examples run llama.cpp on the real SmolLM2 file: `generate` answers
+/// " Paris", `perplexity` prints its last line, `qwen_chat` completes one turn through the
+/// chat template.
+#[test]
+#[cfg(feature = "ggml-baseline")]
+fn the_examples_run_the_ggml_backend() {
+    let Some(model) = mlx_test_data::file("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") else {
+        return;
+    };
+    let text = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/tests/fixtures/ppl_text.txt");
+    let runs: [(&str, Vec<&str>, &str); 3] = [
+        (
+            "generate",
+            vec![
+                "--prompt",
+                "The capital of France is",
+                "--greedy",
+                "--max-tokens",
+                "4",
+            ],
+            "Paris",
+        ),
+        (
+            "perplexity",
+            vec![
+                "--file",
+                text.to_str().unwrap(),
+                "--ctx",
+                "128",
+                "--chunks",
+                "1",
+            ],
+            "perplexity: ",
+        ),
+        (
+            "qwen_chat",
+            vec![
+                "--prompt",
+                "What is the capital of France?",
+                "--max-tokens",
+                "16",
+                "--temp",
+                "0",
+            ],
+            "generation: ",
+        ),
+    ];
+    for (name, args, expected) in runs {
+        let Some(exe) = example(name) else {
+            return;
+        };
+        let output = Command::new(exe)
+            .args(["--backend", "ggml", "--threads", "2", "--model"])
+            .arg(&model)
+            .args(&args)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(stdout.contains(expected), "{name}: {stdout}");
+    }
+}

@@ -1,7 +1,7 @@
 //! Baseline engines: other implementations of [`crate::model::LanguageModel`] that run the same
 //! files, so the MLX path can be measured against them with the same tools.
 //!
-//! The one baseline is ggml through llama.cpp ([`ggml`], cargo feature `ggml-baseline`): the
+//! The one baseline is ggml through llama.cpp (module `ggml`, cargo feature `ggml-baseline`): the
 //! engine Ollama used before it moved to MLX. On a Mac it is llama.cpp's Metal backend; on
 //! Linux its CPU backend, or CUDA with the `cuda` feature. It is kept apart from the MLX
 //! forward passes: it shares the file checks, the tokenizer and the sampling code, nothing else.
