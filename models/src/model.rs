@@ -64,6 +64,23 @@ pub fn token_ids(tokens: &[u32]) -> Result<Vec<i32>> {
         .collect()
 }
 
+/// [`crate::Error::InvalidArgument`] for a token id outside a vocabulary of `vocab` tokens:
+/// neither MLX's gather nor llama.cpp checks its indices, so every engine checks first.
+///
+/// ```
+/// use mlx_models::model::check_vocab;
+/// assert!(check_vocab(&[0, 9], 10).is_ok());
+/// assert!(check_vocab(&[10], 10).is_err());
+/// ```
+pub fn check_vocab(tokens: &[u32], vocab: usize) -> Result<()> {
+    match tokens.iter().find(|&&t| t as usize >= vocab) {
+        Some(t) => Err(crate::Error::InvalidArgument(format!(
+            "token id {t} is outside the vocabulary of {vocab} tokens"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// What to generate: length limit, sampling and stop rules.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerateParams {
@@ -113,6 +130,49 @@ pub struct GenerationStats {
     pub peak_memory_mb: f64,
     /// Why it ended.
     pub finish_reason: FinishReason,
+}
+
+impl GenerationStats {
+    /// The checks every engine makes before it generates (a non-empty prompt of ids inside
+    /// the vocabulary, prompt plus `max_tokens` within `context_length`), and the figures of
+    /// a generation that has not started.
+    ///
+    /// Errors: [`crate::Error::InvalidArgument`], [`crate::Error::ContextOverflow`].
+    ///
+    /// ```
+    /// use mlx_models::model::{GenerateParams, GenerationStats};
+    /// let s = GenerationStats::begin(&[1, 2], &GenerateParams::default(), 10, 512)?;
+    /// assert_eq!((s.prompt_tokens, s.generation_tokens), (2, 0));
+    /// assert!(GenerationStats::begin(&[1, 2], &GenerateParams::default(), 10, 100).is_err());
+    /// # Ok::<(), mlx_models::Error>(())
+    /// ```
+    pub fn begin(
+        prompt: &[u32],
+        params: &GenerateParams,
+        vocab: usize,
+        context_length: usize,
+    ) -> Result<GenerationStats> {
+        if prompt.is_empty() {
+            return Err(crate::Error::InvalidArgument("the prompt is empty".into()));
+        }
+        check_vocab(prompt, vocab)?;
+        if prompt.len().saturating_add(params.max_tokens) > context_length {
+            return Err(crate::Error::ContextOverflow {
+                prompt: prompt.len(),
+                requested: params.max_tokens,
+                context: context_length,
+            });
+        }
+        Ok(GenerationStats {
+            prompt_tokens: prompt.len(),
+            cached_tokens: 0,
+            prompt_tps: 0.0,
+            generation_tokens: 0,
+            generation_tps: 0.0,
+            peak_memory_mb: 0.0,
+            finish_reason: FinishReason::Length,
+        })
+    }
 }
 
 impl std::fmt::Display for GenerationStats {

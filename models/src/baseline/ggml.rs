@@ -313,17 +313,6 @@ impl GgmlEngine {
             .new_context(backend()?, params)
             .map_err(|e| Error::Ggml(format!("creating a context of {n_ctx} tokens: {e}")))
     }
-
-    /// [`Error::InvalidArgument`] for an id outside the vocabulary (llama.cpp would abort).
-    fn check_token_ids(&self, tokens: &[u32]) -> Result<()> {
-        match tokens.iter().find(|&&t| t as usize >= self.n_vocab) {
-            Some(t) => Err(Error::InvalidArgument(format!(
-                "token id {t} is outside the vocabulary of {} tokens",
-                self.n_vocab
-            ))),
-            None => Ok(()),
-        }
-    }
 }
 
 /// Runs `tokens` at positions `first..` in one decode call; `logits` marks the positions whose
@@ -405,26 +394,7 @@ impl LanguageModel for GgmlEngine {
         on_token: &mut dyn FnMut(u32) -> Result<bool>,
     ) -> Result<GenerationStats> {
         let mut sampler = Sampler::new(&params.sampling)?;
-        if prompt.is_empty() {
-            return Err(Error::InvalidArgument("the prompt is empty".into()));
-        }
-        self.check_token_ids(prompt)?;
-        if prompt.len().saturating_add(params.max_tokens) > self.context_length {
-            return Err(Error::ContextOverflow {
-                prompt: prompt.len(),
-                requested: params.max_tokens,
-                context: self.context_length,
-            });
-        }
-        let mut stats = GenerationStats {
-            prompt_tokens: prompt.len(),
-            cached_tokens: 0,
-            prompt_tps: 0.0,
-            generation_tokens: 0,
-            generation_tps: 0.0,
-            peak_memory_mb: 0.0,
-            finish_reason: FinishReason::Length,
-        };
+        let mut stats = GenerationStats::begin(prompt, params, self.n_vocab, self.context_length)?;
         if params.max_tokens == 0 {
             return Ok(stats);
         }
@@ -520,7 +490,7 @@ impl LanguageModel for GgmlEngine {
                 context: self.context_length,
             });
         }
-        self.check_token_ids(tokens)?;
+        crate::model::check_vocab(tokens, self.n_vocab)?;
         let n = tokens.len();
         if n < 2 {
             return Ok(Vec::new());

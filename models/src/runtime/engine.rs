@@ -46,13 +46,7 @@ fn input_ids(tokens: &[u32]) -> Result<Array> {
 /// Token ids must index the model's vocabulary: MLX's gather does not check its indices, so an
 /// out-of-range id would read outside the embedding matrix.
 pub(crate) fn check_token_ids(model: &dyn CausalLm, tokens: &[u32]) -> Result<()> {
-    let vocab = model.config().vocab_size;
-    match tokens.iter().find(|&&t| t as usize >= vocab) {
-        Some(t) => Err(Error::InvalidArgument(format!(
-            "token id {t} is outside the vocabulary of {vocab} tokens"
-        ))),
-        None => Ok(()),
-    }
+    crate::model::check_vocab(tokens, model.config().vocab_size)
 }
 
 /// Runs the prompt except its last token through `model` in chunks of `chunk`, evaluating the
@@ -137,31 +131,13 @@ pub fn generate_tokens_reusing(
         prefill_chunk,
     } = *limits;
     let mut sampler = Sampler::new(&params.sampling)?;
-    if prompt.is_empty() {
-        return Err(Error::InvalidArgument("the prompt is empty".into()));
-    }
-    check_token_ids(model, prompt)?;
+    let mut stats =
+        GenerationStats::begin(prompt, params, model.config().vocab_size, context_length)?;
     if prefill_chunk == 0 {
         return Err(Error::InvalidArgument(
             "the prefill chunk must be positive".into(),
         ));
     }
-    if prompt.len().saturating_add(params.max_tokens) > context_length {
-        return Err(Error::ContextOverflow {
-            prompt: prompt.len(),
-            requested: params.max_tokens,
-            context: context_length,
-        });
-    }
-    let mut stats = GenerationStats {
-        prompt_tokens: prompt.len(),
-        cached_tokens: 0,
-        prompt_tps: 0.0,
-        generation_tokens: 0,
-        generation_tps: 0.0,
-        peak_memory_mb: 0.0,
-        finish_reason: FinishReason::Length,
-    };
     if params.max_tokens == 0 {
         return Ok(stats);
     }
