@@ -25,6 +25,7 @@
 use crate::error::{Error, Result};
 use crate::load::{eos_token_ids, open_checked_gguf, prepare_tokenizer};
 use crate::model::{FinishReason, GenerateParams, GenerationStats, LanguageModel};
+use crate::runtime::clock::{stop_reason, GenerationClock};
 use crate::runtime::engine::DEFAULT_PREFILL_CHUNK;
 use crate::runtime::rss;
 use crate::runtime::sample::Sampler;
@@ -40,7 +41,6 @@ use mlx_rs::{Array, Device};
 use std::num::NonZeroU32;
 use std::path::Path;
 use std::sync::OnceLock;
-use std::time::Instant;
 
 /// How llama.cpp runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -405,7 +405,7 @@ impl LanguageModel for GgmlEngine {
         let window = params.sampling.repetition_context_size;
         let mut recent: Vec<u32> = prompt[prompt.len().saturating_sub(window)..].to_vec();
         rss::reset_peak();
-        let start = Instant::now();
+        let mut clock = GenerationClock::start();
 
         let (head, last) = prompt.split_at(prompt.len() - 1);
         for (i, piece) in head.chunks(chunk).enumerate() {
@@ -413,7 +413,6 @@ impl LanguageModel for GgmlEngine {
         }
         let mut input = last[0];
         let mut pos = head.len();
-        let mut first_token_at = None;
         let cpu = Device::cpu();
         // Greedy without a penalty: the argmax here, as MLX's argmax picks it (the first
         // maximum), without the cost of an MLX graph per token, which is neither engine's.
@@ -441,22 +440,9 @@ impl LanguageModel for GgmlEngine {
                     recent.remove(0);
                 }
             }
-            let now = Instant::now();
-            let first = *first_token_at.get_or_insert(now);
-            if stats.generation_tokens == 0 {
-                stats.prompt_tps = prompt.len() as f64 / now.duration_since(start).as_secs_f64();
-            }
-            stats.generation_tokens += 1;
-            if stats.generation_tokens > 1 {
-                stats.generation_tps =
-                    (stats.generation_tokens - 1) as f64 / now.duration_since(first).as_secs_f64();
-            }
-            if self.eos_token_ids.contains(&token) || params.stop_token_ids.contains(&token) {
-                stats.finish_reason = FinishReason::Stop;
-                break;
-            }
-            if !on_token(token)? {
-                stats.finish_reason = FinishReason::Callback;
+            clock.token(&mut stats, prompt.len());
+            if let Some(reason) = stop_reason(token, &self.eos_token_ids, params, on_token)? {
+                stats.finish_reason = reason;
                 break;
             }
             if stats.generation_tokens == params.max_tokens {

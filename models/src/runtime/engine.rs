@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::load::{LoadOptions, LoadedModel};
 use crate::model::{CausalLm, FinishReason, GenerateParams, GenerationStats, LanguageModel};
 use crate::runtime::cache::KvCache;
+use crate::runtime::clock::{stop_reason, GenerationClock};
 use crate::runtime::prefix_cache::PrefixCache;
 use crate::runtime::sample::Sampler;
 use crate::runtime::scheduler::{Scheduler, SchedulerOptions};
@@ -29,7 +30,6 @@ impl DeviceName for Device {
         }
     }
 }
-use std::time::Instant;
 
 /// Prompt tokens run per forward pass during prefill (and per pass when scoring).
 pub const DEFAULT_PREFILL_CHUNK: usize = 512;
@@ -142,7 +142,7 @@ pub fn generate_tokens_reusing(
         return Ok(stats);
     }
     memory::reset_peak_memory()?;
-    let start = Instant::now();
+    let mut clock = GenerationClock::start();
 
     let context = params.sampling.repetition_context_size;
     let penalize = params.sampling.uses_repetition_penalty();
@@ -179,11 +179,9 @@ pub fn generate_tokens_reusing(
 
     let mut y = step(&input_ids(rest)?, &mut cache, &mut recent)?;
     async_eval(&[&y])?;
-    let mut first_token_at = None;
-    let mut n = 0usize;
     loop {
         // Build and launch the next step before blocking on this one.
-        let next = if n + 1 < params.max_tokens {
+        let next = if stats.generation_tokens + 1 < params.max_tokens {
             let input = y.reshape(&[1, 1])?.astype(Dtype::Int32)?;
             let next = step(&input, &mut cache, &mut recent)?;
             async_eval(&[&next])?;
@@ -196,25 +194,9 @@ pub fn generate_tokens_reusing(
         if fed.len() < prompt.len() + fed_generated {
             fed.push(token);
         }
-        let now = Instant::now();
-        if first_token_at.is_none() {
-            first_token_at = Some(now);
-            stats.prompt_tps =
-                (prompt.len() - cached) as f64 / now.duration_since(start).as_secs_f64();
-        }
-        n += 1;
-        stats.generation_tokens = n;
-        if n > 1 {
-            if let Some(first) = first_token_at {
-                stats.generation_tps = (n - 1) as f64 / now.duration_since(first).as_secs_f64();
-            }
-        }
-        if eos.contains(&token) || params.stop_token_ids.contains(&token) {
-            stats.finish_reason = FinishReason::Stop;
-            break;
-        }
-        if !on_token(token)? {
-            stats.finish_reason = FinishReason::Callback;
+        clock.token(&mut stats, prompt.len() - cached);
+        if let Some(reason) = stop_reason(token, eos, params, on_token)? {
+            stats.finish_reason = reason;
             break;
         }
         match next {
@@ -224,7 +206,7 @@ pub fn generate_tokens_reusing(
                 break;
             }
         }
-        if n.is_multiple_of(CLEAR_CACHE_EVERY) {
+        if stats.generation_tokens.is_multiple_of(CLEAR_CACHE_EVERY) {
             memory::clear_cache()?;
         }
     }

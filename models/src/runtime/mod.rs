@@ -1,6 +1,7 @@
 //! Running a model: KV cache, samplers, the generation loop, the MLX engine and perplexity.
 
 pub mod cache;
+pub mod clock;
 pub mod constraint;
 pub mod engine;
 pub mod generate;
