@@ -1,7 +1,8 @@
 //! Criterion comparison of the engines on the same GGUF files: this project's MLX engine
 //! (`mlx`) and llama.cpp through the ggml baseline (`ggml`), prefill of 512 tokens
-//! (`prefill_512`) and decode of 128 tokens after a one-token prompt (`decode_128`), on the
-//! CPU with every core. Both engines get the same prompt ids (our tokenizer), greedy sampling
+//! (`prefill_512`) and decode of 128 tokens after a one-token prompt (`decode_128`), per model
+//! and device: the CPU with every core, and the GPU where both engines were built for one
+//! (ids `prefill_512/<model>/<cpu|gpu>/<engine>`). Both engines get the same prompt ids (our tokenizer), greedy sampling
 //! and the same prompt chunk (512).
 //!
 //! Models: SmolLM2-135M Q8_0 (its Q4_1 weights re-encoded, see `mlx_test_data::smollm2_q8_0`)
@@ -59,17 +60,35 @@ fn models() -> Vec<(String, PathBuf)> {
     models
 }
 
-fn engines(path: &std::path::Path) -> Vec<(&'static str, Box<dyn LanguageModel>)> {
+/// Both engines on `device`: the CPU with every core, or the GPU (MLX's GPU stream; every
+/// layer offloaded by llama.cpp).
+fn engines(path: &std::path::Path, device: Device) -> Vec<(&'static str, Box<dyn LanguageModel>)> {
     let options = LoadOptions {
-        device: Device::cpu(),
+        device,
         ..LoadOptions::default()
     };
     let loaded = load(&path.to_string_lossy(), &options).expect("MLX load");
     let mut mlx = MlxEngine::from_loaded(loaded, &options).expect("MLX engine");
     mlx.set_eos_token_ids(Vec::new());
-    let mut ggml = GgmlEngine::load(path, GgmlOptions::default()).expect("llama.cpp load");
+    let gpu = device.device_type() == mlx_rs::DeviceType::Gpu;
+    let ggml_options = GgmlOptions {
+        gpu_layers: if gpu { u32::MAX } else { 0 },
+        ..GgmlOptions::default()
+    };
+    let mut ggml = GgmlEngine::load(path, ggml_options).expect("llama.cpp load");
     ggml.set_eos_token_ids(Vec::new());
     vec![("mlx", Box::new(mlx)), ("ggml", Box::new(ggml))]
+}
+
+/// The devices both engines can use here: the CPU, and the GPU when MLX and llama.cpp were
+/// both built for one (Metal; CUDA with the `cuda` feature).
+fn devices() -> Vec<(&'static str, Device)> {
+    let mut devices = vec![("cpu", Device::cpu())];
+    if Device::gpu().is_available() && mlx_models::baseline::ggml::gpu_available().unwrap_or(false)
+    {
+        devices.push(("gpu", Device::gpu()));
+    }
+    devices
 }
 
 /// `n` ids of an English text, from our tokenizer (the same for both engines).
@@ -83,9 +102,13 @@ fn prompt(engine: &dyn LanguageModel, n: usize) -> Vec<u32> {
 }
 
 fn bench(c: &mut Criterion) {
-    Device::set_default(Device::cpu()).expect("cpu");
-    for (name, path) in models() {
-        let mut engines = engines(&path);
+    for ((model, path), (device_name, device)) in models()
+        .into_iter()
+        .flat_map(|m| devices().into_iter().map(move |d| (m.clone(), d)))
+    {
+        Device::set_default(device).expect("device");
+        let name = format!("{model}/{device_name}");
+        let mut engines = engines(&path, device);
         let long = prompt(engines[0].1.as_ref(), PREFILL);
         let one = &long[..1];
 

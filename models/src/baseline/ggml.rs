@@ -112,6 +112,14 @@ pub fn system_info() -> String {
     info.to_string_lossy().into_owned()
 }
 
+/// Whether this build of llama.cpp has a GPU backend with a device present (Metal on Apple
+/// silicon, CUDA with the `cuda` feature): what [`GgmlOptions::gpu_layers`] can use.
+///
+/// Errors: [`Error::Ggml`] when the backend cannot be initialised.
+pub fn gpu_available() -> Result<bool> {
+    Ok(backend()?.supports_gpu_offload())
+}
+
 /// The features [`system_info`] lists as on (`AVX2 F16C FMA OPENMP ...`).
 fn enabled_features(info: &str) -> String {
     info.split('|')
