@@ -25,6 +25,10 @@
 //! # Ok::<(), mlx_rs::Error>(())
 //! ```
 
+mod blocks;
+
+pub use blocks::{block_formats_available, block_matmul, block_matmul_fused, BlockFormat};
+
 use crate::error::{Error, Result};
 use crate::vector::VectorArray;
 use crate::{Array, Dtype};

@@ -41,7 +41,10 @@ pub fn build(manifest_dir: &Path, mlx: &Mlx, mlxc_src: &Path) -> BuildResult<()>
 
     // Portable kernels: no instruction-set flags.
     let mut generic = base();
-    generic.std("c++17").file(dir.join("qmm_generic.cpp"));
+    generic
+        .std("c++17")
+        .file(dir.join("qmm_generic.cpp"))
+        .file(dir.join("qmm_blocks_generic.cpp"));
     compile(generic, "generic")?;
 
     // Fused decoder-step kernels: portable code with `omp simd` hints (no OpenMP runtime);
@@ -90,7 +93,8 @@ pub fn build(manifest_dir: &Path, mlx: &Mlx, mlxc_src: &Path) -> BuildResult<()>
         }
         vnni.flag_if_supported("-Wno-maybe-uninitialized")
             .flag_if_supported("-Wno-uninitialized")
-            .file(dir.join("qmm_avx512vnni.cpp"));
+            .file(dir.join("qmm_avx512vnni.cpp"))
+            .file(dir.join("qmm_blocks_avx512vnni.cpp"));
         compile(vnni, "avx512-vnni")?;
     }
 

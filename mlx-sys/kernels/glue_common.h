@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <cstring>
 #include <exception>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -13,6 +14,7 @@
 #include "mlx/ops.h"
 #include "mlx/c/array.h"
 #include "mlx/c/error.h"
+#include "qmm_blocks.h"
 #include "qmm_driver.h"
 
 namespace mlxrs_glue {
@@ -107,6 +109,23 @@ inline bool qmm_native_ok(const mx::array& x, const mx::array& w, const mx::arra
   if (x.shape(-1) != K || K % group_size != 0 || N == 0 || x.size() == 0) return false;
   const mx::Shape sb{N, K / group_size};
   return scales.shape() == sb && biases.shape() == sb;
+}
+
+// Whether a GGUF block matrix (qmm_blocks.h) fits x: w uint8 [N, K / 256 * block bytes], x
+// float with K = x.shape(-1) a multiple of 256. Throws std::invalid_argument otherwise (a block
+// matrix has no other implementation to fall back on).
+inline void check_block_weights(const mx::array& x, const mx::array& w, int format) {
+  const int bb = mlxrs_qmm::block_bytes(format);
+  if (bb == 0) throw std::invalid_argument("block_matmul: unknown block format " + std::to_string(format));
+  if (w.dtype() != mx::uint8 || w.ndim() != 2)
+    throw std::invalid_argument("block_matmul: the weight must be a 2-D uint8 array of blocks");
+  if (x.ndim() < 1 || !float_dtype(x.dtype()))
+    throw std::invalid_argument("block_matmul: x must be a float array");
+  const int K = x.shape(-1);
+  if (K % mlxrs_qmm::kBlockValues != 0 || int64_t(w.shape(1)) != int64_t(K / 256) * bb)
+    throw std::invalid_argument("block_matmul: x has " + std::to_string(K) +
+                                " features but the weight rows hold " + std::to_string(w.shape(1)) +
+                                " bytes (" + std::to_string(bb) + " per 256 features)");
 }
 
 // The KV caches of a primitive that writes new positions in place (its outputs 1 and 2 alias

@@ -59,6 +59,22 @@ int mlxrs_quantized_matmul_fused(
     const mlx_stream s,
     bool* used_native);
 
+/* y = [rms_norm(x, norm_weight, norm_eps)] @ w^T [+ residual] with w a matrix of GGUF blocks as
+ * stored (format MLXRS_QMM_FORMAT_Q4_K or _Q6_K, raw.h): uint8 [N, K / 256 * block bytes].
+ * `norm_weight` ([K] float32) and `residual` may be null handles. The output has x's dtype.
+ * CPU streams on x86-64 only (there is no other implementation): elsewhere, and for weights
+ * that do not fit x, it reports an error. Returns 0, or 1 after reporting through the error
+ * handler. */
+int mlxrs_block_matmul(
+    mlx_array* res,
+    const mlx_array x,
+    const mlx_array w,
+    int format,
+    const mlx_array norm_weight,
+    float norm_eps,
+    const mlx_array residual,
+    const mlx_stream s);
+
 /* How many native primitives mlxrs_quantized_matmul has built in this process. */
 uint64_t mlxrs_qmm_native_count(void);
 

@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "qmm_blocks.h"
 #include "qmm_driver.h"
 #include "ops_cpu.h"
 
@@ -314,9 +315,11 @@ bool supported(int bits, int group) {
 
 bool native_isa_available() { return kBestIsa > 0; }
 
-void compute(const Call& c) noexcept {
+namespace {
+
+// y = x @ dequantize(w)^T for MLX's affine layout, x already f32 (and normalised).
+void solve_affine(const Call& c, const float* xf, float* yf) {
   const int M = c.M, N = c.N, K = c.K, G = c.group, ng = K / G;
-  if (M <= 0 || N <= 0) return;
   const SgemmFn sgemm = blas_sgemm();
   const bool gemm = sgemm && M > g_gemm_threshold.load(std::memory_order_relaxed);
   // The sgemm path multiplies f32 x by dequantized f32 tiles: the VNNI set has no dequant.
@@ -324,19 +327,6 @@ void compute(const Call& c) noexcept {
   if (gemm && isa > kIsaAvx512) isa = kIsaAvx512;
   const bool int8 = isa >= kIsaAvx512Vnni && g_int8.load(std::memory_order_relaxed);
   const Kernels& k = int8 ? kernels_avx512_vnni_int8() : kernels_for(isa);
-
-  std::vector<float> xbuf;
-  const float* xf = static_cast<const float*>(c.x);
-  if (c.x_dt != F32) {
-    xbuf.resize(size_t(M) * K);
-    for (size_t i = 0; i < xbuf.size(); ++i) xbuf[i] = to_f32(c.x, c.x_dt, i);
-    xf = xbuf.data();
-  }
-  if (c.norm_w) {
-    if (xbuf.empty()) xbuf.resize(size_t(M) * K);
-    mlxrs_ops::rms_norm(xf, c.norm_w, c.norm_eps, xbuf.data(), size_t(M), K);
-    xf = xbuf.data();
-  }
   // Per-group sums of x in 8 interleaved partial sums (a group is a multiple of 32 values):
   // independent additions instead of one chain, in a fixed order.
   std::vector<float> xsum(size_t(M) * ng);
@@ -354,12 +344,6 @@ void compute(const Call& c) noexcept {
   if (!xpbuf.empty()) {
     k.prepare(xf, xpbuf.data(), M, K, c.bits);
     xp = xpbuf.data();
-  }
-  std::vector<float> ybuf;
-  float* yf = static_cast<float*>(c.y);
-  if (c.y_dt != F32) {
-    ybuf.resize(size_t(M) * N);
-    yf = ybuf.data();
   }
   Problem p{xf, xsum.data(), xp, c.w, c.scales, c.biases, c.sb_dt, yf, M, N, K, c.bits, G};
 
@@ -397,7 +381,116 @@ void compute(const Call& c) noexcept {
     else
       for (int i = 0; i < ntasks; ++i) RowsJob::run(&j, i);
   }
-  lk = {};
+}
+
+// Block rows [n0, n1) of a prefill tile, dequantized by the format's definition.
+struct BlockDequantJob {
+  const Call* c;
+  int n0, n1, chunk;
+  float* out;
+  static void run(void* ctx, int i) {
+    auto* j = static_cast<BlockDequantJob*>(ctx);
+    const int K = j->c->K, nb = K / kBlockValues, bb = block_bytes(j->c->format);
+    const auto* w = reinterpret_cast<const uint8_t*>(j->c->w);
+    int a = j->n0 + i * j->chunk, b = a + j->chunk;
+    if (b > j->n1) b = j->n1;
+    for (int n = a; n < b; ++n)
+      for (int k = 0; k < nb; ++k)
+        dequantize_block(j->c->format, w + (size_t(n) * nb + k) * bb,
+                         j->out + size_t(n - j->n0) * K + size_t(k) * kBlockValues);
+  }
+};
+
+struct BlockRowsJob {
+  const BlockKernels* k;
+  const BlockProblem* p;
+  int chunk;
+  static void run(void* c, int i) {
+    auto* j = static_cast<BlockRowsJob*>(c);
+    int n0 = i * j->chunk, n1 = n0 + j->chunk;
+    if (n1 > j->p->N) n1 = j->p->N;
+    j->k->rows(*j->p, n0, n1);
+  }
+};
+
+// y = x @ w^T for GGUF blocks as stored (qmm_blocks.h), x already f32 (and normalised).
+void solve_blocks(const Call& c, const float* xf, float* yf) {
+  const int M = c.M, N = c.N, K = c.K;
+  const SgemmFn sgemm = blas_sgemm();
+  const bool gemm = sgemm && M > g_gemm_threshold.load(std::memory_order_relaxed);
+  std::unique_lock<std::mutex> lk(g_pool_mu, std::try_to_lock);
+  Pool* pool = lk.owns_lock() ? &pool_locked() : nullptr;
+  const int threads = pool ? pool->size() : 1;
+  if (gemm) {
+    // Prefill: tiles of about 4 MB of dequantized f32 rows, one sgemm per tile.
+    int nb = int((size_t(1) << 20) / size_t(K));
+    nb = nb < 64 ? 64 : (nb / 16) * 16;
+    if (nb > N) nb = N;
+    std::vector<float> tile(size_t(nb) * K);
+    for (int n0 = 0; n0 < N; n0 += nb) {
+      int n1 = n0 + nb < N ? n0 + nb : N;
+      BlockDequantJob j{&c, n0, n1, 16, tile.data()};
+      int ntasks = (n1 - n0 + 15) / 16;
+      if (pool)
+        pool->run(BlockDequantJob::run, &j, ntasks, false);
+      else
+        for (int i = 0; i < ntasks; ++i) BlockDequantJob::run(&j, i);
+      sgemm(kRowMajor, kNoTrans, kTrans, M, n1 - n0, K, 1.0f, xf, K, tile.data(), K, 0.0f,
+            yf + n0, N);
+    }
+    return;
+  }
+  const int isa = g_isa.load(std::memory_order_relaxed);
+#if defined(__x86_64__)
+  const BlockKernels& k = isa < kIsaAvx512Vnni ? block_kernels_generic()
+                          : g_int8.load(std::memory_order_relaxed)
+                              ? block_kernels_avx512_vnni_int8()
+                              : block_kernels_avx512_vnni();
+#else
+  (void)isa;
+  const BlockKernels& k = block_kernels_generic();
+#endif
+  std::vector<uint8_t> xpbuf(k.xp_bytes(M, K));
+  k.prepare(xf, xpbuf.data(), M, K);
+  BlockProblem p{xf, xpbuf.data(), reinterpret_cast<const uint8_t*>(c.w), c.format, yf, M, N, K};
+  int chunk = (N + threads * 4 - 1) / (threads * 4);
+  chunk = (chunk + 3) / 4 * 4;
+  if (chunk < 16) chunk = 16;
+  BlockRowsJob j{&k, &p, chunk};
+  int ntasks = (N + chunk - 1) / chunk;
+  if (pool)
+    pool->run(BlockRowsJob::run, &j, ntasks, true);
+  else
+    for (int i = 0; i < ntasks; ++i) BlockRowsJob::run(&j, i);
+}
+
+}  // namespace
+
+void compute(const Call& c) noexcept {
+  const int M = c.M, N = c.N, K = c.K;
+  if (M <= 0 || N <= 0) return;
+  std::vector<float> xbuf;
+  const float* xf = static_cast<const float*>(c.x);
+  if (c.x_dt != F32) {
+    xbuf.resize(size_t(M) * K);
+    for (size_t i = 0; i < xbuf.size(); ++i) xbuf[i] = to_f32(c.x, c.x_dt, i);
+    xf = xbuf.data();
+  }
+  if (c.norm_w) {
+    if (xbuf.empty()) xbuf.resize(size_t(M) * K);
+    mlxrs_ops::rms_norm(xf, c.norm_w, c.norm_eps, xbuf.data(), size_t(M), K);
+    xf = xbuf.data();
+  }
+  std::vector<float> ybuf;
+  float* yf = static_cast<float*>(c.y);
+  if (c.y_dt != F32) {
+    ybuf.resize(size_t(M) * N);
+    yf = ybuf.data();
+  }
+  if (c.format == kAffine)
+    solve_affine(c, xf, yf);
+  else
+    solve_blocks(c, xf, yf);
 
   if (c.residual) {
     const size_t n = size_t(M) * N;
@@ -430,6 +523,19 @@ MLXRS_EXPORT int mlxrs_qmm_raw(const void* x, int x_dt, const uint32_t* w, const
       N < 0 || K <= 0 || K % group_size != 0 || !x || !w || !scales || !biases || !y)
     return 1;
   compute(Call{x, x_dt, w, scales, biases, sb_dt, y, y_dt, M, N, K, bits, group_size});
+  return 0;
+}
+
+MLXRS_EXPORT int mlxrs_qmm_blocks_raw(const void* x, int x_dt, const uint8_t* w, int format,
+                                      void* y, int y_dt, int M, int N, int K) {
+  auto dt_ok = [](int d) { return d == F32 || d == F16 || d == BF16; };
+  if (block_bytes(format) == 0 || !dt_ok(x_dt) || !dt_ok(y_dt) || M < 0 || N < 0 || K <= 0 ||
+      K % kBlockValues != 0 || !x || !w || !y)
+    return 1;
+  Call c{x, x_dt, reinterpret_cast<const uint32_t*>(w), nullptr, nullptr, F32, y, y_dt, M, N, K,
+         0, 0};
+  c.format = format;
+  compute(c);
   return 0;
 }
 

@@ -21,6 +21,10 @@ struct Call {
   // Optional epilogue: y += residual ([M, N], dtype residual_dt).
   const void* residual = nullptr;
   int residual_dt = 0;
+  // The weights' layout: kAffine (w, scales, biases, bits, group as above), or a GGUF block
+  // format (qmm_blocks.h: w is the rows' blocks as stored; scales, biases, bits and group are
+  // not read).
+  int format = 0;
 };
 
 // bits 4 or 8 and group 32, 64 or 128.

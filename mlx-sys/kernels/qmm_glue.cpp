@@ -29,17 +29,19 @@ std::atomic<uint64_t> g_native_count{0};
 using mlxrs_glue::dt_code;
 using mlxrs_glue::float_dtype;
 
-// inputs: x, w, scales, biases[, norm weight][, residual]
+// inputs: x, w, scales, biases[, norm weight][, residual]. For a GGUF block format (format !=
+// 0) the scales and biases inputs are the weight again (the blocks hold their own).
 class NativeQuantizedMatmul : public mx::UnaryPrimitive {
  public:
   NativeQuantizedMatmul(mx::Stream stream, int group_size, int bits, bool norm = false,
-                        float norm_eps = 0.f, bool residual = false)
+                        float norm_eps = 0.f, bool residual = false, int format = 0)
       : mx::UnaryPrimitive(stream),
         group_size_(group_size),
         bits_(bits),
         norm_(norm),
         norm_eps_(norm_eps),
-        residual_(residual) {}
+        residual_(residual),
+        format_(format) {}
 
   void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
     const auto& x = inputs[0];
@@ -69,6 +71,7 @@ class NativeQuantizedMatmul : public mx::UnaryPrimitive {
                          K,
                          bits_,
                          group_size_};
+    call.format = format_;
     size_t next = 4;
     if (norm_) {
       if (!inputs[next].flags().row_contiguous)
@@ -99,7 +102,7 @@ class NativeQuantizedMatmul : public mx::UnaryPrimitive {
   bool is_equivalent(const mx::Primitive& other) const override {
     auto* o = dynamic_cast<const NativeQuantizedMatmul*>(&other);
     return o && o->group_size_ == group_size_ && o->bits_ == bits_ && o->norm_ == norm_ &&
-           o->norm_eps_ == norm_eps_ && o->residual_ == residual_;
+           o->norm_eps_ == norm_eps_ && o->residual_ == residual_ && o->format_ == format_;
   }
 
   std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override {
@@ -114,6 +117,7 @@ class NativeQuantizedMatmul : public mx::UnaryPrimitive {
   bool norm_;
   float norm_eps_;
   bool residual_;
+  int format_;
 };
 
 // The native primitive for y = [rms_norm(x, norm_w, eps)] @ dequantize(w)^T [+ residual], or
@@ -154,7 +158,51 @@ std::optional<mx::array> build_native(const mx::array& x, const mx::array& w,
                    std::move(inputs));
 }
 
+// The native primitive for y = [rms_norm(x, norm_w, eps)] @ w^T [+ residual] with w in a GGUF
+// block format. There is no other implementation: a call the kernel cannot take throws.
+mx::array build_blocks(const mx::array& x, const mx::array& w, int format,
+                       const mx::Stream& stream, const mx::array* norm_w, float norm_eps,
+                       const mx::array* residual) {
+  if (!mlxrs_qmm::native_isa_available() || stream.device != mx::Device::cpu)
+    throw std::invalid_argument(
+        "block_matmul: GGUF blocks as stored run only on the CPU of an x86-64 machine");
+  mlxrs_glue::check_block_weights(x, w, format);
+  auto shape = x.shape();
+  shape.back() = w.shape(0);
+  const mx::array wc = mlxrs_glue::ensure_contiguous(w, stream);
+  std::vector<mx::array> inputs{x, wc, wc, wc};
+  if (norm_w) {
+    if (norm_w->dtype() != mx::float32 || norm_w->ndim() != 1 || norm_w->shape(0) != x.shape(-1))
+      throw std::invalid_argument("block_matmul: the norm weight must be float32 [" +
+                                  std::to_string(x.shape(-1)) + "]");
+    inputs.push_back(mlxrs_glue::ensure_contiguous(*norm_w, stream));
+  }
+  if (residual) {
+    if (residual->shape() != shape || !float_dtype(residual->dtype()))
+      throw std::invalid_argument("block_matmul: the residual must be a float array of "
+                                  "the output's shape");
+    inputs.push_back(*residual);
+  }
+  g_native_count.fetch_add(1, std::memory_order_relaxed);
+  const mx::Dtype out_dtype = x.dtype();
+  return mx::array(std::move(shape), out_dtype,
+                   std::make_shared<NativeQuantizedMatmul>(stream, 0, 0, norm_w != nullptr,
+                                                           norm_eps, residual != nullptr, format),
+                   std::move(inputs));
+}
+
 }  // namespace
+
+extern "C" __attribute__((visibility("default"))) int mlxrs_block_matmul(
+    mlx_array* res, const mlx_array x, const mlx_array w, int format, const mlx_array norm_weight,
+    float norm_eps, const mlx_array residual, const mlx_stream s) {
+  return mlxrs_glue::guarded([&] {
+    const mx::array* nw = mlxrs_glue::has(norm_weight) ? &mlx_array_get_(norm_weight) : nullptr;
+    const mx::array* r = mlxrs_glue::has(residual) ? &mlx_array_get_(residual) : nullptr;
+    mlx_array_set_(*res, build_blocks(mlx_array_get_(x), mlx_array_get_(w), format,
+                                      mlx_stream_get_(s), nw, norm_eps, r));
+  });
+}
 
 extern "C" __attribute__((visibility("default"))) int mlxrs_quantized_matmul(
     mlx_array* res, const mlx_array x, const mlx_array w, const mlx_array scales,

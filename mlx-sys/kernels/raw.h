@@ -45,6 +45,26 @@ int mlxrs_qmm_raw(
     int bits,
     int group_size);
 
+/* Weight layouts: MLX's affine format, or GGUF (ggml) blocks read as stored (the codes are
+ * ggml's type ids). */
+#define MLXRS_QMM_FORMAT_AFFINE 0
+#define MLXRS_QMM_FORMAT_Q4_K 12
+#define MLXRS_QMM_FORMAT_Q6_K 14
+
+/* y[M, N] = x[M, K] @ w^T for w in a GGUF block format (MLXRS_QMM_FORMAT_Q4_K or _Q6_K): N rows
+ * of K / 256 blocks each, as the file stores them. Same contract as mlxrs_qmm_raw otherwise
+ * (K a multiple of 256). */
+int mlxrs_qmm_blocks_raw(
+    const void* x,
+    int x_dt,
+    const uint8_t* w,
+    int format,
+    void* y,
+    int y_dt,
+    int M,
+    int N,
+    int K);
+
 /* Threads the kernel uses (the caller's thread plus n - 1 pool workers). n <= 0 restores the
  * default: the MLX_RS_QMM_THREADS environment variable if set, else the CPUs this process may
  * run on. Waits for a running kernel to finish. */

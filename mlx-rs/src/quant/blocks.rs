@@ -1,0 +1,178 @@
+//! GGUF (ggml) K-quant blocks multiplied as stored by the native CPU kernels
+//! ([`block_matmul`]): no conversion to MLX's affine layout, so a `Q4_K` weight costs its 4.5
+//! bits and a `Q6_K` weight its 6.5625 bits, in memory and in every byte a decode step reads.
+
+use crate::error::{Error, Result};
+use crate::Array;
+use mlx_sys as sys;
+use std::fmt;
+
+/// A GGUF block format the native CPU kernels read as stored: 256 weights per block, each row
+/// of a matrix `[N, K]` being `K / 256` blocks in the file's byte order (a `uint8` array
+/// `[N, K / 256 · block_bytes]`).
+///
+/// ```
+/// use mlx_rs::quant::BlockFormat;
+/// assert_eq!(BlockFormat::Q4K.block_bytes(), 144);
+/// assert_eq!(BlockFormat::Q6K.row_bytes(512), Some(420));
+/// assert_eq!(BlockFormat::Q6K.row_bytes(100), None);
+/// assert_eq!(BlockFormat::Q4K.to_string(), "Q4_K");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BlockFormat {
+    /// `Q4_K`: 4-bit codes, a 6-bit scale and a 6-bit min per 32 weights, two f16 factors per
+    /// block (144 bytes per 256 weights).
+    Q4K,
+    /// `Q6_K`: 6-bit codes, an 8-bit scale per 16 weights, one f16 factor per block (210
+    /// bytes per 256 weights).
+    Q6K,
+}
+
+impl BlockFormat {
+    /// Weights per block.
+    pub const VALUES_PER_BLOCK: usize = 256;
+
+    /// Bytes per block of 256 weights.
+    pub const fn block_bytes(self) -> usize {
+        match self {
+            BlockFormat::Q4K => 144,
+            BlockFormat::Q6K => 210,
+        }
+    }
+
+    /// Bytes of one row of `cols` weights, or `None` when `cols` is not a positive multiple
+    /// of 256.
+    pub fn row_bytes(self, cols: usize) -> Option<usize> {
+        (cols > 0 && cols.is_multiple_of(Self::VALUES_PER_BLOCK))
+            .then(|| cols / Self::VALUES_PER_BLOCK * self.block_bytes())
+    }
+
+    fn raw(self) -> i32 {
+        match self {
+            BlockFormat::Q4K => sys::native_qmm::FORMAT_Q4_K,
+            BlockFormat::Q6K => sys::native_qmm::FORMAT_Q6_K,
+        }
+    }
+}
+
+impl fmt::Display for BlockFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BlockFormat::Q4K => "Q4_K",
+            BlockFormat::Q6K => "Q6_K",
+        })
+    }
+}
+
+/// Whether [`block_matmul`] can run here: the native kernels exist for this CPU (x86-64).
+/// The computation must also be on a CPU stream; there is no GPU implementation, so a loader
+/// keeps blocks as stored only where this holds and the model runs on the CPU.
+///
+/// ```
+/// use mlx_rs::quant;
+/// assert_eq!(quant::block_formats_available(), cfg!(target_arch = "x86_64"));
+/// ```
+pub fn block_formats_available() -> bool {
+    crate::quant::native_qmm_isa() != crate::quant::QmmIsa::None
+}
+
+/// `x · Wᵀ` with `W` `[N, K]` in a GGUF block format, read as stored (`w`: `uint8`
+/// `[N, K / 256 · format.block_bytes()]`); `x` is `[..., K]` in any float dtype and the result
+/// `[..., N]` has `x`'s dtype. On CPUs with AVX-512 VNNI the activations are rounded as in
+/// [`crate::quant::QmmIsa::Avx512Vnni`] (21 bits per block of 8 values;
+/// [`crate::quant::set_native_int8_activations`] makes it 8 bits); elsewhere each row is
+/// dequantized to f32 by the format's definition. More than 16 rows of `x` (prefill)
+/// multiply dequantized f32 tiles with the BLAS sgemm.
+///
+/// Errors: [`Error::Shape`] when the shapes do not fit, [`Error::Mlx`] on a GPU stream or a
+/// CPU other than x86-64 ([`block_formats_available`]).
+///
+/// ```
+/// use mlx_rs::quant::{self, BlockFormat};
+/// use mlx_rs::{Array, Dtype};
+/// if quant::block_formats_available() {
+///     // One Q4_K block: d = 1, dmin = 0, every sub-block scale 1 and min 0, every code 1.
+///     let mut block = vec![0u8; 144];
+///     block[..2].copy_from_slice(&half::f16::ONE.to_le_bytes());
+///     block[4..8].fill(1); // scales 0..3
+///     block[12..16].fill(1); // scales 4..7 (low nibbles), mins 4..7 (high nibbles) 0
+///     block[16..].fill(0x11); // codes
+///     let w = Array::from_bytes(&block, &[1, 144], Dtype::Uint8)?;
+///     let x = Array::ones(&[1, 256], Dtype::Float32)?;
+///     let y = quant::block_matmul(&x, &w, BlockFormat::Q4K)?;
+///     assert_eq!(y.to_vec::<f32>()?, vec![256.0]);
+/// }
+/// # Ok::<(), mlx_rs::Error>(())
+/// ```
+#[track_caller]
+pub fn block_matmul(x: &Array, w: &Array, format: BlockFormat) -> Result<Array> {
+    block_matmul_fused(x, w, format, None, None)
+}
+
+/// [`block_matmul`] with an optional RMS-norm prologue and residual epilogue in the same
+/// primitive: `rms_norm(x, weight, eps) · Wᵀ + residual` (the norm weight float32 `[K]`, the
+/// residual a float array of the output's shape).
+///
+/// ```
+/// use mlx_rs::quant::{self, BlockFormat};
+/// use mlx_rs::{Array, Dtype};
+/// if quant::block_formats_available() {
+///     // One Q6_K block: d = 1, every scale 1, every code 33 (weight 1).
+///     let mut block = vec![0u8; 210];
+///     block[..128].fill(0x11); // low 4 bits of every code: 1
+///     block[128..192].fill(0xAA); // high 2 bits of every code: 2, so the code is 33
+///     block[192..208].fill(1);
+///     block[208..].copy_from_slice(&half::f16::ONE.to_le_bytes());
+///     let w = Array::from_bytes(&block, &[1, 210], Dtype::Uint8)?;
+///     let x = Array::full(&[1, 256], 3.0f32, Dtype::Float32)?;
+///     let norm = Array::ones(&[256], Dtype::Float32)?;
+///     let r = Array::from_slice(&[10.0f32], &[1, 1])?;
+///     let y = quant::block_matmul_fused(&x, &w, BlockFormat::Q6K, Some((&norm, 0.0)), Some(&r))?;
+///     // The norm maps every 3 to 1: 256 + 10.
+///     assert!((y.item::<f32>()? - 266.0).abs() < 1e-3);
+/// }
+/// # Ok::<(), mlx_rs::Error>(())
+/// ```
+#[track_caller]
+pub fn block_matmul_fused(
+    x: &Array,
+    w: &Array,
+    format: BlockFormat,
+    norm: Option<(&Array, f32)>,
+    residual: Option<&Array>,
+) -> Result<Array> {
+    let shape = w.shape();
+    let k = x.shape().last().copied().unwrap_or(0);
+    let expected = usize::try_from(k).ok().and_then(|k| format.row_bytes(k));
+    if w.dtype() != crate::Dtype::Uint8
+        || shape.len() != 2
+        || expected != usize::try_from(shape[1]).ok()
+    {
+        return Err(Error::Shape(format!(
+            "block_matmul: a {format} weight for x of shape {:?} must be uint8 [N, {}], got {} {:?}",
+            x.shape(),
+            expected.map_or_else(|| "K / 256 · block bytes".to_string(), |b| b.to_string()),
+            w.dtype(),
+            shape
+        )));
+    }
+    let null = sys::mlx_array {
+        ctx: std::ptr::null_mut(),
+    };
+    let (norm_weight, eps) = norm.map_or((null, 0.0), |(w, e)| (w.as_raw(), e));
+    let residual = residual.map_or(null, Array::as_raw);
+    // SAFETY: valid handles (or null handles for the absent prologue / epilogue); the shim
+    // reports every failure through the error handler and returns 1.
+    Array::try_op_stream(|res, s| unsafe {
+        sys::native_qmm::mlxrs_block_matmul(
+            res,
+            x.as_raw(),
+            w.as_raw(),
+            format.raw(),
+            norm_weight,
+            eps,
+            residual,
+            s,
+        )
+    })
+}

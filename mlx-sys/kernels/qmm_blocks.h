@@ -1,0 +1,125 @@
+// GGUF (ggml) K-quant blocks read as stored: the formats, their definitions as plain C++, and
+// the interface between the driver (qmm_driver.cpp) and the per-instruction-set units
+// (qmm_blocks_generic.cpp, qmm_blocks_avx512vnni.cpp). Includes no MLX header.
+//
+// A weight matrix [N, K] in one of these formats is N rows of K / 256 blocks each, in the
+// file's byte order, nothing converted. The definitions (ggml's, as documented with the GGUF
+// format; checked against the `gguf` package's numpy dequantizer in the tests):
+//
+// Q4_K, 144 bytes per 256 weights: d (f16), dmin (f16), 12 bytes of eight 6-bit scales sc[j]
+// and eight 6-bit mins m[j] (j < 4: sc = b[j] & 63, m = b[j + 4] & 63; j >= 4: sc = (b[j + 4] &
+// 15) | (b[j - 4] >> 6) << 4, m = (b[j + 4] >> 4) | (b[j] >> 6) << 4), then 128 bytes qs: value
+// 64c + l (l < 32) is the low nibble of qs[32c + l], value 64c + 32 + l its high nibble.
+// Weight i of sub-block j = i / 32: (d * sc[j]) * q - dmin * m[j].
+//
+// Q6_K, 210 bytes per 256 weights: 128 bytes ql, 64 bytes qh, 16 int8 scales, d (f16). For
+// half h < 2 and l < 32, with L = ql + 64 h and H = qh + 32 h: value 128h + l is
+// (L[l] & 15) | (H[l] & 3) << 4, value 128h + 32 + l is (L[l + 32] & 15) | (H[l] >> 2 & 3) << 4,
+// value 128h + 64 + l is (L[l] >> 4) | (H[l] >> 4 & 3) << 4, value 128h + 96 + l is
+// (L[l + 32] >> 4) | (H[l] >> 6) << 4, each minus 32. Weight i: (d * scales[i / 16]) * q.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "qmm_internal.h"
+
+namespace mlxrs_qmm {
+
+// Format codes: ggml's type ids (MLXRS_QMM_FORMAT_* in raw.h); 0 is MLX's affine layout.
+enum BlockFormat : int { kAffine = 0, kQ4K = 12, kQ6K = 14 };
+
+constexpr int kBlockValues = 256;
+
+// Bytes per block of 256 weights, or 0 for a format without blocks here.
+inline int block_bytes(int format) {
+  return format == kQ4K ? 144 : format == kQ6K ? 210 : 0;
+}
+
+inline float f16_at(const uint8_t* p) {
+  return sb_load(p, F16, 0);  // unaligned-safe: sb_load reads through a uint16_t pointer
+}
+
+// The eight scales and eight mins of a Q4_K block's 12 scale bytes, as bytes: out[0..8) the
+// scales, out[8..16) the mins.
+inline void q4k_scales_mins(const uint8_t* b, uint8_t out[16]) {
+  for (int j = 0; j < 4; ++j) {
+    out[j] = b[j] & 63;
+    out[8 + j] = b[j + 4] & 63;
+    out[4 + j] = uint8_t((b[j + 8] & 15) | (b[j] >> 6) << 4);
+    out[12 + j] = uint8_t((b[j + 8] >> 4) | (b[j + 4] >> 6) << 4);
+  }
+}
+
+// The 256 weights of one block as f32, by the format's definition.
+inline void dequantize_block(int format, const uint8_t* blk, float* out) {
+  if (format == kQ4K) {
+    uint16_t dh, mh;
+    __builtin_memcpy(&dh, blk, 2);
+    __builtin_memcpy(&mh, blk + 2, 2);
+    const float d = sb_load(&dh, F16, 0), dmin = sb_load(&mh, F16, 0);
+    uint8_t sm[16];
+    q4k_scales_mins(blk + 4, sm);
+    const uint8_t* qs = blk + 16;
+    for (int c = 0; c < 4; ++c) {
+      const float d0 = d * sm[2 * c], m0 = dmin * sm[8 + 2 * c];
+      const float d1 = d * sm[2 * c + 1], m1 = dmin * sm[8 + 2 * c + 1];
+      for (int l = 0; l < 32; ++l) {
+        out[64 * c + l] = d0 * float(qs[32 * c + l] & 15) - m0;
+        out[64 * c + 32 + l] = d1 * float(qs[32 * c + l] >> 4) - m1;
+      }
+    }
+  } else {  // kQ6K
+    const uint8_t* ql = blk;
+    const uint8_t* qh = blk + 128;
+    const int8_t* sc = reinterpret_cast<const int8_t*>(blk + 192);
+    uint16_t dh;
+    __builtin_memcpy(&dh, blk + 208, 2);
+    const float d = sb_load(&dh, F16, 0);
+    for (int h = 0; h < 2; ++h) {
+      const uint8_t* L = ql + 64 * h;
+      const uint8_t* H = qh + 32 * h;
+      float* o = out + 128 * h;
+      const int8_t* s = sc + 8 * h;
+      for (int l = 0; l < 32; ++l) {
+        const int q0 = ((L[l] & 15) | (H[l] & 3) << 4) - 32;
+        const int q1 = ((L[l + 32] & 15) | (H[l] >> 2 & 3) << 4) - 32;
+        const int q2 = ((L[l] >> 4) | (H[l] >> 4 & 3) << 4) - 32;
+        const int q3 = ((L[l + 32] >> 4) | (H[l] >> 6) << 4) - 32;
+        o[l] = d * float(s[l / 16]) * float(q0);
+        o[l + 32] = d * float(s[2 + l / 16]) * float(q1);
+        o[l + 64] = d * float(s[4 + l / 16]) * float(q2);
+        o[l + 96] = d * float(s[6 + l / 16]) * float(q3);
+      }
+    }
+  }
+}
+
+// One call: y[m, n] = sum_k x[m, k] w[n, k] for m < M and rows n of the block matrix.
+struct BlockProblem {
+  const float* x;    // [M, K] f32, row-major
+  const void* xp;    // x prepared by the kernel set (prepare), or null
+  const uint8_t* w;  // [N, K / 256 * block_bytes(format)]
+  int format;
+  float* y;  // [M, N] f32
+  int M, N, K;
+};
+
+// A kernel set for the block formats.
+struct BlockKernels {
+  // Bytes of the prepared x (0: rows() reads x directly); 64 bytes of alignment slack included.
+  size_t (*xp_bytes)(int M, int K);
+  void (*prepare)(const float* x, void* xp, int M, int K);
+  // y[m, n] for all m and n in [n0, n1).
+  void (*rows)(const BlockProblem& p, int n0, int n1);
+};
+
+// Portable: each row dequantized by dequantize_block, then f32 dot products.
+const BlockKernels& block_kernels_generic();
+#if defined(__x86_64__) || defined(_M_X64)
+// AVX-512 VNNI: codes times the activations' three 7-bit digits (D = 3) or one 8-bit digit
+// (D = 1), as the affine VNNI kernels do.
+const BlockKernels& block_kernels_avx512_vnni();
+const BlockKernels& block_kernels_avx512_vnni_int8();
+#endif
+
+}  // namespace mlxrs_qmm

@@ -1,0 +1,232 @@
+// AVX-512 VNNI kernels for GGUF K-quant blocks read as stored (qmm_blocks.h), at decode and
+// small M. Built with the flags of qmm_avx512vnni.cpp; includes no MLX header.
+//
+// Activations. prepare() writes each row of x, per block of 256 values, as the same integer
+// digits the affine VNNI kernels use (qmm_vnni_digits.h: per 8 values a power of two, three
+// signed 7-bit digits by default, one 8-bit digit with integer activations), in the values'
+// own order, with the power of two of every 4 values (one VPDPBUSD lane) and exact f32 sums of
+// x over 16 and 32 values for the formats' offsets (Q4_K's mins, Q6_K's -32).
+//
+// Codes. VPDPBUSD multiplies 64 unsigned codes by 64 signed digits, in fours per lane, so each
+// 512-bit product covers 64 consecutive values. Q4_K: the 32 bytes qs[32c .. 32c + 32) hold
+// values 64c .. 64c + 32 (low nibbles) and 64c + 32 .. 64c + 64 (high nibbles): the two
+// nibble halves side by side are those 64 values in order, lanes 0..7 in sub-block 2c and 8..15
+// in 2c + 1. Q6_K: the 64 bytes ql[64h ..] give values 128h + 0..63 (low nibbles) and
+// 128h + 64..127 (high nibbles), and qh's four 2-bit fields of 32 bytes add the high bits in
+// the same order; codes are q + 32 (unsigned) and the -32 goes into the offset term. Each
+// lane's integer sum is recombined exactly, converted to f32 and scaled by the row's
+// sub-block scale times the lane's power of two.
+#include <immintrin.h>
+
+#include "qmm_blocks.h"
+#include "qmm_vnni_digits.h"
+
+namespace mlxrs_qmm {
+namespace {
+
+struct alignas(64) XBlock {
+  int8_t digit[3][256];  // [a, b, c][value]
+  float lane_scale[64];  // 2^e of values 4l .. 4l + 3
+  float sum16[16];       // sum of x over values 16j .. 16j + 15
+  float sum32[16];       // 0 in 0..7; sum over values 32j .. 32j + 31 in 8 + j
+};
+
+inline XBlock* xblocks(const void* xp) {
+  uintptr_t a = (reinterpret_cast<uintptr_t>(xp) + 63) & ~uintptr_t(63);
+  return reinterpret_cast<XBlock*>(a);
+}
+
+size_t xp_bytes(int M, int K) { return size_t(M) * (K / kBlockValues) * sizeof(XBlock) + 64; }
+
+template <int D>
+void prepare(const float* x, void* xp, int M, int K) {
+  const int nb = K / kBlockValues;
+  XBlock* out = xblocks(xp);
+  for (int m = 0; m < M; ++m)
+    for (int b = 0; b < nb; ++b) {
+      const float* xb = x + size_t(m) * K + size_t(b) * kBlockValues;
+      XBlock& o = out[size_t(m) * nb + b];
+      for (int t = 0; t < 16; ++t) {
+        __m512i d[3];
+        float e0, e1;
+        digits16<D>(xb + 16 * t, 16, d, e0, e1);
+        for (int k = 0; k < D; ++k)
+          _mm_store_si128(reinterpret_cast<__m128i*>(o.digit[k] + 16 * t), _mm512_cvtepi32_epi8(d[k]));
+        o.lane_scale[4 * t] = o.lane_scale[4 * t + 1] = e0;
+        o.lane_scale[4 * t + 2] = o.lane_scale[4 * t + 3] = e1;
+        o.sum16[t] = _mm512_reduce_add_ps(_mm512_loadu_ps(xb + 16 * t));
+      }
+      for (int j = 0; j < 8; ++j) {
+        o.sum32[j] = 0.f;
+        o.sum32[8 + j] = o.sum16[2 * j] + o.sum16[2 * j + 1];
+      }
+    }
+}
+
+constexpr size_t kPrefetchAhead = 4096;
+
+// Adds to tot the products of 64 codes v (values 64c .. 64c + 64 of a block) with x's digits,
+// each lane scaled by s (the row's sub-block scale of the lane) times the lane's power of two.
+template <int D>
+inline __m512 dot64(__m512i v, const XBlock& x, int c, __m512 s, __m512 tot) {
+  __m512i d[3];
+  for (int k = 0; k < D; ++k)
+    d[k] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v,
+                               _mm512_load_si512(x.digit[k] + 64 * c));
+  return _mm512_fmadd_ps(_mm512_cvtepi32_ps(recombine<D>(d)),
+                         _mm512_mul_ps(s, _mm512_load_ps(x.lane_scale + 16 * c)), tot);
+}
+
+inline float f16_scalar(const uint8_t* p) {
+  uint16_t h;
+  __builtin_memcpy(&h, p, 2);
+  return _cvtsh_ss(h);
+}
+
+// y[m0 .. m0 + MB, n0 .. n0 + R] for Q4_K rows.
+template <int R, int MB, int D>
+inline void block_q4k(const BlockProblem& p, int n0, int m0) {
+  const int nb = p.K / kBlockValues;
+  const size_t row_bytes = size_t(nb) * 144;
+  const uint8_t* wb = p.w + size_t(n0) * row_bytes;
+  const XBlock* xs[MB];
+  for (int m = 0; m < MB; ++m) xs[m] = xblocks(p.xp) + size_t(m0 + m) * nb;
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  // Lanes 0..7 of chunk c are in sub-block 2c, lanes 8..15 in 2c + 1.
+  const __m512i sub0 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+  __m512 tot[R][MB];
+  for (int r = 0; r < R; ++r)
+    for (int m = 0; m < MB; ++m) tot[r][m] = _mm512_setzero_ps();
+  for (int b = 0; b < nb; ++b) {
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* blk = wb + r * row_bytes + size_t(b) * 144;
+      __builtin_prefetch(blk + kPrefetchAhead);
+      __builtin_prefetch(blk + kPrefetchAhead + 64);
+      __builtin_prefetch(blk + kPrefetchAhead + 128);
+      alignas(16) uint8_t sm[16];
+      q4k_scales_mins(blk + 4, sm);
+      const __m512 dd = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(f16_scalar(blk)),
+                                             _mm512_set1_ps(f16_scalar(blk + 2)));
+      // Lanes 0..7: d * sc[j]; lanes 8..15: dmin * m[j].
+      const __m512 scm = _mm512_mul_ps(
+          _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(sm)))), dd);
+      for (int m = 0; m < MB; ++m)
+        tot[r][m] = _mm512_fnmadd_ps(scm, _mm512_load_ps(xs[m][b].sum32), tot[r][m]);
+      for (int c = 0; c < 4; ++c) {
+        const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 16 + 32 * c));
+        const __m256i lo = _mm256_and_si256(q, low4);
+        const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
+        const __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+        const __m512 s =
+            _mm512_permutexvar_ps(_mm512_add_epi32(sub0, _mm512_set1_epi32(2 * c)), scm);
+        for (int m = 0; m < MB; ++m) tot[r][m] = dot64<D>(v, xs[m][b], c, s, tot[r][m]);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int m = 0; m < MB; ++m) p.y[size_t(m0 + m) * p.N + n0 + r] = _mm512_reduce_add_ps(tot[r][m]);
+}
+
+// y[m0 .. m0 + MB, n0 .. n0 + R] for Q6_K rows.
+template <int R, int MB, int D>
+inline void block_q6k(const BlockProblem& p, int n0, int m0) {
+  const int nb = p.K / kBlockValues;
+  const size_t row_bytes = size_t(nb) * 210;
+  const uint8_t* wb = p.w + size_t(n0) * row_bytes;
+  const XBlock* xs[MB];
+  for (int m = 0; m < MB; ++m) xs[m] = xblocks(p.xp) + size_t(m0 + m) * nb;
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  const __m256i two = _mm256_set1_epi8(3);
+  // Lane l of chunk c is in sub-block 4c + l / 4.
+  const __m512i sub0 = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+  __m512 tot[R][MB];
+  for (int r = 0; r < R; ++r)
+    for (int m = 0; m < MB; ++m) tot[r][m] = _mm512_setzero_ps();
+  for (int b = 0; b < nb; ++b) {
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* blk = wb + r * row_bytes + size_t(b) * 210;
+      for (int a = 0; a < 256; a += 64) __builtin_prefetch(blk + kPrefetchAhead + a);
+      const __m512 dsc = _mm512_mul_ps(
+          _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 192)))),
+          _mm512_set1_ps(f16_scalar(blk + 208)));
+      const __m512 off = _mm512_mul_ps(dsc, _mm512_set1_ps(32.f));
+      for (int m = 0; m < MB; ++m)
+        tot[r][m] = _mm512_fnmadd_ps(off, _mm512_load_ps(xs[m][b].sum16), tot[r][m]);
+      for (int h = 0; h < 2; ++h) {
+        const __m512i ql = _mm512_loadu_si512(blk + 64 * h);
+        const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 128 + 32 * h));
+        const __m256i h0 = _mm256_and_si256(qh, two);
+        const __m256i h1 = _mm256_and_si256(_mm256_srli_epi16(qh, 2), two);
+        const __m256i h2 = _mm256_and_si256(_mm256_srli_epi16(qh, 4), two);
+        const __m256i h3 = _mm256_and_si256(_mm256_srli_epi16(qh, 6), two);
+        const __m512i hi01 = _mm512_slli_epi16(_mm512_inserti64x4(_mm512_castsi256_si512(h0), h1, 1), 4);
+        const __m512i hi23 = _mm512_slli_epi16(_mm512_inserti64x4(_mm512_castsi256_si512(h2), h3, 1), 4);
+        const __m512i v0 = _mm512_or_si512(_mm512_and_si512(ql, low4), hi01);
+        const __m512i v1 =
+            _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), low4), hi23);
+        const int c0 = 2 * h, c1 = 2 * h + 1;
+        const __m512 s0 = _mm512_permutexvar_ps(_mm512_add_epi32(sub0, _mm512_set1_epi32(4 * c0)), dsc);
+        const __m512 s1 = _mm512_permutexvar_ps(_mm512_add_epi32(sub0, _mm512_set1_epi32(4 * c1)), dsc);
+        for (int m = 0; m < MB; ++m) {
+          tot[r][m] = dot64<D>(v0, xs[m][b], c0, s0, tot[r][m]);
+          tot[r][m] = dot64<D>(v1, xs[m][b], c1, s1, tot[r][m]);
+        }
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int m = 0; m < MB; ++m) p.y[size_t(m0 + m) * p.N + n0 + r] = _mm512_reduce_add_ps(tot[r][m]);
+}
+
+template <int F, int R, int MB, int D>
+inline void block(const BlockProblem& p, int n0, int m0) {
+  if (F == kQ4K)
+    block_q4k<R, MB, D>(p, n0, m0);
+  else
+    block_q6k<R, MB, D>(p, n0, m0);
+}
+
+template <int F, int R, int D>
+inline void rows_mblocks(const BlockProblem& p, int n) {
+  int m = 0;
+  for (; m + 4 <= p.M; m += 4) block<F, R, 4, D>(p, n, m);
+  switch (p.M - m) {
+    case 3: block<F, R, 3, D>(p, n, m); break;
+    case 2: block<F, R, 2, D>(p, n, m); break;
+    case 1: block<F, R, 1, D>(p, n, m); break;
+    default: break;
+  }
+}
+
+template <int F, int D>
+void rows_format(const BlockProblem& p, int n0, int n1) {
+  int n = n0;
+  if (p.M == 1) {
+    for (; n + 4 <= n1; n += 4) block<F, 4, 1, D>(p, n, 0);
+  } else {
+    for (; n + 2 <= n1; n += 2) rows_mblocks<F, 2, D>(p, n);
+  }
+  for (; n < n1; ++n) rows_mblocks<F, 1, D>(p, n);
+}
+
+template <int D>
+void rows(const BlockProblem& p, int n0, int n1) {
+  if (p.format == kQ4K)
+    rows_format<kQ4K, D>(p, n0, n1);
+  else
+    rows_format<kQ6K, D>(p, n0, n1);
+}
+
+}  // namespace
+
+const BlockKernels& block_kernels_avx512_vnni() {
+  static const BlockKernels k{xp_bytes, prepare<3>, rows<3>};
+  return k;
+}
+
+const BlockKernels& block_kernels_avx512_vnni_int8() {
+  static const BlockKernels k{xp_bytes, prepare<1>, rows<1>};
+  return k;
+}
+
+}  // namespace mlxrs_qmm

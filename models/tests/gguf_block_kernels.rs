@@ -1,0 +1,220 @@
+//! The native kernels that multiply GGUF `Q4_K` / `Q6_K` blocks as stored
+//! ([`mlx_rs::quant::block_matmul`]) against the loader's decoder
+//! ([`mlx_models::load::ggml_quants::dequantize`], itself checked against the `gguf` package's
+//! numpy decoder in `gguf_kquants.rs`) and an f64 dot product: random blocks, awkward shapes,
+//! decode (M ≤ 16, the integer kernels on AVX-512 VNNI CPUs) and prefill (M > 16, dequantized
+//! tiles and sgemm), the exact (f32) kernels, integer activations, the fused prologue and
+//! epilogue, and the typed errors of shapes that do not fit.
+
+use mlx_models::load::ggml_quants::dequantize;
+use mlx_models::load::gguf_file::GgmlType;
+use mlx_rs::quant::{self, BlockFormat};
+use mlx_rs::{Array, Dtype, Error};
+use std::sync::Mutex;
+
+/// The kernels' switches are process-wide: tests that flip them run one at a time.
+static SWITCHES: Mutex<()> = Mutex::new(());
+
+/// A deterministic generator (64-bit LCG, high bits).
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> u32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) as u32
+    }
+    fn unit(&mut self) -> f32 {
+        self.next() as f32 / (1u64 << 31) as f32 * 2.0 - 1.0
+    }
+}
+
+fn f16_bytes(v: f32) -> [u8; 2] {
+    half::f16::from_f32(v).to_le_bytes()
+}
+
+/// `rows` rows of `cols / 256` random blocks: random codes, scales and mins, and block
+/// factors in [0.001, 0.01].
+fn random_blocks(format: BlockFormat, rows: usize, cols: usize, rng: &mut Lcg) -> Vec<u8> {
+    let bb = format.block_bytes();
+    let mut out = vec![0u8; rows * cols / 256 * bb];
+    for block in out.chunks_exact_mut(bb) {
+        for b in block.iter_mut() {
+            *b = rng.next() as u8;
+        }
+        let mut factor = || f16_bytes(0.001 + 0.009 * (rng.unit() * 0.5 + 0.5));
+        match format {
+            BlockFormat::Q4K => {
+                block[0..2].copy_from_slice(&factor());
+                block[2..4].copy_from_slice(&factor());
+            }
+            BlockFormat::Q6K => block[208..210].copy_from_slice(&factor()),
+        }
+    }
+    out
+}
+
+fn ggml_type(format: BlockFormat) -> GgmlType {
+    match format {
+        BlockFormat::Q4K => GgmlType::Q4K,
+        BlockFormat::Q6K => GgmlType::Q6K,
+    }
+}
+
+/// y = x · Wᵀ in f64 from the decoder's weights, and Σ |x||w| per output (the error scale).
+fn reference(format: BlockFormat, blocks: &[u8], x: &[f32], m: usize, n: usize, k: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut w = vec![0f32; n * k];
+    dequantize(ggml_type(format), blocks, &mut w).unwrap();
+    let mut y = vec![0f64; m * n];
+    let mut scale = vec![0f64; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            for e in 0..k {
+                let (a, b) = (x[i * k + e] as f64, w[j * k + e] as f64);
+                y[i * n + j] += a * b;
+                scale[i * n + j] += (a * b).abs();
+            }
+        }
+    }
+    (y, scale)
+}
+
+/// Runs one case and checks every output within `rel` of the error scale.
+fn check(format: BlockFormat, m: usize, n: usize, k: usize, seed: u64, rel: f64) {
+    let mut rng = Lcg(seed);
+    let blocks = random_blocks(format, n, k, &mut rng);
+    let x: Vec<f32> = (0..m * k).map(|_| rng.unit()).collect();
+    let (want, scale) = reference(format, &blocks, &x, m, n, k);
+    let w = Array::from_bytes(&blocks, &[n as i32, format.row_bytes(k).unwrap() as i32], Dtype::Uint8).unwrap();
+    let xa = Array::from_slice(&x, &[m as i32, k as i32]).unwrap();
+    let got = quant::block_matmul(&xa, &w, format).unwrap().to_vec::<f32>().unwrap();
+    assert_eq!(got.len(), m * n);
+    for i in 0..m * n {
+        let err = (got[i] as f64 - want[i]).abs();
+        assert!(
+            err <= rel * scale[i] + 1e-6,
+            "{format} M={m} N={n} K={k} output {i}: {} vs {} (scale {})",
+            got[i],
+            want[i],
+            scale[i]
+        );
+    }
+}
+
+const SHAPES: &[(usize, usize, usize)] = &[
+    (1, 1, 256),
+    (1, 4, 256),
+    (1, 7, 512),
+    (1, 37, 1280),
+    (2, 5, 768),
+    (3, 9, 256),
+    (5, 18, 512),
+    (8, 33, 1024),
+    (16, 20, 256),
+    (17, 24, 512), // prefill path (sgemm) where BLAS is present
+    (40, 70, 768),
+];
+
+/// f32 accumulation of up to 1280 products, plus the activations' 21-bit rounding (2^-21 of a
+/// block's largest magnitude, which bounds each term's error by 2^-21 Σ|x||w| at worst).
+const EXACT_REL: f64 = 2e-6;
+
+#[test]
+fn q4_k_blocks_match_the_decoder() {
+    let _g = SWITCHES.lock().unwrap_or_else(|e| e.into_inner());
+    if !quant::block_formats_available() {
+        return;
+    }
+    for (i, &(m, n, k)) in SHAPES.iter().enumerate() {
+        check(BlockFormat::Q4K, m, n, k, 11 + i as u64, EXACT_REL);
+    }
+}
+
+#[test]
+fn q6_k_blocks_match_the_decoder() {
+    let _g = SWITCHES.lock().unwrap_or_else(|e| e.into_inner());
+    if !quant::block_formats_available() {
+        return;
+    }
+    for (i, &(m, n, k)) in SHAPES.iter().enumerate() {
+        check(BlockFormat::Q6K, m, n, k, 101 + i as u64, EXACT_REL);
+    }
+}
+
+#[test]
+fn exact_kernels_and_integer_activations_match_the_decoder() {
+    let _g = SWITCHES.lock().unwrap_or_else(|e| e.into_inner());
+    if !quant::block_formats_available() {
+        return;
+    }
+    // The portable kernels (f32 activations).
+    quant::set_native_qmm_exact(true);
+    for format in [BlockFormat::Q4K, BlockFormat::Q6K] {
+        check(format, 1, 9, 512, 7, 1e-6);
+        check(format, 3, 5, 256, 8, 1e-6);
+    }
+    quant::set_native_qmm_exact(false);
+    // 8-bit activations: each value within 2^-6 of its 8-block's largest magnitude.
+    if quant::set_native_int8_activations(true) {
+        for format in [BlockFormat::Q4K, BlockFormat::Q6K] {
+            check(format, 1, 9, 512, 9, 2.0f64.powi(-6));
+            check(format, 4, 6, 768, 10, 2.0f64.powi(-6));
+        }
+    }
+    quant::set_native_int8_activations(false);
+}
+
+#[test]
+fn prologue_and_epilogue_are_applied() {
+    if !quant::block_formats_available() {
+        return;
+    }
+    let mut rng = Lcg(5);
+    let (m, n, k) = (2usize, 6usize, 512usize);
+    let format = BlockFormat::Q4K;
+    let blocks = random_blocks(format, n, k, &mut rng);
+    let x: Vec<f32> = (0..m * k).map(|_| rng.unit()).collect();
+    let norm_w: Vec<f32> = (0..k).map(|_| 1.0 + 0.5 * rng.unit()).collect();
+    let residual: Vec<f32> = (0..m * n).map(|_| rng.unit()).collect();
+    let eps = 1e-5f32;
+    // The normalised x by hand, in f64.
+    let mut xn = vec![0f32; m * k];
+    for i in 0..m {
+        let row = &x[i * k..(i + 1) * k];
+        let ms = row.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / k as f64;
+        let inv = 1.0 / (ms + eps as f64).sqrt();
+        for e in 0..k {
+            xn[i * k + e] = (row[e] as f64 * inv * norm_w[e] as f64) as f32;
+        }
+    }
+    let (want, scale) = reference(format, &blocks, &xn, m, n, k);
+    let w = Array::from_bytes(&blocks, &[n as i32, format.row_bytes(k).unwrap() as i32], Dtype::Uint8).unwrap();
+    let got = quant::block_matmul_fused(
+        &Array::from_slice(&x, &[m as i32, k as i32]).unwrap(),
+        &w,
+        format,
+        Some((&Array::from_slice(&norm_w, &[k as i32]).unwrap(), eps)),
+        Some(&Array::from_slice(&residual, &[m as i32, n as i32]).unwrap()),
+    )
+    .unwrap()
+    .to_vec::<f32>()
+    .unwrap();
+    for i in 0..m * n {
+        let err = (got[i] as f64 - want[i] - residual[i] as f64).abs();
+        assert!(err <= 1e-5 * scale[i] + 1e-5, "output {i}: {} vs {}", got[i], want[i] + residual[i] as f64);
+    }
+}
+
+#[test]
+fn shapes_that_do_not_fit_are_typed_errors() {
+    let w = Array::from_bytes(&[0u8; 288], &[2, 144], Dtype::Uint8).unwrap();
+    let bad_k = Array::ones(&[1, 512], Dtype::Float32).unwrap();
+    assert!(matches!(quant::block_matmul(&bad_k, &w, BlockFormat::Q4K), Err(Error::Shape(_))));
+    let x = Array::ones(&[1, 256], Dtype::Float32).unwrap();
+    assert!(matches!(quant::block_matmul(&x, &w, BlockFormat::Q6K), Err(Error::Shape(_))));
+    let not_bytes = Array::ones(&[2, 144], Dtype::Float32).unwrap();
+    assert!(matches!(quant::block_matmul(&x, &not_bytes, BlockFormat::Q4K), Err(Error::Shape(_))));
+    let odd = Array::ones(&[1, 100], Dtype::Float32).unwrap();
+    assert!(matches!(quant::block_matmul(&odd, &w, BlockFormat::Q4K), Err(Error::Shape(_))));
+}
