@@ -232,6 +232,7 @@ fn child_args(cli: &Cli) -> compare::ChildArgs {
     for (on, flag) in [
         (m.no_memory_check, "--no-memory-check"),
         (m.no_huge_pages, "--no-huge-pages"),
+        (m.no_gguf_blocks, "--no-gguf-blocks"),
     ] {
         if on {
             mlx_flags.push(flag.into());

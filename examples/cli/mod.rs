@@ -79,6 +79,10 @@ pub struct ModelArgs {
     /// (CPU only; see `LoadOptions::huge_pages`).
     #[arg(long)]
     pub no_huge_pages: bool,
+    /// Convert a GGUF file's Q4_K / Q6_K matrices to MLX's affine layout instead of keeping
+    /// them as stored (CPU only; see `LoadOptions::gguf_blocks`).
+    #[arg(long)]
+    pub no_gguf_blocks: bool,
     /// Context length the memory budget counts the KV cache of (default: the model's,
     /// at most 8192).
     #[arg(long, value_name = "TOKENS")]
@@ -206,6 +210,7 @@ impl ModelArgs {
             memory_budget: self.memory_budget(),
             context_length: self.budget_context,
             huge_pages: !self.no_huge_pages,
+            gguf_blocks: !self.no_gguf_blocks,
             progress: mlx_models::load::terminal_progress(),
         };
         eprintln!("loading {} ...", self.model);

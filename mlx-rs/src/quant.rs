@@ -27,7 +27,10 @@
 
 mod blocks;
 
-pub use blocks::{block_formats_available, block_matmul, block_matmul_fused, BlockFormat};
+pub use blocks::{
+    block_formats_available, block_matmul, block_matmul_fused, BlockFormat, BlockRun,
+    MAX_BLOCK_RUNS,
+};
 
 use crate::error::{Error, Result};
 use crate::vector::VectorArray;

@@ -102,6 +102,7 @@ fn proj(q: &Quantized) -> QuantizedProjection<'_> {
         biases: &q.biases,
         group_size: q.group,
         bits: q.bits,
+        blocks: &[],
     }
 }
 
@@ -368,6 +369,7 @@ fn ineligible_calls_are_declined() {
         biases: &w3.2,
         group_size: 32,
         bits: 3,
+        blocks: &[],
     };
     assert!(declined(&x, &w));
     set_native_ops(false);

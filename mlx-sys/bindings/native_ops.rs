@@ -74,6 +74,9 @@ pub struct mlxrs_quantized_projection {
     pub biases: mlx_array,
     pub group_size: ::std::os::raw::c_int,
     pub bits: ::std::os::raw::c_int,
+    pub block_parts: ::std::os::raw::c_int,
+    pub block_formats: [::std::os::raw::c_int; 4usize],
+    pub block_rows: [::std::os::raw::c_int; 4usize],
 }
 pub const MLXRS_ACTIVATION_SILU: mlxrs_activation = 0;
 pub const MLXRS_ACTIVATION_GELU_TANH: mlxrs_activation = 1;

@@ -8,6 +8,9 @@ pub const MLXRS_QMM_ISA_GENERIC: u32 = 1;
 pub const MLXRS_QMM_ISA_AVX2: u32 = 2;
 pub const MLXRS_QMM_ISA_AVX512: u32 = 3;
 pub const MLXRS_QMM_ISA_AVX512_VNNI: u32 = 4;
+pub const MLXRS_QMM_FORMAT_AFFINE: u32 = 0;
+pub const MLXRS_QMM_FORMAT_Q4_K: u32 = 12;
+pub const MLXRS_QMM_FORMAT_Q6_K: u32 = 14;
 unsafe extern "C" {
     pub fn mlxrs_qmm_raw(
         x: *const ::std::os::raw::c_void,
@@ -23,6 +26,19 @@ unsafe extern "C" {
         K: ::std::os::raw::c_int,
         bits: ::std::os::raw::c_int,
         group_size: ::std::os::raw::c_int,
+    ) -> ::std::os::raw::c_int;
+}
+unsafe extern "C" {
+    pub fn mlxrs_qmm_blocks_raw(
+        x: *const ::std::os::raw::c_void,
+        x_dt: ::std::os::raw::c_int,
+        w: *const u8,
+        format: ::std::os::raw::c_int,
+        y: *mut ::std::os::raw::c_void,
+        y_dt: ::std::os::raw::c_int,
+        M: ::std::os::raw::c_int,
+        N: ::std::os::raw::c_int,
+        K: ::std::os::raw::c_int,
     ) -> ::std::os::raw::c_int;
 }
 unsafe extern "C" {
@@ -117,6 +133,20 @@ unsafe extern "C" {
         residual: mlx_array,
         s: mlx_stream,
         used_native: *mut bool,
+    ) -> ::std::os::raw::c_int;
+}
+unsafe extern "C" {
+    pub fn mlxrs_block_matmul(
+        res: *mut mlx_array,
+        x: mlx_array,
+        w: mlx_array,
+        formats: *const ::std::os::raw::c_int,
+        rows: *const ::std::os::raw::c_int,
+        parts: ::std::os::raw::c_int,
+        norm_weight: mlx_array,
+        norm_eps: f32,
+        residual: mlx_array,
+        s: mlx_stream,
     ) -> ::std::os::raw::c_int;
 }
 unsafe extern "C" {

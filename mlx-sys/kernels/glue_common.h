@@ -111,22 +111,71 @@ inline bool qmm_native_ok(const mx::array& x, const mx::array& w, const mx::arra
   return scales.shape() == sb && biases.shape() == sb;
 }
 
-// Whether a GGUF block matrix (qmm_blocks.h) fits x: w uint8 [N, K / 256 * block bytes], x
-// float with K = x.shape(-1) a multiple of 256. Throws std::invalid_argument otherwise (a block
-// matrix has no other implementation to fall back on).
-inline void check_block_weights(const mx::array& x, const mx::array& w, int format) {
-  const int bb = mlxrs_qmm::block_bytes(format);
-  if (bb == 0) throw std::invalid_argument("block_matmul: unknown block format " + std::to_string(format));
-  if (w.dtype() != mx::uint8 || w.ndim() != 2)
-    throw std::invalid_argument("block_matmul: the weight must be a 2-D uint8 array of blocks");
-  if (x.ndim() < 1 || !float_dtype(x.dtype()))
-    throw std::invalid_argument("block_matmul: x must be a float array");
-  const int K = x.shape(-1);
-  if (K % mlxrs_qmm::kBlockValues != 0 || int64_t(w.shape(1)) != int64_t(K / 256) * bb)
-    throw std::invalid_argument("block_matmul: x has " + std::to_string(K) +
-                                " features but the weight rows hold " + std::to_string(w.shape(1)) +
-                                " bytes (" + std::to_string(bb) + " per 256 features)");
-}
+// The runs of a matrix of GGUF blocks as stored (qmm_driver.h's Call::parts): `parts` runs of
+// rows[i] rows in format[i]; parts == 0 for MLX's affine layout.
+struct BlockParts {
+  int parts = 0;
+  int format[mlxrs_qmm::kMaxParts] = {};
+  int rows[mlxrs_qmm::kMaxParts] = {};
+  bool operator==(const BlockParts&) const = default;
+
+  // Reads and checks a C description (formats and row counts of n runs).
+  static BlockParts from(const int* formats, const int* row_counts, int n) {
+    if (n < 1 || n > mlxrs_qmm::kMaxParts || !formats || !row_counts)
+      throw std::invalid_argument("block_matmul: 1 to " + std::to_string(mlxrs_qmm::kMaxParts) +
+                                  " runs of blocks, got " + std::to_string(n));
+    BlockParts b;
+    b.parts = n;
+    for (int i = 0; i < n; ++i) {
+      if (mlxrs_qmm::block_bytes(formats[i]) == 0)
+        throw std::invalid_argument("block_matmul: unknown block format " +
+                                    std::to_string(formats[i]));
+      if (row_counts[i] <= 0)
+        throw std::invalid_argument("block_matmul: a run of blocks needs rows, got " +
+                                    std::to_string(row_counts[i]));
+      b.format[i] = formats[i];
+      b.rows[i] = row_counts[i];
+    }
+    return b;
+  }
+  int64_t total_rows() const {
+    int64_t n = 0;
+    for (int i = 0; i < parts; ++i) n += rows[i];
+    return n;
+  }
+  // Bytes of the runs for rows of K values.
+  int64_t bytes(int K) const {
+    int64_t total = 0;
+    for (int i = 0; i < parts; ++i)
+      total += int64_t(rows[i]) * (K / mlxrs_qmm::kBlockValues) * mlxrs_qmm::block_bytes(format[i]);
+    return total;
+  }
+  // K for the weight's byte count (0 when it matches no multiple of 256).
+  int cols(const mx::array& w) const {
+    int64_t per_256 = 0;
+    for (int i = 0; i < parts; ++i) per_256 += int64_t(rows[i]) * mlxrs_qmm::block_bytes(format[i]);
+    if (per_256 <= 0 || int64_t(w.nbytes()) % per_256 != 0) return 0;
+    const int64_t k = int64_t(w.nbytes()) / per_256 * mlxrs_qmm::kBlockValues;
+    return k <= (int64_t(1) << 30) ? int(k) : 0;
+  }
+  void set(mlxrs_qmm::Call& c) const {
+    c.parts = parts;
+    for (int i = 0; i < parts; ++i) {
+      c.part_format[i] = format[i];
+      c.part_rows[i] = rows[i];
+    }
+  }
+  // Throws std::invalid_argument unless w (uint8, the runs' bytes for rows of K values) fits.
+  void check(const char* op, const mx::array& w, int K) const {
+    if (w.dtype() != mx::uint8 || w.ndim() < 1)
+      throw std::invalid_argument(std::string(op) + ": GGUF blocks must be a uint8 array");
+    if (K <= 0 || K % mlxrs_qmm::kBlockValues != 0 || int64_t(w.nbytes()) != bytes(K))
+      throw std::invalid_argument(std::string(op) + ": " + std::to_string(w.nbytes()) +
+                                  " bytes of blocks do not hold " +
+                                  std::to_string(total_rows()) + " rows of " +
+                                  std::to_string(K) + " values");
+  }
+};
 
 // The KV caches of a primitive that writes new positions in place (its outputs 1 and 2 alias
 // inputs 1 and 2). Set up in eval_cpu: a cache whose buffer is a plain row-major array is

@@ -35,7 +35,17 @@ namespace {
 
 struct ProjParams {
   int group, bits;
+  mlxrs_glue::BlockParts blocks;  // parts = 0: MLX's affine layout
   bool operator==(const ProjParams&) const = default;
+
+  static ProjParams from(const mlxrs_quantized_projection& p) {
+    if (p.block_parts == 0) return {p.group_size, p.bits, {}};
+    return {0, 0, mlxrs_glue::BlockParts::from(p.block_formats, p.block_rows, p.block_parts)};
+  }
+  // The values per row (K) of weight w.
+  int cols(const mx::array& w) const {
+    return blocks.parts ? blocks.cols(w) : w.shape(1) * 32 / bits;
+  }
 };
 
 struct LayerParams {
@@ -218,7 +228,7 @@ class NativeDecoderStack : public mx::Primitive {
     const auto& x = inputs[0];
     outputs[0].set_data(mx::allocator::malloc(outputs[0].nbytes()));
     const int B = x.shape(0), L = x.shape(1), M = B * L;
-    const int hidden = p_.embed ? inputs[1].shape(1) * 32 / p_.embed_q.bits : x.shape(2);
+    const int hidden = p_.embed ? p_.embed_q.cols(inputs[1]) : x.shape(2);
     std::vector<LayerTask> tasks;
     tasks.reserve(p_.layers.size());
     size_t base = p_.first_layer();
@@ -229,7 +239,7 @@ class NativeDecoderStack : public mx::Primitive {
       const auto& att = lp.att;
       const int n_qkv = (att.heads + 2 * att.kv_heads) * att.head_dim;
       const int attn_width = att.heads * att.head_dim;
-      const int inter = in(LayerParams::kDown).shape(1) * 32 / lp.down.bits;
+      const int inter = lp.down.cols(in(LayerParams::kDown));
       auto proj = [&](size_t at, ProjParams pp, int N, int K) {
         return projection_call(inputs, base + at, pp, M, N, K);
       };
@@ -358,8 +368,9 @@ class NativeDecoderStack : public mx::Primitive {
   static std::vector<mx::Shape> stack_shapes(const StackParams& p,
                                              const std::vector<mx::array>& inputs) {
     const auto& x = inputs[0];
-    const int width = p.head ? inputs[p.head_input() + 1].shape(0)
-                      : p.embed ? inputs[1].shape(1) * 32 / p.embed_q.bits
+    const int width = p.head ? (p.head_q.blocks.parts ? int(p.head_q.blocks.total_rows())
+                                                      : inputs[p.head_input() + 1].shape(0))
+                      : p.embed ? p.embed_q.cols(inputs[1])
                                 : x.shape(2);
     std::vector<mx::Shape> shapes{{x.shape(0), x.shape(1), width}};
     size_t base = p.first_layer();
@@ -377,19 +388,21 @@ class NativeDecoderStack : public mx::Primitive {
   // The kernel call for the projection whose weight, scales and biases are inputs[at ..].
   static mlxrs_qmm::Call projection_call(const std::vector<mx::array>& inputs, size_t at,
                                          ProjParams pp, int M, int N, int K) {
-    return mlxrs_qmm::Call{nullptr,
-                           mlxrs_qmm::F32,
-                           inputs[at].data<uint32_t>(),
-                           inputs[at + 1].data<void>(),
-                           inputs[at + 2].data<void>(),
-                           mlxrs_glue::dt_code(inputs[at + 1].dtype()),
-                           nullptr,
-                           mlxrs_qmm::F32,
-                           M,
-                           N,
-                           K,
-                           pp.bits,
-                           pp.group};
+    mlxrs_qmm::Call c{nullptr,
+                      mlxrs_qmm::F32,
+                      inputs[at].data<uint32_t>(),
+                      inputs[at + 1].data<void>(),
+                      inputs[at + 2].data<void>(),
+                      mlxrs_glue::dt_code(inputs[at + 1].dtype()),
+                      nullptr,
+                      mlxrs_qmm::F32,
+                      M,
+                      N,
+                      K,
+                      pp.bits,
+                      pp.group};
+    pp.blocks.set(c);
+    return c;
   }
 
   StackParams p_;
@@ -399,6 +412,15 @@ class NativeDecoderStack : public mx::Primitive {
 // support (bits, group size, dtypes); std::invalid_argument for shapes that do not fit.
 bool projection_ok(const char* what, const mlxrs_quantized_projection& p, int N, int K) {
   const auto& w = mlx_array_get_(p.weight);
+  if (p.block_parts != 0) {
+    const auto blocks = mlxrs_glue::BlockParts::from(p.block_formats, p.block_rows, p.block_parts);
+    if (blocks.total_rows() != N)
+      throw std::invalid_argument(std::string("decoder_layer: ") + what + " has " +
+                                  std::to_string(blocks.total_rows()) + " rows of blocks, needs " +
+                                  std::to_string(N));
+    blocks.check((std::string("decoder_layer: ") + what).c_str(), w, K);
+    return true;
+  }
   const auto& s = mlx_array_get_(p.scales);
   const auto& b = mlx_array_get_(p.biases);
   if (!mlxrs_glue::qmm_weights_supported(w, s, b, p.group_size, p.bits)) return false;
@@ -473,7 +495,10 @@ bool add_layer(std::vector<mx::array>& inputs, std::vector<LayerParams>& params,
     throw std::invalid_argument("decoder_layer: unknown activation " +
                                 std::to_string(int(w.activation)));
   const auto& gw = mlx_array_get_(w.gate_up.weight);
-  const int inter2 = gw.ndim() == 2 ? gw.shape(0) : 0;
+  const int inter2 =
+      w.gate_up.block_parts != 0
+          ? int(ProjParams::from(w.gate_up).blocks.total_rows())
+          : gw.ndim() == 2 ? gw.shape(0) : 0;
   if (inter2 % 2 != 0 || inter2 == 0)
     throw std::invalid_argument("decoder_layer: the gate/up projection must have an even, "
                                 "positive number of rows ([gate | up]), got " +
@@ -494,10 +519,10 @@ bool add_layer(std::vector<mx::array>& inputs, std::vector<LayerParams>& params,
                   w.attention_out_norm_eps,
                   w.pre_mlp_norm_eps,
                   w.mlp_out_norm_eps,
-                  {w.qkv.group_size, w.qkv.bits},
-                  {w.o.group_size, w.o.bits},
-                  {w.gate_up.group_size, w.gate_up.bits},
-                  {w.down.group_size, w.down.bits},
+                  ProjParams::from(w.qkv),
+                  ProjParams::from(w.o),
+                  ProjParams::from(w.gate_up),
+                  ProjParams::from(w.down),
                   has(w.qkv_bias),
                   has(w.attention_out_norm),
                   has(w.mlp_out_norm),
@@ -511,12 +536,15 @@ bool add_layer(std::vector<mx::array>& inputs, std::vector<LayerParams>& params,
 bool add_projection(std::vector<mx::array>& inputs, const char* what,
                     const mlxrs_quantized_projection& p, int K, ProjParams& out) {
   const auto& w = mlx_array_get_(p.weight);
-  const int rows = w.ndim() == 2 ? w.shape(0) : 0;
-  if (rows <= 0) throw std::invalid_argument(std::string("decoder_stack: the ") + what +
-                                             " has no rows: " + shape_str(w.shape()));
-  if (!projection_ok(what, p, rows, K)) return false;
+  const ProjParams pp = ProjParams::from(p);
+  const int64_t rows =
+      pp.blocks.parts ? pp.blocks.total_rows() : w.ndim() == 2 ? w.shape(0) : 0;
+  if (rows <= 0 || rows > INT32_MAX)
+    throw std::invalid_argument(std::string("decoder_stack: the ") + what +
+                                " has no rows: " + shape_str(w.shape()));
+  if (!projection_ok(what, p, int(rows), K)) return false;
   for (const auto& a : {p.weight, p.scales, p.biases}) inputs.push_back(mlx_array_get_(a));
-  out = {p.group_size, p.bits};
+  out = pp;
   return true;
 }
 
@@ -559,6 +587,7 @@ int decoder_stack(mlx_vector_array* res, const mlx_array x,
       B = xa.shape(0);
       L = xa.shape(1);
       const auto& tw = mlx_array_get_(embedding->weight);
+      if (embedding->block_parts != 0 || embedding->bits <= 0) return;  // affine tables only
       hidden = tw.ndim() == 2 ? tw.shape(1) * 32 / embedding->bits : 0;
       if (!add_projection(inputs, "embedding table", *embedding, hidden, p.embed_q)) return;
       inputs[0] = mlxrs_glue::ensure_contiguous(inputs[0], stream);

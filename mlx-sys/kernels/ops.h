@@ -91,14 +91,21 @@ int mlxrs_cached_attention(mlx_vector_array* res, const mlx_array qkv, const mlx
                            mlxrs_attention_params params, const mlx_stream s,
                            bool* used_native);
 
-/* A quantized projection (MLX affine format, transposed as in a linear layer): `weight`
- * uint32 [N, K * bits / 32], `scales` and `biases` [N, K / group_size] of one float dtype. */
+/* A quantized projection, transposed as in a linear layer. MLX's affine format (block_parts =
+ * 0): `weight` uint32 [N, K * bits / 32], `scales` and `biases` [N, K / group_size] of one
+ * float dtype. GGUF blocks as stored (block_parts = 1 to 4, see mlxrs_block_matmul in qmm.h):
+ * `weight` uint8 holding block_parts runs of block_rows[i] rows in format block_formats[i]
+ * (MLXRS_QMM_FORMAT_*); scales, biases, group_size and bits are not read (pass the weight and
+ * zeros). An embedding table must be affine. */
 typedef struct mlxrs_quantized_projection {
   mlx_array weight;
   mlx_array scales;
   mlx_array biases;
   int group_size;
   int bits;
+  int block_parts;
+  int block_formats[4];
+  int block_rows[4];
 } mlxrs_quantized_projection;
 
 /* The activation of a decoder layer's gated MLP, applied to the gate half of gate_up. */

@@ -60,16 +60,20 @@ int mlxrs_quantized_matmul_fused(
     bool* used_native);
 
 /* y = [rms_norm(x, norm_weight, norm_eps)] @ w^T [+ residual] with w a matrix of GGUF blocks as
- * stored (format MLXRS_QMM_FORMAT_Q4_K or _Q6_K, raw.h): uint8 [N, K / 256 * block bytes].
- * `norm_weight` ([K] float32) and `residual` may be null handles. The output has x's dtype.
- * CPU streams on x86-64 only (there is no other implementation): elsewhere, and for weights
- * that do not fit x, it reports an error. Returns 0, or 1 after reporting through the error
- * handler. */
+ * stored: `parts` (1 to 4) consecutive runs of rows[i] rows in format formats[i]
+ * (MLXRS_QMM_FORMAT_Q4_K or _Q6_K, raw.h), each row K / 256 blocks, all in one uint8 array
+ * (any shape; [N, K / 256 * block bytes] for one run). Several runs are a fused projection
+ * whose parts were stored in different formats. `norm_weight` ([K] float32) and `residual` may
+ * be null handles. The output [..., N] has x's dtype. CPU streams on x86-64 only (there is no
+ * other implementation): elsewhere, and for weights that do not fit x, it reports an error.
+ * Returns 0, or 1 after reporting through the error handler. */
 int mlxrs_block_matmul(
     mlx_array* res,
     const mlx_array x,
     const mlx_array w,
-    int format,
+    const int* formats,
+    const int* rows,
+    int parts,
     const mlx_array norm_weight,
     float norm_eps,
     const mlx_array residual,

@@ -100,8 +100,9 @@ struct BlockProblem {
   const void* xp;    // x prepared by the kernel set (prepare), or null
   const uint8_t* w;  // [N, K / 256 * block_bytes(format)]
   int format;
-  float* y;  // [M, N] f32
+  float* y;  // y[m, n] at y[m * ldy + n], f32
   int M, N, K;
+  size_t ldy;
 };
 
 // A kernel set for the block formats.

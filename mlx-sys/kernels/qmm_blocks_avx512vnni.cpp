@@ -65,22 +65,45 @@ void prepare(const float* x, void* xp, int M, int K) {
 
 constexpr size_t kPrefetchAhead = 4096;
 
-// Adds to tot the products of 64 codes v (values 64c .. 64c + 64 of a block) with x's digits,
-// each lane scaled by s (the row's sub-block scale of the lane) times the lane's power of two.
+// The integer dot products of 64 codes v (values 64c .. 64c + 64 of a block) with x's digits
+// dx, recombined and converted to f32 (exact up to the conversion).
 template <int D>
-inline __m512 dot64(__m512i v, const XBlock& x, int c, __m512 s, __m512 tot) {
+inline __m512 dot64(__m512i v, const __m512i (&dx)[3]) {
   __m512i d[3];
-  for (int k = 0; k < D; ++k)
-    d[k] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v,
-                               _mm512_load_si512(x.digit[k] + 64 * c));
-  return _mm512_fmadd_ps(_mm512_cvtepi32_ps(recombine<D>(d)),
-                         _mm512_mul_ps(s, _mm512_load_ps(x.lane_scale + 16 * c)), tot);
+  for (int k = 0; k < D; ++k) d[k] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v, dx[k]);
+  return _mm512_cvtepi32_ps(recombine<D>(d));
+}
+
+// x's digits of chunk c, and its lanes' powers of two.
+template <int D>
+inline void load_x(const XBlock& x, int c, __m512i (&dx)[3], __m512& xe) {
+  for (int k = 0; k < D; ++k) dx[k] = _mm512_load_si512(x.digit[k] + 64 * c);
+  xe = _mm512_load_ps(x.lane_scale + 16 * c);
 }
 
 inline float f16_scalar(const uint8_t* p) {
   uint16_t h;
   __builtin_memcpy(&h, p, 2);
   return _cvtsh_ss(h);
+}
+
+// A Q4_K block's factors: lanes 0..7 d * sc[j], lanes 8..15 dmin * m[j]. The 12 scale bytes
+// b[0..12) hold, per 32-bit word w0, w1, w2: sc[0..4) = w0 & 63 (bytewise), m[0..4) = w1 & 63,
+// sc[4..8) = (w2 & 15) | (w0 >> 6) << 4, m[4..8) = (w2 >> 4 & 15) | (w1 >> 6) << 4.
+inline __m512 q4k_factors(const uint8_t* blk) {
+  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk));  // d, dmin, b[0..12)
+  const __m128i v = _mm_srli_si128(raw, 4);                                     // w0, w1, w2, 0
+  const __m128i low6 = _mm_and_si128(v, _mm_set1_epi8(63));
+  const __m128i top2 = _mm_slli_epi32(_mm_and_si128(_mm_srli_epi32(v, 6), _mm_set1_epi8(3)), 4);
+  const __m128i w2 = _mm_shuffle_epi32(v, 0xAA);
+  const __m128i nib = _mm_unpacklo_epi32(_mm_and_si128(w2, _mm_set1_epi8(15)),
+                                         _mm_and_si128(_mm_srli_epi32(w2, 4), _mm_set1_epi8(15)));
+  // [sc 0..4, sc 4..8, m 0..4, m 4..8]
+  const __m128i sm = _mm_unpacklo_epi32(low6, _mm_or_si128(nib, top2));
+  const __m512 dm = _mm512_permutexvar_ps(
+      _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
+      _mm512_castps128_ps512(_mm_cvtph_ps(raw)));
+  return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(sm)), dm);
 }
 
 // y[m0 .. m0 + MB, n0 .. n0 + R] for Q4_K rows.
@@ -93,38 +116,45 @@ inline void block_q4k(const BlockProblem& p, int n0, int m0) {
   for (int m = 0; m < MB; ++m) xs[m] = xblocks(p.xp) + size_t(m0 + m) * nb;
   const __m256i low4 = _mm256_set1_epi8(0x0F);
   // Lanes 0..7 of chunk c are in sub-block 2c, lanes 8..15 in 2c + 1.
-  const __m512i sub0 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+  __m512i sub[4];
+  for (int c = 0; c < 4; ++c)
+    sub[c] = _mm512_add_epi32(_mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
+                              _mm512_set1_epi32(2 * c));
   __m512 tot[R][MB];
   for (int r = 0; r < R; ++r)
     for (int m = 0; m < MB; ++m) tot[r][m] = _mm512_setzero_ps();
   for (int b = 0; b < nb; ++b) {
+    __m512 scm[R];
     for (int r = 0; r < R; ++r) {
       const uint8_t* blk = wb + r * row_bytes + size_t(b) * 144;
       __builtin_prefetch(blk + kPrefetchAhead);
       __builtin_prefetch(blk + kPrefetchAhead + 64);
       __builtin_prefetch(blk + kPrefetchAhead + 128);
-      alignas(16) uint8_t sm[16];
-      q4k_scales_mins(blk + 4, sm);
-      const __m512 dd = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(f16_scalar(blk)),
-                                             _mm512_set1_ps(f16_scalar(blk + 2)));
-      // Lanes 0..7: d * sc[j]; lanes 8..15: dmin * m[j].
-      const __m512 scm = _mm512_mul_ps(
-          _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(sm)))), dd);
+      scm[r] = q4k_factors(blk);
       for (int m = 0; m < MB; ++m)
-        tot[r][m] = _mm512_fnmadd_ps(scm, _mm512_load_ps(xs[m][b].sum32), tot[r][m]);
-      for (int c = 0; c < 4; ++c) {
-        const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 16 + 32 * c));
-        const __m256i lo = _mm256_and_si256(q, low4);
-        const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
-        const __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-        const __m512 s =
-            _mm512_permutexvar_ps(_mm512_add_epi32(sub0, _mm512_set1_epi32(2 * c)), scm);
-        for (int m = 0; m < MB; ++m) tot[r][m] = dot64<D>(v, xs[m][b], c, s, tot[r][m]);
+        tot[r][m] = _mm512_fnmadd_ps(scm[r], _mm512_load_ps(xs[m][b].sum32), tot[r][m]);
+    }
+    for (int c = 0; c < 4; ++c) {
+      __m512i v[R];
+      __m512 s[R];
+      for (int r = 0; r < R; ++r) {
+        const uint8_t* q = wb + r * row_bytes + size_t(b) * 144 + 16 + 32 * c;
+        const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q));
+        v[r] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(qv, low4)),
+                                  _mm256_and_si256(_mm256_srli_epi16(qv, 4), low4), 1);
+        s[r] = _mm512_permutexvar_ps(sub[c], scm[r]);
+      }
+      for (int m = 0; m < MB; ++m) {
+        __m512i dx[3];
+        __m512 xe;
+        load_x<D>(xs[m][b], c, dx, xe);
+        for (int r = 0; r < R; ++r)
+          tot[r][m] = _mm512_fmadd_ps(dot64<D>(v[r], dx), _mm512_mul_ps(s[r], xe), tot[r][m]);
       }
     }
   }
   for (int r = 0; r < R; ++r)
-    for (int m = 0; m < MB; ++m) p.y[size_t(m0 + m) * p.N + n0 + r] = _mm512_reduce_add_ps(tot[r][m]);
+    for (int m = 0; m < MB; ++m) p.y[size_t(m0 + m) * p.ldy + n0 + r] = _mm512_reduce_add_ps(tot[r][m]);
 }
 
 // y[m0 .. m0 + MB, n0 .. n0 + R] for Q6_K rows.
@@ -138,21 +168,29 @@ inline void block_q6k(const BlockProblem& p, int n0, int m0) {
   const __m512i low4 = _mm512_set1_epi8(0x0F);
   const __m256i two = _mm256_set1_epi8(3);
   // Lane l of chunk c is in sub-block 4c + l / 4.
-  const __m512i sub0 = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+  __m512i sub[4];
+  for (int c = 0; c < 4; ++c)
+    sub[c] = _mm512_add_epi32(_mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
+                              _mm512_set1_epi32(4 * c));
   __m512 tot[R][MB];
   for (int r = 0; r < R; ++r)
     for (int m = 0; m < MB; ++m) tot[r][m] = _mm512_setzero_ps();
   for (int b = 0; b < nb; ++b) {
+    __m512 dsc[R];
     for (int r = 0; r < R; ++r) {
       const uint8_t* blk = wb + r * row_bytes + size_t(b) * 210;
       for (int a = 0; a < 256; a += 64) __builtin_prefetch(blk + kPrefetchAhead + a);
-      const __m512 dsc = _mm512_mul_ps(
+      dsc[r] = _mm512_mul_ps(
           _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 192)))),
           _mm512_set1_ps(f16_scalar(blk + 208)));
-      const __m512 off = _mm512_mul_ps(dsc, _mm512_set1_ps(32.f));
+      const __m512 off = _mm512_mul_ps(dsc[r], _mm512_set1_ps(32.f));
       for (int m = 0; m < MB; ++m)
         tot[r][m] = _mm512_fnmadd_ps(off, _mm512_load_ps(xs[m][b].sum16), tot[r][m]);
-      for (int h = 0; h < 2; ++h) {
+    }
+    for (int h = 0; h < 2; ++h) {
+      __m512i v[2][R];
+      for (int r = 0; r < R; ++r) {
+        const uint8_t* blk = wb + r * row_bytes + size_t(b) * 210;
         const __m512i ql = _mm512_loadu_si512(blk + 64 * h);
         const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 128 + 32 * h));
         const __m256i h0 = _mm256_and_si256(qh, two);
@@ -161,21 +199,25 @@ inline void block_q6k(const BlockProblem& p, int n0, int m0) {
         const __m256i h3 = _mm256_and_si256(_mm256_srli_epi16(qh, 6), two);
         const __m512i hi01 = _mm512_slli_epi16(_mm512_inserti64x4(_mm512_castsi256_si512(h0), h1, 1), 4);
         const __m512i hi23 = _mm512_slli_epi16(_mm512_inserti64x4(_mm512_castsi256_si512(h2), h3, 1), 4);
-        const __m512i v0 = _mm512_or_si512(_mm512_and_si512(ql, low4), hi01);
-        const __m512i v1 =
-            _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), low4), hi23);
-        const int c0 = 2 * h, c1 = 2 * h + 1;
-        const __m512 s0 = _mm512_permutexvar_ps(_mm512_add_epi32(sub0, _mm512_set1_epi32(4 * c0)), dsc);
-        const __m512 s1 = _mm512_permutexvar_ps(_mm512_add_epi32(sub0, _mm512_set1_epi32(4 * c1)), dsc);
+        v[0][r] = _mm512_or_si512(_mm512_and_si512(ql, low4), hi01);
+        v[1][r] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), low4), hi23);
+      }
+      for (int e = 0; e < 2; ++e) {
+        const int c = 2 * h + e;
+        __m512 s[R];
+        for (int r = 0; r < R; ++r) s[r] = _mm512_permutexvar_ps(sub[c], dsc[r]);
         for (int m = 0; m < MB; ++m) {
-          tot[r][m] = dot64<D>(v0, xs[m][b], c0, s0, tot[r][m]);
-          tot[r][m] = dot64<D>(v1, xs[m][b], c1, s1, tot[r][m]);
+          __m512i dx[3];
+          __m512 xe;
+          load_x<D>(xs[m][b], c, dx, xe);
+          for (int r = 0; r < R; ++r)
+            tot[r][m] = _mm512_fmadd_ps(dot64<D>(v[e][r], dx), _mm512_mul_ps(s[r], xe), tot[r][m]);
         }
       }
     }
   }
   for (int r = 0; r < R; ++r)
-    for (int m = 0; m < MB; ++m) p.y[size_t(m0 + m) * p.N + n0 + r] = _mm512_reduce_add_ps(tot[r][m]);
+    for (int m = 0; m < MB; ++m) p.y[size_t(m0 + m) * p.ldy + n0 + r] = _mm512_reduce_add_ps(tot[r][m]);
 }
 
 template <int F, int R, int MB, int D>

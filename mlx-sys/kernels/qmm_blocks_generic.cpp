@@ -24,7 +24,7 @@ void rows(const BlockProblem& p, int n0, int n1) {
       float part[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
       for (int k = 0; k < K; k += 8)
         for (int j = 0; j < 8; ++j) part[j] += w[size_t(k + j)] * xr[k + j];
-      p.y[size_t(m) * p.N + n] =
+      p.y[size_t(m) * p.ldy + n] =
           ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
     }
   }

@@ -383,39 +383,77 @@ void solve_affine(const Call& c, const float* xf, float* yf) {
   }
 }
 
-// Block rows [n0, n1) of a prefill tile, dequantized by the format's definition.
+// The runs of a block-format Call, with their first byte and their rows [n0, n1) of y.
+struct BlockRun {
+  const uint8_t* w;
+  int format, n0, n1;
+  size_t row_bytes;
+};
+
+std::vector<BlockRun> block_runs(const Call& c) {
+  std::vector<BlockRun> runs;
+  const auto* w = reinterpret_cast<const uint8_t*>(c.w);
+  int n = 0;
+  for (int i = 0; i < c.parts; ++i) {
+    const size_t rb = size_t(c.K / kBlockValues) * block_bytes(c.part_format[i]);
+    runs.push_back({w, c.part_format[i], n, n + c.part_rows[i], rb});
+    w += rb * size_t(c.part_rows[i]);
+    n += c.part_rows[i];
+  }
+  return runs;
+}
+
+// Rows [a, b) of y, over whichever runs they cross.
+template <typename F>
+inline void for_runs(const std::vector<BlockRun>& runs, int a, int b, F f) {
+  for (const auto& r : runs) {
+    const int lo = a > r.n0 ? a : r.n0, hi = b < r.n1 ? b : r.n1;
+    if (lo < hi) f(r, lo, hi);
+  }
+}
+
+// Rows [n0, n1) of a prefill tile, dequantized by the formats' definition.
 struct BlockDequantJob {
-  const Call* c;
-  int n0, n1, chunk;
+  const std::vector<BlockRun>* runs;
+  int K, n0, n1, chunk;
   float* out;
   static void run(void* ctx, int i) {
     auto* j = static_cast<BlockDequantJob*>(ctx);
-    const int K = j->c->K, nb = K / kBlockValues, bb = block_bytes(j->c->format);
-    const auto* w = reinterpret_cast<const uint8_t*>(j->c->w);
-    int a = j->n0 + i * j->chunk, b = a + j->chunk;
-    if (b > j->n1) b = j->n1;
-    for (int n = a; n < b; ++n)
-      for (int k = 0; k < nb; ++k)
-        dequantize_block(j->c->format, w + (size_t(n) * nb + k) * bb,
-                         j->out + size_t(n - j->n0) * K + size_t(k) * kBlockValues);
+    const int a = j->n0 + i * j->chunk, b = a + j->chunk < j->n1 ? a + j->chunk : j->n1;
+    const int nb = j->K / kBlockValues;
+    for_runs(*j->runs, a, b, [&](const BlockRun& r, int lo, int hi) {
+      const size_t bb = size_t(block_bytes(r.format));
+      for (int n = lo; n < hi; ++n)
+        for (int k = 0; k < nb; ++k)
+          dequantize_block(r.format, r.w + size_t(n - r.n0) * r.row_bytes + size_t(k) * bb,
+                           j->out + size_t(n - j->n0) * j->K + size_t(k) * kBlockValues);
+    });
   }
 };
 
 struct BlockRowsJob {
   const BlockKernels* k;
-  const BlockProblem* p;
+  const std::vector<BlockRun>* runs;
+  BlockProblem p;  // x, xp, y, M, K, ldy (the run's w, format, N and y offset set per run)
   int chunk;
   static void run(void* c, int i) {
     auto* j = static_cast<BlockRowsJob*>(c);
-    int n0 = i * j->chunk, n1 = n0 + j->chunk;
-    if (n1 > j->p->N) n1 = j->p->N;
-    j->k->rows(*j->p, n0, n1);
+    const int a = i * j->chunk, b = a + j->chunk < int(j->p.ldy) ? a + j->chunk : int(j->p.ldy);
+    for_runs(*j->runs, a, b, [&](const BlockRun& r, int lo, int hi) {
+      BlockProblem p = j->p;
+      p.w = r.w;
+      p.format = r.format;
+      p.N = r.n1 - r.n0;
+      p.y = j->p.y + r.n0;
+      j->k->rows(p, lo - r.n0, hi - r.n0);
+    });
   }
 };
 
 // y = x @ w^T for GGUF blocks as stored (qmm_blocks.h), x already f32 (and normalised).
 void solve_blocks(const Call& c, const float* xf, float* yf) {
   const int M = c.M, N = c.N, K = c.K;
+  const std::vector<BlockRun> runs = block_runs(c);
   const SgemmFn sgemm = blas_sgemm();
   const bool gemm = sgemm && M > g_gemm_threshold.load(std::memory_order_relaxed);
   std::unique_lock<std::mutex> lk(g_pool_mu, std::try_to_lock);
@@ -429,7 +467,7 @@ void solve_blocks(const Call& c, const float* xf, float* yf) {
     std::vector<float> tile(size_t(nb) * K);
     for (int n0 = 0; n0 < N; n0 += nb) {
       int n1 = n0 + nb < N ? n0 + nb : N;
-      BlockDequantJob j{&c, n0, n1, 16, tile.data()};
+      BlockDequantJob j{&runs, K, n0, n1, 16, tile.data()};
       int ntasks = (n1 - n0 + 15) / 16;
       if (pool)
         pool->run(BlockDequantJob::run, &j, ntasks, false);
@@ -452,11 +490,11 @@ void solve_blocks(const Call& c, const float* xf, float* yf) {
 #endif
   std::vector<uint8_t> xpbuf(k.xp_bytes(M, K));
   k.prepare(xf, xpbuf.data(), M, K);
-  BlockProblem p{xf, xpbuf.data(), reinterpret_cast<const uint8_t*>(c.w), c.format, yf, M, N, K};
   int chunk = (N + threads * 4 - 1) / (threads * 4);
   chunk = (chunk + 3) / 4 * 4;
   if (chunk < 16) chunk = 16;
-  BlockRowsJob j{&k, &p, chunk};
+  BlockRowsJob j{&k, &runs, BlockProblem{xf, xpbuf.data(), nullptr, 0, yf, M, 0, K, size_t(N)},
+                 chunk};
   int ntasks = (N + chunk - 1) / chunk;
   if (pool)
     pool->run(BlockRowsJob::run, &j, ntasks, true);
@@ -487,7 +525,7 @@ void compute(const Call& c) noexcept {
     ybuf.resize(size_t(M) * N);
     yf = ybuf.data();
   }
-  if (c.format == kAffine)
+  if (c.parts == 0)
     solve_affine(c, xf, yf);
   else
     solve_blocks(c, xf, yf);
@@ -534,7 +572,9 @@ MLXRS_EXPORT int mlxrs_qmm_blocks_raw(const void* x, int x_dt, const uint8_t* w,
     return 1;
   Call c{x, x_dt, reinterpret_cast<const uint32_t*>(w), nullptr, nullptr, F32, y, y_dt, M, N, K,
          0, 0};
-  c.format = format;
+  c.parts = 1;
+  c.part_format[0] = format;
+  c.part_rows[0] = N;
   compute(c);
   return 0;
 }

@@ -4,6 +4,9 @@
 
 namespace mlxrs_qmm {
 
+// Most runs of block formats in one Call.
+constexpr int kMaxParts = 4;
+
 struct Call {
   const void* x;
   int x_dt;
@@ -21,10 +24,14 @@ struct Call {
   // Optional epilogue: y += residual ([M, N], dtype residual_dt).
   const void* residual = nullptr;
   int residual_dt = 0;
-  // The weights' layout: kAffine (w, scales, biases, bits, group as above), or a GGUF block
-  // format (qmm_blocks.h: w is the rows' blocks as stored; scales, biases, bits and group are
-  // not read).
-  int format = 0;
+  // The weights' layout: MLX's affine one (parts = 0: w, scales, biases, bits, group as
+  // above), or GGUF blocks as stored (qmm_blocks.h): the N rows are `parts` consecutive runs,
+  // run i being part_rows[i] rows in format part_format[i], their bytes one after the other
+  // from w; scales, biases, bits and group are not read. Several runs are a fused projection
+  // whose parts were stored in different formats (q and k in Q4_K, v in Q6_K).
+  int parts = 0;
+  int part_format[kMaxParts] = {};
+  int part_rows[kMaxParts] = {};
 };
 
 // bits 4 or 8 and group 32, 64 or 128.

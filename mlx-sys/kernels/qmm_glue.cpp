@@ -34,14 +34,15 @@ using mlxrs_glue::float_dtype;
 class NativeQuantizedMatmul : public mx::UnaryPrimitive {
  public:
   NativeQuantizedMatmul(mx::Stream stream, int group_size, int bits, bool norm = false,
-                        float norm_eps = 0.f, bool residual = false, int format = 0)
+                        float norm_eps = 0.f, bool residual = false,
+                        mlxrs_glue::BlockParts blocks = {})
       : mx::UnaryPrimitive(stream),
         group_size_(group_size),
         bits_(bits),
         norm_(norm),
         norm_eps_(norm_eps),
         residual_(residual),
-        format_(format) {}
+        blocks_(blocks) {}
 
   void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
     const auto& x = inputs[0];
@@ -67,11 +68,11 @@ class NativeQuantizedMatmul : public mx::UnaryPrimitive {
                          out.data<void>(),
                          dt_code(out.dtype()),
                          int(x.size() / size_t(K)),
-                         w.shape(0),
+                         blocks_.parts ? int(blocks_.total_rows()) : w.shape(0),
                          K,
                          bits_,
                          group_size_};
-    call.format = format_;
+    blocks_.set(call);
     size_t next = 4;
     if (norm_) {
       if (!inputs[next].flags().row_contiguous)
@@ -102,12 +103,12 @@ class NativeQuantizedMatmul : public mx::UnaryPrimitive {
   bool is_equivalent(const mx::Primitive& other) const override {
     auto* o = dynamic_cast<const NativeQuantizedMatmul*>(&other);
     return o && o->group_size_ == group_size_ && o->bits_ == bits_ && o->norm_ == norm_ &&
-           o->norm_eps_ == norm_eps_ && o->residual_ == residual_ && o->format_ == format_;
+           o->norm_eps_ == norm_eps_ && o->residual_ == residual_ && o->blocks_ == blocks_;
   }
 
   std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override {
     auto shape = inputs[0].shape();
-    shape.back() = inputs[1].shape(0);
+    shape.back() = blocks_.parts ? int(blocks_.total_rows()) : inputs[1].shape(0);
     return {shape};
   }
 
@@ -117,7 +118,7 @@ class NativeQuantizedMatmul : public mx::UnaryPrimitive {
   bool norm_;
   float norm_eps_;
   bool residual_;
-  int format_;
+  mlxrs_glue::BlockParts blocks_;
 };
 
 // The native primitive for y = [rms_norm(x, norm_w, eps)] @ dequantize(w)^T [+ residual], or
@@ -160,15 +161,19 @@ std::optional<mx::array> build_native(const mx::array& x, const mx::array& w,
 
 // The native primitive for y = [rms_norm(x, norm_w, eps)] @ w^T [+ residual] with w in a GGUF
 // block format. There is no other implementation: a call the kernel cannot take throws.
-mx::array build_blocks(const mx::array& x, const mx::array& w, int format,
-                       const mx::Stream& stream, const mx::array* norm_w, float norm_eps,
-                       const mx::array* residual) {
+mx::array build_blocks(const mx::array& x, const mx::array& w,
+                       const mlxrs_glue::BlockParts& blocks, const mx::Stream& stream,
+                       const mx::array* norm_w, float norm_eps, const mx::array* residual) {
   if (!mlxrs_qmm::native_isa_available() || stream.device != mx::Device::cpu)
     throw std::invalid_argument(
         "block_matmul: GGUF blocks as stored run only on the CPU of an x86-64 machine");
-  mlxrs_glue::check_block_weights(x, w, format);
+  if (x.ndim() < 1 || !float_dtype(x.dtype()))
+    throw std::invalid_argument("block_matmul: x must be a float array");
+  blocks.check("block_matmul", w, x.shape(-1));
+  if (blocks.total_rows() > (int64_t(1) << 31) - 1)
+    throw std::invalid_argument("block_matmul: too many rows");
   auto shape = x.shape();
-  shape.back() = w.shape(0);
+  shape.back() = int(blocks.total_rows());
   const mx::array wc = mlxrs_glue::ensure_contiguous(w, stream);
   std::vector<mx::array> inputs{x, wc, wc, wc};
   if (norm_w) {
@@ -187,19 +192,21 @@ mx::array build_blocks(const mx::array& x, const mx::array& w, int format,
   const mx::Dtype out_dtype = x.dtype();
   return mx::array(std::move(shape), out_dtype,
                    std::make_shared<NativeQuantizedMatmul>(stream, 0, 0, norm_w != nullptr,
-                                                           norm_eps, residual != nullptr, format),
+                                                           norm_eps, residual != nullptr, blocks),
                    std::move(inputs));
 }
 
 }  // namespace
 
 extern "C" __attribute__((visibility("default"))) int mlxrs_block_matmul(
-    mlx_array* res, const mlx_array x, const mlx_array w, int format, const mlx_array norm_weight,
-    float norm_eps, const mlx_array residual, const mlx_stream s) {
+    mlx_array* res, const mlx_array x, const mlx_array w, const int* formats, const int* rows,
+    int parts, const mlx_array norm_weight, float norm_eps, const mlx_array residual,
+    const mlx_stream s) {
   return mlxrs_glue::guarded([&] {
+    const auto blocks = mlxrs_glue::BlockParts::from(formats, rows, parts);
     const mx::array* nw = mlxrs_glue::has(norm_weight) ? &mlx_array_get_(norm_weight) : nullptr;
     const mx::array* r = mlxrs_glue::has(residual) ? &mlx_array_get_(residual) : nullptr;
-    mlx_array_set_(*res, build_blocks(mlx_array_get_(x), mlx_array_get_(w), format,
+    mlx_array_set_(*res, build_blocks(mlx_array_get_(x), mlx_array_get_(w), blocks,
                                       mlx_stream_get_(s), nw, norm_eps, r));
   });
 }

@@ -8,7 +8,7 @@
 
 use mlx_models::load::ggml_quants::dequantize;
 use mlx_models::load::gguf_file::GgmlType;
-use mlx_rs::quant::{self, BlockFormat};
+use mlx_rs::quant::{self, BlockFormat, BlockRun};
 use mlx_rs::{Array, Dtype, Error};
 use std::sync::Mutex;
 
@@ -63,7 +63,14 @@ fn ggml_type(format: BlockFormat) -> GgmlType {
 }
 
 /// y = x · Wᵀ in f64 from the decoder's weights, and Σ |x||w| per output (the error scale).
-fn reference(format: BlockFormat, blocks: &[u8], x: &[f32], m: usize, n: usize, k: usize) -> (Vec<f64>, Vec<f64>) {
+fn reference(
+    format: BlockFormat,
+    blocks: &[u8],
+    x: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+) -> (Vec<f64>, Vec<f64>) {
     let mut w = vec![0f32; n * k];
     dequantize(ggml_type(format), blocks, &mut w).unwrap();
     let mut y = vec![0f64; m * n];
@@ -86,9 +93,17 @@ fn check(format: BlockFormat, m: usize, n: usize, k: usize, seed: u64, rel: f64)
     let blocks = random_blocks(format, n, k, &mut rng);
     let x: Vec<f32> = (0..m * k).map(|_| rng.unit()).collect();
     let (want, scale) = reference(format, &blocks, &x, m, n, k);
-    let w = Array::from_bytes(&blocks, &[n as i32, format.row_bytes(k).unwrap() as i32], Dtype::Uint8).unwrap();
+    let w = Array::from_bytes(
+        &blocks,
+        &[n as i32, format.row_bytes(k).unwrap() as i32],
+        Dtype::Uint8,
+    )
+    .unwrap();
     let xa = Array::from_slice(&x, &[m as i32, k as i32]).unwrap();
-    let got = quant::block_matmul(&xa, &w, format).unwrap().to_vec::<f32>().unwrap();
+    let got = quant::block_matmul(&xa, &w, format)
+        .unwrap()
+        .to_vec::<f32>()
+        .unwrap();
     assert_eq!(got.len(), m * n);
     for i in 0..m * n {
         let err = (got[i] as f64 - want[i]).abs();
@@ -109,6 +124,8 @@ const SHAPES: &[(usize, usize, usize)] = &[
     (1, 37, 1280),
     (2, 5, 768),
     (3, 9, 256),
+    (3, 6, 512),
+    (3, 6, 768),
     (5, 18, 512),
     (8, 33, 1024),
     (16, 20, 256),
@@ -167,6 +184,7 @@ fn exact_kernels_and_integer_activations_match_the_decoder() {
 
 #[test]
 fn prologue_and_epilogue_are_applied() {
+    let _g = SWITCHES.lock().unwrap_or_else(|e| e.into_inner());
     if !quant::block_formats_available() {
         return;
     }
@@ -189,11 +207,19 @@ fn prologue_and_epilogue_are_applied() {
         }
     }
     let (want, scale) = reference(format, &blocks, &xn, m, n, k);
-    let w = Array::from_bytes(&blocks, &[n as i32, format.row_bytes(k).unwrap() as i32], Dtype::Uint8).unwrap();
+    let w = Array::from_bytes(
+        &blocks,
+        &[n as i32, format.row_bytes(k).unwrap() as i32],
+        Dtype::Uint8,
+    )
+    .unwrap();
     let got = quant::block_matmul_fused(
         &Array::from_slice(&x, &[m as i32, k as i32]).unwrap(),
         &w,
-        format,
+        &[BlockRun {
+            format,
+            rows: n as i32,
+        }],
         Some((&Array::from_slice(&norm_w, &[k as i32]).unwrap(), eps)),
         Some(&Array::from_slice(&residual, &[m as i32, n as i32]).unwrap()),
     )
@@ -202,19 +228,102 @@ fn prologue_and_epilogue_are_applied() {
     .unwrap();
     for i in 0..m * n {
         let err = (got[i] as f64 - want[i] - residual[i] as f64).abs();
-        assert!(err <= 1e-5 * scale[i] + 1e-5, "output {i}: {} vs {}", got[i], want[i] + residual[i] as f64);
+        assert!(
+            err <= 1e-5 * scale[i] + 1e-5,
+            "output {i}: {} vs {}",
+            got[i],
+            want[i] + residual[i] as f64
+        );
     }
+}
+
+/// A fused projection stored in two formats (q and k in `Q4_K`, v in `Q6_K`): the runs' bytes
+/// one after the other, each output row as its own format gives it, at decode and prefill.
+#[test]
+fn runs_of_two_formats_are_one_matrix() {
+    let _g = SWITCHES.lock().unwrap_or_else(|e| e.into_inner());
+    if !quant::block_formats_available() {
+        return;
+    }
+    let mut rng = Lcg(77);
+    let k = 512usize;
+    let (n4, n6) = (10usize, 6usize);
+    let b4 = random_blocks(BlockFormat::Q4K, n4, k, &mut rng);
+    let b6 = random_blocks(BlockFormat::Q6K, n6, k, &mut rng);
+    let joined: Vec<u8> = b4.iter().chain(b6.iter()).copied().collect();
+    let w = Array::from_bytes(&joined, &[joined.len() as i32], Dtype::Uint8).unwrap();
+    let runs = [
+        BlockRun {
+            format: BlockFormat::Q4K,
+            rows: n4 as i32,
+        },
+        BlockRun {
+            format: BlockFormat::Q6K,
+            rows: n6 as i32,
+        },
+    ];
+    for m in [1usize, 3, 20] {
+        let x: Vec<f32> = (0..m * k).map(|_| rng.unit()).collect();
+        let (w4, s4) = reference(BlockFormat::Q4K, &b4, &x, m, n4, k);
+        let (w6, s6) = reference(BlockFormat::Q6K, &b6, &x, m, n6, k);
+        let xa = Array::from_slice(&x, &[m as i32, k as i32]).unwrap();
+        let got = quant::block_matmul_fused(&xa, &w, &runs, None, None)
+            .unwrap()
+            .to_vec::<f32>()
+            .unwrap();
+        let n = n4 + n6;
+        assert_eq!(got.len(), m * n);
+        for i in 0..m {
+            for j in 0..n {
+                let (want, scale) = if j < n4 {
+                    (w4[i * n4 + j], s4[i * n4 + j])
+                } else {
+                    (w6[i * n6 + j - n4], s6[i * n6 + j - n4])
+                };
+                let err = (got[i * n + j] as f64 - want).abs();
+                assert!(
+                    err <= EXACT_REL * scale + 1e-6,
+                    "M={m} row {i} output {j}: {} vs {want}",
+                    got[i * n + j]
+                );
+            }
+        }
+    }
+    // Runs that do not add up to the bytes are a typed error.
+    let short = [runs[0]];
+    assert!(matches!(
+        quant::block_matmul_fused(
+            &Array::ones(&[1, k as i32], Dtype::Float32).unwrap(),
+            &w,
+            &short,
+            None,
+            None
+        ),
+        Err(Error::Shape(_))
+    ));
 }
 
 #[test]
 fn shapes_that_do_not_fit_are_typed_errors() {
     let w = Array::from_bytes(&[0u8; 288], &[2, 144], Dtype::Uint8).unwrap();
     let bad_k = Array::ones(&[1, 512], Dtype::Float32).unwrap();
-    assert!(matches!(quant::block_matmul(&bad_k, &w, BlockFormat::Q4K), Err(Error::Shape(_))));
+    assert!(matches!(
+        quant::block_matmul(&bad_k, &w, BlockFormat::Q4K),
+        Err(Error::Shape(_))
+    ));
     let x = Array::ones(&[1, 256], Dtype::Float32).unwrap();
-    assert!(matches!(quant::block_matmul(&x, &w, BlockFormat::Q6K), Err(Error::Shape(_))));
+    assert!(matches!(
+        quant::block_matmul(&x, &w, BlockFormat::Q6K),
+        Err(Error::Shape(_))
+    ));
     let not_bytes = Array::ones(&[2, 144], Dtype::Float32).unwrap();
-    assert!(matches!(quant::block_matmul(&x, &not_bytes, BlockFormat::Q4K), Err(Error::Shape(_))));
+    assert!(matches!(
+        quant::block_matmul(&x, &not_bytes, BlockFormat::Q4K),
+        Err(Error::Shape(_))
+    ));
     let odd = Array::ones(&[1, 100], Dtype::Float32).unwrap();
-    assert!(matches!(quant::block_matmul(&odd, &w, BlockFormat::Q4K), Err(Error::Shape(_))));
+    assert!(matches!(
+        quant::block_matmul(&odd, &w, BlockFormat::Q4K),
+        Err(Error::Shape(_))
+    ));
 }

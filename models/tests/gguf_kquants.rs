@@ -238,3 +238,120 @@ fn prepare_weights_uses_each_modules_bits() {
         "Q6_K dense != its triplet"
     );
 }
+
+/// Kept as stored (`GgufReadOptions::keep_blocks`): each K-quant projection becomes `P.blocks`,
+/// the file's bytes untouched, and multiplying one-hot rows through the native kernels gives
+/// back the `gguf` package's decoded weights (prefill path: dequantized tiles and sgemm, exact;
+/// decode path: the integer kernels, within their activation rounding).
+#[test]
+fn k_quants_kept_as_stored_multiply_to_the_reference() {
+    use mlx_models::load::gguf::{open_gguf, read_gguf_weights_with_options, GgufReadOptions};
+    use mlx_rs::quant::{self, BlockFormat};
+    use mlx_rs::Array;
+    if !quant::block_formats_available() {
+        return;
+    }
+    let (file, config) = open_gguf(&common::fixture("gguf_kquants.gguf")).unwrap();
+    let keep = GgufReadOptions { keep_blocks: true };
+    let weights = read_gguf_weights_with_options(&file, &config, None, keep).unwrap();
+    let mut names = weights.names();
+    names.sort();
+    let mut want = vec![
+        format!("{Q4_K_MODULE}.blocks"),
+        format!("{Q6_K_MODULE}.blocks"),
+    ];
+    want.sort();
+    assert_eq!(names, want);
+    for (module, gguf_name, format) in [
+        (Q4_K_MODULE, "blk.0.attn_v.weight", BlockFormat::Q4K),
+        (Q6_K_MODULE, "blk.0.ffn_up.weight", BlockFormat::Q6K),
+    ] {
+        let info = file.tensors.iter().find(|t| t.name == gguf_name).unwrap();
+        let blocks = weights.get(&format!("{module}.blocks")).unwrap();
+        let (expected, rows, cols) = reference(gguf_name);
+        assert_eq!(blocks.dtype(), Dtype::Uint8);
+        assert_eq!(
+            blocks.shape(),
+            vec![rows as i32, format.row_bytes(cols).unwrap() as i32]
+        );
+        assert_eq!(
+            blocks.to_vec::<u8>().unwrap(),
+            file.read_tensor_data(info).unwrap()
+        );
+        // x = the identity: y[k, n] = W[n, k].
+        let mut eye = vec![0f32; cols * cols];
+        for k in 0..cols {
+            eye[k * cols + k] = 1.0;
+        }
+        let x = Array::from_slice(&eye, &[cols as i32, cols as i32]).unwrap();
+        let y = quant::block_matmul(&x, blocks, format)
+            .unwrap()
+            .to_vec::<f32>()
+            .unwrap();
+        for n in 0..rows {
+            for k in 0..cols {
+                assert_eq!(
+                    y[k * rows + n],
+                    expected[n * cols + k],
+                    "{gguf_name} [{n}, {k}]"
+                );
+            }
+        }
+        // One row at a time: the decode kernels.
+        for k in [0usize, 1, 37, cols - 1] {
+            let row = Array::from_slice(&eye[k * cols..(k + 1) * cols], &[1, cols as i32]).unwrap();
+            let y = quant::block_matmul(&row, blocks, format)
+                .unwrap()
+                .to_vec::<f32>()
+                .unwrap();
+            for n in 0..rows {
+                let e = expected[n * cols + k];
+                assert!(
+                    (y[n] - e).abs() <= 1e-6 * e.abs().max(1e-3),
+                    "{gguf_name} [{n}, {k}]: {} vs {e}",
+                    y[n]
+                );
+            }
+        }
+    }
+}
+
+/// A kept block whose f16 factor is NaN is refused at load with the tensor named, as the
+/// affine conversion refuses it.
+#[test]
+fn a_non_finite_block_factor_is_a_typed_error() {
+    use mlx_models::load::gguf::{open_gguf, read_gguf_weights_with_options, GgufReadOptions};
+    use mlx_models::Error;
+    let dir = std::env::temp_dir().join(format!("mlx-zoo-kquant-nan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("nan.gguf");
+    std::fs::copy(common::fixture("gguf_kquants.gguf"), &path).unwrap();
+    let (file, _) = open_gguf(&path).unwrap();
+    for (gguf_name, at) in [
+        ("blk.0.attn_v.weight", 2u64),
+        ("blk.0.ffn_up.weight", 208 + 210),
+    ] {
+        let info = file.tensors.iter().find(|t| t.name == gguf_name).unwrap();
+        let mut bytes = std::fs::read(common::fixture("gguf_kquants.gguf")).unwrap();
+        let o = (info.offset + at) as usize;
+        bytes[o..o + 2].copy_from_slice(&half::f16::NAN.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        let (file, config) = open_gguf(&path).unwrap();
+        for keep_blocks in [true, false] {
+            let err = read_gguf_weights_with_options(
+                &file,
+                &config,
+                None,
+                GgufReadOptions { keep_blocks },
+            )
+            .unwrap_err();
+            match err {
+                Error::Gguf(m) => {
+                    assert!(m.contains(gguf_name) && m.contains("must be finite"), "{m}")
+                }
+                other => panic!("{gguf_name}: {other:?}"),
+            }
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -94,6 +94,10 @@ pub struct ServerArgs {
     /// Keep the weights off transparent huge pages (CPU only).
     #[arg(long)]
     pub no_huge_pages: bool,
+    /// Convert a GGUF file's Q4_K / Q6_K matrices to MLX's affine layout instead of keeping
+    /// them as stored (CPU only).
+    #[arg(long)]
+    pub no_gguf_blocks: bool,
     /// A Jinja chat template file to use instead of the model's.
     #[arg(long, value_name = "FILE")]
     pub chat_template: Option<PathBuf>,
@@ -144,6 +148,7 @@ impl ServerArgs {
             memory_budget: MemoryBudget::from_flags(!self.no_memory_check, self.memory_budget),
             context_length: self.ctx_size,
             huge_pages: !self.no_huge_pages,
+            gguf_blocks: !self.no_gguf_blocks,
             progress: mlx_models::load::terminal_progress(),
         };
         Ok(EngineConfig {

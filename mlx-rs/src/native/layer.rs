@@ -5,9 +5,12 @@ use crate::error::{Error, Result};
 use crate::Array;
 use mlx_sys as sys;
 
-/// A quantized projection of a [`DecoderLayerWeights`]: MLX's affine format, transposed as in
-/// a linear layer (`weight` uint32 `[out, in·bits/32]`, `scales` and `biases`
-/// `[out, in/group_size]`), as [`crate::quant::quantized_matmul`] takes it with `transpose`.
+/// A quantized projection of a [`DecoderLayerWeights`], transposed as in a linear layer: MLX's
+/// affine format (`weight` uint32 `[out, in·bits/32]`, `scales` and `biases`
+/// `[out, in/group_size]`, as [`crate::quant::quantized_matmul`] takes it with `transpose`), or,
+/// when `blocks` is not empty, GGUF blocks as stored (`weight` uint8 holding the runs' bytes, as
+/// [`crate::quant::block_matmul_fused`] takes it; `scales`, `biases`, `group_size` and `bits`
+/// are then not read: pass the weight and zeros).
 #[derive(Debug, Clone, Copy)]
 pub struct QuantizedProjection<'a> {
     /// Packed codes.
@@ -20,6 +23,14 @@ pub struct QuantizedProjection<'a> {
     pub group_size: i32,
     /// Bits per code (4 or 8 for the native kernel).
     pub bits: i32,
+    /// The runs of GGUF blocks (at most [`crate::quant::MAX_BLOCK_RUNS`]); empty for MLX's
+    /// affine layout.
+    pub blocks: &'a [crate::quant::BlockRun],
+}
+
+/// Four entries of `f(0..4)` (the C struct's fixed run arrays; the kernels refuse more runs).
+fn fill(f: impl Fn(usize) -> i32) -> [i32; 4] {
+    [f(0), f(1), f(2), f(3)]
 }
 
 impl QuantizedProjection<'_> {
@@ -30,6 +41,9 @@ impl QuantizedProjection<'_> {
             biases: self.biases.as_raw(),
             group_size: self.group_size,
             bits: self.bits,
+            block_parts: self.blocks.len() as i32,
+            block_formats: fill(|i| self.blocks.get(i).map_or(0, |r| r.format.raw())),
+            block_rows: fill(|i| self.blocks.get(i).map_or(0, |r| r.rows)),
         }
     }
 }
@@ -182,7 +196,7 @@ pub struct DecoderLayerOutput {
 /// let (o_w, o_s, o_b) = zeros(32)?;
 /// let (gu_w, gu_s, gu_b) = zeros(64)?;
 /// let (d_w, d_s, d_b) = zeros(32)?;
-/// let proj = |weight, scales, biases| QuantizedProjection { weight, scales, biases, group_size: 32, bits: 4 };
+/// let proj = |weight, scales, biases| QuantizedProjection { weight, scales, biases, group_size: 32, bits: 4, blocks: &[] };
 /// let ones = Array::ones(&[32], Dtype::Float32)?;
 /// let inv_freq = Array::ones(&[16], Dtype::Float32)?;
 /// let weights = DecoderLayerWeights {
@@ -300,7 +314,7 @@ pub struct DecoderStackOutput {
 /// let (o_w, o_s, o_b) = zeros(32)?;
 /// let (gu_w, gu_s, gu_b) = zeros(64)?;
 /// let (d_w, d_s, d_b) = zeros(32)?;
-/// let proj = |weight, scales, biases| QuantizedProjection { weight, scales, biases, group_size: 32, bits: 4 };
+/// let proj = |weight, scales, biases| QuantizedProjection { weight, scales, biases, group_size: 32, bits: 4, blocks: &[] };
 /// let ones = Array::ones(&[32], Dtype::Float32)?;
 /// let inv_freq = Array::ones(&[16], Dtype::Float32)?;
 /// let attention = CachedAttentionParams {
@@ -367,7 +381,7 @@ pub fn decoder_stack(
 /// # let (o_w, o_s, o_b) = zeros(32)?;
 /// # let (gu_w, gu_s, gu_b) = zeros(64)?;
 /// # let (d_w, d_s, d_b) = zeros(32)?;
-/// # let proj = |weight, scales, biases| QuantizedProjection { weight, scales, biases, group_size: 32, bits: 4 };
+/// # let proj = |weight, scales, biases| QuantizedProjection { weight, scales, biases, group_size: 32, bits: 4, blocks: &[] };
 /// # let ones = Array::ones(&[32], Dtype::Float32)?;
 /// # let inv_freq = Array::ones(&[16], Dtype::Float32)?;
 /// # let attention = CachedAttentionParams {

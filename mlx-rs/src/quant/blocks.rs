@@ -47,7 +47,7 @@ impl BlockFormat {
             .then(|| cols / Self::VALUES_PER_BLOCK * self.block_bytes())
     }
 
-    fn raw(self) -> i32 {
+    pub(crate) fn raw(self) -> i32 {
         match self {
             BlockFormat::Q4K => sys::native_qmm::FORMAT_Q4_K,
             BlockFormat::Q6K => sys::native_qmm::FORMAT_Q6_K,
@@ -106,15 +106,31 @@ pub fn block_formats_available() -> bool {
 /// ```
 #[track_caller]
 pub fn block_matmul(x: &Array, w: &Array, format: BlockFormat) -> Result<Array> {
-    block_matmul_fused(x, w, format, None, None)
+    let rows = w.shape().first().copied().unwrap_or(0);
+    block_matmul_fused(x, w, &[BlockRun { format, rows }], None, None)
 }
 
-/// [`block_matmul`] with an optional RMS-norm prologue and residual epilogue in the same
-/// primitive: `rms_norm(x, weight, eps) · Wᵀ + residual` (the norm weight float32 `[K]`, the
-/// residual a float array of the output's shape).
+/// A run of rows of one [`BlockFormat`] in a matrix of GGUF blocks: a fused projection whose
+/// parts were stored in different formats (q and k in `Q4_K`, v in `Q6_K`) is several runs,
+/// their bytes one after the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BlockRun {
+    /// The format of these rows.
+    pub format: BlockFormat,
+    /// How many rows.
+    pub rows: i32,
+}
+
+/// Most runs in one matrix.
+pub const MAX_BLOCK_RUNS: usize = 4;
+
+/// [`block_matmul`] for a matrix of one or more [`BlockRun`]s (at most [`MAX_BLOCK_RUNS`]; `w`
+/// a `uint8` array of any shape holding their bytes in order), with an optional RMS-norm
+/// prologue and residual epilogue in the same primitive: `rms_norm(x, weight, eps) · Wᵀ +
+/// residual` (the norm weight float32 `[K]`, the residual a float array of the output's shape).
 ///
 /// ```
-/// use mlx_rs::quant::{self, BlockFormat};
+/// use mlx_rs::quant::{self, BlockFormat, BlockRun};
 /// use mlx_rs::{Array, Dtype};
 /// if quant::block_formats_available() {
 ///     // One Q6_K block: d = 1, every scale 1, every code 33 (weight 1).
@@ -127,7 +143,8 @@ pub fn block_matmul(x: &Array, w: &Array, format: BlockFormat) -> Result<Array> 
 ///     let x = Array::full(&[1, 256], 3.0f32, Dtype::Float32)?;
 ///     let norm = Array::ones(&[256], Dtype::Float32)?;
 ///     let r = Array::from_slice(&[10.0f32], &[1, 1])?;
-///     let y = quant::block_matmul_fused(&x, &w, BlockFormat::Q6K, Some((&norm, 0.0)), Some(&r))?;
+///     let runs = [BlockRun { format: BlockFormat::Q6K, rows: 1 }];
+///     let y = quant::block_matmul_fused(&x, &w, &runs, Some((&norm, 0.0)), Some(&r))?;
 ///     // The norm maps every 3 to 1: 256 + 10.
 ///     assert!((y.item::<f32>()? - 266.0).abs() < 1e-3);
 /// }
@@ -137,38 +154,55 @@ pub fn block_matmul(x: &Array, w: &Array, format: BlockFormat) -> Result<Array> 
 pub fn block_matmul_fused(
     x: &Array,
     w: &Array,
-    format: BlockFormat,
+    runs: &[BlockRun],
     norm: Option<(&Array, f32)>,
     residual: Option<&Array>,
 ) -> Result<Array> {
-    let shape = w.shape();
     let k = x.shape().last().copied().unwrap_or(0);
-    let expected = usize::try_from(k).ok().and_then(|k| format.row_bytes(k));
-    if w.dtype() != crate::Dtype::Uint8
-        || shape.len() != 2
-        || expected != usize::try_from(shape[1]).ok()
-    {
+    let bytes: Option<usize> = runs.iter().try_fold(0usize, |acc, r| {
+        let row = usize::try_from(k)
+            .ok()
+            .and_then(|k| r.format.row_bytes(k))?;
+        acc.checked_add(row.checked_mul(usize::try_from(r.rows).ok().filter(|&n| n > 0)?)?)
+    });
+    let described = runs
+        .iter()
+        .map(|r| format!("{} x {}", r.rows, r.format))
+        .collect::<Vec<_>>()
+        .join(" + ");
+    if runs.is_empty() || runs.len() > MAX_BLOCK_RUNS {
         return Err(Error::Shape(format!(
-            "block_matmul: a {format} weight for x of shape {:?} must be uint8 [N, {}], got {} {:?}",
-            x.shape(),
-            expected.map_or_else(|| "K / 256 · block bytes".to_string(), |b| b.to_string()),
-            w.dtype(),
-            shape
+            "block_matmul: 1 to {MAX_BLOCK_RUNS} runs of blocks, got {}",
+            runs.len()
         )));
     }
+    if w.dtype() != crate::Dtype::Uint8 || bytes != Some(w.nbytes()) {
+        return Err(Error::Shape(format!(
+            "block_matmul: rows {described} of x's {k} features (x {:?}) need {} bytes of uint8, got {} {:?}",
+            x.shape(),
+            bytes.map_or_else(|| "whole blocks".to_string(), |b| b.to_string()),
+            w.dtype(),
+            w.shape()
+        )));
+    }
+    let formats: Vec<i32> = runs.iter().map(|r| r.format.raw()).collect();
+    let rows: Vec<i32> = runs.iter().map(|r| r.rows).collect();
     let null = sys::mlx_array {
         ctx: std::ptr::null_mut(),
     };
     let (norm_weight, eps) = norm.map_or((null, 0.0), |(w, e)| (w.as_raw(), e));
     let residual = residual.map_or(null, Array::as_raw);
-    // SAFETY: valid handles (or null handles for the absent prologue / epilogue); the shim
-    // reports every failure through the error handler and returns 1.
+    // SAFETY: valid handles (or null handles for the absent prologue / epilogue), and two
+    // arrays of `runs.len()` ints that outlive the call; the shim reports every failure
+    // through the error handler and returns 1.
     Array::try_op_stream(|res, s| unsafe {
         sys::native_qmm::mlxrs_block_matmul(
             res,
             x.as_raw(),
             w.as_raw(),
-            format.raw(),
+            formats.as_ptr(),
+            rows.as_ptr(),
+            runs.len() as i32,
             norm_weight,
             eps,
             residual,

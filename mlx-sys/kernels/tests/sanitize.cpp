@@ -243,6 +243,105 @@ int test_qmm_unsupported() {
   return fails;
 }
 
+// ---------------------------------------------------------------- GGUF blocks as stored
+// Weight e of a block by the format's definition (ggml's Q4_K / Q6_K), in double: written here
+// from the definition, independently of the kernels' own decoder.
+double block_weight(int format, const uint8_t* blk, int e) {
+  if (format == MLXRS_QMM_FORMAT_Q4_K) {
+    const double d = half_to_double(uint16_t(blk[0] | blk[1] << 8));
+    const double dmin = half_to_double(uint16_t(blk[2] | blk[3] << 8));
+    const uint8_t* sc = blk + 4;
+    const int j = e / 32;  // sub-block
+    int scale, min;
+    if (j < 4) {
+      scale = sc[j] & 63;
+      min = sc[j + 4] & 63;
+    } else {
+      scale = (sc[j + 4] & 0xF) | ((sc[j - 4] >> 6) << 4);
+      min = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
+    }
+    const uint8_t byte = blk[16 + 32 * (e / 64) + e % 32];
+    const int q = (e % 64) < 32 ? byte & 0xF : byte >> 4;
+    return d * scale * q - dmin * min;
+  }
+  // Q6_K: e = 128 h + 32 quarter + l
+  const int h = e / 128, quarter = (e % 128) / 32, l = e % 32;
+  const uint8_t lo = blk[64 * h + l + 32 * (quarter & 1)];
+  const int low4 = quarter < 2 ? lo & 0xF : lo >> 4;
+  const int high2 = (blk[128 + 32 * h + l] >> (2 * quarter)) & 3;
+  const double d = half_to_double(uint16_t(blk[208] | blk[209] << 8));
+  return d * int8_t(blk[192 + e / 16]) * ((low4 | high2 << 4) - 32);
+}
+
+int run_blocks(int format, int M, int N, int K, int x_dt, int y_dt, uint64_t seed, const char* tag) {
+  const int bb = format == MLXRS_QMM_FORMAT_Q4_K ? 144 : 210, nb = K / 256;
+  Rng rng{seed};
+  Buf x(size_t(M) * K * dt_size(x_dt)), w(size_t(N) * nb * bb), y(size_t(M) * N * dt_size(y_dt));
+  std::vector<double> xd(size_t(M) * K);
+  for (size_t i = 0; i < xd.size(); ++i) xd[i] = store(x.p, x_dt, i, rng.uniform(-1, 1));
+  auto* wb = w.as<uint8_t>();
+  for (size_t i = 0; i < w.bytes; ++i) wb[i] = uint8_t(rng.next());
+  for (size_t b = 0; b < size_t(N) * nb; ++b) {  // finite block factors
+    uint8_t* blk = wb + b * bb;
+    for (int at : format == MLXRS_QMM_FORMAT_Q4_K ? std::vector<int>{0, 2} : std::vector<int>{208}) {
+      uint16_t h = double_to_half(rng.uniform(0.001, 0.01));
+      blk[at] = uint8_t(h), blk[at + 1] = uint8_t(h >> 8);
+    }
+  }
+  fill_nan(y.p, y_dt, size_t(M) * N);
+  int rc = mlxrs_qmm_blocks_raw(x.p, x_dt, wb, format, y.p, y_dt, M, N, K);
+  if (!report(rc == 0, "%s: returned %d", tag, rc)) return 1;
+  const double out_rel = y_dt == F32 ? 0 : y_dt == F16 ? 0x1p-10 : 0x1p-7;
+  for (int n = 0; n < N; ++n) {
+    std::vector<double> wd(K);
+    for (int k = 0; k < K; ++k) wd[k] = block_weight(format, wb + (size_t(n) * nb + k / 256) * bb, k % 256);
+    for (int m = 0; m < M; ++m) {
+      double ref = 0, mag = 0;
+      for (int k = 0; k < K; ++k) {
+        ref += xd[size_t(m) * K + k] * wd[k];
+        mag += std::fabs(xd[size_t(m) * K + k] * wd[k]);
+      }
+      double got = load(y.p, y_dt, size_t(m) * N + n);
+      double tol = 1e-5 * mag + out_rel * std::fabs(ref) + 1e-6;
+      if (!report(std::fabs(got - ref) <= tol, "%s: y[%d,%d] = %.9g, expected %.9g (tol %.3g)",
+                  tag, m, n, got, ref, tol))
+        return 1;
+    }
+  }
+  return 0;
+}
+
+int test_blocks() {
+  int fails = 0, calls = 0;
+  const int dts[][2] = {{F32, F32}, {F16, F32}, {F32, BF16}};
+  for_each_isa_and_threads([&](int isa, int threads) {
+    int before = fails, n_before = calls;
+    for (int format : {MLXRS_QMM_FORMAT_Q4_K, MLXRS_QMM_FORMAT_Q6_K})
+      for (int K : {256, 768})
+        for (int M : {1, 2, 5, 17})
+          for (int N : {1, 3, 7, 33})
+            for (const auto& d : dts) {
+              char tag[160];
+              std::snprintf(tag, sizeof tag, "blocks isa=%d threads=%d format=%d M=%d N=%d K=%d x=%s y=%s",
+                            isa, threads, format, M, N, K, dt_name(d[0]), dt_name(d[1]));
+              fails += run_blocks(format, M, N, K, d[0], d[1], uint64_t(++calls), tag);
+            }
+    std::printf("  blocks isa=%d threads=%d: %d calls, %d failed\n", isa, threads,
+                calls - n_before, fails - before);
+  });
+  // Refused: unknown format, K not a multiple of 256; y untouched.
+  Buf x(4 * 512), w(144 * 2), y(4);
+  std::memset(x.p, 0, x.bytes), std::memset(w.p, 0, w.bytes);
+  fill_nan(y.p, F32, 1);
+  fails += !report(mlxrs_qmm_blocks_raw(x.p, F32, w.as<uint8_t>(), 13, y.p, F32, 1, 1, 256) == 1,
+                   "blocks: format 13 accepted");
+  fails += !report(mlxrs_qmm_blocks_raw(x.p, F32, w.as<uint8_t>(), MLXRS_QMM_FORMAT_Q4_K, y.p, F32,
+                                        1, 1, 300) == 1,
+                   "blocks: K = 300 accepted");
+  fails += !report(std::isnan(y.as<float>()[0]), "blocks: a refused call wrote y");
+  return fails;
+}
+
 // ---------------------------------------------------------------- decoder-step ops (ops_cpu)
 // Exactly-sized f32 buffer filled from rng.uniform(lo, hi).
 struct FBuf : Buf {
@@ -778,6 +877,7 @@ struct Test {
 const Test kTests[] = {
     {"qmm", test_qmm},
     {"qmm_unsupported", test_qmm_unsupported},
+    {"blocks", test_blocks},
     {"rms_norm", test_rms_norm},
     {"swiglu", test_swiglu},
     {"gelu_tanh_glu", test_gelu_tanh_glu},

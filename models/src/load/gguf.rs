@@ -218,11 +218,36 @@ pub fn read_gguf_weights_with_progress(
     config: &ModelConfig,
     progress: Option<&ProgressHook>,
 ) -> Result<Weights> {
+    read_gguf_weights_with_options(gguf, config, progress, GgufReadOptions::default())
+}
+
+/// How [`read_gguf_weights_with_options`] stores K-quant matrices.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GgufReadOptions {
+    /// Keep the `Q4_K` and `Q6_K` matrices of the decoder layers' projections (`attn_q`,
+    /// `attn_k`, `attn_v`, `attn_output`, `ffn_gate`, `ffn_up`, `ffn_down`) and of the output
+    /// head as stored, under `P.blocks` (`uint8` `[rows, cols / 256 · block bytes]`), for
+    /// [`mlx_rs::quant::block_matmul`]: no conversion, and no more bytes than the file's.
+    /// Only the native CPU kernels multiply them: [`super::load`] asks for this on a CPU
+    /// they serve. `false` (the default): every tensor as the [module docs](self) say.
+    pub keep_blocks: bool,
+}
+
+/// [`read_gguf_weights_with_progress`] with [`GgufReadOptions`].
+///
+/// Errors: as [`read_gguf_weights`]; a kept block whose f16 factor is not finite is an
+/// [`Error::Gguf`] naming the tensor and the block.
+pub fn read_gguf_weights_with_options(
+    gguf: &GgufFile,
+    config: &ModelConfig,
+    progress: Option<&ProgressHook>,
+    options: GgufReadOptions,
+) -> Result<Weights> {
     let conventions = conventions(gguf);
     let mut counter = ReadCounter::start(progress, gguf.tensors.iter().map(|t| t.n_bytes));
     let mut tensors = HashMap::with_capacity(gguf.tensors.len() * 2);
     for info in &gguf.tensors {
-        for (name, array) in tensor_arrays(gguf, info)? {
+        for (name, array) in tensor_arrays(gguf, info, options.keep_blocks)? {
             tensors.insert(hf_name(&name, &conventions), array);
         }
         counter.tensor(info.n_bytes);
@@ -260,9 +285,67 @@ fn requantizes_q6_k(info: &GgufTensorInfo) -> bool {
         && info.row_len().is_multiple_of(32)
 }
 
-/// The arrays one tensor becomes, under GGUF names (`P.weight`, or the triplet `P.weight`,
-/// `P.scales`, `P.biases`).
-fn tensor_arrays(gguf: &GgufFile, info: &GgufTensorInfo) -> Result<Vec<(String, Array)>> {
+/// The block format a tensor keeps under [`GgufReadOptions::keep_blocks`], if it is one of
+/// the matrices kept: a 2-D `Q4_K` / `Q6_K` `.weight` of a layer projection or of the head,
+/// with whole blocks per row.
+fn kept_block_format(info: &GgufTensorInfo) -> Option<mlx_rs::quant::BlockFormat> {
+    use mlx_rs::quant::BlockFormat;
+    let format = match info.ggml_type {
+        GgmlType::Q4K => BlockFormat::Q4K,
+        GgmlType::Q6K => BlockFormat::Q6K,
+        _ => return None,
+    };
+    let stem = info.name.strip_suffix(".weight")?;
+    let projection = stem == "output"
+        || stem
+            .strip_prefix("blk.")
+            .and_then(|rest| rest.split_once('.'))
+            .is_some_and(|(layer, part)| {
+                layer.parse::<u32>().is_ok()
+                    && matches!(
+                        part,
+                        "attn_q"
+                            | "attn_k"
+                            | "attn_v"
+                            | "attn_output"
+                            | "ffn_gate"
+                            | "ffn_up"
+                            | "ffn_down"
+                    )
+            });
+    (projection && info.dims.len() == 2 && info.row_len().is_multiple_of(256)).then_some(format)
+}
+
+/// Checks that every block's f16 factors (`Q4_K`: d and dmin; `Q6_K`: d) are finite.
+fn check_block_factors(format: mlx_rs::quant::BlockFormat, bytes: &[u8]) -> Result<()> {
+    use mlx_rs::quant::BlockFormat;
+    let offsets: &[usize] = match format {
+        BlockFormat::Q4K => &[0, 2],
+        BlockFormat::Q6K => &[208],
+    };
+    for (i, block) in bytes.chunks(format.block_bytes()).enumerate() {
+        for &o in offsets {
+            let v = block
+                .get(o..o + 2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]))
+                .ok_or_else(|| Error::Gguf(format!("block {i} of {format} is truncated")))?;
+            if !v.is_finite() {
+                return Err(Error::Gguf(format!(
+                    "{format} block {i}: a block scale is {v} (must be finite)"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The arrays one tensor becomes, under GGUF names (`P.weight`, the triplet `P.weight`,
+/// `P.scales`, `P.biases`, or `P.blocks` when `keep_blocks` keeps it as stored).
+fn tensor_arrays(
+    gguf: &GgufFile,
+    info: &GgufTensorInfo,
+    keep_blocks: bool,
+) -> Result<Vec<(String, Array)>> {
     let named = |e: Error| match e {
         Error::Gguf(m) => Error::Gguf(format!("tensor `{}`: {m}", info.name)),
         other => other,
@@ -270,6 +353,17 @@ fn tensor_arrays(gguf: &GgufFile, info: &GgufTensorInfo) -> Result<Vec<(String, 
     let shape = info.shape();
     let bytes = gguf.read_tensor_data(info)?;
     let ty = info.ggml_type;
+    if let Some(format) = kept_block_format(info).filter(|_| keep_blocks) {
+        check_block_factors(format, &bytes).map_err(named)?;
+        let row_bytes = format
+            .row_bytes(info.row_len() as usize)
+            .expect("whole blocks per row (kept_block_format)");
+        let stem = &info.name[..info.name.len() - ".weight".len()];
+        return Ok(vec![(
+            format!("{stem}.blocks"),
+            Array::from_bytes(&bytes, &[shape[0], row_bytes as i32], Dtype::Uint8)?,
+        )]);
+    }
     let dense_dtype = match ty {
         GgmlType::F32 => Some(Dtype::Float32),
         GgmlType::F16 => Some(Dtype::Float16),
@@ -392,7 +486,7 @@ pub fn unpermute_rows(array: &Array, n_head: i32) -> Result<Array> {
 /// ```
 pub fn hf_name(name: &str, conventions: &crate::families::GgufConventions) -> String {
     let (stem, suffix) = match name.rsplit_once('.') {
-        Some((stem, s @ ("weight" | "bias" | "scales" | "biases"))) => (stem, s),
+        Some((stem, s @ ("weight" | "bias" | "scales" | "biases" | "blocks"))) => (stem, s),
         _ => return name.to_string(),
     };
     let top = match stem {

@@ -82,6 +82,12 @@ pub struct LoadOptions {
     /// ([`mlx_rs::memory::advise_huge_pages`]; default `true`): decode streams every weight
     /// once per token, and 2 MiB pages take the TLB out of that path. Ignored on a GPU.
     pub huge_pages: bool,
+    /// On a CPU the native kernels serve (x86-64, [`mlx_rs::quant::native_qmm_enabled`]),
+    /// keep a GGUF file's `Q4_K` and `Q6_K` projection matrices as stored
+    /// ([`gguf::GgufReadOptions::keep_blocks`]; default `true`): 4.5 and 6.56 bits per weight
+    /// instead of the affine conversion's 6 and 9. `false`: convert them as the
+    /// [`gguf`] module docs say. Ignored elsewhere.
+    pub gguf_blocks: bool,
     /// Where [`load`] reports its progress (downloads from the Hub, tensors read; see
     /// [`progress`]); `None` (the default): nowhere, the library draws nothing itself.
     ///
@@ -106,6 +112,7 @@ impl Default for LoadOptions {
             memory_budget: MemoryBudget::default(),
             context_length: None,
             huge_pages: true,
+            gguf_blocks: true,
             progress: None,
         }
     }
@@ -115,6 +122,16 @@ impl LoadOptions {
     /// The compute dtype in force.
     pub fn compute_dtype(&self) -> Dtype {
         self.dtype.unwrap_or_else(|| default_dtype(self.device))
+    }
+
+    /// Whether a GGUF file's K-quant matrices stay as stored ([`LoadOptions::gguf_blocks`] on a
+    /// CPU whose native kernels multiply them, quantized weights kept).
+    pub fn keeps_gguf_blocks(&self) -> bool {
+        self.gguf_blocks
+            && self.keeps_quantized()
+            && self.device.device_type() == DeviceType::Cpu
+            && native_cpu_kernel()
+            && mlx_rs::quant::block_formats_available()
     }
 
     /// Whether quantized weights stay quantized: on a GPU always; on the CPU when mlx-rs's
@@ -219,7 +236,10 @@ pub fn load(model: &str, options: &LoadOptions) -> Result<LoadedModel> {
         let (file, config) = open_checked_gguf(&path)?;
         check_memory(&config, gguf::loaded_bytes(&file, dtype, keep), options)?;
         let tokenizer = Tokenizer::from_gguf(&file)?;
-        let weights = gguf::read_gguf_weights_with_progress(&file, &config, progress)?;
+        let read = gguf::GgufReadOptions {
+            keep_blocks: options.keeps_gguf_blocks(),
+        };
+        let weights = gguf::read_gguf_weights_with_options(&file, &config, progress, read)?;
         (config, None, weights, tokenizer)
     };
     prepare_tokenizer(&config, &mut tokenizer);

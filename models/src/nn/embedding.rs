@@ -88,6 +88,7 @@ impl Embedding {
                 biases: &q.biases,
                 group_size: q.params.group_size,
                 bits: q.params.bits,
+                blocks: &[],
             }),
             _ => None,
         }

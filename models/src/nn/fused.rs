@@ -7,7 +7,7 @@
 //! fused matrix is the row-wise concatenation of the originals, and each output is the
 //! corresponding column slice.
 
-use super::linear::{Linear, LinearWeight, QuantizedMatrix};
+use super::linear::{BlockMatrix, Linear, LinearWeight, QuantizedMatrix};
 use super::RmsNorm;
 use crate::error::Result;
 use mlx_rs::ops::concatenate;
@@ -51,7 +51,7 @@ impl FusedLinear {
                     .iter()
                     .map(|p| match &p.weight {
                         LinearWeight::Dense(wt) => Some(wt),
-                        LinearWeight::Quantized(_) => None,
+                        _ => None,
                     })
                     .collect();
                 // Dense weights are kept as transposed views of row-major [out, in] matrices
@@ -93,6 +93,7 @@ impl FusedLinear {
                     None => None,
                 }
             }
+            Some(LinearWeight::Blocks(_)) if same_bias => fuse_blocks(&parts)?,
             _ => None,
         };
         let Some(weight) = weight else {
@@ -154,6 +155,44 @@ impl FusedLinear {
             }
         }
     }
+}
+
+/// The parts' GGUF blocks as one matrix: their bytes one after the other, adjacent runs of one
+/// format merged (one run: a `[rows, row bytes]` matrix; several: a flat byte array). `None`
+/// when a part is not blocks or the runs exceed [`mlx_rs::quant::MAX_BLOCK_RUNS`].
+fn fuse_blocks(parts: &[Linear]) -> Result<Option<LinearWeight>> {
+    let Some(ms) = parts
+        .iter()
+        .map(|p| match &p.weight {
+            LinearWeight::Blocks(m) => Some(m),
+            _ => None,
+        })
+        .collect::<Option<Vec<&BlockMatrix>>>()
+    else {
+        return Ok(None);
+    };
+    let mut runs: Vec<mlx_rs::quant::BlockRun> = Vec::new();
+    for r in ms.iter().flat_map(|m| m.runs.iter()) {
+        match runs.last_mut() {
+            Some(last) if last.format == r.format => last.rows += r.rows,
+            _ => runs.push(*r),
+        }
+    }
+    if runs.len() > mlx_rs::quant::MAX_BLOCK_RUNS {
+        return Ok(None);
+    }
+    let weight = if runs.len() == 1 {
+        let arrays: Vec<&Array> = ms.iter().map(|m| &m.weight).collect();
+        concatenate(&arrays, 0)?
+    } else {
+        let flat = ms
+            .iter()
+            .map(|m| m.weight.reshape(&[-1]))
+            .collect::<mlx_rs::Result<Vec<_>>>()?;
+        let flat: Vec<&Array> = flat.iter().collect();
+        concatenate(&flat, 0)?
+    };
+    Ok(Some(LinearWeight::Blocks(BlockMatrix { weight, runs })))
 }
 
 #[cfg(test)]

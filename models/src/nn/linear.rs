@@ -1,10 +1,12 @@
-//! Linear layers: dense (`y = x·Wᵀ + b`) or MLX affine-quantized (`quantized_matmul`).
+//! Linear layers: dense (`y = x·Wᵀ + b`), MLX affine-quantized (`quantized_matmul`), or GGUF
+//! blocks kept as stored (`block_matmul`).
 
 use super::{take_float, RmsNorm};
 use crate::config::QuantParams;
 use crate::error::{Error, Result};
 use crate::load::BuildOptions;
 use crate::weights::Weights;
+use mlx_rs::quant::{BlockFormat, BlockRun};
 use mlx_rs::{native, quant, Array, Dtype};
 
 /// The packed form of a `[rows, cols]` matrix in MLX's affine format: `weight` is `uint32`
@@ -117,6 +119,96 @@ impl QuantizedMatrix {
     }
 }
 
+/// A `[rows, cols]` matrix of GGUF blocks kept as stored (`Q4_K`, `Q6_K`; see
+/// [`mlx_rs::quant::block_matmul_fused`]): `weight` is `uint8` holding the runs' rows one after
+/// the other (`[rows, cols / 256 · block bytes]` for one run). Only the native CPU kernels
+/// multiply it; the GGUF loader keeps blocks only where they run.
+#[derive(Debug, Clone)]
+pub struct BlockMatrix {
+    /// The blocks' bytes.
+    pub weight: Array,
+    /// Runs of rows and their formats (one, or one per part of a fused projection).
+    pub runs: Vec<BlockRun>,
+}
+
+impl BlockMatrix {
+    /// Takes `<path>.blocks` when it exists (`Ok(None)` otherwise): `uint8` `[rows, cols / 256 ·
+    /// block bytes]`, the format following from the row length (144 bytes per 256 weights:
+    /// `Q4_K`; 210: `Q6_K`).
+    ///
+    /// Errors: [`Error::ShapeMismatch`] when the tensor is not such a matrix.
+    ///
+    /// ```
+    /// use mlx_models::nn::BlockMatrix;
+    /// use mlx_models::weights::Weights;
+    /// use mlx_rs::quant::BlockFormat;
+    /// use mlx_rs::{Array, Dtype};
+    /// let mut w = Weights::default();
+    /// w.insert("p.blocks", Array::from_bytes(&[0u8; 3 * 420], &[3, 420], Dtype::Uint8)?);
+    /// let m = BlockMatrix::load(&mut w, "p", 3, 512)?.unwrap();
+    /// assert_eq!(m.runs[0].format, BlockFormat::Q6K);
+    /// assert!(BlockMatrix::load(&mut w, "q", 3, 512)?.is_none());
+    /// # Ok::<(), mlx_models::Error>(())
+    /// ```
+    pub fn load(
+        weights: &mut Weights,
+        path: &str,
+        rows: i32,
+        cols: i32,
+    ) -> Result<Option<BlockMatrix>> {
+        let name = format!("{path}.blocks");
+        if !weights.contains(&name) {
+            return Ok(None);
+        }
+        let weight = weights.take(&name)?;
+        let shape = weight.shape();
+        let format = [BlockFormat::Q4K, BlockFormat::Q6K].into_iter().find(|f| {
+            usize::try_from(cols)
+                .ok()
+                .and_then(|c| f.row_bytes(c))
+                .is_some_and(|b| shape == [rows, b as i32])
+        });
+        match format {
+            Some(format) if weight.dtype() == Dtype::Uint8 => Ok(Some(BlockMatrix {
+                weight,
+                runs: vec![BlockRun { format, rows }],
+            })),
+            _ => Err(Error::ShapeMismatch {
+                name,
+                expected: vec![
+                    rows,
+                    BlockFormat::Q4K
+                        .row_bytes(cols.max(0) as usize)
+                        .map_or(-1, |b| b as i32),
+                ],
+                found: shape,
+            }),
+        }
+    }
+
+    /// `x · Wᵀ` (with an optional RMS-norm prologue and residual epilogue), read straight from
+    /// the blocks.
+    pub fn matmul_t_fused(
+        &self,
+        x: &Array,
+        norm: Option<&RmsNorm>,
+        residual: Option<&Array>,
+    ) -> Result<Array> {
+        Ok(quant::block_matmul_fused(
+            x,
+            &self.weight,
+            &self.runs,
+            norm.map(|n| (n.weight(), n.eps())),
+            residual,
+        )?)
+    }
+
+    /// Rows of the matrix (the sum of the runs').
+    pub fn rows(&self) -> i32 {
+        self.runs.iter().map(|r| r.rows).sum()
+    }
+}
+
 /// The weight of a [`Linear`].
 #[derive(Debug, Clone)]
 pub(crate) enum LinearWeight {
@@ -124,6 +216,8 @@ pub(crate) enum LinearWeight {
     Dense(Array),
     /// Packed `[out, in]`.
     Quantized(QuantizedMatrix),
+    /// GGUF blocks `[out, in]` as stored.
+    Blocks(BlockMatrix),
 }
 
 /// A linear layer `y = x·Wᵀ + b`, `W` being `[out_features, in_features]` as in Hugging Face
@@ -145,10 +239,15 @@ impl Linear {
         bias: bool,
         options: &BuildOptions,
     ) -> Result<Linear> {
-        let weight = match QuantizedMatrix::load(weights, path, out_features, in_features, options)?
-        {
-            Some(q) => LinearWeight::Quantized(q),
-            None => {
+        let blocks = BlockMatrix::load(weights, path, out_features, in_features)?;
+        let quantized = match blocks {
+            Some(_) => None,
+            None => QuantizedMatrix::load(weights, path, out_features, in_features, options)?,
+        };
+        let weight = match (blocks, quantized) {
+            (Some(b), _) => LinearWeight::Blocks(b),
+            (None, Some(q)) => LinearWeight::Quantized(q),
+            (None, None) => {
                 let shape = [out_features, in_features];
                 let w = take_float(weights, &format!("{path}.weight"), &shape, options)?;
                 LinearWeight::Dense(w.t()?)
@@ -196,6 +295,18 @@ impl Linear {
                     biases: &q.biases,
                     group_size: q.params.group_size,
                     bits: q.params.bits,
+                    blocks: &[],
+                },
+                self.bias.as_ref(),
+            )),
+            LinearWeight::Blocks(b) => Some((
+                mlx_rs::native::QuantizedProjection {
+                    weight: &b.weight,
+                    scales: &b.weight,
+                    biases: &b.weight,
+                    group_size: 0,
+                    bits: 0,
+                    blocks: &b.runs,
                 },
                 self.bias.as_ref(),
             )),
@@ -203,9 +314,12 @@ impl Linear {
         }
     }
 
-    /// Whether the weight is stored quantized.
+    /// Whether the weight is stored quantized (MLX's affine layout or GGUF blocks).
     pub fn is_quantized(&self) -> bool {
-        matches!(self.weight, LinearWeight::Quantized(_))
+        matches!(
+            self.weight,
+            LinearWeight::Quantized(_) | LinearWeight::Blocks(_)
+        )
     }
 
     /// Applies the layer to `x` (`[..., in_features]`).
@@ -215,6 +329,13 @@ impl Linear {
             (LinearWeight::Dense(wt), None) => Ok(x.matmul(wt)?),
             (LinearWeight::Quantized(q), bias) => {
                 let y = q.matmul_t(x)?;
+                match bias {
+                    Some(b) => Ok(y.add(b)?),
+                    None => Ok(y),
+                }
+            }
+            (LinearWeight::Blocks(m), bias) => {
+                let y = m.matmul_t_fused(x, None, None)?;
                 match bias {
                     Some(b) => Ok(y.add(b)?),
                     None => Ok(y),
@@ -234,6 +355,18 @@ impl Linear {
         norm: Option<&RmsNorm>,
         residual: Option<&Array>,
     ) -> Result<Array> {
+        if let LinearWeight::Blocks(m) = &self.weight {
+            let fused_residual = residual.filter(|_| self.bias.is_none());
+            let y = m.matmul_t_fused(x, norm, fused_residual)?;
+            let y = match &self.bias {
+                Some(b) => y.add(b)?,
+                None => y,
+            };
+            return Ok(match (residual, fused_residual) {
+                (Some(r), None) => y.add(r)?,
+                _ => y,
+            });
+        }
         if let LinearWeight::Quantized(q) = &self.weight {
             let fused_residual = residual.filter(|_| self.bias.is_none());
             if let Some(y) = native::fused_quantized_matmul(

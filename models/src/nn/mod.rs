@@ -22,7 +22,7 @@ pub use attention::Attention;
 pub use decoder::{Decoder, DecoderLayer};
 pub use embedding::Embedding;
 pub use fused::FusedLinear;
-pub use linear::Linear;
+pub use linear::{BlockMatrix, Linear};
 pub use mlp::Mlp;
 pub use native::{NATIVE_ATTENTION_FEATURES, NATIVE_FEATURES};
 pub use norm::RmsNorm;
