@@ -29,11 +29,45 @@ fn qmm_count() -> u64 {
     unsafe { sys::native_qmm::mlxrs_qmm_native_count() }
 }
 
-const HIDDEN: i32 = 64;
-const HEADS: i32 = 4;
-const KV_HEADS: i32 = 2;
-const HEAD_DIM: i32 = 16;
-const INTER: i32 = 96;
+/// The sizes of a tiny model.
+#[derive(Debug, Clone, Copy)]
+struct Dims {
+    hidden: i32,
+    heads: i32,
+    kv_heads: i32,
+    head_dim: i32,
+    inter: i32,
+}
+
+/// Every projection 4-bit affine (group 32).
+const SMALL: Dims = Dims {
+    hidden: 64,
+    heads: 4,
+    kv_heads: 2,
+    head_dim: 16,
+    inter: 96,
+};
+
+/// Every projection input a multiple of 256: GGUF K-quant blocks as stored.
+const BLOCK_SIZED: Dims = Dims {
+    hidden: 256,
+    heads: 4,
+    kv_heads: 2,
+    head_dim: 64,
+    inter: 256,
+};
+
+/// How the projections are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Storage {
+    /// MLX affine, 4 bits, group 32, f16 scales (as GGUF Q4_1 loads).
+    Affine,
+    /// GGUF blocks as a Q4_K_M file keeps them: q, k, o, gate, up in `Q4_K`, v and down in
+    /// `Q6_K` (so the fused q/k/v projection is two runs).
+    Blocks,
+}
+
+const HIDDEN: i32 = SMALL.hidden;
 
 fn uniform(shape: &[i32], low: f32, high: f32, seed: u64) -> Array {
     let key = random::key(seed).unwrap();
@@ -46,9 +80,58 @@ fn tiny_model(model_type: &str) -> Decoder {
     tiny_model_with(model_type, 1, false)
 }
 
-/// `layers` decoder layers; with `quantized_embedding` the (tied) embedding is stored 8-bit
-/// in groups of 32 with f16 scales, as a GGUF Q8_0 table converts.
 fn tiny_model_with(model_type: &str, layers: usize, quantized_embedding: bool) -> Decoder {
+    tiny_model_stored(
+        model_type,
+        layers,
+        quantized_embedding,
+        SMALL,
+        Storage::Affine,
+    )
+}
+
+/// `rows` rows of random GGUF blocks (`Q4_K`: 144 bytes per 256 weights, factors d and dmin;
+/// `Q6_K`: 210, factor d) with factors that keep the weights within about ±0.3.
+fn random_blocks(q6: bool, rows: i32, cols: i32, seed: u64) -> Array {
+    let bb = if q6 { 210 } else { 144 };
+    let n = (rows * cols / 256 * bb) as usize;
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut bytes: Vec<u8> = (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect();
+    for block in bytes.chunks_exact_mut(bb as usize) {
+        if q6 {
+            block[208..210].copy_from_slice(&half::f16::from_f32(7e-5).to_le_bytes());
+        } else {
+            block[0..2].copy_from_slice(&half::f16::from_f32(4e-4).to_le_bytes());
+            block[2..4].copy_from_slice(&half::f16::from_f32(2e-4).to_le_bytes());
+        }
+    }
+    Array::from_bytes(&bytes, &[rows, cols / 256 * bb], Dtype::Uint8).unwrap()
+}
+
+/// `layers` decoder layers of sizes `d`, projections stored as `storage` says; with
+/// `quantized_embedding` the (tied) embedding is stored 8-bit in groups of 32 with f16 scales,
+/// as a GGUF Q8_0 table converts.
+fn tiny_model_stored(
+    model_type: &str,
+    layers: usize,
+    quantized_embedding: bool,
+    d: Dims,
+    storage: Storage,
+) -> Decoder {
+    let Dims {
+        hidden,
+        heads,
+        kv_heads,
+        head_dim,
+        inter,
+    } = d;
     // Gemma 3: a window of 3 keys on layers 0 and 2, layer 1 global with its own RoPE base;
     // Mistral: a window of 4 on every layer. Both windows are shorter than the prefill chunk.
     let extra = match model_type {
@@ -60,9 +143,9 @@ fn tiny_model_with(model_type: &str, layers: usize, quantized_embedding: bool) -
         _ => "",
     };
     let config = ModelConfig::from_json(&format!(
-        r#"{{"model_type":"{model_type}","hidden_size":{HIDDEN},"num_hidden_layers":{layers},
-            "intermediate_size":{INTER},"num_attention_heads":{HEADS},
-            "num_key_value_heads":{KV_HEADS},"head_dim":{HEAD_DIM},"vocab_size":16,
+        r#"{{"model_type":"{model_type}","hidden_size":{hidden},"num_hidden_layers":{layers},
+            "intermediate_size":{inter},"num_attention_heads":{heads},
+            "num_key_value_heads":{kv_heads},"head_dim":{head_dim},"vocab_size":16,
             "rms_norm_eps":1e-5,"tie_word_embeddings":true,"rope_theta":10000.0{extra}}}"#
     ))
     .unwrap();
@@ -82,7 +165,7 @@ fn tiny_model_with(model_type: &str, layers: usize, quantized_embedding: bool) -
         seed += 1;
         seed
     };
-    let table = uniform(&[16, HIDDEN], -1.0, 1.0, next());
+    let table = uniform(&[16, hidden], -1.0, 1.0, next());
     if quantized_embedding {
         let (wq, s, b) = quant::quantize(&table.astype(Dtype::Float16).unwrap(), 32, 8).unwrap();
         w.insert("model.embed_tokens.weight", wq);
@@ -91,28 +174,36 @@ fn tiny_model_with(model_type: &str, layers: usize, quantized_embedding: bool) -
     } else {
         w.insert("model.embed_tokens.weight", table);
     }
-    w.insert("model.norm.weight", uniform(&[HIDDEN], 0.5, 1.5, next()));
+    w.insert("model.norm.weight", uniform(&[hidden], 0.5, 1.5, next()));
     for layer in 0..layers {
         let p = format!("model.layers.{layer}");
         let p = p.as_str();
         for n in norms {
             w.insert(
                 format!("{p}.{n}.weight"),
-                uniform(&[HIDDEN], 0.5, 1.5, next()),
+                uniform(&[hidden], 0.5, 1.5, next()),
             );
         }
-        let q_width = HEADS * HEAD_DIM;
-        let kv_width = KV_HEADS * HEAD_DIM;
+        let q_width = heads * head_dim;
+        let kv_width = kv_heads * head_dim;
         let projections = [
-            ("self_attn.q_proj", q_width, HIDDEN),
-            ("self_attn.k_proj", kv_width, HIDDEN),
-            ("self_attn.v_proj", kv_width, HIDDEN),
-            ("self_attn.o_proj", HIDDEN, q_width),
-            ("mlp.gate_proj", INTER, HIDDEN),
-            ("mlp.up_proj", INTER, HIDDEN),
-            ("mlp.down_proj", HIDDEN, INTER),
+            ("self_attn.q_proj", q_width, hidden),
+            ("self_attn.k_proj", kv_width, hidden),
+            ("self_attn.v_proj", kv_width, hidden),
+            ("self_attn.o_proj", hidden, q_width),
+            ("mlp.gate_proj", inter, hidden),
+            ("mlp.up_proj", inter, hidden),
+            ("mlp.down_proj", hidden, inter),
         ];
         for (name, out, inp) in projections {
+            if storage == Storage::Blocks {
+                let q6 = name.ends_with("v_proj") || name.ends_with("down_proj");
+                w.insert(
+                    format!("{p}.{name}.blocks"),
+                    random_blocks(q6, out, inp, next()),
+                );
+                continue;
+            }
             let dense = uniform(&[out, inp], -0.3, 0.3, next())
                 .astype(Dtype::Float16)
                 .unwrap();
@@ -137,7 +228,7 @@ fn tiny_model_with(model_type: &str, layers: usize, quantized_embedding: bool) -
             for name in ["q_norm", "k_norm"] {
                 w.insert(
                     format!("{p}.self_attn.{name}.weight"),
-                    uniform(&[HEAD_DIM], 0.5, 1.5, next()),
+                    uniform(&[head_dim], 0.5, 1.5, next()),
                 );
             }
         }
@@ -163,15 +254,20 @@ fn values(a: &Array) -> Vec<f32> {
 /// Runs the layer natively and composed over a prefill of 5 tokens for 2 sequences and then
 /// 3 decode steps, comparing the outputs and the caches' written positions exactly.
 fn check_layer_matches_composed(model_type: &str) {
+    check_layer_matches_composed_stored(model_type, SMALL, Storage::Affine);
+}
+
+fn check_layer_matches_composed_stored(model_type: &str, d: Dims, storage: Storage) {
+    let hidden = d.hidden;
     let _g = lock();
-    let model = tiny_model(model_type);
+    let model = tiny_model_stored(model_type, 1, false, d, storage);
     let layer = &model.layers()[0];
     let window = layer.spec().attention.window;
     let (mut native, mut composed) = (LayerCache::new(window), LayerCache::new(window));
     let mut seed = 100;
     for len in [5, 1, 1, 1, 6, 1] {
         seed += 1;
-        let x = uniform(&[2, len, HIDDEN], -2.0, 2.0, seed);
+        let x = uniform(&[2, len, hidden], -2.0, 2.0, seed);
         let count = qmm_count();
         let a = layer.forward(&x, &mut native).unwrap();
         assert_eq!(
@@ -181,7 +277,7 @@ fn check_layer_matches_composed(model_type: &str) {
         );
         let b = layer.forward_composed(&x, &mut composed).unwrap();
         assert_eq!(qmm_count(), count + 4, "{model_type}: the composed path");
-        assert_eq!(a.shape(), vec![2, len, HIDDEN]);
+        assert_eq!(a.shape(), vec![2, len, hidden]);
         assert_eq!(
             values(&a),
             values(&b),
@@ -191,7 +287,7 @@ fn check_layer_matches_composed(model_type: &str) {
     }
     // The caches: 15 positions written by each path (the composed one through the attention
     // primitive, with the same in-place layout; a windowed layer's ring has wrapped).
-    let probe = uniform(&[2, 1, HIDDEN], -1.0, 1.0, 999);
+    let probe = uniform(&[2, 1, hidden], -1.0, 1.0, 999);
     let a = layer.forward(&probe, &mut native).unwrap();
     let b = layer.forward_composed(&probe, &mut composed).unwrap();
     assert_eq!(values(&a), values(&b), "{model_type}: after 8 positions");
@@ -234,9 +330,13 @@ fn a_strided_input_is_read_as_its_values() {
 /// head matmul): the same logits bit for bit over a prefill chunk and decode steps, for two
 /// sequences.
 fn check_model_step_matches_parts(model_type: &str) {
+    check_model_step_matches_parts_stored(model_type, SMALL, Storage::Affine);
+}
+
+fn check_model_step_matches_parts_stored(model_type: &str, d: Dims, storage: Storage) {
     use mlx_models::model::CausalLm;
     let _g = lock();
-    let model = tiny_model_with(model_type, 3, true);
+    let model = tiny_model_stored(model_type, 3, true, d, storage);
     assert!(model.embed_tokens().quantized_table().is_some());
     let mut cache = model.new_cache();
     let windows: Vec<_> = model
@@ -397,4 +497,27 @@ fn gemma3_model_step_is_its_parts() {
 #[test]
 fn mistral_model_step_is_its_parts() {
     check_model_step_matches_parts("mistral");
+}
+
+/// GGUF K-quant blocks as stored (q/k/v two runs: Q4_K then Q6_K): the one-primitive layer and
+/// the whole-step primitive take them and give the composed path's numbers bit for bit.
+#[test]
+fn qwen2_layer_of_gguf_blocks_is_the_composed_layer() {
+    if mlx_rs::quant::block_formats_available() {
+        check_layer_matches_composed_stored("qwen2", BLOCK_SIZED, Storage::Blocks);
+    }
+}
+
+#[test]
+fn gemma3_layer_of_gguf_blocks_is_the_composed_layer() {
+    if mlx_rs::quant::block_formats_available() {
+        check_layer_matches_composed_stored("gemma3_text", BLOCK_SIZED, Storage::Blocks);
+    }
+}
+
+#[test]
+fn llama_model_step_of_gguf_blocks_is_its_parts() {
+    if mlx_rs::quant::block_formats_available() {
+        check_model_step_matches_parts_stored("llama", BLOCK_SIZED, Storage::Blocks);
+    }
 }
