@@ -20,6 +20,7 @@ units=(
   "qmm_avx512vnni.cpp -std=c++17 -mavx512f -mavx512bw -mavx512vl -mavx512vnni -mavx512vbmi -mavx2 -mfma -mf16c"
   "qmm_blocks_generic.cpp -std=c++17"
   "qmm_blocks_avx512vnni.cpp -std=c++17 -mavx512f -mavx512bw -mavx512vl -mavx512vnni -mavx512vbmi -mavx2 -mfma -mf16c"
+  "qmm_blocks_gemm_avx512vnni.cpp -std=c++17 -mavx512f -mavx512bw -mavx512vl -mavx512vnni -mavx512vbmi -mavx2 -mfma -mf16c"
   "qmm_driver.cpp -std=c++20"
   # Under ASan (__SANITIZE_ADDRESS__) ops_cpu.cpp drops its target_clones: portable code only.
   "ops_cpu.cpp -std=c++17 -fopenmp-simd"

@@ -485,8 +485,11 @@ pub enum QmmIsa {
     /// integer dot products (`VPDPBUSD`), with each activation rounded to a 21-bit integer times a power of
     /// two shared by 8 consecutive values (error at most 2^-21 of the largest magnitude among
     /// the 8; f32 keeps 2^-24 of each value's own). An infinity or NaN among the 8 makes the
-    /// outputs that use them NaN. Prefill (the sgemm path) uses the [`QmmIsa::Avx512`] kernels.
-    /// [`set_native_qmm_exact`] opts out.
+    /// outputs that use them NaN. Prefill (the sgemm path) uses the [`QmmIsa::Avx512`] kernels,
+    /// except for GGUF blocks ([`block_matmul`]): their prefill (more than 16 rows) rounds each
+    /// activation to 8 bits with one scale per 32 values (error at most 1/254 of the run's
+    /// largest magnitude) and multiplies on integer dot products.
+    /// [`set_native_qmm_exact`] opts out of both.
     Avx512Vnni,
 }
 

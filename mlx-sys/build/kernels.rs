@@ -94,7 +94,8 @@ pub fn build(manifest_dir: &Path, mlx: &Mlx, mlxc_src: &Path) -> BuildResult<()>
         vnni.flag_if_supported("-Wno-maybe-uninitialized")
             .flag_if_supported("-Wno-uninitialized")
             .file(dir.join("qmm_avx512vnni.cpp"))
-            .file(dir.join("qmm_blocks_avx512vnni.cpp"));
+            .file(dir.join("qmm_blocks_avx512vnni.cpp"))
+            .file(dir.join("qmm_blocks_gemm_avx512vnni.cpp"));
         compile(vnni, "avx512-vnni")?;
     }
 

@@ -20,6 +20,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "qmm_internal.h"
 
@@ -114,6 +115,26 @@ struct BlockKernels {
   void (*rows)(const BlockProblem& p, int n0, int n1);
 };
 
+// One run of rows of a block-format matrix (qmm_driver.h's Call::parts): its first byte, its
+// format, its rows [n0, n1) of y and the bytes of each row.
+struct BlockRun {
+  const uint8_t* w;
+  int format, n0, n1;
+  size_t row_bytes;
+};
+
+// x quantized for the integer prefill (qmm_blocks_gemm_avx512vnni.cpp).
+struct XQuant;
+
+// The integer prefill's call: y[m, n] (at y[m * ldy + n]) for all M rows of x and every run.
+struct BlockGemmProblem {
+  const std::vector<BlockRun>* runs;
+  const XQuant* xq;
+  float* y;
+  size_t ldy;
+  int M, K;
+};
+
 // Portable: each row dequantized by dequantize_block, then f32 dot products.
 const BlockKernels& block_kernels_generic();
 #if defined(__x86_64__) || defined(_M_X64)
@@ -121,6 +142,12 @@ const BlockKernels& block_kernels_generic();
 // (D = 1), as the affine VNNI kernels do.
 const BlockKernels& block_kernels_avx512_vnni();
 const BlockKernels& block_kernels_avx512_vnni_int8();
+// Integer prefill: x quantized once (new_block_gemm_x, 8 bits per value, one scale per 32),
+// then panels of 16 rows, each computed for every row of x by block_gemm_avx512_vnni.
+XQuant* new_block_gemm_x(const float* x, int M, int K);
+void delete_block_gemm_x(XQuant* xq);
+int block_gemm_panels(const std::vector<BlockRun>& runs);
+void block_gemm_avx512_vnni(const BlockGemmProblem& g, int panel);
 #endif
 
 }  // namespace mlxrs_qmm

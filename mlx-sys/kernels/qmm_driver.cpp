@@ -383,13 +383,6 @@ void solve_affine(const Call& c, const float* xf, float* yf) {
   }
 }
 
-// The runs of a block-format Call, with their first byte and their rows [n0, n1) of y.
-struct BlockRun {
-  const uint8_t* w;
-  int format, n0, n1;
-  size_t row_bytes;
-};
-
 std::vector<BlockRun> block_runs(const Call& c) {
   std::vector<BlockRun> runs;
   const auto* w = reinterpret_cast<const uint8_t*>(c.w);
@@ -450,15 +443,40 @@ struct BlockRowsJob {
   }
 };
 
+#if defined(__x86_64__)
+struct BlockGemmJob {
+  const BlockGemmProblem* g;
+  static void run(void* c, int i) { block_gemm_avx512_vnni(*static_cast<BlockGemmJob*>(c)->g, i); }
+};
+#endif
+
 // y = x @ w^T for GGUF blocks as stored (qmm_blocks.h), x already f32 (and normalised).
 void solve_blocks(const Call& c, const float* xf, float* yf) {
   const int M = c.M, N = c.N, K = c.K;
   const std::vector<BlockRun> runs = block_runs(c);
   const SgemmFn sgemm = blas_sgemm();
-  const bool gemm = sgemm && M > g_gemm_threshold.load(std::memory_order_relaxed);
+  const bool many = M > g_gemm_threshold.load(std::memory_order_relaxed);
+  const bool gemm = sgemm && many;
+  const int isa = g_isa.load(std::memory_order_relaxed);
   std::unique_lock<std::mutex> lk(g_pool_mu, std::try_to_lock);
   Pool* pool = lk.owns_lock() ? &pool_locked() : nullptr;
   const int threads = pool ? pool->size() : 1;
+#if defined(__x86_64__)
+  if (many && isa >= kIsaAvx512Vnni) {
+    // Prefill on integer dot products (qmm_blocks_gemm_avx512vnni.cpp): x to 8 bits once,
+    // then 16-row panels of the matrix, each for every row of x.
+    XQuant* xq = new_block_gemm_x(xf, M, K);
+    const BlockGemmProblem g{&runs, xq, yf, size_t(N), M, K};
+    BlockGemmJob j{&g};
+    const int panels = block_gemm_panels(runs);
+    if (pool)
+      pool->run(BlockGemmJob::run, &j, panels, false);
+    else
+      for (int i = 0; i < panels; ++i) BlockGemmJob::run(&j, i);
+    delete_block_gemm_x(xq);
+    return;
+  }
+#endif
   if (gemm) {
     // Prefill: tiles of about 4 MB of dequantized f32 rows, one sgemm per tile.
     int nb = int((size_t(1) << 20) / size_t(K));
@@ -478,7 +496,6 @@ void solve_blocks(const Call& c, const float* xf, float* yf) {
     }
     return;
   }
-  const int isa = g_isa.load(std::memory_order_relaxed);
 #if defined(__x86_64__)
   const BlockKernels& k = isa < kIsaAvx512Vnni ? block_kernels_generic()
                           : g_int8.load(std::memory_order_relaxed)

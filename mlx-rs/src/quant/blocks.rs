@@ -66,7 +66,10 @@ impl fmt::Display for BlockFormat {
 
 /// Whether [`block_matmul`] can run here: the native kernels exist for this CPU (x86-64).
 /// The computation must also be on a CPU stream; there is no GPU implementation, so a loader
-/// keeps blocks as stored only where this holds and the model runs on the CPU.
+/// keeps blocks as stored only where this holds and the model runs on the CPU. They are fast
+/// on [`crate::quant::QmmIsa::Avx512Vnni`] (integer dot products at decode and prefill);
+/// elsewhere the portable kernel dequantizes each row to f32 per call, many times slower than
+/// the affine kernels.
 ///
 /// ```
 /// use mlx_rs::quant;

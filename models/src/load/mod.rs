@@ -82,11 +82,14 @@ pub struct LoadOptions {
     /// ([`mlx_rs::memory::advise_huge_pages`]; default `true`): decode streams every weight
     /// once per token, and 2 MiB pages take the TLB out of that path. Ignored on a GPU.
     pub huge_pages: bool,
-    /// On a CPU the native kernels serve (x86-64, [`mlx_rs::quant::native_qmm_enabled`]),
+    /// On a CPU whose native kernels multiply GGUF blocks on integer dot products (x86-64 with
+    /// AVX-512 VNNI, [`mlx_rs::quant::QmmIsa::Avx512Vnni`] in use, the native kernel enabled),
     /// keep a GGUF file's `Q4_K` and `Q6_K` projection matrices as stored
     /// ([`gguf::GgufReadOptions::keep_blocks`]; default `true`): 4.5 and 6.56 bits per weight
-    /// instead of the affine conversion's 6 and 9. `false`: convert them as the
-    /// [`gguf`] module docs say. Ignored elsewhere.
+    /// instead of the affine conversion's 6 and 9, and prefill on 8-bit activations. `false`,
+    /// and on other CPUs (where only the portable block kernel would run, far slower than the
+    /// affine kernels) or in the exact mode ([`mlx_rs::quant::set_native_qmm_exact`]): convert
+    /// them as the [`gguf`] module docs say. Ignored on a GPU.
     pub gguf_blocks: bool,
     /// Where [`load`] reports its progress (downloads from the Hub, tensors read; see
     /// [`progress`]); `None` (the default): nowhere, the library draws nothing itself.
@@ -131,7 +134,7 @@ impl LoadOptions {
             && self.keeps_quantized()
             && self.device.device_type() == DeviceType::Cpu
             && native_cpu_kernel()
-            && mlx_rs::quant::block_formats_available()
+            && mlx_rs::quant::native_qmm_isa() == mlx_rs::quant::QmmIsa::Avx512Vnni
     }
 
     /// Whether quantized weights stay quantized: on a GPU always; on the CPU when mlx-rs's
