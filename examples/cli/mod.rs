@@ -54,8 +54,8 @@ pub struct ModelArgs {
     /// .gguf file with the same tokenizer and sampling).
     #[arg(long, value_enum, default_value_t = Backend::Mlx)]
     pub backend: Backend,
-    /// Compute threads (MLX's native kernels; llama.cpp's prefill and decode); default: all
-    /// the cores. OpenBLAS, for MLX's f32 products, reads OPENBLAS_NUM_THREADS.
+    /// Compute threads (MLX's native kernels and OpenBLAS, for MLX's f32 products; llama.cpp's
+    /// prefill and decode); default: all the cores (OpenBLAS: OPENBLAS_NUM_THREADS if set).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: Option<u16>,
     /// Device (default: MLX's default device).
@@ -196,6 +196,8 @@ impl ModelArgs {
         }
         if let Some(threads) = self.threads {
             mlx_rs::quant::set_native_qmm_threads(usize::from(threads));
+            // The prefill path's sgemm: as many threads, so the two never oversubscribe.
+            mlx_rs::quant::set_blas_threads(usize::from(threads));
         }
         let device = self.device()?;
         Device::set_default(device)?;

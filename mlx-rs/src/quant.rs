@@ -554,6 +554,23 @@ pub fn set_native_qmm_threads(threads: usize) {
     unsafe { sys::native_qmm::mlxrs_qmm_set_num_threads(n) };
 }
 
+/// Sets OpenBLAS's thread count, which the prefill path's `sgemm` (and MLX's own f32
+/// products) use, so that it matches [`set_native_qmm_threads`] and the two never ask for more
+/// cores than the process was given. Returns whether it was set: `false` when the process's
+/// BLAS is not OpenBLAS (OpenBLAS is looked up at run time) or `threads` is 0. The default is
+/// OpenBLAS's own: `OPENBLAS_NUM_THREADS`, else every CPU.
+///
+/// ```
+/// let set = mlx_rs::quant::set_blas_threads(2);
+/// assert!(!mlx_rs::quant::set_blas_threads(0));
+/// # let _ = set;
+/// ```
+pub fn set_blas_threads(threads: usize) -> bool {
+    let n = i32::try_from(threads).unwrap_or(i32::MAX);
+    // SAFETY: plain integer argument; OpenBLAS's setter is called only when present.
+    unsafe { sys::native_qmm::mlxrs_blas_set_num_threads(n) != 0 }
+}
+
 /// Sets the row count above which the native kernel's prefill path (dequantized f32 tiles
 /// multiplied by BLAS `sgemm`) replaces its small-M path (the packed weights read once for all
 /// rows); `0` restores the default, 16. Both paths give the same products up to float rounding.

@@ -603,6 +603,16 @@ MLXRS_EXPORT void mlxrs_qmm_set_num_threads(int n) {
   g_threads = n > 0 ? (n < 256 ? n : 256) : 0;
 }
 
+MLXRS_EXPORT int mlxrs_blas_set_num_threads(int n) {
+  // OpenBLAS's own setter, looked up like cblas_sgemm: absent with another BLAS.
+  using SetFn = void (*)(int);
+  static const SetFn set =
+      reinterpret_cast<SetFn>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  if (!set || n <= 0) return 0;
+  set(n);
+  return 1;
+}
+
 MLXRS_EXPORT int mlxrs_qmm_num_threads(void) {
   std::lock_guard<std::mutex> lk(g_pool_mu);
   return pool_locked().size();

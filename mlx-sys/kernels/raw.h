@@ -71,6 +71,10 @@ int mlxrs_qmm_blocks_raw(
 void mlxrs_qmm_set_num_threads(int n);
 /* The thread count in effect. */
 int mlxrs_qmm_num_threads(void);
+/* Sets OpenBLAS's thread count (its openblas_set_num_threads, looked up at run time) for the
+ * prefill path's sgemm; returns 1, or 0 (nothing done) when the process's BLAS is not OpenBLAS
+ * or n <= 0. */
+int mlxrs_blas_set_num_threads(int n);
 
 /* The instruction set in use (MLXRS_QMM_ISA_*). */
 int mlxrs_qmm_isa(void);
