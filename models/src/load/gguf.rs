@@ -19,7 +19,10 @@
 //! 8-bit, group-32 triplet with `float16` scales and biases (not lossless: a weight moves by at
 //! most half an 8-bit step of its group's range, typically a fifth of `Q6_K`'s own step; see
 //! [`ggml_quants::requantize_affine8`]). `Q2_K` and `Q3_K` are decoded row by row to `float16`.
-//! No tensor is ever held as a whole in `f32` on the way. `F32`, `F16`, `BF16`, `I8`,
+//! No tensor is ever held as a whole in `f32` on the way. With
+//! [`GgufReadOptions::keep_blocks`] (what [`super::load`] asks for on a CPU with the AVX-512
+//! VNNI kernels), the `Q4_K` and `Q6_K` matrices of the layers' projections and of the head
+//! skip all of this and stay in the file's blocks, as `P.blocks`. `F32`, `F16`, `BF16`, `I8`,
 //! `I16` and `I32` are taken as stored. Other types (`IQ*`, `TQ*`, `MXFP4`, ...) are refused
 //! before any data is read, with an [`Error::Gguf`] naming the type and a tensor.
 //!
