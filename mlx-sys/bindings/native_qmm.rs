@@ -48,6 +48,9 @@ unsafe extern "C" {
     pub fn mlxrs_qmm_num_threads() -> ::std::os::raw::c_int;
 }
 unsafe extern "C" {
+    pub fn mlxrs_blas_set_num_threads(n: ::std::os::raw::c_int) -> ::std::os::raw::c_int;
+}
+unsafe extern "C" {
     pub fn mlxrs_qmm_isa() -> ::std::os::raw::c_int;
 }
 unsafe extern "C" {

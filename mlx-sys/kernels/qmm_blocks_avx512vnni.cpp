@@ -19,6 +19,7 @@
 #include <immintrin.h>
 
 #include "qmm_blocks.h"
+#include "qmm_blocks_vnni.h"
 #include "qmm_vnni_digits.h"
 
 namespace mlxrs_qmm {
@@ -169,8 +170,6 @@ inline void block_q6k(const BlockProblem& p, int n0, int m0) {
   const uint8_t* wb = p.w + size_t(n0) * row_bytes;
   const XBlock* xs[MB];
   for (int m = 0; m < MB; ++m) xs[m] = xblocks(p.xp) + size_t(m0 + m) * nb;
-  const __m512i low4 = _mm512_set1_epi8(0x0F);
-  const __m256i two = _mm256_set1_epi8(3);
   // Lane l of chunk c is in sub-block 4c + l / 4.
   __m512i sub[4];
   for (int c = 0; c < 4; ++c)
@@ -195,16 +194,7 @@ inline void block_q6k(const BlockProblem& p, int n0, int m0) {
       __m512i v[2][R];
       for (int r = 0; r < R; ++r) {
         const uint8_t* blk = wb + r * row_bytes + size_t(b) * 210;
-        const __m512i ql = _mm512_loadu_si512(blk + 64 * h);
-        const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 128 + 32 * h));
-        const __m256i h0 = _mm256_and_si256(qh, two);
-        const __m256i h1 = _mm256_and_si256(_mm256_srli_epi16(qh, 2), two);
-        const __m256i h2 = _mm256_and_si256(_mm256_srli_epi16(qh, 4), two);
-        const __m256i h3 = _mm256_and_si256(_mm256_srli_epi16(qh, 6), two);
-        const __m512i hi01 = _mm512_slli_epi16(_mm512_inserti64x4(_mm512_castsi256_si512(h0), h1, 1), 4);
-        const __m512i hi23 = _mm512_slli_epi16(_mm512_inserti64x4(_mm512_castsi256_si512(h2), h3, 1), 4);
-        v[0][r] = _mm512_or_si512(_mm512_and_si512(ql, low4), hi01);
-        v[1][r] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), low4), hi23);
+        q6k_codes(blk, h, v[0][r], v[1][r]);
       }
       for (int e = 0; e < 2; ++e) {
         const int c = 2 * h + e;

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "qmm_blocks.h"
+#include "qmm_blocks_vnni.h"
 
 namespace mlxrs_qmm {
 namespace {
@@ -61,22 +62,11 @@ inline void unpack_block(int format, const uint8_t* blk, uint8_t* codes, float* 
       scl[j] = d * float(sc[j]);
       off[j] = 32.f * scl[j];
     }
-    const __m512i low4 = _mm512_set1_epi8(0x0F);
-    const __m256i two = _mm256_set1_epi8(3);
     for (int h = 0; h < 2; ++h) {
-      const __m512i ql = _mm512_loadu_si512(blk + 64 * h);
-      const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 128 + 32 * h));
-      const __m256i h0 = _mm256_and_si256(qh, two);
-      const __m256i h1 = _mm256_and_si256(_mm256_srli_epi16(qh, 2), two);
-      const __m256i h2 = _mm256_and_si256(_mm256_srli_epi16(qh, 4), two);
-      const __m256i h3 = _mm256_and_si256(_mm256_srli_epi16(qh, 6), two);
-      const __m512i hi01 =
-          _mm512_slli_epi16(_mm512_inserti64x4(_mm512_castsi256_si512(h0), h1, 1), 4);
-      const __m512i hi23 =
-          _mm512_slli_epi16(_mm512_inserti64x4(_mm512_castsi256_si512(h2), h3, 1), 4);
-      _mm512_storeu_si512(codes + 128 * h, _mm512_or_si512(_mm512_and_si512(ql, low4), hi01));
-      _mm512_storeu_si512(codes + 128 * h + 64,
-                          _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), low4), hi23));
+      __m512i v0, v1;
+      q6k_codes(blk, h, v0, v1);
+      _mm512_storeu_si512(codes + 128 * h, v0);
+      _mm512_storeu_si512(codes + 128 * h + 64, v1);
     }
   }
 }

@@ -317,6 +317,48 @@ bool native_isa_available() { return kBestIsa > 0; }
 
 namespace {
 
+// The prefill path shared by both layouts: tiles of about 4 MB of f32 rows, each filled by
+// `ntasks(n0, n1)` jobs of 16 rows (dequantized on the pool, its workers then asleep), then one
+// sgemm per tile on the calling thread, where OpenBLAS threads itself. `fill(n0, n1, tile)`
+// returns the job runner for the rows [n0, n1).
+template <class Fill>
+void sgemm_by_tiles(Pool* pool, SgemmFn sgemm, int M, int N, int K, const float* x, float* y,
+                    Fill fill) {
+  int nb = int((size_t(1) << 20) / size_t(K));
+  nb = nb < 64 ? 64 : (nb / 16) * 16;
+  if (nb > N) nb = N;
+  std::vector<float> tile(size_t(nb) * K);
+  for (int n0 = 0; n0 < N; n0 += nb) {
+    const int n1 = n0 + nb < N ? n0 + nb : N;
+    auto job = fill(n0, n1, tile.data());
+    const int ntasks = (n1 - n0 + 15) / 16;
+    if (pool)
+      pool->run(decltype(job)::run, &job, ntasks, false);
+    else
+      for (int i = 0; i < ntasks; ++i) decltype(job)::run(&job, i);
+    sgemm(kRowMajor, kNoTrans, kTrans, M, n1 - n0, K, 1.0f, x, K, tile.data(), K, 0.0f, y + n0,
+          N);
+  }
+}
+
+// Rows per task at decode and small M: multiples of 4, about 4 tasks per thread, at least 16.
+int rows_chunk(int N, int threads) {
+  int chunk = (N + threads * 4 - 1) / (threads * 4);
+  chunk = (chunk + 3) / 4 * 4;
+  return chunk < 16 ? 16 : chunk;
+}
+
+// Runs job.run(&job, i) for the tasks of N rows in chunks of `chunk`, on the pool when there
+// is one (its workers spinning briefly afterwards, for the next decode matmul).
+template <class Job>
+void run_rows(Pool* pool, Job& job, int N, int chunk) {
+  const int ntasks = (N + chunk - 1) / chunk;
+  if (pool)
+    pool->run(Job::run, &job, ntasks, true);
+  else
+    for (int i = 0; i < ntasks; ++i) Job::run(&job, i);
+}
+
 // y = x @ dequantize(w)^T for MLX's affine layout, x already f32 (and normalised).
 void solve_affine(const Call& c, const float* xf, float* yf) {
   const int M = c.M, N = c.N, K = c.K, G = c.group, ng = K / G;
@@ -352,34 +394,13 @@ void solve_affine(const Call& c, const float* xf, float* yf) {
   const int threads = pool ? pool->size() : 1;
 
   if (gemm) {
-    // Prefill: dequantize tiles of about 4 MB of f32 rows (in the kernel's K order, which is
-    // xp's), then one sgemm per tile on the calling thread, where OpenBLAS threads itself.
-    int nb = int((size_t(1) << 20) / size_t(K));
-    nb = nb < 64 ? 64 : (nb / 16) * 16;
-    if (nb > N) nb = N;
-    std::vector<float> tile(size_t(nb) * K);
-    for (int n0 = 0; n0 < N; n0 += nb) {
-      int n1 = n0 + nb < N ? n0 + nb : N;
-      DequantJob j{&k, &p, n0, n1, 16, tile.data()};
-      int ntasks = (n1 - n0 + 15) / 16;
-      if (pool)
-        pool->run(DequantJob::run, &j, ntasks, false);
-      else
-        for (int i = 0; i < ntasks; ++i) DequantJob::run(&j, i);
-      sgemm(101 /* row major */, 111 /* no trans */, 112 /* trans */, M, n1 - n0, K, 1.0f, xp,
-            K, tile.data(), K, 0.0f, yf + n0, N);
-    }
+    // Prefill: dequantized f32 tiles (in the kernel's K order, which is xp's) and sgemm.
+    sgemm_by_tiles(pool, sgemm, M, N, K, xp, yf, [&](int n0, int n1, float* tile) {
+      return DequantJob{&k, &p, n0, n1, 16, tile};
+    });
   } else {
-    // Decode / small M: rows split into chunks (multiples of 4 rows), about 4 per thread.
-    int chunk = (N + threads * 4 - 1) / (threads * 4);
-    chunk = (chunk + 3) / 4 * 4;
-    if (chunk < 16) chunk = 16;
-    RowsJob j{&k, &p, chunk};
-    int ntasks = (N + chunk - 1) / chunk;
-    if (pool)
-      pool->run(RowsJob::run, &j, ntasks, true);
-    else
-      for (int i = 0; i < ntasks; ++i) RowsJob::run(&j, i);
+    RowsJob j{&k, &p, rows_chunk(N, threads)};
+    run_rows(pool, j, N, j.chunk);
   }
 }
 
@@ -478,22 +499,9 @@ void solve_blocks(const Call& c, const float* xf, float* yf) {
   }
 #endif
   if (gemm) {
-    // Prefill: tiles of about 4 MB of dequantized f32 rows, one sgemm per tile.
-    int nb = int((size_t(1) << 20) / size_t(K));
-    nb = nb < 64 ? 64 : (nb / 16) * 16;
-    if (nb > N) nb = N;
-    std::vector<float> tile(size_t(nb) * K);
-    for (int n0 = 0; n0 < N; n0 += nb) {
-      int n1 = n0 + nb < N ? n0 + nb : N;
-      BlockDequantJob j{&runs, K, n0, n1, 16, tile.data()};
-      int ntasks = (n1 - n0 + 15) / 16;
-      if (pool)
-        pool->run(BlockDequantJob::run, &j, ntasks, false);
-      else
-        for (int i = 0; i < ntasks; ++i) BlockDequantJob::run(&j, i);
-      sgemm(kRowMajor, kNoTrans, kTrans, M, n1 - n0, K, 1.0f, xf, K, tile.data(), K, 0.0f,
-            yf + n0, N);
-    }
+    sgemm_by_tiles(pool, sgemm, M, N, K, xf, yf, [&](int n0, int n1, float* tile) {
+      return BlockDequantJob{&runs, K, n0, n1, 16, tile};
+    });
     return;
   }
 #if defined(__x86_64__)
@@ -507,16 +515,9 @@ void solve_blocks(const Call& c, const float* xf, float* yf) {
 #endif
   std::vector<uint8_t> xpbuf(k.xp_bytes(M, K));
   k.prepare(xf, xpbuf.data(), M, K);
-  int chunk = (N + threads * 4 - 1) / (threads * 4);
-  chunk = (chunk + 3) / 4 * 4;
-  if (chunk < 16) chunk = 16;
   BlockRowsJob j{&k, &runs, BlockProblem{xf, xpbuf.data(), nullptr, 0, yf, M, 0, K, size_t(N)},
-                 chunk};
-  int ntasks = (N + chunk - 1) / chunk;
-  if (pool)
-    pool->run(BlockRowsJob::run, &j, ntasks, true);
-  else
-    for (int i = 0; i < ntasks; ++i) BlockRowsJob::run(&j, i);
+                 rows_chunk(N, threads)};
+  run_rows(pool, j, N, j.chunk);
 }
 
 }  // namespace

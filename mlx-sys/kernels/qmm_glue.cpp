@@ -121,6 +121,25 @@ class NativeQuantizedMatmul : public mx::UnaryPrimitive {
   mlxrs_glue::BlockParts blocks_;
 };
 
+// Appends the optional norm weight (f32 [K]) and residual (float, the output's shape) to the
+// primitive's inputs; throws std::invalid_argument for shapes that do not fit.
+void add_prologue_epilogue(const char* op, std::vector<mx::array>& inputs, const mx::array& x,
+                           const mx::Shape& shape, const mx::array* norm_w,
+                           const mx::array* residual, const mx::Stream& stream) {
+  if (norm_w) {
+    if (norm_w->ndim() != 1 || norm_w->shape(0) != x.shape(-1))
+      throw std::invalid_argument(std::string(op) + ": the norm weight must be [" +
+                                  std::to_string(x.shape(-1)) + "]");
+    inputs.push_back(mlxrs_glue::ensure_contiguous(*norm_w, stream));
+  }
+  if (residual) {
+    if (residual->shape() != shape || !float_dtype(residual->dtype()))
+      throw std::invalid_argument(std::string(op) +
+                                  ": the residual must be a float array of the output's shape");
+    inputs.push_back(*residual);
+  }
+}
+
 // The native primitive for y = [rms_norm(x, norm_w, eps)] @ dequantize(w)^T [+ residual], or
 // nothing when the kernel does not take the call (see qmm_native_ok; a norm weight that is not
 // float32). Inconsistent norm weight or residual shapes throw.
@@ -138,19 +157,8 @@ std::optional<mx::array> build_native(const mx::array& x, const mx::array& w,
   shape.back() = w.shape(0);
   std::vector<mx::array> inputs{x, ensure_contiguous(w, stream), ensure_contiguous(scales, stream),
                                 ensure_contiguous(biases, stream)};
-  if (norm_w) {
-    if (norm_w->dtype() != mx::float32) return {};  // the prologue reads f32 weights
-    if (norm_w->ndim() != 1 || norm_w->shape(0) != x.shape(-1))
-      throw std::invalid_argument("quantized_matmul: the norm weight must be [" +
-                                  std::to_string(x.shape(-1)) + "]");
-    inputs.push_back(ensure_contiguous(*norm_w, stream));
-  }
-  if (residual) {
-    if (residual->shape() != shape || !float_dtype(residual->dtype()))
-      throw std::invalid_argument("quantized_matmul: the residual must be a float array of "
-                                  "the output's shape");
-    inputs.push_back(*residual);
-  }
+  if (norm_w && norm_w->dtype() != mx::float32) return {};  // the prologue reads f32 weights
+  add_prologue_epilogue("quantized_matmul", inputs, x, shape, norm_w, residual, stream);
   g_native_count.fetch_add(1, std::memory_order_relaxed);
   return mx::array(std::move(shape), out_dtype,
                    std::make_shared<NativeQuantizedMatmul>(stream, group_size, bits,
@@ -176,18 +184,9 @@ mx::array build_blocks(const mx::array& x, const mx::array& w,
   shape.back() = int(blocks.total_rows());
   const mx::array wc = mlxrs_glue::ensure_contiguous(w, stream);
   std::vector<mx::array> inputs{x, wc, wc, wc};
-  if (norm_w) {
-    if (norm_w->dtype() != mx::float32 || norm_w->ndim() != 1 || norm_w->shape(0) != x.shape(-1))
-      throw std::invalid_argument("block_matmul: the norm weight must be float32 [" +
-                                  std::to_string(x.shape(-1)) + "]");
-    inputs.push_back(mlxrs_glue::ensure_contiguous(*norm_w, stream));
-  }
-  if (residual) {
-    if (residual->shape() != shape || !float_dtype(residual->dtype()))
-      throw std::invalid_argument("block_matmul: the residual must be a float array of "
-                                  "the output's shape");
-    inputs.push_back(*residual);
-  }
+  if (norm_w && norm_w->dtype() != mx::float32)
+    throw std::invalid_argument("block_matmul: the norm weight must be float32");
+  add_prologue_epilogue("block_matmul", inputs, x, shape, norm_w, residual, stream);
   g_native_count.fetch_add(1, std::memory_order_relaxed);
   const mx::Dtype out_dtype = x.dtype();
   return mx::array(std::move(shape), out_dtype,

@@ -324,24 +324,16 @@ impl Linear {
 
     /// Applies the layer to `x` (`[..., in_features]`).
     pub fn forward(&self, x: &Array) -> Result<Array> {
-        match (&self.weight, &self.bias) {
-            (LinearWeight::Dense(wt), Some(b)) => Ok(b.addmm(x, wt, 1.0, 1.0)?),
-            (LinearWeight::Dense(wt), None) => Ok(x.matmul(wt)?),
-            (LinearWeight::Quantized(q), bias) => {
-                let y = q.matmul_t(x)?;
-                match bias {
-                    Some(b) => Ok(y.add(b)?),
-                    None => Ok(y),
-                }
-            }
-            (LinearWeight::Blocks(m), bias) => {
-                let y = m.matmul_t_fused(x, None, None)?;
-                match bias {
-                    Some(b) => Ok(y.add(b)?),
-                    None => Ok(y),
-                }
-            }
-        }
+        let y = match (&self.weight, &self.bias) {
+            (LinearWeight::Dense(wt), Some(b)) => return Ok(b.addmm(x, wt, 1.0, 1.0)?),
+            (LinearWeight::Dense(wt), None) => return Ok(x.matmul(wt)?),
+            (LinearWeight::Quantized(q), _) => q.matmul_t(x)?,
+            (LinearWeight::Blocks(m), _) => m.matmul_t_fused(x, None, None)?,
+        };
+        Ok(match &self.bias {
+            Some(b) => y.add(b)?,
+            None => y,
+        })
     }
 
     /// `self.forward(norm(x)) + residual`, with either part optional. A quantized layer on a
@@ -355,21 +347,12 @@ impl Linear {
         norm: Option<&RmsNorm>,
         residual: Option<&Array>,
     ) -> Result<Array> {
-        if let LinearWeight::Blocks(m) = &self.weight {
-            let fused_residual = residual.filter(|_| self.bias.is_none());
-            let y = m.matmul_t_fused(x, norm, fused_residual)?;
-            let y = match &self.bias {
-                Some(b) => y.add(b)?,
-                None => y,
-            };
-            return Ok(match (residual, fused_residual) {
-                (Some(r), None) => y.add(r)?,
-                _ => y,
-            });
-        }
-        if let LinearWeight::Quantized(q) = &self.weight {
-            let fused_residual = residual.filter(|_| self.bias.is_none());
-            if let Some(y) = native::fused_quantized_matmul(
+        // The residual goes into the primitive only without a bias (the additions keep their
+        // order); the bias, and then a residual that stayed out, are added after it.
+        let fused_residual = residual.filter(|_| self.bias.is_none());
+        let fused = match &self.weight {
+            LinearWeight::Blocks(m) => Some(m.matmul_t_fused(x, norm, fused_residual)?),
+            LinearWeight::Quantized(q) => native::fused_quantized_matmul(
                 x,
                 &q.weight,
                 &q.scales,
@@ -378,16 +361,18 @@ impl Linear {
                 q.params.bits,
                 norm.map(|n| (n.weight(), n.eps())),
                 fused_residual,
-            )? {
-                let y = match &self.bias {
-                    Some(b) => y.add(b)?,
-                    None => y,
-                };
-                return Ok(match (residual, fused_residual) {
-                    (Some(r), None) => y.add(r)?,
-                    _ => y,
-                });
-            }
+            )?,
+            LinearWeight::Dense(_) => None,
+        };
+        if let Some(y) = fused {
+            let y = match &self.bias {
+                Some(b) => y.add(b)?,
+                None => y,
+            };
+            return Ok(match (residual, fused_residual) {
+                (Some(r), None) => y.add(r)?,
+                _ => y,
+            });
         }
         let y = self.forward(&RmsNorm::apply(norm, x)?)?;
         Ok(match residual {
