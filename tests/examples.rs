@@ -155,6 +155,32 @@ fn bad_backend_and_threads_flags_are_refused() {
     }
 }
 
+/// MLX's load-time flags are refused with the ggml backend (exit 1, the flag named), not
+/// silently ignored.
+#[test]
+#[cfg(feature = "ggml-baseline")]
+fn mlx_load_flags_are_refused_with_the_ggml_backend() {
+    let Some(model) = mlx_test_data::file("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") else {
+        return;
+    };
+    let Some(exe) = example("generate") else {
+        return;
+    };
+    for flag in ["--no-gguf-blocks", "--no-huge-pages"] {
+        let output = Command::new(&exe)
+            .args(["--backend", "ggml", flag, "--prompt", "x", "--model"])
+            .arg(&model)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{flag}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{flag} applies to --backend mlx only")),
+            "{flag}: {stderr}"
+        );
+    }
+}
+
 /// With the feature, the examples run llama.cpp on the real SmolLM2 file: `generate` answers
 /// " Paris", `perplexity` prints its last line, `qwen_chat` completes one turn through the
 /// chat template.

@@ -148,6 +148,8 @@ impl ModelArgs {
             (self.dtype.is_some(), "--dtype"),
             (self.quantized.is_some(), "--quantized"),
             (self.chat_template.is_some(), "--chat-template"),
+            (self.no_huge_pages, "--no-huge-pages"),
+            (self.no_gguf_blocks, "--no-gguf-blocks"),
         ] {
             if given {
                 return Err(format!("{flag} applies to --backend mlx only").into());
