@@ -143,6 +143,11 @@ struct BlockParts {
     for (int i = 0; i < parts; ++i) n += rows[i];
     return n;
   }
+  // Rows of the matrix whose weight is w: the runs' total, or an affine weight's first axis
+  // (0 when it is not 2-D).
+  int64_t rows_of(const mx::array& w) const {
+    return parts ? total_rows() : w.ndim() == 2 ? w.shape(0) : 0;
+  }
   // Bytes of the runs for rows of K values.
   int64_t bytes(int K) const {
     int64_t total = 0;

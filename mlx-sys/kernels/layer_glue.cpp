@@ -368,8 +368,7 @@ class NativeDecoderStack : public mx::Primitive {
   static std::vector<mx::Shape> stack_shapes(const StackParams& p,
                                              const std::vector<mx::array>& inputs) {
     const auto& x = inputs[0];
-    const int width = p.head ? (p.head_q.blocks.parts ? int(p.head_q.blocks.total_rows())
-                                                      : inputs[p.head_input() + 1].shape(0))
+    const int width = p.head ? int(p.head_q.blocks.rows_of(inputs[p.head_input() + 1]))
                       : p.embed ? p.embed_q.cols(inputs[1])
                                 : x.shape(2);
     std::vector<mx::Shape> shapes{{x.shape(0), x.shape(1), width}};
@@ -495,10 +494,7 @@ bool add_layer(std::vector<mx::array>& inputs, std::vector<LayerParams>& params,
     throw std::invalid_argument("decoder_layer: unknown activation " +
                                 std::to_string(int(w.activation)));
   const auto& gw = mlx_array_get_(w.gate_up.weight);
-  const int inter2 =
-      w.gate_up.block_parts != 0
-          ? int(ProjParams::from(w.gate_up).blocks.total_rows())
-          : gw.ndim() == 2 ? gw.shape(0) : 0;
+  const int inter2 = int(ProjParams::from(w.gate_up).blocks.rows_of(gw));
   if (inter2 % 2 != 0 || inter2 == 0)
     throw std::invalid_argument("decoder_layer: the gate/up projection must have an even, "
                                 "positive number of rows ([gate | up]), got " +
@@ -537,8 +533,7 @@ bool add_projection(std::vector<mx::array>& inputs, const char* what,
                     const mlxrs_quantized_projection& p, int K, ProjParams& out) {
   const auto& w = mlx_array_get_(p.weight);
   const ProjParams pp = ProjParams::from(p);
-  const int64_t rows =
-      pp.blocks.parts ? pp.blocks.total_rows() : w.ndim() == 2 ? w.shape(0) : 0;
+  const int64_t rows = pp.blocks.rows_of(w);
   if (rows <= 0 || rows > INT32_MAX)
     throw std::invalid_argument(std::string("decoder_stack: the ") + what +
                                 " has no rows: " + shape_str(w.shape()));

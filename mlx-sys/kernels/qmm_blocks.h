@@ -36,10 +36,6 @@ inline int block_bytes(int format) {
   return format == kQ4K ? 144 : format == kQ6K ? 210 : 0;
 }
 
-inline float f16_at(const uint8_t* p) {
-  return sb_load(p, F16, 0);  // unaligned-safe: sb_load reads through a uint16_t pointer
-}
-
 // The eight scales and eight mins of a Q4_K block's 12 scale bytes, as bytes: out[0..8) the
 // scales, out[8..16) the mins.
 inline void q4k_scales_mins(const uint8_t* b, uint8_t out[16]) {

@@ -86,31 +86,6 @@ inline void load_x(const XBlock& x, int c, __m512i (&dx)[3], __m512& xe) {
   xe = _mm512_load_ps(x.lane_scale + 16 * c);
 }
 
-inline float f16_scalar(const uint8_t* p) {
-  uint16_t h;
-  __builtin_memcpy(&h, p, 2);
-  return _cvtsh_ss(h);
-}
-
-// A Q4_K block's factors: lanes 0..7 d * sc[j], lanes 8..15 dmin * m[j]. The 12 scale bytes
-// b[0..12) hold, per 32-bit word w0, w1, w2: sc[0..4) = w0 & 63 (bytewise), m[0..4) = w1 & 63,
-// sc[4..8) = (w2 & 15) | (w0 >> 6) << 4, m[4..8) = (w2 >> 4 & 15) | (w1 >> 6) << 4.
-inline __m512 q4k_factors(const uint8_t* blk) {
-  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk));  // d, dmin, b[0..12)
-  const __m128i v = _mm_srli_si128(raw, 4);                                     // w0, w1, w2, 0
-  const __m128i low6 = _mm_and_si128(v, _mm_set1_epi8(63));
-  const __m128i top2 = _mm_slli_epi32(_mm_and_si128(_mm_srli_epi32(v, 6), _mm_set1_epi8(3)), 4);
-  const __m128i w2 = _mm_shuffle_epi32(v, 0xAA);
-  const __m128i nib = _mm_unpacklo_epi32(_mm_and_si128(w2, _mm_set1_epi8(15)),
-                                         _mm_and_si128(_mm_srli_epi32(w2, 4), _mm_set1_epi8(15)));
-  // [sc 0..4, sc 4..8, m 0..4, m 4..8]
-  const __m128i sm = _mm_unpacklo_epi32(low6, _mm_or_si128(nib, top2));
-  const __m512 dm = _mm512_permutexvar_ps(
-      _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
-      _mm512_castps128_ps512(_mm_cvtph_ps(raw)));
-  return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(sm)), dm);
-}
-
 // y[m0 .. m0 + MB, n0 .. n0 + R] for Q4_K rows.
 template <int R, int MB, int D>
 inline void block_q4k(const BlockProblem& p, int n0, int m0) {

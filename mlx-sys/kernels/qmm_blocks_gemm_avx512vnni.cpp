@@ -36,15 +36,12 @@ inline int sub_values(int format) { return format == kQ4K ? 32 : 16; }
 // factors: the weight of value e is scl[e / S] * code - off[e / S] (S = sub_values).
 inline void unpack_block(int format, const uint8_t* blk, uint8_t* codes, float* scl, float* off) {
   if (format == kQ4K) {
-    uint16_t dh, mh;
-    __builtin_memcpy(&dh, blk, 2);
-    __builtin_memcpy(&mh, blk + 2, 2);
-    const float d = _cvtsh_ss(dh), dmin = _cvtsh_ss(mh);
-    uint8_t sm[16];
-    q4k_scales_mins(blk + 4, sm);
+    // Lanes 0..7: d * sc[j] (the scales), lanes 8..15: dmin * m[j] (the offsets).
+    alignas(64) float f[16];
+    _mm512_store_ps(f, q4k_factors(blk));
     for (int j = 0; j < 8; ++j) {
-      scl[j] = d * float(sm[j]);
-      off[j] = dmin * float(sm[8 + j]);
+      scl[j] = f[j];
+      off[j] = f[8 + j];
     }
     const __m256i low4 = _mm256_set1_epi8(0x0F);
     for (int c = 0; c < 4; ++c) {
@@ -54,9 +51,7 @@ inline void unpack_block(int format, const uint8_t* blk, uint8_t* codes, float* 
                           _mm256_and_si256(_mm256_srli_epi16(q, 4), low4));
     }
   } else {  // kQ6K
-    uint16_t dh;
-    __builtin_memcpy(&dh, blk + 208, 2);
-    const float d = _cvtsh_ss(dh);
+    const float d = f16_scalar(blk + 208);
     const int8_t* sc = reinterpret_cast<const int8_t*>(blk + 192);
     for (int j = 0; j < 16; ++j) {
       scl[j] = d * float(sc[j]);

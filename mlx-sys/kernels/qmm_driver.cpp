@@ -317,10 +317,20 @@ bool native_isa_available() { return kBestIsa > 0; }
 
 namespace {
 
+// Runs Job::run(&job, i) for i in [0, ntasks): on the pool when this call holds it (its
+// workers spinning briefly afterwards when `spin`), else on the calling thread.
+template <class Job>
+void run_tasks(Pool* pool, Job& job, int ntasks, bool spin) {
+  if (pool)
+    pool->run(Job::run, &job, ntasks, spin);
+  else
+    for (int i = 0; i < ntasks; ++i) Job::run(&job, i);
+}
+
 // The prefill path shared by both layouts: tiles of about 4 MB of f32 rows, each filled by
-// `ntasks(n0, n1)` jobs of 16 rows (dequantized on the pool, its workers then asleep), then one
-// sgemm per tile on the calling thread, where OpenBLAS threads itself. `fill(n0, n1, tile)`
-// returns the job runner for the rows [n0, n1).
+// jobs of 16 rows (dequantized on the pool, its workers then asleep), then one sgemm per tile
+// on the calling thread, where OpenBLAS threads itself. `fill(n0, n1, tile)` returns the job
+// that dequantizes rows [n0, n1) into `tile`.
 template <class Fill>
 void sgemm_by_tiles(Pool* pool, SgemmFn sgemm, int M, int N, int K, const float* x, float* y,
                     Fill fill) {
@@ -331,11 +341,7 @@ void sgemm_by_tiles(Pool* pool, SgemmFn sgemm, int M, int N, int K, const float*
   for (int n0 = 0; n0 < N; n0 += nb) {
     const int n1 = n0 + nb < N ? n0 + nb : N;
     auto job = fill(n0, n1, tile.data());
-    const int ntasks = (n1 - n0 + 15) / 16;
-    if (pool)
-      pool->run(decltype(job)::run, &job, ntasks, false);
-    else
-      for (int i = 0; i < ntasks; ++i) decltype(job)::run(&job, i);
+    run_tasks(pool, job, (n1 - n0 + 15) / 16, false);
     sgemm(kRowMajor, kNoTrans, kTrans, M, n1 - n0, K, 1.0f, x, K, tile.data(), K, 0.0f, y + n0,
           N);
   }
@@ -348,15 +354,11 @@ int rows_chunk(int N, int threads) {
   return chunk < 16 ? 16 : chunk;
 }
 
-// Runs job.run(&job, i) for the tasks of N rows in chunks of `chunk`, on the pool when there
-// is one (its workers spinning briefly afterwards, for the next decode matmul).
+// The tasks of N rows in chunks of `chunk`, the pool's workers spinning afterwards for the
+// next decode matmul.
 template <class Job>
 void run_rows(Pool* pool, Job& job, int N, int chunk) {
-  const int ntasks = (N + chunk - 1) / chunk;
-  if (pool)
-    pool->run(Job::run, &job, ntasks, true);
-  else
-    for (int i = 0; i < ntasks; ++i) Job::run(&job, i);
+  run_tasks(pool, job, (N + chunk - 1) / chunk, true);
 }
 
 // y = x @ dequantize(w)^T for MLX's affine layout, x already f32 (and normalised).
@@ -489,11 +491,7 @@ void solve_blocks(const Call& c, const float* xf, float* yf) {
     XQuant* xq = new_block_gemm_x(xf, M, K);
     const BlockGemmProblem g{&runs, xq, yf, size_t(N), M, K};
     BlockGemmJob j{&g};
-    const int panels = block_gemm_panels(runs);
-    if (pool)
-      pool->run(BlockGemmJob::run, &j, panels, false);
-    else
-      for (int i = 0; i < panels; ++i) BlockGemmJob::run(&j, i);
+    run_tasks(pool, j, block_gemm_panels(runs), false);
     delete_block_gemm_x(xq);
     return;
   }

@@ -29,8 +29,8 @@ std::atomic<uint64_t> g_native_count{0};
 using mlxrs_glue::dt_code;
 using mlxrs_glue::float_dtype;
 
-// inputs: x, w, scales, biases[, norm weight][, residual]. For a GGUF block format (format !=
-// 0) the scales and biases inputs are the weight again (the blocks hold their own).
+// inputs: x, w, scales, biases[, norm weight][, residual]. For GGUF blocks (blocks.parts != 0)
+// the scales and biases inputs are the weight again (the blocks hold their own).
 class NativeQuantizedMatmul : public mx::UnaryPrimitive {
  public:
   NativeQuantizedMatmul(mx::Stream stream, int group_size, int bits, bool norm = false,
@@ -68,7 +68,7 @@ class NativeQuantizedMatmul : public mx::UnaryPrimitive {
                          out.data<void>(),
                          dt_code(out.dtype()),
                          int(x.size() / size_t(K)),
-                         blocks_.parts ? int(blocks_.total_rows()) : w.shape(0),
+                         int(blocks_.rows_of(w)),
                          K,
                          bits_,
                          group_size_};
@@ -108,7 +108,7 @@ class NativeQuantizedMatmul : public mx::UnaryPrimitive {
 
   std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override {
     auto shape = inputs[0].shape();
-    shape.back() = blocks_.parts ? int(blocks_.total_rows()) : inputs[1].shape(0);
+    shape.back() = int(blocks_.rows_of(inputs[1]));
     return {shape};
   }
 

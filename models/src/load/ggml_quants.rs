@@ -114,7 +114,7 @@ pub fn q4_k_to_affine(blocks: &[u8]) -> Result<Affine> {
 }
 
 /// The `f16` at `block[at..at + 2]` as `f32`; [`Error::Gguf`] when it is NaN or infinite.
-fn scale_f16(block: &[u8], at: usize) -> Result<f32> {
+pub(crate) fn scale_f16(block: &[u8], at: usize) -> Result<f32> {
     let v = f16::from_le_bytes([block[at], block[at + 1]]);
     if v.is_finite() {
         Ok(v.to_f32())

@@ -319,24 +319,26 @@ fn kept_block_format(info: &GgufTensorInfo) -> Option<mlx_rs::quant::BlockFormat
     (projection && info.dims.len() == 2 && info.row_len().is_multiple_of(256)).then_some(format)
 }
 
-/// Checks that every block's f16 factors (`Q4_K`: d and dmin; `Q6_K`: d) are finite.
+/// Checks that every block's f16 factors (`Q4_K`: d and dmin; `Q6_K`: d) are finite, as the
+/// affine conversion does ([`ggml_quants`]).
 fn check_block_factors(format: mlx_rs::quant::BlockFormat, bytes: &[u8]) -> Result<()> {
     use mlx_rs::quant::BlockFormat;
     let offsets: &[usize] = match format {
         BlockFormat::Q4K => &[0, 2],
         BlockFormat::Q6K => &[208],
     };
-    for (i, block) in bytes.chunks(format.block_bytes()).enumerate() {
+    if !bytes.len().is_multiple_of(format.block_bytes()) {
+        return Err(Error::Gguf(format!(
+            "{} bytes are not whole {format} blocks",
+            bytes.len()
+        )));
+    }
+    for (i, block) in bytes.chunks_exact(format.block_bytes()).enumerate() {
         for &o in offsets {
-            let v = block
-                .get(o..o + 2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]))
-                .ok_or_else(|| Error::Gguf(format!("block {i} of {format} is truncated")))?;
-            if !v.is_finite() {
-                return Err(Error::Gguf(format!(
-                    "{format} block {i}: a block scale is {v} (must be finite)"
-                )));
-            }
+            ggml_quants::scale_f16(block, o).map_err(|e| match e {
+                Error::Gguf(m) => Error::Gguf(format!("{format} block {i}: {m}")),
+                other => other,
+            })?;
         }
     }
     Ok(())

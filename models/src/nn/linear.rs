@@ -202,11 +202,6 @@ impl BlockMatrix {
             residual,
         )?)
     }
-
-    /// Rows of the matrix (the sum of the runs').
-    pub fn rows(&self) -> i32 {
-        self.runs.iter().map(|r| r.rows).sum()
-    }
 }
 
 /// The weight of a [`Linear`].
@@ -239,19 +234,16 @@ impl Linear {
         bias: bool,
         options: &BuildOptions,
     ) -> Result<Linear> {
-        let blocks = BlockMatrix::load(weights, path, out_features, in_features)?;
-        let quantized = match blocks {
-            Some(_) => None,
-            None => QuantizedMatrix::load(weights, path, out_features, in_features, options)?,
-        };
-        let weight = match (blocks, quantized) {
-            (Some(b), _) => LinearWeight::Blocks(b),
-            (None, Some(q)) => LinearWeight::Quantized(q),
-            (None, None) => {
-                let shape = [out_features, in_features];
-                let w = take_float(weights, &format!("{path}.weight"), &shape, options)?;
-                LinearWeight::Dense(w.t()?)
-            }
+        let weight = if let Some(b) = BlockMatrix::load(weights, path, out_features, in_features)? {
+            LinearWeight::Blocks(b)
+        } else if let Some(q) =
+            QuantizedMatrix::load(weights, path, out_features, in_features, options)?
+        {
+            LinearWeight::Quantized(q)
+        } else {
+            let shape = [out_features, in_features];
+            let w = take_float(weights, &format!("{path}.weight"), &shape, options)?;
+            LinearWeight::Dense(w.t()?)
         };
         let bias = if bias {
             Some(take_float(
