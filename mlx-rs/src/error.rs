@@ -59,6 +59,10 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// A distributed group could not form or lost a peer in a way MLX does not report itself
+    /// (see [`crate::distributed`]).
+    #[error("distributed: {0}")]
+    Distributed(String),
 }
 
 /// Shorthand for `std::result::Result<T, mlx_rs::Error>`.

@@ -39,6 +39,7 @@
 mod array;
 pub mod compile;
 mod device;
+pub mod distributed;
 mod dtype;
 pub mod error;
 pub mod fast;
