@@ -24,8 +24,13 @@
 //!
 //! - A peer that never starts: the ring backend waits in `accept(2)` for ever;
 //!   [`Group::init_with_timeout`] bounds that wait and returns [`Error::Distributed`].
-//! - A peer that dies: its sockets close, the pending transfer fails, and the evaluation that
-//!   waited on it returns [`Error::Mlx`] (`[ring] connection to a peer was lost`).
+//! - A peer that dies: its sockets close and the pending transfer fails. When that transfer was
+//!   the last of an evaluation, the evaluation returns [`Error::Mlx`] (`[ring] connection to a
+//!   peer was lost`); but a transfer queued after the failure (a later collective of the same
+//!   graph) waits for ever inside MLX 0.32's ring backend, and MLX's streams belong to their
+//!   thread (an evaluation cannot be moved to a thread that could be abandoned). A program
+//!   must therefore bound its steps itself and end the process past the bound, as
+//!   `mlx_models::parallel` does.
 //!
 //! # Example
 //!

@@ -7,68 +7,14 @@
 
 use mlx_rs::distributed::{Backend, Group};
 use mlx_rs::{Array, Dtype, Error};
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use mlx_test_data::ring::{self, RankOutput};
 use std::time::{Duration, Instant};
 
-/// Ports the OS has just handed out on 127.0.0.1 (free when this returns, barring a race).
-fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
-}
-
-/// A ring hostfile for `n` ranks on loopback, in a fresh file.
-fn hostfile(n: usize, tag: &str) -> PathBuf {
-    let entries: Vec<String> = free_ports(n)
-        .iter()
-        .map(|p| format!("[\"127.0.0.1:{p}\"]"))
-        .collect();
-    let path =
-        std::env::temp_dir().join(format!("mlxrs-ring-{tag}-{}-{n}.json", std::process::id()));
-    std::fs::write(&path, format!("[{}]", entries.join(","))).unwrap();
-    path
-}
-
-fn start_rank(role: &str, rank: usize, hostfile: &PathBuf) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "ring_rank", "--nocapture", "--test-threads=1"])
-        .env("MLXRS_RING_ROLE", role)
-        .env("MLX_RANK", rank.to_string())
-        .env("MLX_HOSTFILE", hostfile)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-/// Waits for `child` at most `limit`, killing it past that; returns its output and whether it
-/// ended by itself.
-fn wait_bounded(mut child: Child, limit: Duration) -> (Output, bool) {
-    let start = Instant::now();
-    let mut ended = true;
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            ended = false;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
+fn check_all(outputs: &[RankOutput]) {
+    for r in outputs {
+        assert!(r.ended, "hung: {}", r.text());
+        assert!(r.status.success(), "{}", r.text());
     }
-    (child.wait_with_output().unwrap(), ended)
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 /// One rank's body, by role.
@@ -159,30 +105,25 @@ fn ring_rank() {
     }
 }
 
-fn run_ring(role: &str, n: usize, limit: Duration) -> Vec<(Output, bool)> {
-    let file = hostfile(n, role);
-    let children: Vec<Child> = (0..n).map(|r| start_rank(role, r, &file)).collect();
-    let outputs = children
-        .into_iter()
-        .map(|c| wait_bounded(c, limit))
-        .collect();
-    let _ = std::fs::remove_file(&file);
-    outputs
+fn role(name: &str) -> [(&'static str, String); 1] {
+    [("MLXRS_RING_ROLE", name.to_string())]
 }
 
 #[test]
 fn collectives_over_two_and_four_ranks() {
     for n in [2, 4] {
-        for (rank, (out, ended)) in run_ring("collectives", n, Duration::from_secs(90))
-            .iter()
-            .enumerate()
-        {
-            assert!(ended, "rank {rank} of {n} hung: {}", text(out));
-            assert!(out.status.success(), "rank {rank} of {n}: {}", text(out));
+        let outputs = ring::run(
+            "ring_rank",
+            n,
+            &role("collectives"),
+            Duration::from_secs(90),
+        );
+        check_all(&outputs);
+        for r in &outputs {
             assert!(
-                text(out).contains(&format!("rank {rank} of {n}: ok")),
+                r.stdout.contains(&format!("rank {} of {n}: ok", r.rank)),
                 "{}",
-                text(out)
+                r.text()
             );
         }
     }
@@ -190,30 +131,30 @@ fn collectives_over_two_and_four_ranks() {
 
 #[test]
 fn a_peer_that_never_starts_ends_in_an_error() {
-    let file = hostfile(2, "alone");
+    let file = ring::hostfile(2, "alone");
     // Rank 0 accepts first (it would wait for ever); rank 1 connects first (MLX gives up after
     // its retries). Either way: an error, in bounded time.
     for rank in [0, 1] {
-        let start = Instant::now();
-        let (out, ended) = wait_bounded(start_rank("alone", rank, &file), Duration::from_secs(60));
-        assert!(ended, "rank {rank} alone hung: {}", text(&out));
-        assert!(out.status.success(), "rank {rank}: {}", text(&out));
-        assert!(text(&out).contains("error after"), "{}", text(&out));
-        assert!(start.elapsed() < Duration::from_secs(45));
+        let child = ring::spawn("ring_rank", rank, &file, &role("alone"));
+        let outputs = ring::wait_all(vec![child], Duration::from_secs(60));
+        check_all(&outputs);
+        assert!(
+            outputs[0].stdout.contains("error after"),
+            "{}",
+            outputs[0].text()
+        );
+        assert!(outputs[0].elapsed < Duration::from_secs(45));
     }
     let _ = std::fs::remove_file(&file);
 }
 
 #[test]
 fn a_peer_that_dies_ends_the_others_with_an_error() {
-    let outputs = run_ring("dies", 2, Duration::from_secs(60));
-    for (rank, (out, ended)) in outputs.iter().enumerate() {
-        assert!(ended, "rank {rank} hung: {}", text(out));
-        assert!(out.status.success(), "rank {rank}: {}", text(out));
-    }
+    let outputs = ring::run("ring_rank", 2, &role("dies"), Duration::from_secs(60));
+    check_all(&outputs);
     assert!(
-        text(&outputs[0].0).contains("error: "),
+        outputs[0].stdout.contains("error: "),
         "{}",
-        text(&outputs[0].0)
+        outputs[0].text()
     );
 }

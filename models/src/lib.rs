@@ -16,6 +16,7 @@ pub mod families;
 pub mod load;
 pub mod model;
 pub mod nn;
+pub mod parallel;
 pub mod runtime;
 pub mod text;
 pub mod weights;

@@ -18,6 +18,7 @@
 //! ```
 
 mod requantize;
+pub mod ring;
 
 use sha2::{Digest, Sha256};
 use std::fs::File;

@@ -249,6 +249,20 @@ pub fn build(
     Ok(Box::new(build_decoder(config, weights, options)?))
 }
 
+/// [`build`] of this rank's share of the model when `parallel` spreads it over several
+/// processes ([`Decoder::build_parallel`]).
+pub fn build_parallel(
+    config: &ModelConfig,
+    weights: Weights,
+    options: &BuildOptions,
+    parallel: Option<&crate::parallel::Parallel>,
+) -> Result<Box<dyn CausalLm>> {
+    let spec = model_spec(config)?;
+    Ok(Box::new(Decoder::build_parallel(
+        config, spec, weights, options, parallel,
+    )?))
+}
+
 /// [`build`], returning the concrete [`Decoder`].
 pub fn build_decoder(
     config: &ModelConfig,

@@ -103,6 +103,13 @@ pub struct LoadOptions {
     /// assert!(format!("{options:?}").contains("ProgressHook"));
     /// ```
     pub progress: Option<ProgressHook>,
+    /// Spread the model over the ranks of a distributed group ([`crate::parallel`]); each
+    /// rank keeps only its share of the weights. `None` (the default): the whole model here.
+    ///
+    /// Every rank still reads the whole file: the other ranks' parts are cut away (copied
+    /// out, the rest freed) when the model is built, so loading peaks at the whole model and
+    /// what stays is this rank's share.
+    pub parallel: Option<crate::parallel::Parallel>,
 }
 
 impl Default for LoadOptions {
@@ -117,6 +124,7 @@ impl Default for LoadOptions {
             huge_pages: true,
             gguf_blocks: true,
             progress: None,
+            parallel: None,
         }
     }
 }
@@ -262,7 +270,9 @@ pub fn load(model: &str, options: &LoadOptions) -> Result<LoadedModel> {
                 .map(|q| crate::families::rename_quantization(&config, q))
                 .transpose()?,
         };
-        Ok((crate::families::build(&config, weights, &build)?, lookup))
+        let model =
+            crate::families::build_parallel(&config, weights, &build, options.parallel.as_ref())?;
+        Ok((model, lookup))
     })?;
     let (model, lookup_table_bytes) = build?;
     Ok(LoadedModel {

@@ -16,9 +16,13 @@ use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::load::BuildOptions;
 use crate::model::{token_ids, CausalLm};
+use crate::parallel::vocab::VocabShard;
+use crate::parallel::{Parallel, StepGuard};
 use crate::runtime::cache::{KvCache, LayerCache};
 use crate::weights::Weights;
+use mlx_rs::distributed::Group;
 use mlx_rs::{Array, Dtype};
+use std::sync::Arc;
 
 /// What one forward step carries from layer to layer besides the residual stream: the
 /// per-layer embeddings of its tokens and the keys and values kept for layers that share them.
@@ -50,6 +54,9 @@ pub struct DecoderLayer {
     /// Later layers reuse the keys and values it attends to.
     keeps_kv: bool,
     pub(crate) spec: BlockSpec,
+    /// Tensor parallel: the group whose ranks hold the other parts of this layer; the
+    /// attention and MLP outputs are summed over it.
+    all_sum: Option<Arc<Group>>,
 }
 
 impl DecoderLayer {
@@ -107,6 +114,7 @@ impl DecoderLayer {
             index,
             keeps_kv: false,
             spec: spec.clone(),
+            all_sum: None,
         })
     }
 
@@ -130,8 +138,11 @@ impl DecoderLayer {
         cache: &mut LayerCache,
         state: &mut StepState,
     ) -> Result<Array> {
-        if let Some(y) = super::native::layer_step(self, x, cache)? {
-            return Ok(y);
+        // The layer primitive runs a whole layer: no place for a tensor-parallel all-reduce.
+        if self.all_sum.is_none() {
+            if let Some(y) = super::native::layer_step(self, x, cache)? {
+                return Ok(y);
+            }
         }
         self.forward_composed_in(x, cache, state)
     }
@@ -205,10 +216,13 @@ impl DecoderLayer {
         a: &Array,
         per_layer_inputs: Option<&Array>,
     ) -> Result<Array> {
-        let h = x.add(&RmsNorm::apply(self.attention_out.as_ref(), a)?)?;
-        let mut m = self
-            .mlp
-            .forward(&self.pre_mlp.forward_to_weight_dtype(&h)?)?;
+        let a = self.reduce(a)?;
+        let h = x.add(&RmsNorm::apply(self.attention_out.as_ref(), &a)?)?;
+        let mut m = self.reduce(
+            &self
+                .mlp
+                .forward(&self.pre_mlp.forward_to_weight_dtype(&h)?)?,
+        )?;
         if let Some(moe) = &self.moe {
             m = moe.forward(&h, &m)?;
         }
@@ -227,6 +241,16 @@ impl DecoderLayer {
             y = y.multiply(s)?;
         }
         Ok(y)
+    }
+}
+
+impl DecoderLayer {
+    /// Tensor parallel: the sum of the ranks' partial outputs (`y` itself otherwise).
+    fn reduce(&self, y: &Array) -> Result<Array> {
+        Ok(match &self.all_sum {
+            Some(group) => group.all_sum(y)?,
+            None => y.clone(),
+        })
     }
 }
 
@@ -258,6 +282,12 @@ pub struct Decoder {
     dtype: Dtype,
     /// The residual stream's dtype (float32 under float16 compute, else the compute dtype).
     residual: Dtype,
+    /// How the model is spread over several processes, if it is.
+    parallel: Option<Parallel>,
+    /// The index of `layers[0]` in the model (a pipeline stage's first layer; else 0).
+    first_layer: usize,
+    /// Under `parallel`: this rank's rows of the embedding and the LM head.
+    vocab_shard: Option<VocabShard>,
 }
 
 impl Decoder {
@@ -270,29 +300,76 @@ impl Decoder {
     pub fn build(
         config: &ModelConfig,
         spec: ModelSpec,
-        mut weights: Weights,
+        weights: Weights,
         options: &BuildOptions,
     ) -> Result<Decoder> {
+        Decoder::build_parallel(config, spec, weights, options, None)
+    }
+
+    /// [`Decoder::build`] of this rank's share of the model when `parallel` spreads it over
+    /// several processes (see [`crate::parallel`]): the other ranks' tensors are dropped
+    /// (layers outside a pipeline stage) or cut away (tensor parallel) before the layers are
+    /// built. [`Decoder::spec`] stays the whole model's under a pipeline and describes this
+    /// rank's share under tensor parallelism.
+    ///
+    /// Errors: as [`Decoder::build`], and [`Error::Config`] for a model that cannot be split
+    /// that way ([`crate::parallel::tensor::shard`], [`crate::parallel::pipeline::stage`]).
+    pub fn build_parallel(
+        config: &ModelConfig,
+        spec: ModelSpec,
+        mut weights: Weights,
+        options: &BuildOptions,
+        parallel: Option<&Parallel>,
+    ) -> Result<Decoder> {
+        let (spec, stage) = match parallel {
+            None => {
+                let n = spec.layers.len();
+                (spec, 0..n)
+            }
+            Some(Parallel::Tensor(g)) => {
+                let local =
+                    crate::parallel::tensor::shard(&spec, &mut weights, g.rank(), g.size())?;
+                let n = local.layers.len();
+                (local, 0..n)
+            }
+            Some(Parallel::Pipeline(g)) => {
+                let stage =
+                    crate::parallel::pipeline::stage(&spec, &mut weights, g.rank(), g.size())?;
+                (spec, stage)
+            }
+        };
         if !options.dtype.is_floating() {
             return Err(Error::InvalidArgument(format!(
                 "the compute dtype must be floating, got {}",
                 options.dtype
             )));
         }
+        let vocab_shard = parallel.map(|p| VocabShard::new(spec.vocab, p.rank(), p.size()));
+        if let Some(shard) = &vocab_shard {
+            shard.keep(&mut weights, "model.embed_tokens")?;
+            if !spec.tied {
+                shard.keep(&mut weights, "lm_head")?;
+            }
+        }
+        let vocab_rows = vocab_shard.map_or(spec.vocab, |s| s.padded);
         let embed_tokens = Embedding::load(
             &mut weights,
             "model.embed_tokens",
-            spec.vocab,
+            vocab_rows,
             spec.hidden,
             options,
         )?;
-        let mut layers = spec
-            .layers
-            .iter()
-            .enumerate()
-            .map(|(i, layer)| DecoderLayer::load(&mut weights, i, spec.hidden, layer, options))
+        let mut layers = stage
+            .clone()
+            .map(|i| DecoderLayer::load(&mut weights, i, spec.hidden, &spec.layers[i], options))
             .collect::<Result<Vec<_>>>()?;
-        for (i, layer) in spec.layers.iter().enumerate() {
+        if let Some(Parallel::Tensor(group)) = parallel {
+            for layer in &mut layers {
+                layer.all_sum = Some(group.clone());
+            }
+        }
+        for i in stage.clone() {
+            let layer = &spec.layers[i];
             if let KvSource::Shared { source } = layer.attention.kv {
                 let valid = source < i
                     && matches!(
@@ -307,7 +384,7 @@ impl Decoder {
                         "layer {i} cannot reuse the keys and values of layer {source}: the source must be an earlier layer with its own keys and the same window and shapes"
                     )));
                 }
-                layers[source].keeps_kv = true;
+                layers[source - stage.start].keeps_kv = true;
             }
         }
         let per_layer_embeddings = spec
@@ -336,7 +413,7 @@ impl Decoder {
                 &mut weights,
                 "lm_head",
                 spec.hidden,
-                spec.vocab,
+                vocab_rows,
                 false,
                 options,
             )?
@@ -361,6 +438,9 @@ impl Decoder {
             } else {
                 options.dtype
             },
+            parallel: parallel.cloned(),
+            first_layer: stage.start,
+            vocab_shard,
         })
     }
 
@@ -397,7 +477,10 @@ impl Decoder {
     /// The rows of `tokens`, times the embedding scale, in the residual stream's dtype (the
     /// reference path's first step).
     pub fn embed(&self, tokens: &Array) -> Result<Array> {
-        let x = self.embed_tokens.forward(tokens)?;
+        let x = match (&self.vocab_shard, &self.parallel) {
+            (Some(shard), Some(p)) => shard.embed(&self.embed_tokens, tokens, p.group())?,
+            _ => self.embed_tokens.forward(tokens)?,
+        };
         let x = match &self.embedding_scale {
             Some(s) => x.multiply(s)?,
             None => x,
@@ -418,7 +501,54 @@ impl Decoder {
             self.lm_head
                 .forward(&self.norm.forward_to_weight_dtype(x)?)?
         };
+        let logits = match (&self.vocab_shard, &self.parallel) {
+            (Some(shard), Some(p)) => shard.gather_logits(&logits, p.group())?,
+            _ => logits,
+        };
         self.softcap(logits)
+    }
+
+    /// How the model is spread over several processes, if it is.
+    pub fn parallel(&self) -> Option<&Parallel> {
+        self.parallel.as_ref()
+    }
+
+    /// The model index of [`Decoder::layers`]`()[0]`: a pipeline stage's first layer, else 0.
+    pub fn first_layer(&self) -> usize {
+        self.first_layer
+    }
+
+    /// One step of a pipeline stage: the hidden states from the previous rank (rank 0: the
+    /// embedded tokens), this stage's layers, then to the next rank; the last rank's hidden
+    /// states reach every rank through an all-reduce (the others add zeros), and every rank
+    /// computes its rows of the logits ([`Decoder::head`]).
+    fn forward_stage(&self, tokens: &Array, cache: &mut KvCache, group: &Group) -> Result<Array> {
+        let (rank, size) = (group.rank(), group.size());
+        let shape = tokens.shape();
+        let (b, l) = (shape[0], shape[1]);
+        // Every rank takes part in the embedding's all-reduce, in the same order.
+        let embedded = self.embed(tokens)?;
+        let mut x = if rank == 0 {
+            embedded
+        } else {
+            embedded.eval()?;
+            group.recv(&[b, l, self.spec.hidden], self.residual, rank - 1)?
+        };
+        let mut state = StepState::default();
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward_in(&x, cache.layer_mut(i)?, &mut state)?;
+        }
+        if x.dtype() != self.residual {
+            x = x.astype(self.residual)?;
+        }
+        let last = if rank + 1 < size {
+            // Sent now: the next stage waits for it before the all-reduce below.
+            group.send(&x, rank + 1)?.eval()?;
+            Array::zeros(&[b, l, self.spec.hidden], self.residual)?
+        } else {
+            x
+        };
+        self.head(&group.all_sum(&last)?)
     }
 
     /// The final softcap `c·tanh(l/c)` of the logits, if the model has one.
@@ -449,9 +579,52 @@ impl CausalLm for Decoder {
                 self.layers.len()
             )));
         }
-        if let Some(logits) = super::native::stack_step(self, tokens, cache)? {
-            return Ok(logits);
+        // A step over the group ends in bounded time, even when a peer dies mid-transfer.
+        let _watched = self.parallel.as_ref().map(|_| StepGuard::start());
+        let logits = match &self.parallel {
+            // The whole-stack primitive has no place for the ranks' exchanges.
+            Some(Parallel::Pipeline(group)) => self.forward_stage(tokens, cache, group)?,
+            Some(Parallel::Tensor(_)) => self.forward_layers(tokens, cache)?,
+            None => {
+                if let Some(logits) = super::native::stack_step(self, tokens, cache)? {
+                    return Ok(logits);
+                }
+                return self.forward_layers(tokens, cache);
+            }
+        };
+        logits.eval()?;
+        Ok(logits)
+    }
+
+    fn forward_batch(&self, tokens: &[u32], caches: &mut [&mut KvCache]) -> Result<Array> {
+        let _watched = self.parallel.as_ref().map(|_| StepGuard::start());
+        let logits = self.forward_batch_any(tokens, caches)?;
+        if self.parallel.is_some() {
+            logits.eval()?;
         }
+        Ok(logits)
+    }
+
+    fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    fn new_cache(&self) -> KvCache {
+        KvCache::from_layers(
+            self.layers
+                .iter()
+                .map(|l| match l.spec.attention.kv {
+                    KvSource::Shared { .. } => LayerCache::unused(),
+                    _ => LayerCache::new(l.spec.attention.window),
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Decoder {
+    /// The composed step: embedding, every layer ([`DecoderLayer::forward_in`]), head.
+    fn forward_layers(&self, tokens: &Array, cache: &mut KvCache) -> Result<Array> {
         let mut x = self.embed(tokens)?;
         let mut state = StepState {
             per_layer_inputs: self
@@ -467,7 +640,8 @@ impl CausalLm for Decoder {
         self.head(&x)
     }
 
-    fn forward_batch(&self, tokens: &[u32], caches: &mut [&mut KvCache]) -> Result<Array> {
+    /// [`CausalLm::forward_batch`] before the bounded evaluation of a parallel step.
+    fn forward_batch_any(&self, tokens: &[u32], caches: &mut [&mut KvCache]) -> Result<Array> {
         if tokens.len() != caches.len() || tokens.is_empty() {
             return Err(Error::InvalidArgument(format!(
                 "a batch step needs one token per cache, got {} tokens and {} caches",
@@ -488,8 +662,18 @@ impl CausalLm for Decoder {
         if b == 1 {
             return self.forward(&tokens, caches[0]);
         }
-        if let Some(logits) = super::native::stack_step_seqs(self, &tokens, caches)? {
-            return Ok(logits);
+        match &self.parallel {
+            Some(Parallel::Pipeline(_)) => {
+                return Err(Error::InvalidArgument(
+                    "a pipeline runs one sequence per step".into(),
+                ))
+            }
+            Some(Parallel::Tensor(_)) => {}
+            None => {
+                if let Some(logits) = super::native::stack_step_seqs(self, &tokens, caches)? {
+                    return Ok(logits);
+                }
+            }
         }
         let mut x = self.embed(&tokens)?;
         let per_layer_inputs = self
@@ -511,23 +695,6 @@ impl CausalLm for Decoder {
             )?;
         }
         self.head(&x)
-    }
-
-    fn config(&self) -> &ModelConfig {
-        &self.config
-    }
-
-    fn new_cache(&self) -> KvCache {
-        KvCache::from_layers(
-            self.spec
-                .layers
-                .iter()
-                .map(|l| match l.attention.kv {
-                    KvSource::Shared { .. } => LayerCache::unused(),
-                    _ => LayerCache::new(l.attention.window),
-                })
-                .collect(),
-        )
     }
 }
 

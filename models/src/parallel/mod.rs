@@ -1,0 +1,149 @@
+//! Inference over several processes (ranks) through MLX's distributed layer
+//! ([`mlx_rs::distributed`]): tensor parallelism and pipeline parallelism for every family the
+//! [decoder](crate::nn::decoder) builds.
+//!
+//! - **Tensor parallel** ([`Parallel::Tensor`], [`tensor`]): each rank holds a share of every
+//!   layer's attention heads and MLP columns. `q`, `k`, `v`, `gate` and `up` are split by
+//!   rows (output features), `o_proj` and `down_proj` by columns (input features), and one
+//!   all-reduce (`all_sum`) after each of those two completes the layer, so every rank keeps
+//!   the whole residual stream. Norms are replicated.
+//! - **Pipeline parallel** ([`Parallel::Pipeline`], [`pipeline`]): each rank holds a
+//!   contiguous range of layers; rank `r` receives the hidden states from rank `r − 1`, runs
+//!   its layers and sends them on; the last rank's hidden states reach every rank through an
+//!   all-reduce. The native CPU layer primitive keeps running each layer of a stage.
+//! - In both modes the embedding and the LM head are split by vocabulary rows ([`vocab`]):
+//!   every rank computes the logits of its rows and an all-gather joins them, so every rank
+//!   has the whole logits and samples the same tokens.
+//!
+//! Every rank runs the same program on the same tokens (the workspace's `mlx-launch` starts
+//! them); each loads only its share of the weights ([`crate::load::LoadOptions::parallel`]).
+//!
+//! ```
+//! use mlx_models::parallel::balanced_range;
+//! // 9 heads over 4 ranks: 2, 2, 2, 3.
+//! let parts: Vec<_> = (0..4).map(|r| balanced_range(9, 4, r)).collect();
+//! assert_eq!(parts, vec![0..2, 2..4, 4..6, 6..9]);
+//! ```
+
+pub mod pipeline;
+pub mod tensor;
+pub mod vocab;
+mod watchdog;
+
+pub use watchdog::{set_step_timeout, step_timeout, StepGuard, DEFAULT_STEP_TIMEOUT, EXIT_STATUS};
+
+use crate::error::{Error, Result};
+use crate::weights::Weights;
+use mlx_rs::distributed::{Backend, Group};
+use mlx_rs::Array;
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How a model is spread over the ranks of a [`Group`].
+#[derive(Debug, Clone)]
+pub enum Parallel {
+    /// Every layer split across the ranks ([`tensor`]).
+    Tensor(Arc<Group>),
+    /// Contiguous layer ranges, one per rank ([`pipeline`]).
+    Pipeline(Arc<Group>),
+}
+
+impl Parallel {
+    /// The group the model runs over.
+    pub fn group(&self) -> &Arc<Group> {
+        match self {
+            Parallel::Tensor(g) | Parallel::Pipeline(g) => g,
+        }
+    }
+
+    /// This process's rank.
+    pub fn rank(&self) -> i32 {
+        self.group().rank()
+    }
+
+    /// The number of ranks.
+    pub fn size(&self) -> i32 {
+        self.group().size()
+    }
+}
+
+impl fmt::Display for Parallel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mode = match self {
+            Parallel::Tensor(_) => "tensor parallel",
+            Parallel::Pipeline(_) => "pipeline",
+        };
+        write!(f, "{mode}, rank {} of {}", self.rank(), self.size())
+    }
+}
+
+/// Which parallel mode a program asked for (from its flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// [`Parallel::Tensor`].
+    Tensor,
+    /// [`Parallel::Pipeline`].
+    Pipeline,
+}
+
+/// How long [`join`] waits for every rank to connect by default.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Joins the group a launcher (`mlx-launch`, `mlx.launch`, `mpirun`) set up in this process's
+/// environment and returns `mode` over it; `Ok(None)` when the group has one rank (run
+/// alone). Waits at most `timeout` for the other ranks ([`Group::init_with_timeout`]).
+///
+/// Errors: [`crate::Error::Mlx`] (no launch environment for `backend`, a bad hostfile, a peer
+/// that refused) and [`mlx_rs::Error::Distributed`] (a peer that never connected).
+pub fn join(mode: Mode, backend: Backend, timeout: Duration) -> Result<Option<Parallel>> {
+    let group = Arc::new(Group::init_with_timeout(backend, timeout)?);
+    if group.size() == 1 {
+        return Ok(None);
+    }
+    Ok(Some(match mode {
+        Mode::Tensor => Parallel::Tensor(group),
+        Mode::Pipeline => Parallel::Pipeline(group),
+    }))
+}
+
+/// Part `part` of `0..total` cut into `parts` contiguous ranges whose lengths differ by at
+/// most one (the later ones longer).
+pub fn balanced_range(total: i32, parts: i32, part: i32) -> Range<i32> {
+    let at = |p: i32| (p as i64 * total as i64 / parts as i64) as i32;
+    at(part)..at(part + 1)
+}
+
+/// The tensors of module `path`: its matrix in whichever form (dense `weight`, affine
+/// `weight`/`scales`/`biases`, GGUF `blocks`) and its `bias`.
+fn parts(weights: &Weights, path: &str) -> Vec<String> {
+    ["weight", "scales", "biases", "blocks", "bias"]
+        .iter()
+        .map(|s| format!("{path}.{s}"))
+        .filter(|n| weights.contains(n))
+        .collect()
+}
+
+/// Replaces every tensor of `path` by its rows `rows` (axis 0: output features), copied (the
+/// whole tensor is freed), then zero rows up to `pad_to`.
+fn keep_rows(weights: &mut Weights, path: &str, rows: &[i32], pad_to: Option<i32>) -> Result<()> {
+    let names = parts(weights, path);
+    if names.is_empty() {
+        return Err(Error::MissingTensor(format!("{path}.weight")));
+    }
+    let index = Array::from_slice(rows, &[rows.len() as i32])?;
+    for name in names {
+        let full = weights.take(&name)?;
+        let mut part = full.take(&index, 0)?;
+        if let Some(total) = pad_to.filter(|&t| t > rows.len() as i32) {
+            let mut shape = part.shape();
+            shape[0] = total - rows.len() as i32;
+            let zeros = Array::zeros(&shape, part.dtype())?;
+            part = mlx_rs::ops::concatenate(&[&part, &zeros], 0)?;
+        }
+        part.eval()?;
+        weights.insert(name, part);
+    }
+    Ok(())
+}
