@@ -98,19 +98,33 @@ fn run(cli: Cli) -> CliResult {
         messages.push(ChatMessage::new("user", prompt.clone()));
         return turn(engine.as_mut(), &mut messages, &params, &cli.sampling.stop);
     }
-    eprintln!("type a message; /reset forgets the conversation, /quit leaves");
+    // Under --tensor-parallel / --pipeline every rank runs this loop: rank 0 reads the input
+    // and shares each line with the others, so all of them run the same turns.
+    let group = cli.model.parallel()?.map(|p| p.group().clone());
+    let reads_input = group.as_ref().is_none_or(|g| g.rank() == 0);
+    if reads_input {
+        eprintln!("type a message; /reset forgets the conversation, /quit leaves");
+    }
     let mut stdin = std::io::stdin().lock();
     loop {
-        print!(">> ");
-        std::io::stdout().flush()?;
-        let line = match read_line_bounded(&mut stdin, limit) {
-            Ok(Some(line)) => line,
-            Ok(None) => break,
-            Err(e) => {
-                eprintln!("error: {e}");
-                continue;
+        let line = if reads_input {
+            print!(">> ");
+            std::io::stdout().flush()?;
+            match read_line_bounded(&mut stdin, limit) {
+                Ok(line) => line,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    continue;
+                }
             }
+        } else {
+            None
         };
+        let line = match &group {
+            Some(g) => mlx_models::parallel::broadcast_text(g, line.as_deref())?,
+            None => line,
+        };
+        let Some(line) = line else { break };
         match line.trim() {
             "" => continue,
             "/quit" | "/exit" => break,

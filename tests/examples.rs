@@ -247,3 +247,83 @@ fn the_examples_run_the_ggml_backend() {
         assert!(stdout.contains(expected), "{name}: {stdout}");
     }
 }
+
+/// `target/<profile>/mlx-launch` (`cargo test --workspace` builds it for its own tests), with
+/// the same skip rule as [`example`].
+fn launcher() -> Option<PathBuf> {
+    let examples = example("generate")?;
+    let path = examples
+        .parent()
+        .and_then(|e| e.parent())
+        .map(|profile| profile.join(format!("mlx-launch{}", std::env::consts::EXE_SUFFIX)))
+        .unwrap();
+    if path.is_file() {
+        return Some(path);
+    }
+    let message = format!(
+        "{} is missing: `cargo test --workspace` builds it",
+        path.display()
+    );
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{message}");
+    }
+    eprintln!("skipping: {message}");
+    None
+}
+
+/// The text `generate` prints (its statistics line, whose timings vary, left out).
+fn generated_text(stdout: &[u8]) -> String {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter(|l| !l.starts_with("prompt:"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `generate` under `mlx-launch` over two local ranks, tensor-parallel and pipelined, prints
+/// the greedy text one process prints (rank 0's stdout; the launcher drops the others').
+#[test]
+fn generate_under_mlx_launch_says_what_one_process_says() {
+    let (Some(generate), Some(launch)) = (example("generate"), launcher()) else {
+        return;
+    };
+    let Some(model) = mlx_test_data::file("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") else {
+        return;
+    };
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "--device",
+            "cpu",
+            "--greedy",
+            "--max-tokens",
+            "12",
+            "--prompt",
+            "The capital of France is",
+            "--model",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.push(model.display().to_string());
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let alone = Command::new(&generate).args(args(&[])).output().unwrap();
+    assert!(alone.status.success(), "{alone:?}");
+    let want = generated_text(&alone.stdout);
+    assert!(want.contains("Paris"), "{want}");
+    for mode in ["--tensor-parallel", "--pipeline"] {
+        let out = Command::new(&launch)
+            .args(["-n", "2", "--timeout", "300", "--"])
+            .arg(&generate)
+            .args(args(&[mode]))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{mode}: {stderr}");
+        assert_eq!(generated_text(&out.stdout), want, "{mode}: {stderr}");
+        // Both ranks loaded their share ("[rank 1] " prefixes the other rank's stderr).
+        assert!(stderr.contains("rank 0 of 2"), "{stderr}");
+        assert!(stderr.contains("[rank 1] "), "{stderr}");
+    }
+}

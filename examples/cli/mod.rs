@@ -4,6 +4,7 @@
 use clap::{Args, Parser, ValueEnum};
 use mlx_models::load::{load, LoadOptions, MemoryBudget};
 use mlx_models::model::{GenerateParams, GenerationStats, LanguageModel};
+use mlx_models::parallel::{self, Mode, Parallel};
 use mlx_models::runtime::engine::MlxEngine;
 use mlx_models::runtime::sample::SamplingParams;
 use mlx_models::Error;
@@ -91,6 +92,21 @@ pub struct ModelArgs {
     /// none, such as a base model's GGUF).
     #[arg(long, value_name = "FILE")]
     pub chat_template: Option<std::path::PathBuf>,
+    /// Split every layer across the ranks of a distributed launch (`mlx-launch ... -- <this
+    /// command>`): each rank holds a share of the heads, MLP columns and vocabulary.
+    #[arg(long, conflicts_with = "pipeline")]
+    pub tensor_parallel: bool,
+    /// Split the layers across the ranks of a distributed launch: each rank holds a
+    /// contiguous range of layers (and a share of the vocabulary).
+    #[arg(long)]
+    pub pipeline: bool,
+    /// The distributed backend of --tensor-parallel / --pipeline: any, ring, mpi, nccl, jaccl.
+    #[arg(long, value_name = "NAME", default_value = "any")]
+    pub distributed_backend: String,
+    /// With --tensor-parallel / --pipeline: how long the ranks may take to connect, and one
+    /// step over the group may take before the rank gives up (a peer died or hangs).
+    #[arg(long, value_name = "SECONDS", default_value_t = 20.0)]
+    pub step_timeout: f64,
 }
 
 /// Compute dtype.
@@ -150,6 +166,8 @@ impl ModelArgs {
             (self.chat_template.is_some(), "--chat-template"),
             (self.no_huge_pages, "--no-huge-pages"),
             (self.no_gguf_blocks, "--no-gguf-blocks"),
+            (self.tensor_parallel, "--tensor-parallel"),
+            (self.pipeline, "--pipeline"),
         ] {
             if given {
                 return Err(format!("{flag} applies to --backend mlx only").into());
@@ -190,6 +208,34 @@ impl ModelArgs {
         Err(mlx_models::baseline::not_built().into())
     }
 
+    /// The group of a distributed launch, when `--tensor-parallel` or `--pipeline` asks for
+    /// one (`None`: run alone, also when the launch has one rank). Joining twice returns the
+    /// same group.
+    pub fn parallel(&self) -> CliResult<Option<Parallel>> {
+        let mode = match (self.tensor_parallel, self.pipeline) {
+            (true, _) => Mode::Tensor,
+            (_, true) => Mode::Pipeline,
+            _ => return Ok(None),
+        };
+        if !(self.step_timeout.is_finite() && self.step_timeout > 0.0) {
+            return Err(
+                format!("--step-timeout must be positive, got {}", self.step_timeout).into(),
+            );
+        }
+        let timeout = std::time::Duration::from_secs_f64(self.step_timeout);
+        parallel::set_step_timeout(timeout);
+        let backend: mlx_rs::distributed::Backend = self.distributed_backend.parse()?;
+        let joined = parallel::join(
+            mode,
+            backend,
+            timeout.max(parallel::DEFAULT_CONNECT_TIMEOUT),
+        )?;
+        if joined.is_none() {
+            eprintln!("one rank in the group: running the whole model here");
+        }
+        Ok(joined)
+    }
+
     /// Loads the model into an [`MlxEngine`] (progress on stderr: two lines, and progress bars
     /// when stderr is a terminal).
     pub fn load_engine(&self) -> CliResult<MlxEngine> {
@@ -216,7 +262,11 @@ impl ModelArgs {
             huge_pages: !self.no_huge_pages,
             gguf_blocks: !self.no_gguf_blocks,
             progress: mlx_models::load::terminal_progress(),
+            parallel: self.parallel()?,
         };
+        if let Some(p) = &options.parallel {
+            eprintln!("{p}");
+        }
         eprintln!("loading {} ...", self.model);
         let started = std::time::Instant::now();
         let mut loaded = load(&self.model, &options).map_err(with_local_model_hint)?;

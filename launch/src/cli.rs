@@ -209,6 +209,7 @@ pub fn launch(args: &Args) -> Result<i32, LaunchError> {
             remote_host: None,
             stdout: Output::Passthrough,
             stderr: Output::Passthrough,
+            stdin: true,
         }];
         _temp = Some(temp);
     } else {
@@ -312,6 +313,7 @@ fn rank_jobs(
             remote_host,
             stdout,
             stderr,
+            stdin: jobs.is_empty(),
         });
     }
     Ok(jobs)

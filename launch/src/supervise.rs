@@ -43,6 +43,10 @@ pub struct Job {
     pub stdout: Output,
     /// Its stderr.
     pub stderr: Output,
+    /// Whether it reads the launcher's stdin (rank 0, so that an interactive program such as
+    /// `qwen_chat` can be driven; copied through a pipe, since a rank in its own process
+    /// group may not read the terminal); the others read nothing.
+    pub stdin: bool,
 }
 
 /// How supervision ends.
@@ -239,7 +243,11 @@ fn start(mut job: Job) -> Result<Running, LaunchError> {
         Stdio::piped()
     };
     job.command
-        .stdin(Stdio::null())
+        .stdin(if job.stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(stdout)
         .stderr(stderr)
         .process_group(0);
@@ -247,6 +255,13 @@ fn start(mut job: Job) -> Result<Running, LaunchError> {
         let program = job.command.get_program().to_string_lossy().into_owned();
         LaunchError::Failed(format!("cannot start {} ({program}): {e}", job.label))
     })?;
+    if let Some(mut input) = child.stdin.take() {
+        // Ends with the launcher's stdin (EOF closes the pipe) or with the rank (a write
+        // error); never joined.
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut input);
+        });
+    }
     let pgid = i32::try_from(child.id()).expect("pids fit in pid_t");
     let remote_pgid = Arc::new(Mutex::new(None));
     let mut readers = Vec::new();

@@ -616,3 +616,43 @@ sleep 60 & echo $! > {0}; wait"#,
     let log = std::fs::read_to_string(dir.join("ssh.log")).unwrap();
     assert!(log.contains("kill -s TERM -- -"), "{log}");
 }
+
+/// Rank 0 reads the launcher's stdin (an interactive program can be driven); the others read
+/// nothing.
+#[test]
+fn rank_0_reads_the_launchers_stdin() {
+    let mut child = Command::new(BIN)
+        .args([
+            "-n",
+            "2",
+            "--verbose",
+            "--",
+            "sh",
+            "-c",
+            "read line; echo \"rank=$MLX_RANK line=[$line]\"",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(b"hello ranks\n").unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            kill_tree(&child);
+            panic!("mlx-launch still running");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("rank=0 line=[hello ranks]"), "{stdout}");
+    // Rank 1's stdout (shown with --verbose, prefixed) saw an empty input.
+    assert!(stdout.contains("rank=1 line=[]"), "{stdout}");
+}

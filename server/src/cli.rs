@@ -150,6 +150,7 @@ impl ServerArgs {
             huge_pages: !self.no_huge_pages,
             gguf_blocks: !self.no_gguf_blocks,
             progress: mlx_models::load::terminal_progress(),
+            parallel: None,
         };
         Ok(EngineConfig {
             model: self.model.clone(),

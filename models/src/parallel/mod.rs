@@ -108,6 +108,34 @@ pub fn join(mode: Mode, backend: Backend, timeout: Duration) -> Result<Option<Pa
     }))
 }
 
+/// Rank 0's `text` on every rank of `group` (the others pass anything, usually `None`): how
+/// an interactive program shares its input with the group. `None` from rank 0 (end of input)
+/// is `None` everywhere. Every rank must call it at the same point; it waits for rank 0 as
+/// long as that takes (no step bound: a person may be typing).
+pub fn broadcast_text(group: &Group, text: Option<&str>) -> Result<Option<String>> {
+    let root = group.rank() == 0;
+    let own = if root { text } else { None };
+    // 0: no text; n + 1: n bytes.
+    let header = own.map_or(0, |t| t.len() as i32 + 1);
+    let total = group
+        .all_sum(&Array::from_slice(&[header], &[1])?)?
+        .to_vec::<i32>()?[0];
+    let Some(len) = (total as usize).checked_sub(1) else {
+        return Ok(None);
+    };
+    if len == 0 {
+        return Ok(Some(String::new()));
+    }
+    let bytes = match own {
+        Some(t) => t.as_bytes().to_vec(),
+        None => vec![0u8; len],
+    };
+    let summed = group
+        .all_sum(&Array::from_slice(&bytes, &[len as i32])?)?
+        .to_vec::<u8>()?;
+    Ok(Some(String::from_utf8_lossy(&summed).into_owned()))
+}
+
 /// Part `part` of `0..total` cut into `parts` contiguous ranges whose lengths differ by at
 /// most one (the later ones longer).
 pub fn balanced_range(total: i32, parts: i32, part: i32) -> Range<i32> {
