@@ -152,10 +152,13 @@ fn rank_worker() {
         "smollm2" => {
             let p = join(&mode_name);
             let rank = p.rank();
+            mlx_rs::memory::reset_peak_memory().unwrap();
             let mut engine = smollm2_engine(Some(p));
             let weights = mlx_rs::memory::active_memory().unwrap();
+            let peak = mlx_rs::memory::peak_memory().unwrap();
             let (tokens, ppl) = smollm2_run(&mut engine, 12);
             println!("WEIGHTS {weights}");
+            println!("LOAD_PEAK {peak}");
             println!("TOKENS {tokens:?}");
             println!("PPL {ppl:.9}");
             println!("rank {rank}: ok");
@@ -244,8 +247,10 @@ where
 
 #[test]
 fn smollm2_split_over_ranks_says_what_one_process_says() {
+    mlx_rs::memory::reset_peak_memory().unwrap();
     let mut alone = smollm2_engine(None);
     let whole = mlx_rs::memory::active_memory().unwrap() as f64;
+    let whole_peak = mlx_rs::memory::peak_memory().unwrap() as f64;
     let (tokens, ppl) = smollm2_run(&mut alone, 12);
     drop(alone);
     let tokens = format!("{tokens:?}");
@@ -269,10 +274,17 @@ fn smollm2_split_over_ranks_says_what_one_process_says() {
             let rel = (p - ppl).abs() / ppl;
             assert!(rel < 1e-4, "{mode} × {ranks}: perplexity {p} vs {ppl}");
             let share = parse::<f64>(r, "WEIGHTS") / whole;
+            let peak = parse::<f64>(r, "LOAD_PEAK") / whole_peak;
             eprintln!(
-                "{mode} × {ranks}, rank {}: weights {share:.3} of the whole",
+                "{mode} × {ranks}, rank {}: weights {share:.3} of the whole, load peak {peak:.3}",
                 r.rank
             );
+            if mode == "pipeline" {
+                // A stage reads its own layers only, so loading peaks below the whole (not at
+                // 1/N: every stage reads SmolLM2's large embedding whole before keeping its
+                // vocabulary rows).
+                assert!(peak < 0.9, "{mode} × {ranks}: load peak {peak:.3}");
+            }
             // About 1/N: a rank whose query heads cut a key/value group holds duplicated
             // key/value rows (SmolLM2's 9 heads in 3 groups), and layers split unevenly.
             assert!(
@@ -307,4 +319,50 @@ fn a_rank_killed_mid_generation_ends_the_others_with_an_error() {
         "rank 0 ended {after:?} after rank 1 died"
     );
     eprintln!("rank 0 ended {after:?} after rank 1 died");
+}
+
+fn tiny_spec_and_weights(name: &str) -> (mlx_models::nn::ModelSpec, Weights) {
+    let dir = common::fixture(&format!("tiny/{name}"));
+    let config = ModelConfig::from_file(&dir.join("config.json")).unwrap();
+    let (tensors, _) = load_safetensors(dir.join("model.safetensors")).unwrap();
+    let weights = families::sanitize(&config, Weights::from_map(tensors)).unwrap();
+    (families::model_spec(&config).unwrap(), weights)
+}
+
+/// What a split cannot serve yet is a typed error naming the reason, before any work.
+#[test]
+fn splits_that_cannot_serve_a_model_say_why() {
+    use mlx_models::Error;
+    let config_error = |r: mlx_models::Result<_>, needle: &str| match r {
+        Err(Error::Config(m)) => assert!(m.contains(needle), "{m}"),
+        other => panic!("expected a config error with {needle:?}, got {other:?}"),
+    };
+    let (spec, mut w) = tiny_spec_and_weights("gemma4_moe");
+    config_error(
+        parallel::tensor::shard(&spec, &mut w, 0, 2).map(|_| ()),
+        "experts",
+    );
+    let (spec, mut w) = tiny_spec_and_weights("gemma4_e2b");
+    config_error(
+        parallel::pipeline::stage(&spec, &mut w, 0, 2).map(|_| ()),
+        "per-layer embeddings",
+    );
+    // 4 query heads over 8 ranks.
+    let (spec, mut w) = tiny_spec_and_weights("qwen3");
+    config_error(
+        parallel::tensor::shard(&spec, &mut w, 0, 8).map(|_| ()),
+        "4 query heads",
+    );
+    // 2 layers over 3 stages.
+    let (spec, mut w) = tiny_spec_and_weights("qwen3");
+    config_error(
+        parallel::pipeline::stage(&spec, &mut w, 0, 3).map(|_| ()),
+        "2 layers",
+    );
+    // llama_q4 over 4 ranks: one 16-wide head per rank would cut o_proj's groups of 32.
+    let (spec, mut w) = tiny_spec_and_weights("llama_q4");
+    config_error(
+        parallel::tensor::shard(&spec, &mut w, 0, 4).map(|_| ()),
+        "would cut its groups of 32",
+    );
 }

@@ -716,6 +716,17 @@ fn quantization_entry(
     Some(serde_json::Value::Object(q))
 }
 
+/// The layer index of a GGUF tensor named `blk.N.…`.
+///
+/// ```
+/// use mlx_models::load::gguf::layer_of;
+/// assert_eq!(layer_of("blk.3.attn_q.weight"), Some(3));
+/// assert_eq!(layer_of("token_embd.weight"), None);
+/// ```
+pub fn layer_of(name: &str) -> Option<usize> {
+    name.strip_prefix("blk.")?.split('.').next()?.parse().ok()
+}
+
 /// Bytes the tensors of `gguf` take once loaded with `dtype` as the compute dtype (quantized
 /// triplets kept when `keep_quantized`), plus the largest tensor's transient decoding buffer:
 /// the weights' share of the memory budget ([`super::budget`]).

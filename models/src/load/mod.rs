@@ -106,9 +106,11 @@ pub struct LoadOptions {
     /// Spread the model over the ranks of a distributed group ([`crate::parallel`]); each
     /// rank keeps only its share of the weights. `None` (the default): the whole model here.
     ///
-    /// Every rank still reads the whole file: the other ranks' parts are cut away (copied
-    /// out, the rest freed) when the model is built, so loading peaks at the whole model and
-    /// what stays is this rank's share.
+    /// A pipeline stage reads only its own layers (and budgets for them alone), so a model
+    /// larger than one machine loads across several. Under tensor parallelism every rank
+    /// still reads the whole file and the other ranks' parts are cut away (copied out, the
+    /// rest freed) when the model is built: loading peaks at the whole model, and what stays
+    /// is this rank's share.
     pub parallel: Option<crate::parallel::Parallel>,
 }
 
@@ -236,15 +238,31 @@ pub fn load(model: &str, options: &LoadOptions) -> Result<LoadedModel> {
     let (config, generation, weights, mut tokenizer) = if path.is_dir() {
         let (config, generation) = hf::load_hf_config(&path)?;
         check_supported(&config)?;
-        let shards = hf::open_hf_shards(&path)?;
+        let mut shards = hf::open_hf_shards(&path)?;
         let plan = crate::families::expected_tensors(&config)?;
         plan::check_declared(&plan, &hf::declared_tensors(&config, &shards)?, true)?;
+        // A pipeline stage reads (and budgets for) its own layers only.
+        if let Some(stage) = pipeline_stage(&config, options)? {
+            for shard in &mut shards {
+                shard.tensors.retain(|t| {
+                    crate::families::rename(&config, &t.name)
+                        .ok()
+                        .flatten()
+                        .and_then(|n| crate::parallel::pipeline::layer_of(&n))
+                        .is_none_or(|l| stage.contains(&l))
+                });
+            }
+        }
         check_memory(&config, hf::loaded_bytes(&shards, dtype, keep), options)?;
         let tokenizer = Tokenizer::from_dir(&path)?;
         let weights = hf::read_hf_weights_with_progress(&shards, progress)?;
         (config, generation, weights, tokenizer)
     } else {
-        let (file, config) = open_checked_gguf(&path)?;
+        let (mut file, config) = open_checked_gguf(&path)?;
+        if let Some(stage) = pipeline_stage(&config, options)? {
+            file.tensors
+                .retain(|t| gguf::layer_of(&t.name).is_none_or(|l| stage.contains(&l)));
+        }
         check_memory(&config, gguf::loaded_bytes(&file, dtype, keep), options)?;
         let tokenizer = Tokenizer::from_gguf(&file)?;
         let read = gguf::GgufReadOptions {
@@ -284,6 +302,19 @@ pub fn load(model: &str, options: &LoadOptions) -> Result<LoadedModel> {
         source,
         lookup_table_bytes,
     })
+}
+
+/// The layers this rank reads when [`LoadOptions::parallel`] is a pipeline.
+fn pipeline_stage(
+    config: &ModelConfig,
+    options: &LoadOptions,
+) -> Result<Option<std::ops::Range<usize>>> {
+    match &options.parallel {
+        Some(crate::parallel::Parallel::Pipeline(g)) => Ok(Some(
+            crate::parallel::pipeline::stage_layers(config.num_hidden_layers, g.rank(), g.size())?,
+        )),
+        _ => Ok(None),
+    }
 }
 
 /// Bytes of the embedding tables among `weights` (named as the decoder takes them) that a

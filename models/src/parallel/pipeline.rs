@@ -63,8 +63,14 @@ pub fn stage(
     Ok(range)
 }
 
-/// The layer index of a tensor named `model.layers.N.…`.
-fn layer_of(name: &str) -> Option<usize> {
+/// The layer index of a tensor named `model.layers.N.…` (the decoder's names).
+///
+/// ```
+/// use mlx_models::parallel::pipeline::layer_of;
+/// assert_eq!(layer_of("model.layers.12.mlp.up_proj.weight"), Some(12));
+/// assert_eq!(layer_of("model.norm.weight"), None);
+/// ```
+pub fn layer_of(name: &str) -> Option<usize> {
     name.strip_prefix("model.layers.")?
         .split('.')
         .next()?
