@@ -24,12 +24,29 @@ use std::collections::HashMap;
 #[derive(Debug, Default)]
 pub struct Weights {
     tensors: HashMap<String, Array>,
+    /// The parts already cut to this rank's share while reading
+    /// ([`crate::parallel::ReadCut`]).
+    pre_cut: crate::parallel::PreCut,
 }
 
 impl Weights {
     /// Weights from a name → array map.
     pub fn from_map(tensors: HashMap<String, Array>) -> Weights {
-        Weights { tensors }
+        Weights {
+            tensors,
+            pre_cut: Default::default(),
+        }
+    }
+
+    /// The parts of a tensor-parallel rank's checkpoint already cut to its share while
+    /// reading (empty otherwise).
+    pub fn pre_cut(&self) -> &crate::parallel::PreCut {
+        &self.pre_cut
+    }
+
+    /// Records which parts were cut while reading (renaming keeps the record).
+    pub fn set_pre_cut(&mut self, pre_cut: crate::parallel::PreCut) {
+        self.pre_cut = pre_cut;
     }
 
     /// Adds (or replaces) a tensor.

@@ -134,6 +134,26 @@ fn smollm2_run(engine: &mut MlxEngine, tokens: usize) -> (Vec<u32>, f64) {
     (out, ppl)
 }
 
+/// The logits of a few tokens under the tiny Llama HF folder (f32, untied head, 4 heads over
+/// 2 key/value heads), loaded by `load` (the reading-time cut of a tensor-parallel rank).
+fn hf_logits(parallel: Option<Parallel>) -> Vec<f32> {
+    let dir = common::fixture("load/tiny_llama_hf");
+    let options = LoadOptions {
+        device: Device::cpu(),
+        parallel,
+        ..LoadOptions::default()
+    };
+    let loaded = load(dir.to_str().unwrap(), &options).unwrap();
+    let mut cache = loaded.model.new_cache();
+    let ids = Array::from_slice(&[1i32, 17, 42, 99, 200, 7], &[1, 6]).unwrap();
+    loaded
+        .model
+        .forward(&ids, &mut cache)
+        .unwrap()
+        .to_vec::<f32>()
+        .unwrap()
+}
+
 /// One rank's body, by role.
 #[test]
 fn rank_worker() {
@@ -161,6 +181,12 @@ fn rank_worker() {
             println!("LOAD_PEAK {peak}");
             println!("TOKENS {tokens:?}");
             println!("PPL {ppl:.9}");
+            println!("rank {rank}: ok");
+        }
+        "hf" => {
+            let p = join(&mode_name);
+            let rank = p.rank();
+            println!("LOGITS {:?}", hf_logits(Some(p)));
             println!("rank {rank}: ok");
         }
         "killed" => {
@@ -279,12 +305,13 @@ fn smollm2_split_over_ranks_says_what_one_process_says() {
                 "{mode} × {ranks}, rank {}: weights {share:.3} of the whole, load peak {peak:.3}",
                 r.rank
             );
-            if mode == "pipeline" {
-                // A stage reads its own layers only, so loading peaks below the whole (not at
-                // 1/N: every stage reads SmolLM2's large embedding whole before keeping its
-                // vocabulary rows).
-                assert!(peak < 0.9, "{mode} × {ranks}: load peak {peak:.3}");
-            }
+            // A stage reads its own layers only, a tensor-parallel rank cuts each layer as
+            // it is read: loading peaks near 1/N (plus SmolLM2's large embedding, which every
+            // rank reads whole before keeping its vocabulary rows: 0.15 of the model).
+            assert!(
+                peak < 1.0 / ranks as f64 + 0.2,
+                "{mode} × {ranks}: load peak {peak:.3}"
+            );
             // About 1/N: a rank whose query heads cut a key/value group holds duplicated
             // key/value rows (SmolLM2's 9 heads in 3 groups), and layers split unevenly.
             assert!(
@@ -292,6 +319,31 @@ fn smollm2_split_over_ranks_says_what_one_process_says() {
                 "{mode} × {ranks}: rank {} holds {share:.3} of the weights",
                 r.rank
             );
+        }
+    }
+}
+
+/// A Hugging Face folder through `load` on 2 ranks, both modes: the logits one process gives.
+#[test]
+fn an_hf_folder_loaded_by_each_rank_gives_one_process_logits() {
+    let want = hf_logits(None);
+    for mode in ["tensor", "pipeline"] {
+        let outputs = ring::run(
+            "rank_worker",
+            2,
+            &env("hf", mode, ""),
+            Duration::from_secs(120),
+        );
+        check_all(&outputs);
+        for r in &outputs {
+            let text: String = parse(r, "LOGITS");
+            let found: Vec<f32> = text
+                .trim_matches(|c| c == '[' || c == ']')
+                .split(", ")
+                .map(|v| v.parse().unwrap())
+                .collect();
+            let d = relative_diff(&found, &want);
+            assert!(d < 1e-5, "{mode}, rank {}: relative difference {d}", r.rank);
         }
     }
 }

@@ -192,13 +192,16 @@ pub fn rename(config: &ModelConfig, name: &str) -> Result<Option<String>> {
 
 /// Renames (and drops) `weights` by [`rename`].
 pub fn sanitize(config: &ModelConfig, weights: Weights) -> Result<Weights> {
+    let pre_cut = weights.pre_cut().clone();
     let mut out = std::collections::HashMap::with_capacity(weights.len());
     for (name, array) in weights.into_map() {
         if let Some(new) = rename(config, &name)? {
             out.insert(new, array);
         }
     }
-    Ok(Weights::from_map(out))
+    let mut renamed = Weights::from_map(out);
+    renamed.set_pre_cut(pre_cut);
+    Ok(renamed)
 }
 
 /// `quantization` with its per-module overrides renamed by [`rename`] (dropped modules'

@@ -246,28 +246,48 @@ pub fn read_gguf_weights_with_options(
     progress: Option<&ProgressHook>,
     options: GgufReadOptions,
 ) -> Result<Weights> {
-    let conventions = conventions(gguf);
-    let mut counter = ReadCounter::start(progress, gguf.tensors.iter().map(|t| t.n_bytes));
     let mut tensors = HashMap::with_capacity(gguf.tensors.len() * 2);
+    read_gguf_weights_into(gguf, config, progress, options, &mut |_, arrays| {
+        tensors.extend(arrays);
+        Ok(())
+    })?;
+    Ok(Weights::from_map(tensors))
+}
+
+/// [`read_gguf_weights_with_options`] handing the arrays of each file tensor to `sink` as soon
+/// as they are read and converted (under the Hugging Face names; a quantized matrix gives its
+/// `weight`, `scales` and `biases` together), with the layer (`blk.N`) it belongs to, so that
+/// a caller can keep a part and free the rest before the next ([`crate::parallel::ReadCut`]).
+///
+/// Errors: as [`read_gguf_weights_with_options`], and `sink`'s.
+pub fn read_gguf_weights_into(
+    gguf: &GgufFile,
+    config: &ModelConfig,
+    progress: Option<&ProgressHook>,
+    options: GgufReadOptions,
+    sink: &mut dyn FnMut(Option<usize>, Vec<(String, Array)>) -> Result<()>,
+) -> Result<()> {
+    let conventions = conventions(gguf);
+    let heads = [
+        (".self_attn.q_proj.", config.num_attention_heads as i32),
+        (".self_attn.k_proj.", config.num_key_value_heads() as i32),
+    ];
+    let mut counter = ReadCounter::start(progress, gguf.tensors.iter().map(|t| t.n_bytes));
     for info in &gguf.tensors {
+        let mut arrays = Vec::new();
         for (name, array) in tensor_arrays(gguf, info, options.keep_blocks)? {
-            tensors.insert(hf_name(&name, &conventions), array);
+            let name = hf_name(&name, &conventions);
+            let array = match heads.iter().find(|(p, _)| name.contains(p)) {
+                Some((_, n_head)) if conventions.permuted_qk => unpermute_rows(&array, *n_head)?,
+                _ => array,
+            };
+            arrays.push((name, array));
         }
+        sink(layer_of(&info.name), arrays)?;
         counter.tensor(info.n_bytes);
     }
     counter.done();
-    if conventions.permuted_qk {
-        let heads = [
-            (".self_attn.q_proj.", config.num_attention_heads as i32),
-            (".self_attn.k_proj.", config.num_key_value_heads() as i32),
-        ];
-        for (name, array) in tensors.iter_mut() {
-            if let Some((_, n_head)) = heads.iter().find(|(p, _)| name.contains(p)) {
-                *array = unpermute_rows(array, *n_head)?;
-            }
-        }
-    }
-    Ok(Weights::from_map(tensors))
+    Ok(())
 }
 
 /// Bits of the affine triplet a tensor becomes, if it becomes one.

@@ -109,17 +109,34 @@ pub fn read_hf_weights_with_progress(
     shards: &[SafetensorsFile],
     progress: Option<&ProgressHook>,
 ) -> Result<Weights> {
+    let mut tensors: HashMap<String, mlx_rs::Array> = HashMap::new();
+    read_hf_weights_into(shards, progress, &mut |name, array| {
+        tensors.insert(name, array);
+        Ok(())
+    })?;
+    Ok(Weights::from_map(tensors))
+}
+
+/// [`read_hf_weights_with_progress`] handing each tensor to `sink` as soon as it is read
+/// (under its name in the checkpoint), so that a caller can keep a part of it and free the
+/// rest before the next (a tensor-parallel rank, [`crate::parallel::ReadCut`]).
+///
+/// Errors: as [`read_hf_weights`], and `sink`'s.
+pub fn read_hf_weights_into(
+    shards: &[SafetensorsFile],
+    progress: Option<&ProgressHook>,
+    sink: &mut dyn FnMut(String, mlx_rs::Array) -> Result<()>,
+) -> Result<()> {
     let all = || shards.iter().flat_map(|s| s.tensors.iter());
     let mut counter = ReadCounter::start(progress, all().map(|t| t.n_bytes));
-    let mut tensors: HashMap<String, mlx_rs::Array> = HashMap::new();
     for shard in shards {
         for t in &shard.tensors {
-            tensors.insert(t.name.clone(), shard.read_array(t)?);
+            sink(t.name.clone(), shard.read_array(t)?)?;
             counter.tensor(t.n_bytes);
         }
     }
     counter.done();
-    Ok(Weights::from_map(tensors))
+    Ok(())
 }
 
 /// The tensors `shards` declare that the family will see (renamed by [`crate::families::rename`]), with dense

@@ -106,11 +106,11 @@ pub struct LoadOptions {
     /// Spread the model over the ranks of a distributed group ([`crate::parallel`]); each
     /// rank keeps only its share of the weights. `None` (the default): the whole model here.
     ///
-    /// A pipeline stage reads only its own layers (and budgets for them alone), so a model
-    /// larger than one machine loads across several. Under tensor parallelism every rank
-    /// still reads the whole file and the other ranks' parts are cut away (copied out, the
-    /// rest freed) when the model is built: loading peaks at the whole model, and what stays
-    /// is this rank's share.
+    /// A pipeline stage reads only its own layers; a tensor-parallel rank reads the whole file
+    /// but cuts each layer to its share as soon as the layer's last tensor is read
+    /// ([`crate::parallel::ReadCut`]), so loading holds about the share plus one layer and
+    /// the embedding. Either way the memory budget counts this rank's part, and a model
+    /// larger than one machine loads across several.
     pub parallel: Option<crate::parallel::Parallel>,
 }
 
@@ -253,9 +253,35 @@ pub fn load(model: &str, options: &LoadOptions) -> Result<LoadedModel> {
                 });
             }
         }
-        check_memory(&config, hf::loaded_bytes(&shards, dtype, keep), options)?;
+        let bytes = rank_share(hf::loaded_bytes(&shards, dtype, keep), options);
+        check_memory(&config, bytes, options)?;
         let tokenizer = Tokenizer::from_dir(&path)?;
-        let weights = hf::read_hf_weights_with_progress(&shards, progress)?;
+        let weights = match &options.parallel {
+            // Each rank cuts its vocabulary rows, and under tensor parallelism each layer to
+            // its share, as soon as they are read.
+            Some(p) => {
+                let layer = |name: &str| {
+                    crate::families::rename(&config, name)
+                        .ok()
+                        .flatten()
+                        .and_then(|n| crate::parallel::pipeline::layer_of(&n))
+                };
+                let mut counts = std::collections::HashMap::new();
+                if tensor_parallel(options).is_some() {
+                    for t in shards.iter().flat_map(|s| &s.tensors) {
+                        if let Some(l) = layer(&t.name) {
+                            *counts.entry(l).or_insert(0) += 1;
+                        }
+                    }
+                }
+                let mut cut = crate::parallel::ReadCut::new(&config, counts, p.rank(), p.size())?;
+                hf::read_hf_weights_into(&shards, progress, &mut |name, array| {
+                    cut.push(layer(&name), vec![(name, array)])
+                })?;
+                cut.finish()
+            }
+            None => hf::read_hf_weights_with_progress(&shards, progress)?,
+        };
         (config, generation, weights, tokenizer)
     } else {
         let (mut file, config) = open_checked_gguf(&path)?;
@@ -263,12 +289,28 @@ pub fn load(model: &str, options: &LoadOptions) -> Result<LoadedModel> {
             file.tensors
                 .retain(|t| gguf::layer_of(&t.name).is_none_or(|l| stage.contains(&l)));
         }
-        check_memory(&config, gguf::loaded_bytes(&file, dtype, keep), options)?;
+        let bytes = rank_share(gguf::loaded_bytes(&file, dtype, keep), options);
+        check_memory(&config, bytes, options)?;
         let tokenizer = Tokenizer::from_gguf(&file)?;
         let read = gguf::GgufReadOptions {
             keep_blocks: options.keeps_gguf_blocks(),
         };
-        let weights = gguf::read_gguf_weights_with_options(&file, &config, progress, read)?;
+        let weights = match &options.parallel {
+            Some(p) => {
+                let mut counts = std::collections::HashMap::new();
+                if tensor_parallel(options).is_some() {
+                    for l in file.tensors.iter().filter_map(|t| gguf::layer_of(&t.name)) {
+                        *counts.entry(l).or_insert(0) += 1;
+                    }
+                }
+                let mut cut = crate::parallel::ReadCut::new(&config, counts, p.rank(), p.size())?;
+                gguf::read_gguf_weights_into(&file, &config, progress, read, &mut |l, arrays| {
+                    cut.push(l, arrays)
+                })?;
+                cut.finish()
+            }
+            None => gguf::read_gguf_weights_with_options(&file, &config, progress, read)?,
+        };
         (config, None, weights, tokenizer)
     };
     prepare_tokenizer(&config, &mut tokenizer);
@@ -302,6 +344,24 @@ pub fn load(model: &str, options: &LoadOptions) -> Result<LoadedModel> {
         source,
         lookup_table_bytes,
     })
+}
+
+/// `(rank, size)` when [`LoadOptions::parallel`] is tensor parallel.
+fn tensor_parallel(options: &LoadOptions) -> Option<(i32, i32)> {
+    match &options.parallel {
+        Some(crate::parallel::Parallel::Tensor(g)) => Some((g.rank(), g.size())),
+        _ => None,
+    }
+}
+
+/// The weight bytes a rank's budget counts: under tensor parallelism its share, plus a tenth
+/// of the whole for what is held while cutting (the layer being read, the embedding read
+/// whole); otherwise `bytes` (a pipeline stage's are already its own).
+fn rank_share(bytes: u64, options: &LoadOptions) -> u64 {
+    match tensor_parallel(options) {
+        Some((_, size)) => bytes / size.max(1) as u64 + bytes / 10,
+        None => bytes,
+    }
 }
 
 /// The layers this rank reads when [`LoadOptions::parallel`] is a pipeline.

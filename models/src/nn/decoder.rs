@@ -345,7 +345,7 @@ impl Decoder {
             )));
         }
         let vocab_shard = parallel.map(|p| VocabShard::new(spec.vocab, p.rank(), p.size()));
-        if let Some(shard) = &vocab_shard {
+        if let Some(shard) = vocab_shard.filter(|_| !weights.pre_cut().vocab) {
             shard.keep(&mut weights, "model.embed_tokens")?;
             if !spec.tied {
                 shard.keep(&mut weights, "lm_head")?;

@@ -26,10 +26,12 @@
 //! ```
 
 pub mod pipeline;
+mod read;
 pub mod tensor;
 pub mod vocab;
 mod watchdog;
 
+pub use read::{PreCut, ReadCut};
 pub use watchdog::{set_step_timeout, step_timeout, StepGuard, DEFAULT_STEP_TIMEOUT, EXIT_STATUS};
 
 use crate::error::{Error, Result};

@@ -25,7 +25,7 @@
 
 use super::{balanced_range, keep_rows, parts};
 use crate::error::{Error, Result};
-use crate::nn::spec::{KvSource, ModelSpec};
+use crate::nn::spec::{BlockSpec, KvSource, ModelSpec};
 use crate::weights::Weights;
 use mlx_rs::{Array, Dtype};
 use std::ops::Range;
@@ -80,56 +80,100 @@ impl HeadShard {
 pub fn shard(spec: &ModelSpec, weights: &mut Weights, rank: i32, size: i32) -> Result<ModelSpec> {
     let mut local = spec.clone();
     for (i, (layer, out)) in spec.layers.iter().zip(&mut local.layers).enumerate() {
-        if layer.moe.is_some() {
-            return Err(Error::Config(format!(
-                "tensor parallel: layer {i} has experts, which are not split yet"
-            )));
-        }
-        let a = &layer.attention;
-        let heads = HeadShard::new(a.heads, a.kv_heads, rank, size)?;
-        let hd = a.head_dim;
-        let p = format!("model.layers.{i}");
-        let q_rows: Vec<i32> = (heads.queries.start * hd..heads.queries.end * hd).collect();
-        let kv_rows: Vec<i32> = heads
-            .kv_heads
-            .iter()
-            .flat_map(|h| h * hd..(h + 1) * hd)
-            .collect();
-        keep_rows(weights, &format!("{p}.self_attn.q_proj"), &q_rows, None)?;
-        if !matches!(a.kv, KvSource::Shared { .. }) {
-            keep_rows(weights, &format!("{p}.self_attn.k_proj"), &kv_rows, None)?;
-        }
-        if a.kv == KvSource::Projected {
-            keep_rows(weights, &format!("{p}.self_attn.v_proj"), &kv_rows, None)?;
-        }
-        let o = format!("{p}.self_attn.o_proj");
-        keep_columns(
-            weights,
-            &o,
-            a.heads * hd,
-            heads.queries.start * hd..heads.queries.end * hd,
-            rank,
-        )?;
-        out.attention.heads = heads.queries.len() as i32;
-        out.attention.kv_heads = heads.kv_heads.len() as i32;
-
-        let inter = layer.mlp.intermediate;
-        let down = format!("{p}.mlp.down_proj");
-        let unit = column_unit(weights, &down, inter)?;
-        if inter % unit != 0 || inter / unit < size {
-            return Err(Error::Config(format!(
-                "tensor parallel: `{down}`'s {inter} input features (groups of {unit}) cannot be split across {size} ranks"
-            )));
-        }
-        let units = balanced_range(inter / unit, size, rank);
-        let cols = units.start * unit..units.end * unit;
-        let rows: Vec<i32> = cols.clone().collect();
-        keep_rows(weights, &format!("{p}.mlp.gate_proj"), &rows, None)?;
-        keep_rows(weights, &format!("{p}.mlp.up_proj"), &rows, None)?;
-        keep_columns(weights, &down, inter, cols.clone(), rank)?;
-        out.mlp.intermediate = cols.len() as i32;
+        *out = if weights.pre_cut().layers.contains(&i) {
+            cut_layer_spec(layer, i, weights, rank, size)?
+        } else {
+            shard_layer(layer, i, weights, rank, size)?
+        };
     }
     Ok(local)
+}
+
+/// The spec of layer `index`'s share when its tensors were cut while reading: the heads of
+/// [`HeadShard`], the MLP width of the rows `gate_proj` kept.
+fn cut_layer_spec(
+    layer: &BlockSpec,
+    index: usize,
+    weights: &Weights,
+    rank: i32,
+    size: i32,
+) -> Result<BlockSpec> {
+    let mut out = layer.clone();
+    let heads = HeadShard::new(layer.attention.heads, layer.attention.kv_heads, rank, size)?;
+    out.attention.heads = heads.queries.len() as i32;
+    out.attention.kv_heads = heads.kv_heads.len() as i32;
+    let gate = format!("model.layers.{index}.mlp.gate_proj");
+    let rows = ["weight", "blocks"]
+        .iter()
+        .find_map(|s| weights.get(&format!("{gate}.{s}")))
+        .ok_or_else(|| Error::MissingTensor(format!("{gate}.weight")))?
+        .dim(0)?;
+    out.mlp.intermediate = rows;
+    Ok(out)
+}
+
+/// Keeps `rank`'s share of layer `index` (`layer` in the whole model) in `weights` and returns
+/// the spec of that share.
+///
+/// Errors: as [`shard`].
+pub fn shard_layer(
+    layer: &BlockSpec,
+    index: usize,
+    weights: &mut Weights,
+    rank: i32,
+    size: i32,
+) -> Result<BlockSpec> {
+    let i = index;
+    let mut out = layer.clone();
+    if layer.moe.is_some() {
+        return Err(Error::Config(format!(
+            "tensor parallel: layer {i} has experts, which are not split yet"
+        )));
+    }
+    let a = &layer.attention;
+    let heads = HeadShard::new(a.heads, a.kv_heads, rank, size)?;
+    let hd = a.head_dim;
+    let p = format!("model.layers.{i}");
+    let q_rows: Vec<i32> = (heads.queries.start * hd..heads.queries.end * hd).collect();
+    let kv_rows: Vec<i32> = heads
+        .kv_heads
+        .iter()
+        .flat_map(|h| h * hd..(h + 1) * hd)
+        .collect();
+    keep_rows(weights, &format!("{p}.self_attn.q_proj"), &q_rows, None)?;
+    if !matches!(a.kv, KvSource::Shared { .. }) {
+        keep_rows(weights, &format!("{p}.self_attn.k_proj"), &kv_rows, None)?;
+    }
+    if a.kv == KvSource::Projected {
+        keep_rows(weights, &format!("{p}.self_attn.v_proj"), &kv_rows, None)?;
+    }
+    let o = format!("{p}.self_attn.o_proj");
+    keep_columns(
+        weights,
+        &o,
+        a.heads * hd,
+        heads.queries.start * hd..heads.queries.end * hd,
+        rank,
+    )?;
+    out.attention.heads = heads.queries.len() as i32;
+    out.attention.kv_heads = heads.kv_heads.len() as i32;
+
+    let inter = layer.mlp.intermediate;
+    let down = format!("{p}.mlp.down_proj");
+    let unit = column_unit(weights, &down, inter)?;
+    if inter % unit != 0 || inter / unit < size {
+        return Err(Error::Config(format!(
+            "tensor parallel: `{down}`'s {inter} input features (groups of {unit}) cannot be split across {size} ranks"
+        )));
+    }
+    let units = balanced_range(inter / unit, size, rank);
+    let cols = units.start * unit..units.end * unit;
+    let rows: Vec<i32> = cols.clone().collect();
+    keep_rows(weights, &format!("{p}.mlp.gate_proj"), &rows, None)?;
+    keep_rows(weights, &format!("{p}.mlp.up_proj"), &rows, None)?;
+    keep_columns(weights, &down, inter, cols.clone(), rank)?;
+    out.mlp.intermediate = cols.len() as i32;
+    Ok(out)
 }
 
 /// The number of input features one stored column group of `path` covers: the quantization
