@@ -243,12 +243,22 @@ fn check_all(outputs: &[RankOutput]) {
 #[test]
 fn tiny_checkpoints_split_over_ranks_match_transformers() {
     // Every fixture alone first: the reference holds for the whole model here.
-    for name in ["qwen3", "gemma3_text", "llama_q4", "gemma4_e2b"] {
+    for name in [
+        "qwen3",
+        "gemma3_text",
+        "llama_q4",
+        "gemma4_e2b",
+        "gemma4_moe",
+    ] {
         check_tiny(name, None);
     }
     let limit = Duration::from_secs(300);
     for (mode, ranks, fixtures) in [
-        ("tensor", 2, "qwen3,gemma3_text,llama_q4,gemma4_e2b"),
+        (
+            "tensor",
+            2,
+            "qwen3,gemma3_text,llama_q4,gemma4_e2b,gemma4_moe",
+        ),
         ("tensor", 4, "qwen3,gemma3_text"),
         ("pipeline", 2, "qwen3,gemma3_text,llama_q4"),
         ("pipeline", 3, "gemma3_text"),
@@ -389,10 +399,11 @@ fn splits_that_cannot_serve_a_model_say_why() {
         Err(Error::Config(m)) => assert!(m.contains(needle), "{m}"),
         other => panic!("expected a config error with {needle:?}, got {other:?}"),
     };
-    let (spec, mut w) = tiny_spec_and_weights("gemma4_moe");
+    // gemma4_moe_q4: the dense MLP's 32 inputs are one quantization group of 32.
+    let (spec, mut w) = tiny_spec_and_weights("gemma4_moe_q4");
     config_error(
         parallel::tensor::shard(&spec, &mut w, 0, 2).map(|_| ()),
-        "experts",
+        "cannot be split across 2 ranks",
     );
     let (spec, mut w) = tiny_spec_and_weights("gemma4_e2b");
     config_error(

@@ -366,6 +366,9 @@ impl Decoder {
         if let Some(Parallel::Tensor(group)) = parallel {
             for layer in &mut layers {
                 layer.all_sum = Some(group.clone());
+                if let Some(moe) = layer.moe.as_mut() {
+                    moe.all_sum = Some(group.clone());
+                }
             }
         }
         for i in stage.clone() {

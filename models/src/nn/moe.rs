@@ -256,6 +256,9 @@ pub struct MoeBlock {
     pub(crate) mlp_out_1: RmsNorm,
     /// `post_feedforward_layernorm_2` (on the experts' output).
     pub(crate) experts_out: RmsNorm,
+    /// Tensor parallel: the group whose ranks hold the other columns of every expert; the
+    /// experts' outputs are summed over it before their norm.
+    pub(crate) all_sum: Option<std::sync::Arc<mlx_rs::distributed::Group>>,
 }
 
 impl MoeBlock {
@@ -284,6 +287,7 @@ impl MoeBlock {
             pre_experts: n(weights, "pre_feedforward_layernorm_2")?,
             mlp_out_1: n(weights, "post_feedforward_layernorm_1")?,
             experts_out: n(weights, "post_feedforward_layernorm_2")?,
+            all_sum: None,
         })
     }
 
@@ -295,7 +299,10 @@ impl MoeBlock {
         let flat = h.reshape(&[-1, hidden])?;
         let (chosen, w) = self.router.route(&flat)?;
         let x = self.pre_experts.forward_to_weight_dtype(&flat)?;
-        let y = self.experts.forward(&x, &chosen, &w.astype(x.dtype())?)?;
+        let mut y = self.experts.forward(&x, &chosen, &w.astype(x.dtype())?)?;
+        if let Some(group) = &self.all_sum {
+            y = group.all_sum(&y)?;
+        }
         let y = self.experts_out.forward(&y.reshape(&shape)?)?;
         Ok(self.mlp_out_1.forward(dense)?.add(&y)?)
     }

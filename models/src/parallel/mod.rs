@@ -5,7 +5,8 @@
 //! - **Tensor parallel** ([`Parallel::Tensor`], [`tensor`]): each rank holds a share of every
 //!   layer's attention heads and MLP columns. `q`, `k`, `v`, `gate` and `up` are split by
 //!   rows (output features), `o_proj` and `down_proj` by columns (input features), and one
-//!   all-reduce (`all_sum`) after each of those two completes the layer, so every rank keeps
+//!   all-reduce (`all_sum`) after each of those two completes the layer (a mixture of experts
+//!   splits every expert alike and adds one all-reduce of its output), so every rank keeps
 //!   the whole residual stream. Norms are replicated.
 //! - **Pipeline parallel** ([`Parallel::Pipeline`], [`pipeline`]): each rank holds a
 //!   contiguous range of layers; rank `r` receives the hidden states from rank `r − 1`, runs

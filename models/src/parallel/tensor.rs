@@ -5,8 +5,9 @@
 //! they are split too (each rank's queries follow their group); otherwise each rank keeps the
 //! key/value heads its queries read, duplicated when its range cuts a group (grouped-query
 //! attention with fewer key/value heads than ranks works, at the price of a larger cache).
-//! The MLP's intermediate columns are split in units of the quantization's group (or the GGUF
-//! block, 256 values), so that `down_proj`'s column slices stay whole groups.
+//! The MLP's intermediate columns, and each expert's of a mixture, are split in units of the
+//! quantization's group (or the GGUF block, 256 values), so that `down_proj`'s column slices
+//! stay whole groups; the router is replicated, so every rank picks the same experts.
 //!
 //! ```
 //! use mlx_models::parallel::tensor::HeadShard;
@@ -74,8 +75,8 @@ impl HeadShard {
 /// the spec of that share (local head counts and MLP widths). The embedding, the norms and
 /// the LM head stay whole.
 ///
-/// Errors: [`Error::Config`] for a layer that cannot be split (fewer heads than ranks, experts,
-/// a column split that would cut a quantization group or GGUF block), and the errors of
+/// Errors: [`Error::Config`] for a layer that cannot be split (fewer heads than ranks, a
+/// column split that would cut a quantization group or GGUF block), and the errors of
 /// reading the tensors ([`Error::MissingTensor`], [`Error::Mlx`]).
 pub fn shard(spec: &ModelSpec, weights: &mut Weights, rank: i32, size: i32) -> Result<ModelSpec> {
     let mut local = spec.clone();
@@ -109,6 +110,18 @@ fn cut_layer_spec(
         .ok_or_else(|| Error::MissingTensor(format!("{gate}.weight")))?
         .dim(0)?;
     out.mlp.intermediate = rows;
+    if let Some(moe) = out.moe.as_mut() {
+        let p = format!("model.layers.{index}.experts");
+        let (name, per) = if weights.contains(&format!("{p}.gate_up_proj.weight")) {
+            (format!("{p}.gate_up_proj.weight"), 2)
+        } else {
+            (format!("{p}.switch_glu.gate_proj.weight"), 1)
+        };
+        let stack = weights
+            .get(&name)
+            .ok_or_else(|| Error::MissingTensor(name.clone()))?;
+        moe.intermediate = stack.dim(1)? / per;
+    }
     Ok(out)
 }
 
@@ -125,11 +138,6 @@ pub fn shard_layer(
 ) -> Result<BlockSpec> {
     let i = index;
     let mut out = layer.clone();
-    if layer.moe.is_some() {
-        return Err(Error::Config(format!(
-            "tensor parallel: layer {i} has experts, which are not split yet"
-        )));
-    }
     let a = &layer.attention;
     let heads = HeadShard::new(a.heads, a.kv_heads, rank, size)?;
     let hd = a.head_dim;
@@ -173,7 +181,63 @@ pub fn shard_layer(
     keep_rows(weights, &format!("{p}.mlp.up_proj"), &rows, None)?;
     keep_columns(weights, &down, inter, cols.clone(), rank)?;
     out.mlp.intermediate = cols.len() as i32;
+    if let (Some(moe), Some(local)) = (layer.moe, out.moe.as_mut()) {
+        local.intermediate = shard_experts(weights, &p, moe.intermediate, rank, size)?;
+    }
     Ok(out)
+}
+
+/// Keeps `rank`'s share of every expert's intermediate columns (the experts of layer path
+/// `p`, `inter` wide): rows of the gate and up stacks (`[E, 2I, hidden]` fused, gate rows
+/// first, or `[E, I, hidden]` each), columns of the down stack (`[E, hidden, I]`), in whole
+/// quantization groups. Returns the local width.
+fn shard_experts(weights: &mut Weights, p: &str, inter: i32, rank: i32, size: i32) -> Result<i32> {
+    let fused = format!("{p}.experts.gate_up_proj");
+    let (down, split) = if weights.contains(&format!("{fused}.weight")) {
+        (format!("{p}.experts.down_proj"), None)
+    } else {
+        let split = format!("{p}.experts.switch_glu");
+        (format!("{split}.down_proj"), Some(split))
+    };
+    let unit = column_unit(weights, &down, inter)?;
+    if inter % unit != 0 || inter / unit < size {
+        return Err(Error::Config(format!(
+            "tensor parallel: `{down}`'s {inter} input features (groups of {unit}) cannot be split across {size} ranks"
+        )));
+    }
+    let units = balanced_range(inter / unit, size, rank);
+    let cols = units.start * unit..units.end * unit;
+    match split {
+        None => {
+            let rows: Vec<i32> = cols
+                .clone()
+                .chain(inter + cols.start..inter + cols.end)
+                .collect();
+            keep_along(weights, &fused, 1, &rows)?;
+        }
+        Some(split) => {
+            let rows: Vec<i32> = cols.clone().collect();
+            keep_along(weights, &format!("{split}.gate_proj"), 1, &rows)?;
+            keep_along(weights, &format!("{split}.up_proj"), 1, &rows)?;
+        }
+    }
+    keep_columns(weights, &down, inter, cols.clone(), rank)?;
+    Ok(cols.len() as i32)
+}
+
+/// Replaces every tensor of `path` by its entries `index` along `axis` (copied).
+fn keep_along(weights: &mut Weights, path: &str, axis: i32, index: &[i32]) -> Result<()> {
+    let names = parts(weights, path);
+    if names.is_empty() {
+        return Err(Error::MissingTensor(format!("{path}.weight")));
+    }
+    let index = Array::from_slice(index, &[index.len() as i32])?;
+    for name in names {
+        let part = weights.take(&name)?.take(&index, axis)?;
+        part.eval()?;
+        weights.insert(name, part);
+    }
+    Ok(())
 }
 
 /// The number of input features one stored column group of `path` covers: the quantization
