@@ -327,3 +327,68 @@ fn generate_under_mlx_launch_says_what_one_process_says() {
         assert!(stderr.contains("[rank 1] "), "{stderr}");
     }
 }
+
+/// `qwen_chat` under `mlx-launch` over two local ranks: rank 0 reads the conversation from the
+/// launcher's stdin and shares each line with rank 1 (`parallel::broadcast_text`), so both run
+/// the same turns; the replies are those of one process.
+#[test]
+fn qwen_chat_under_mlx_launch_answers_as_one_process() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let (Some(qwen_chat), Some(launch)) = (example("qwen_chat"), launcher()) else {
+        return;
+    };
+    let Some(model) = mlx_test_data::file("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") else {
+        return;
+    };
+    let input = "What is the capital of France?\n/reset\nAnd of Italy?\n";
+    let run = |mut command: Command| -> (bool, String, String) {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    };
+    // The replies, without the statistics lines (timings vary).
+    let replies = |stdout: &str| -> String {
+        stdout
+            .lines()
+            .filter(|l| !l.starts_with("prompt:"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let args = [
+        "--device",
+        "cpu",
+        "--temp",
+        "0",
+        "--max-tokens",
+        "10",
+        "--model",
+        model.to_str().unwrap(),
+    ];
+    let mut alone = Command::new(&qwen_chat);
+    alone.args(args);
+    let (ok, want, stderr) = run(alone);
+    assert!(ok, "{stderr}");
+    assert!(want.contains("Paris"), "{want}");
+    let mut launched = Command::new(&launch);
+    launched
+        .args(["-n", "2", "--timeout", "300", "--"])
+        .arg(&qwen_chat)
+        .args(args)
+        .arg("--tensor-parallel");
+    let (ok, found, stderr) = run(launched);
+    assert!(ok, "{stderr}");
+    assert_eq!(replies(&found), replies(&want), "{stderr}");
+}
