@@ -14,23 +14,22 @@ use std::process::Command;
 
 /// `target/<profile>/examples/<name>`, next to this test's `target/<profile>/deps/`.
 fn example(name: &str) -> Option<PathBuf> {
+    built(
+        &format!("examples/{name}{}", std::env::consts::EXE_SUFFIX),
+        "`cargo test` (without --test) builds the examples",
+    )
+}
+
+/// `target/<profile>/<relative>` if it exists; else `None` (the test skips) with a line saying
+/// `how` it gets built, or a failure under `CI=true`.
+fn built(relative: &str, how: &str) -> Option<PathBuf> {
     let exe = std::env::current_exe().unwrap();
-    let path = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|profile| {
-            profile
-                .join("examples")
-                .join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
-        })
-        .unwrap();
+    let profile = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    let path = profile.join(relative);
     if path.is_file() {
         return Some(path);
     }
-    let message = format!(
-        "{} is missing: `cargo test` (without --test) builds the examples",
-        path.display()
-    );
+    let message = format!("{} is missing: {how}", path.display());
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("{message}");
     }
@@ -248,27 +247,12 @@ fn the_examples_run_the_ggml_backend() {
     }
 }
 
-/// `target/<profile>/mlx-launch` (`cargo test --workspace` builds it for its own tests), with
-/// the same skip rule as [`example`].
+/// `target/<profile>/mlx-launch` (`cargo test --workspace` builds it for its own tests).
 fn launcher() -> Option<PathBuf> {
-    let examples = example("generate")?;
-    let path = examples
-        .parent()
-        .and_then(|e| e.parent())
-        .map(|profile| profile.join(format!("mlx-launch{}", std::env::consts::EXE_SUFFIX)))
-        .unwrap();
-    if path.is_file() {
-        return Some(path);
-    }
-    let message = format!(
-        "{} is missing: `cargo test --workspace` builds it",
-        path.display()
-    );
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{message}");
-    }
-    eprintln!("skipping: {message}");
-    None
+    built(
+        &format!("mlx-launch{}", std::env::consts::EXE_SUFFIX),
+        "`cargo test --workspace` builds it",
+    )
 }
 
 /// The text `generate` prints (its statistics line, whose timings vary, left out).

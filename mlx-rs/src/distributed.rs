@@ -134,6 +134,14 @@ pub fn is_available(backend: Backend) -> bool {
     unsafe { sys::mlx_distributed_is_available(name.as_ptr()) }
 }
 
+/// mlx-c's signature of a collective: `op(res, x, group, stream)`.
+type Collective = unsafe extern "C" fn(
+    *mut sys::mlx_array,
+    sys::mlx_array,
+    sys::mlx_distributed_group,
+    sys::mlx_stream,
+) -> std::ffi::c_int;
+
 /// A group of ranks that communicate; every collective runs over one.
 pub struct Group {
     raw: sys::mlx_distributed_group,
@@ -260,47 +268,32 @@ impl Group {
     /// shape and dtype, and gets the sum).
     #[track_caller]
     pub fn all_sum(&self, x: &Array) -> Result<Array> {
-        // SAFETY: valid handles for the duration of the call.
-        Array::try_op_stream(|res, s| unsafe {
-            sys::mlx_distributed_all_sum(res, x.as_raw(), self.raw, s)
-        })
+        self.collective(x, sys::mlx_distributed_all_sum)
     }
 
     /// The element-wise maximum of `x` over every rank.
     #[track_caller]
     pub fn all_max(&self, x: &Array) -> Result<Array> {
-        // SAFETY: valid handles for the duration of the call.
-        Array::try_op_stream(|res, s| unsafe {
-            sys::mlx_distributed_all_max(res, x.as_raw(), self.raw, s)
-        })
+        self.collective(x, sys::mlx_distributed_all_max)
     }
 
     /// The element-wise minimum of `x` over every rank.
     #[track_caller]
     pub fn all_min(&self, x: &Array) -> Result<Array> {
-        // SAFETY: valid handles for the duration of the call.
-        Array::try_op_stream(|res, s| unsafe {
-            sys::mlx_distributed_all_min(res, x.as_raw(), self.raw, s)
-        })
+        self.collective(x, sys::mlx_distributed_all_min)
     }
 
     /// Every rank's `x` concatenated along the first axis, in rank order (`[size·d0, …]`).
     #[track_caller]
     pub fn all_gather(&self, x: &Array) -> Result<Array> {
-        // SAFETY: valid handles for the duration of the call.
-        Array::try_op_stream(|res, s| unsafe {
-            sys::mlx_distributed_all_gather(res, x.as_raw(), self.raw, s)
-        })
+        self.collective(x, sys::mlx_distributed_all_gather)
     }
 
     /// The sum over ranks, scattered: rank `r` gets the `r`-th of `size` equal parts of the
     /// first axis. Not supported by the ring backend.
     #[track_caller]
     pub fn sum_scatter(&self, x: &Array) -> Result<Array> {
-        // SAFETY: valid handles for the duration of the call.
-        Array::try_op_stream(|res, s| unsafe {
-            sys::mlx_distributed_sum_scatter(res, x.as_raw(), self.raw, s)
-        })
+        self.collective(x, sys::mlx_distributed_sum_scatter)
     }
 
     /// Sends `x` to rank `dst`; evaluate the returned array to send (the ring backend sends to
@@ -340,6 +333,14 @@ impl Group {
         Array::try_op_stream(|res, s| unsafe {
             sys::mlx_distributed_recv_like(res, like.as_raw(), src, self.raw, s)
         })
+    }
+
+    /// Runs one of mlx-c's collectives of the form `op(res, x, group, stream)`.
+    #[track_caller]
+    fn collective(&self, x: &Array, op: Collective) -> Result<Array> {
+        // SAFETY: `op` is one of mlx-c's collectives; valid handles for the duration of the
+        // call.
+        Array::try_op_stream(|res, s| unsafe { op(res, x.as_raw(), self.raw, s) })
     }
 
     fn check_peer(&self, peer: i32) -> Result<()> {

@@ -81,28 +81,6 @@ fn tokens(ids: &[i32]) -> Array {
     Array::from_slice(ids, &[1, ids.len() as i32]).unwrap()
 }
 
-/// max |a - b| / max |b|.
-fn relative_diff(found: &[f32], want: &[f32]) -> f32 {
-    assert_eq!(found.len(), want.len());
-    let diff = found
-        .iter()
-        .zip(want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max);
-    let scale = want.iter().map(|b| b.abs()).fold(0.0, f32::max);
-    diff / scale
-}
-
-fn argmax(row: &[f32]) -> i32 {
-    let mut best = 0;
-    for (i, v) in row.iter().enumerate() {
-        if *v > row[best] {
-            best = i;
-        }
-    }
-    best as i32
-}
-
 const TOLERANCE: f32 = 1e-4;
 
 /// (1) the full-sequence logits match transformers at every position.
@@ -113,7 +91,7 @@ fn check_full_forward(model: &dyn CausalLm, r: &Reference) {
         logits.shape(),
         vec![1, r.prompt.len() as i32, r.vocab as i32]
     );
-    let d = relative_diff(&logits.to_vec::<f32>().unwrap(), &r.logits);
+    let d = common::relative_diff(&logits.to_vec::<f32>().unwrap(), &r.logits);
     eprintln!("full forward: relative difference {d:.2e}");
     assert!(d < TOLERANCE, "full forward: relative difference {d}");
     assert_eq!(cache.offset(), r.prompt.len() as i32);
@@ -127,7 +105,7 @@ fn check_greedy(model: &dyn CausalLm, r: &Reference) {
         .unwrap()
         .to_vec::<f32>()
         .unwrap();
-    let mut next = argmax(&logits[logits.len() - r.vocab..]);
+    let mut next = common::argmax(&logits[logits.len() - r.vocab..]);
     let mut generated = vec![next];
     while generated.len() < r.greedy.len() {
         let logits = model
@@ -135,7 +113,7 @@ fn check_greedy(model: &dyn CausalLm, r: &Reference) {
             .unwrap()
             .to_vec::<f32>()
             .unwrap();
-        next = argmax(&logits);
+        next = common::argmax(&logits);
         generated.push(next);
     }
     assert_eq!(generated, r.greedy);
@@ -167,7 +145,7 @@ fn check_chunked(model: &dyn CausalLm, r: &Reference, sizes: &[usize]) {
         .zip(r.logits.chunks(r.vocab))
         .enumerate()
     {
-        let d = relative_diff(a, b);
+        let d = common::relative_diff(a, b);
         assert!(
             d < TOLERANCE,
             "chunks {sizes:?}, position {pos}: relative difference {d}"
@@ -225,7 +203,7 @@ fn the_window_matters_in_the_mistral_fixture() {
     let logits = model
         .forward(&tokens(&f.reference.prompt), &mut model.new_cache())
         .unwrap();
-    let d = relative_diff(&logits.to_vec::<f32>().unwrap(), &f.reference.logits);
+    let d = common::relative_diff(&logits.to_vec::<f32>().unwrap(), &f.reference.logits);
     assert!(d > 1e-2, "relative difference without the window only {d}");
 }
 
@@ -251,7 +229,7 @@ fn llama3_rope_scaling_changes_the_logits() {
     let logits = model
         .forward(&tokens(&f.reference.prompt), &mut model.new_cache())
         .unwrap();
-    let d = relative_diff(&logits.to_vec::<f32>().unwrap(), &f.reference.logits);
+    let d = common::relative_diff(&logits.to_vec::<f32>().unwrap(), &f.reference.logits);
     assert!(d > 1e-2, "relative difference without scaling only {d}");
 }
 

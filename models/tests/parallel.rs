@@ -43,21 +43,6 @@ fn join(mode_name: &str) -> Parallel {
         .expect("more than one rank")
 }
 
-/// max |a − b| / max |b|.
-fn relative_diff(found: &[f32], want: &[f32]) -> f32 {
-    assert_eq!(found.len(), want.len());
-    let diff = found
-        .iter()
-        .zip(want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max);
-    diff / want.iter().map(|b| b.abs()).fold(0.0, f32::max)
-}
-
-fn argmax(row: &[f32]) -> i32 {
-    (0..row.len()).fold(0, |best, i| if row[i] > row[best] { i } else { best }) as i32
-}
-
 /// A tiny fixture split by `parallel` (or whole): its logits and greedy tokens against the
 /// transformers reference.
 fn check_tiny(name: &str, parallel: Option<&Parallel>) {
@@ -84,14 +69,14 @@ fn check_tiny(name: &str, parallel: Option<&Parallel>) {
         .unwrap()
         .to_vec::<f32>()
         .unwrap();
-    let d = relative_diff(&logits, &want);
+    let d = common::relative_diff(&logits, &want);
     assert!(d < 1e-4, "{name}: relative difference {d}");
     let greedy = common::i32s(&reference["greedy"]);
-    let mut next = argmax(&logits[logits.len() - vocab..]);
+    let mut next = common::argmax(&logits[logits.len() - vocab..]);
     let mut generated = vec![next];
     while generated.len() < greedy.len() {
         let step = model.forward(&ids(&[next]), &mut cache).unwrap();
-        next = argmax(&step.to_vec::<f32>().unwrap());
+        next = common::argmax(&step.to_vec::<f32>().unwrap());
         generated.push(next);
     }
     assert_eq!(generated, greedy, "{name}");
@@ -352,7 +337,7 @@ fn an_hf_folder_loaded_by_each_rank_gives_one_process_logits() {
                 .split(", ")
                 .map(|v| v.parse().unwrap())
                 .collect();
-            let d = relative_diff(&found, &want);
+            let d = common::relative_diff(&found, &want);
             assert!(d < 1e-5, "{mode}, rank {}: relative difference {d}", r.rank);
         }
     }

@@ -168,14 +168,7 @@ pub fn shard_layer(
 
     let inter = layer.mlp.intermediate;
     let down = format!("{p}.mlp.down_proj");
-    let unit = column_unit(weights, &down, inter)?;
-    if inter % unit != 0 || inter / unit < size {
-        return Err(Error::Config(format!(
-            "tensor parallel: `{down}`'s {inter} input features (groups of {unit}) cannot be split across {size} ranks"
-        )));
-    }
-    let units = balanced_range(inter / unit, size, rank);
-    let cols = units.start * unit..units.end * unit;
+    let cols = column_share(weights, &down, inter, rank, size)?;
     let rows: Vec<i32> = cols.clone().collect();
     keep_rows(weights, &format!("{p}.mlp.gate_proj"), &rows, None)?;
     keep_rows(weights, &format!("{p}.mlp.up_proj"), &rows, None)?;
@@ -199,14 +192,7 @@ fn shard_experts(weights: &mut Weights, p: &str, inter: i32, rank: i32, size: i3
         let split = format!("{p}.experts.switch_glu");
         (format!("{split}.down_proj"), Some(split))
     };
-    let unit = column_unit(weights, &down, inter)?;
-    if inter % unit != 0 || inter / unit < size {
-        return Err(Error::Config(format!(
-            "tensor parallel: `{down}`'s {inter} input features (groups of {unit}) cannot be split across {size} ranks"
-        )));
-    }
-    let units = balanced_range(inter / unit, size, rank);
-    let cols = units.start * unit..units.end * unit;
+    let cols = column_share(weights, &down, inter, rank, size)?;
     match split {
         None => {
             let rows: Vec<i32> = cols
@@ -223,6 +209,25 @@ fn shard_experts(weights: &mut Weights, p: &str, inter: i32, rank: i32, size: i3
     }
     keep_columns(weights, &down, inter, cols.clone(), rank)?;
     Ok(cols.len() as i32)
+}
+
+/// Rank `rank`'s input features of `path` (`width` of them), in whole column groups
+/// ([`column_unit`]) split as evenly as they go.
+fn column_share(
+    weights: &Weights,
+    path: &str,
+    width: i32,
+    rank: i32,
+    size: i32,
+) -> Result<Range<i32>> {
+    let unit = column_unit(weights, path, width)?;
+    if width % unit != 0 || width / unit < size {
+        return Err(Error::Config(format!(
+            "tensor parallel: `{path}`'s {width} input features (groups of {unit}) cannot be split across {size} ranks"
+        )));
+    }
+    let units = balanced_range(width / unit, size, rank);
+    Ok(units.start * unit..units.end * unit)
 }
 
 /// Replaces every tensor of `path` by its entries `index` along `axis` (copied).

@@ -126,3 +126,19 @@ pub fn stage_hostile(dir: &std::path::Path, file: &str) -> PathBuf {
     }
     dest
 }
+
+/// max |found − want| / max |want|.
+pub fn relative_diff(found: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(found.len(), want.len());
+    let diff = found
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    diff / want.iter().map(|b| b.abs()).fold(0.0, f32::max)
+}
+
+/// The index of the largest value (the first of equals).
+pub fn argmax(row: &[f32]) -> i32 {
+    (0..row.len()).fold(0, |best, i| if row[i] > row[best] { i } else { best }) as i32
+}
