@@ -88,7 +88,9 @@ fn run(cli: Cli) -> CliResult {
     }
     let mut engine = cli.model.load_model()?;
     let prompt = run::prompt_ids(engine.as_ref(), cli.prompt_tokens)?;
-    if !cli.json {
+    // Under a distributed launch every rank runs the benchmark; rank 0 prints it.
+    let quiet = cli.json || !cli.model.primary()?;
+    if !quiet {
         println!("{}", engine.describe());
         println!();
         println!("| run | prompt tokens | prompt tok/s | generated tokens | decode tok/s | peak memory (MB) |");
@@ -101,7 +103,7 @@ fn run(cli: Cli) -> CliResult {
         cli.gen_tokens,
         cli.repeats,
         |i, s| {
-            if !cli.json {
+            if !quiet {
                 println!(
                     "| {} | {} | {:.1} | {} | {:.1} | {:.1} |",
                     i + 1,
@@ -114,6 +116,9 @@ fn run(cli: Cli) -> CliResult {
             }
         },
     )?;
+    if !cli.model.primary()? {
+        return Ok(());
+    }
     if cli.json {
         println!("{}", serde_json::to_string(&result)?);
     } else {

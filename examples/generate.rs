@@ -54,6 +54,8 @@ fn run(cli: Cli) -> CliResult {
     } else {
         engine.tokenizer().encode(&cli.prompt, true)?
     };
+    // Under a distributed launch every rank generates the same text; rank 0 prints it.
+    let primary = cli.model.primary()?;
     let mut stdout = std::io::stdout();
     let stats = generate_text(
         engine.as_mut(),
@@ -61,12 +63,16 @@ fn run(cli: Cli) -> CliResult {
         &params,
         &cli.sampling.stop,
         &mut |text| {
-            print!("{text}");
-            let _ = stdout.flush();
+            if primary {
+                print!("{text}");
+                let _ = stdout.flush();
+            }
         },
     )?;
-    println!();
-    cli::print_stats(&stats);
+    if primary {
+        println!();
+        cli::print_stats(&stats);
+    }
     Ok(())
 }
 

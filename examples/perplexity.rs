@@ -40,7 +40,9 @@ fn run(cli: Cli) -> CliResult {
     let started = std::time::Instant::now();
     let (ppl, count) = perplexity(engine.as_mut(), &text, cli.ctx, cli.chunks)?;
     eprintln!("scored in {:.1} s", started.elapsed().as_secs_f64());
-    println!("perplexity: {ppl:.4} over {count} tokens");
+    if cli.model.primary()? {
+        println!("perplexity: {ppl:.4} over {count} tokens");
+    }
     Ok(())
 }
 

@@ -43,22 +43,28 @@ struct Cli {
 }
 
 /// Runs one turn: streams the reply to stdout, records it, prints the stats line.
+/// (Under a distributed launch every rank runs the turn; only rank 0, `primary`, prints.)
 fn turn(
     engine: &mut dyn LanguageModel,
     messages: &mut Vec<ChatMessage>,
     params: &GenerateParams,
     stops: &[String],
+    primary: bool,
 ) -> CliResult {
     let ids = engine.tokenizer().apply_chat_template(messages, true)?;
     let mut reply = String::new();
     let mut stdout = std::io::stdout();
     let stats = generate_text(engine, &ids, params, stops, &mut |text| {
         reply.push_str(text);
-        print!("{text}");
-        let _ = stdout.flush();
+        if primary {
+            print!("{text}");
+            let _ = stdout.flush();
+        }
     })?;
-    println!();
-    cli::print_stats(&stats);
+    if primary {
+        println!();
+        cli::print_stats(&stats);
+    }
     messages.push(ChatMessage::new("assistant", reply));
     Ok(())
 }
@@ -96,7 +102,14 @@ fn run(cli: Cli) -> CliResult {
     let mut messages = base.clone();
     if let Some(prompt) = &cli.prompt {
         messages.push(ChatMessage::new("user", prompt.clone()));
-        return turn(engine.as_mut(), &mut messages, &params, &cli.sampling.stop);
+        let primary = cli.model.primary()?;
+        return turn(
+            engine.as_mut(),
+            &mut messages,
+            &params,
+            &cli.sampling.stop,
+            primary,
+        );
     }
     // Under --tensor-parallel / --pipeline every rank runs this loop: rank 0 reads the input
     // and shares each line with the others, so all of them run the same turns.
@@ -136,7 +149,13 @@ fn run(cli: Cli) -> CliResult {
             _ => {}
         }
         messages.push(ChatMessage::new("user", line));
-        if let Err(e) = turn(engine.as_mut(), &mut messages, &params, &cli.sampling.stop) {
+        if let Err(e) = turn(
+            engine.as_mut(),
+            &mut messages,
+            &params,
+            &cli.sampling.stop,
+            reads_input,
+        ) {
             // Keep the session: drop the turn that failed (e.g. the context is full).
             messages.pop();
             eprintln!("error: {e}");

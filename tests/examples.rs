@@ -264,8 +264,9 @@ fn generated_text(stdout: &[u8]) -> String {
         .join("\n")
 }
 
-/// `generate` under `mlx-launch` over two local ranks, tensor-parallel and pipelined, prints
-/// the greedy text one process prints (rank 0's stdout; the launcher drops the others').
+/// `generate` under `mlx-launch` over two local ranks, tensor-parallel and pipelined over the
+/// ring backend, and tensor-parallel over MPI, prints the greedy text one process prints
+/// (rank 0's stdout; the launcher drops the others').
 #[test]
 fn generate_under_mlx_launch_says_what_one_process_says() {
     let (Some(generate), Some(launch)) = (example("generate"), launcher()) else {
@@ -296,19 +297,48 @@ fn generate_under_mlx_launch_says_what_one_process_says() {
     assert!(alone.status.success(), "{alone:?}");
     let want = generated_text(&alone.stdout);
     assert!(want.contains("Paris"), "{want}");
-    for mode in ["--tensor-parallel", "--pipeline"] {
-        let out = Command::new(&launch)
-            .args(["-n", "2", "--timeout", "300", "--"])
+    // MLX's MPI backend too where Open MPI is installed (CI installs it): MLX opens
+    // `libmpi.so`, which only the development package provides; name the runtime's.
+    let libmpi = std::fs::read_dir("/usr/lib/x86_64-linux-gnu")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("libmpi.so."));
+    let mpirun = Command::new("mpirun").arg("--version").output().is_ok();
+    let mut runs = vec![("ring", "--tensor-parallel"), ("ring", "--pipeline")];
+    match (&libmpi, mpirun) {
+        (Some(_), true) => runs.push(("mpi", "--tensor-parallel")),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("CI installs Open MPI"),
+        _ => eprintln!("skipping the MPI run: no mpirun or libmpi"),
+    }
+    for (backend, mode) in runs {
+        let mut command = Command::new(&launch);
+        command.args(["-n", "2", "--timeout", "300", "--backend", backend]);
+        if backend == "mpi" {
+            let lib = libmpi.as_deref().unwrap();
+            command
+                .args(["--env", &format!("MLX_MPI_LIBNAME={lib}")])
+                // mpirun refuses root (CI's user) without these.
+                .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+                .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+        }
+        let out = command
+            .arg("--")
             .arg(&generate)
-            .args(args(&[mode]))
+            .args(args(&[mode, "--distributed-backend", backend]))
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{mode}: {stderr}");
-        assert_eq!(generated_text(&out.stdout), want, "{mode}: {stderr}");
-        // Both ranks loaded their share ("[rank 1] " prefixes the other rank's stderr).
+        assert!(out.status.success(), "{backend} {mode}: {stderr}");
+        assert_eq!(
+            generated_text(&out.stdout),
+            want,
+            "{backend} {mode}: {stderr}"
+        );
+        // Both ranks loaded their share.
         assert!(stderr.contains("rank 0 of 2"), "{stderr}");
-        assert!(stderr.contains("[rank 1] "), "{stderr}");
+        assert!(stderr.contains("rank 1 of 2"), "{stderr}");
     }
 }
 

@@ -236,6 +236,12 @@ impl ModelArgs {
         Ok(joined)
     }
 
+    /// Whether this process prints the results: alone, or rank 0 of a distributed launch
+    /// (under `mpirun` every rank's stdout reaches the terminal; `mlx-launch` shows rank 0's).
+    pub fn primary(&self) -> CliResult<bool> {
+        Ok(self.parallel()?.is_none_or(|p| p.rank() == 0))
+    }
+
     /// Loads the model into an [`MlxEngine`] (progress on stderr: two lines, and progress bars
     /// when stderr is a terminal).
     pub fn load_engine(&self) -> CliResult<MlxEngine> {

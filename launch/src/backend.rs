@@ -412,7 +412,22 @@ pub fn mpi_hostfile(hosts: &[Host]) -> String {
         .collect()
 }
 
-/// The `mpirun` command line `mlx.launch` builds: raw output, the hostfile, the working
+/// The major version of Open MPI that `mpirun --version` printed (`mpirun (Open MPI) 4.1.4`),
+/// if it is Open MPI.
+///
+/// ```
+/// use mlx_launch::backend::open_mpi_major;
+/// assert_eq!(open_mpi_major("mpirun (Open MPI) 4.1.4\n\nReport bugs to ..."), Some(4));
+/// assert_eq!(open_mpi_major("mpirun (Open MPI) 5.0.3"), Some(5));
+/// assert_eq!(open_mpi_major("HYDRA build details:"), None);
+/// ```
+pub fn open_mpi_major(version_text: &str) -> Option<u32> {
+    let rest = version_text.split("(Open MPI)").nth(1)?;
+    rest.trim().split('.').next()?.parse().ok()
+}
+
+/// The `mpirun` command line `mlx.launch` builds: raw output (`--output :raw`, when
+/// `raw_output`: Open MPI 5 has the flag, 4 refuses it), the hostfile, the working
 /// directory, each environment variable exported with `-x`, the `--mpi-arg` words (split
 /// like a shell would), then `--` and the command.
 ///
@@ -420,6 +435,7 @@ pub fn mpi_hostfile(hosts: &[Host]) -> String {
 /// use mlx_launch::backend::mpi_argv;
 /// let argv = mpi_argv(
 ///     "/usr/bin/mpirun",
+///     true,
 ///     "/tmp/hosts",
 ///     None,
 ///     &[("A".into(), "1".into())],
@@ -432,19 +448,18 @@ pub fn mpi_hostfile(hosts: &[Host]) -> String {
 /// ```
 pub fn mpi_argv(
     mpirun: &str,
+    raw_output: bool,
     hostfile: &str,
     cwd: Option<&str>,
     env: &[(String, String)],
     mpi_args: &[String],
     command: &[String],
 ) -> Result<Vec<String>, LaunchError> {
-    let mut argv = vec![
-        mpirun.to_string(),
-        "--output".into(),
-        ":raw".into(),
-        "--hostfile".into(),
-        hostfile.to_string(),
-    ];
+    let mut argv = vec![mpirun.to_string()];
+    if raw_output {
+        argv.extend(["--output".to_string(), ":raw".to_string()]);
+    }
+    argv.extend(["--hostfile".to_string(), hostfile.to_string()]);
     if let Some(cwd) = cwd {
         argv.extend(["-cwd".to_string(), cwd.to_string()]);
     }
@@ -646,6 +661,7 @@ mod tests {
         assert_eq!(mpi_hostfile(&hosts), "a slots=2\nb slots=2\n");
         let argv = mpi_argv(
             "mpirun",
+            true,
             "/tmp/h",
             Some("/work dir"),
             &[("X".into(), "a b".into())],
@@ -675,7 +691,10 @@ mod tests {
                 "two words"
             ]
         );
-        assert!(mpi_argv("mpirun", "h", None, &[], &["'unclosed".into()], &[]).is_err());
+        assert!(mpi_argv("mpirun", true, "h", None, &[], &["'unclosed".into()], &[]).is_err());
+        // Open MPI 4: no --output flag.
+        let plain = mpi_argv("mpirun", false, "/tmp/h", None, &[], &[], &["prog".into()]).unwrap();
+        assert_eq!(plain, ["mpirun", "--hostfile", "/tmp/h", "--", "prog"]);
         assert!(plan_ranks(Backend::Mpi, &hosts, &opts(), &mut |_| None).is_err());
     }
 

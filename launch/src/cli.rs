@@ -190,8 +190,16 @@ pub fn launch(args: &Args) -> Result<i32, LaunchError> {
             Cwd::Required(d) => Some(d.as_str()),
             Cwd::IfExists(_) => None,
         };
+        // Open MPI 5's `--output :raw` (what mlx.launch passes) is an unknown option to 4.
+        let raw_output = Command::new(&mpirun)
+            .arg("--version")
+            .output()
+            .ok()
+            .and_then(|o| backend::open_mpi_major(&String::from_utf8_lossy(&o.stdout)))
+            .is_some_and(|major| major >= 5);
         let argv = backend::mpi_argv(
             &path_str(&mpirun)?,
+            raw_output,
             &path_str(&hostfile_path)?,
             cwd_arg,
             &env,

@@ -75,12 +75,32 @@ fn check_tiny(name: &str, parallel: Option<&Parallel>) {
     let mut next = common::argmax(&logits[logits.len() - vocab..]);
     let mut generated = vec![next];
     while generated.len() < greedy.len() {
+        let calls = native_qmm_calls();
         let step = model.forward(&ids(&[next]), &mut cache).unwrap();
+        let tensor_parallel = matches!(parallel, Some(Parallel::Tensor(_)));
+        if name == "llama_q4" && tensor_parallel && mlx_rs::quant::native_qmm_enabled() {
+            // Inside a shard every quantized projection still runs on the native kernel: the
+            // fused q/k/v, o, gate/up and down of each layer, as per-op primitives (a
+            // tensor-parallel layer is split at its all-reduces).
+            let layers = config.num_hidden_layers as u64;
+            let per_op = native_qmm_calls() - calls;
+            assert!(
+                per_op >= 4 * layers,
+                "{per_op} native calls for {layers} layers"
+            );
+        }
         next = common::argmax(&step.to_vec::<f32>().unwrap());
         generated.push(next);
     }
     assert_eq!(generated, greedy, "{name}");
     println!("{name}: relative difference {d:.2e}, greedy ok");
+}
+
+/// Calls of the native quantized matmul kernel so far (per-op primitives; a fused layer or
+/// stack primitive counts none).
+fn native_qmm_calls() -> u64 {
+    // SAFETY: no arguments.
+    unsafe { mlx_rs::sys::native_qmm::mlxrs_qmm_native_count() }
 }
 
 fn smollm2_engine(parallel: Option<Parallel>) -> MlxEngine {
