@@ -104,7 +104,8 @@ pub struct ModelArgs {
     #[arg(long, value_name = "NAME", default_value = "any")]
     pub distributed_backend: String,
     /// With --tensor-parallel / --pipeline: how long the ranks may take to connect, and one
-    /// step over the group may take before the rank gives up (a peer died or hangs).
+    /// step over the group may take (plus half a second per token of the step) before the
+    /// rank gives up (a peer died or hangs).
     #[arg(long, value_name = "SECONDS", default_value_t = 20.0)]
     pub step_timeout: f64,
 }

@@ -583,7 +583,10 @@ impl CausalLm for Decoder {
             )));
         }
         // A step over the group ends in bounded time, even when a peer dies mid-transfer.
-        let _watched = self.parallel.as_ref().map(|_| StepGuard::start());
+        let _watched = self
+            .parallel
+            .as_ref()
+            .map(|_| StepGuard::start(tokens.size()));
         let logits = match &self.parallel {
             // The whole-stack primitive has no place for the ranks' exchanges.
             Some(Parallel::Pipeline(group)) => self.forward_stage(tokens, cache, group)?,
@@ -600,7 +603,10 @@ impl CausalLm for Decoder {
     }
 
     fn forward_batch(&self, tokens: &[u32], caches: &mut [&mut KvCache]) -> Result<Array> {
-        let _watched = self.parallel.as_ref().map(|_| StepGuard::start());
+        let _watched = self
+            .parallel
+            .as_ref()
+            .map(|_| StepGuard::start(tokens.len()));
         let logits = self.forward_batch_any(tokens, caches)?;
         if self.parallel.is_some() {
             logits.eval()?;

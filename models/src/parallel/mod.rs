@@ -33,7 +33,10 @@ pub mod vocab;
 mod watchdog;
 
 pub use read::{PreCut, ReadCut};
-pub use watchdog::{set_step_timeout, step_timeout, StepGuard, DEFAULT_STEP_TIMEOUT, EXIT_STATUS};
+pub use watchdog::{
+    set_step_timeout, step_timeout, StepGuard, DEFAULT_STEP_TIMEOUT, EXIT_STATUS,
+    PER_TOKEN_ALLOWANCE,
+};
 
 use crate::error::{Error, Result};
 use crate::weights::Weights;

@@ -9,13 +9,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
-/// How long one step over the group may take by default ([`set_step_timeout`]).
+/// How long one step over the group may take by default ([`set_step_timeout`]), plus
+/// [`PER_TOKEN_ALLOWANCE`] for each token it processes.
 pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What a step may take per token it processes on top of [`step_timeout`]: a prefill chunk of
+/// 512 tokens may run 4 minutes more than a decode step (a prefill at 2 tokens/s).
+pub const PER_TOKEN_ALLOWANCE: Duration = Duration::from_millis(500);
 
 /// The exit status of a process whose step outlasted the bound (`EX_UNAVAILABLE`).
 pub const EXIT_STATUS: i32 = 69;
 
 static TIMEOUT_MS: AtomicU64 = AtomicU64::new(DEFAULT_STEP_TIMEOUT.as_millis() as u64);
+/// The running step's bound in milliseconds (the timeout plus its tokens' allowance).
+static STEP_LIMIT: AtomicU64 = AtomicU64::new(0);
 /// Milliseconds since [`epoch`] at which the running step began, plus one; 0: no step.
 static STEP_STARTED: AtomicU64 = AtomicU64::new(0);
 static WATCHDOG: Once = Once::new();
@@ -26,8 +33,8 @@ fn epoch() -> Instant {
 }
 
 /// Sets how long one step over the group (a forward pass with its transfers) may take before
-/// the watchdog ends the process. Raise it for steps that are slow on their own (long prompts
-/// in large chunks on a slow machine).
+/// the watchdog ends the process, besides [`PER_TOKEN_ALLOWANCE`] per token of the step. Raise
+/// it for steps that are slow on their own (a large model on a slow machine).
 ///
 /// ```
 /// use mlx_models::parallel::{set_step_timeout, step_timeout, DEFAULT_STEP_TIMEOUT};
@@ -49,13 +56,16 @@ pub fn step_timeout() -> Duration {
 pub struct StepGuard(());
 
 impl StepGuard {
-    /// Starts watching a step (and the watchdog thread, the first time).
-    pub fn start() -> StepGuard {
+    /// Starts watching a step over `tokens` tokens (and the watchdog thread, the first time).
+    pub fn start(tokens: usize) -> StepGuard {
         WATCHDOG.call_once(|| {
             let _ = std::thread::Builder::new()
                 .name("mlx-parallel-watchdog".into())
                 .spawn(watch);
         });
+        let allowance = (tokens as u64).saturating_mul(PER_TOKEN_ALLOWANCE.as_millis() as u64);
+        let limit = TIMEOUT_MS.load(Ordering::Relaxed).saturating_add(allowance);
+        STEP_LIMIT.store(limit, Ordering::Relaxed);
         let now = epoch().elapsed().as_millis() as u64 + 1;
         STEP_STARTED.store(now, Ordering::Relaxed);
         StepGuard(())
@@ -76,7 +86,7 @@ fn watch() {
             continue;
         }
         let running = (epoch().elapsed().as_millis() as u64 + 1).saturating_sub(started);
-        if running > TIMEOUT_MS.load(Ordering::Relaxed) {
+        if running > STEP_LIMIT.load(Ordering::Relaxed) {
             eprintln!(
                 "mlx-models: rank {}: a step over the distributed group made no progress in {:.1} s \
                  (a peer died, hangs or cannot be reached); ending this process",
