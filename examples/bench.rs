@@ -89,7 +89,8 @@ fn run(cli: Cli) -> CliResult {
     let mut engine = cli.model.load_model()?;
     let prompt = run::prompt_ids(engine.as_ref(), cli.prompt_tokens)?;
     // Under a distributed launch every rank runs the benchmark; rank 0 prints it.
-    let quiet = cli.json || !cli.model.primary()?;
+    let primary = cli.model.primary()?;
+    let quiet = cli.json || !primary;
     if !quiet {
         println!("{}", engine.describe());
         println!();
@@ -116,7 +117,7 @@ fn run(cli: Cli) -> CliResult {
             }
         },
     )?;
-    if !cli.model.primary()? {
+    if !primary {
         return Ok(());
     }
     if cli.json {

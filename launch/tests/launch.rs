@@ -27,15 +27,33 @@ fn kill_tree(child: &Child) {
 
 /// Runs the launcher with `args` (and `env`), failing the test after `limit`.
 fn launch_env(args: &[&str], env: &[(&str, &str)], limit: Duration) -> Run {
+    launch_with_input(args, env, None, limit)
+}
+
+/// [`launch_env`] with `input` on the launcher's stdin (then end of input).
+fn launch_with_input(
+    args: &[&str],
+    env: &[(&str, &str)],
+    input: Option<&[u8]>,
+    limit: Duration,
+) -> Run {
     let start = Instant::now();
     let mut cmd = Command::new(BIN);
     cmd.args(args)
         .envs(env.iter().copied())
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let mut child = cmd.spawn().unwrap();
+    if let (Some(mut stdin), Some(input)) = (child.stdin.take(), input) {
+        use std::io::Write;
+        stdin.write_all(input).unwrap();
+    }
     let mut out = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel();
@@ -621,8 +639,8 @@ sleep 60 & echo $! > {0}; wait"#,
 /// nothing.
 #[test]
 fn rank_0_reads_the_launchers_stdin() {
-    let mut child = Command::new(BIN)
-        .args([
+    let r = launch_with_input(
+        &[
             "-n",
             "2",
             "--verbose",
@@ -630,29 +648,17 @@ fn rank_0_reads_the_launchers_stdin() {
             "sh",
             "-c",
             "read line; echo \"rank=$MLX_RANK line=[$line]\"",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let mut input = child.stdin.take().unwrap();
-        input.write_all(b"hello ranks\n").unwrap();
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            kill_tree(&child);
-            panic!("mlx-launch still running");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}");
-    assert!(stdout.contains("rank=0 line=[hello ranks]"), "{stdout}");
+        ],
+        &[],
+        Some(b"hello ranks\n"),
+        Duration::from_secs(30),
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        r.stdout.contains("rank=0 line=[hello ranks]"),
+        "{}",
+        r.stdout
+    );
     // Rank 1's stdout (shown with --verbose, prefixed) saw an empty input.
-    assert!(stdout.contains("rank=1 line=[]"), "{stdout}");
+    assert!(r.stdout.contains("rank=1 line=[]"), "{}", r.stdout);
 }

@@ -11,10 +11,7 @@ use mlx_test_data::ring::{self, RankOutput};
 use std::time::{Duration, Instant};
 
 fn check_all(outputs: &[RankOutput]) {
-    for r in outputs {
-        assert!(r.ended, "hung: {}", r.text());
-        assert!(r.status.success(), "{}", r.text());
-    }
+    outputs.iter().for_each(RankOutput::assert_succeeded);
 }
 
 /// One rank's body, by role.

@@ -235,8 +235,7 @@ fn env(role: &str, mode: &str, fixtures: &str) -> [(&'static str, String); 3] {
 
 fn check_all(outputs: &[RankOutput]) {
     for r in outputs {
-        assert!(r.ended, "hung: {}", r.text());
-        assert!(r.status.success(), "{}", r.text());
+        r.assert_succeeded();
         assert!(
             r.stdout.contains(&format!("rank {}: ok", r.rank)),
             "{}",

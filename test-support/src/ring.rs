@@ -35,6 +35,12 @@ pub struct RankOutput {
 }
 
 impl RankOutput {
+    /// Panics (with its output) unless it ended by itself with status 0.
+    pub fn assert_succeeded(&self) {
+        assert!(self.ended, "hung: {}", self.text());
+        assert!(self.status.success(), "{}", self.text());
+    }
+
     /// Stdout then stderr, for assertion messages.
     pub fn text(&self) -> String {
         format!("[rank {}]\n{}{}", self.rank, self.stdout, self.stderr)

@@ -244,13 +244,9 @@ pub fn load(model: &str, options: &LoadOptions) -> Result<LoadedModel> {
         // A pipeline stage reads (and budgets for) its own layers only.
         if let Some(stage) = pipeline_stage(&config, options)? {
             for shard in &mut shards {
-                shard.tensors.retain(|t| {
-                    crate::families::rename(&config, &t.name)
-                        .ok()
-                        .flatten()
-                        .and_then(|n| crate::parallel::pipeline::layer_of(&n))
-                        .is_none_or(|l| stage.contains(&l))
-                });
+                shard
+                    .tensors
+                    .retain(|t| hf_layer(&config, &t.name).is_none_or(|l| stage.contains(&l)));
             }
         }
         let bytes = rank_share(hf::loaded_bytes(&shards, dtype, keep), options);
@@ -260,23 +256,11 @@ pub fn load(model: &str, options: &LoadOptions) -> Result<LoadedModel> {
             // Each rank cuts its vocabulary rows, and under tensor parallelism each layer to
             // its share, as soon as they are read.
             Some(p) => {
-                let layer = |name: &str| {
-                    crate::families::rename(&config, name)
-                        .ok()
-                        .flatten()
-                        .and_then(|n| crate::parallel::pipeline::layer_of(&n))
-                };
-                let mut counts = std::collections::HashMap::new();
-                if tensor_parallel(options).is_some() {
-                    for t in shards.iter().flat_map(|s| &s.tensors) {
-                        if let Some(l) = layer(&t.name) {
-                            *counts.entry(l).or_insert(0) += 1;
-                        }
-                    }
-                }
-                let mut cut = crate::parallel::ReadCut::new(&config, counts, p.rank(), p.size())?;
+                let layers = shards.iter().flat_map(|s| &s.tensors);
+                let layers = layers.map(|t| hf_layer(&config, &t.name));
+                let mut cut = crate::parallel::ReadCut::new(&config, p, layers)?;
                 hf::read_hf_weights_into(&shards, progress, &mut |name, array| {
-                    cut.push(layer(&name), vec![(name, array)])
+                    cut.push(hf_layer(&config, &name), vec![(name, array)])
                 })?;
                 cut.finish()
             }
@@ -297,13 +281,8 @@ pub fn load(model: &str, options: &LoadOptions) -> Result<LoadedModel> {
         };
         let weights = match &options.parallel {
             Some(p) => {
-                let mut counts = std::collections::HashMap::new();
-                if tensor_parallel(options).is_some() {
-                    for l in file.tensors.iter().filter_map(|t| gguf::layer_of(&t.name)) {
-                        *counts.entry(l).or_insert(0) += 1;
-                    }
-                }
-                let mut cut = crate::parallel::ReadCut::new(&config, counts, p.rank(), p.size())?;
+                let layers = file.tensors.iter().map(|t| gguf::layer_of(&t.name));
+                let mut cut = crate::parallel::ReadCut::new(&config, p, layers)?;
                 gguf::read_gguf_weights_into(&file, &config, progress, read, &mut |l, arrays| {
                     cut.push(l, arrays)
                 })?;
@@ -346,21 +325,21 @@ pub fn load(model: &str, options: &LoadOptions) -> Result<LoadedModel> {
     })
 }
 
-/// `(rank, size)` when [`LoadOptions::parallel`] is tensor parallel.
-fn tensor_parallel(options: &LoadOptions) -> Option<(i32, i32)> {
-    match &options.parallel {
-        Some(crate::parallel::Parallel::Tensor(g)) => Some((g.rank(), g.size())),
-        _ => None,
-    }
+/// The decoder layer of a checkpoint tensor named `name` (after the family's renames).
+fn hf_layer(config: &ModelConfig, name: &str) -> Option<usize> {
+    crate::families::rename(config, name)
+        .ok()
+        .flatten()
+        .and_then(|n| crate::parallel::pipeline::layer_of(&n))
 }
 
 /// The weight bytes a rank's budget counts: under tensor parallelism its share, plus a tenth
 /// of the whole for what is held while cutting (the layer being read, the embedding read
 /// whole); otherwise `bytes` (a pipeline stage's are already its own).
 fn rank_share(bytes: u64, options: &LoadOptions) -> u64 {
-    match tensor_parallel(options) {
-        Some((_, size)) => bytes / size.max(1) as u64 + bytes / 10,
-        None => bytes,
+    match &options.parallel {
+        Some(crate::parallel::Parallel::Tensor(g)) => bytes / g.size().max(1) as u64 + bytes / 10,
+        _ => bytes,
     }
 }
 

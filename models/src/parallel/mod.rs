@@ -159,22 +159,29 @@ fn parts(weights: &Weights, path: &str) -> Vec<String> {
         .collect()
 }
 
-/// Replaces every tensor of `path` by its rows `rows` (axis 0: output features), copied (the
-/// whole tensor is freed), then zero rows up to `pad_to`.
-fn keep_rows(weights: &mut Weights, path: &str, rows: &[i32], pad_to: Option<i32>) -> Result<()> {
+/// Replaces every tensor of `path` by its entries `index` along `axis` (rows, 0: output
+/// features; 1: an expert stack's rows), copied (the whole tensor is freed), then zero entries
+/// up to `pad_to`.
+fn keep_along(
+    weights: &mut Weights,
+    path: &str,
+    axis: i32,
+    index: &[i32],
+    pad_to: Option<i32>,
+) -> Result<()> {
     let names = parts(weights, path);
     if names.is_empty() {
         return Err(Error::MissingTensor(format!("{path}.weight")));
     }
-    let index = Array::from_slice(rows, &[rows.len() as i32])?;
+    let kept = index.len() as i32;
+    let index = Array::from_slice(index, &[kept])?;
     for name in names {
-        let full = weights.take(&name)?;
-        let mut part = full.take(&index, 0)?;
-        if let Some(total) = pad_to.filter(|&t| t > rows.len() as i32) {
+        let mut part = weights.take(&name)?.take(&index, axis)?;
+        if let Some(total) = pad_to.filter(|&t| t > kept) {
             let mut shape = part.shape();
-            shape[0] = total - rows.len() as i32;
+            shape[axis as usize] = total - kept;
             let zeros = Array::zeros(&shape, part.dtype())?;
-            part = mlx_rs::ops::concatenate(&[&part, &zeros], 0)?;
+            part = mlx_rs::ops::concatenate(&[&part, &zeros], axis)?;
         }
         part.eval()?;
         weights.insert(name, part);

@@ -5,6 +5,7 @@
 
 use super::tensor::shard_layer;
 use super::vocab::VocabShard;
+use super::Parallel;
 use crate::config::ModelConfig;
 use crate::error::Result;
 use crate::nn::spec::ModelSpec;
@@ -43,17 +44,24 @@ pub struct ReadCut<'a> {
 }
 
 impl<'a> ReadCut<'a> {
-    /// For rank `rank` of `size`; `layer_tensors`: how many file tensors each layer has (the
-    /// header's count), so that a layer is cut once all of them have come.
+    /// For this rank of `parallel`; `file_layers`: the layer of each tensor the file's header
+    /// declares (`None` outside the layers). Under tensor parallelism a layer is cut once all
+    /// of its tensors have come; a pipeline stage cuts only its vocabulary rows.
     ///
     /// Errors: as [`crate::families::model_spec`].
     pub fn new(
         config: &'a ModelConfig,
-        layer_tensors: HashMap<usize, usize>,
-        rank: i32,
-        size: i32,
+        parallel: &Parallel,
+        file_layers: impl IntoIterator<Item = Option<usize>>,
     ) -> Result<ReadCut<'a>> {
         let spec = crate::families::model_spec(config)?;
+        let (rank, size) = (parallel.rank(), parallel.size());
+        let mut layer_tensors = HashMap::new();
+        if let Parallel::Tensor(_) = parallel {
+            for l in file_layers.into_iter().flatten() {
+                *layer_tensors.entry(l).or_insert(0) += 1;
+            }
+        }
         Ok(ReadCut {
             config,
             vocab: VocabShard::new(spec.vocab, rank, size),

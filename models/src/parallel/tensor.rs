@@ -24,7 +24,7 @@
 //! # Ok::<(), mlx_models::Error>(())
 //! ```
 
-use super::{balanced_range, keep_rows, parts};
+use super::{balanced_range, keep_along, parts};
 use crate::error::{Error, Result};
 use crate::nn::spec::{BlockSpec, KvSource, ModelSpec};
 use crate::weights::Weights;
@@ -148,12 +148,12 @@ pub fn shard_layer(
         .iter()
         .flat_map(|h| h * hd..(h + 1) * hd)
         .collect();
-    keep_rows(weights, &format!("{p}.self_attn.q_proj"), &q_rows, None)?;
+    keep_along(weights, &format!("{p}.self_attn.q_proj"), 0, &q_rows, None)?;
     if !matches!(a.kv, KvSource::Shared { .. }) {
-        keep_rows(weights, &format!("{p}.self_attn.k_proj"), &kv_rows, None)?;
+        keep_along(weights, &format!("{p}.self_attn.k_proj"), 0, &kv_rows, None)?;
     }
     if a.kv == KvSource::Projected {
-        keep_rows(weights, &format!("{p}.self_attn.v_proj"), &kv_rows, None)?;
+        keep_along(weights, &format!("{p}.self_attn.v_proj"), 0, &kv_rows, None)?;
     }
     let o = format!("{p}.self_attn.o_proj");
     keep_columns(
@@ -170,8 +170,8 @@ pub fn shard_layer(
     let down = format!("{p}.mlp.down_proj");
     let cols = column_share(weights, &down, inter, rank, size)?;
     let rows: Vec<i32> = cols.clone().collect();
-    keep_rows(weights, &format!("{p}.mlp.gate_proj"), &rows, None)?;
-    keep_rows(weights, &format!("{p}.mlp.up_proj"), &rows, None)?;
+    keep_along(weights, &format!("{p}.mlp.gate_proj"), 0, &rows, None)?;
+    keep_along(weights, &format!("{p}.mlp.up_proj"), 0, &rows, None)?;
     keep_columns(weights, &down, inter, cols.clone(), rank)?;
     out.mlp.intermediate = cols.len() as i32;
     if let (Some(moe), Some(local)) = (layer.moe, out.moe.as_mut()) {
@@ -199,12 +199,12 @@ fn shard_experts(weights: &mut Weights, p: &str, inter: i32, rank: i32, size: i3
                 .clone()
                 .chain(inter + cols.start..inter + cols.end)
                 .collect();
-            keep_along(weights, &fused, 1, &rows)?;
+            keep_along(weights, &fused, 1, &rows, None)?;
         }
         Some(split) => {
             let rows: Vec<i32> = cols.clone().collect();
-            keep_along(weights, &format!("{split}.gate_proj"), 1, &rows)?;
-            keep_along(weights, &format!("{split}.up_proj"), 1, &rows)?;
+            keep_along(weights, &format!("{split}.gate_proj"), 1, &rows, None)?;
+            keep_along(weights, &format!("{split}.up_proj"), 1, &rows, None)?;
         }
     }
     keep_columns(weights, &down, inter, cols.clone(), rank)?;
@@ -228,21 +228,6 @@ fn column_share(
     }
     let units = balanced_range(width / unit, size, rank);
     Ok(units.start * unit..units.end * unit)
-}
-
-/// Replaces every tensor of `path` by its entries `index` along `axis` (copied).
-fn keep_along(weights: &mut Weights, path: &str, axis: i32, index: &[i32]) -> Result<()> {
-    let names = parts(weights, path);
-    if names.is_empty() {
-        return Err(Error::MissingTensor(format!("{path}.weight")));
-    }
-    let index = Array::from_slice(index, &[index.len() as i32])?;
-    for name in names {
-        let part = weights.take(&name)?.take(&index, axis)?;
-        part.eval()?;
-        weights.insert(name, part);
-    }
-    Ok(())
 }
 
 /// The number of input features one stored column group of `path` covers: the quantization

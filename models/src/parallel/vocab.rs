@@ -10,7 +10,7 @@
 //! assert_eq!((last.start, last.rows, last.padded), (9, 1, 3));
 //! ```
 
-use super::keep_rows;
+use super::keep_along;
 use crate::error::Result;
 use crate::nn::Embedding;
 use crate::weights::Weights;
@@ -48,7 +48,7 @@ impl VocabShard {
     /// padded with zero rows to [`VocabShard::padded`].
     pub fn keep(&self, weights: &mut Weights, path: &str) -> Result<()> {
         let rows: Vec<i32> = (self.start..self.start + self.rows).collect();
-        keep_rows(weights, path, &rows, Some(self.padded))
+        keep_along(weights, path, 0, &rows, Some(self.padded))
     }
 
     /// The embedded rows of `tokens` (`[B, L]`, ids of the whole vocabulary) from `table`
