@@ -306,6 +306,7 @@ impl EngineLoop {
             }
             Command::Stop(id) => {
                 if let Some(summary) = self.scheduler.stop(id) {
+                    self.publish();
                     self.route(id, SequenceEvent::Finished(summary));
                 } else {
                     self.routes.remove(&id);
@@ -329,6 +330,10 @@ impl EngineLoop {
     fn step(&mut self) {
         match self.scheduler.step() {
             Ok(events) => {
+                // Before a request learns it has finished, the metrics count what finishing did
+                // (its KV state in the prefix cache): a client that reads `/metrics` after its
+                // reply sees it.
+                self.publish();
                 for (id, event) in events {
                     self.route(id, event);
                 }
