@@ -218,27 +218,28 @@ fn merge(engines: &mut Vec<run::EngineRun>, r: run::EngineRun) {
 /// The flags a child process needs to load the same model the same way.
 fn child_args(cli: &Cli) -> compare::ChildArgs {
     let m = &cli.model;
+    let l = &m.load;
     let mut model_flags = vec!["--model".to_string(), m.model.clone()];
-    if let Some(d) = m.device {
+    if let Some(d) = l.device {
         model_flags.extend(["--device".into(), format!("{d:?}").to_lowercase()]);
     }
     if let Some(t) = m.threads {
         model_flags.extend(["--threads".into(), t.to_string()]);
     }
     let mut mlx_flags = Vec::new();
-    if let Some(d) = m.dtype {
+    if let Some(d) = l.dtype {
         mlx_flags.extend(["--dtype".into(), format!("{d:?}").to_lowercase()]);
     }
-    if let Some(q) = m.quantized {
+    if let Some(q) = l.quantized {
         mlx_flags.extend(["--quantized".into(), format!("{q:?}").to_lowercase()]);
     }
-    if let Some(mib) = m.memory_budget {
+    if let Some(mib) = l.memory_budget {
         mlx_flags.extend(["--memory-budget".into(), mib.to_string()]);
     }
     for (on, flag) in [
-        (m.no_memory_check, "--no-memory-check"),
-        (m.no_huge_pages, "--no-huge-pages"),
-        (m.no_gguf_blocks, "--no-gguf-blocks"),
+        (l.no_memory_check, "--no-memory-check"),
+        (l.no_huge_pages, "--no-huge-pages"),
+        (l.no_gguf_blocks, "--no-gguf-blocks"),
     ] {
         if on {
             mlx_flags.push(flag.into());

@@ -2,13 +2,16 @@
 #![allow(dead_code)] // each example uses a part
 
 use clap::{Args, Parser, ValueEnum};
-use mlx_models::load::{load, LoadOptions, MemoryBudget};
+#[cfg(feature = "ggml-baseline")]
+use mlx_models::cli::DeviceArg;
+use mlx_models::cli::LoadArgs;
+use mlx_models::load::{load, LoadOptions};
 use mlx_models::model::{GenerateParams, GenerationStats, LanguageModel};
 use mlx_models::parallel::{self, Mode, Parallel};
 use mlx_models::runtime::engine::MlxEngine;
 use mlx_models::runtime::sample::SamplingParams;
 use mlx_models::Error;
-use mlx_rs::{Device, Dtype};
+use mlx_rs::Device;
 use std::process::ExitCode;
 
 /// What the examples' `run` functions return.
@@ -16,15 +19,6 @@ pub type CliResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
 /// The model used when `--model` is not given.
 pub const DEFAULT_MODEL: &str = "Qwen/Qwen2.5-0.5B-Instruct";
-
-/// Where MLX runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum DeviceArg {
-    /// The CPU (float32 by default).
-    Cpu,
-    /// The GPU (Metal or CUDA builds; bfloat16 by default).
-    Gpu,
-}
 
 /// The engine that runs the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -59,39 +53,13 @@ pub struct ModelArgs {
     /// prefill and decode); default: all the cores (OpenBLAS: OPENBLAS_NUM_THREADS if set).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: Option<u16>,
-    /// Device (default: MLX's default device).
-    #[arg(long, value_enum)]
-    pub device: Option<DeviceArg>,
-    /// Compute dtype (default: float32 on the CPU, bfloat16 on a GPU).
-    #[arg(long, value_enum)]
-    pub dtype: Option<DtypeArg>,
-    /// Quantized checkpoints: keep the weights quantized, or dequantize them at load
-    /// (default: the device's policy, see `mlx_models::load`).
-    #[arg(long, value_enum)]
-    pub quantized: Option<QuantizedArg>,
-    /// Memory the weights and KV cache may take, in MiB (default: what the system reports
-    /// as available); loading stops with an error naming both figures when over it.
-    #[arg(long, value_name = "MIB", conflicts_with = "no_memory_check")]
-    pub memory_budget: Option<u64>,
-    /// Skip the memory budget check (e.g. with swap, or a model that will be paged in).
-    #[arg(long)]
-    pub no_memory_check: bool,
-    /// Keep the weights on the system's default pages instead of transparent huge pages
-    /// (CPU only; see `LoadOptions::huge_pages`).
-    #[arg(long)]
-    pub no_huge_pages: bool,
-    /// Convert a GGUF file's Q4_K / Q6_K matrices to MLX's affine layout instead of keeping
-    /// them as stored (CPU only; see `LoadOptions::gguf_blocks`).
-    #[arg(long)]
-    pub no_gguf_blocks: bool,
+    /// How to load the model.
+    #[command(flatten)]
+    pub load: LoadArgs,
     /// Context length the memory budget counts the KV cache of (default: the model's,
     /// at most 8192).
     #[arg(long, value_name = "TOKENS")]
     pub budget_context: Option<usize>,
-    /// A Jinja chat template file to use instead of the model's (for a checkpoint that has
-    /// none, such as a base model's GGUF).
-    #[arg(long, value_name = "FILE")]
-    pub chat_template: Option<std::path::PathBuf>,
     /// Split every layer across the ranks of a distributed launch (`mlx-launch ... -- <this
     /// command>`): each rank holds a share of the heads, MLP columns and vocabulary.
     #[arg(long, conflicts_with = "pipeline")]
@@ -110,45 +78,7 @@ pub struct ModelArgs {
     pub step_timeout: f64,
 }
 
-/// Compute dtype.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum DtypeArg {
-    /// float32
-    F32,
-    /// float16
-    F16,
-    /// bfloat16
-    Bf16,
-}
-
-/// What to do with quantized weights.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum QuantizedArg {
-    /// Keep them quantized (quantized matmul).
-    Keep,
-    /// Dequantize them to the compute dtype at load.
-    Dequantize,
-}
-
 impl ModelArgs {
-    /// The chosen device, checked to exist.
-    pub fn device(&self) -> CliResult<Device> {
-        let device = match self.device {
-            None => Device::default_device()?,
-            Some(DeviceArg::Cpu) => Device::cpu(),
-            Some(DeviceArg::Gpu) => Device::gpu(),
-        };
-        if !device.is_available() {
-            return Err(format!("device {device} is not available in this MLX build").into());
-        }
-        Ok(device)
-    }
-
-    /// The memory budget the flags ask for.
-    pub fn memory_budget(&self) -> MemoryBudget {
-        MemoryBudget::from_flags(!self.no_memory_check, self.memory_budget)
-    }
-
     /// Loads the model into the engine `--backend` names.
     pub fn load_model(&self) -> CliResult<Box<dyn LanguageModel>> {
         match self.backend {
@@ -161,18 +91,15 @@ impl ModelArgs {
     #[cfg(feature = "ggml-baseline")]
     fn load_ggml(&self) -> CliResult<Box<dyn LanguageModel>> {
         use mlx_models::baseline::ggml::{GgmlEngine, GgmlOptions};
-        for (given, flag) in [
-            (self.dtype.is_some(), "--dtype"),
-            (self.quantized.is_some(), "--quantized"),
-            (self.chat_template.is_some(), "--chat-template"),
-            (self.no_huge_pages, "--no-huge-pages"),
-            (self.no_gguf_blocks, "--no-gguf-blocks"),
-            (self.tensor_parallel, "--tensor-parallel"),
-            (self.pipeline, "--pipeline"),
-        ] {
-            if given {
-                return Err(format!("{flag} applies to --backend mlx only").into());
-            }
+        let mut refused = self.load.mlx_only_flags_given();
+        if self.tensor_parallel {
+            refused.push("--tensor-parallel");
+        }
+        if self.pipeline {
+            refused.push("--pipeline");
+        }
+        if let Some(flag) = refused.first() {
+            return Err(format!("{flag} applies to --backend mlx only").into());
         }
         let path = std::path::Path::new(&self.model);
         if !path.is_file() {
@@ -182,7 +109,7 @@ impl ModelArgs {
             )
             .into());
         }
-        let gpu = match self.device {
+        let gpu = match self.load.device {
             Some(DeviceArg::Cpu) => false,
             Some(DeviceArg::Gpu) => true,
             None => Device::default_device()?.device_type() == mlx_rs::DeviceType::Gpu,
@@ -254,30 +181,18 @@ impl ModelArgs {
             // The prefill path's sgemm: as many threads, so the two never oversubscribe.
             mlx_rs::quant::set_blas_threads(usize::from(threads));
         }
-        let device = self.device()?;
-        Device::set_default(device)?;
         let options = LoadOptions {
-            device,
-            dtype: self.dtype.map(|d| match d {
-                DtypeArg::F32 => Dtype::Float32,
-                DtypeArg::F16 => Dtype::Float16,
-                DtypeArg::Bf16 => Dtype::Bfloat16,
-            }),
-            keep_quantized: self.quantized.map(|q| q == QuantizedArg::Keep),
-            memory_budget: self.memory_budget(),
-            context_length: self.budget_context,
-            huge_pages: !self.no_huge_pages,
-            gguf_blocks: !self.no_gguf_blocks,
-            progress: mlx_models::load::terminal_progress(),
             parallel: self.parallel()?,
+            ..self.load.load_options(self.budget_context)?
         };
+        Device::set_default(options.device)?;
         if let Some(p) = &options.parallel {
             eprintln!("{p}");
         }
         eprintln!("loading {} ...", self.model);
         let started = std::time::Instant::now();
         let mut loaded = load(&self.model, &options).map_err(with_local_model_hint)?;
-        if let Some(path) = &self.chat_template {
+        if let Some(path) = &self.load.chat_template {
             let template = mlx_models::text::ChatTemplate::from_file(path)?;
             loaded.tokenizer = loaded.tokenizer.with_chat_template(template);
         }

@@ -10,6 +10,7 @@ pub const MLXRS_QMM_ISA_AVX512: u32 = 3;
 pub const MLXRS_QMM_ISA_AVX512_VNNI: u32 = 4;
 pub const MLXRS_QMM_FORMAT_AFFINE: u32 = 0;
 pub const MLXRS_QMM_FORMAT_Q4_K: u32 = 12;
+pub const MLXRS_QMM_FORMAT_Q5_K: u32 = 13;
 pub const MLXRS_QMM_FORMAT_Q6_K: u32 = 14;
 unsafe extern "C" {
     pub fn mlxrs_qmm_raw(

@@ -61,7 +61,7 @@ int mlxrs_quantized_matmul_fused(
 
 /* y = [rms_norm(x, norm_weight, norm_eps)] @ w^T [+ residual] with w a matrix of GGUF blocks as
  * stored: `parts` (1 to 4) consecutive runs of rows[i] rows in format formats[i]
- * (MLXRS_QMM_FORMAT_Q4_K or _Q6_K, raw.h), each row K / 256 blocks, all in one uint8 array
+ * (MLXRS_QMM_FORMAT_Q4_K, _Q5_K or _Q6_K, raw.h), each row K / 256 blocks, all in one uint8 array
  * (any shape; [N, K / 256 * block bytes] for one run). Several runs are a fused projection
  * whose parts were stored in different formats. `norm_weight` ([K] float32) and `residual` may
  * be null handles. The output [..., N] has x's dtype. CPU streams on x86-64 only (there is no

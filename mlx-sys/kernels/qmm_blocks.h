@@ -12,6 +12,11 @@
 // 64c + l (l < 32) is the low nibble of qs[32c + l], value 64c + 32 + l its high nibble.
 // Weight i of sub-block j = i / 32: (d * sc[j]) * q - dmin * m[j].
 //
+// Q5_K, 176 bytes per 256 weights: d, dmin and the 12 scale bytes as Q4_K's, then 32 bytes qh
+// and 128 bytes qs: value 64c + l (l < 32) is the low nibble of qs[32c + l] plus bit 2c of
+// qh[l] times 16, value 64c + 32 + l the high nibble plus bit 2c + 1 of qh[l] times 16 (codes
+// 0..31). Weight i: (d * sc[i / 32]) * q - dmin * m[i / 32], as Q4_K's.
+//
 // Q6_K, 210 bytes per 256 weights: 128 bytes ql, 64 bytes qh, 16 int8 scales, d (f16). For
 // half h < 2 and l < 32, with L = ql + 64 h and H = qh + 32 h: value 128h + l is
 // (L[l] & 15) | (H[l] & 3) << 4, value 128h + 32 + l is (L[l + 32] & 15) | (H[l] >> 2 & 3) << 4,
@@ -27,14 +32,22 @@
 namespace mlxrs_qmm {
 
 // Format codes: ggml's type ids (MLXRS_QMM_FORMAT_* in raw.h); 0 is MLX's affine layout.
-enum BlockFormat : int { kAffine = 0, kQ4K = 12, kQ6K = 14 };
+enum BlockFormat : int { kAffine = 0, kQ4K = 12, kQ5K = 13, kQ6K = 14 };
 
 constexpr int kBlockValues = 256;
 
 // Bytes per block of 256 weights, or 0 for a format without blocks here.
 inline int block_bytes(int format) {
-  return format == kQ4K ? 144 : format == kQ6K ? 210 : 0;
+  switch (format) {
+    case kQ4K: return 144;
+    case kQ5K: return 176;
+    case kQ6K: return 210;
+    default: return 0;
+  }
 }
+
+// Q4_K and Q5_K: sub-blocks of 32 with 6-bit scales and mins (Q6_K: 16, int8 scales).
+inline bool has_mins(int format) { return format == kQ4K || format == kQ5K; }
 
 // The eight scales and eight mins of a Q4_K block's 12 scale bytes, as bytes: out[0..8) the
 // scales, out[8..16) the mins.
@@ -49,20 +62,24 @@ inline void q4k_scales_mins(const uint8_t* b, uint8_t out[16]) {
 
 // The 256 weights of one block as f32, by the format's definition.
 inline void dequantize_block(int format, const uint8_t* blk, float* out) {
-  if (format == kQ4K) {
+  if (has_mins(format)) {
     uint16_t dh, mh;
     __builtin_memcpy(&dh, blk, 2);
     __builtin_memcpy(&mh, blk + 2, 2);
     const float d = sb_load(&dh, F16, 0), dmin = sb_load(&mh, F16, 0);
     uint8_t sm[16];
     q4k_scales_mins(blk + 4, sm);
-    const uint8_t* qs = blk + 16;
+    const bool q5 = format == kQ5K;
+    const uint8_t* qh = blk + 16;  // Q5_K only
+    const uint8_t* qs = blk + (q5 ? 48 : 16);
     for (int c = 0; c < 4; ++c) {
       const float d0 = d * sm[2 * c], m0 = dmin * sm[8 + 2 * c];
       const float d1 = d * sm[2 * c + 1], m1 = dmin * sm[8 + 2 * c + 1];
       for (int l = 0; l < 32; ++l) {
-        out[64 * c + l] = d0 * float(qs[32 * c + l] & 15) - m0;
-        out[64 * c + 32 + l] = d1 * float(qs[32 * c + l] >> 4) - m1;
+        const int h0 = q5 ? (qh[l] >> (2 * c) & 1) << 4 : 0;
+        const int h1 = q5 ? (qh[l] >> (2 * c + 1) & 1) << 4 : 0;
+        out[64 * c + l] = d0 * float((qs[32 * c + l] & 15) | h0) - m0;
+        out[64 * c + 32 + l] = d1 * float((qs[32 * c + l] >> 4) | h1) - m1;
       }
     }
   } else {  // kQ6K

@@ -11,7 +11,7 @@
 // 512-bit product covers 64 consecutive values. Q4_K: the 32 bytes qs[32c .. 32c + 32) hold
 // values 64c .. 64c + 32 (low nibbles) and 64c + 32 .. 64c + 64 (high nibbles): the two
 // nibble halves side by side are those 64 values in order, lanes 0..7 in sub-block 2c and 8..15
-// in 2c + 1. Q6_K: the 64 bytes ql[64h ..] give values 128h + 0..63 (low nibbles) and
+// in 2c + 1. Q5_K: the same, each nibble with its bit of qh as a fifth (qk_codes). Q6_K: the 64 bytes ql[64h ..] give values 128h + 0..63 (low nibbles) and
 // 128h + 64..127 (high nibbles), and qh's four 2-bit fields of 32 bytes add the high bits in
 // the same order; codes are q + 32 (unsigned) and the -32 goes into the offset term. Each
 // lane's integer sum is recombined exactly, converted to f32 and scaled by the row's
@@ -86,15 +86,15 @@ inline void load_x(const XBlock& x, int c, __m512i (&dx)[3], __m512& xe) {
   xe = _mm512_load_ps(x.lane_scale + 16 * c);
 }
 
-// y[m0 .. m0 + MB, n0 .. n0 + R] for Q4_K rows.
-template <int R, int MB, int D>
-inline void block_q4k(const BlockProblem& p, int n0, int m0) {
+// y[m0 .. m0 + MB, n0 .. n0 + R] for Q4_K or Q5_K (F) rows.
+template <int F, int R, int MB, int D>
+inline void block_qk(const BlockProblem& p, int n0, int m0) {
+  constexpr int bb = F == kQ5K ? 176 : 144;
   const int nb = p.K / kBlockValues;
-  const size_t row_bytes = size_t(nb) * 144;
+  const size_t row_bytes = size_t(nb) * bb;
   const uint8_t* wb = p.w + size_t(n0) * row_bytes;
   const XBlock* xs[MB];
   for (int m = 0; m < MB; ++m) xs[m] = xblocks(p.xp) + size_t(m0 + m) * nb;
-  const __m256i low4 = _mm256_set1_epi8(0x0F);
   // Lanes 0..7 of chunk c are in sub-block 2c, lanes 8..15 in 2c + 1.
   __m512i sub[4];
   for (int c = 0; c < 4; ++c)
@@ -106,7 +106,7 @@ inline void block_q4k(const BlockProblem& p, int n0, int m0) {
   for (int b = 0; b < nb; ++b) {
     __m512 scm[R];
     for (int r = 0; r < R; ++r) {
-      const uint8_t* blk = wb + r * row_bytes + size_t(b) * 144;
+      const uint8_t* blk = wb + r * row_bytes + size_t(b) * bb;
       __builtin_prefetch(blk + kPrefetchAhead, 0, 3);
       __builtin_prefetch(blk + kPrefetchAhead + 64, 0, 3);
       __builtin_prefetch(blk + kPrefetchAhead + 128, 0, 3);
@@ -118,10 +118,7 @@ inline void block_q4k(const BlockProblem& p, int n0, int m0) {
       __m512i v[R];
       __m512 s[R];
       for (int r = 0; r < R; ++r) {
-        const uint8_t* q = wb + r * row_bytes + size_t(b) * 144 + 16 + 32 * c;
-        const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q));
-        v[r] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(qv, low4)),
-                                  _mm256_and_si256(_mm256_srli_epi16(qv, 4), low4), 1);
+        v[r] = qk_codes<F>(wb + r * row_bytes + size_t(b) * bb, c);
         s[r] = _mm512_permutexvar_ps(sub[c], scm[r]);
       }
       for (int m = 0; m < MB; ++m) {
@@ -191,10 +188,10 @@ inline void block_q6k(const BlockProblem& p, int n0, int m0) {
 
 template <int F, int R, int MB, int D>
 inline void block(const BlockProblem& p, int n0, int m0) {
-  if (F == kQ4K)
-    block_q4k<R, MB, D>(p, n0, m0);
-  else
+  if (F == kQ6K)
     block_q6k<R, MB, D>(p, n0, m0);
+  else
+    block_qk<F, R, MB, D>(p, n0, m0);
 }
 
 template <int F, int R, int D>
@@ -215,7 +212,8 @@ void rows_format(const BlockProblem& p, int n0, int n1) {
   if (p.M == 1) {
     // Rows decoded together (measured, docs/bench/blocks-prefetch-2026-12-06.txt): four for
     // Q4_K, two for Q6_K (10-15% faster than four on its wider blocks; Q4_K the same with two).
-    constexpr int R = F == kQ4K ? 4 : 2;
+    // Q5_K, between the two in width, takes Q4_K's four.
+    constexpr int R = F == kQ6K ? 2 : 4;
     for (; n + R <= n1; n += R) block<F, R, 1, D>(p, n, 0);
   } else {
     for (; n + 2 <= n1; n += 2) rows_mblocks<F, 2, D>(p, n);
@@ -227,6 +225,8 @@ template <int D>
 void rows(const BlockProblem& p, int n0, int n1) {
   if (p.format == kQ4K)
     rows_format<kQ4K, D>(p, n0, n1);
+  else if (p.format == kQ5K)
+    rows_format<kQ5K, D>(p, n0, n1);
   else
     rows_format<kQ6K, D>(p, n0, n1);
 }

@@ -9,7 +9,7 @@
 // scale: every output that uses it is NaN.
 //
 // Weights (pack_panel): 16 rows of the matrix at a time, their codes unpacked (Q4_K: 0..15,
-// Q6_K: q + 32 in 0..63) and interleaved so that one 64-byte vector holds 4 consecutive codes
+// Q5_K: 0..31, Q6_K: q + 32 in 0..63) and interleaved so that one 64-byte vector holds 4 consecutive codes
 // of each of the 16 rows: VPDPBUSD with 4 values of one row of x broadcast then adds, in lane r,
 // row r's 4 products. A sub-block (Q4_K: 32 values, Q6_K: 16) has one scale per row, so its
 // 8 (or 4) products accumulate exactly in int32 before one conversion to f32, scaled by the
@@ -30,12 +30,12 @@ namespace {
 constexpr int kPanel = 16;  // rows per panel (one per lane)
 
 // The sub-block of a format: its values, and how many of its groups of 4.
-inline int sub_values(int format) { return format == kQ4K ? 32 : 16; }
+inline int sub_values(int format) { return has_mins(format) ? 32 : 16; }
 
 // One row's 256 codes of block blk, in value order, and its per-sub-block scale and offset
 // factors: the weight of value e is scl[e / S] * code - off[e / S] (S = sub_values).
 inline void unpack_block(int format, const uint8_t* blk, uint8_t* codes, float* scl, float* off) {
-  if (format == kQ4K) {
+  if (has_mins(format)) {
     // Lanes 0..7: d * sc[j] (the scales), lanes 8..15: dmin * m[j] (the offsets).
     alignas(64) float f[16];
     _mm512_store_ps(f, q4k_factors(blk));
@@ -43,13 +43,8 @@ inline void unpack_block(int format, const uint8_t* blk, uint8_t* codes, float* 
       scl[j] = f[j];
       off[j] = f[8 + j];
     }
-    const __m256i low4 = _mm256_set1_epi8(0x0F);
-    for (int c = 0; c < 4; ++c) {
-      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 16 + 32 * c));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(codes + 64 * c), _mm256_and_si256(q, low4));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(codes + 64 * c + 32),
-                          _mm256_and_si256(_mm256_srli_epi16(q, 4), low4));
-    }
+    for (int c = 0; c < 4; ++c)
+      _mm512_storeu_si512(codes + 64 * c, format == kQ5K ? qk_codes<kQ5K>(blk, c) : qk_codes<kQ4K>(blk, c));
   } else {  // kQ6K
     const float d = f16_scalar(blk + 208);
     const int8_t* sc = reinterpret_cast<const int8_t*>(blk + 192);

@@ -6,6 +6,8 @@
 
 #include <cstdint>
 
+#include "qmm_blocks.h"
+
 namespace mlxrs_qmm {
 namespace {
 
@@ -16,7 +18,7 @@ inline float f16_scalar(const uint8_t* p) {
   return _cvtsh_ss(h);
 }
 
-// A Q4_K block's factors: lanes 0..7 d * sc[j], lanes 8..15 dmin * m[j]. The 12 scale bytes
+// A Q4_K (or Q5_K: the same first 16 bytes) block's factors: lanes 0..7 d * sc[j], lanes 8..15 dmin * m[j]. The 12 scale bytes
 // b[0..12) hold, per 32-bit word w0, w1, w2: sc[0..4) = w0 & 63 (bytewise), m[0..4) = w1 & 63,
 // sc[4..8) = (w2 & 15) | (w0 >> 6) << 4, m[4..8) = (w2 >> 4 & 15) | (w1 >> 6) << 4.
 inline __m512 q4k_factors(const uint8_t* blk) {
@@ -33,6 +35,29 @@ inline __m512 q4k_factors(const uint8_t* blk) {
       _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
       _mm512_castps128_ps512(_mm_cvtph_ps(raw)));
   return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(sm)), dm);
+}
+
+// The 64 codes of chunk c (values 64c .. 64c + 64, in order) of a Q4_K block (0..15) or, with
+// F == kQ5K, a Q5_K block (0..31: qh's bits 2c and 2c + 1 add 16 to the low and the high
+// nibbles). The nibbles of qs[32c .. 32c + 32) side by side are those values in order.
+template <int F>
+inline __m512i qk_codes(const uint8_t* blk, int c) {
+  constexpr int qs_at = F == kQ5K ? 48 : 16;
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + qs_at + 32 * c));
+  __m256i lo = _mm256_and_si256(qv, low4);
+  __m256i hi = _mm256_and_si256(_mm256_srli_epi16(qv, 4), low4);
+  if (F == kQ5K) {
+    // Bit b of each byte of qh to bit 4 of the same byte (16-bit shifts never carry a masked
+    // bit into the neighbouring byte).
+    const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 16));
+    const __m256i one = _mm256_set1_epi8(1);
+    const __m256i b0 = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * c)), one);
+    const __m256i b1 = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * c + 1)), one);
+    lo = _mm256_or_si256(lo, _mm256_slli_epi16(b0, 4));
+    hi = _mm256_or_si256(hi, _mm256_slli_epi16(b1, 4));
+  }
+  return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
 }
 
 // The 128 codes q + 32 (0..63) of half h of a Q6_K block (qmm_blocks.h), in value order: v0

@@ -49,9 +49,10 @@ int mlxrs_qmm_raw(
  * ggml's type ids). */
 #define MLXRS_QMM_FORMAT_AFFINE 0
 #define MLXRS_QMM_FORMAT_Q4_K 12
+#define MLXRS_QMM_FORMAT_Q5_K 13
 #define MLXRS_QMM_FORMAT_Q6_K 14
 
-/* y[M, N] = x[M, K] @ w^T for w in a GGUF block format (MLXRS_QMM_FORMAT_Q4_K or _Q6_K): N rows
+/* y[M, N] = x[M, K] @ w^T for w in a GGUF block format (MLXRS_QMM_FORMAT_Q4_K, _Q5_K or _Q6_K): N rows
  * of K / 256 blocks each, as the file stores them. Same contract as mlxrs_qmm_raw otherwise
  * (K a multiple of 256). */
 int mlxrs_qmm_blocks_raw(

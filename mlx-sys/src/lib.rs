@@ -95,6 +95,8 @@ pub mod native_qmm {
     pub const ISA_AVX512_VNNI: c_int = MLXRS_QMM_ISA_AVX512_VNNI as c_int;
     /// Weight layout: GGUF `Q4_K` blocks as stored (ggml type id 12).
     pub const FORMAT_Q4_K: c_int = MLXRS_QMM_FORMAT_Q4_K as c_int;
+    /// Weight layout: GGUF `Q5_K` blocks as stored (ggml type id 13).
+    pub const FORMAT_Q5_K: c_int = MLXRS_QMM_FORMAT_Q5_K as c_int;
     /// Weight layout: GGUF `Q6_K` blocks as stored (ggml type id 14).
     pub const FORMAT_Q6_K: c_int = MLXRS_QMM_FORMAT_Q6_K as c_int;
 }

@@ -10,6 +10,8 @@
 #![warn(missing_docs)]
 
 pub mod baseline;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod families;

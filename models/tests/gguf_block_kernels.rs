@@ -1,4 +1,4 @@
-//! The native kernels that multiply GGUF `Q4_K` / `Q6_K` blocks as stored
+//! The native kernels that multiply GGUF `Q4_K` / `Q5_K` / `Q6_K` blocks as stored
 //! ([`mlx_rs::quant::block_matmul`]) against the loader's decoder
 //! ([`mlx_models::load::ggml_quants::dequantize`], itself checked against the `gguf` package's
 //! numpy decoder in `gguf_kquants.rs`) and an f64 dot product: random blocks, awkward shapes,
@@ -45,7 +45,7 @@ fn random_blocks(format: BlockFormat, rows: usize, cols: usize, rng: &mut Lcg) -
         }
         let mut factor = || f16_bytes(0.001 + 0.009 * (rng.unit() * 0.5 + 0.5));
         match format {
-            BlockFormat::Q4K => {
+            BlockFormat::Q4K | BlockFormat::Q5K => {
                 block[0..2].copy_from_slice(&factor());
                 block[2..4].copy_from_slice(&factor());
             }
@@ -58,6 +58,7 @@ fn random_blocks(format: BlockFormat, rows: usize, cols: usize, rng: &mut Lcg) -
 fn ggml_type(format: BlockFormat) -> GgmlType {
     match format {
         BlockFormat::Q4K => GgmlType::Q4K,
+        BlockFormat::Q5K => GgmlType::Q5K,
         BlockFormat::Q6K => GgmlType::Q6K,
     }
 }
@@ -177,6 +178,17 @@ fn q4_k_blocks_match_the_decoder() {
 }
 
 #[test]
+fn q5_k_blocks_match_the_decoder() {
+    let _g = SWITCHES.lock().unwrap_or_else(|e| e.into_inner());
+    if !quant::block_formats_available() {
+        return;
+    }
+    for (i, &(m, n, k)) in SHAPES.iter().enumerate() {
+        check(BlockFormat::Q5K, m, n, k, 51 + i as u64, EXACT_REL);
+    }
+}
+
+#[test]
 fn q6_k_blocks_match_the_decoder() {
     let _g = SWITCHES.lock().unwrap_or_else(|e| e.into_inner());
     if !quant::block_formats_available() {
@@ -195,14 +207,14 @@ fn exact_kernels_and_integer_activations_match_the_decoder() {
     }
     // The portable kernels (f32 activations).
     quant::set_native_qmm_exact(true);
-    for format in [BlockFormat::Q4K, BlockFormat::Q6K] {
+    for format in [BlockFormat::Q4K, BlockFormat::Q5K, BlockFormat::Q6K] {
         check(format, 1, 9, 512, 7, 1e-6);
         check(format, 3, 5, 256, 8, 1e-6);
     }
     quant::set_native_qmm_exact(false);
     // 8-bit activations: each value within 2^-6 of its 8-block's largest magnitude.
     if quant::set_native_int8_activations(true) {
-        for format in [BlockFormat::Q4K, BlockFormat::Q6K] {
+        for format in [BlockFormat::Q4K, BlockFormat::Q5K, BlockFormat::Q6K] {
             check(format, 1, 9, 512, 9, 2.0f64.powi(-6));
             check(format, 4, 6, 768, 10, 2.0f64.powi(-6));
         }
@@ -265,24 +277,30 @@ fn prologue_and_epilogue_are_applied() {
     }
 }
 
-/// A fused projection stored in two formats (q and k in `Q4_K`, v in `Q6_K`): the runs' bytes
-/// one after the other, each output row as its own format gives it, at decode and prefill.
+/// A fused projection stored in two formats (q and k in `Q4_K` or `Q5_K`, v in `Q6_K`): the
+/// runs' bytes one after the other, each output row as its own format gives it, at decode and
+/// prefill.
 #[test]
 fn runs_of_two_formats_are_one_matrix() {
     let _g = SWITCHES.lock().unwrap_or_else(|e| e.into_inner());
     if !quant::block_formats_available() {
         return;
     }
-    let mut rng = Lcg(77);
+    check_runs(BlockFormat::Q4K, 77);
+    check_runs(BlockFormat::Q5K, 78);
+}
+
+fn check_runs(first: BlockFormat, seed: u64) {
+    let mut rng = Lcg(seed);
     let k = 512usize;
     let (n4, n6) = (10usize, 6usize);
-    let b4 = random_blocks(BlockFormat::Q4K, n4, k, &mut rng);
+    let b4 = random_blocks(first, n4, k, &mut rng);
     let b6 = random_blocks(BlockFormat::Q6K, n6, k, &mut rng);
     let joined: Vec<u8> = b4.iter().chain(b6.iter()).copied().collect();
     let w = Array::from_bytes(&joined, &[joined.len() as i32], Dtype::Uint8).unwrap();
     let runs = [
         BlockRun {
-            format: BlockFormat::Q4K,
+            format: first,
             rows: n4 as i32,
         },
         BlockRun {
@@ -292,7 +310,7 @@ fn runs_of_two_formats_are_one_matrix() {
     ];
     for m in [1usize, 3, 20] {
         let x: Vec<f32> = (0..m * k).map(|_| rng.unit()).collect();
-        let r4 = reference(BlockFormat::Q4K, &b4, &x, m, n4, k);
+        let r4 = reference(first, &b4, &x, m, n4, k);
         let r6 = reference(BlockFormat::Q6K, &b6, &x, m, n6, k);
         let xa = Array::from_slice(&x, &[m as i32, k as i32]).unwrap();
         let got = quant::block_matmul_fused(&xa, &w, &runs, None, None)
@@ -317,7 +335,7 @@ fn runs_of_two_formats_are_one_matrix() {
                 let err = (got[i * n + j] as f64 - want).abs();
                 assert!(
                     err <= EXACT_REL * scale + bound + 1e-6,
-                    "M={m} row {i} output {j}: {} vs {want}",
+                    "{first} M={m} row {i} output {j}: {} vs {want}",
                     got[i * n + j]
                 );
             }

@@ -1,7 +1,8 @@
-//! GGUF k-quants through the loader: a tiny qwen2 file with a `Q4_K` and a `Q6_K` matrix
-//! (blocks built by scripts/fixtures/gguf_kquants.py, reference values from the `gguf`
-//! package's decoder). `Q4_K` must become a lossless 4-bit triplet, `Q6_K` an 8-bit triplet
-//! within the 8-bit rounding bound, and the config's `quantization` entry must describe both.
+//! GGUF k-quants through the loader: a tiny qwen2 file with a `Q4_K` and a `Q6_K` matrix, and
+//! one with a `Q5_K` matrix (blocks built by scripts/fixtures/gguf_kquants.py, reference values
+//! from the `gguf` package's decoder). `Q4_K` must become a lossless 4-bit triplet, `Q6_K` an
+//! 8-bit triplet within the 8-bit rounding bound, and the config's `quantization` entry must
+//! describe both; kept as stored, all three multiply to the reference.
 
 mod common;
 
@@ -14,7 +15,12 @@ const Q6_K_MODULE: &str = "model.layers.0.mlp.up_proj";
 
 /// The reference values and `[rows, cols]` of a tensor of the fixture (by GGUF name).
 fn reference(name: &str) -> (Vec<f32>, usize, usize) {
-    let fixture = common::json("gguf_kquants.json");
+    reference_in("gguf_kquants.json", name)
+}
+
+/// The reference values and `[rows, cols]` of a tensor (by GGUF name) of a fixture's JSON.
+fn reference_in(json: &str, name: &str) -> (Vec<f32>, usize, usize) {
+    let fixture = common::json(json);
     let t = &fixture[name];
     let shape = common::i32s(&t["shape"]);
     let hex = t["values_f32_hex"].as_str().unwrap();
@@ -245,30 +251,46 @@ fn prepare_weights_uses_each_modules_bits() {
 /// decode path: the integer kernels, within their activation rounding).
 #[test]
 fn k_quants_kept_as_stored_multiply_to_the_reference() {
+    use mlx_rs::quant::BlockFormat;
+    check_kept(
+        "gguf_kquants",
+        &[
+            (Q4_K_MODULE, "blk.0.attn_v.weight", BlockFormat::Q4K),
+            (Q6_K_MODULE, "blk.0.ffn_up.weight", BlockFormat::Q6K),
+        ],
+    );
+    check_kept(
+        "gguf_q5_k",
+        &[(
+            "model.layers.0.mlp.gate_proj",
+            "blk.0.ffn_gate.weight",
+            BlockFormat::Q5K,
+        )],
+    );
+}
+
+/// [`k_quants_kept_as_stored_multiply_to_the_reference`] on `fixture`.gguf / .json, whose
+/// tensors are exactly `kept` (module, GGUF name, format).
+fn check_kept(fixture: &str, kept: &[(&str, &str, mlx_rs::quant::BlockFormat)]) {
     use mlx_models::load::gguf::{open_gguf, read_gguf_weights_with_options, GgufReadOptions};
-    use mlx_rs::quant::{self, BlockFormat};
+    use mlx_rs::quant;
     use mlx_rs::Array;
     if !quant::block_formats_available() {
         return;
     }
-    let (file, config) = open_gguf(&common::fixture("gguf_kquants.gguf")).unwrap();
+    let (file, config) = open_gguf(&common::fixture(&format!("{fixture}.gguf"))).unwrap();
     let keep = GgufReadOptions { keep_blocks: true };
     let weights = read_gguf_weights_with_options(&file, &config, None, keep).unwrap();
     let mut names = weights.names();
     names.sort();
-    let mut want = vec![
-        format!("{Q4_K_MODULE}.blocks"),
-        format!("{Q6_K_MODULE}.blocks"),
-    ];
+    let mut want: Vec<String> = kept.iter().map(|(m, _, _)| format!("{m}.blocks")).collect();
     want.sort();
     assert_eq!(names, want);
-    for (module, gguf_name, format) in [
-        (Q4_K_MODULE, "blk.0.attn_v.weight", BlockFormat::Q4K),
-        (Q6_K_MODULE, "blk.0.ffn_up.weight", BlockFormat::Q6K),
-    ] {
+    let json = format!("{fixture}.json");
+    for &(module, gguf_name, format) in kept {
         let info = file.tensors.iter().find(|t| t.name == gguf_name).unwrap();
         let blocks = weights.get(&format!("{module}.blocks")).unwrap();
-        let (expected, rows, cols) = reference(gguf_name);
+        let (expected, rows, cols) = reference_in(&json, gguf_name);
         assert_eq!(blocks.dtype(), Dtype::Uint8);
         assert_eq!(
             blocks.shape(),
@@ -339,14 +361,14 @@ fn a_non_finite_block_factor_is_a_typed_error() {
     let dir = std::env::temp_dir().join(format!("mlx-zoo-kquant-nan-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("nan.gguf");
-    std::fs::copy(common::fixture("gguf_kquants.gguf"), &path).unwrap();
-    let (file, _) = open_gguf(&path).unwrap();
-    for (gguf_name, at) in [
-        ("blk.0.attn_v.weight", 2u64),
-        ("blk.0.ffn_up.weight", 208 + 210),
+    for (fixture, gguf_name, at) in [
+        ("gguf_kquants.gguf", "blk.0.attn_v.weight", 2u64),
+        ("gguf_kquants.gguf", "blk.0.ffn_up.weight", 208 + 210),
+        ("gguf_q5_k.gguf", "blk.0.ffn_gate.weight", 176),
     ] {
+        let (file, _) = open_gguf(&common::fixture(fixture)).unwrap();
         let info = file.tensors.iter().find(|t| t.name == gguf_name).unwrap();
-        let mut bytes = std::fs::read(common::fixture("gguf_kquants.gguf")).unwrap();
+        let mut bytes = std::fs::read(common::fixture(fixture)).unwrap();
         let o = (info.offset + at) as usize;
         bytes[o..o + 2].copy_from_slice(&half::f16::NAN.to_le_bytes());
         std::fs::write(&path, &bytes).unwrap();

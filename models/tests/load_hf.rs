@@ -287,6 +287,10 @@ fn load_entry_point_on_a_hf_folder() {
     let loaded = load::load(dir.to_str().unwrap(), &options).unwrap();
     assert_eq!(loaded.eos_token_ids, vec![2]);
     assert_eq!(loaded.config.num_hidden_layers, 2);
+    // By hand from config.json: embed_tokens and lm_head 266 x 32, a final norm of 32, and two
+    // layers of q, o 32 x 32, k, v 16 x 32, gate, up, down 48 x 32 and two norms of 32.
+    let layer = 2 * 32 * 32 + 2 * 16 * 32 + 3 * 48 * 32 + 2 * 32;
+    assert_eq!(loaded.parameter_count, 2 * 266 * 32 + 32 + 2 * layer);
     let text = std::fs::read_to_string(common::fixture("load/tiny_llama.json")).unwrap();
     let expected: serde_json::Value = serde_json::from_str(&text).unwrap();
     let tokens: Vec<i32> = common::i32s(&expected["tokens"]);

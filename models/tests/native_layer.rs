@@ -9,6 +9,7 @@ use mlx_models::families::{build_decoder, BuildOptions};
 use mlx_models::nn::Decoder;
 use mlx_models::runtime::cache::LayerCache;
 use mlx_models::weights::Weights;
+use mlx_rs::quant::BlockFormat;
 use mlx_rs::{quant, random, sys, Array, Dtype};
 use std::sync::Mutex;
 
@@ -65,6 +66,8 @@ enum Storage {
     /// GGUF blocks as a Q4_K_M file keeps them: q, k, o, gate, up in `Q4_K`, v and down in
     /// `Q6_K` (so the fused q/k/v projection is two runs).
     Blocks,
+    /// As a Q5_K_M file keeps them: `Q5_K` where Q4_K_M has `Q4_K`.
+    BlocksQ5,
 }
 
 const HIDDEN: i32 = SMALL.hidden;
@@ -91,9 +94,13 @@ fn tiny_model_with(model_type: &str, layers: usize, quantized_embedding: bool) -
 }
 
 /// `rows` rows of random GGUF blocks (`Q4_K`: 144 bytes per 256 weights, factors d and dmin;
-/// `Q6_K`: 210, factor d) with factors that keep the weights within about ±0.3.
-fn random_blocks(q6: bool, rows: i32, cols: i32, seed: u64) -> Array {
-    let bb = if q6 { 210 } else { 144 };
+/// `Q5_K`: 176, the same factors; `Q6_K`: 210, factor d) with factors that keep the weights
+/// within about ±0.3.
+fn random_blocks(format: BlockFormat, rows: i32, cols: i32, seed: u64) -> Array {
+    let bb = format.block_bytes() as i32;
+    let q6 = format == BlockFormat::Q6K;
+    // Q5_K's codes reach 31, twice Q4_K's: half the factors.
+    let f = if format == BlockFormat::Q5K { 0.5 } else { 1.0 };
     let n = (rows * cols / 256 * bb) as usize;
     let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     let mut bytes: Vec<u8> = (0..n)
@@ -108,8 +115,8 @@ fn random_blocks(q6: bool, rows: i32, cols: i32, seed: u64) -> Array {
         if q6 {
             block[208..210].copy_from_slice(&half::f16::from_f32(7e-5).to_le_bytes());
         } else {
-            block[0..2].copy_from_slice(&half::f16::from_f32(4e-4).to_le_bytes());
-            block[2..4].copy_from_slice(&half::f16::from_f32(2e-4).to_le_bytes());
+            block[0..2].copy_from_slice(&half::f16::from_f32(4e-4 * f).to_le_bytes());
+            block[2..4].copy_from_slice(&half::f16::from_f32(2e-4 * f).to_le_bytes());
         }
     }
     Array::from_bytes(&bytes, &[rows, cols / 256 * bb], Dtype::Uint8).unwrap()
@@ -196,11 +203,17 @@ fn tiny_model_stored(
             ("mlp.down_proj", hidden, inter),
         ];
         for (name, out, inp) in projections {
-            if storage == Storage::Blocks {
-                let q6 = name.ends_with("v_proj") || name.ends_with("down_proj");
+            if storage != Storage::Affine {
+                let format = if name.ends_with("v_proj") || name.ends_with("down_proj") {
+                    BlockFormat::Q6K
+                } else if storage == Storage::BlocksQ5 {
+                    BlockFormat::Q5K
+                } else {
+                    BlockFormat::Q4K
+                };
                 w.insert(
                     format!("{p}.{name}.blocks"),
-                    random_blocks(q6, out, inp, next()),
+                    random_blocks(format, out, inp, next()),
                 );
                 continue;
             }
@@ -519,5 +532,14 @@ fn gemma3_layer_of_gguf_blocks_is_the_composed_layer() {
 fn llama_model_step_of_gguf_blocks_is_its_parts() {
     if mlx_rs::quant::block_formats_available() {
         check_model_step_matches_parts_stored("llama", BLOCK_SIZED, Storage::Blocks);
+    }
+}
+
+/// As a Q5_K_M file stores them (q/k/v two runs: Q5_K then Q6_K).
+#[test]
+fn layer_and_model_step_of_q5_k_blocks_are_the_composed_path() {
+    if mlx_rs::quant::block_formats_available() {
+        check_layer_matches_composed_stored("qwen2", BLOCK_SIZED, Storage::BlocksQ5);
+        check_model_step_matches_parts_stored("llama", BLOCK_SIZED, Storage::BlocksQ5);
     }
 }

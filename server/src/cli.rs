@@ -3,40 +3,11 @@
 use crate::engine::{Engine, EngineConfig};
 use crate::model::ServedModel;
 use crate::state::AppState;
-use clap::{Parser, ValueEnum};
-use mlx_models::load::{LoadOptions, MemoryBudget};
+use clap::Parser;
+use mlx_models::cli::LoadArgs;
 use mlx_models::runtime::scheduler::SchedulerOptions;
-use mlx_rs::{Device, Dtype};
-use std::path::PathBuf;
-
-/// Where MLX runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum DeviceArg {
-    /// The CPU (float32 by default).
-    Cpu,
-    /// The GPU (Metal or CUDA builds; bfloat16 by default).
-    Gpu,
-}
-
-/// Compute dtype.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum DtypeArg {
-    /// float32
-    F32,
-    /// float16
-    F16,
-    /// bfloat16
-    Bf16,
-}
-
-/// What to do with quantized weights.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum QuantizedArg {
-    /// Keep them quantized (quantized matmul).
-    Keep,
-    /// Dequantize them to the compute dtype at load.
-    Dequantize,
-}
+#[cfg(test)]
+use std::time::Duration;
 
 /// OpenAI- and Ollama-compatible HTTP server for one MLX model.
 #[derive(Debug, Clone, Parser)]
@@ -76,85 +47,39 @@ pub struct ServerArgs {
     /// Memory for KV states kept for prefix reuse, in MiB (0 turns reuse off).
     #[arg(long, value_name = "MIB", default_value_t = 1024)]
     pub prefix_cache_mib: usize,
-    /// Device (default: MLX's default device).
-    #[arg(long, value_enum)]
-    pub device: Option<DeviceArg>,
-    /// Compute dtype (default: float32 on the CPU, bfloat16 on a GPU).
-    #[arg(long, value_enum)]
-    pub dtype: Option<DtypeArg>,
-    /// Quantized checkpoints: keep the weights quantized, or dequantize them at load.
-    #[arg(long, value_enum)]
-    pub quantized: Option<QuantizedArg>,
-    /// Memory the weights and KV cache may take, in MiB (default: what is available).
-    #[arg(long, value_name = "MIB", conflicts_with = "no_memory_check")]
-    pub memory_budget: Option<u64>,
-    /// Skip the load-time memory check.
-    #[arg(long)]
-    pub no_memory_check: bool,
-    /// Keep the weights off transparent huge pages (CPU only).
-    #[arg(long)]
-    pub no_huge_pages: bool,
-    /// Convert a GGUF file's Q4_K / Q6_K matrices to MLX's affine layout instead of keeping
-    /// them as stored (CPU only).
-    #[arg(long)]
-    pub no_gguf_blocks: bool,
-    /// A Jinja chat template file to use instead of the model's.
-    #[arg(long, value_name = "FILE")]
-    pub chat_template: Option<PathBuf>,
+    /// How to load the model (the examples' flags).
+    #[command(flatten)]
+    pub load: LoadArgs,
+    /// Seconds of silence after which a streamed OpenAI answer sends an SSE keep-alive comment
+    /// (while it waits in the queue or its prompt is prefilled); 0 turns them off.
+    #[arg(long, value_name = "SECONDS", default_value_t = crate::streaming::DEFAULT_SSE_KEEP_ALIVE.as_secs_f64())]
+    pub sse_keep_alive: f64,
 }
 
 /// A failure before the server listens.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The device is not in this MLX build.
-    #[error("device {0} is not available in this MLX build")]
-    Device(String),
     /// MLX failed.
     #[error(transparent)]
     Mlx(#[from] mlx_rs::Error),
     /// Loading the model failed.
     #[error(transparent)]
     Model(#[from] mlx_models::Error),
+    /// A flag's value is out of range.
+    #[error("{0}")]
+    Flag(String),
     /// Binding or serving failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
 
 impl ServerArgs {
-    /// The device the flags ask for, checked to exist.
-    pub fn device(&self) -> Result<Device, StartError> {
-        let device = match self.device {
-            None => Device::default_device()?,
-            Some(DeviceArg::Cpu) => Device::cpu(),
-            Some(DeviceArg::Gpu) => Device::gpu(),
-        };
-        if !device.is_available() {
-            return Err(StartError::Device(device.to_string()));
-        }
-        Ok(device)
-    }
-
     /// The engine configuration the flags describe (with load progress bars when stderr is a
     /// terminal).
     pub fn engine_config(&self) -> Result<EngineConfig, StartError> {
-        let load = LoadOptions {
-            device: self.device()?,
-            dtype: self.dtype.map(|d| match d {
-                DtypeArg::F32 => Dtype::Float32,
-                DtypeArg::F16 => Dtype::Float16,
-                DtypeArg::Bf16 => Dtype::Bfloat16,
-            }),
-            keep_quantized: self.quantized.map(|q| q == QuantizedArg::Keep),
-            memory_budget: MemoryBudget::from_flags(!self.no_memory_check, self.memory_budget),
-            context_length: self.ctx_size,
-            huge_pages: !self.no_huge_pages,
-            gguf_blocks: !self.no_gguf_blocks,
-            progress: mlx_models::load::terminal_progress(),
-            parallel: None,
-        };
         Ok(EngineConfig {
             model: self.model.clone(),
-            load,
+            load: self.load.load_options(self.ctx_size)?,
             scheduler: SchedulerOptions {
                 max_batch: self.max_batch,
                 max_waiting: self.max_waiting,
@@ -162,12 +87,24 @@ impl ServerArgs {
                 prefix_cache_bytes: self.prefix_cache_mib.saturating_mul(1 << 20),
             },
             context_length: self.ctx_size,
-            chat_template: self.chat_template.clone(),
+            chat_template: self.load.chat_template.clone(),
         })
+    }
+
+    /// `--sse-keep-alive` as a duration (`None` for 0). Errors: a negative or not finite value.
+    pub fn keep_alive(&self) -> Result<Option<std::time::Duration>, StartError> {
+        let seconds = self.sse_keep_alive;
+        let every = std::time::Duration::try_from_secs_f64(seconds).map_err(|_| {
+            StartError::Flag(format!(
+                "--sse-keep-alive must be 0 or a positive number of seconds, got {seconds}"
+            ))
+        })?;
+        Ok(Some(every).filter(|d| !d.is_zero()))
     }
 
     /// Loads the model (on the engine thread) and returns the server's state.
     pub fn start_state(&self) -> Result<AppState, StartError> {
+        let keep_alive = self.keep_alive()?;
         let (engine, info) = Engine::start(self.engine_config()?)?;
         let model = ServedModel::new(
             &self.model,
@@ -175,7 +112,7 @@ impl ServerArgs {
             self.aliases.clone(),
             info,
         );
-        Ok(AppState::new(engine, model, self.api_key.clone()))
+        Ok(AppState::new(engine, model, self.api_key.clone()).with_sse_keep_alive(keep_alive))
     }
 
     /// Loads the model, listens and serves until Ctrl-C.
@@ -198,5 +135,45 @@ impl ServerArgs {
         );
         crate::serve(listener, state).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> ServerArgs {
+        let mut argv = vec!["mlx-server", "--model", "m.gguf"];
+        argv.extend_from_slice(extra);
+        ServerArgs::try_parse_from(argv).unwrap()
+    }
+
+    #[test]
+    fn sse_keep_alive_flag() {
+        assert_eq!(
+            args(&[]).keep_alive().unwrap(),
+            Some(Duration::from_secs(15))
+        );
+        assert_eq!(
+            args(&["--sse-keep-alive", "0.25"]).keep_alive().unwrap(),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(args(&["--sse-keep-alive", "0"]).keep_alive().unwrap(), None);
+        for bad in [
+            "--sse-keep-alive=-1",
+            "--sse-keep-alive=nan",
+            "--sse-keep-alive=inf",
+        ] {
+            let err = args(&[bad]).keep_alive().unwrap_err();
+            assert!(matches!(err, StartError::Flag(_)), "{bad}: {err}");
+        }
+        assert!(ServerArgs::try_parse_from([
+            "mlx-server",
+            "--model",
+            "m",
+            "--sse-keep-alive",
+            "x"
+        ])
+        .is_err());
     }
 }

@@ -75,6 +75,8 @@ pub struct ModelInfo {
     pub source: String,
     /// The compute dtype, as a word (`float32`, ...).
     pub dtype: String,
+    /// The checkpoint's parameters (quantized matrices counted as dequantized).
+    pub parameter_count: u64,
 }
 
 /// The engine's figures after its last round.
@@ -236,6 +238,7 @@ fn load_scheduler(config: &EngineConfig) -> Result<(Scheduler, ModelInfo)> {
         context_length,
         source: loaded.source.clone(),
         dtype: config.load.compute_dtype().to_string(),
+        parameter_count: loaded.parameter_count,
     };
     let model = VocabLimited::wrap(loaded.model, loaded.tokenizer.vocab_size());
     let scheduler = Scheduler::new(

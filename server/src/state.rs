@@ -5,12 +5,14 @@ use crate::metrics::RequestCounters;
 use crate::model::ServedModel;
 use mlx_models::text::structured::GrammarCompiler;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The server's shared state: the engine handle, the served model, the API key and the
 /// request counters. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AppState {
     inner: Arc<Inner>,
+    sse_keep_alive: Option<Duration>,
 }
 
 #[derive(Debug)]
@@ -34,7 +36,20 @@ impl AppState {
                 requests: RequestCounters::default(),
                 grammar: tokio::sync::OnceCell::new(),
             }),
+            sse_keep_alive: Some(crate::streaming::DEFAULT_SSE_KEEP_ALIVE),
         }
+    }
+
+    /// The same state with SSE streams sending a keep-alive comment after `every` of silence
+    /// (`None`: never); [`crate::streaming::DEFAULT_SSE_KEEP_ALIVE`] unless set.
+    pub fn with_sse_keep_alive(mut self, every: Option<Duration>) -> AppState {
+        self.sse_keep_alive = every;
+        self
+    }
+
+    /// The silence after which an SSE stream sends a keep-alive comment.
+    pub fn sse_keep_alive(&self) -> Option<Duration> {
+        self.sse_keep_alive
     }
 
     /// The engine thread's handle.

@@ -3,6 +3,12 @@
 //!
 //! The body owns the generation: when the client disconnects, the server drops the body, the
 //! generation with it, and the driver cancels the sequence.
+//!
+//! An SSE stream that has nothing to send for a while (a request waiting in the queue, a long
+//! prompt being prefilled) sends a comment line, `: keep-alive`, every
+//! [`DEFAULT_SSE_KEEP_ALIVE`] (`--sse-keep-alive`), so that proxies and clients with read
+//! timeouts keep the connection; SSE clients ignore comments. NDJSON has no comment syntax, and
+//! Ollama's clients parse every line as JSON, so Ollama streams send nothing while waiting.
 
 use crate::error::ApiError;
 use crate::generation::{Chunk, Generation, Outcome};
@@ -12,6 +18,13 @@ use axum::response::Response;
 use mlx_models::runtime::scheduler::GeneratedToken;
 use serde_json::Value;
 use std::collections::VecDeque;
+use std::time::Duration;
+
+/// How long an SSE stream stays silent before it sends a `: keep-alive` comment.
+pub const DEFAULT_SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// The comment an SSE stream sends while it waits.
+pub const SSE_KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
 
 /// How one API turns chunks into JSON messages.
 pub trait StreamFormat: Send + 'static {
@@ -66,6 +79,8 @@ struct State<F> {
     format: F,
     framing: Framing,
     queue: VecDeque<Bytes>,
+    /// SSE only: the silence after which a keep-alive comment goes out.
+    keep_alive: Option<Duration>,
 }
 
 impl<F: StreamFormat> State<F> {
@@ -85,13 +100,20 @@ impl<F: StreamFormat> State<F> {
     }
 }
 
-/// A streamed 200 response of `generation`'s chunks, formatted by `format`.
-pub fn response<F: StreamFormat>(generation: Generation, format: F, framing: Framing) -> Response {
+/// A streamed 200 response of `generation`'s chunks, formatted by `format`; an SSE stream
+/// sends a keep-alive comment after each `keep_alive` of silence (`None`: never).
+pub fn response<F: StreamFormat>(
+    generation: Generation,
+    format: F,
+    framing: Framing,
+    keep_alive: Option<Duration>,
+) -> Response {
     let mut state = State {
         generation: Some(generation),
         format,
         framing,
         queue: VecDeque::new(),
+        keep_alive: keep_alive.filter(|d| framing == Framing::Sse && !d.is_zero()),
     };
     let start = state.format.start();
     state.push(start);
@@ -101,7 +123,18 @@ pub fn response<F: StreamFormat>(generation: Generation, format: F, framing: Fra
                 return Some((Ok::<Bytes, std::convert::Infallible>(bytes), state));
             }
             let generation = state.generation.as_mut()?;
-            match generation.next().await {
+            let next = match state.keep_alive {
+                // `Generation::next` is a channel receive: cancelling it loses nothing.
+                Some(every) => match tokio::time::timeout(every, generation.next()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        state.queue.push_back(Bytes::from_static(SSE_KEEP_ALIVE));
+                        continue;
+                    }
+                },
+                None => generation.next().await,
+            };
+            match next {
                 Some(Chunk::Text { text, tokens }) => {
                     let messages = state.format.text(text, tokens);
                     state.push(messages);

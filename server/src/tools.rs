@@ -6,9 +6,10 @@
 //!
 //! `tool_choice`: `auto` (the default with tools) lets the model choose; `required` and a
 //! named function force a call with a grammar (its arguments valid against the function's
-//! schema); `none` leaves the tools out of the prompt. With tools, a streamed answer holds
-//! its text back until the end, then sends the content and the calls (a call cannot be told
-//! from text before it is complete). Text is decoded with special tokens kept, since some
+//! schema); `none` leaves the tools out of the prompt. With tools, a streamed answer sends
+//! its text as it comes until a call may begin (`ToolCallStream`: the format's marker, or for
+//! Llama 3 the first `{` or `[`), holds the rest, and at the end sends the rest's content and
+//! the calls (a call cannot be told from text before it is complete). Text is decoded with special tokens kept, since some
 //! formats mark calls with them. A model whose chat template does not render tools gets
 //! them, and its call format, in a system message.
 
@@ -16,7 +17,8 @@ use crate::error::ApiError;
 use mlx_models::text::chat::ChatMessage;
 use mlx_models::text::structured::Grammar;
 use mlx_models::text::tool_calls::{
-    parse_tool_calls, tool_call_grammar, ParsedOutput, ToolCall, ToolCallFormat, ToolChoice,
+    parse_tool_calls, tool_call_grammar, ParsedOutput, ToolCall, ToolCallFormat, ToolCallStream,
+    ToolChoice,
 };
 use mlx_models::text::Tokenizer;
 use serde_json::{json, Value};
@@ -138,7 +140,21 @@ impl ToolSetup {
 
     /// The calls in a generated text, and the text around them.
     pub fn parse(&self, text: &str) -> ParsedOutput {
-        let mut parsed = parse_tool_calls(self.format, text);
+        self.limit(parse_tool_calls(self.format, text))
+    }
+
+    /// A streamed answer's splitter: text before a possible call goes out at once.
+    pub fn stream(&self) -> ToolCallStream {
+        ToolCallStream::new(self.format)
+    }
+
+    /// The end of a streamed answer: the calls, and the content not yet sent.
+    pub fn finish(&self, stream: ToolCallStream) -> ParsedOutput {
+        self.limit(stream.finish())
+    }
+
+    /// At most one call without `parallel`.
+    fn limit(&self, mut parsed: ParsedOutput) -> ParsedOutput {
         if !self.parallel {
             parsed.tool_calls.truncate(1);
         }

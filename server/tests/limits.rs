@@ -1,6 +1,7 @@
 //! Limits and failure paths, each on a server of its own: a full queue is 503 with
-//! `Retry-After`, a client that goes away mid-stream frees its slot at once, an API key
-//! shuts out requests without it.
+//! `Retry-After`, a waiting SSE stream sends keep-alive comments (an NDJSON one nothing), a
+//! client that goes away mid-stream frees its slot at once, an API key shuts out requests
+//! without it.
 
 mod common;
 
@@ -75,6 +76,68 @@ async fn a_full_queue_is_503_with_retry_after_in_each_shape() {
     )
     .await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn a_waiting_sse_stream_sends_keep_alive_comments_and_then_its_answer() {
+    let Some(server) = common::start(common::Options {
+        max_batch: 1,
+        sse_keep_alive: Some(Duration::from_millis(100)),
+        ..common::Options::default()
+    }) else {
+        return;
+    };
+    let question = "Name three colors.";
+    let prompt = common::reference_chat_prompt(&[("user", question)]);
+    let (expected, _, _) = common::reference_generate(&prompt, 8);
+    let running = streaming(&server, 2000).await;
+    wait_for_metric(&server, "mlx_server_running", 1.0, Duration::from_secs(30)).await;
+    let sse = common::client()
+        .post(server.url("/v1/chat/completions"))
+        .json(&json!({
+            "messages": [{"role": "user", "content": question}],
+            "max_tokens": 8, "temperature": 0, "stream": true,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sse.status(), 200);
+    let ndjson = common::client()
+        .post(server.url("/api/generate"))
+        .json(&json!({"prompt": question, "options": {"num_predict": 8, "temperature": 0}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ndjson.status(), 200);
+    wait_for_metric(&server, "mlx_server_waiting", 2.0, Duration::from_secs(30)).await;
+    // Both wait for at least five keep-alive periods.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    drop(running);
+    let body = sse.text().await.unwrap();
+    let comments = body.matches(": keep-alive\n\n").count();
+    assert!(comments >= 3, "{comments} keep-alive comments in {body:?}");
+    let first_content = body.find("\"content\":\"").unwrap();
+    let content_after_role = body[first_content + 1..].find("\"content\":\"").unwrap();
+    assert!(
+        body.find(": keep-alive").unwrap() < first_content + 1 + content_after_role,
+        "the comments come while waiting, before the answer: {body:?}"
+    );
+    // The events around them are the answer the request gives alone.
+    let events = common::sse_events(&body);
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    let text: String = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str::<Value>(e).unwrap())
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(text, expected);
+    // NDJSON has no comments: every line of the Ollama stream is JSON.
+    let lines = common::ndjson_lines(&ndjson.text().await.unwrap());
+    assert_eq!(lines.last().unwrap()["done"], true);
 }
 
 #[tokio::test]

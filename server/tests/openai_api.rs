@@ -481,6 +481,41 @@ fn check_call(call: &Value, name: &str, key: &str) -> Value {
 }
 
 #[tokio::test]
+async fn with_tools_a_text_answer_still_streams_as_it_comes() {
+    let Some(server) = common::shared() else {
+        return;
+    };
+    let request = |stream: bool| {
+        json!({"messages": [{"role": "user", "content": "Name three colors."}], "tools": tools(),
+               "max_tokens": 24, "temperature": 0, "stream": stream})
+    };
+    let (status, whole) = post_json(&server.url("/v1/chat/completions"), &request(false)).await;
+    assert_eq!(status, 200, "{whole}");
+    let message = &whole["choices"][0]["message"];
+    assert!(message.get("tool_calls").is_none(), "{whole}");
+    let response = common::client()
+        .post(server.url("/v1/chat/completions"))
+        .json(&request(true))
+        .send()
+        .await
+        .unwrap();
+    let events = sse_events(&response.text().await.unwrap());
+    let pieces: Vec<String> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str::<Value>(e).unwrap())
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .filter(|p| !p.is_empty())
+        .collect();
+    // Sent piece by piece, not held back to one chunk at the end.
+    assert!(pieces.len() > 3, "{pieces:?}");
+    assert_eq!(pieces.concat(), message["content"].as_str().unwrap());
+}
+
+#[tokio::test]
 async fn forced_tool_calls_come_back_as_tool_calls() {
     let Some(server) = common::shared() else {
         return;

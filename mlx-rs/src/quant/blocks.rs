@@ -1,6 +1,7 @@
 //! GGUF (ggml) K-quant blocks multiplied as stored by the native CPU kernels
 //! ([`block_matmul`]): no conversion to MLX's affine layout, so a `Q4_K` weight costs its 4.5
-//! bits and a `Q6_K` weight its 6.5625 bits, in memory and in every byte a decode step reads.
+//! bits, a `Q5_K` weight its 5.5 and a `Q6_K` weight its 6.5625 bits, in memory and in every
+//! byte a decode step reads.
 
 use crate::error::{Error, Result};
 use crate::Array;
@@ -17,12 +18,16 @@ use std::fmt;
 /// assert_eq!(BlockFormat::Q6K.row_bytes(512), Some(420));
 /// assert_eq!(BlockFormat::Q6K.row_bytes(100), None);
 /// assert_eq!(BlockFormat::Q4K.to_string(), "Q4_K");
+/// assert_eq!(BlockFormat::Q5K.row_bytes(768), Some(528));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BlockFormat {
     /// `Q4_K`: 4-bit codes, a 6-bit scale and a 6-bit min per 32 weights, two f16 factors per
     /// block (144 bytes per 256 weights).
     Q4K,
+    /// `Q5_K`: 5-bit codes (`Q4_K`'s nibbles and one high bit each), a 6-bit scale and a
+    /// 6-bit min per 32 weights, two f16 factors per block (176 bytes per 256 weights).
+    Q5K,
     /// `Q6_K`: 6-bit codes, an 8-bit scale per 16 weights, one f16 factor per block (210
     /// bytes per 256 weights).
     Q6K,
@@ -36,6 +41,7 @@ impl BlockFormat {
     pub const fn block_bytes(self) -> usize {
         match self {
             BlockFormat::Q4K => 144,
+            BlockFormat::Q5K => 176,
             BlockFormat::Q6K => 210,
         }
     }
@@ -50,6 +56,7 @@ impl BlockFormat {
     pub(crate) fn raw(self) -> i32 {
         match self {
             BlockFormat::Q4K => sys::native_qmm::FORMAT_Q4_K,
+            BlockFormat::Q5K => sys::native_qmm::FORMAT_Q5_K,
             BlockFormat::Q6K => sys::native_qmm::FORMAT_Q6_K,
         }
     }
@@ -59,6 +66,7 @@ impl fmt::Display for BlockFormat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             BlockFormat::Q4K => "Q4_K",
+            BlockFormat::Q5K => "Q5_K",
             BlockFormat::Q6K => "Q6_K",
         })
     }

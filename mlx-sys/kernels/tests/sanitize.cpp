@@ -244,10 +244,10 @@ int test_qmm_unsupported() {
 }
 
 // ---------------------------------------------------------------- GGUF blocks as stored
-// Weight e of a block by the format's definition (ggml's Q4_K / Q6_K), in double: written here
-// from the definition, independently of the kernels' own decoder.
+// Weight e of a block by the format's definition (ggml's Q4_K / Q5_K / Q6_K), in double:
+// written here from the definition, independently of the kernels' own decoder.
 double block_weight(int format, const uint8_t* blk, int e) {
-  if (format == MLXRS_QMM_FORMAT_Q4_K) {
+  if (format == MLXRS_QMM_FORMAT_Q4_K || format == MLXRS_QMM_FORMAT_Q5_K) {
     const double d = half_to_double(uint16_t(blk[0] | blk[1] << 8));
     const double dmin = half_to_double(uint16_t(blk[2] | blk[3] << 8));
     const uint8_t* sc = blk + 4;
@@ -260,8 +260,12 @@ double block_weight(int format, const uint8_t* blk, int e) {
       scale = (sc[j + 4] & 0xF) | ((sc[j - 4] >> 6) << 4);
       min = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
     }
-    const uint8_t byte = blk[16 + 32 * (e / 64) + e % 32];
-    const int q = (e % 64) < 32 ? byte & 0xF : byte >> 4;
+    // Q5_K: qh[32] at 16, then qs; the fifth bit of value e is bit 2 (e / 64) + (e % 64 >= 32)
+    // of qh[e % 32].
+    const bool q5 = format == MLXRS_QMM_FORMAT_Q5_K;
+    const uint8_t byte = blk[(q5 ? 48 : 16) + 32 * (e / 64) + e % 32];
+    int q = (e % 64) < 32 ? byte & 0xF : byte >> 4;
+    if (q5) q += ((blk[16 + e % 32] >> (2 * (e / 64) + (e % 64) / 32)) & 1) * 16;
     return d * scale * q - dmin * min;
   }
   // Q6_K: e = 128 h + 32 quarter + l
@@ -274,7 +278,10 @@ double block_weight(int format, const uint8_t* blk, int e) {
 }
 
 int run_blocks(int format, int M, int N, int K, int x_dt, int y_dt, uint64_t seed, const char* tag) {
-  const int bb = format == MLXRS_QMM_FORMAT_Q4_K ? 144 : 210, nb = K / 256;
+  const int bb = format == MLXRS_QMM_FORMAT_Q4_K   ? 144
+                 : format == MLXRS_QMM_FORMAT_Q5_K ? 176
+                                                   : 210,
+            nb = K / 256;
   Rng rng{seed};
   Buf x(size_t(M) * K * dt_size(x_dt)), w(size_t(N) * nb * bb), y(size_t(M) * N * dt_size(y_dt));
   std::vector<double> xd(size_t(M) * K);
@@ -283,7 +290,7 @@ int run_blocks(int format, int M, int N, int K, int x_dt, int y_dt, uint64_t see
   for (size_t i = 0; i < w.bytes; ++i) wb[i] = uint8_t(rng.next());
   for (size_t b = 0; b < size_t(N) * nb; ++b) {  // finite block factors
     uint8_t* blk = wb + b * bb;
-    for (int at : format == MLXRS_QMM_FORMAT_Q4_K ? std::vector<int>{0, 2} : std::vector<int>{208}) {
+    for (int at : format == MLXRS_QMM_FORMAT_Q6_K ? std::vector<int>{208} : std::vector<int>{0, 2}) {
       uint16_t h = double_to_half(rng.uniform(0.001, 0.01));
       blk[at] = uint8_t(h), blk[at + 1] = uint8_t(h >> 8);
     }
@@ -325,7 +332,7 @@ int test_blocks() {
   const int dts[][2] = {{F32, F32}, {F16, F32}, {F32, BF16}};
   for_each_isa_and_threads([&](int isa, int threads) {
     int before = fails, n_before = calls;
-    for (int format : {MLXRS_QMM_FORMAT_Q4_K, MLXRS_QMM_FORMAT_Q6_K})
+    for (int format : {MLXRS_QMM_FORMAT_Q4_K, MLXRS_QMM_FORMAT_Q5_K, MLXRS_QMM_FORMAT_Q6_K})
       for (int K : {256, 768})
         for (int M : {1, 2, 5, 17, 40})
           for (int N : {1, 3, 7, 33})
@@ -342,8 +349,8 @@ int test_blocks() {
   Buf x(4 * 512), w(144 * 2), y(4);
   std::memset(x.p, 0, x.bytes), std::memset(w.p, 0, w.bytes);
   fill_nan(y.p, F32, 1);
-  fails += !report(mlxrs_qmm_blocks_raw(x.p, F32, w.as<uint8_t>(), 13, y.p, F32, 1, 1, 256) == 1,
-                   "blocks: format 13 accepted");
+  fails += !report(mlxrs_qmm_blocks_raw(x.p, F32, w.as<uint8_t>(), 11, y.p, F32, 1, 1, 256) == 1,
+                   "blocks: format 11 (Q3_K) accepted");
   fails += !report(mlxrs_qmm_blocks_raw(x.p, F32, w.as<uint8_t>(), MLXRS_QMM_FORMAT_Q4_K, y.p, F32,
                                         1, 1, 300) == 1,
                    "blocks: K = 300 accepted");

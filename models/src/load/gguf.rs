@@ -21,7 +21,7 @@
 //! [`ggml_quants::requantize_affine8`]). `Q2_K` and `Q3_K` are decoded row by row to `float16`.
 //! No tensor is ever held as a whole in `f32` on the way. With
 //! [`GgufReadOptions::keep_blocks`] (what [`super::load`] asks for on a CPU with the AVX-512
-//! VNNI kernels), the `Q4_K` and `Q6_K` matrices of the layers' projections and of the head
+//! VNNI kernels), the `Q4_K`, `Q5_K` and `Q6_K` matrices of the layers' projections and of the head
 //! skip all of this and stay in the file's blocks, as `P.blocks`. `F32`, `F16`, `BF16`, `I8`,
 //! `I16` and `I32` are taken as stored. Other types (`IQ*`, `TQ*`, `MXFP4`, ...) are refused
 //! before any data is read, with an [`Error::Gguf`] naming the type and a tensor.
@@ -227,7 +227,7 @@ pub fn read_gguf_weights_with_progress(
 /// How [`read_gguf_weights_with_options`] stores K-quant matrices.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GgufReadOptions {
-    /// Keep the `Q4_K` and `Q6_K` matrices of the decoder layers' projections (`attn_q`,
+    /// Keep the `Q4_K`, `Q5_K` and `Q6_K` matrices of the decoder layers' projections (`attn_q`,
     /// `attn_k`, `attn_v`, `attn_output`, `ffn_gate`, `ffn_up`, `ffn_down`) and of the output
     /// head as stored, under `P.blocks` (`uint8` `[rows, cols / 256 · block bytes]`), for
     /// [`mlx_rs::quant::block_matmul`]: no conversion, and no more bytes than the file's.
@@ -309,12 +309,14 @@ fn requantizes_q6_k(info: &GgufTensorInfo) -> bool {
 }
 
 /// The block format a tensor keeps under [`GgufReadOptions::keep_blocks`], if it is one of
-/// the matrices kept: a 2-D `Q4_K` / `Q6_K` `.weight` of a layer projection or of the head,
+/// the matrices kept: a 2-D `Q4_K` / `Q5_K` / `Q6_K` `.weight` of a layer projection or of the
+/// head,
 /// with whole blocks per row.
 fn kept_block_format(info: &GgufTensorInfo) -> Option<mlx_rs::quant::BlockFormat> {
     use mlx_rs::quant::BlockFormat;
     let format = match info.ggml_type {
         GgmlType::Q4K => BlockFormat::Q4K,
+        GgmlType::Q5K => BlockFormat::Q5K,
         GgmlType::Q6K => BlockFormat::Q6K,
         _ => return None,
     };
@@ -339,12 +341,12 @@ fn kept_block_format(info: &GgufTensorInfo) -> Option<mlx_rs::quant::BlockFormat
     (projection && info.dims.len() == 2 && info.row_len().is_multiple_of(256)).then_some(format)
 }
 
-/// Checks that every block's f16 factors (`Q4_K`: d and dmin; `Q6_K`: d) are finite, as the
+/// Checks that every block's f16 factors (`Q4_K`, `Q5_K`: d and dmin; `Q6_K`: d) are finite, as the
 /// affine conversion does ([`ggml_quants`]).
 fn check_block_factors(format: mlx_rs::quant::BlockFormat, bytes: &[u8]) -> Result<()> {
     use mlx_rs::quant::BlockFormat;
     let offsets: &[usize] = match format {
-        BlockFormat::Q4K => &[0, 2],
+        BlockFormat::Q4K | BlockFormat::Q5K => &[0, 2],
         BlockFormat::Q6K => &[208],
     };
     if !bytes.len().is_multiple_of(format.block_bytes()) {

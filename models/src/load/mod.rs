@@ -84,7 +84,7 @@ pub struct LoadOptions {
     pub huge_pages: bool,
     /// On a CPU whose native kernels multiply GGUF blocks on integer dot products (x86-64 with
     /// AVX-512 VNNI, [`mlx_rs::quant::QmmIsa::Avx512Vnni`] in use, the native kernel enabled),
-    /// keep a GGUF file's `Q4_K` and `Q6_K` projection matrices as stored
+    /// keep a GGUF file's `Q4_K`, `Q5_K` and `Q6_K` projection matrices as stored
     /// ([`gguf::GgufReadOptions::keep_blocks`]; default `true`): 4.5 and 6.56 bits per weight
     /// instead of the affine conversion's 6 and 9, and prefill on 8-bit activations. `false`,
     /// and on other CPUs (where only the portable block kernel would run, far slower than the
@@ -194,6 +194,9 @@ pub struct LoadedModel {
     /// unless the LM head shares it, per-layer embeddings), as loaded: what
     /// [`crate::model::LanguageModel::decode_bytes_per_token`] leaves out of the weights.
     pub lookup_table_bytes: u64,
+    /// The checkpoint's parameters ([`plan::parameter_count`] of every tensor it declares):
+    /// the whole model's, also on a rank that loads a share of it.
+    pub parameter_count: u64,
 }
 
 impl std::fmt::Debug for LoadedModel {
@@ -235,12 +238,14 @@ pub fn load(model: &str, options: &LoadOptions) -> Result<LoadedModel> {
     let dtype = options.compute_dtype();
     let keep = options.keeps_quantized();
     // Everything up to the budget check reads headers and small files only.
-    let (config, generation, weights, mut tokenizer) = if path.is_dir() {
+    let (config, generation, weights, mut tokenizer, parameter_count) = if path.is_dir() {
         let (config, generation) = hf::load_hf_config(&path)?;
         check_supported(&config)?;
         let mut shards = hf::open_hf_shards(&path)?;
         let plan = crate::families::expected_tensors(&config)?;
-        plan::check_declared(&plan, &hf::declared_tensors(&config, &shards)?, true)?;
+        let declared = hf::declared_tensors(&config, &shards)?;
+        plan::check_declared(&plan, &declared, true)?;
+        let parameters = plan::parameter_count(&declared);
         // A pipeline stage reads (and budgets for) its own layers only.
         if let Some(stage) = pipeline_stage(&config, options)? {
             for shard in &mut shards {
@@ -266,9 +271,10 @@ pub fn load(model: &str, options: &LoadOptions) -> Result<LoadedModel> {
             }
             None => hf::read_hf_weights_with_progress(&shards, progress)?,
         };
-        (config, generation, weights, tokenizer)
+        (config, generation, weights, tokenizer, parameters)
     } else {
         let (mut file, config) = open_checked_gguf(&path)?;
+        let parameters = plan::parameter_count(&gguf::declared_tensors(&file, &config)?);
         if let Some(stage) = pipeline_stage(&config, options)? {
             file.tensors
                 .retain(|t| gguf::layer_of(&t.name).is_none_or(|l| stage.contains(&l)));
@@ -290,7 +296,7 @@ pub fn load(model: &str, options: &LoadOptions) -> Result<LoadedModel> {
             }
             None => gguf::read_gguf_weights_with_options(&file, &config, progress, read)?,
         };
-        (config, None, weights, tokenizer)
+        (config, None, weights, tokenizer, parameters)
     };
     prepare_tokenizer(&config, &mut tokenizer);
     let eos_token_ids = eos_token_ids(&config, generation.as_ref(), &tokenizer);
@@ -322,6 +328,7 @@ pub fn load(model: &str, options: &LoadOptions) -> Result<LoadedModel> {
         eos_token_ids,
         source,
         lookup_table_bytes,
+        parameter_count,
     })
 }
 

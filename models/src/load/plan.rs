@@ -112,6 +112,21 @@ pub fn check_declared(
     Ok(())
 }
 
+/// The parameters `declared` holds: the sum of their logical shapes' element counts (a
+/// quantized matrix counts its dequantized elements, not its packed words or scales).
+///
+/// ```
+/// use mlx_models::load::plan::{parameter_count, DeclaredTensor};
+/// let declared = [DeclaredTensor::dense("a", &[3, 4]), DeclaredTensor::dense("b", &[5])];
+/// assert_eq!(parameter_count(&declared), 17);
+/// ```
+pub fn parameter_count(declared: &[DeclaredTensor]) -> u64 {
+    declared
+        .iter()
+        .map(|t| t.shape.iter().map(|&d| d.max(0) as u64).product::<u64>())
+        .sum()
+}
+
 /// The logical shapes of MLX quantized triplets among `stored` (name → stored shape):
 /// `P.weight` `[out, in * bits / 32]` with `P.scales` / `P.biases` `[out, in / group]` becomes
 /// `P.weight` `[out, in]`, with `(group, bits)` from `params(P)`; other tensors keep their

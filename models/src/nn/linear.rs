@@ -119,7 +119,7 @@ impl QuantizedMatrix {
     }
 }
 
-/// A `[rows, cols]` matrix of GGUF blocks kept as stored (`Q4_K`, `Q6_K`; see
+/// A `[rows, cols]` matrix of GGUF blocks kept as stored (`Q4_K`, `Q5_K`, `Q6_K`; see
 /// [`mlx_rs::quant::block_matmul_fused`]): `weight` is `uint8` holding the runs' rows one after
 /// the other (`[rows, cols / 256 · block bytes]` for one run). Only the native CPU kernels
 /// multiply it; the GGUF loader keeps blocks only where they run.
@@ -134,7 +134,7 @@ pub struct BlockMatrix {
 impl BlockMatrix {
     /// Takes `<path>.blocks` when it exists (`Ok(None)` otherwise): `uint8` `[rows, cols / 256 ·
     /// block bytes]`, the format following from the row length (144 bytes per 256 weights:
-    /// `Q4_K`; 210: `Q6_K`).
+    /// `Q4_K`; 176: `Q5_K`; 210: `Q6_K`).
     ///
     /// Errors: [`Error::ShapeMismatch`] when the tensor is not such a matrix.
     ///
@@ -162,7 +162,8 @@ impl BlockMatrix {
         }
         let weight = weights.take(&name)?;
         let shape = weight.shape();
-        let format = [BlockFormat::Q4K, BlockFormat::Q6K].into_iter().find(|f| {
+        let formats = [BlockFormat::Q4K, BlockFormat::Q5K, BlockFormat::Q6K];
+        let format = formats.into_iter().find(|f| {
             usize::try_from(cols)
                 .ok()
                 .and_then(|c| f.row_bytes(c))

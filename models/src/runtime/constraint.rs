@@ -35,10 +35,24 @@ impl TokenMask {
             .is_some_and(|w| w >> (t % 32) & 1 == 1)
     }
 
-    /// The mask as a boolean `[vocab]` array (`true` where allowed), for `where`.
+    /// The mask as a boolean `[vocab]` array (`true` where allowed), for `where`. Built a
+    /// word at a time: a grammar's masks are mostly empty words, skipped whole.
     pub fn to_array(&self, vocab: usize) -> Result<Array> {
-        let allowed: Vec<bool> = (0..vocab as u32).map(|t| self.allows(t)).collect();
-        Ok(Array::from_slice(&allowed, &[vocab as i32])?)
+        Ok(Array::from_slice(&self.to_bools(vocab), &[vocab as i32])?)
+    }
+
+    /// [`Self::allows`] for tokens `0..vocab`.
+    fn to_bools(&self, vocab: usize) -> Vec<bool> {
+        let mut allowed = vec![false; vocab];
+        for (chunk, &word) in allowed.chunks_mut(32).zip(&self.words) {
+            if word == 0 {
+                continue;
+            }
+            for (bit, slot) in chunk.iter_mut().enumerate() {
+                *slot = word >> bit & 1 == 1;
+            }
+        }
+        allowed
     }
 }
 
@@ -57,4 +71,36 @@ pub trait TokenConstraint: Send + std::fmt::Debug {
     /// Whether the constrained output is complete: nothing more may be generated (the
     /// sequence stops as at an end-of-sequence token).
     fn is_finished(&self) -> bool;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bools_are_allows_token_by_token() {
+        let words = vec![0, u32::MAX, 0x8000_0001, 0, 0xdead_beef, 7];
+        let mask = TokenMask::from_words(words);
+        // Vocabularies shorter than, equal to, and longer than the mask, and not whole words.
+        for vocab in [0, 1, 33, 70, 150, 192, 200, 1000] {
+            let got = mask.to_bools(vocab);
+            assert_eq!(got.len(), vocab);
+            for (t, &b) in got.iter().enumerate() {
+                assert_eq!(b, mask.allows(t as u32), "token {t} of {vocab}");
+            }
+        }
+        // By hand: word 2 = bits 0 and 31 (tokens 64 and 95); word 5 = tokens 160..163.
+        let got = mask.to_bools(192);
+        let allowed: Vec<usize> = (0..192)
+            .filter(|&t| got[t] && !(32..64).contains(&t))
+            .collect();
+        let beef: Vec<usize> = (0..32)
+            .filter(|b| 0xdead_beef_u32 >> b & 1 == 1)
+            .map(|b| 128 + b)
+            .collect();
+        let mut want = vec![64, 95];
+        want.extend(beef);
+        want.extend([160, 161, 162]);
+        assert_eq!(allowed, want);
+    }
 }

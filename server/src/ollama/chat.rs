@@ -5,17 +5,17 @@ use super::types::{
 };
 use super::{created_at, failure_line, final_fields};
 use crate::error::{parse_json, ApiError, OllamaError};
-use crate::generation::{self, GenerationRequest, Outcome, RequestLabel};
-use crate::params::{self, ApiDefaults};
+use crate::generation::Outcome;
+use crate::params;
 use crate::state::AppState;
 use crate::streaming::{self, Framing, StreamFormat};
 use crate::tools::ToolSetup;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use mlx_models::model::GenerateParams;
 use mlx_models::runtime::scheduler::GeneratedToken;
 use mlx_models::text::chat::{ChatMessage, ToolCall};
+use mlx_models::text::tool_calls::{ParsedOutput, ToolCallStream};
 use serde_json::{json, Value};
 use std::time::Instant;
 
@@ -34,18 +34,12 @@ pub async fn chat(State(state): State<AppState>, body: Bytes) -> Result<Response
     let grammar = format_grammar(request.format.as_ref())?;
     let clear_cache_after = keep_alive_is_zero(request.keep_alive.as_ref());
     if request.messages.is_empty() {
-        if clear_cache_after {
-            state.engine().clear_cache();
-        }
-        let reason = if clear_cache_after { "unload" } else { "load" };
-        return Ok(axum::Json(json!({
-            "model": model.id,
-            "created_at": created_at(),
-            "message": {"role": "assistant", "content": ""},
-            "done": true,
-            "done_reason": reason,
-        }))
-        .into_response());
+        let empty = json!({"role": "assistant", "content": ""});
+        return Ok(super::load_answer(
+            &state,
+            clear_cache_after,
+            ("message", empty),
+        ));
     }
     let mut messages = request
         .messages
@@ -73,49 +67,44 @@ pub async fn chat(State(state): State<AppState>, body: Bytes) -> Result<Response
         t.apply_chat_template_with(&messages, true, &extra)
     })
     .await?;
-    let context = params::request_context(model, options.num_ctx);
-    let max_tokens = params::token_budget(prompt.len(), options.max_tokens(), context)?;
-    let sampling = params::sampling(
-        &options.sampling(),
-        &model.info.generation,
-        ApiDefaults::OLLAMA,
-    )?;
-    let label = RequestLabel {
-        id: format!("ollama-chat-{}", crate::openai::chat::response_suffix()),
-        endpoint: "/api/chat",
-        arrived,
-    };
-    let generation = generation::start(
-        state.engine(),
-        tokenizer,
-        GenerationRequest {
+    let generation = super::start(
+        &state,
+        super::Submission {
             prompt,
-            params: GenerateParams {
-                max_tokens,
-                sampling,
-                stop_token_ids: Vec::new(),
-            },
-            stop: options.stop()?,
-            logprobs: None,
-            constraint: crate::structured::constraint(&state, grammar).await?,
+            options: &options,
+            grammar,
             clear_cache_after,
             keep_special_tokens: tools.is_some(),
-            ignore_eos: false,
+            kind: "chat",
+            endpoint: "/api/chat",
+            arrived,
         },
-        label,
     )
     .await?;
-    let mut format = ChatLines {
+    let format = ChatLines {
         model: model.id.clone(),
-        tools,
-        held: String::new(),
+        tools: tools.map(|t| {
+            let stream = t.stream();
+            (t, stream)
+        }),
     };
     if request.stream.unwrap_or(true) {
-        return Ok(streaming::response(generation, format, Framing::Ndjson));
+        return Ok(streaming::response(
+            generation,
+            format,
+            Framing::Ndjson,
+            None,
+        ));
     }
     let (text, _, outcome) = generation.collect().await?;
-    format.held = text;
-    let mut answer = format.held_line();
+    let parsed = match &format.tools {
+        Some((tools, _)) => tools.parse(&text),
+        None => ParsedOutput {
+            content: text,
+            tool_calls: Vec::new(),
+        },
+    };
+    let mut answer = format.parsed_line(parsed);
     answer.extend(final_fields(&outcome));
     Ok(axum::Json(Value::Object(answer)).into_response())
 }
@@ -152,19 +141,13 @@ fn to_chat(message: &OllamaMessage) -> Result<ChatMessage, ApiError> {
 /// `/api/chat`'s lines.
 struct ChatLines {
     model: String,
-    /// With tools, the text is held back until the end.
-    tools: Option<ToolSetup>,
-    held: String,
+    /// With tools, the text from where a call may begin is held back until the end.
+    tools: Option<(ToolSetup, ToolCallStream)>,
 }
 
 impl ChatLines {
-    /// The line of the held text: its content, and its tool calls with tools.
-    fn held_line(&mut self) -> serde_json::Map<String, Value> {
-        let text = std::mem::take(&mut self.held);
-        let Some(tools) = &self.tools else {
-            return self.line(&text);
-        };
-        let parsed = tools.parse(&text);
+    /// The line of parsed text: its content, and its tool calls.
+    fn parsed_line(&self, parsed: ParsedOutput) -> serde_json::Map<String, Value> {
         let mut line = self.line(&parsed.content);
         if let Some(message) = line
             .get_mut("message")
@@ -190,10 +173,10 @@ impl ChatLines {
 
 impl StreamFormat for ChatLines {
     fn text(&mut self, text: String, _tokens: Vec<GeneratedToken>) -> Vec<Value> {
-        if self.tools.is_some() {
-            self.held.push_str(&text);
-            return Vec::new();
-        }
+        let text = match &mut self.tools {
+            Some((_, calls)) => calls.push(&text),
+            None => text,
+        };
         if text.is_empty() {
             return Vec::new();
         }
@@ -202,8 +185,11 @@ impl StreamFormat for ChatLines {
 
     fn done(&mut self, outcome: Outcome) -> Vec<Value> {
         let mut out = Vec::new();
-        if self.tools.is_some() {
-            out.push(Value::Object(self.held_line()));
+        if let Some((tools, calls)) = self.tools.take() {
+            let parsed = tools.finish(calls);
+            if !parsed.content.is_empty() || !parsed.tool_calls.is_empty() {
+                out.push(Value::Object(self.parsed_line(parsed)));
+            }
         }
         let mut line = self.line("");
         line.extend(final_fields(&outcome));

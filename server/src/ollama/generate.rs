@@ -3,14 +3,13 @@
 use super::types::{check_supported, format_grammar, keep_alive_is_zero, GenerateRequest};
 use super::{created_at, failure_line, final_fields};
 use crate::error::{parse_json, ApiError, OllamaError};
-use crate::generation::{self, GenerationRequest, Outcome, RequestLabel};
-use crate::params::{self, ApiDefaults};
+use crate::generation::Outcome;
+use crate::params;
 use crate::state::AppState;
 use crate::streaming::{self, Framing, StreamFormat};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use mlx_models::model::GenerateParams;
 use mlx_models::runtime::scheduler::GeneratedToken;
 use mlx_models::text::{ChatMessage, Tokenizer};
 use serde_json::{json, Value};
@@ -115,18 +114,11 @@ pub async fn generate(State(state): State<AppState>, body: Bytes) -> Result<Resp
     let clear_cache_after = keep_alive_is_zero(request.keep_alive.as_ref());
     let prompt_text = request.prompt.clone().unwrap_or_default();
     if prompt_text.is_empty() && request.context.as_ref().is_none_or(|c| c.is_empty()) {
-        if clear_cache_after {
-            state.engine().clear_cache();
-        }
-        let reason = if clear_cache_after { "unload" } else { "load" };
-        return Ok(axum::Json(json!({
-            "model": model.id,
-            "created_at": created_at(),
-            "response": "",
-            "done": true,
-            "done_reason": reason,
-        }))
-        .into_response());
+        return Ok(super::load_answer(
+            &state,
+            clear_cache_after,
+            ("response", json!("")),
+        ));
     }
     if let Some(template) = request.template.as_deref().filter(|t| !t.is_empty()) {
         let system = request.system.clone().unwrap_or_default();
@@ -137,36 +129,18 @@ pub async fn generate(State(state): State<AppState>, body: Bytes) -> Result<Resp
     let tokenizer = &model.info.tokenizer;
     let for_encoding = request.clone();
     let prompt = params::on_tokenizer(tokenizer, move |t| encode(t, &for_encoding)).await?;
-    let context = params::request_context(model, options.num_ctx);
-    let max_tokens = params::token_budget(prompt.len(), options.max_tokens(), context)?;
-    let sampling = params::sampling(
-        &options.sampling(),
-        &model.info.generation,
-        ApiDefaults::OLLAMA,
-    )?;
-    let label = RequestLabel {
-        id: format!("ollama-gen-{}", crate::openai::chat::response_suffix()),
-        endpoint: "/api/generate",
-        arrived,
-    };
-    let generation = generation::start(
-        state.engine(),
-        tokenizer,
-        GenerationRequest {
+    let generation = super::start(
+        &state,
+        super::Submission {
             prompt: prompt.clone(),
-            params: GenerateParams {
-                max_tokens,
-                sampling,
-                stop_token_ids: Vec::new(),
-            },
-            stop: options.stop()?,
-            logprobs: None,
-            constraint: crate::structured::constraint(&state, grammar).await?,
+            options: &options,
+            grammar,
             clear_cache_after,
             keep_special_tokens: false,
-            ignore_eos: false,
+            kind: "gen",
+            endpoint: "/api/generate",
+            arrived,
         },
-        label,
     )
     .await?;
     let format = GenerateLines {
@@ -174,7 +148,12 @@ pub async fn generate(State(state): State<AppState>, body: Bytes) -> Result<Resp
         prompt,
     };
     if request.stream.unwrap_or(true) {
-        return Ok(streaming::response(generation, format, Framing::Ndjson));
+        return Ok(streaming::response(
+            generation,
+            format,
+            Framing::Ndjson,
+            None,
+        ));
     }
     let (text, _, outcome) = generation.collect().await?;
     let mut answer = format.line(&text);

@@ -18,9 +18,40 @@ fn details(state: &AppState) -> Value {
         "format": model.format,
         "family": family,
         "families": [family],
-        "parameter_size": "",
+        "parameter_size": parameter_size(model.info.parameter_count),
         "quantization_level": model.quantization_level(),
     })
+}
+
+/// A parameter count as Ollama's listings write it: billions with one decimal, millions
+/// with two, thousands with none, each without decimals when whole; empty when unknown (0).
+///
+/// ```
+/// use mlx_server::ollama::info::parameter_size;
+/// assert_eq!(parameter_size(134_515_008), "134.52M");
+/// assert_eq!(parameter_size(1_543_714_304), "1.5B");
+/// assert_eq!(parameter_size(7_000_000_000), "7B");
+/// assert_eq!(parameter_size(50_000_000), "50M");
+/// assert_eq!(parameter_size(12_345), "12K");
+/// assert_eq!(parameter_size(999), "999");
+/// assert_eq!(parameter_size(0), "");
+/// ```
+pub fn parameter_size(count: u64) -> String {
+    let scaled = |unit: u64, decimals: usize, suffix: &str| {
+        let x = count as f64 / unit as f64;
+        if count.is_multiple_of(unit) {
+            format!("{x:.0}{suffix}")
+        } else {
+            format!("{x:.decimals$}{suffix}")
+        }
+    };
+    match count {
+        0 => String::new(),
+        1_000_000_000.. => scaled(1_000_000_000, 1, "B"),
+        1_000_000.. => scaled(1_000_000, 2, "M"),
+        1_000.. => scaled(1_000, 0, "K"),
+        n => n.to_string(),
+    }
 }
 
 /// The modification time of the listing: when the server loaded the model.

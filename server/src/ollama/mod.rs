@@ -31,8 +31,15 @@ pub mod info;
 pub mod types;
 
 use crate::error::ApiError;
-use crate::generation::Outcome;
+use crate::generation::{self, Generation, GenerationRequest, Outcome, RequestLabel};
+use crate::params::{self, ApiDefaults};
+use crate::state::AppState;
+use axum::response::{IntoResponse, Response};
+use mlx_models::model::GenerateParams;
+use mlx_models::text::structured::Grammar;
 use serde_json::{json, Value};
+use std::time::Instant;
+use types::Options;
 
 /// The version `/api/version` reports: this crate's.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -75,6 +82,82 @@ pub fn final_fields(outcome: &Outcome) -> serde_json::Map<String, Value> {
         Value::Object(map) => map,
         _ => serde_json::Map::new(),
     }
+}
+
+/// What `/api/chat` and `/api/generate` hand to [`start`] once their prompt is ready.
+pub(crate) struct Submission<'a> {
+    pub prompt: Vec<u32>,
+    pub options: &'a Options,
+    pub grammar: Option<Grammar>,
+    /// `keep_alive: 0`.
+    pub clear_cache_after: bool,
+    pub keep_special_tokens: bool,
+    /// `chat` or `gen`: the log line's id is `ollama-<kind>-<suffix>`.
+    pub kind: &'static str,
+    pub endpoint: &'static str,
+    pub arrived: Instant,
+}
+
+/// The token budget under `num_ctx`, sampling with Ollama's defaults, the stop strings and
+/// the grammar of `submission`, then the engine: the running generation.
+pub(crate) async fn start(
+    state: &AppState,
+    submission: Submission<'_>,
+) -> Result<Generation, ApiError> {
+    let model = state.model();
+    let options = submission.options;
+    let context = params::request_context(model, options.num_ctx);
+    let max_tokens = params::token_budget(submission.prompt.len(), options.max_tokens(), context)?;
+    let sampling = params::sampling(
+        &options.sampling(),
+        &model.info.generation,
+        ApiDefaults::OLLAMA,
+    )?;
+    let label = RequestLabel {
+        id: format!(
+            "ollama-{}-{}",
+            submission.kind,
+            crate::openai::chat::response_suffix()
+        ),
+        endpoint: submission.endpoint,
+        arrived: submission.arrived,
+    };
+    let request = GenerationRequest {
+        prompt: submission.prompt,
+        params: GenerateParams {
+            max_tokens,
+            sampling,
+            stop_token_ids: Vec::new(),
+        },
+        stop: options.stop()?,
+        logprobs: None,
+        constraint: crate::structured::constraint(state, submission.grammar).await?,
+        clear_cache_after: submission.clear_cache_after,
+        keep_special_tokens: submission.keep_special_tokens,
+        ignore_eos: false,
+    };
+    generation::start(state.engine(), &model.info.tokenizer, request, label).await
+}
+
+/// The answer to a request with nothing to generate (Ollama clients send one to load a
+/// model, or with `keep_alive: 0` to unload it): `done_reason` `load`, or `unload` after the
+/// caches are dropped; `empty` is the answer's empty text field (`message` or `response`).
+pub(crate) fn load_answer(
+    state: &AppState,
+    clear_cache_after: bool,
+    empty: (&str, Value),
+) -> Response {
+    if clear_cache_after {
+        state.engine().clear_cache();
+    }
+    let mut answer = json!({
+        "model": state.model().id,
+        "created_at": created_at(),
+        "done": true,
+        "done_reason": if clear_cache_after { "unload" } else { "load" },
+    });
+    answer[empty.0] = empty.1;
+    axum::Json(answer).into_response()
 }
 
 /// A streamed failure line.

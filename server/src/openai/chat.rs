@@ -15,6 +15,7 @@ use mlx_models::model::GenerateParams;
 use mlx_models::runtime::constraint::TokenConstraint;
 use mlx_models::runtime::scheduler::GeneratedToken;
 use mlx_models::text::structured::Grammar;
+use mlx_models::text::tool_calls::ToolCallStream;
 use mlx_models::text::Tokenizer;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -116,10 +117,18 @@ pub async fn chat_completions(
             tokenizer: Arc::clone(tokenizer),
             logprobs: logprobs.is_some(),
             include_usage: request.common.include_usage(),
-            tools,
-            held: (String::new(), Vec::new()),
+            tools: tools.map(|t| {
+                let stream = t.stream();
+                (t, stream)
+            }),
+            held_tokens: Vec::new(),
         };
-        return Ok(streaming::response(generation, format, Framing::Sse));
+        return Ok(streaming::response(
+            generation,
+            format,
+            Framing::Sse,
+            state.sse_keep_alive(),
+        ));
     }
     let (text, tokens, outcome) = generation.collect().await?;
     let logprobs = logprobs.map(|_| json!({"content": logprobs::chat_content(tokenizer, &tokens)}));
@@ -333,9 +342,10 @@ struct ChatStream {
     tokenizer: Arc<Tokenizer>,
     logprobs: bool,
     include_usage: bool,
-    /// With tools, the text and tokens are held back until the end.
-    tools: Option<ToolSetup>,
-    held: (String, Vec<GeneratedToken>),
+    /// With tools, the text from where a call may begin is held back until the end.
+    tools: Option<(ToolSetup, ToolCallStream)>,
+    /// The tokens behind text not yet sent (their log-probabilities go with it).
+    held_tokens: Vec<GeneratedToken>,
 }
 
 impl ChatStream {
@@ -375,20 +385,24 @@ impl StreamFormat for ChatStream {
     }
 
     fn text(&mut self, text: String, tokens: Vec<GeneratedToken>) -> Vec<Value> {
-        if self.tools.is_some() {
-            self.held.0.push_str(&text);
-            self.held.1.extend(tokens);
+        let Some((_, calls)) = &mut self.tools else {
+            return self.content(text, tokens);
+        };
+        let sent = calls.push(&text);
+        self.held_tokens.extend(tokens);
+        if sent.is_empty() {
             return Vec::new();
         }
-        self.content(text, tokens)
+        let tokens = std::mem::take(&mut self.held_tokens);
+        self.content(sent, tokens)
     }
 
     fn done(&mut self, outcome: Outcome) -> Vec<Value> {
         let mut out = Vec::new();
         let mut finish = outcome.finish.as_str();
-        if let Some(tools) = self.tools.take() {
-            let (text, tokens) = std::mem::take(&mut self.held);
-            let parsed = tools.parse(&text);
+        if let Some((tools, calls)) = self.tools.take() {
+            let parsed = tools.finish(calls);
+            let tokens = std::mem::take(&mut self.held_tokens);
             out.extend(self.content(parsed.content, tokens));
             if !parsed.tool_calls.is_empty() {
                 let calls = crate::tools::openai_calls(

@@ -90,7 +90,12 @@ pub async fn completions(
             include_usage: request.common.include_usage(),
             offset: 0,
         };
-        return Ok(streaming::response(generation, format, Framing::Sse));
+        return Ok(streaming::response(
+            generation,
+            format,
+            Framing::Sse,
+            state.sse_keep_alive(),
+        ));
     }
     let (text, tokens, outcome) = generation.collect().await?;
     let logprobs = logprobs.map(|_| logprobs::completion(tokenizer, &tokens, 0));

@@ -29,6 +29,7 @@ pub struct Options {
     pub max_waiting: usize,
     pub prefix_cache_mib: usize,
     pub api_key: Option<String>,
+    pub sse_keep_alive: Option<Duration>,
 }
 
 impl Default for Options {
@@ -38,6 +39,7 @@ impl Default for Options {
             max_waiting: 64,
             prefix_cache_mib: 256,
             api_key: None,
+            sse_keep_alive: Some(mlx_server::streaming::DEFAULT_SSE_KEEP_ALIVE),
         }
     }
 }
@@ -80,7 +82,8 @@ pub fn start(options: Options) -> Option<TestServer> {
             let (engine, info) = Engine::start(config).unwrap();
             let served = ServedModel::new(&model, None, vec![], info);
             let id = served.id.clone();
-            let state = AppState::new(engine, served, options.api_key);
+            let state = AppState::new(engine, served, options.api_key)
+                .with_sse_keep_alive(options.sse_keep_alive);
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let address = listener.local_addr().unwrap();
             tx.send(TestServer {
@@ -196,11 +199,11 @@ pub async fn get_text(url: &str) -> (u16, String) {
 }
 
 /// The SSE events of a body: the payload of every `data: ` line, checking that events are
-/// separated by blank lines.
+/// separated by blank lines (keep-alive comments, `: ...`, are skipped).
 pub fn sse_events(body: &str) -> Vec<String> {
     assert!(body.ends_with("\n\n"), "an SSE body ends with a blank line");
     body.split("\n\n")
-        .filter(|e| !e.is_empty())
+        .filter(|e| !e.is_empty() && !e.starts_with(':'))
         .map(|event| {
             let payload = event
                 .strip_prefix("data: ")

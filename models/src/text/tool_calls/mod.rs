@@ -16,15 +16,20 @@
 //! `ToolCode` convention in the system prompt (Google's Gemma 3 guide uses a ```` ```tool_code ````
 //! block; this crate puts a JSON call in it, not the guide's Python call syntax).
 //!
+//! A streamed answer goes through a [`ToolCallStream`], which passes text on until a call may
+//! begin and holds back only the rest.
+//!
 //! Parse text decoded **with** special tokens: Mistral's `[TOOL_CALLS]` is a control token that
 //! `decode(.., skip_special_tokens = true)` drops.
 
 mod gemma;
 mod grammar;
 mod parse;
+mod stream;
 
 pub use grammar::tool_call_grammar;
 pub use parse::parse_tool_calls;
+pub use stream::ToolCallStream;
 
 /// How a model writes tool calls (see the [module docs](self) for each).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
