@@ -123,17 +123,7 @@ async fn a_waiting_sse_stream_sends_keep_alive_comments_and_then_its_answer() {
         "the comments come while waiting, before the answer: {body:?}"
     );
     // The events around them are the answer the request gives alone.
-    let events = common::sse_events(&body);
-    assert_eq!(events.last().unwrap(), "[DONE]");
-    let text: String = events[..events.len() - 1]
-        .iter()
-        .map(|e| serde_json::from_str::<Value>(e).unwrap())
-        .filter_map(|c| {
-            c["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_string)
-        })
-        .collect();
+    let text = common::chat_deltas(&common::sse_events(&body)).concat();
     assert_eq!(text, expected);
     // NDJSON has no comments: every line of the Ollama stream is JSON.
     let lines = common::ndjson_lines(&ndjson.text().await.unwrap());

@@ -500,16 +500,8 @@ async fn with_tools_a_text_answer_still_streams_as_it_comes() {
         .await
         .unwrap();
     let events = sse_events(&response.text().await.unwrap());
-    let pieces: Vec<String> = events[..events.len() - 1]
-        .iter()
-        .map(|e| serde_json::from_str::<Value>(e).unwrap())
-        .filter_map(|c| {
-            c["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_string)
-        })
-        .filter(|p| !p.is_empty())
-        .collect();
+    let mut pieces = common::chat_deltas(&events);
+    pieces.retain(|p| !p.is_empty());
     // Sent piece by piece, not held back to one chunk at the end.
     assert!(pieces.len() > 3, "{pieces:?}");
     assert_eq!(pieces.concat(), message["content"].as_str().unwrap());

@@ -214,6 +214,21 @@ pub fn sse_events(body: &str) -> Vec<String> {
         .collect()
 }
 
+/// The `delta.content` pieces of a chat completion's SSE events (`[DONE]` last), in order,
+/// empty ones included.
+pub fn chat_deltas(events: &[String]) -> Vec<String> {
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str::<Value>(e).unwrap())
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect()
+}
+
 /// The JSON lines of an NDJSON body.
 pub fn ndjson_lines(body: &str) -> Vec<Value> {
     assert!(body.ends_with('\n'), "an NDJSON body ends with a newline");
