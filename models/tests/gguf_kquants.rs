@@ -352,6 +352,30 @@ fn check_kept(fixture: &str, kept: &[(&str, &str, mlx_rs::quant::BlockFormat)]) 
     }
 }
 
+/// The memory budget counts a matrix kept as stored at the file's bytes, not at its 8-bit
+/// conversion's (by hand: the Q5_K fixture's one matrix is 2 x 256 weights in 2 blocks of 176
+/// bytes).
+#[test]
+fn the_budget_counts_kept_blocks_at_their_size() {
+    use mlx_models::load::gguf::{loaded_bytes, loaded_bytes_kept, open_gguf, GgufReadOptions};
+    let (file, _) = open_gguf(&common::fixture("gguf_q5_k.gguf")).unwrap();
+    let kept = GgufReadOptions { keep_blocks: true };
+    // The blocks, and as much again while they are read.
+    assert_eq!(
+        loaded_bytes_kept(&file, Dtype::Float32, true, kept),
+        2 * 352
+    );
+    // Converted: 512 8-bit codes, f32 scale and bias per 32, and the transient file bytes plus
+    // an f32 copy of the 512 values.
+    let converted = 512 + 512 / 32 * 8 + 352 + 512 * 4;
+    assert_eq!(loaded_bytes(&file, Dtype::Float32, true), converted);
+    let default = GgufReadOptions::default();
+    assert_eq!(
+        loaded_bytes_kept(&file, Dtype::Float32, true, default),
+        converted
+    );
+}
+
 /// A kept block whose f16 factor is NaN is refused at load with the tensor named, as the
 /// affine conversion refuses it.
 #[test]

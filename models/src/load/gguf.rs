@@ -751,13 +751,40 @@ pub fn layer_of(name: &str) -> Option<usize> {
 
 /// Bytes the tensors of `gguf` take once loaded with `dtype` as the compute dtype (quantized
 /// triplets kept when `keep_quantized`), plus the largest tensor's transient decoding buffer:
-/// the weights' share of the memory budget ([`super::budget`]).
+/// the weights' share of the memory budget ([`super::budget`]). Counts every K-quant matrix as
+/// its affine conversion; [`loaded_bytes_kept`] counts the ones kept as stored.
 pub fn loaded_bytes(gguf: &GgufFile, dtype: Dtype, keep_quantized: bool) -> u64 {
+    loaded_bytes_kept(gguf, dtype, keep_quantized, GgufReadOptions::default())
+}
+
+/// [`loaded_bytes`] when the tensors are read with `read`: a matrix that
+/// [`GgufReadOptions::keep_blocks`] keeps as stored takes the file's bytes (and as much
+/// transiently, the read buffer), not its affine conversion's.
+///
+/// ```no_run
+/// use mlx_models::load::gguf::{loaded_bytes, loaded_bytes_kept, open_gguf, GgufReadOptions};
+/// let (file, _) = open_gguf(std::path::Path::new("model-Q4_K_M.gguf"))?;
+/// let kept = GgufReadOptions { keep_blocks: true };
+/// let dtype = mlx_rs::Dtype::Float32;
+/// assert!(loaded_bytes_kept(&file, dtype, true, kept) <= loaded_bytes(&file, dtype, true));
+/// # Ok::<(), mlx_models::Error>(())
+/// ```
+pub fn loaded_bytes_kept(
+    gguf: &GgufFile,
+    dtype: Dtype,
+    keep_quantized: bool,
+    read: GgufReadOptions,
+) -> u64 {
     let size = dtype.size_in_bytes() as u64;
     let mut total = 0u64;
     let mut transient = 0u64;
     for t in &gguf.tensors {
         let n = t.n_elements;
+        if read.keep_blocks && kept_block_format(t).is_some() {
+            total = total.saturating_add(t.n_bytes);
+            transient = transient.max(t.n_bytes);
+            continue;
+        }
         total = total.saturating_add(match stored_bits(t) {
             // packed codes + f32 scales and biases per group of 32, at most
             Some(bits) if keep_quantized => n * bits as u64 / 8 + n / 32 * 8,

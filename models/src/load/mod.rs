@@ -279,12 +279,12 @@ pub fn load(model: &str, options: &LoadOptions) -> Result<LoadedModel> {
             file.tensors
                 .retain(|t| gguf::layer_of(&t.name).is_none_or(|l| stage.contains(&l)));
         }
-        let bytes = rank_share(gguf::loaded_bytes(&file, dtype, keep), options);
-        check_memory(&config, bytes, options)?;
-        let tokenizer = Tokenizer::from_gguf(&file)?;
         let read = gguf::GgufReadOptions {
             keep_blocks: options.keeps_gguf_blocks(),
         };
+        let bytes = rank_share(gguf::loaded_bytes_kept(&file, dtype, keep, read), options);
+        check_memory(&config, bytes, options)?;
+        let tokenizer = Tokenizer::from_gguf(&file)?;
         let weights = match &options.parallel {
             Some(p) => {
                 let layers = file.tensors.iter().map(|t| gguf::layer_of(&t.name));
