@@ -22,7 +22,9 @@ Checks (each small: a few dozen tokens at most; the whole run stays well under 3
   concurrency  16 concurrent clients (threads), different prompts: each greedy response equals
                the same request sent alone
   memory       MLX active memory (/metrics, less the prefix cache's bytes) back near its
-               baseline after the concurrent load; the process RSS reported
+               baseline after the concurrent load; when this script started the server, its
+               RSS back near its baseline (plus the prefix cache's growth) once the server has
+               been idle for --idle-release seconds
   disconnect   a client that drops mid-stream frees its slot: /metrics running goes back to 0
                and generation stops
   metrics      /metrics is Prometheus text with the documented families; /health; with a key
@@ -159,6 +161,10 @@ WAITING = ("mlx_server_waiting", "llamacpp:requests_deferred")
 GENERATED = ("mlx_server_generated_tokens_total", "llamacpp:tokens_predicted_total")
 ACTIVE_MEM = ("mlx_server_mlx_active_memory_bytes",)
 PREFIX_BYTES = ("mlx_server_prefix_cache_bytes",)
+
+
+# --idle-release given to a server this script starts (seconds).
+IDLE_RELEASE = 1.0
 
 
 def rss_bytes(pid):
@@ -631,6 +637,18 @@ def t_memory(ctx):
             f"{held / 2**20:.1f} MiB (baseline {base_held / 2**20:.1f})"
             + (f", RSS {rss / 2**20:.0f} MiB (baseline {ctx.rss_baseline / 2**20:.0f})" if rss and ctx.rss_baseline else ""))
     check(grown <= limit, f"active memory outside the prefix cache grew by {grown / 2**20:.1f} MiB after the load: {info}")
+    if rss is None or not ctx.rss_baseline or not ctx.idle_release:
+        return info
+    # The server hands freed memory back after --idle-release seconds with nothing to run: its
+    # RSS falls back to the baseline plus what the prefix cache now holds (and a margin for
+    # the allocators' bookkeeping).
+    rss_limit = ctx.rss_baseline + max(held - base_held, 0) + 32 * 2**20 + 0.1 * ctx.rss_baseline
+    deadline = time.time() + ctx.idle_release + 10
+    while rss > rss_limit and time.time() < deadline:
+        time.sleep(0.25)
+        rss = rss_bytes(ctx.proc.pid) or rss
+    info += f"; RSS after the idle release {rss / 2**20:.0f} MiB (limit {rss_limit / 2**20:.0f})"
+    check(rss <= rss_limit, f"RSS did not fall back after the load: {info}")
     return info
 
 
@@ -786,6 +804,8 @@ def main():
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         cmd = [args.server_bin, "--model", args.model, "--host", "127.0.0.1", "--port", str(port)] + args.server_arg
+        if not any(a.startswith("--idle-release") for a in args.server_arg):
+            cmd += ["--idle-release", str(IDLE_RELEASE)]
         env = dict(os.environ)
         if args.api_key:
             env["MLX_SERVER_API_KEY"] = args.api_key  # not on the command line
@@ -804,6 +824,14 @@ def main():
 
     ctx = Ctx(base, args.api_key, None, proc, log_path, args.timeout)
     ctx.ignore_eos = args.ignore_eos
+    # The server's --idle-release (seconds; 0 or None: no RSS check).
+    ctx.idle_release = None
+    if proc is not None:
+        ctx.idle_release = IDLE_RELEASE
+        for i, a in enumerate(args.server_arg):
+            if a.startswith("--idle-release"):
+                v = a.split("=", 1)[1] if "=" in a else args.server_arg[i + 1]
+                ctx.idle_release = float(v)
     passed, failed, failures = 0, 0, []
     try:
         try:

@@ -54,6 +54,20 @@ pub struct ServerArgs {
     /// (while it waits in the queue or its prompt is prefilled); 0 turns them off.
     #[arg(long, value_name = "SECONDS", default_value_t = crate::streaming::DEFAULT_SSE_KEEP_ALIVE.as_secs_f64())]
     pub sse_keep_alive: f64,
+    /// Seconds with no request to run after which the server hands freed memory back to the
+    /// system (MLX's buffer cache, the C heap's free pages), once per idle spell; 0: never.
+    #[arg(long, value_name = "SECONDS", default_value_t = crate::engine::DEFAULT_IDLE_RELEASE.as_secs_f64())]
+    pub idle_release: f64,
+}
+
+/// A flag of seconds as a duration, `None` for 0. Errors: a negative or not finite value.
+fn seconds_flag(flag: &str, seconds: f64) -> Result<Option<std::time::Duration>, StartError> {
+    let every = std::time::Duration::try_from_secs_f64(seconds).map_err(|_| {
+        StartError::Flag(format!(
+            "{flag} must be 0 or a positive number of seconds, got {seconds}"
+        ))
+    })?;
+    Ok(Some(every).filter(|d| !d.is_zero()))
 }
 
 /// A failure before the server listens.
@@ -88,18 +102,13 @@ impl ServerArgs {
             },
             context_length: self.ctx_size,
             chat_template: self.load.chat_template.clone(),
+            idle_release: seconds_flag("--idle-release", self.idle_release)?,
         })
     }
 
     /// `--sse-keep-alive` as a duration (`None` for 0). Errors: a negative or not finite value.
     pub fn keep_alive(&self) -> Result<Option<std::time::Duration>, StartError> {
-        let seconds = self.sse_keep_alive;
-        let every = std::time::Duration::try_from_secs_f64(seconds).map_err(|_| {
-            StartError::Flag(format!(
-                "--sse-keep-alive must be 0 or a positive number of seconds, got {seconds}"
-            ))
-        })?;
-        Ok(Some(every).filter(|d| !d.is_zero()))
+        seconds_flag("--sse-keep-alive", self.sse_keep_alive)
     }
 
     /// Loads the model (on the engine thread) and returns the server's state.
@@ -175,5 +184,18 @@ mod tests {
             "x"
         ])
         .is_err());
+    }
+
+    #[test]
+    fn idle_release_flag() {
+        let release = |extra: &[&str]| args(extra).engine_config().map(|c| c.idle_release);
+        assert_eq!(release(&[]).unwrap(), Some(Duration::from_secs(2)));
+        assert_eq!(
+            release(&["--idle-release", "0.5"]).unwrap(),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(release(&["--idle-release", "0"]).unwrap(), None);
+        let err = release(&["--idle-release=-3"]).unwrap_err();
+        assert!(err.to_string().contains("--idle-release"), "{err}");
     }
 }

@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::{mpsc as tmpsc, oneshot};
 
 /// Where a request's events go.
@@ -56,7 +57,15 @@ pub struct EngineConfig {
     pub context_length: Option<usize>,
     /// A chat template file that replaces the model's.
     pub chat_template: Option<PathBuf>,
+    /// After this long with nothing to run, the engine hands freed memory back to the system
+    /// ([`mlx_rs::memory::release_to_system`]: MLX's buffer cache and the C heap's free pages),
+    /// once per idle spell, so that the process's RSS falls back after a load; `None`: never.
+    pub idle_release: Option<Duration>,
 }
+
+/// The default [`EngineConfig::idle_release`]: long enough not to fire between the requests
+/// of one client's exchange, short enough that memory is back before anyone looks.
+pub const DEFAULT_IDLE_RELEASE: Duration = Duration::from_secs(2);
 
 /// What the loaded model is, for the request handlers.
 #[derive(Debug, Clone)]
@@ -144,7 +153,7 @@ impl Engine {
                     }
                 };
                 mlx_rs::with_stream(&stream, || {
-                    EngineLoop::new(scheduler, thread_snapshot).run(receiver)
+                    EngineLoop::new(scheduler, thread_snapshot, config.idle_release).run(receiver)
                 });
             })
             .map_err(|e| Error::InvalidArgument(format!("cannot start the engine thread: {e}")))?;
@@ -255,26 +264,46 @@ struct EngineLoop {
     scheduler: Scheduler,
     routes: HashMap<SequenceId, EventSender>,
     snapshot: Arc<Mutex<Option<EngineSnapshot>>>,
+    idle_release: Option<Duration>,
 }
 
 impl EngineLoop {
-    fn new(scheduler: Scheduler, snapshot: Arc<Mutex<Option<EngineSnapshot>>>) -> EngineLoop {
+    fn new(
+        scheduler: Scheduler,
+        snapshot: Arc<Mutex<Option<EngineSnapshot>>>,
+        idle_release: Option<Duration>,
+    ) -> EngineLoop {
         EngineLoop {
             scheduler,
             routes: HashMap::new(),
             snapshot,
+            idle_release,
         }
     }
 
     /// Runs until every [`Engine`] handle is dropped.
     fn run(mut self, commands: mpsc::Receiver<Command>) {
         self.publish();
+        // Whether memory was handed back since the last step.
+        let mut released = false;
         loop {
             if self.scheduler.is_idle() {
-                match commands.recv() {
-                    Ok(c) => self.handle(c),
-                    Err(_) => return,
-                }
+                let command = match self.idle_release.filter(|_| !released) {
+                    Some(after) => match commands.recv_timeout(after) {
+                        Ok(c) => c,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            self.release_memory();
+                            released = true;
+                            continue;
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                    },
+                    None => match commands.recv() {
+                        Ok(c) => c,
+                        Err(_) => return,
+                    },
+                };
+                self.handle(command);
             }
             loop {
                 match commands.try_recv() {
@@ -285,6 +314,7 @@ impl EngineLoop {
             }
             if !self.scheduler.is_idle() {
                 self.step();
+                released = false;
             }
             self.publish();
         }
@@ -322,6 +352,15 @@ impl EngineLoop {
                 }
             }
         }
+    }
+
+    /// Hands freed memory back to the system (the engine is idle).
+    fn release_memory(&self) {
+        match mlx_rs::memory::release_to_system() {
+            Ok(cached) => tracing::debug!(mlx_cache_bytes = cached, "idle: memory released"),
+            Err(e) => tracing::warn!("releasing memory failed: {e}"),
+        }
+        self.publish();
     }
 
     fn drop_sequence(&mut self, id: SequenceId) {

@@ -148,6 +148,12 @@ impl ToolSetup {
         ToolCallStream::new(self.format)
     }
 
+    /// The setup paired with a fresh [`ToolSetup::stream`], as a streamed answer holds them.
+    pub fn into_streaming(self) -> (ToolSetup, ToolCallStream) {
+        let stream = self.stream();
+        (self, stream)
+    }
+
     /// The end of a streamed answer: the calls, and the content not yet sent.
     pub fn finish(&self, stream: ToolCallStream) -> ParsedOutput {
         self.limit(stream.finish())

@@ -83,10 +83,7 @@ pub async fn chat(State(state): State<AppState>, body: Bytes) -> Result<Response
     .await?;
     let format = ChatLines {
         model: model.id.clone(),
-        tools: tools.map(|t| {
-            let stream = t.stream();
-            (t, stream)
-        }),
+        tools: tools.map(ToolSetup::into_streaming),
     };
     if request.stream.unwrap_or(true) {
         return Ok(streaming::response(

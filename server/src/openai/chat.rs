@@ -117,10 +117,7 @@ pub async fn chat_completions(
             tokenizer: Arc::clone(tokenizer),
             logprobs: logprobs.is_some(),
             include_usage: request.common.include_usage(),
-            tools: tools.map(|t| {
-                let stream = t.stream();
-                (t, stream)
-            }),
+            tools: tools.map(ToolSetup::into_streaming),
             held_tokens: Vec::new(),
         };
         return Ok(streaming::response(

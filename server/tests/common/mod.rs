@@ -78,6 +78,7 @@ pub fn start(options: Options) -> Option<TestServer> {
                 },
                 context_length: None,
                 chat_template: None,
+                idle_release: Some(mlx_server::engine::DEFAULT_IDLE_RELEASE),
             };
             let (engine, info) = Engine::start(config).unwrap();
             let served = ServedModel::new(&model, None, vec![], info);
