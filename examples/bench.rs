@@ -233,6 +233,9 @@ fn child_args(cli: &Cli) -> compare::ChildArgs {
     if let Some(q) = l.quantized {
         mlx_flags.extend(["--quantized".into(), format!("{q:?}").to_lowercase()]);
     }
+    if let Some(d) = l.kv_cache_dtype {
+        mlx_flags.extend(["--kv-cache-dtype".into(), format!("{d:?}").to_lowercase()]);
+    }
     if let Some(mib) = l.memory_budget {
         mlx_flags.extend(["--memory-budget".into(), mib.to_string()]);
     }

@@ -15,7 +15,9 @@
 # as a llama.cpp built on this machine would be; the crate's default is AVX2 only. A later plain `cargo build --release --features ggml-baseline` compiles it again
 # with the defaults (the options are environment variables its build script watches).
 #
-# Environment: THREADS (default: all CPUs), REPEATS (rounds, default 3), PROMPT (512), GEN (128).
+# Environment: THREADS (default: all CPUs), REPEATS (rounds, default 3), PROMPT (512), GEN (128),
+# MLX_FLAGS (extra flags for our engine's runs, e.g. "--kv-cache-dtype f16"; llama.cpp's f16
+# cache is its default either way).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="${1:?usage: scripts/bench_backends.sh OUT_DIR [MODEL.gguf ...]}"
@@ -54,6 +56,8 @@ for model in "${models[@]}"; do
   name="$(basename "$model" .gguf)"
   common=(--model "$model" --backends mlx,ggml --repeats "${REPEATS:-3}"
           --prompt-tokens "${PROMPT:-512}" --gen-tokens "${GEN:-128}" "${threads[@]}")
+  # shellcheck disable=SC2206  # MLX_FLAGS is a list of words
+  common+=(${MLX_FLAGS:-})
   echo "== $name" >&2
   "$bench" "${common[@]}" --plot "$out/$name.svg" --json-file "$out/$name.json" | tee "$out/$name.md"
 done

@@ -551,6 +551,19 @@ fn attention_ref(
     kc: &mut [f64],
     vc: &mut [f64],
 ) -> Vec<f64> {
+    attention_ref_stored(dims, step, offset, kc, vc, |x| x)
+}
+
+/// [`attention_ref`] over caches that store each new key and value as `stored(x)` (e.g.
+/// rounded to half precision) before anything reads them.
+fn attention_ref_stored(
+    dims: Dims,
+    step: &StepData,
+    offset: usize,
+    kc: &mut [f64],
+    vc: &mut [f64],
+    stored: impl Fn(f64) -> f64,
+) -> Vec<f64> {
     let Dims { b, h, hkv, d, cap } = dims;
     let tokens = step.tokens;
     let half = d / 2;
@@ -584,9 +597,13 @@ fn attention_ref(
                 let mut k = head_norm(&row[(h + j) * d..(h + j + 1) * d], &step.k_norm);
                 rope(&mut k, offset + l);
                 let p = at(bi, j, offset + l);
-                kc[p..p + d].copy_from_slice(&k);
+                for (c, x) in kc[p..p + d].iter_mut().zip(&k) {
+                    *c = stored(*x);
+                }
                 let v = &row[(h + hkv + j) * d..(h + hkv + j + 1) * d];
-                vc[p..p + d].copy_from_slice(&widen(v));
+                for (c, x) in vc[p..p + d].iter_mut().zip(widen(v)) {
+                    *c = stored(x);
+                }
             }
         }
     }
@@ -1817,4 +1834,286 @@ fn cached_attention_keys_as_values_value_norm_and_shared_caches() {
     )
     .is_err());
     assert!(cached_attention(&q, &k, &v, &inv_freq, None, None, p).is_err());
+}
+
+/// `x` rounded to IEEE half precision (to nearest, ties to even), back in f64.
+fn to_half(x: f64) -> f64 {
+    half::f16::from_f32(x as f32).to_f64()
+}
+
+/// Float16 caches (`[B, Hkv, cap, D]` of dtype float16): the native primitive keeps them
+/// float16, writes each new key (normed, roped in f32) and value rounded to half precision,
+/// leaves every other slot's bits alone, and attends over the stored (rounded) values. Checked
+/// against the f64 reference whose writes are rounded the same way (a key may differ by one
+/// half-precision ulp where its f32 computation and the f64 one round to different sides)
+/// and, values exactly, against MLX's own composition on float16 caches. Chains over decode
+/// steps and prefill chunks on both the per-row kernels and the BLAS path (17 tokens x 3
+/// heads per group), a ring with a window and a soft cap.
+#[test]
+fn cached_attention_over_float16_caches_matches_the_rounded_reference() {
+    let n = Native::lock(true);
+    for isa in isas() {
+        force_isa(isa);
+        check_float16_caches(&n, isa);
+    }
+    force_isa(0);
+}
+
+/// The kernels' instruction sets this CPU has (1: portable, up to the best), for tests that
+/// force each in turn (`mlxrs_qmm_force_isa`, process-wide: hold the [`Native`] lock).
+fn isas() -> Vec<i32> {
+    // SAFETY: plain integer calls.
+    let best = unsafe { mlx_rs::sys::native_qmm::mlxrs_qmm_force_isa(0) };
+    (1..=best).collect()
+}
+
+fn force_isa(isa: i32) {
+    // SAFETY: plain integer call; 0 restores the best.
+    unsafe { mlx_rs::sys::native_qmm::mlxrs_qmm_force_isa(isa) };
+}
+
+fn check_float16_caches(n: &Native, isa: i32) {
+    let mut seed = 7000;
+    // Shapes, the (offset, tokens) of each call, window, soft cap.
+    type Case = (Dims, &'static [(usize, usize)], Option<i32>, Option<f32>);
+    let cases: [Case; 4] = [
+        (
+            Dims {
+                b: 2,
+                h: 4,
+                hkv: 2,
+                d: 8,
+                cap: 12,
+            },
+            &[(0, 3), (3, 1), (4, 1), (5, 2)],
+            None,
+            None,
+        ),
+        (
+            Dims {
+                b: 1,
+                h: 9,
+                hkv: 3,
+                d: 64,
+                cap: 40,
+            },
+            &[(0, 17), (17, 1), (18, 1)],
+            None,
+            None,
+        ),
+        (
+            Dims {
+                b: 2,
+                h: 2,
+                hkv: 1,
+                d: 16,
+                cap: 8,
+            },
+            &[(0, 5), (5, 1), (6, 1), (7, 1)],
+            None,
+            Some(5.0),
+        ),
+        (
+            Dims {
+                b: 1,
+                h: 4,
+                hkv: 2,
+                d: 32,
+                cap: 6,
+            },
+            &[(0, 4), (4, 1), (5, 1), (6, 1), (7, 1)],
+            Some(4),
+            None,
+        ),
+    ];
+    for (dims, steps, window, softcap) in cases {
+        let half_zeros = || Array::zeros(&dims.cache_shape(), Dtype::Float16).unwrap();
+        let (mut kc, mut vc) = (half_zeros(), half_zeros());
+        let (mut mk, mut mv) = (half_zeros(), half_zeros());
+        let mut kr = vec![0f64; dims.cache_len()];
+        let mut vr = vec![0f64; dims.cache_len()];
+        for &(offset, l) in steps {
+            seed += 1;
+            let what = format!(
+                "isa {isa} {dims:?} offset {offset} L {l} window {window:?} cap {softcap:?}"
+            );
+            let step = StepData::chunk(dims, l, true, seed).with(window, softcap);
+            let before = (f32s(&kc), f32s(&vc));
+            let want = attention_ref_stored(dims, &step, offset, &mut kr, &mut vr, to_half);
+            n.set(true);
+            let out = run_native(dims, &step, offset, &kc, &vc);
+            assert_eq!(out.k_cache.dtype(), Dtype::Float16, "{what}");
+            assert_eq!(out.v_cache.dtype(), Dtype::Float16, "{what}");
+            let (k, v) = (f32s(&out.k_cache), f32s(&out.v_cache));
+            // Keys within one half-precision ulp of the rounded reference; values exact;
+            // the slots not written unchanged.
+            for (i, ((&g, &w), &o)) in k.iter().zip(&kr).zip(&before.0).enumerate() {
+                let t = (i / dims.d) % dims.cap;
+                let written = (t + dims.cap - offset % dims.cap) % dims.cap < l;
+                if written {
+                    assert!(
+                        (g as f64 - w).abs() <= w.abs() / 1024.0 + 1e-5,
+                        "k {what}: element {i}: {g} vs {w}"
+                    );
+                } else {
+                    assert_eq!(g.to_bits(), o.to_bits(), "k {what}: element {i} changed");
+                }
+            }
+            assert_eq!(
+                v,
+                vr.iter().map(|&x| x as f32).collect::<Vec<_>>(),
+                "v {what}"
+            );
+            assert_close(
+                &f32s(&out.attention),
+                &want,
+                1e-3,
+                1e-4,
+                &format!("attention {what}"),
+            );
+            // MLX's composition over the same float16 caches (no window or cap: its mask
+            // is the causal one over a plain cache).
+            if window.is_none() && softcap.is_none() {
+                n.set(false);
+                let (o, k2, v2) = attention_mlx_f16(dims, &step, offset, &mk, &mv);
+                assert_eq!(f32s(&v2), v, "v vs mlx {what}");
+                for (i, (&g, &w)) in k.iter().zip(&f32s(&k2)).enumerate() {
+                    assert!(
+                        (g - w).abs() <= w.abs() / 1024.0 + 1e-5,
+                        "k vs mlx {what}: element {i}: {g} vs {w}"
+                    );
+                }
+                assert_close(
+                    &f32s(&out.attention),
+                    &widen(&f32s(&o)),
+                    1e-3,
+                    1e-4,
+                    &format!("vs mlx {what}"),
+                );
+                (mk, mv) = (k2, v2);
+            }
+            (kc, vc) = (out.k_cache, out.v_cache);
+        }
+    }
+    n.set(true);
+}
+
+/// [`attention_mlx`] over float16 caches: the new keys and values rounded into them by
+/// `astype`, read back widened to f32 for MLX's attention.
+fn attention_mlx_f16(
+    dims: Dims,
+    step: &StepData,
+    offset: usize,
+    kc: &Array,
+    vc: &Array,
+) -> (Array, Array, Array) {
+    let (b, h, hkv, d) = (dims.b as i32, dims.h as i32, dims.hkv as i32, dims.d as i32);
+    let (off, l) = (offset as i32, step.tokens as i32);
+    let x = step.qkv(dims).reshape(&[b, l, h + 2 * hkv, d]).unwrap();
+    let parts = x.split_at(&[h, h + hkv], 2).unwrap();
+    let heads = |a: &Array| a.transpose(&[0, 2, 1, 3]).unwrap();
+    let (mut q, mut k, v) = (heads(&parts[0]), heads(&parts[1]), heads(&parts[2]));
+    let (qn, kn) = step.norms();
+    if let Some(w) = &qn {
+        q = fast::rms_norm(&q, Some(w), 1e-6).unwrap();
+    }
+    if let Some(w) = &kn {
+        k = fast::rms_norm(&k, Some(w), 1e-6).unwrap();
+    }
+    let q = fast::rope(&q, d, false, Some(10000.0), 1.0, off, None).unwrap();
+    let k = fast::rope(&k, d, false, Some(10000.0), 1.0, off, None).unwrap();
+    let half = |a: &Array| a.astype(Dtype::Float16).unwrap();
+    let (start, stop) = ([0, 0, off, 0], [b, hkv, off + l, d]);
+    let kc = kc.slice_update(&half(&k), &start, &stop, &[1; 4]).unwrap();
+    let vc = vc.slice_update(&half(&v), &start, &stop, &[1; 4]).unwrap();
+    let wide = |a: &Array| {
+        a.slice(s![.., .., ..off + l, ..])
+            .unwrap()
+            .astype(Dtype::Float32)
+            .unwrap()
+    };
+    let mask = if l > 1 {
+        AttentionMask::Causal
+    } else {
+        AttentionMask::None
+    };
+    let scale = 1.0 / (d as f32).sqrt();
+    let o = fast::scaled_dot_product_attention(&q, &wide(&kc), &wide(&vc), scale, mask).unwrap();
+    let o = o
+        .transpose(&[0, 2, 1, 3])
+        .unwrap()
+        .reshape(&[b, l, h * d])
+        .unwrap();
+    (o, kc, vc)
+}
+
+/// The rounding of values into a float16 cache on every instruction set, against the `half`
+/// crate's IEEE conversion (to nearest, ties to even), bit for bit: ties, values that round
+/// up into the next binade, subnormal halves, values that flush to zero, overflow to infinity,
+/// infinities and NaN. 72 values per row: whole vectors and a tail.
+#[test]
+fn float16_caches_round_values_as_ieee() {
+    let _n = Native::lock(true);
+    let dims = Dims {
+        b: 1,
+        h: 1,
+        hkv: 1,
+        d: 72,
+        cap: 2,
+    };
+    let mut special = vec![
+        0.0f32,
+        -0.0,
+        1.0,
+        1.0 + 1.0 / 2048.0,
+        1.0 + 3.0 / 2048.0,
+        -(1.0 + 1.0 / 2048.0),
+        2047.0 / 1024.0 + 1.0 / 4096.0,
+        65504.0,
+        65519.0,
+        65520.0,
+        -65520.0,
+        1e6,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        6.1035156e-5,
+        6.0e-5,
+        5.9604645e-8,
+        2.9802322e-8,
+        f32::from_bits(0x3300_0001), // just above 2^-25: the smallest subnormal half
+        4.4703484e-8,
+        1e-9,
+        -3.0e-7,
+        1.0 / 3.0,
+        0.1,
+        1000.1,
+    ];
+    let mut x = 0.7f32;
+    while special.len() < 72 {
+        x *= -3.7;
+        special.push(x * 1e-7);
+    }
+    for isa in isas() {
+        force_isa(isa);
+        let mut step = StepData::new(dims, false, 1);
+        // The value head of the one token: the special values.
+        step.qkv[2 * dims.d..3 * dims.d].copy_from_slice(&special);
+        let zeros = Array::zeros(&dims.cache_shape(), Dtype::Float16).unwrap();
+        let out = run_native(dims, &step, 0, &zeros, &zeros);
+        let v = out
+            .v_cache
+            .astype(Dtype::Float32)
+            .unwrap()
+            .to_vec::<f32>()
+            .unwrap();
+        for (i, (&got, &x)) in v[..dims.d].iter().zip(&special).enumerate() {
+            let want = half::f16::from_f32(x).to_f32();
+            assert!(
+                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                "isa {isa}: {x:e} stored as {got:e}, IEEE gives {want:e} (element {i})"
+            );
+        }
+    }
+    force_isa(0);
 }

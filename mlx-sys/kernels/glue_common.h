@@ -11,6 +11,7 @@
 
 #include "mlx/allocator.h"
 #include "mlx/array.h"
+#include "ops_cpu.h"
 #include "mlx/ops.h"
 #include "mlx/c/array.h"
 #include "mlx/c/error.h"
@@ -84,6 +85,11 @@ inline int dt_code(mx::Dtype d) {
 }
 
 inline bool float_dtype(mx::Dtype d) { return dt_code(d) >= 0; }
+
+// Whether k and v caches are ones the native attention takes: both f32 or both f16.
+inline bool kv_cache_dtypes(const mx::array& k, const mx::array& v) {
+  return k.dtype() == v.dtype() && (k.dtype() == mx::float32 || k.dtype() == mx::float16);
+}
 
 // Whether a handle holds an array (mlx-c's null handle, ctx == NULL, means "absent").
 inline bool has(const mlx_array a) { return a.ctx != nullptr; }
@@ -188,9 +194,10 @@ struct BlockParts {
 // the same buffer, gets a fresh buffer that the task fills first (gather()).
 struct InPlaceCaches {
   Strided k_in, v_in;
-  float *k = nullptr, *v = nullptr;
+  void *k = nullptr, *v = nullptr;
   size_t bytes = 0;
   bool gather_k = false, gather_v = false;
+  bool half = false;  // IEEE half-precision caches (f16 bits), else f32
 
   InPlaceCaches(const mx::array& k_cache, const mx::array& v_cache, mx::array& k_out,
                 mx::array& v_out)
@@ -206,9 +213,19 @@ struct InPlaceCaches {
     };
     place(k_cache, k_out, gather_k);
     place(v_cache, v_out, gather_v);
-    k = k_out.data<float>();
-    v = v_out.data<float>();
+    k = k_out.data<void>();
+    v = v_out.data<void>();
     bytes = k_out.nbytes();
+    half = k_cache.dtype() == mx::float16;
+  }
+
+  // mlxrs_ops::cached_attention over these caches, f32 or half as they are.
+  void attend(const mlxrs_ops::CachedAttention& a, const float* qkv, float* out) const {
+    if (half)
+      mlxrs_ops::cached_attention(a, qkv, static_cast<uint16_t*>(k), static_cast<uint16_t*>(v),
+                                  out);
+    else
+      mlxrs_ops::cached_attention(a, qkv, static_cast<float*>(k), static_cast<float*>(v), out);
   }
 
   // In the task, before the kernel writes: copies the caches that got fresh buffers.

@@ -179,11 +179,10 @@ struct LayerTask {
       for (size_t r = 0; r < m; ++r)
         for (int i = 0; i < n_qkv; ++i) qkv_y[r * n_qkv + i] += bias[i];
     if (attention.size() == 1) {
-      mlxrs_ops::cached_attention(attention[0], qkv_y, caches[0].k, caches[0].v, attn_y);
+      caches[0].attend(attention[0], qkv_y, attn_y);
     } else {
       for (size_t b = 0; b < attention.size(); ++b)
-        mlxrs_ops::cached_attention(attention[b], qkv_y + b * n_qkv, caches[b].k, caches[b].v,
-                                    attn_y + b * attn_width);
+        caches[b].attend(attention[b], qkv_y + b * n_qkv, attn_y + b * attn_width);
     }
     o.x = attn_y;
     o.y = h;
@@ -364,6 +363,21 @@ class NativeDecoderStack : public mx::Primitive {
     return stack_shapes(p_, inputs);
   }
 
+  // The output dtypes: f32, then the caches' own (f32 or f16), in stack_shapes' order.
+  static std::vector<mx::Dtype> stack_dtypes(const StackParams& p,
+                                             const std::vector<mx::array>& inputs) {
+    std::vector<mx::Dtype> dtypes{mx::float32};
+    size_t base = p.first_layer();
+    for (const auto& lp : p.layers) {
+      for (int b = 0; b < lp.seqs; ++b) {
+        dtypes.push_back(inputs[base + lp.k_cache(b)].dtype());
+        dtypes.push_back(inputs[base + lp.v_cache(b)].dtype());
+      }
+      base += lp.inputs();
+    }
+    return dtypes;
+  }
+
   // The output shapes for these inputs: [B, L, hidden or vocab], then the caches'.
   static std::vector<mx::Shape> stack_shapes(const StackParams& p,
                                              const std::vector<mx::array>& inputs) {
@@ -456,9 +470,12 @@ bool add_layer(std::vector<mx::array>& inputs, std::vector<LayerParams>& params,
   for (int b = 1; b < seqs; ++b)
     for (int kv = 0; kv < 2; ++kv) inputs.push_back(mlx_array_get_(more_caches[2 * (b - 1) + kv]));
   auto in = [&](size_t i) -> mx::array& { return inputs[base + i]; };
-  for (size_t i = 0; base + i < inputs.size(); ++i)
-    if (i < LayerParams::kQkv || i >= LayerParams::kOptional)
-      if (in(i).dtype() != mx::float32) return false;
+  for (size_t i = 0; base + i < inputs.size(); ++i) {
+    const bool cache = i == LayerParams::kKCache || i == LayerParams::kVCache || i >= optional_end;
+    if (!cache && (i < LayerParams::kQkv || i >= LayerParams::kOptional) &&
+        in(i).dtype() != mx::float32)
+      return false;
+  }
 
   mlxrs_attention_params ap = w.attention;
   ap.offset = offsets[0];
@@ -476,7 +493,10 @@ bool add_layer(std::vector<mx::array>& inputs, std::vector<LayerParams>& params,
     const mx::Shape qkv = seqs == 1 ? mx::Shape{B, L, n_qkv} : mx::Shape{1, 1, n_qkv};
     mlxrs_glue::check_attention("decoder_layer", qkv, in(k), in(k + 1), in(LayerParams::kInvFreq),
                                 qn, kn, ap);
-    if (in(k).dtype() != mx::float32 || in(k + 1).dtype() != mx::float32) return false;
+    // Every sequence's caches f32, or every one f16 (the layer's kernels take one kind).
+    if (!mlxrs_glue::kv_cache_dtypes(in(k), in(k + 1)) ||
+        in(k).dtype() != in(LayerParams::kKCache).dtype())
+      return false;
   }
   ap.offset = offsets[0];
   std::vector<size_t> norms{LayerParams::kInputNorm, LayerParams::kPreMlpNorm};
@@ -616,7 +636,7 @@ int decoder_stack(mlx_vector_array* res, const mlx_array x,
     }
 
     auto shapes = NativeDecoderStack::stack_shapes(p, inputs);
-    std::vector<mx::Dtype> dtypes(shapes.size(), mx::float32);
+    const auto dtypes = NativeDecoderStack::stack_dtypes(p, inputs);
     auto outs = mx::array::make_arrays(std::move(shapes), dtypes,
                                        std::make_shared<NativeDecoderStack>(stream, p), inputs);
     mlx_vector_array_set_(*res, std::move(outs));

@@ -200,12 +200,14 @@ inline float masked_softmax(float* row, int n, const int* begin, const int* len,
 // Rows of attention that share one key/value head: the queries of a group of heads for a
 // range of tokens. Row r is (head h0 + r / tokens, token r % tokens) at position
 // offset + r % tokens, and sees the slots visible_slots gives (without a window or a soft cap:
-// slots [0, offset + r % tokens], the original fast path).
+// slots [0, offset + r % tokens], the original fast path). CT: the caches' element type, f32
+// or IEEE half (f16 bits, widened as read).
+template <typename CT>
 struct GroupTask {
   const CachedAttention* a;
   const float* q;     // [batch, heads, tokens, head_dim], normed, roped and scaled
-  const float* k_cache;
-  const float* v_cache;
+  const CT* k_cache;
+  const CT* v_cache;
   float* out;         // [batch, tokens, heads * head_dim]
   float* scores;      // decode: one row of `row_floats` floats per (group, row)
   int row_floats;     // scores a row may need: min(offset + tokens, capacity)
@@ -216,14 +218,15 @@ struct GroupTask {
 
   // Decode: one row of one group per task, spread over the pool.
   static void run_row(void* ctx, int task) {
-    const auto& t = *static_cast<const GroupTask*>(ctx);
+    const auto& t = *static_cast<const GroupTask<CT>*>(ctx);
     t.rows_by_row(task / t.rows(), task % t.rows(), task % t.rows() + 1,
                   t.scores + size_t(task) * t.row_floats);
   }
 
   // Where group `g`'s keys, values and query rows are, and where row r's output goes.
   struct View {
-    const float *keys, *values, *q;
+    const CT *keys, *values;
+    const float* q;
     int b, j;
   };
   View view(int g) const {
@@ -233,6 +236,49 @@ struct GroupTask {
     // The group's query rows are contiguous in q: heads j*group .. j*group + group - 1.
     return {k_cache + base, v_cache + base,
             q + (size_t(b) * a->heads + size_t(j) * group) * a->tokens * D, b, j};
+  }
+
+  // The kernels' f32 and half-precision entry points.
+  static void attend(const mlxrs_qmm::Kernels& k, const float* q, const float* keys,
+                     const float* values, int T, int D, float* sc, float* o) {
+    k.attend(q, keys, values, T, D, sc, o);
+  }
+  static void attend(const mlxrs_qmm::Kernels& k, const float* q, const uint16_t* keys,
+                     const uint16_t* values, int T, int D, float* sc, float* o) {
+    k.attend_h(q, keys, values, T, D, sc, o);
+  }
+  static void dots(const mlxrs_qmm::Kernels& k, const float* q, const float* keys, int T,
+                   int D, float* sc) {
+    k.dots(q, keys, T, D, sc);
+  }
+  static void dots(const mlxrs_qmm::Kernels& k, const float* q, const uint16_t* keys, int T,
+                   int D, float* sc) {
+    k.dots_h(q, keys, T, D, sc);
+  }
+  static void mix(const mlxrs_qmm::Kernels& k, const float* p, const float* values, int T,
+                  int D, float scale, float* o, bool accumulate) {
+    k.mix(p, values, T, D, scale, o, accumulate);
+  }
+  static void mix(const mlxrs_qmm::Kernels& k, const float* p, const uint16_t* values, int T,
+                  int D, float scale, float* o, bool accumulate) {
+    k.mix_h(p, values, T, D, scale, o, accumulate);
+  }
+
+  // Group g's keys and values as f32 for BLAS, slots [0, slots): the cache itself, or
+  // widened once into k32 / v32 for all of the group's row blocks.
+  struct Wide {
+    const float *keys, *values;
+  };
+  Wide wide(int g, int slots, std::vector<float>& k32, std::vector<float>& v32) const {
+    const View v = view(g);
+    return {widen(v.keys, size_t(slots) * a->head_dim, k32),
+            widen(v.values, size_t(slots) * a->head_dim, v32)};
+  }
+  static const float* widen(const float* rows, size_t, std::vector<float>&) { return rows; }
+  static const float* widen(const uint16_t* rows, size_t count, std::vector<float>& scratch) {
+    scratch.resize(count);
+    mlxrs_qmm::active_kernels().from_half(rows, scratch.data(), count);
+    return scratch.data();
   }
   float* out_row(const View& v, int r) const {
     const int D = a->head_dim, L = a->tokens, h = v.j * (a->heads / a->kv_heads) + r / L;
@@ -246,8 +292,8 @@ struct GroupTask {
     const auto& k = mlxrs_qmm::active_kernels();
     if (!general()) {
       for (int r = r0; r < r1; ++r)
-        k.attend(v.q + size_t(r) * D, v.keys, v.values, a->offset + r % L + 1, D, sc,
-                 out_row(v, r));
+        attend(k, v.q + size_t(r) * D, v.keys, v.values, a->offset + r % L + 1, D, sc,
+               out_row(v, r));
       return;
     }
     for (int r = r0; r < r1; ++r) {
@@ -256,29 +302,30 @@ struct GroupTask {
       float* o = out_row(v, r);
       if (s.runs == 1 && a->softcap <= 0.f) {  // one run of slots: the fused kernel
         const size_t at = size_t(s.begin[0]) * D;
-        k.attend(q, v.keys + at, v.values + at, s.len[0], D, sc, o);
+        attend(k, q, v.keys + at, v.values + at, s.len[0], D, sc, o);
         continue;
       }
       int n = 0, begin[2];
       for (int i = 0; i < s.runs; ++i) {
-        k.dots(q, v.keys + size_t(s.begin[i]) * D, s.len[i], D, sc + n);
+        dots(k, q, v.keys + size_t(s.begin[i]) * D, s.len[i], D, sc + n);
         begin[i] = n;
         n += s.len[i];
       }
       const float inv = masked_softmax(sc, n, begin, s.len, s.runs, a->softcap);
       for (int i = 0; i < s.runs; ++i)
-        k.mix(sc + begin[i], v.values + size_t(s.begin[i]) * D, s.len[i], D, inv, o, i > 0);
+        mix(k, sc + begin[i], v.values + size_t(s.begin[i]) * D, s.len[i], D, inv, o, i > 0);
     }
   }
 
   // Rows [r0, r1) of group g through BLAS: S = Q K^T over all positions, causal softmax per
   // row, O = P V (sc: (r1 - r0) * (offset + tokens) floats, o: (r1 - r0) * head_dim).
-  void rows_by_blas(mlxrs_qmm::SgemmFn sgemm, int g, int r0, int r1, float* sc,
+  void rows_by_blas(mlxrs_qmm::SgemmFn sgemm, int g, const Wide& w, int r0, int r1, float* sc,
                     float* o) const {
     using namespace mlxrs_qmm;
     const View v = view(g);
     const int D = a->head_dim, L = a->tokens, T = a->offset + L, n = r1 - r0;
-    sgemm(kRowMajor, kNoTrans, kTrans, n, T, D, 1.0f, v.q + size_t(r0) * D, D, v.keys, D, 0.0f,
+    const float *keys = w.keys, *values = w.values;
+    sgemm(kRowMajor, kNoTrans, kTrans, n, T, D, 1.0f, v.q + size_t(r0) * D, D, keys, D, 0.0f,
           sc, T);
     for (int i = 0; i < n; ++i) {
       float* row = sc + size_t(i) * T;
@@ -287,7 +334,7 @@ struct GroupTask {
       for (int p = 0; p < seen; ++p) row[p] *= inv;
       for (int p = seen; p < T; ++p) row[p] = 0.f;
     }
-    sgemm(kRowMajor, kNoTrans, kNoTrans, n, D, T, 1.0f, sc, T, v.values, D, 0.0f, o, D);
+    sgemm(kRowMajor, kNoTrans, kNoTrans, n, D, T, 1.0f, sc, T, values, D, 0.0f, o, D);
     for (int i = 0; i < n; ++i)
       std::memcpy(out_row(v, r0 + i), o + size_t(i) * D, sizeof(float) * D);
   }
@@ -296,8 +343,8 @@ struct GroupTask {
   // may see (a plain cache: from the first row's window start to the last row's position; a
   // ring: every slot), each row's visible slots soft-capped and soft-maxed, the others
   // zeroed, O = P V (sc: (r1 - r0) * row_floats floats, o: (r1 - r0) * head_dim).
-  void rows_by_blas_general(mlxrs_qmm::SgemmFn sgemm, int g, int r0, int r1, float* sc,
-                            float* o) const {
+  void rows_by_blas_general(mlxrs_qmm::SgemmFn sgemm, int g, const Wide& w, int r0, int r1,
+                            float* sc, float* o) const {
     using namespace mlxrs_qmm;
     const View v = view(g);
     const int D = a->head_dim, L = a->tokens, n = r1 - r0;
@@ -311,8 +358,10 @@ struct GroupTask {
       s0 = a->window > 0 && first - a->window + 1 > 0 ? first - a->window + 1 : 0;
       S = a->offset + t_hi + 1 - s0;
     }
-    sgemm(kRowMajor, kNoTrans, kTrans, n, S, D, 1.0f, v.q + size_t(r0) * D, D,
-          v.keys + size_t(s0) * D, D, 0.0f, sc, S);
+    const float* keys = w.keys + size_t(s0) * D;
+    const float* values = w.values + size_t(s0) * D;
+    sgemm(kRowMajor, kNoTrans, kTrans, n, S, D, 1.0f, v.q + size_t(r0) * D, D, keys, D, 0.0f,
+          sc, S);
     for (int i = 0; i < n; ++i) {
       float* row = sc + size_t(i) * S;
       const Slots s = visible_slots(int64_t(a->offset) + (r0 + i) % L, a->window, a->capacity);
@@ -320,8 +369,7 @@ struct GroupTask {
       const float inv = masked_softmax(row, S, begin, s.len, s.runs, a->softcap);
       for (int p = 0; p < S; ++p) row[p] *= inv;
     }
-    sgemm(kRowMajor, kNoTrans, kNoTrans, n, D, S, 1.0f, sc, S, v.values + size_t(s0) * D, D,
-          0.0f, o, D);
+    sgemm(kRowMajor, kNoTrans, kNoTrans, n, D, S, 1.0f, sc, S, values, D, 0.0f, o, D);
     for (int i = 0; i < n; ++i)
       std::memcpy(out_row(v, r0 + i), o + size_t(i) * D, sizeof(float) * D);
   }
@@ -333,9 +381,19 @@ constexpr int kRowBlock = 256;
 
 }  // namespace
 
-MLXRS_CLONES
-void cached_attention(const CachedAttention& a, const float* qkv, float* k_cache,
-                      float* v_cache, float* out) {
+namespace {
+
+// A new key or value row into its cache slot: copied, or rounded to half precision.
+inline void store_row(const float* row, float* slot, int D) {
+  std::memcpy(slot, row, sizeof(float) * D);
+}
+inline void store_row(const float* row, uint16_t* slot, int D) {
+  mlxrs_qmm::active_kernels().to_half(row, slot, size_t(D));
+}
+
+template <typename CT>
+inline void cached_attention_impl(const CachedAttention& a, const float* qkv, CT* k_cache,
+                                  CT* v_cache, float* out) {
   const int D = a.head_dim, H = a.heads, Hkv = a.kv_heads, L = a.tokens, half = D / 2;
   const int width = qkv_heads(H, Hkv, a.kv_mode) * D;
   // Scores one query row may need: its visible keys, at most every slot and every position.
@@ -351,6 +409,7 @@ void cached_attention(const CachedAttention& a, const float* qkv, float* k_cache
       sinv[i] = std::sin(angle);
     }
     const size_t slot = size_t(position % a.capacity);
+    std::vector<float> kv_row(D);  // a new key or value before it is stored
     for (int b = 0; b < a.batch; ++b) {
       const float* row = qkv + (size_t(b) * L + l) * width;
       // Queries: norm, RoPE, then the softmax scale folded in; stored [b, h, l, :].
@@ -371,29 +430,32 @@ void cached_attention(const CachedAttention& a, const float* qkv, float* k_cache
         const size_t at = ((size_t(b) * Hkv + j) * a.capacity + slot) * D;
         const float* kj = row + size_t(H + j) * D;
         const float* vj = a.kv_mode == 1 ? kj : row + size_t(H + Hkv + j) * D;
+        float* t = kv_row.data();
         if (a.value_norm)
-          rms_row(vj, nullptr, a.norm_eps, v_cache + at, D);
+          rms_row(vj, nullptr, a.norm_eps, t, D);
         else
-          std::memcpy(v_cache + at, vj, sizeof(float) * D);
+          std::memcpy(t, vj, sizeof(float) * D);
+        store_row(t, v_cache + at, D);
         if (a.k_norm)
-          rms_row(kj, a.k_norm, a.norm_eps, k_cache + at, D);
+          rms_row(kj, a.k_norm, a.norm_eps, t, D);
         else
-          std::memcpy(k_cache + at, kj, sizeof(float) * D);
-        rope_head(k_cache + at, D, cosv.data(), sinv.data());
+          std::memcpy(t, kj, sizeof(float) * D);
+        rope_head(t, D, cosv.data(), sinv.data());
+        store_row(t, k_cache + at, D);
       }
     }
   }
   const int groups = a.batch * Hkv, rows = (H / Hkv) * L;
-  GroupTask task{&a, q.data(), k_cache, v_cache, out, nullptr, row_floats};
+  GroupTask<CT> task{&a, q.data(), k_cache, v_cache, out, nullptr, row_floats};
   if (L == 1) {
     // Decode: every row on the kernels' pool once there is enough work to pay for waking it.
     std::vector<float> scores(size_t(groups) * rows * row_floats);
     task.scores = scores.data();
     const int seen = a.window > 0 && a.window < row_floats ? a.window : row_floats;
     if (size_t(groups) * rows * seen * D >= 16384)
-      mlxrs_qmm::parallel_for(groups * rows, GroupTask::run_row, &task);
+      mlxrs_qmm::parallel_for(groups * rows, GroupTask<CT>::run_row, &task);
     else
-      for (int i = 0; i < groups * rows; ++i) GroupTask::run_row(&task, i);
+      for (int i = 0; i < groups * rows; ++i) GroupTask<CT>::run_row(&task, i);
     return;
   }
   // Prefill chunk: one group at a time (BLAS threads itself), in blocks of rows.
@@ -406,14 +468,31 @@ void cached_attention(const CachedAttention& a, const float* qkv, float* k_cache
   const int block = rows < kRowBlock ? rows : kRowBlock;
   std::vector<float> sc(size_t(block) * row_floats), o(size_t(block) * D);
   const bool general = task.general();
-  for (int g = 0; g < groups; ++g)
+  std::vector<float> k32, v32;  // a half-precision group widened, once per group
+  for (int g = 0; g < groups; ++g) {
+    const auto w = task.wide(g, row_floats, k32, v32);
     for (int r0 = 0; r0 < rows; r0 += block) {
       const int r1 = r0 + block < rows ? r0 + block : rows;
       if (general)
-        task.rows_by_blas_general(sgemm, g, r0, r1, sc.data(), o.data());
+        task.rows_by_blas_general(sgemm, g, w, r0, r1, sc.data(), o.data());
       else
-        task.rows_by_blas(sgemm, g, r0, r1, sc.data(), o.data());
+        task.rows_by_blas(sgemm, g, w, r0, r1, sc.data(), o.data());
     }
+  }
+}
+
+}  // namespace
+
+MLXRS_CLONES
+void cached_attention(const CachedAttention& a, const float* qkv, float* k_cache,
+                      float* v_cache, float* out) {
+  cached_attention_impl(a, qkv, k_cache, v_cache, out);
+}
+
+MLXRS_CLONES
+void cached_attention(const CachedAttention& a, const float* qkv, uint16_t* k_cache,
+                      uint16_t* v_cache, float* out) {
+  cached_attention_impl(a, qkv, k_cache, v_cache, out);
 }
 
 }  // namespace mlxrs_ops

@@ -75,4 +75,10 @@ inline bool cache_fits(int capacity, int offset, int tokens, int window) {
 void cached_attention(const CachedAttention& a, const float* qkv, float* k_cache,
                       float* v_cache, float* out);
 
+// The same over caches of IEEE half-precision values (f16 bits): new keys and values are
+// computed in f32 as above and rounded to half precision (to nearest, ties to even) when
+// stored; cached ones are widened to f32 as they are read, and all arithmetic is f32.
+void cached_attention(const CachedAttention& a, const float* qkv, uint16_t* k_cache,
+                      uint16_t* v_cache, float* out);
+
 }  // namespace mlxrs_ops

@@ -182,7 +182,7 @@ class NativeCachedAttention : public mx::Primitive {
       std::vector<char> scratch;
       caches.gather(scratch);
       auto* q = static_cast<const float*>(qkv_s.row_major(scratch));
-      mlxrs_ops::cached_attention(a, q, caches.k, caches.v, out);
+      caches.attend(a, q, out);
     });
   }
   void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
@@ -287,8 +287,9 @@ MLXRS_EXPORT int mlxrs_cached_attention(mlx_vector_array* res, const mlx_array q
     std::vector<mx::array> inputs{q, kc, vc, f};
     for (const auto* n : {&q_norm, &k_norm})
       if (has(*n)) inputs.push_back(mlx_array_get_(*n));
-    for (const auto& a : inputs)
-      if (!f32(a)) return;
+    for (size_t i = 0; i < inputs.size(); ++i)
+      if (i != 1 && i != 2 && !f32(inputs[i])) return;
+    if (!mlxrs_glue::kv_cache_dtypes(kc, vc)) return;
     if (q.ndim() != 3)
       throw std::invalid_argument("cached_attention: qkv must be [B, L, width], got " +
                                   shape_str(q.shape()));
@@ -303,7 +304,7 @@ MLXRS_EXPORT int mlxrs_cached_attention(mlx_vector_array* res, const mlx_array q
     const auto p = mlxrs_glue::AttentionParams::from(params, has(q_norm), has(k_norm));
     auto outs = mx::array::make_arrays(
         {{B, L, p.heads * p.head_dim}, kc.shape(), vc.shape()},
-        {mx::float32, mx::float32, mx::float32},
+        {mx::float32, kc.dtype(), vc.dtype()},
         std::make_shared<NativeCachedAttention>(stream, p), inputs);
     mlx_vector_array_set_(*res, std::move(outs));
     *used_native = true;

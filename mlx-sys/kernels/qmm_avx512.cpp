@@ -25,4 +25,12 @@ static inline float v_reduce(vf a) { return _mm512_reduce_add_ps(a); }
 static inline void v_half8_to_float(const uint16_t* h, float* out) {
   _mm256_storeu_ps(out, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h))));
 }
+static inline vf v_load_half(const uint16_t* h) {  // 16 halves -> f32
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(h)));
+}
+static inline void v_store_half(uint16_t* h, vf a) {  // rounded to nearest even
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(h), _mm512_cvtps_ph(a, _MM_FROUND_TO_NEAREST_INT));
+}
+static inline float s_from_half(uint16_t h) { return _cvtsh_ss(h); }
+static inline uint16_t s_to_half(float x) { return _cvtss_sh(x, _MM_FROUND_TO_NEAREST_INT); }
 #include "qmm_simd.inc"

@@ -337,7 +337,9 @@ const Kernels& kernels_avx512_vnni() {
   static const Kernels k{xp_floats,           prepare<3>,
                          rows<3>,             nullptr,
                          kernels_avx512().attend, kernels_avx512().dots,
-                         kernels_avx512().mix};
+                         kernels_avx512().mix,    kernels_avx512().attend_h,
+                         kernels_avx512().dots_h, kernels_avx512().mix_h,
+                         kernels_avx512().to_half, kernels_avx512().from_half};
   return k;
 }
 
@@ -345,7 +347,9 @@ const Kernels& kernels_avx512_vnni_int8() {
   static const Kernels k{xp_floats,           prepare<1>,
                          rows<1>,             nullptr,
                          kernels_avx512().attend, kernels_avx512().dots,
-                         kernels_avx512().mix};
+                         kernels_avx512().mix,    kernels_avx512().attend_h,
+                         kernels_avx512().dots_h, kernels_avx512().mix_h,
+                         kernels_avx512().to_half, kernels_avx512().from_half};
   return k;
 }
 

@@ -45,6 +45,17 @@ struct Kernels {
   void (*dots)(const float* q, const float* keys, int T, int D, float* scores);
   void (*mix)(const float* p, const float* values, int T, int D, float scale, float* out,
               bool accumulate);
+  // attend, dots and mix over a cache of IEEE half-precision values (f16 bits): each key and
+  // value widened to f32 exactly as it is read, the arithmetic as in the f32 versions.
+  void (*attend_h)(const float* q, const uint16_t* keys, const uint16_t* values, int T, int D,
+                   float* scores, float* out);
+  void (*dots_h)(const float* q, const uint16_t* keys, int T, int D, float* scores);
+  void (*mix_h)(const float* p, const uint16_t* values, int T, int D, float scale, float* out,
+                bool accumulate);
+  // x[0 .. n) rounded to half precision (to nearest, ties to even, as a C cast to _Float16
+  // and MLX's astype), and half-precision values widened back (exact).
+  void (*to_half)(const float* x, uint16_t* h, size_t n);
+  void (*from_half)(const uint16_t* h, float* x, size_t n);
 };
 
 // The kernel set of the instruction set in use (see mlxrs_qmm_force_isa).

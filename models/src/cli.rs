@@ -99,6 +99,10 @@ pub struct LoadArgs {
     /// none, such as a base model's GGUF).
     #[arg(long, value_name = "FILE")]
     pub chat_template: Option<PathBuf>,
+    /// The dtype the KV cache stores (default: the compute dtype); `f16` under float32 halves
+    /// the cache's memory and the bytes attention reads (see `LoadOptions::kv_cache_dtype`).
+    #[arg(long, value_enum)]
+    pub kv_cache_dtype: Option<DtypeArg>,
 }
 
 impl LoadArgs {
@@ -137,6 +141,7 @@ impl LoadArgs {
             gguf_blocks: !self.no_gguf_blocks,
             progress: crate::load::terminal_progress(),
             parallel: None,
+            kv_cache_dtype: self.kv_cache_dtype.map(Dtype::from),
         })
     }
 
@@ -149,6 +154,7 @@ impl LoadArgs {
             (self.chat_template.is_some(), "--chat-template"),
             (self.no_huge_pages, "--no-huge-pages"),
             (self.no_gguf_blocks, "--no-gguf-blocks"),
+            (self.kv_cache_dtype.is_some(), "--kv-cache-dtype"),
         ]
         .into_iter()
         .filter_map(|(given, flag)| given.then_some(flag))
@@ -182,6 +188,8 @@ mod tests {
             "512",
             "--no-huge-pages",
             "--no-gguf-blocks",
+            "--kv-cache-dtype",
+            "f16",
         ])
         .unwrap();
         let o = t.load.load_options(Some(1024)).unwrap();
@@ -191,9 +199,15 @@ mod tests {
         assert_eq!(o.memory_budget, MemoryBudget::Bytes(512 << 20));
         assert_eq!(o.context_length, Some(1024));
         assert!(!o.huge_pages && !o.gguf_blocks);
+        assert_eq!(o.kv_cache_dtype, Some(Dtype::Float16));
         assert_eq!(
             t.load.mlx_only_flags_given(),
-            ["--quantized", "--no-huge-pages", "--no-gguf-blocks"]
+            [
+                "--quantized",
+                "--no-huge-pages",
+                "--no-gguf-blocks",
+                "--kv-cache-dtype"
+            ]
         );
         let o = parse(&[]).unwrap().load.load_options(None).unwrap();
         assert_eq!(o.memory_budget, MemoryBudget::Available);

@@ -112,6 +112,13 @@ pub struct LoadOptions {
     /// the embedding. Either way the memory budget counts this rank's part, and a model
     /// larger than one machine loads across several.
     pub parallel: Option<crate::parallel::Parallel>,
+    /// The dtype the KV cache stores keys and values in; `None` (the default): the compute
+    /// dtype. [`mlx_rs::Dtype::Float16`] under a float32 model (the CPU's default) halves the
+    /// cache's memory and the bytes attention reads per token, rounding each stored key and
+    /// value to half precision as llama.cpp's default cache does; the native attention reads
+    /// it directly. Applied with [`crate::model::CausalLm::set_kv_cache_dtype`]; the memory
+    /// budget counts the cache in it.
+    pub kv_cache_dtype: Option<Dtype>,
 }
 
 impl Default for LoadOptions {
@@ -127,6 +134,7 @@ impl Default for LoadOptions {
             gguf_blocks: true,
             progress: None,
             parallel: None,
+            kv_cache_dtype: None,
         }
     }
 }
@@ -319,7 +327,8 @@ pub fn load(model: &str, options: &LoadOptions) -> Result<LoadedModel> {
             crate::families::build_parallel(&config, weights, &build, options.parallel.as_ref())?;
         Ok((model, lookup))
     })?;
-    let (model, lookup_table_bytes) = build?;
+    let (mut model, lookup_table_bytes) = build?;
+    model.set_kv_cache_dtype(options.kv_cache_dtype)?;
     Ok(LoadedModel {
         model,
         tokenizer,
@@ -422,7 +431,11 @@ fn advise_huge_pages(weights: &Weights) -> Result<mlx_rs::memory::HugePageAdvice
 /// exceed `options.memory_budget`.
 fn check_memory(config: &ModelConfig, weight_bytes: u64, options: &LoadOptions) -> Result<()> {
     let context = budget::budget_context(config, options.context_length);
-    let kv = budget::kv_cache_bytes(config, context, options.compute_dtype());
+    let kv = budget::kv_cache_bytes(
+        config,
+        context,
+        options.kv_cache_dtype.unwrap_or(options.compute_dtype()),
+    );
     budget::check_budget(weight_bytes.saturating_add(kv), options.memory_budget)
 }
 

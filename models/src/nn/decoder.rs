@@ -288,6 +288,8 @@ pub struct Decoder {
     first_layer: usize,
     /// Under `parallel`: this rank's rows of the embedding and the LM head.
     vocab_shard: Option<VocabShard>,
+    /// The dtype new caches store (`None`: the compute dtype).
+    kv_dtype: Option<Dtype>,
 }
 
 impl Decoder {
@@ -444,6 +446,7 @@ impl Decoder {
             parallel: parallel.cloned(),
             first_layer: stage.start,
             vocab_shard,
+            kv_dtype: None,
         })
     }
 
@@ -624,10 +627,28 @@ impl CausalLm for Decoder {
                 .iter()
                 .map(|l| match l.spec.attention.kv {
                     KvSource::Shared { .. } => LayerCache::unused(),
-                    _ => LayerCache::new(l.spec.attention.window),
+                    _ => {
+                        let cache = LayerCache::new(l.spec.attention.window);
+                        match self.kv_dtype {
+                            Some(d) => cache.with_storage(d),
+                            None => cache,
+                        }
+                    }
                 })
                 .collect(),
         )
+    }
+
+    fn set_kv_cache_dtype(&mut self, dtype: Option<Dtype>) -> Result<()> {
+        if let Some(d) = dtype {
+            if !matches!(d, Dtype::Float32 | Dtype::Float16 | Dtype::Bfloat16) {
+                return Err(Error::InvalidArgument(format!(
+                    "a KV cache stores float32, float16 or bfloat16, not {d:?}"
+                )));
+            }
+        }
+        self.kv_dtype = dtype;
+        Ok(())
     }
 }
 

@@ -61,6 +61,8 @@ pub struct LayerCache {
     window: Option<i32>,
     /// The layer reuses another layer's keys and values and stores none itself.
     unused: bool,
+    /// The dtype the buffers store (`None`: the dtype of the keys and values written).
+    storage: Option<Dtype>,
 }
 
 impl LayerCache {
@@ -81,6 +83,34 @@ impl LayerCache {
             unused: true,
             ..LayerCache::default()
         }
+    }
+
+    /// This cache storing its keys and values as `dtype` (e.g. [`Dtype::Float16`] under a
+    /// float32 model: half the memory and the bytes attention reads per step): each write is
+    /// rounded to it, and [`LayerCache::update_and_fetch`] hands the stored values back in the
+    /// dtype they were written in. The native attention reads float16 buffers directly. Set
+    /// it before anything is stored.
+    ///
+    /// ```
+    /// use mlx_models::runtime::cache::LayerCache;
+    /// use mlx_rs::{Array, Dtype};
+    /// let mut cache = LayerCache::new(None).with_storage(Dtype::Float16);
+    /// let k = Array::from_slice(&[1.0f32 / 3.0; 4], &[1, 1, 1, 4])?;
+    /// let step = cache.update_and_fetch(&k, &k)?;
+    /// assert_eq!(cache.buffers().unwrap().0.dtype(), Dtype::Float16);
+    /// assert_eq!(step.keys.dtype(), Dtype::Float32);
+    /// // 1/3 rounded to half precision: 0x3555 = 1365 / 4096.
+    /// assert_eq!(step.keys.to_vec::<f32>()?[0], 1365.0 / 4096.0);
+    /// # Ok::<(), mlx_models::Error>(())
+    /// ```
+    pub fn with_storage(mut self, dtype: Dtype) -> LayerCache {
+        self.storage = Some(dtype);
+        self
+    }
+
+    /// The dtype this cache stores, when set ([`LayerCache::with_storage`]).
+    pub fn storage(&self) -> Option<Dtype> {
+        self.storage
     }
 
     /// Whether this layer stores nothing (see [`LayerCache::unused`]).
@@ -158,12 +188,27 @@ impl LayerCache {
             }
             Ok(out)
         };
-        let k_store = write(k_store, keys)?;
-        let v_store = write(v_store, values)?;
+        let stored = |a: &Array, store: &Array| -> Result<Array> {
+            Ok(if a.dtype() == store.dtype() {
+                a.clone()
+            } else {
+                a.astype(store.dtype())?
+            })
+        };
+        let k_store = write(k_store, &stored(keys, k_store)?)?;
+        let v_store = write(v_store, &stored(values, v_store)?)?;
         self.keys = Some(k_store);
         self.values = Some(v_store);
         self.offset += l;
-        self.fetch_last(l)
+        let mut fetched = self.fetch_last(l)?;
+        // Rounded to the storage dtype, handed back in the dtype attention computes in.
+        if fetched.keys.dtype() != keys.dtype() {
+            fetched.keys = fetched.keys.astype(keys.dtype())?;
+        }
+        if fetched.values.dtype() != values.dtype() {
+            fetched.values = fetched.values.astype(values.dtype())?;
+        }
+        Ok(fetched)
     }
 
     /// What the queries of the last `l` stored positions see (as [`LayerCache::update_and_fetch`]
@@ -329,6 +374,13 @@ impl LayerCache {
         v_shape: &[i32],
         v_dtype: Dtype,
     ) -> Result<()> {
+        // The storage dtype, else that of buffers already there (a state restored from a
+        // prefix cache keeps its own), else the written values'.
+        let (k_dtype, v_dtype) = match (self.storage, &self.keys, &self.values) {
+            (Some(d), _, _) => (d, d),
+            (None, Some(k), Some(v)) => (k.dtype(), v.dtype()),
+            _ => (k_dtype, v_dtype),
+        };
         let capacity = self.capacity();
         let end = self.offset.checked_add(l).ok_or_else(|| {
             Error::InvalidArgument("KV cache: the position count overflows i32".into())
@@ -465,6 +517,29 @@ impl KvCache {
         KvCache {
             layers: windows.iter().map(|w| LayerCache::new(*w)).collect(),
         }
+    }
+
+    /// Every layer's cache storing its keys and values as `dtype` (see
+    /// [`LayerCache::with_storage`]).
+    ///
+    /// ```
+    /// use mlx_models::runtime::cache::KvCache;
+    /// let cache = KvCache::new(2).with_storage(mlx_rs::Dtype::Float16);
+    /// assert_eq!(cache.storage(), Some(mlx_rs::Dtype::Float16));
+    /// ```
+    pub fn with_storage(self, dtype: Dtype) -> KvCache {
+        KvCache {
+            layers: self
+                .layers
+                .into_iter()
+                .map(|l| l.with_storage(dtype))
+                .collect(),
+        }
+    }
+
+    /// The dtype the layers store, when [`KvCache::with_storage`] set it.
+    pub fn storage(&self) -> Option<Dtype> {
+        self.layers.iter().find_map(|l| l.storage)
     }
 
     /// The cache of layer `i`.

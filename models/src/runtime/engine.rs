@@ -332,8 +332,14 @@ impl MlxEngine {
             context,
             options.device,
         )?;
+        let kv_dtype = options.kv_cache_dtype.unwrap_or(options.compute_dtype());
+        let kv = if kv_dtype == options.compute_dtype() {
+            String::new()
+        } else {
+            format!(" (KV cache {kv_dtype})")
+        };
         engine.description = format!(
-            "mlx {} {} {} {}L ({})",
+            "mlx {} {}{kv} {} {}L ({})",
             options.device.device_type_name(),
             options.compute_dtype(),
             loaded.config.model_type,
@@ -341,7 +347,7 @@ impl MlxEngine {
             loaded.source
         );
         let weights = (memory::active_memory()? as u64).saturating_sub(loaded.lookup_table_bytes);
-        engine.footprint = Some((weights, options.compute_dtype()));
+        engine.footprint = Some((weights, kv_dtype));
         Ok(engine)
     }
 
@@ -433,8 +439,8 @@ impl LanguageModel for MlxEngine {
 
     /// MLX's active memory right after loading (the weights as the kernels read them: every
     /// buffer the model holds) less the embedding tables a step reads one row of
-    /// ([`LoadedModel::lookup_table_bytes`]), plus the KV cache up to `depth` in the compute
-    /// dtype. `None` for an engine not built by [`MlxEngine::from_loaded`].
+    /// ([`LoadedModel::lookup_table_bytes`]), plus the KV cache up to `depth` in the dtype it
+    /// stores ([`LoadOptions::kv_cache_dtype`], else the compute dtype). `None` for an engine not built by [`MlxEngine::from_loaded`].
     fn decode_bytes_per_token(&self, depth: usize) -> Option<u64> {
         let (weights, dtype) = self.footprint?;
         let kv = crate::load::budget::kv_cache_bytes(self.model.config(), depth, dtype);

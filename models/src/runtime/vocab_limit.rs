@@ -67,6 +67,10 @@ impl CausalLm for VocabLimited {
     fn new_cache(&self) -> KvCache {
         self.inner.new_cache()
     }
+
+    fn set_kv_cache_dtype(&mut self, dtype: Option<mlx_rs::Dtype>) -> Result<()> {
+        self.inner.set_kv_cache_dtype(dtype)
+    }
 }
 
 #[cfg(test)]
