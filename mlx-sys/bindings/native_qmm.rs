@@ -110,6 +110,28 @@ unsafe extern "C" {
     ) -> ::std::os::raw::c_int;
 }
 unsafe extern "C" {
+    pub fn mlxrs_cached_attention_half_raw(
+        qkv: *const f32,
+        k_cache: *mut u16,
+        v_cache: *mut u16,
+        out: *mut f32,
+        inv_freq: *const f32,
+        q_norm: *const f32,
+        k_norm: *const f32,
+        norm_eps: f32,
+        scale: f32,
+        batch: ::std::os::raw::c_int,
+        tokens: ::std::os::raw::c_int,
+        heads: ::std::os::raw::c_int,
+        kv_heads: ::std::os::raw::c_int,
+        head_dim: ::std::os::raw::c_int,
+        capacity: ::std::os::raw::c_int,
+        offset: ::std::os::raw::c_int,
+        window: ::std::os::raw::c_int,
+        logit_softcap: f32,
+    ) -> ::std::os::raw::c_int;
+}
+unsafe extern "C" {
     pub fn mlxrs_quantized_matmul(
         res: *mut mlx_array,
         x: mlx_array,

@@ -516,13 +516,15 @@ MLXRS_EXPORT void mlxrs_argmax_raw(const float* x, uint32_t* out, size_t rows, i
   if (x && out && n > 0) mlxrs_ops::argmax_rows(x, out, rows, n);
 }
 
-// Returns 1 (touching nothing) for inconsistent parameters, else 0.
-MLXRS_EXPORT int mlxrs_cached_attention_raw(const float* qkv, float* k_cache, float* v_cache,
-                                            float* out, const float* inv_freq,
-                                            const float* q_norm, const float* k_norm,
-                                            float norm_eps, float scale, int batch, int tokens,
-                                            int heads, int kv_heads, int head_dim, int capacity,
-                                            int offset, int window, float logit_softcap) {
+namespace {
+
+// The raw entry points' shared body: 1 (touching nothing) for inconsistent parameters, else 0.
+template <typename CT>
+int cached_attention_raw(const float* qkv, CT* k_cache, CT* v_cache, float* out,
+                         const float* inv_freq, const float* q_norm, const float* k_norm,
+                         float norm_eps, float scale, int batch, int tokens, int heads,
+                         int kv_heads, int head_dim, int capacity, int offset, int window,
+                         float logit_softcap) {
   if (!qkv || !k_cache || !v_cache || !out || !inv_freq || batch < 0 || tokens <= 0 ||
       heads <= 0 || kv_heads <= 0 || heads % kv_heads != 0 || head_dim <= 0 ||
       head_dim % 2 != 0 || offset < 0 || window < 0 || !(logit_softcap >= 0.f) ||
@@ -534,4 +536,29 @@ MLXRS_EXPORT int mlxrs_cached_attention_raw(const float* qkv, float* k_cache, fl
                                q_norm,   k_norm,   window,   logit_softcap};
   mlxrs_ops::cached_attention(a, qkv, k_cache, v_cache, out);
   return 0;
+}
+
+}  // namespace
+
+MLXRS_EXPORT int mlxrs_cached_attention_raw(const float* qkv, float* k_cache, float* v_cache,
+                                            float* out, const float* inv_freq,
+                                            const float* q_norm, const float* k_norm,
+                                            float norm_eps, float scale, int batch, int tokens,
+                                            int heads, int kv_heads, int head_dim, int capacity,
+                                            int offset, int window, float logit_softcap) {
+  return cached_attention_raw(qkv, k_cache, v_cache, out, inv_freq, q_norm, k_norm, norm_eps,
+                              scale, batch, tokens, heads, kv_heads, head_dim, capacity, offset,
+                              window, logit_softcap);
+}
+
+MLXRS_EXPORT int mlxrs_cached_attention_half_raw(const float* qkv, uint16_t* k_cache,
+                                                 uint16_t* v_cache, float* out,
+                                                 const float* inv_freq, const float* q_norm,
+                                                 const float* k_norm, float norm_eps,
+                                                 float scale, int batch, int tokens, int heads,
+                                                 int kv_heads, int head_dim, int capacity,
+                                                 int offset, int window, float logit_softcap) {
+  return cached_attention_raw(qkv, k_cache, v_cache, out, inv_freq, q_norm, k_norm, norm_eps,
+                              scale, batch, tokens, heads, kv_heads, head_dim, capacity, offset,
+                              window, logit_softcap);
 }

@@ -110,6 +110,14 @@ int mlxrs_cached_attention_raw(const float* qkv, float* k_cache, float* v_cache,
                                float norm_eps, float scale, int batch, int tokens, int heads,
                                int kv_heads, int head_dim, int capacity, int offset, int window,
                                float logit_softcap);
+/* The same over caches of IEEE half-precision values (f16 bits, as MLX's float16): new keys
+ * and values are computed in f32 and stored rounded to nearest, ties to even; cached ones are
+ * widened to f32 as they are read. */
+int mlxrs_cached_attention_half_raw(const float* qkv, uint16_t* k_cache, uint16_t* v_cache,
+                                    float* out, const float* inv_freq, const float* q_norm,
+                                    const float* k_norm, float norm_eps, float scale, int batch,
+                                    int tokens, int heads, int kv_heads, int head_dim,
+                                    int capacity, int offset, int window, float logit_softcap);
 
 #ifdef __cplusplus
 }

@@ -890,6 +890,85 @@ struct Test {
   const char* name;
   int (*fn)();  // returns the number of failures
 };
+// IEEE float -> half bits, to nearest even, as a C cast does (the reference of the kernels').
+uint16_t to_half_bits(float x) {
+  _Float16 h = static_cast<_Float16>(x);
+  uint16_t b;
+  std::memcpy(&b, &h, 2);
+  return b;
+}
+
+// Half-precision caches: the same call on caches of halves and on f32 caches holding the same
+// (half-representable) values. The half call keeps the slots it does not write bit for bit,
+// stores each new value rounded to nearest even (bit for bit) and each new key within one half
+// ulp of the f32 call's key, and its output stays within 2e-3 of the values' scale of the f32
+// call's (its new keys and values are rounded). Decode and chunks, per-row loops and BLAS,
+// windows over rings and soft caps, under every ISA with 1 and 2 threads.
+int test_cached_attention_half() {
+  int fails = 0, calls = 0;
+  struct Case { int B, L, H, Hkv, D, C, off, window; float softcap; };
+  const Case cases[] = {{2, 1, 4, 2, 8, 9, 4, 0, 0.f},   {1, 1, 9, 3, 64, 40, 39, 0, 0.f},
+                        {2, 5, 4, 1, 64, 12, 3, 0, 0.f},  {1, 17, 9, 3, 128, 40, 7, 0, 0.f},
+                        {1, 6, 4, 2, 16, 12, 9, 4, 0.f},   {2, 1, 2, 1, 24, 8, 6, 0, 5.f},
+                        {1, 20, 2, 1, 32, 24, 30, 5, 2.f}};
+  for_each_isa_and_threads([&](int isa, int threads) {
+    for (const Case& c : cases) {
+      char tag[160];
+      std::snprintf(tag, sizeof tag,
+                    "cached_attention_half isa=%d threads=%d B=%d L=%d heads=%d kv=%d D=%d "
+                    "cap=%d off=%d window=%d softcap=%g",
+                    isa, threads, c.B, c.L, c.H, c.Hkv, c.D, c.C, c.off, c.window,
+                    double(c.softcap));
+      Rng rng{uint64_t(9000 + ++calls)};
+      const size_t width = size_t(c.H + 2 * c.Hkv) * c.D, cache = size_t(c.B) * c.Hkv * c.C * c.D;
+      FBuf qkv(size_t(c.B) * c.L * width), kc(cache), vc(cache), out_f(size_t(c.B) * c.L * c.H * c.D),
+          out_h(out_f.n), inv_freq{size_t(c.D / 2)}, kn{size_t(c.D)};
+      Buf kh(cache * 2), vh(cache * 2);
+      qkv.random(rng, -1, 1), kc.random(rng, -1, 1), vc.random(rng, -1, 1), kn.random(rng, 0.5, 1.5);
+      for (size_t i = 0; i < cache; ++i) {  // the same half values in both caches
+        kh.as<uint16_t>()[i] = to_half_bits(kc.f()[i]);
+        vh.as<uint16_t>()[i] = to_half_bits(vc.f()[i]);
+        kc.f()[i] = float(half_to_double(kh.as<uint16_t>()[i]));
+        vc.f()[i] = float(half_to_double(vh.as<uint16_t>()[i]));
+      }
+      for (int i = 0; i < c.D / 2; ++i) inv_freq.f()[i] = float(std::pow(10000.0, -2.0 * i / c.D));
+      std::vector<uint16_t> kh0(kh.as<uint16_t>(), kh.as<uint16_t>() + cache),
+          vh0(vh.as<uint16_t>(), vh.as<uint16_t>() + cache);
+      out_f.nan(), out_h.nan();
+      const float scale = float(1 / std::sqrt(double(c.D)));
+      int rf = mlxrs_cached_attention_raw(qkv.f(), kc.f(), vc.f(), out_f.f(), inv_freq.f(),
+                                          nullptr, kn.f(), 1e-6f, scale, c.B, c.L, c.H, c.Hkv,
+                                          c.D, c.C, c.off, c.window, c.softcap);
+      int rh = mlxrs_cached_attention_half_raw(
+          qkv.f(), kh.as<uint16_t>(), vh.as<uint16_t>(), out_h.f(), inv_freq.f(), nullptr,
+          kn.f(), 1e-6f, scale, c.B, c.L, c.H, c.Hkv, c.D, c.C, c.off, c.window, c.softcap);
+      if (!report(rf == 0 && rh == 0, "%s: returned %d / %d", tag, rf, rh)) { ++fails; continue; }
+      bool ok = true;
+      for (size_t i = 0; i < cache && ok; ++i) {
+        const int slot = int((i / c.D) % c.C);
+        const bool written = ((slot - c.off) % c.C + c.C) % c.C < c.L;
+        const uint16_t k = kh.as<uint16_t>()[i], v = vh.as<uint16_t>()[i];
+        if (!written) {
+          ok = report(k == kh0[i] && v == vh0[i], "%s: slot %d element %zu changed", tag, slot, i);
+        } else {
+          const double kf = kc.f()[i], kgot = half_to_double(k);
+          ok = report(v == to_half_bits(vc.f()[i]), "%s: v element %zu: %#x, want %#x", tag, i,
+                      unsigned(v), unsigned(to_half_bits(vc.f()[i]))) &&
+               report(std::fabs(kgot - kf) <= std::fabs(kf) / 1024 + 1e-6,
+                      "%s: k element %zu: %.9g, f32 call %.9g", tag, i, kgot, kf);
+        }
+      }
+      for (size_t i = 0; i < out_f.n && ok; ++i)
+        ok = report(std::fabs(double(out_h.f()[i]) - out_f.f()[i]) <= 2e-3,
+                    "%s: out[%zu] = %.9g, f32 caches give %.9g", tag, i, double(out_h.f()[i]),
+                    double(out_f.f()[i]));
+      fails += !ok;
+    }
+  });
+  std::printf("  cached_attention_half: %d calls\n", calls);
+  return fails;
+}
+
 const Test kTests[] = {
     {"qmm", test_qmm},
     {"qmm_unsupported", test_qmm_unsupported},
@@ -902,6 +981,7 @@ const Test kTests[] = {
     {"cached_attention", test_cached_attention},
     {"cached_attention_window", test_cached_attention_window},
     {"cached_attention_invalid", test_cached_attention_invalid},
+    {"cached_attention_half", test_cached_attention_half},
 };
 
 }  // namespace
