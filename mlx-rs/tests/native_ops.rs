@@ -648,6 +648,8 @@ fn attention_ref_stored(
 /// The same call composed from MLX's ops (`fast::rms_norm`, `fast::rope` with base 10000 at
 /// `offset`, `slice_update`, `fast::scaled_dot_product_attention` with MLX's causal mask, which
 /// aligns the L queries with the last L of the `offset + L` keys); call with native ops off.
+/// Caches of another dtype than float32 (float16) take the new keys and values rounded by
+/// `astype` and are read back widened.
 fn attention_mlx(
     dims: Dims,
     step: &StepData,
@@ -670,11 +672,21 @@ fn attention_mlx(
     }
     let q = fast::rope(&q, d, false, Some(10000.0), 1.0, off, None).unwrap();
     let k = fast::rope(&k, d, false, Some(10000.0), 1.0, off, None).unwrap();
+    // Written in the caches' dtype (float16 caches: rounded by astype), read as float32.
     let (start, stop) = ([0, 0, off, 0], [b, hkv, off + l, d]);
-    let kc = kc.slice_update(&k, &start, &stop, &[1; 4]).unwrap();
-    let vc = vc.slice_update(&v, &start, &stop, &[1; 4]).unwrap();
-    let keys = kc.slice(s![.., .., ..off + l, ..]).unwrap();
-    let values = vc.slice(s![.., .., ..off + l, ..]).unwrap();
+    let kc = kc
+        .slice_update(&k.astype(kc.dtype()).unwrap(), &start, &stop, &[1; 4])
+        .unwrap();
+    let vc = vc
+        .slice_update(&v.astype(vc.dtype()).unwrap(), &start, &stop, &[1; 4])
+        .unwrap();
+    let read = |c: &Array| {
+        c.slice(s![.., .., ..off + l, ..])
+            .unwrap()
+            .astype(Dtype::Float32)
+            .unwrap()
+    };
+    let (keys, values) = (read(&kc), read(&vc));
     let scale = 1.0 / (d as f32).sqrt();
     let mask = if l > 1 {
         AttentionMask::Causal
@@ -1975,7 +1987,7 @@ fn check_float16_caches(n: &Native, isa: i32) {
             // is the causal one over a plain cache).
             if window.is_none() && softcap.is_none() {
                 n.set(false);
-                let (o, k2, v2) = attention_mlx_f16(dims, &step, offset, &mk, &mv);
+                let (o, k2, v2) = attention_mlx(dims, &step, offset, &mk, &mv);
                 assert_eq!(f32s(&v2), v, "v vs mlx {what}");
                 for (i, (&g, &w)) in k.iter().zip(&f32s(&k2)).enumerate() {
                     assert!(
@@ -1996,55 +2008,6 @@ fn check_float16_caches(n: &Native, isa: i32) {
         }
     }
     n.set(true);
-}
-
-/// [`attention_mlx`] over float16 caches: the new keys and values rounded into them by
-/// `astype`, read back widened to f32 for MLX's attention.
-fn attention_mlx_f16(
-    dims: Dims,
-    step: &StepData,
-    offset: usize,
-    kc: &Array,
-    vc: &Array,
-) -> (Array, Array, Array) {
-    let (b, h, hkv, d) = (dims.b as i32, dims.h as i32, dims.hkv as i32, dims.d as i32);
-    let (off, l) = (offset as i32, step.tokens as i32);
-    let x = step.qkv(dims).reshape(&[b, l, h + 2 * hkv, d]).unwrap();
-    let parts = x.split_at(&[h, h + hkv], 2).unwrap();
-    let heads = |a: &Array| a.transpose(&[0, 2, 1, 3]).unwrap();
-    let (mut q, mut k, v) = (heads(&parts[0]), heads(&parts[1]), heads(&parts[2]));
-    let (qn, kn) = step.norms();
-    if let Some(w) = &qn {
-        q = fast::rms_norm(&q, Some(w), 1e-6).unwrap();
-    }
-    if let Some(w) = &kn {
-        k = fast::rms_norm(&k, Some(w), 1e-6).unwrap();
-    }
-    let q = fast::rope(&q, d, false, Some(10000.0), 1.0, off, None).unwrap();
-    let k = fast::rope(&k, d, false, Some(10000.0), 1.0, off, None).unwrap();
-    let half = |a: &Array| a.astype(Dtype::Float16).unwrap();
-    let (start, stop) = ([0, 0, off, 0], [b, hkv, off + l, d]);
-    let kc = kc.slice_update(&half(&k), &start, &stop, &[1; 4]).unwrap();
-    let vc = vc.slice_update(&half(&v), &start, &stop, &[1; 4]).unwrap();
-    let wide = |a: &Array| {
-        a.slice(s![.., .., ..off + l, ..])
-            .unwrap()
-            .astype(Dtype::Float32)
-            .unwrap()
-    };
-    let mask = if l > 1 {
-        AttentionMask::Causal
-    } else {
-        AttentionMask::None
-    };
-    let scale = 1.0 / (d as f32).sqrt();
-    let o = fast::scaled_dot_product_attention(&q, &wide(&kc), &wide(&vc), scale, mask).unwrap();
-    let o = o
-        .transpose(&[0, 2, 1, 3])
-        .unwrap()
-        .reshape(&[b, l, h * d])
-        .unwrap();
-    (o, kc, vc)
 }
 
 /// The rounding of values into a float16 cache on every instruction set, against the `half`

@@ -363,18 +363,24 @@ class NativeDecoderStack : public mx::Primitive {
     return stack_shapes(p_, inputs);
   }
 
-  // The output dtypes: f32, then the caches' own (f32 or f16), in stack_shapes' order.
-  static std::vector<mx::Dtype> stack_dtypes(const StackParams& p,
-                                             const std::vector<mx::array>& inputs) {
-    std::vector<mx::Dtype> dtypes{mx::float32};
+  // Calls f on each layer's k and v caches, sequence after sequence: the outputs' order.
+  template <typename F>
+  static void each_cache(const StackParams& p, const std::vector<mx::array>& inputs, F f) {
     size_t base = p.first_layer();
     for (const auto& lp : p.layers) {
       for (int b = 0; b < lp.seqs; ++b) {
-        dtypes.push_back(inputs[base + lp.k_cache(b)].dtype());
-        dtypes.push_back(inputs[base + lp.v_cache(b)].dtype());
+        f(inputs[base + lp.k_cache(b)]);
+        f(inputs[base + lp.v_cache(b)]);
       }
       base += lp.inputs();
     }
+  }
+
+  // The output dtypes: f32, then the caches' own (f32 or f16).
+  static std::vector<mx::Dtype> stack_dtypes(const StackParams& p,
+                                             const std::vector<mx::array>& inputs) {
+    std::vector<mx::Dtype> dtypes{mx::float32};
+    each_cache(p, inputs, [&](const mx::array& c) { dtypes.push_back(c.dtype()); });
     return dtypes;
   }
 
@@ -386,14 +392,7 @@ class NativeDecoderStack : public mx::Primitive {
                       : p.embed ? p.embed_q.cols(inputs[1])
                                 : x.shape(2);
     std::vector<mx::Shape> shapes{{x.shape(0), x.shape(1), width}};
-    size_t base = p.first_layer();
-    for (const auto& lp : p.layers) {
-      for (int b = 0; b < lp.seqs; ++b) {
-        shapes.push_back(inputs[base + lp.k_cache(b)].shape());
-        shapes.push_back(inputs[base + lp.v_cache(b)].shape());
-      }
-      base += lp.inputs();
-    }
+    each_cache(p, inputs, [&](const mx::array& c) { shapes.push_back(c.shape()); });
     return shapes;
   }
 
