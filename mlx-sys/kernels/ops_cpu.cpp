@@ -324,8 +324,7 @@ struct GroupTask {
     using namespace mlxrs_qmm;
     const View v = view(g);
     const int D = a->head_dim, L = a->tokens, T = a->offset + L, n = r1 - r0;
-    const float *keys = w.keys, *values = w.values;
-    sgemm(kRowMajor, kNoTrans, kTrans, n, T, D, 1.0f, v.q + size_t(r0) * D, D, keys, D, 0.0f,
+    sgemm(kRowMajor, kNoTrans, kTrans, n, T, D, 1.0f, v.q + size_t(r0) * D, D, w.keys, D, 0.0f,
           sc, T);
     for (int i = 0; i < n; ++i) {
       float* row = sc + size_t(i) * T;
@@ -334,7 +333,7 @@ struct GroupTask {
       for (int p = 0; p < seen; ++p) row[p] *= inv;
       for (int p = seen; p < T; ++p) row[p] = 0.f;
     }
-    sgemm(kRowMajor, kNoTrans, kNoTrans, n, D, T, 1.0f, sc, T, values, D, 0.0f, o, D);
+    sgemm(kRowMajor, kNoTrans, kNoTrans, n, D, T, 1.0f, sc, T, w.values, D, 0.0f, o, D);
     for (int i = 0; i < n; ++i)
       std::memcpy(out_row(v, r0 + i), o + size_t(i) * D, sizeof(float) * D);
   }
@@ -383,10 +382,11 @@ constexpr int kRowBlock = 256;
 
 namespace {
 
-// A new key or value row into its cache slot: copied, or rounded to half precision.
-inline void store_row(const float* row, float* slot, int D) {
-  std::memcpy(slot, row, sizeof(float) * D);
-}
+// Where a new key or value row is computed: its f32 cache slot itself, or `scratch` before
+// it is rounded into a half-precision slot (store_row).
+inline float* staging(float* slot, float*) { return slot; }
+inline float* staging(uint16_t*, float* scratch) { return scratch; }
+inline void store_row(const float*, float*, int) {}  // computed in place
 inline void store_row(const float* row, uint16_t* slot, int D) {
   mlxrs_qmm::active_kernels().to_half(row, slot, size_t(D));
 }
@@ -400,6 +400,7 @@ inline void cached_attention_impl(const CachedAttention& a, const float* qkv, CT
   const int64_t T = int64_t(a.offset) + L;
   const int row_floats = int(T < a.capacity ? T : a.capacity);
   std::vector<float> cosv(half), sinv(half), q(size_t(a.batch) * H * L * D);
+  std::vector<float> kv_row(D);  // a new key or value before it is rounded into a half cache
   for (int l = 0; l < L; ++l) {
     const int64_t position = int64_t(a.offset) + l;
     const float pos = float(position);
@@ -409,7 +410,6 @@ inline void cached_attention_impl(const CachedAttention& a, const float* qkv, CT
       sinv[i] = std::sin(angle);
     }
     const size_t slot = size_t(position % a.capacity);
-    std::vector<float> kv_row(D);  // a new key or value before it is stored
     for (int b = 0; b < a.batch; ++b) {
       const float* row = qkv + (size_t(b) * L + l) * width;
       // Queries: norm, RoPE, then the softmax scale folded in; stored [b, h, l, :].
@@ -430,12 +430,13 @@ inline void cached_attention_impl(const CachedAttention& a, const float* qkv, CT
         const size_t at = ((size_t(b) * Hkv + j) * a.capacity + slot) * D;
         const float* kj = row + size_t(H + j) * D;
         const float* vj = a.kv_mode == 1 ? kj : row + size_t(H + Hkv + j) * D;
-        float* t = kv_row.data();
+        float* t = staging(v_cache + at, kv_row.data());
         if (a.value_norm)
           rms_row(vj, nullptr, a.norm_eps, t, D);
         else
           std::memcpy(t, vj, sizeof(float) * D);
         store_row(t, v_cache + at, D);
+        t = staging(k_cache + at, kv_row.data());
         if (a.k_norm)
           rms_row(kj, a.k_norm, a.norm_eps, t, D);
         else

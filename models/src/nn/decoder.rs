@@ -622,21 +622,19 @@ impl CausalLm for Decoder {
     }
 
     fn new_cache(&self) -> KvCache {
-        KvCache::from_layers(
+        let cache = KvCache::from_layers(
             self.layers
                 .iter()
                 .map(|l| match l.spec.attention.kv {
                     KvSource::Shared { .. } => LayerCache::unused(),
-                    _ => {
-                        let cache = LayerCache::new(l.spec.attention.window);
-                        match self.kv_dtype {
-                            Some(d) => cache.with_storage(d),
-                            None => cache,
-                        }
-                    }
+                    _ => LayerCache::new(l.spec.attention.window),
                 })
                 .collect(),
-        )
+        );
+        match self.kv_dtype {
+            Some(d) => cache.with_storage(d),
+            None => cache,
+        }
     }
 
     fn set_kv_cache_dtype(&mut self, dtype: Option<Dtype>) -> Result<()> {

@@ -440,7 +440,8 @@ impl LanguageModel for MlxEngine {
     /// MLX's active memory right after loading (the weights as the kernels read them: every
     /// buffer the model holds) less the embedding tables a step reads one row of
     /// ([`LoadedModel::lookup_table_bytes`]), plus the KV cache up to `depth` in the dtype it
-    /// stores ([`LoadOptions::kv_cache_dtype`], else the compute dtype). `None` for an engine not built by [`MlxEngine::from_loaded`].
+    /// stores ([`LoadOptions::kv_cache_dtype`], else the compute dtype). `None` for an engine
+    /// not built by [`MlxEngine::from_loaded`].
     fn decode_bytes_per_token(&self, depth: usize) -> Option<u64> {
         let (weights, dtype) = self.footprint?;
         let kv = crate::load::budget::kv_cache_bytes(self.model.config(), depth, dtype);
