@@ -154,19 +154,26 @@ struct BlockParts {
   int64_t rows_of(const mx::array& w) const {
     return parts ? total_rows() : w.ndim() == 2 ? w.shape(0) : 0;
   }
+  // Values every row's length must be a multiple of: 256 when a run is a K-quant, else 32.
+  int unit() const {
+    int u = mlxrs_qmm::kSmallBlockValues;
+    for (int i = 0; i < parts; ++i)
+      if (mlxrs_qmm::block_values(format[i]) > u) u = mlxrs_qmm::block_values(format[i]);
+    return u;
+  }
   // Bytes of the runs for rows of K values.
   int64_t bytes(int K) const {
     int64_t total = 0;
     for (int i = 0; i < parts; ++i)
-      total += int64_t(rows[i]) * (K / mlxrs_qmm::kBlockValues) * mlxrs_qmm::block_bytes(format[i]);
+      total += int64_t(rows[i]) * int64_t(mlxrs_qmm::row_bytes(format[i], K));
     return total;
   }
-  // K for the weight's byte count (0 when it matches no multiple of 256).
+  // K for the weight's byte count (0 when it matches no multiple of unit()).
   int cols(const mx::array& w) const {
-    int64_t per_256 = 0;
-    for (int i = 0; i < parts; ++i) per_256 += int64_t(rows[i]) * mlxrs_qmm::block_bytes(format[i]);
-    if (per_256 <= 0 || int64_t(w.nbytes()) % per_256 != 0) return 0;
-    const int64_t k = int64_t(w.nbytes()) / per_256 * mlxrs_qmm::kBlockValues;
+    const int u = unit();
+    const int64_t per_unit = bytes(u);
+    if (per_unit <= 0 || int64_t(w.nbytes()) % per_unit != 0) return 0;
+    const int64_t k = int64_t(w.nbytes()) / per_unit * u;
     return k <= (int64_t(1) << 30) ? int(k) : 0;
   }
   void set(mlxrs_qmm::Call& c) const {
@@ -180,7 +187,7 @@ struct BlockParts {
   void check(const char* op, const mx::array& w, int K) const {
     if (w.dtype() != mx::uint8 || w.ndim() < 1)
       throw std::invalid_argument(std::string(op) + ": GGUF blocks must be a uint8 array");
-    if (K <= 0 || K % mlxrs_qmm::kBlockValues != 0 || int64_t(w.nbytes()) != bytes(K))
+    if (K <= 0 || K % unit() != 0 || int64_t(w.nbytes()) != bytes(K))
       throw std::invalid_argument(std::string(op) + ": " + std::to_string(w.nbytes()) +
                                   " bytes of blocks do not hold " +
                                   std::to_string(total_rows()) + " rows of " +

@@ -1,10 +1,20 @@
-// GGUF (ggml) K-quant blocks read as stored: the formats, their definitions as plain C++, and
+// GGUF (ggml) blocks read as stored: the formats, their definitions as plain C++, and
 // the interface between the driver (qmm_driver.cpp) and the per-instruction-set units
 // (qmm_blocks_generic.cpp, qmm_blocks_avx512vnni.cpp). Includes no MLX header.
 //
-// A weight matrix [N, K] in one of these formats is N rows of K / 256 blocks each, in the
-// file's byte order, nothing converted. The definitions (ggml's, as documented with the GGUF
-// format; checked against the `gguf` package's numpy dequantizer in the tests):
+// A weight matrix [N, K] in one of these formats is N rows of K / V blocks each (V = 32 or
+// 256 values per block, block_values), in the file's byte order, nothing converted. The
+// definitions (ggml's, as documented with the GGUF format; checked against the `gguf`
+// package's numpy dequantizer in the tests):
+//
+// The formats of 32 values, one f16 factor d (and Q4_1 / Q5_1 an f16 offset m) per block; qs
+// holds value l (l < 16) in the low nibble of qs[l], value 16 + l in its high nibble:
+// Q4_0, 18 bytes: d, qs[16]. Weight d * (q - 8).
+// Q4_1, 20 bytes: d, m, qs[16]. Weight d * q + m.
+// Q5_0, 22 bytes: d, qh (4 bytes, little-endian u32: bit i is value i's fifth bit, 16), qs[16].
+// Weight d * (q - 16).
+// Q5_1, 24 bytes: d, m, qh, qs[16]. Weight d * q + m.
+// Q8_0, 34 bytes: d, 32 int8 codes q. Weight d * q.
 //
 // Q4_K, 144 bytes per 256 weights: d (f16), dmin (f16), 12 bytes of eight 6-bit scales sc[j]
 // and eight 6-bit mins m[j] (j < 4: sc = b[j] & 63, m = b[j + 4] & 63; j >= 4: sc = (b[j + 4] &
@@ -32,18 +42,84 @@
 namespace mlxrs_qmm {
 
 // Format codes: ggml's type ids (MLXRS_QMM_FORMAT_* in raw.h); 0 is MLX's affine layout.
-enum BlockFormat : int { kAffine = 0, kQ4K = 12, kQ5K = 13, kQ6K = 14 };
+enum BlockFormat : int {
+  kAffine = 0,
+  kQ4_0 = 2,
+  kQ4_1 = 3,
+  kQ5_0 = 6,
+  kQ5_1 = 7,
+  kQ8_0 = 8,
+  kQ4K = 12,
+  kQ5K = 13,
+  kQ6K = 14
+};
 
+// Values per block of the K-quants (Q4_K, Q5_K, Q6_K) and of the others.
 constexpr int kBlockValues = 256;
+constexpr int kSmallBlockValues = 32;
 
-// Bytes per block of 256 weights, or 0 for a format without blocks here.
+// Bytes per block, or 0 for a format without blocks here.
 inline int block_bytes(int format) {
   switch (format) {
+    case kQ4_0: return 18;
+    case kQ4_1: return 20;
+    case kQ5_0: return 22;
+    case kQ5_1: return 24;
+    case kQ8_0: return 34;
     case kQ4K: return 144;
     case kQ5K: return 176;
     case kQ6K: return 210;
     default: return 0;
   }
+}
+
+// Whether a format has blocks of 32 values (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0).
+inline bool small_format(int format) {
+  return format == kQ4_0 || format == kQ4_1 || format == kQ5_0 || format == kQ5_1 ||
+         format == kQ8_0;
+}
+
+// Values per block: 32 or 256.
+inline int block_values(int format) {
+  return small_format(format) ? kSmallBlockValues : kBlockValues;
+}
+
+// Bytes of a row of K values (K a multiple of block_values(format)).
+inline size_t row_bytes(int format, int K) {
+  return size_t(K / block_values(format)) * size_t(block_bytes(format));
+}
+
+// The 32 codes of a block of a small format as unsigned bytes c, in value order, and its
+// factors: weight i is d * c[i] - off (Q4_0: off = 8 d; Q4_1 / Q5_1: off = -m; Q5_0: 16 d;
+// Q8_0: c = q + 128, off = 128 d). Exact in f32: the codes have at most 8 bits, the factors
+// 11, so d * c is exact.
+inline void small_block(int format, const uint8_t* blk, uint8_t codes[32], float& d, float& off) {
+  uint16_t h;
+  __builtin_memcpy(&h, blk, 2);
+  d = sb_load(&h, F16, 0);
+  if (format == kQ8_0) {
+    for (int i = 0; i < 32; ++i) codes[i] = uint8_t(blk[2 + i] ^ 0x80);
+    off = 128.f * d;
+    return;
+  }
+  const bool has_m = format == kQ4_1 || format == kQ5_1;
+  const bool five = format == kQ5_0 || format == kQ5_1;
+  float m = 0.f;
+  if (has_m) {
+    __builtin_memcpy(&h, blk + 2, 2);
+    m = sb_load(&h, F16, 0);
+  }
+  uint32_t qh = 0;
+  if (five) {
+    const uint8_t* q = blk + (has_m ? 4 : 2);
+    qh = uint32_t(q[0]) | uint32_t(q[1]) << 8 | uint32_t(q[2]) << 16 | uint32_t(q[3]) << 24;
+  }
+  const uint8_t* qs = blk + 2 + (has_m ? 2 : 0) + (five ? 4 : 0);
+  for (int l = 0; l < 16; ++l) {
+    codes[l] = uint8_t((qs[l] & 15) | (five ? (qh >> l & 1) << 4 : 0));
+    codes[16 + l] = uint8_t((qs[l] >> 4) | (five ? (qh >> (16 + l) & 1) << 4 : 0));
+  }
+  off = has_m ? -m : (five ? 16.f : 8.f) * d;
 }
 
 // Q4_K and Q5_K: sub-blocks of 32 with 6-bit scales and mins (Q6_K: 16, int8 scales).
@@ -60,9 +136,19 @@ inline void q4k_scales_mins(const uint8_t* b, uint8_t out[16]) {
   }
 }
 
-// The 256 weights of one block as f32, by the format's definition.
+// The block_values(format) weights of one block as f32, by the format's definition.
 inline void dequantize_block(int format, const uint8_t* blk, float* out) {
-  if (has_mins(format)) {
+  if (small_format(format)) {
+    uint8_t c[32];
+    float d, off;
+    small_block(format, blk, c, d, off);
+    if (format == kQ4_1 || format == kQ5_1) {
+      for (int i = 0; i < 32; ++i) out[i] = d * float(c[i]) - off;  // d q + m
+    } else {
+      const int zero = format == kQ8_0 ? 128 : format == kQ5_0 ? 16 : 8;
+      for (int i = 0; i < 32; ++i) out[i] = d * float(int(c[i]) - zero);
+    }
+  } else if (has_mins(format)) {
     uint16_t dh, mh;
     __builtin_memcpy(&dh, blk, 2);
     __builtin_memcpy(&mh, blk + 2, 2);
@@ -111,8 +197,9 @@ inline void dequantize_block(int format, const uint8_t* blk, float* out) {
 // One call: y[m, n] = sum_k x[m, k] w[n, k] for m < M and rows n of the block matrix.
 struct BlockProblem {
   const float* x;    // [M, K] f32, row-major
-  const void* xp;    // x prepared by the kernel set (prepare), or null
-  const uint8_t* w;  // [N, K / 256 * block_bytes(format)]
+  const void* xp;    // x prepared by the kernel set for the K-quants (prepare), or null
+  const void* xp32;  // x prepared for the formats of 32 values (prepare32), or null
+  const uint8_t* w;  // [N, row_bytes(format, K)]
   int format;
   float* y;  // y[m, n] at y[m * ldy + n], f32
   int M, N, K;
@@ -122,8 +209,12 @@ struct BlockProblem {
 // A kernel set for the block formats.
 struct BlockKernels {
   // Bytes of the prepared x (0: rows() reads x directly); 64 bytes of alignment slack included.
+  // K a multiple of 256; prepare32 / xp32_bytes: the same for the formats of 32 values, K a
+  // multiple of 32. A call prepares what its runs' formats read.
   size_t (*xp_bytes)(int M, int K);
   void (*prepare)(const float* x, void* xp, int M, int K);
+  size_t (*xp32_bytes)(int M, int K);
+  void (*prepare32)(const float* x, void* xp32, int M, int K);
   // y[m, n] for all m and n in [n0, n1).
   void (*rows)(const BlockProblem& p, int n0, int n1);
 };

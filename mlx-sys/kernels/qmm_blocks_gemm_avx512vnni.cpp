@@ -1,4 +1,4 @@
-// Integer prefill for GGUF K-quant blocks (qmm_blocks.h) on AVX-512 VNNI: the product of many
+// Integer prefill for GGUF blocks (qmm_blocks.h) on AVX-512 VNNI: the product of many
 // rows of x (a prompt chunk) with a block matrix, in int8 x uint8 dot products. Built with the
 // flags of qmm_avx512vnni.cpp; includes no MLX header.
 //
@@ -9,7 +9,8 @@
 // scale: every output that uses it is NaN.
 //
 // Weights (pack_panel): 16 rows of the matrix at a time, their codes unpacked (Q4_K: 0..15,
-// Q5_K: 0..31, Q6_K: q + 32 in 0..63) and interleaved so that one 64-byte vector holds 4 consecutive codes
+// Q5_K: 0..31, Q6_K: q + 32 in 0..63; the formats of 32 values as small_block gives them, one
+// sub-block per block) and interleaved so that one 64-byte vector holds 4 consecutive codes
 // of each of the 16 rows: VPDPBUSD with 4 values of one row of x broadcast then adds, in lane r,
 // row r's 4 products. A sub-block (Q4_K: 32 values, Q6_K: 16) has one scale per row, so its
 // 8 (or 4) products accumulate exactly in int32 before one conversion to f32, scaled by the
@@ -29,13 +30,16 @@ namespace {
 
 constexpr int kPanel = 16;  // rows per panel (one per lane)
 
-// The sub-block of a format: its values, and how many of its groups of 4.
-inline int sub_values(int format) { return has_mins(format) ? 32 : 16; }
+// The sub-block of a format: its values (one scale each).
+inline int sub_values(int format) { return format == kQ6K ? 16 : 32; }
 
-// One row's 256 codes of block blk, in value order, and its per-sub-block scale and offset
-// factors: the weight of value e is scl[e / S] * code - off[e / S] (S = sub_values).
+// One row's block_values(format) codes of block blk, in value order, and its per-sub-block
+// scale and offset factors: the weight of value e is scl[e / S] * code - off[e / S]
+// (S = sub_values).
 inline void unpack_block(int format, const uint8_t* blk, uint8_t* codes, float* scl, float* off) {
-  if (has_mins(format)) {
+  if (small_format(format)) {
+    small_block(format, blk, codes, scl[0], off[0]);
+  } else if (has_mins(format)) {
     // Lanes 0..7: d * sc[j] (the scales), lanes 8..15: dmin * m[j] (the offsets).
     alignas(64) float f[16];
     _mm512_store_ps(f, q4k_factors(blk));
@@ -70,7 +74,7 @@ struct Panel {
 };
 
 void pack_panel(const BlockRun& run, int n0, int K, Panel& p) {
-  const int S = sub_values(run.format), nsub = K / S, nb = K / kBlockValues;
+  const int S = sub_values(run.format), nsub = K / S, bv = block_values(run.format), nb = K / bv;
   const int valid = run.n1 - n0 < kPanel ? run.n1 - n0 : kPanel;
   const int bb = block_bytes(run.format);
   p.rows.assign(size_t(kPanel) * K, 0);
@@ -81,9 +85,9 @@ void pack_panel(const BlockRun& run, int n0, int K, Panel& p) {
   for (int r = 0; r < valid; ++r) {
     const uint8_t* row = run.w + size_t(n0 - run.n0 + r) * run.row_bytes;
     for (int b = 0; b < nb; ++b) {
-      unpack_block(run.format, row + size_t(b) * bb, &p.rows[size_t(r) * K + size_t(b) * 256], scl,
+      unpack_block(run.format, row + size_t(b) * bb, &p.rows[size_t(r) * K + size_t(b) * bv], scl,
                    off);
-      const int per = kBlockValues / S;
+      const int per = bv / S;
       for (int j = 0; j < per; ++j) {
         p.scl[(size_t(b) * per + j) * kPanel + r] = scl[j];
         p.off[(size_t(b) * per + j) * kPanel + r] = off[j];

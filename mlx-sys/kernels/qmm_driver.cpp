@@ -411,7 +411,7 @@ std::vector<BlockRun> block_runs(const Call& c) {
   const auto* w = reinterpret_cast<const uint8_t*>(c.w);
   int n = 0;
   for (int i = 0; i < c.parts; ++i) {
-    const size_t rb = size_t(c.K / kBlockValues) * block_bytes(c.part_format[i]);
+    const size_t rb = row_bytes(c.part_format[i], c.K);
     runs.push_back({w, c.part_format[i], n, n + c.part_rows[i], rb});
     w += rb * size_t(c.part_rows[i]);
     n += c.part_rows[i];
@@ -436,13 +436,13 @@ struct BlockDequantJob {
   static void run(void* ctx, int i) {
     auto* j = static_cast<BlockDequantJob*>(ctx);
     const int a = j->n0 + i * j->chunk, b = a + j->chunk < j->n1 ? a + j->chunk : j->n1;
-    const int nb = j->K / kBlockValues;
     for_runs(*j->runs, a, b, [&](const BlockRun& r, int lo, int hi) {
       const size_t bb = size_t(block_bytes(r.format));
+      const int bv = block_values(r.format), nb = j->K / bv;
       for (int n = lo; n < hi; ++n)
         for (int k = 0; k < nb; ++k)
           dequantize_block(r.format, r.w + size_t(n - r.n0) * r.row_bytes + size_t(k) * bb,
-                           j->out + size_t(n - j->n0) * j->K + size_t(k) * kBlockValues);
+                           j->out + size_t(n - j->n0) * j->K + size_t(k) * bv);
     });
   }
 };
@@ -511,9 +511,14 @@ void solve_blocks(const Call& c, const float* xf, float* yf) {
   (void)isa;
   const BlockKernels& k = block_kernels_generic();
 #endif
-  std::vector<uint8_t> xpbuf(k.xp_bytes(M, K));
-  k.prepare(xf, xpbuf.data(), M, K);
-  BlockRowsJob j{&k, &runs, BlockProblem{xf, xpbuf.data(), nullptr, 0, yf, M, 0, K, size_t(N)},
+  // x as each family of formats among the runs reads it.
+  bool large = false, small = false;
+  for (const auto& r : runs) (small_format(r.format) ? small : large) = true;
+  std::vector<uint8_t> xpbuf(large ? k.xp_bytes(M, K) : 0), xp32buf(small ? k.xp32_bytes(M, K) : 0);
+  if (large) k.prepare(xf, xpbuf.data(), M, K);
+  if (small) k.prepare32(xf, xp32buf.data(), M, K);
+  BlockRowsJob j{&k, &runs,
+                 BlockProblem{xf, xpbuf.data(), xp32buf.data(), nullptr, 0, yf, M, 0, K, size_t(N)},
                  rows_chunk(N, threads)};
   run_rows(pool, j, N, j.chunk);
 }
@@ -584,7 +589,7 @@ MLXRS_EXPORT int mlxrs_qmm_blocks_raw(const void* x, int x_dt, const uint8_t* w,
                                       void* y, int y_dt, int M, int N, int K) {
   auto dt_ok = [](int d) { return d == F32 || d == F16 || d == BF16; };
   if (block_bytes(format) == 0 || !dt_ok(x_dt) || !dt_ok(y_dt) || M < 0 || N < 0 || K <= 0 ||
-      K % kBlockValues != 0 || !x || !w || !y)
+      K % block_values(format) != 0 || !x || !w || !y)
     return 1;
   Call c{x, x_dt, reinterpret_cast<const uint32_t*>(w), nullptr, nullptr, F32, y, y_dt, M, N, K,
          0, 0};

@@ -48,13 +48,19 @@ int mlxrs_qmm_raw(
 /* Weight layouts: MLX's affine format, or GGUF (ggml) blocks read as stored (the codes are
  * ggml's type ids). */
 #define MLXRS_QMM_FORMAT_AFFINE 0
+#define MLXRS_QMM_FORMAT_Q4_0 2
+#define MLXRS_QMM_FORMAT_Q4_1 3
+#define MLXRS_QMM_FORMAT_Q5_0 6
+#define MLXRS_QMM_FORMAT_Q5_1 7
+#define MLXRS_QMM_FORMAT_Q8_0 8
 #define MLXRS_QMM_FORMAT_Q4_K 12
 #define MLXRS_QMM_FORMAT_Q5_K 13
 #define MLXRS_QMM_FORMAT_Q6_K 14
 
-/* y[M, N] = x[M, K] @ w^T for w in a GGUF block format (MLXRS_QMM_FORMAT_Q4_K, _Q5_K or _Q6_K): N rows
- * of K / 256 blocks each, as the file stores them. Same contract as mlxrs_qmm_raw otherwise
- * (K a multiple of 256). */
+/* y[M, N] = x[M, K] @ w^T for w in a GGUF block format (MLXRS_QMM_FORMAT_Q4_0, _Q4_1, _Q5_0,
+ * _Q5_1 and _Q8_0: 32 values per block; _Q4_K, _Q5_K and _Q6_K: 256): N rows of K / V blocks
+ * each, as the file stores them. Same contract as mlxrs_qmm_raw otherwise (K a multiple of the
+ * format's V). */
 int mlxrs_qmm_blocks_raw(
     const void* x,
     int x_dt,

@@ -93,6 +93,16 @@ pub mod native_qmm {
     /// activations rounded to 21 bits per block of 8; `MLX_RS_QMM_EXACT=1` caps the choice at
     /// [`ISA_AVX512`]).
     pub const ISA_AVX512_VNNI: c_int = MLXRS_QMM_ISA_AVX512_VNNI as c_int;
+    /// Weight layout: GGUF `Q4_0` blocks as stored (ggml type id 2).
+    pub const FORMAT_Q4_0: c_int = MLXRS_QMM_FORMAT_Q4_0 as c_int;
+    /// Weight layout: GGUF `Q4_1` blocks as stored (ggml type id 3).
+    pub const FORMAT_Q4_1: c_int = MLXRS_QMM_FORMAT_Q4_1 as c_int;
+    /// Weight layout: GGUF `Q5_0` blocks as stored (ggml type id 6).
+    pub const FORMAT_Q5_0: c_int = MLXRS_QMM_FORMAT_Q5_0 as c_int;
+    /// Weight layout: GGUF `Q5_1` blocks as stored (ggml type id 7).
+    pub const FORMAT_Q5_1: c_int = MLXRS_QMM_FORMAT_Q5_1 as c_int;
+    /// Weight layout: GGUF `Q8_0` blocks as stored (ggml type id 8).
+    pub const FORMAT_Q8_0: c_int = MLXRS_QMM_FORMAT_Q8_0 as c_int;
     /// Weight layout: GGUF `Q4_K` blocks as stored (ggml type id 12).
     pub const FORMAT_Q4_K: c_int = MLXRS_QMM_FORMAT_Q4_K as c_int;
     /// Weight layout: GGUF `Q5_K` blocks as stored (ggml type id 13).

@@ -1,4 +1,5 @@
-//! The native kernels that multiply GGUF `Q4_K` / `Q5_K` / `Q6_K` blocks as stored
+//! The native kernels that multiply GGUF blocks as stored (`Q4_0`, `Q4_1`, `Q5_0`, `Q5_1`,
+//! `Q8_0`, `Q4_K`, `Q5_K`, `Q6_K`)
 //! ([`mlx_rs::quant::block_matmul`]) against the loader's decoder
 //! ([`mlx_models::load::ggml_quants::dequantize`], itself checked against the `gguf` package's
 //! numpy decoder in `gguf_kquants.rs`) and an f64 dot product: random blocks, awkward shapes,
@@ -34,11 +35,11 @@ fn f16_bytes(v: f32) -> [u8; 2] {
     half::f16::from_f32(v).to_le_bytes()
 }
 
-/// `rows` rows of `cols / 256` random blocks: random codes, scales and mins, and block
-/// factors in [0.001, 0.01].
+/// `rows` rows of `cols / values_per_block` random blocks: random codes, scales and mins, and
+/// block factors in [0.001, 0.01] (`Q4_1` / `Q5_1`'s offset m in [-0.01, 0.01]).
 fn random_blocks(format: BlockFormat, rows: usize, cols: usize, rng: &mut Lcg) -> Vec<u8> {
     let bb = format.block_bytes();
-    let mut out = vec![0u8; rows * cols / 256 * bb];
+    let mut out = vec![0u8; rows * cols / format.values_per_block() * bb];
     for block in out.chunks_exact_mut(bb) {
         for b in block.iter_mut() {
             *b = rng.next() as u8;
@@ -50,6 +51,13 @@ fn random_blocks(format: BlockFormat, rows: usize, cols: usize, rng: &mut Lcg) -
                 block[2..4].copy_from_slice(&factor());
             }
             BlockFormat::Q6K => block[208..210].copy_from_slice(&factor()),
+            BlockFormat::Q4_1 | BlockFormat::Q5_1 => {
+                block[0..2].copy_from_slice(&factor());
+                block[2..4].copy_from_slice(&f16_bytes(0.01 * rng.unit()));
+            }
+            BlockFormat::Q4_0 | BlockFormat::Q5_0 | BlockFormat::Q8_0 => {
+                block[0..2].copy_from_slice(&factor())
+            }
         }
     }
     out
@@ -57,11 +65,25 @@ fn random_blocks(format: BlockFormat, rows: usize, cols: usize, rng: &mut Lcg) -
 
 fn ggml_type(format: BlockFormat) -> GgmlType {
     match format {
+        BlockFormat::Q4_0 => GgmlType::Q4_0,
+        BlockFormat::Q4_1 => GgmlType::Q4_1,
+        BlockFormat::Q5_0 => GgmlType::Q5_0,
+        BlockFormat::Q5_1 => GgmlType::Q5_1,
+        BlockFormat::Q8_0 => GgmlType::Q8_0,
         BlockFormat::Q4K => GgmlType::Q4K,
         BlockFormat::Q5K => GgmlType::Q5K,
         BlockFormat::Q6K => GgmlType::Q6K,
     }
 }
+
+/// The formats of 32 values.
+const SMALL: [BlockFormat; 5] = [
+    BlockFormat::Q4_0,
+    BlockFormat::Q4_1,
+    BlockFormat::Q5_0,
+    BlockFormat::Q5_1,
+    BlockFormat::Q8_0,
+];
 
 /// y = x · Wᵀ in f64 from the decoder's weights, Σ |x||w| per output (the error scale), and
 /// the bound of the integer prefill's activation rounding: Σ |w| · max |x| over the value's
@@ -162,6 +184,22 @@ const SHAPES: &[(usize, usize, usize)] = &[
     (40, 70, 768),
 ];
 
+/// Rows of the formats of 32 values that are not whole 256s: odd block counts (one, three,
+/// eighteen and a tail), SmolLM2's 576 and 1536, at decode, small M and prefill.
+const SMALL_SHAPES: &[(usize, usize, usize)] = &[
+    (1, 1, 32),
+    (1, 5, 96),
+    (1, 9, 576),
+    (1, 6, 1536),
+    (2, 7, 160),
+    (3, 5, 576),
+    (4, 9, 224),
+    (5, 3, 32),
+    (16, 4, 96),
+    (17, 10, 576),
+    (40, 12, 96),
+];
+
 /// f32 accumulation of up to 1280 products, plus the activations' 21-bit rounding (2^-21 of a
 /// block's largest magnitude, which bounds each term's error by 2^-21 Σ|x||w| at worst).
 const EXACT_REL: f64 = 2e-6;
@@ -199,6 +237,20 @@ fn q6_k_blocks_match_the_decoder() {
     }
 }
 
+/// Each format of 32 values on [`SMALL_SHAPES`] and on the K-quants' [`SHAPES`].
+#[test]
+fn small_formats_match_the_decoder() {
+    let _g = SWITCHES.lock().unwrap_or_else(|e| e.into_inner());
+    if !quant::block_formats_available() {
+        return;
+    }
+    for (f, format) in SMALL.into_iter().enumerate() {
+        for (i, &(m, n, k)) in SMALL_SHAPES.iter().chain(SHAPES).enumerate() {
+            check(format, m, n, k, 1000 * f as u64 + i as u64, EXACT_REL);
+        }
+    }
+}
+
 #[test]
 fn exact_kernels_and_integer_activations_match_the_decoder() {
     let _g = SWITCHES.lock().unwrap_or_else(|e| e.into_inner());
@@ -207,16 +259,22 @@ fn exact_kernels_and_integer_activations_match_the_decoder() {
     }
     // The portable kernels (f32 activations).
     quant::set_native_qmm_exact(true);
-    for format in [BlockFormat::Q4K, BlockFormat::Q5K, BlockFormat::Q6K] {
+    for format in BlockFormat::ALL {
         check(format, 1, 9, 512, 7, 1e-6);
         check(format, 3, 5, 256, 8, 1e-6);
+        if format.values_per_block() == 32 {
+            check(format, 2, 7, 96, 6, 1e-6);
+        }
     }
     quant::set_native_qmm_exact(false);
     // 8-bit activations: each value within 2^-6 of its 8-block's largest magnitude.
     if quant::set_native_int8_activations(true) {
-        for format in [BlockFormat::Q4K, BlockFormat::Q5K, BlockFormat::Q6K] {
+        for format in BlockFormat::ALL {
             check(format, 1, 9, 512, 9, 2.0f64.powi(-6));
             check(format, 4, 6, 768, 10, 2.0f64.powi(-6));
+            if format.values_per_block() == 32 {
+                check(format, 1, 5, 608, 11, 2.0f64.powi(-6));
+            }
         }
     }
     quant::set_native_int8_activations(false);
@@ -286,16 +344,20 @@ fn runs_of_two_formats_are_one_matrix() {
     if !quant::block_formats_available() {
         return;
     }
-    check_runs(BlockFormat::Q4K, 77);
-    check_runs(BlockFormat::Q5K, 78);
+    check_runs(BlockFormat::Q4K, BlockFormat::Q6K, 512, 77);
+    check_runs(BlockFormat::Q5K, BlockFormat::Q6K, 512, 78);
+    // A format of 32 values beside a K-quant (x prepared both ways), and two of them on rows
+    // that are no whole 256s (Gemma 3's Q5_0 / Q8_0 parts).
+    check_runs(BlockFormat::Q5_0, BlockFormat::Q4K, 512, 79);
+    check_runs(BlockFormat::Q8_0, BlockFormat::Q6K, 768, 80);
+    check_runs(BlockFormat::Q5_0, BlockFormat::Q8_0, 640, 81);
 }
 
-fn check_runs(first: BlockFormat, seed: u64) {
+fn check_runs(first: BlockFormat, second: BlockFormat, k: usize, seed: u64) {
     let mut rng = Lcg(seed);
-    let k = 512usize;
     let (n4, n6) = (10usize, 6usize);
     let b4 = random_blocks(first, n4, k, &mut rng);
-    let b6 = random_blocks(BlockFormat::Q6K, n6, k, &mut rng);
+    let b6 = random_blocks(second, n6, k, &mut rng);
     let joined: Vec<u8> = b4.iter().chain(b6.iter()).copied().collect();
     let w = Array::from_bytes(&joined, &[joined.len() as i32], Dtype::Uint8).unwrap();
     let runs = [
@@ -304,14 +366,14 @@ fn check_runs(first: BlockFormat, seed: u64) {
             rows: n4 as i32,
         },
         BlockRun {
-            format: BlockFormat::Q6K,
+            format: second,
             rows: n6 as i32,
         },
     ];
     for m in [1usize, 3, 20] {
         let x: Vec<f32> = (0..m * k).map(|_| rng.unit()).collect();
         let r4 = reference(first, &b4, &x, m, n4, k);
-        let r6 = reference(BlockFormat::Q6K, &b6, &x, m, n6, k);
+        let r6 = reference(second, &b6, &x, m, n6, k);
         let xa = Array::from_slice(&x, &[m as i32, k as i32]).unwrap();
         let got = quant::block_matmul_fused(&xa, &w, &runs, None, None)
             .unwrap()
@@ -376,6 +438,22 @@ fn shapes_that_do_not_fit_are_typed_errors() {
     let odd = Array::ones(&[1, 100], Dtype::Float32).unwrap();
     assert!(matches!(
         quant::block_matmul(&odd, &w, BlockFormat::Q4K),
+        Err(Error::Shape(_))
+    ));
+    // 288 bytes are 16 Q4_0 blocks: 2 rows of 256 fit, 2 rows of 250 values do not; Q4_1's
+    // 20-byte blocks do not divide them at all.
+    let x256 = Array::ones(&[1, 256], Dtype::Float32).unwrap();
+    if quant::block_formats_available() {
+        let y = quant::block_matmul(&x256, &w, BlockFormat::Q4_0).unwrap();
+        assert_eq!(y.to_vec::<f32>().unwrap(), vec![0.0; 2]); // zero bytes: d = 0
+    }
+    let x250 = Array::ones(&[1, 250], Dtype::Float32).unwrap();
+    assert!(matches!(
+        quant::block_matmul(&x250, &w, BlockFormat::Q4_0),
+        Err(Error::Shape(_))
+    ));
+    assert!(matches!(
+        quant::block_matmul(&x256, &w, BlockFormat::Q4_1),
         Err(Error::Shape(_))
     ));
 }

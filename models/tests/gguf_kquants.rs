@@ -269,6 +269,43 @@ fn k_quants_kept_as_stored_multiply_to_the_reference() {
     );
 }
 
+/// The formats of 32 values kept as stored, as the K-quants are: rows of three blocks (an odd
+/// count, the decode kernels' tail), each format against the `gguf` package's decoder.
+#[test]
+fn small_block_formats_kept_as_stored_multiply_to_the_reference() {
+    use mlx_rs::quant::BlockFormat;
+    check_kept(
+        "gguf_small_blocks",
+        &[
+            (
+                "model.layers.0.self_attn.q_proj",
+                "blk.0.attn_q.weight",
+                BlockFormat::Q8_0,
+            ),
+            (
+                "model.layers.0.self_attn.k_proj",
+                "blk.0.attn_k.weight",
+                BlockFormat::Q4_0,
+            ),
+            (
+                "model.layers.0.self_attn.v_proj",
+                "blk.0.attn_v.weight",
+                BlockFormat::Q4_1,
+            ),
+            (
+                "model.layers.0.mlp.gate_proj",
+                "blk.0.ffn_gate.weight",
+                BlockFormat::Q5_0,
+            ),
+            (
+                "model.layers.0.mlp.up_proj",
+                "blk.0.ffn_up.weight",
+                BlockFormat::Q5_1,
+            ),
+        ],
+    );
+}
+
 /// [`k_quants_kept_as_stored_multiply_to_the_reference`] on `fixture`.gguf / .json, whose
 /// tensors are exactly `kept` (module, GGUF name, format).
 fn check_kept(fixture: &str, kept: &[(&str, &str, mlx_rs::quant::BlockFormat)]) {
@@ -294,7 +331,11 @@ fn check_kept(fixture: &str, kept: &[(&str, &str, mlx_rs::quant::BlockFormat)]) 
         assert_eq!(blocks.dtype(), Dtype::Uint8);
         assert_eq!(
             blocks.shape(),
-            vec![rows as i32, format.row_bytes(cols).unwrap() as i32]
+            vec![
+                rows as i32,
+                (cols / format.values_per_block()) as i32,
+                format.block_bytes() as i32
+            ]
         );
         assert_eq!(
             blocks.to_vec::<u8>().unwrap(),
@@ -389,6 +430,9 @@ fn a_non_finite_block_factor_is_a_typed_error() {
         ("gguf_kquants.gguf", "blk.0.attn_v.weight", 2u64),
         ("gguf_kquants.gguf", "blk.0.ffn_up.weight", 208 + 210),
         ("gguf_q5_k.gguf", "blk.0.ffn_gate.weight", 176),
+        ("gguf_small_blocks.gguf", "blk.0.attn_v.weight", 2),
+        ("gguf_small_blocks.gguf", "blk.0.attn_q.weight", 34),
+        ("gguf_small_blocks.gguf", "blk.0.ffn_gate.weight", 44),
     ] {
         let (file, _) = open_gguf(&common::fixture(fixture)).unwrap();
         let info = file.tensors.iter().find(|t| t.name == gguf_name).unwrap();

@@ -68,6 +68,9 @@ enum Storage {
     Blocks,
     /// As a Q5_K_M file keeps them: `Q5_K` where Q4_K_M has `Q4_K`.
     BlocksQ5,
+    /// The formats of 32 values, all five: q and k `Q4_0`, v and down `Q8_0`, o `Q4_1`, gate
+    /// `Q5_0`, up `Q5_1` (so q/k/v and gate/up are two runs each); any multiple of 32 fits.
+    BlocksSmall,
 }
 
 const HIDDEN: i32 = SMALL.hidden;
@@ -94,14 +97,13 @@ fn tiny_model_with(model_type: &str, layers: usize, quantized_embedding: bool) -
 }
 
 /// `rows` rows of random GGUF blocks (`Q4_K`: 144 bytes per 256 weights, factors d and dmin;
-/// `Q5_K`: 176, the same factors; `Q6_K`: 210, factor d) with factors that keep the weights
-/// within about ±0.3.
+/// `Q5_K`: 176, the same factors; `Q6_K`: 210, factor d; the formats of 32 values: factor d and
+/// `Q4_1` / `Q5_1`'s offset m) with factors that keep the weights within about ±0.3, as
+/// `[rows, blocks, block bytes]` as the loader keeps them.
 fn random_blocks(format: BlockFormat, rows: i32, cols: i32, seed: u64) -> Array {
     let bb = format.block_bytes() as i32;
-    let q6 = format == BlockFormat::Q6K;
-    // Q5_K's codes reach 31, twice Q4_K's: half the factors.
-    let f = if format == BlockFormat::Q5K { 0.5 } else { 1.0 };
-    let n = (rows * cols / 256 * bb) as usize;
+    let per_row = cols / format.values_per_block() as i32;
+    let n = (rows * per_row * bb) as usize;
     let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     let mut bytes: Vec<u8> = (0..n)
         .map(|_| {
@@ -111,15 +113,27 @@ fn random_blocks(format: BlockFormat, rows: i32, cols: i32, seed: u64) -> Array 
             (state >> 24) as u8
         })
         .collect();
+    let f16 = |v: f32| half::f16::from_f32(v).to_le_bytes();
     for block in bytes.chunks_exact_mut(bb as usize) {
-        if q6 {
-            block[208..210].copy_from_slice(&half::f16::from_f32(7e-5).to_le_bytes());
-        } else {
-            block[0..2].copy_from_slice(&half::f16::from_f32(4e-4 * f).to_le_bytes());
-            block[2..4].copy_from_slice(&half::f16::from_f32(2e-4 * f).to_le_bytes());
+        match format {
+            BlockFormat::Q6K => block[208..210].copy_from_slice(&f16(7e-5)),
+            // Q5_K's codes reach 31, twice Q4_K's: half the factors.
+            BlockFormat::Q4K | BlockFormat::Q5K => {
+                let f = if format == BlockFormat::Q5K { 0.5 } else { 1.0 };
+                block[0..2].copy_from_slice(&f16(4e-4 * f));
+                block[2..4].copy_from_slice(&f16(2e-4 * f));
+            }
+            BlockFormat::Q4_0 => block[0..2].copy_from_slice(&f16(0.03)),
+            BlockFormat::Q5_0 => block[0..2].copy_from_slice(&f16(0.015)),
+            BlockFormat::Q8_0 => block[0..2].copy_from_slice(&f16(0.002)),
+            BlockFormat::Q4_1 | BlockFormat::Q5_1 => {
+                let d = if format == BlockFormat::Q5_1 { 0.015 } else { 0.03 };
+                block[0..2].copy_from_slice(&f16(d));
+                block[2..4].copy_from_slice(&f16(-0.2));
+            }
         }
     }
-    Array::from_bytes(&bytes, &[rows, cols / 256 * bb], Dtype::Uint8).unwrap()
+    Array::from_bytes(&bytes, &[rows, per_row, bb], Dtype::Uint8).unwrap()
 }
 
 /// `layers` decoder layers of sizes `d`, projections stored as `storage` says; with
@@ -204,12 +218,19 @@ fn tiny_model_stored(
         ];
         for (name, out, inp) in projections {
             if storage != Storage::Affine {
-                let format = if name.ends_with("v_proj") || name.ends_with("down_proj") {
-                    BlockFormat::Q6K
-                } else if storage == Storage::BlocksQ5 {
+                let kq = if storage == Storage::BlocksQ5 {
                     BlockFormat::Q5K
                 } else {
                     BlockFormat::Q4K
+                };
+                let format = match (storage, name.rsplit('.').next().unwrap_or(name)) {
+                    (Storage::BlocksSmall, "q_proj" | "k_proj") => BlockFormat::Q4_0,
+                    (Storage::BlocksSmall, "v_proj" | "down_proj") => BlockFormat::Q8_0,
+                    (Storage::BlocksSmall, "o_proj") => BlockFormat::Q4_1,
+                    (Storage::BlocksSmall, "gate_proj") => BlockFormat::Q5_0,
+                    (Storage::BlocksSmall, _) => BlockFormat::Q5_1,
+                    (_, "v_proj" | "down_proj") => BlockFormat::Q6K,
+                    _ => kq,
                 };
                 w.insert(
                     format!("{p}.{name}.blocks"),
@@ -569,6 +590,17 @@ fn layer_and_model_step_of_q5_k_blocks_are_the_composed_path() {
     if mlx_rs::quant::block_formats_available() {
         check_layer_matches_composed_stored("qwen2", BLOCK_SIZED, Storage::BlocksQ5);
         check_model_step_matches_parts_stored("llama", BLOCK_SIZED, Storage::BlocksQ5);
+    }
+}
+
+/// The formats of 32 values (all five, two runs in q/k/v and in gate/up) on sizes that are
+/// no multiples of 256.
+#[test]
+fn layer_and_model_step_of_small_blocks_are_the_composed_path() {
+    if mlx_rs::quant::block_formats_available() {
+        check_layer_matches_composed_stored("qwen2", SMALL, Storage::BlocksSmall);
+        check_layer_matches_composed_stored("gemma3_text", SMALL, Storage::BlocksSmall);
+        check_model_step_matches_parts_stored("llama", SMALL, Storage::BlocksSmall);
     }
 }
 

@@ -1,6 +1,6 @@
-//! GGUF (ggml) K-quant blocks multiplied as stored by the native CPU kernels
-//! ([`block_matmul`]): no conversion to MLX's affine layout, so a `Q4_K` weight costs its 4.5
-//! bits, a `Q5_K` weight its 5.5 and a `Q6_K` weight its 6.5625 bits, in memory and in every
+//! GGUF (ggml) blocks multiplied as stored by the native CPU kernels ([`block_matmul`]): no
+//! conversion to MLX's affine layout, so a `Q4_K` weight costs its 4.5 bits, a `Q4_0` weight
+//! its 4.5, a `Q5_0` weight its 5.5 and a `Q8_0` weight its 8.5 bits, in memory and in every
 //! byte a decode step reads.
 
 use crate::error::{Error, Result};
@@ -8,9 +8,11 @@ use crate::Array;
 use mlx_sys as sys;
 use std::fmt;
 
-/// A GGUF block format the native CPU kernels read as stored: 256 weights per block, each row
-/// of a matrix `[N, K]` being `K / 256` blocks in the file's byte order (a `uint8` array
-/// `[N, K / 256 · block_bytes]`).
+/// A GGUF block format the native CPU kernels read as stored: [`values_per_block`] weights per
+/// block (32 for `Q4_0` … `Q8_0`, 256 for the K-quants), each row of a matrix `[N, K]` being
+/// `K / values_per_block` blocks in the file's byte order (the bytes of a `uint8` array).
+///
+/// [`values_per_block`]: BlockFormat::values_per_block
 ///
 /// ```
 /// use mlx_rs::quant::BlockFormat;
@@ -19,9 +21,25 @@ use std::fmt;
 /// assert_eq!(BlockFormat::Q6K.row_bytes(100), None);
 /// assert_eq!(BlockFormat::Q4K.to_string(), "Q4_K");
 /// assert_eq!(BlockFormat::Q5K.row_bytes(768), Some(528));
+/// // The formats of 32 values: a row of 576 is 18 blocks.
+/// assert_eq!(BlockFormat::Q4_1.row_bytes(576), Some(18 * 20));
+/// assert_eq!(BlockFormat::Q8_0.values_per_block(), 32);
+/// assert_eq!(BlockFormat::from_block_bytes(22), Some(BlockFormat::Q5_0));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BlockFormat {
+    /// `Q4_0`: 4-bit codes `q`, one f16 factor `d` per 32 weights, weight `d (q - 8)` (18 bytes
+    /// per 32 weights).
+    Q4_0,
+    /// `Q4_1`: 4-bit codes, f16 `d` and `m` per 32 weights, weight `d q + m` (20 bytes).
+    Q4_1,
+    /// `Q5_0`: 5-bit codes (a nibble and one bit of a 32-bit mask each), f16 `d` per 32
+    /// weights, weight `d (q - 16)` (22 bytes).
+    Q5_0,
+    /// `Q5_1`: 5-bit codes, f16 `d` and `m` per 32 weights, weight `d q + m` (24 bytes).
+    Q5_1,
+    /// `Q8_0`: int8 codes, f16 `d` per 32 weights, weight `d q` (34 bytes).
+    Q8_0,
     /// `Q4_K`: 4-bit codes, a 6-bit scale and a 6-bit min per 32 weights, two f16 factors per
     /// block (144 bytes per 256 weights).
     Q4K,
@@ -34,30 +52,63 @@ pub enum BlockFormat {
 }
 
 impl BlockFormat {
-    /// Weights per block.
-    pub const VALUES_PER_BLOCK: usize = 256;
+    /// Every format, in ggml's type order.
+    pub const ALL: [BlockFormat; 8] = [
+        BlockFormat::Q4_0,
+        BlockFormat::Q4_1,
+        BlockFormat::Q5_0,
+        BlockFormat::Q5_1,
+        BlockFormat::Q8_0,
+        BlockFormat::Q4K,
+        BlockFormat::Q5K,
+        BlockFormat::Q6K,
+    ];
 
-    /// Bytes per block of 256 weights.
+    /// Weights per block: 32, or 256 for the K-quants.
+    pub const fn values_per_block(self) -> usize {
+        match self {
+            BlockFormat::Q4K | BlockFormat::Q5K | BlockFormat::Q6K => 256,
+            _ => 32,
+        }
+    }
+
+    /// Bytes per block.
     pub const fn block_bytes(self) -> usize {
         match self {
+            BlockFormat::Q4_0 => 18,
+            BlockFormat::Q4_1 => 20,
+            BlockFormat::Q5_0 => 22,
+            BlockFormat::Q5_1 => 24,
+            BlockFormat::Q8_0 => 34,
             BlockFormat::Q4K => 144,
             BlockFormat::Q5K => 176,
             BlockFormat::Q6K => 210,
         }
     }
 
+    /// The format whose blocks take `bytes` bytes (every format's differ).
+    pub fn from_block_bytes(bytes: usize) -> Option<BlockFormat> {
+        Self::ALL.into_iter().find(|f| f.block_bytes() == bytes)
+    }
+
     /// Bytes of one row of `cols` weights, or `None` when `cols` is not a positive multiple
-    /// of 256.
+    /// of [`Self::values_per_block`].
     pub fn row_bytes(self, cols: usize) -> Option<usize> {
-        (cols > 0 && cols.is_multiple_of(Self::VALUES_PER_BLOCK))
-            .then(|| cols / Self::VALUES_PER_BLOCK * self.block_bytes())
+        let per = self.values_per_block();
+        (cols > 0 && cols.is_multiple_of(per)).then(|| cols / per * self.block_bytes())
     }
 
     pub(crate) fn raw(self) -> i32 {
+        use sys::native_qmm as q;
         match self {
-            BlockFormat::Q4K => sys::native_qmm::FORMAT_Q4_K,
-            BlockFormat::Q5K => sys::native_qmm::FORMAT_Q5_K,
-            BlockFormat::Q6K => sys::native_qmm::FORMAT_Q6_K,
+            BlockFormat::Q4_0 => q::FORMAT_Q4_0,
+            BlockFormat::Q4_1 => q::FORMAT_Q4_1,
+            BlockFormat::Q5_0 => q::FORMAT_Q5_0,
+            BlockFormat::Q5_1 => q::FORMAT_Q5_1,
+            BlockFormat::Q8_0 => q::FORMAT_Q8_0,
+            BlockFormat::Q4K => q::FORMAT_Q4_K,
+            BlockFormat::Q5K => q::FORMAT_Q5_K,
+            BlockFormat::Q6K => q::FORMAT_Q6_K,
         }
     }
 }
@@ -65,6 +116,11 @@ impl BlockFormat {
 impl fmt::Display for BlockFormat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            BlockFormat::Q4_0 => "Q4_0",
+            BlockFormat::Q4_1 => "Q4_1",
+            BlockFormat::Q5_0 => "Q5_0",
+            BlockFormat::Q5_1 => "Q5_1",
+            BlockFormat::Q8_0 => "Q8_0",
             BlockFormat::Q4K => "Q4_K",
             BlockFormat::Q5K => "Q5_K",
             BlockFormat::Q6K => "Q6_K",
@@ -87,8 +143,8 @@ pub fn block_formats_available() -> bool {
     crate::quant::native_qmm_isa() != crate::quant::QmmIsa::None
 }
 
-/// `x · Wᵀ` with `W` `[N, K]` in a GGUF block format, read as stored (`w`: `uint8`
-/// `[N, K / 256 · format.block_bytes()]`); `x` is `[..., K]` in any float dtype and the result
+/// `x · Wᵀ` with `W` `[N, K]` in a GGUF block format, read as stored (`w`: `uint8`, any shape,
+/// holding `N · format.row_bytes(K)` bytes); `x` is `[..., K]` in any float dtype and the result
 /// `[..., N]` has `x`'s dtype. On CPUs with AVX-512 VNNI the activations are rounded as in
 /// [`crate::quant::QmmIsa::Avx512Vnni`] (21 bits per block of 8 values;
 /// [`crate::quant::set_native_int8_activations`] makes it 8 bits); elsewhere each row is

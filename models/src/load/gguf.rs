@@ -224,12 +224,14 @@ pub fn read_gguf_weights_with_progress(
     read_gguf_weights_with_options(gguf, config, progress, GgufReadOptions::default())
 }
 
-/// How [`read_gguf_weights_with_options`] stores K-quant matrices.
+/// How [`read_gguf_weights_with_options`] stores block-quantized matrices.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GgufReadOptions {
-    /// Keep the `Q4_K`, `Q5_K` and `Q6_K` matrices of the decoder layers' projections (`attn_q`,
-    /// `attn_k`, `attn_v`, `attn_output`, `ffn_gate`, `ffn_up`, `ffn_down`) and of the output
-    /// head as stored, under `P.blocks` (`uint8` `[rows, cols / 256 · block bytes]`), for
+    /// Keep the `Q4_0`, `Q4_1`, `Q5_0`, `Q5_1`, `Q8_0`, `Q4_K`, `Q5_K` and `Q6_K` matrices of
+    /// the decoder layers' projections (`attn_q`, `attn_k`, `attn_v`, `attn_output`,
+    /// `ffn_gate`, `ffn_up`, `ffn_down`) and of the output head as stored, under `P.blocks`
+    /// (`uint8` `[rows, cols / values per block, block bytes]`: the last axis names the
+    /// format, [`mlx_rs::quant::BlockFormat::from_block_bytes`]), for
     /// [`mlx_rs::quant::block_matmul`]: no conversion, and no more bytes than the file's.
     /// Only the native CPU kernels multiply them: [`super::load`] asks for this on a CPU
     /// they serve. `false` (the default): every tensor as the [module docs](self) say.
@@ -309,12 +311,16 @@ fn requantizes_q6_k(info: &GgufTensorInfo) -> bool {
 }
 
 /// The block format a tensor keeps under [`GgufReadOptions::keep_blocks`], if it is one of
-/// the matrices kept: a 2-D `Q4_K` / `Q5_K` / `Q6_K` `.weight` of a layer projection or of the
-/// head,
-/// with whole blocks per row.
+/// the matrices kept: a 2-D `Q4_0` / `Q4_1` / `Q5_0` / `Q5_1` / `Q8_0` / `Q4_K` / `Q5_K` /
+/// `Q6_K` `.weight` of a layer projection or of the head, with whole blocks per row.
 fn kept_block_format(info: &GgufTensorInfo) -> Option<mlx_rs::quant::BlockFormat> {
     use mlx_rs::quant::BlockFormat;
     let format = match info.ggml_type {
+        GgmlType::Q4_0 => BlockFormat::Q4_0,
+        GgmlType::Q4_1 => BlockFormat::Q4_1,
+        GgmlType::Q5_0 => BlockFormat::Q5_0,
+        GgmlType::Q5_1 => BlockFormat::Q5_1,
+        GgmlType::Q8_0 => BlockFormat::Q8_0,
         GgmlType::Q4K => BlockFormat::Q4K,
         GgmlType::Q5K => BlockFormat::Q5K,
         GgmlType::Q6K => BlockFormat::Q6K,
@@ -338,15 +344,20 @@ fn kept_block_format(info: &GgufTensorInfo) -> Option<mlx_rs::quant::BlockFormat
                             | "ffn_down"
                     )
             });
-    (projection && info.dims.len() == 2 && info.row_len().is_multiple_of(256)).then_some(format)
+    let whole = info
+        .row_len()
+        .is_multiple_of(format.values_per_block() as u64);
+    (projection && info.dims.len() == 2 && whole).then_some(format)
 }
 
-/// Checks that every block's f16 factors (`Q4_K`, `Q5_K`: d and dmin; `Q6_K`: d) are finite, as the
-/// affine conversion does ([`ggml_quants`]).
+/// Checks that every block's f16 factors (`Q4_1`, `Q5_1`, `Q4_K`, `Q5_K`: the first two;
+/// `Q4_0`, `Q5_0`, `Q8_0`: d; `Q6_K`: d) are finite, as the affine conversion does
+/// ([`ggml_quants`]).
 fn check_block_factors(format: mlx_rs::quant::BlockFormat, bytes: &[u8]) -> Result<()> {
     use mlx_rs::quant::BlockFormat;
     let offsets: &[usize] = match format {
-        BlockFormat::Q4K | BlockFormat::Q5K => &[0, 2],
+        BlockFormat::Q4_1 | BlockFormat::Q5_1 | BlockFormat::Q4K | BlockFormat::Q5K => &[0, 2],
+        BlockFormat::Q4_0 | BlockFormat::Q5_0 | BlockFormat::Q8_0 => &[0],
         BlockFormat::Q6K => &[208],
     };
     if !bytes.len().is_multiple_of(format.block_bytes()) {
@@ -382,13 +393,15 @@ fn tensor_arrays(
     let ty = info.ggml_type;
     if let Some(format) = kept_block_format(info).filter(|_| keep_blocks) {
         check_block_factors(format, &bytes).map_err(named)?;
-        let row_bytes = format
-            .row_bytes(info.row_len() as usize)
-            .expect("whole blocks per row (kept_block_format)");
+        let blocks = info.row_len() as usize / format.values_per_block();
         let stem = &info.name[..info.name.len() - ".weight".len()];
         return Ok(vec![(
             format!("{stem}.blocks"),
-            Array::from_bytes(&bytes, &[shape[0], row_bytes as i32], Dtype::Uint8)?,
+            Array::from_bytes(
+                &bytes,
+                &[shape[0], blocks as i32, format.block_bytes() as i32],
+                Dtype::Uint8,
+            )?,
         )]);
     }
     let dense_dtype = match ty {

@@ -119,10 +119,10 @@ impl QuantizedMatrix {
     }
 }
 
-/// A `[rows, cols]` matrix of GGUF blocks kept as stored (`Q4_K`, `Q5_K`, `Q6_K`; see
-/// [`mlx_rs::quant::block_matmul_fused`]): `weight` is `uint8` holding the runs' rows one after
-/// the other (`[rows, cols / 256 · block bytes]` for one run). Only the native CPU kernels
-/// multiply it; the GGUF loader keeps blocks only where they run.
+/// A `[rows, cols]` matrix of GGUF blocks kept as stored (`Q4_0` … `Q8_0`, `Q4_K`, `Q5_K`,
+/// `Q6_K`; see [`mlx_rs::quant::block_matmul_fused`]): `weight` is `uint8` holding the runs'
+/// rows one after the other (`[rows, cols / values per block, block bytes]` for one run). Only
+/// the native CPU kernels multiply it; the GGUF loader keeps blocks only where they run.
 #[derive(Debug, Clone)]
 pub struct BlockMatrix {
     /// The blocks' bytes.
@@ -132,9 +132,10 @@ pub struct BlockMatrix {
 }
 
 impl BlockMatrix {
-    /// Takes `<path>.blocks` when it exists (`Ok(None)` otherwise): `uint8` `[rows, cols / 256 ·
-    /// block bytes]`, the format following from the row length (144 bytes per 256 weights:
-    /// `Q4_K`; 176: `Q5_K`; 210: `Q6_K`).
+    /// Takes `<path>.blocks` when it exists (`Ok(None)` otherwise): `uint8` `[rows, blocks per
+    /// row, block bytes]`, the format following from the block's bytes (every format's differ:
+    /// 18 `Q4_0`, 20 `Q4_1`, 22 `Q5_0`, 24 `Q5_1`, 34 `Q8_0`, 144 `Q4_K`, 176 `Q5_K`, 210
+    /// `Q6_K`; [`BlockFormat::from_block_bytes`]) and the blocks covering `cols`.
     ///
     /// Errors: [`Error::ShapeMismatch`] when the tensor is not such a matrix.
     ///
@@ -144,9 +145,12 @@ impl BlockMatrix {
     /// use mlx_rs::quant::BlockFormat;
     /// use mlx_rs::{Array, Dtype};
     /// let mut w = Weights::default();
-    /// w.insert("p.blocks", Array::from_bytes(&[0u8; 3 * 420], &[3, 420], Dtype::Uint8)?);
+    /// w.insert("p.blocks", Array::from_bytes(&[0u8; 3 * 420], &[3, 2, 210], Dtype::Uint8)?);
+    /// w.insert("s.blocks", Array::from_bytes(&[0u8; 3 * 360], &[3, 18, 20], Dtype::Uint8)?);
     /// let m = BlockMatrix::load(&mut w, "p", 3, 512)?.unwrap();
     /// assert_eq!(m.runs[0].format, BlockFormat::Q6K);
+    /// let m = BlockMatrix::load(&mut w, "s", 3, 576)?.unwrap();
+    /// assert_eq!(m.runs[0].format, BlockFormat::Q4_1);
     /// assert!(BlockMatrix::load(&mut w, "q", 3, 512)?.is_none());
     /// # Ok::<(), mlx_models::Error>(())
     /// ```
@@ -162,26 +166,27 @@ impl BlockMatrix {
         }
         let weight = weights.take(&name)?;
         let shape = weight.shape();
-        let formats = [BlockFormat::Q4K, BlockFormat::Q5K, BlockFormat::Q6K];
-        let format = formats.into_iter().find(|f| {
-            usize::try_from(cols)
-                .ok()
-                .and_then(|c| f.row_bytes(c))
-                .is_some_and(|b| shape == [rows, b as i32])
-        });
+        let format = match shape[..] {
+            [r, blocks, bytes] if r == rows && weight.dtype() == Dtype::Uint8 => {
+                usize::try_from(bytes)
+                    .ok()
+                    .and_then(BlockFormat::from_block_bytes)
+                    .filter(|f| {
+                        i64::from(blocks) * f.values_per_block() as i64 == i64::from(cols)
+                            && cols > 0
+                    })
+            }
+            _ => None,
+        };
         match format {
-            Some(format) if weight.dtype() == Dtype::Uint8 => Ok(Some(BlockMatrix {
+            Some(format) => Ok(Some(BlockMatrix {
                 weight,
                 runs: vec![BlockRun { format, rows }],
             })),
-            _ => Err(Error::ShapeMismatch {
+            None => Err(Error::ShapeMismatch {
                 name,
-                expected: vec![
-                    rows,
-                    BlockFormat::Q4K
-                        .row_bytes(cols.max(0) as usize)
-                        .map_or(-1, |b| b as i32),
-                ],
+                // rows, blocks of 256 (or 32) values, a format's block bytes
+                expected: vec![rows, cols / 256, -1],
                 found: shape,
             }),
         }

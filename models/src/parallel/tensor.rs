@@ -231,10 +231,19 @@ fn column_share(
 }
 
 /// The number of input features one stored column group of `path` covers: the quantization
-/// group (`width / scales columns`), 256 for GGUF blocks, 1 for a dense matrix.
+/// group (`width / scales columns`), a GGUF block's values (32 or 256: `width` over the blocks
+/// per row, the middle axis of `[rows, blocks, block bytes]`), 1 for a dense matrix.
 fn column_unit(weights: &Weights, path: &str, width: i32) -> Result<i32> {
-    if weights.contains(&format!("{path}.blocks")) {
-        return Ok(256);
+    if let Some(blocks) = weights.get(&format!("{path}.blocks")) {
+        let per_row = blocks.dim(1)?;
+        if blocks.ndim() != 3 || per_row <= 0 || width % per_row != 0 {
+            return Err(Error::ShapeMismatch {
+                name: format!("{path}.blocks"),
+                expected: vec![-1, width / 256, -1],
+                found: blocks.shape(),
+            });
+        }
+        return Ok(width / per_row);
     }
     match weights.get(&format!("{path}.scales")) {
         Some(scales) => {
@@ -282,15 +291,17 @@ fn keep_columns(
                 Array::zeros(&full.shape(), full.dtype())?
             }
         } else {
-            // Each form stores the `width` inputs in `stored` columns, evenly per unit.
-            let stored = full.dim(-1)?;
+            // Each form stores the `width` inputs in `stored` columns, evenly per unit (GGUF
+            // blocks: one block per unit, on the middle axis).
+            let axis = if name.ends_with(".blocks") { 1 } else { -1 };
+            let stored = full.dim(axis)?;
             let per_unit = stored as i64 * unit as i64 / width as i64;
             let (a, b) = (
                 (cols.start / unit) as i64 * per_unit,
                 (cols.end / unit) as i64 * per_unit,
             );
             let index = Array::arange(a as f64, b as f64, 1.0, Dtype::Int32)?;
-            full.take(&index, -1)?
+            full.take(&index, axis)?
         };
         part.eval()?;
         weights.insert(name, part);
