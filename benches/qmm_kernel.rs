@@ -13,15 +13,18 @@
 //! `qmm_kernel_dram` reads 4-bit matrices of Gemma 4 E2B's MLP shapes from DRAM (copies that
 //! together exceed the L3), as a real-size model's decode does.
 //!
-//! `qmm_blocks_dram` decodes GGUF `Q4_K` / `Q5_K` / `Q6_K` matrices of Qwen2.5-1.5B's MLP
-//! shapes from DRAM, read as stored (`quant::block_matmul`) against the same matrices as the
-//! loader converts them without blocks (`ggml_quants::to_affine`: `Q4_K` to 4-bit, `Q5_K` to
-//! 8-bit triplets; `requantize_affine8`: `Q6_K` to 8-bit), time per call side by side.
+//! `qmm_blocks_dram` decodes GGUF block matrices (every format) of Qwen2.5-1.5B's MLP shapes
+//! from DRAM, read as stored (`quant::block_matmul`) against the same matrices as the loader
+//! converts them without blocks (`ggml_quants::to_affine`: `Q4_0`, `Q4_1`, `Q4_K` to 4-bit,
+//! `Q5_0`, `Q5_1`, `Q8_0`, `Q5_K` to 8-bit triplets, f16 scales and biases where exact;
+//! `requantize_affine8`: `Q6_K` to 8-bit), time per call side by side; `qmm_blocks_cached`
+//! the formats of 32 values on SmolLM2-135M's shapes, in the cache.
 //!
 //! ```text
 //! cargo bench --bench qmm_kernel
 //! cargo bench --bench qmm_kernel -- qmm_kernel_dram
 //! cargo bench --bench qmm_kernel -- qmm_blocks_dram
+//! cargo bench --bench qmm_kernel -- qmm_blocks_cached
 //! ```
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use mlx_rs::{quant, random, with_device, Array, Device, Dtype};
@@ -136,8 +139,9 @@ fn bench_dram(c: &mut Criterion) {
 }
 
 /// `rows x cols` random blocks of `format` (random codes, scales and mins; block factors in
-/// [0.001, 0.01]).
+/// [0.001, 0.01]; `Q4_1` / `Q5_1`'s offset m in [-0.01, 0.01]).
 fn random_blocks(format: quant::BlockFormat, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
+    use quant::BlockFormat;
     let bb = format.block_bytes();
     let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     let mut next = || {
@@ -146,27 +150,137 @@ fn random_blocks(format: quant::BlockFormat, rows: usize, cols: usize, seed: u64
         state ^= state << 17;
         state
     };
-    let mut out: Vec<u8> = (0..rows * cols / 256 * bb).map(|_| next() as u8).collect();
+    let n = rows * cols / format.values_per_block() * bb;
+    let mut out: Vec<u8> = (0..n).map(|_| next() as u8).collect();
     for block in out.chunks_exact_mut(bb) {
-        let mut factor = || {
+        let mut factor = |scale: f32| {
             let v = 0.001 + 0.009 * (next() % 1000) as f32 / 1000.0;
-            half::f16::from_f32(v).to_le_bytes()
+            half::f16::from_f32(v * scale).to_le_bytes()
         };
-        if format == quant::BlockFormat::Q6K {
-            block[208..210].copy_from_slice(&factor());
-        } else {
-            block[0..2].copy_from_slice(&factor());
-            block[2..4].copy_from_slice(&factor());
+        match format {
+            BlockFormat::Q6K => block[208..210].copy_from_slice(&factor(1.0)),
+            BlockFormat::Q4_0 | BlockFormat::Q5_0 | BlockFormat::Q8_0 => {
+                block[0..2].copy_from_slice(&factor(1.0))
+            }
+            BlockFormat::Q4_1 | BlockFormat::Q5_1 => {
+                block[0..2].copy_from_slice(&factor(1.0));
+                block[2..4].copy_from_slice(&factor(-1.0));
+            }
+            BlockFormat::Q4K | BlockFormat::Q5K => {
+                block[0..2].copy_from_slice(&factor(1.0));
+                block[2..4].copy_from_slice(&factor(1.0));
+            }
         }
     }
     out
 }
 
-/// GGUF blocks read as stored against their affine conversion, decode from DRAM (each side
-/// cycles through copies that together take 640 MiB, over twice a 300 MiB L3).
-fn bench_blocks_dram(c: &mut Criterion) {
+/// The blocks of `format`, `n x k`, read as stored against what the loader makes of them
+/// without blocks (`to_affine`, with f16 scales and biases where every one is exact in f16, as
+/// the loader stores them; `requantize_affine8` for `Q6_K`), decode (M = 1), time per call side
+/// by side. Each side cycles through copies that together take `set_bytes` (1: one copy).
+fn compare_blocks(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    format: quant::BlockFormat,
+    (n, k): (usize, usize),
+    set_bytes: usize,
+) {
     use mlx_models::load::ggml_quants;
     use mlx_models::load::gguf_file::GgmlType;
+    use quant::BlockFormat;
+    let ty = match format {
+        BlockFormat::Q4_0 => GgmlType::Q4_0,
+        BlockFormat::Q4_1 => GgmlType::Q4_1,
+        BlockFormat::Q5_0 => GgmlType::Q5_0,
+        BlockFormat::Q5_1 => GgmlType::Q5_1,
+        BlockFormat::Q8_0 => GgmlType::Q8_0,
+        BlockFormat::Q4K => GgmlType::Q4K,
+        BlockFormat::Q5K => GgmlType::Q5K,
+        BlockFormat::Q6K => GgmlType::Q6K,
+    };
+    let block_copies = set_bytes.div_ceil(n * format.row_bytes(k).unwrap());
+    let raw: Vec<Vec<u8>> = (0..block_copies)
+        .map(|i| random_blocks(format, n, k, 100 + i as u64))
+        .collect();
+    let mut affine: Vec<(Array, Array, Array, i32)> = Vec::new();
+    let mut affine_bytes = 0;
+    for b in raw.iter().cycle() {
+        if affine_bytes >= set_bytes {
+            break;
+        }
+        let t = if format == BlockFormat::Q6K {
+            ggml_quants::requantize_affine8(ty, b, k).expect("requantize")
+        } else {
+            ggml_quants::to_affine(ty, b).expect("affine")
+        };
+        let packed = [n as i32, (k as u32 * t.bits / 32) as i32];
+        let groups = [n as i32, (k / 32) as i32];
+        let exact = |v: &[f32]| v.iter().all(|&x| half::f16::from_f32(x).to_f32() == x);
+        let dtype = if exact(&t.scales) && exact(&t.biases) {
+            Dtype::Float16
+        } else {
+            Dtype::Float32
+        };
+        let factors = |v: &[f32]| {
+            Array::from_slice(v, &groups)
+                .and_then(|a| a.astype(dtype))
+                .expect("factors")
+        };
+        let m = (
+            Array::from_slice(&t.packed, &packed).expect("packed"),
+            factors(&t.scales),
+            factors(&t.biases),
+            t.bits as i32,
+        );
+        m.1.eval().expect("eval");
+        m.2.eval().expect("eval");
+        affine_bytes += m.0.nbytes() + m.1.nbytes() + m.2.nbytes();
+        affine.push(m);
+    }
+    let blocks: Vec<Array> = raw
+        .into_iter()
+        .map(|b| {
+            let shape = [n as i32, format.row_bytes(k).unwrap() as i32];
+            Array::from_bytes(&b, &shape, Dtype::Uint8).expect("blocks")
+        })
+        .collect();
+    let x = input(&[1, k as i32], Dtype::Float32, 2);
+    let shape = format!("1x{k}@{n}x{k}T");
+    g.throughput(Throughput::Bytes(blocks[0].nbytes() as u64));
+    let mut next = 0;
+    g.bench_function(BenchmarkId::new(format!("{format}/blocks"), &shape), |bch| {
+        bch.iter(|| {
+            let w = &blocks[next % blocks.len()];
+            next += 1;
+            let y = quant::block_matmul(&x, w, format).expect("blocks");
+            y.eval().expect("eval");
+            y
+        })
+    });
+    let (wq, sc, bi, bits) = &affine[0];
+    g.throughput(Throughput::Bytes(
+        (wq.nbytes() + sc.nbytes() + bi.nbytes()) as u64,
+    ));
+    let mut next = 0;
+    g.bench_function(
+        BenchmarkId::new(format!("{format}/affine{bits}"), &shape),
+        |bch| {
+            bch.iter(|| {
+                let (wq, s, b, bits) = &affine[next % affine.len()];
+                next += 1;
+                let y = quant::quantized_matmul(&x, wq, s, b, true, 32, *bits).expect("qmm");
+                y.eval().expect("eval");
+                y
+            })
+        },
+    );
+}
+
+/// GGUF blocks read as stored against their affine conversion, decode from DRAM (each side
+/// cycles through copies that together take 640 MiB, over twice a 300 MiB L3), on
+/// Qwen2.5-1.5B's MLP shapes; the formats of 32 values also on SmolLM2-135M's (in the cache, as
+/// its decode reads them: one copy).
+fn bench_blocks_dram(c: &mut Criterion) {
     use quant::BlockFormat;
     if !quant::block_formats_available() {
         return;
@@ -176,83 +290,22 @@ fn bench_blocks_dram(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3));
     with_device(Device::cpu(), || {
-        for format in [BlockFormat::Q4K, BlockFormat::Q5K, BlockFormat::Q6K] {
-            let ty = match format {
-                BlockFormat::Q4K => GgmlType::Q4K,
-                BlockFormat::Q5K => GgmlType::Q5K,
-                BlockFormat::Q6K => GgmlType::Q6K,
-            };
-            for &(n, k) in &[(8960usize, 1536usize), (1536, 8960)] {
-                // Enough copies that each variant's set is over twice a 300 MiB L3.
-                const SET_BYTES: usize = 640 << 20;
-                let block_copies = SET_BYTES.div_ceil(n * format.row_bytes(k).unwrap());
-                let raw: Vec<Vec<u8>> = (0..block_copies)
-                    .map(|i| random_blocks(format, n, k, 100 + i as u64))
-                    .collect();
-                // What the loader makes of them without blocks.
-                let mut affine: Vec<(Array, Array, Array, i32)> = Vec::new();
-                let mut affine_bytes = 0;
-                for b in raw.iter().cycle() {
-                    if affine_bytes >= SET_BYTES {
-                        break;
-                    }
-                    let t = if format == BlockFormat::Q6K {
-                        ggml_quants::requantize_affine8(ty, b, k).expect("requantize")
-                    } else {
-                        ggml_quants::to_affine(ty, b).expect("affine")
-                    };
-                    let packed = [n as i32, (k as u32 * t.bits / 32) as i32];
-                    let groups = [n as i32, (k / 32) as i32];
-                    let m = (
-                        Array::from_slice(&t.packed, &packed).expect("packed"),
-                        Array::from_slice(&t.scales, &groups).expect("scales"),
-                        Array::from_slice(&t.biases, &groups).expect("biases"),
-                        t.bits as i32,
-                    );
-                    affine_bytes += m.0.nbytes() + m.1.nbytes() + m.2.nbytes();
-                    affine.push(m);
-                }
-                let blocks: Vec<Array> = raw
-                    .into_iter()
-                    .map(|b| {
-                        let shape = [n as i32, format.row_bytes(k).unwrap() as i32];
-                        Array::from_bytes(&b, &shape, Dtype::Uint8).expect("blocks")
-                    })
-                    .collect();
-                let x = input(&[1, k as i32], Dtype::Float32, 2);
-                let shape = format!("1x{k}@{n}x{k}T");
-                g.throughput(Throughput::Bytes(blocks[0].nbytes() as u64));
-                let mut next = 0;
-                g.bench_function(
-                    BenchmarkId::new(format!("{format}/blocks"), &shape),
-                    |bch| {
-                        bch.iter(|| {
-                            let w = &blocks[next % blocks.len()];
-                            next += 1;
-                            let y = quant::block_matmul(&x, w, format).expect("blocks");
-                            y.eval().expect("eval");
-                            y
-                        })
-                    },
-                );
-                let (wq, s, b, bits) = &affine[0];
-                g.throughput(Throughput::Bytes(
-                    (wq.nbytes() + s.nbytes() + b.nbytes()) as u64,
-                ));
-                let mut next = 0;
-                g.bench_function(
-                    BenchmarkId::new(format!("{format}/affine{bits}"), &shape),
-                    |bch| {
-                        bch.iter(|| {
-                            let (wq, s, b, bits) = &affine[next % affine.len()];
-                            next += 1;
-                            let y = quant::quantized_matmul(&x, wq, s, b, true, 32, *bits)
-                                .expect("qmm");
-                            y.eval().expect("eval");
-                            y
-                        })
-                    },
-                );
+        for format in BlockFormat::ALL {
+            for shape in [(8960usize, 1536usize), (1536, 8960)] {
+                compare_blocks(&mut g, format, shape, 640 << 20);
+            }
+        }
+    })
+    .expect("cpu stream");
+    g.finish();
+    let mut g = c.benchmark_group("qmm_blocks_cached");
+    g.sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    with_device(Device::cpu(), || {
+        for format in BlockFormat::ALL.into_iter().take(5) {
+            for shape in [(3072usize, 576usize), (576, 1536)] {
+                compare_blocks(&mut g, format, shape, 1);
             }
         }
     })

@@ -18,11 +18,12 @@
 // sub-block scale times the lane's power of two.
 //
 // The formats of 32 values (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) read x prepared by prepare32: the
-// same digits and powers of two, laid out per row as planes (each digit's K values, then the
-// lanes' powers of two, then the exact sums over each block of 32) so that two consecutive
-// blocks are one 64-value product: lanes 0..7 the first block's, 8..15 the second's. Codes are
-// small_block's (unsigned; Q8_0's q + 128), and each block's offset (qmm_blocks.h) times x's
-// sum over it is added once per block.
+// same digits, with a power of two per 8 values, laid out so that four consecutive blocks are
+// one 128-value step of two VPDPBUSD per digit (XQuad: lane 4t + i of block t sums its values
+// 4i .. 4i + 3 and 16 + 4i .. 16 + 4i + 3, which sit in the same bytes of the blocks' low and
+// high code vectors, with no shuffle of the codes). Codes are small_block's (unsigned; Q8_0's
+// q + 128), and each block's offset (qmm_blocks.h) times x's exact sum over it is added once
+// per block. A lane's integer sum is at most 8 * 255 * 2^20 in magnitude: exact in int32.
 #include <immintrin.h>
 
 #include "qmm_blocks.h"
@@ -193,139 +194,201 @@ inline void block_q6k(const BlockProblem& p, int n0, int m0) {
     for (int m = 0; m < MB; ++m) p.y[size_t(m0 + m) * p.ldy + n0 + r] = _mm512_reduce_add_ps(tot[r][m]);
 }
 
-// x per row for the formats of 32 values: planes of Kp = K rounded up to 64 values (zeros
-// past K): D digit planes of Kp int8, Kp / 4 powers of two (one per lane of 4 values), Kp / 32
-// exact sums of x over each block.
-inline int padded_k(int K) { return (K + 63) / 64 * 64; }
+// x per row for the formats of 32 values: ceil(K / 128) quads of four blocks, then the exact
+// sums of x over each block (padded to 16 blocks). In a quad, lane l = 4t + i (block t, i < 4)
+// sums 8 values of block t: 4i .. 4i + 3 (digits in a[k], bytes 4l .. 4l + 3) and 16 + 4i ..
+// 16 + 4i + 3 (digits in b[k]): the values block_codes puts in the same bytes of its low
+// (values 0..15 of each block) and high (16..31) vectors. The 8 share one power of two.
+struct alignas(64) XQuad {
+  int8_t a[3][64];
+  int8_t b[3][64];
+  float scale[16];
+};
+
+inline int quads(int K) { return (K + 127) / 128; }
+inline int sum_slots(int K) { return (K / 32 + 15) / 16 * 16; }
 inline size_t x32_row_bytes(int K) {
-  const size_t kp = size_t(padded_k(K));
-  return (3 * kp + kp + kp / 8 + 63) / 64 * 64;
+  return (size_t(quads(K)) * sizeof(XQuad) + size_t(sum_slots(K)) * 4 + 63) / 64 * 64;
 }
 
 size_t xp32_bytes(int M, int K) { return size_t(M) * x32_row_bytes(K) + 64; }
 
 struct X32Row {
-  const int8_t* digit[3];
-  const float* lane_scale;
+  const XQuad* quad;
   const float* sum32;
 };
 
 inline X32Row x32_row(const void* xp32, int K, int m) {
-  const size_t kp = size_t(padded_k(K));
   const uint8_t* base = reinterpret_cast<const uint8_t*>(xblocks(xp32)) + size_t(m) * x32_row_bytes(K);
-  X32Row r;
-  for (int k = 0; k < 3; ++k) r.digit[k] = reinterpret_cast<const int8_t*>(base + k * kp);
-  r.lane_scale = reinterpret_cast<const float*>(base + 3 * kp);
-  r.sum32 = reinterpret_cast<const float*>(base + 4 * kp);
-  return r;
+  return {reinterpret_cast<const XQuad*>(base),
+          reinterpret_cast<const float*>(base + size_t(quads(K)) * sizeof(XQuad))};
 }
 
 template <int D>
 void prepare32(const float* x, void* xp32, int M, int K) {
-  const int kp = padded_k(K);
+  const int nb = K / kSmallBlockValues;
+  // Digit bytes in lane order (values 4i.., then 16 + 4i.., per i) to a (first four of each
+  // eight) and b (the other four).
+  const __m128i split = _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15);
   for (int m = 0; m < M; ++m) {
     const X32Row r = x32_row(xp32, K, m);
-    auto* digit = const_cast<int8_t**>(r.digit);
-    auto* lane_scale = const_cast<float*>(r.lane_scale);
+    auto* quad = const_cast<XQuad*>(r.quad);
     auto* sum32 = const_cast<float*>(r.sum32);
     const float* xr = x + size_t(m) * K;
-    for (int t = 0; t < kp / 16; ++t) {
-      const int valid = K - 16 * t;
-      __m512i d[3];
-      float e0, e1;
-      digits16<D>(xr + 16 * t, valid, d, e0, e1);
-      for (int k = 0; k < D; ++k)
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(digit[k] + 16 * t), _mm512_cvtepi32_epi8(d[k]));
-      lane_scale[4 * t] = lane_scale[4 * t + 1] = e0;
-      lane_scale[4 * t + 2] = lane_scale[4 * t + 3] = e1;
-      const __mmask16 mk = valid >= 16 ? 0xFFFF : valid <= 0 ? 0 : (1u << valid) - 1;
-      const float s = _mm512_reduce_add_ps(_mm512_maskz_loadu_ps(mk, xr + 16 * t));
-      if (t % 2 == 0)
-        sum32[t / 2] = s;
-      else
-        sum32[t / 2] += s;
+    for (int j = 0; j < quads(K) * 4; ++j) {
+      XQuad& q = quad[j / 4];
+      const int t = j % 4;
+      alignas(64) float lane[32] = {};
+      if (j < nb) {
+        const float* v = xr + 32 * j;
+        for (int i = 0; i < 4; ++i)
+          for (int u = 0; u < 4; ++u) {
+            lane[8 * i + u] = v[4 * i + u];
+            lane[8 * i + 4 + u] = v[16 + 4 * i + u];
+          }
+        sum32[j] = _mm512_reduce_add_ps(_mm512_loadu_ps(v)) + _mm512_reduce_add_ps(_mm512_loadu_ps(v + 16));
+      }
+      for (int h = 0; h < 2; ++h) {  // lanes i = 2h, 2h + 1
+        __m512i d[3];
+        float e0, e1;
+        digits16<D>(lane + 16 * h, 16, d, e0, e1);
+        for (int k = 0; k < D; ++k) {
+          const __m128i bytes = _mm_shuffle_epi8(_mm512_cvtepi32_epi8(d[k]), split);
+          _mm_storel_epi64(reinterpret_cast<__m128i*>(q.a[k] + 16 * t + 8 * h), bytes);
+          _mm_storel_epi64(reinterpret_cast<__m128i*>(q.b[k] + 16 * t + 8 * h), _mm_unpackhi_epi64(bytes, bytes));
+        }
+        q.scale[4 * t + 2 * h] = e0;
+        q.scale[4 * t + 2 * h + 1] = e1;
+      }
+    }
+    for (int j = nb; j < sum_slots(K); ++j) sum32[j] = 0.f;
+  }
+}
+
+template <int F>
+constexpr int small_bytes() {
+  return F == kQ4_0 ? 18 : F == kQ4_1 ? 20 : F == kQ5_0 ? 22 : F == kQ5_1 ? 24 : 34;
+}
+template <int F>
+constexpr bool small_has_m() { return F == kQ4_1 || F == kQ5_1; }
+template <int F>
+constexpr bool small_five() { return F == kQ5_0 || F == kQ5_1; }
+template <int F>
+constexpr int small_qs_at() {
+  return F == kQ8_0 ? 2 : 2 + (small_has_m<F>() ? 2 : 0) + (small_five<F>() ? 4 : 0);
+}
+
+// The codes (unsigned, small_block's) of the n <= 4 blocks from b0, values 0..15 of block t in
+// bytes 16t .. 16t + 16 of lo and values 16..31 in those of hi; zeros for t >= n. Q4_x / Q5_x:
+// the low and high nibbles of qs (Q5_x: qh's bit i sets bit 4 of value i); Q8_0: the two
+// halves of the codes, plus 128.
+// N: the count when known at compile time (a whole quad), else 0 and n counts. Q5_x: ml and
+// mh hold the fifth bits of the four blocks' values 0..15 and 16..31, 16 per block.
+template <int F, int N = 0>
+inline void block_codes(const uint8_t* b0, int n, uint64_t ml, uint64_t mh, __m512i& lo, __m512i& hi) {
+  constexpr int bb = small_bytes<F>(), qs = small_qs_at<F>();
+  if constexpr (N != 0) n = N;
+  lo = _mm512_setzero_si512();
+  if constexpr (F == kQ8_0) {
+    hi = _mm512_setzero_si512();
+    for (int t = 0; t < n; ++t) {
+      const __mmask16 lane = __mmask16(0xF << (4 * t));
+      lo = _mm512_mask_broadcast_i32x4(lo, lane, _mm_loadu_si128(reinterpret_cast<const __m128i*>(b0 + t * bb + qs)));
+      hi = _mm512_mask_broadcast_i32x4(hi, lane, _mm_loadu_si128(reinterpret_cast<const __m128i*>(b0 + t * bb + qs + 16)));
+    }
+    const __mmask16 used = __mmask16((1u << (4 * n)) - 1);
+    lo = _mm512_maskz_xor_epi32(used, lo, _mm512_set1_epi8(char(0x80)));
+    hi = _mm512_maskz_xor_epi32(used, hi, _mm512_set1_epi8(char(0x80)));
+  } else {
+    for (int t = 0; t < n; ++t)
+      lo = _mm512_mask_broadcast_i32x4(lo, __mmask16(0xF << (4 * t)),
+                                       _mm_loadu_si128(reinterpret_cast<const __m128i*>(b0 + t * bb + qs)));
+    const __m512i low4 = _mm512_set1_epi8(0x0F);
+    hi = _mm512_and_si512(_mm512_srli_epi16(lo, 4), low4);
+    lo = _mm512_and_si512(lo, low4);
+    if constexpr (small_five<F>()) {
+      const __m512i bit4 = _mm512_set1_epi8(0x10);
+      lo = _mm512_or_si512(lo, _mm512_maskz_mov_epi8(ml, bit4));
+      hi = _mm512_or_si512(hi, _mm512_maskz_mov_epi8(mh, bit4));
     }
   }
 }
 
-// The 32 codes of a block of small format F, unsigned, in value order (small_block's).
-template <int F>
-inline __m256i small_codes(const uint8_t* blk) {
-  if (F == kQ8_0)
-    return _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2)),
-                            _mm256_set1_epi8(char(0x80)));
-  constexpr bool has_m = F == kQ4_1 || F == kQ5_1, five = F == kQ5_0 || F == kQ5_1;
-  constexpr int qs_at = 2 + (has_m ? 2 : 0) + (five ? 4 : 0);
-  const __m128i low4 = _mm_set1_epi8(0x0F);
-  const __m128i qs = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + qs_at));
-  __m256i v = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(qs, 4), low4), _mm_and_si128(qs, low4));
-  if (five) {
-    uint32_t qh;
-    __builtin_memcpy(&qh, blk + (has_m ? 4 : 2), 4);  // x86: little-endian, as the file
-    v = _mm256_or_si256(v, _mm256_maskz_mov_epi8(__mmask32(qh), _mm256_set1_epi8(0x10)));
-  }
-  return v;
-}
-
-// A block's offset (weight = d * code - off).
-template <int F>
-inline float small_off(const uint8_t* blk, float d) {
-  if (F == kQ4_1 || F == kQ5_1) return -f16_scalar(blk + 2);
-  return (F == kQ8_0 ? 128.f : F == kQ5_0 ? 16.f : 8.f) * d;
-}
-
-// y[m0 .. m0 + MB, n0 .. n0 + R] for rows of small format F.
+// y[m0 .. m0 + MB, n0 .. n0 + R] for rows of small format F, 16 blocks at a time: their f16
+// factors gathered into one vector per row (one 32-bit word per block: d, and m after it for
+// Q4_1 / Q5_1), the offsets times x's block sums as one product, then quads of four blocks
+// (128 values: two VPDPBUSD per digit into 16 lanes of 8 values, one conversion).
 template <int F, int R, int MB, int D>
 inline void block_small(const BlockProblem& p, int n0, int m0) {
-  constexpr int bb = F == kQ4_0 ? 18 : F == kQ4_1 ? 20 : F == kQ5_0 ? 22 : F == kQ5_1 ? 24 : 34;
+  constexpr int bb = small_bytes<F>();
   const int nb = p.K / kSmallBlockValues;
   const size_t rb = size_t(nb) * bb;
   const uint8_t* wb = p.w + size_t(n0) * rb;
   X32Row xs[MB];
   for (int m = 0; m < MB; ++m) xs[m] = x32_row(p.xp32, p.K, m0 + m);
+  const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i at = _mm512_mullo_epi32(iota, _mm512_set1_epi32(bb));
+  const __m512i lane_block = _mm512_srli_epi32(iota, 2);
   __m512 tot[R][MB];
-  float off[R][MB];
   for (int r = 0; r < R; ++r)
-    for (int m = 0; m < MB; ++m) {
-      tot[r][m] = _mm512_setzero_ps();
-      off[r][m] = 0.f;
-    }
-  for (int b = 0; b < nb; b += 2) {
-    const bool pair = b + 1 < nb;
-    __m512i v[R];
-    __m512 s[R];
-    float o0[R], o1[R];
+    for (int m = 0; m < MB; ++m) tot[r][m] = _mm512_setzero_ps();
+  alignas(32) uint64_t qh_lo[R][4], qh_hi[R][4];  // Q5_x only
+  for (int g = 0; g < nb; g += 16) {
+    const int nv = nb - g < 16 ? nb - g : 16;
+    const __mmask16 valid = __mmask16((1u << nv) - 1);
+    __m512 d[R];
     for (int r = 0; r < R; ++r) {
-      const uint8_t* b0 = wb + r * rb + size_t(b) * bb;
-      __builtin_prefetch(b0 + kPrefetchAhead, 0, 3);
-      if (2 * bb > 64) __builtin_prefetch(b0 + kPrefetchAhead + 64, 0, 3);
-      const float d0 = f16_scalar(b0);
-      o0[r] = small_off<F>(b0, d0);
-      if (pair) {
-        const float d1 = f16_scalar(b0 + bb);
-        o1[r] = small_off<F>(b0 + bb, d1);
-        v[r] = _mm512_inserti64x4(_mm512_castsi256_si512(small_codes<F>(b0)), small_codes<F>(b0 + bb), 1);
-        s[r] = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(d0), _mm512_set1_ps(d1));
-      } else {
-        o1[r] = 0.f;
-        v[r] = _mm512_zextsi256_si512(small_codes<F>(b0));
-        s[r] = _mm512_maskz_mov_ps(0x00FF, _mm512_set1_ps(d0));
+      const uint8_t* row = wb + r * rb + size_t(g) * bb;
+      for (int a = 0; a < 16 * bb; a += 64) __builtin_prefetch(row + kPrefetchAhead + a, 0, 3);
+      const __m512i dm = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), valid, at, row, 1);
+      d[r] = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dm));
+      const __m512 off = small_has_m<F>()
+                             ? _mm512_sub_ps(_mm512_setzero_ps(),
+                                             _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dm, 16))))
+                             : _mm512_mul_ps(d[r], _mm512_set1_ps(F == kQ8_0 ? 128.f : small_five<F>() ? 16.f : 8.f));
+      for (int m = 0; m < MB; ++m)
+        tot[r][m] = _mm512_fnmadd_ps(off, _mm512_load_ps(xs[m].sum32 + g), tot[r][m]);
+      if constexpr (small_five<F>()) {
+        // The 16 blocks' qh words; their low and high halves, 64 bits (four blocks) per quad.
+        const __m512i qh = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), valid, at,
+                                                       row + (small_has_m<F>() ? 4 : 2), 1);
+        _mm256_store_si256(reinterpret_cast<__m256i*>(qh_lo[r]), _mm512_cvtepi32_epi16(qh));
+        _mm256_store_si256(reinterpret_cast<__m256i*>(qh_hi[r]),
+                           _mm512_cvtepi32_epi16(_mm512_srli_epi32(qh, 16)));
       }
     }
-    for (int m = 0; m < MB; ++m) {
-      __m512i dx[3];
-      for (int k = 0; k < D; ++k) dx[k] = _mm512_loadu_si512(xs[m].digit[k] + 32 * b);
-      const __m512 xe = _mm512_loadu_ps(xs[m].lane_scale + 8 * b);
-      const float x0 = xs[m].sum32[b], x1 = pair ? xs[m].sum32[b + 1] : 0.f;
+    for (int q = 0; 4 * q < nv; ++q) {
+      const int b = g + 4 * q, n = nv - 4 * q < 4 ? nv - 4 * q : 4;
+      const __m512i lanes = _mm512_add_epi32(lane_block, _mm512_set1_epi32(4 * q));
+      __m512i lo[R], hi[R];
+      __m512 s[R];
       for (int r = 0; r < R; ++r) {
-        tot[r][m] = _mm512_fmadd_ps(dot64<D>(v[r], dx), _mm512_mul_ps(s[r], xe), tot[r][m]);
-        off[r][m] -= o0[r] * x0 + o1[r] * x1;
+        const uint64_t ml = small_five<F>() ? qh_lo[r][q] : 0, mh = small_five<F>() ? qh_hi[r][q] : 0;
+        if (n == 4)
+          block_codes<F, 4>(wb + r * rb + size_t(b) * bb, 4, ml, mh, lo[r], hi[r]);
+        else
+          block_codes<F>(wb + r * rb + size_t(b) * bb, n, ml, mh, lo[r], hi[r]);
+        s[r] = _mm512_permutexvar_ps(lanes, d[r]);
+      }
+      for (int m = 0; m < MB; ++m) {
+        const XQuad& x = xs[m].quad[b / 4];
+        __m512i xa[3], xb[3];
+        for (int k = 0; k < D; ++k) {
+          xa[k] = _mm512_load_si512(x.a[k]);
+          xb[k] = _mm512_load_si512(x.b[k]);
+        }
+        const __m512 xe = _mm512_load_ps(x.scale);
+        for (int r = 0; r < R; ++r) {
+          __m512i dd[3];
+          for (int k = 0; k < D; ++k)
+            dd[k] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo[r], xa[k]), hi[r], xb[k]);
+          tot[r][m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(recombine<D>(dd)), _mm512_mul_ps(s[r], xe), tot[r][m]);
+        }
       }
     }
   }
   for (int r = 0; r < R; ++r)
-    for (int m = 0; m < MB; ++m)
-      p.y[size_t(m0 + m) * p.ldy + n0 + r] = _mm512_reduce_add_ps(tot[r][m]) + off[r][m];
+    for (int m = 0; m < MB; ++m) p.y[size_t(m0 + m) * p.ldy + n0 + r] = _mm512_reduce_add_ps(tot[r][m]);
 }
 
 template <int F, int R, int MB, int D>

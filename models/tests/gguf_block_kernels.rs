@@ -16,6 +16,27 @@ use std::sync::Mutex;
 /// The kernels' switches are process-wide: tests that flip them run one at a time.
 static SWITCHES: Mutex<()> = Mutex::new(());
 
+/// Holds the switches; puts them back to their defaults when dropped (also when a test fails
+/// with one flipped, so that one failure does not become every test's).
+struct Switches {
+    _reset: ResetSwitches,
+    _lock: std::sync::MutexGuard<'static, ()>,
+}
+struct ResetSwitches;
+impl Drop for ResetSwitches {
+    fn drop(&mut self) {
+        quant::set_native_qmm_exact(false);
+        quant::set_native_int8_activations(false);
+    }
+}
+fn switches() -> Switches {
+    let lock = SWITCHES.lock().unwrap_or_else(|e| e.into_inner());
+    Switches {
+        _reset: ResetSwitches,
+        _lock: lock,
+    }
+}
+
 /// A deterministic generator (64-bit LCG, high bits).
 struct Lcg(u64);
 impl Lcg {
@@ -206,7 +227,7 @@ const EXACT_REL: f64 = 2e-6;
 
 #[test]
 fn q4_k_blocks_match_the_decoder() {
-    let _g = SWITCHES.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = switches();
     if !quant::block_formats_available() {
         return;
     }
@@ -217,7 +238,7 @@ fn q4_k_blocks_match_the_decoder() {
 
 #[test]
 fn q5_k_blocks_match_the_decoder() {
-    let _g = SWITCHES.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = switches();
     if !quant::block_formats_available() {
         return;
     }
@@ -228,7 +249,7 @@ fn q5_k_blocks_match_the_decoder() {
 
 #[test]
 fn q6_k_blocks_match_the_decoder() {
-    let _g = SWITCHES.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = switches();
     if !quant::block_formats_available() {
         return;
     }
@@ -240,7 +261,7 @@ fn q6_k_blocks_match_the_decoder() {
 /// Each format of 32 values on [`SMALL_SHAPES`] and on the K-quants' [`SHAPES`].
 #[test]
 fn small_formats_match_the_decoder() {
-    let _g = SWITCHES.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = switches();
     if !quant::block_formats_available() {
         return;
     }
@@ -253,7 +274,7 @@ fn small_formats_match_the_decoder() {
 
 #[test]
 fn exact_kernels_and_integer_activations_match_the_decoder() {
-    let _g = SWITCHES.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = switches();
     if !quant::block_formats_available() {
         return;
     }
@@ -282,7 +303,7 @@ fn exact_kernels_and_integer_activations_match_the_decoder() {
 
 #[test]
 fn prologue_and_epilogue_are_applied() {
-    let _g = SWITCHES.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = switches();
     if !quant::block_formats_available() {
         return;
     }
@@ -340,7 +361,7 @@ fn prologue_and_epilogue_are_applied() {
 /// prefill.
 #[test]
 fn runs_of_two_formats_are_one_matrix() {
-    let _g = SWITCHES.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = switches();
     if !quant::block_formats_available() {
         return;
     }

@@ -244,9 +244,43 @@ int test_qmm_unsupported() {
 }
 
 // ---------------------------------------------------------------- GGUF blocks as stored
-// Weight e of a block by the format's definition (ggml's Q4_K / Q5_K / Q6_K), in double:
-// written here from the definition, independently of the kernels' own decoder.
+// Weight e of a block by the format's definition (ggml's Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 /
+// Q4_K / Q5_K / Q6_K), in double: written here from the definition, independently of the
+// kernels' own decoder.
+bool small_block_format(int format) {
+  return format == MLXRS_QMM_FORMAT_Q4_0 || format == MLXRS_QMM_FORMAT_Q4_1 ||
+         format == MLXRS_QMM_FORMAT_Q5_0 || format == MLXRS_QMM_FORMAT_Q5_1 ||
+         format == MLXRS_QMM_FORMAT_Q8_0;
+}
+
+int block_bytes_of(int format) {
+  switch (format) {
+    case MLXRS_QMM_FORMAT_Q4_0: return 18;
+    case MLXRS_QMM_FORMAT_Q4_1: return 20;
+    case MLXRS_QMM_FORMAT_Q5_0: return 22;
+    case MLXRS_QMM_FORMAT_Q5_1: return 24;
+    case MLXRS_QMM_FORMAT_Q8_0: return 34;
+    case MLXRS_QMM_FORMAT_Q4_K: return 144;
+    case MLXRS_QMM_FORMAT_Q5_K: return 176;
+    default: return 210;
+  }
+}
+
 double block_weight(int format, const uint8_t* blk, int e) {
+  if (small_block_format(format)) {
+    const double d = half_to_double(uint16_t(blk[0] | blk[1] << 8));
+    if (format == MLXRS_QMM_FORMAT_Q8_0) return d * int8_t(blk[2 + e]);
+    const bool has_m = format == MLXRS_QMM_FORMAT_Q4_1 || format == MLXRS_QMM_FORMAT_Q5_1;
+    const bool five = format == MLXRS_QMM_FORMAT_Q5_0 || format == MLXRS_QMM_FORMAT_Q5_1;
+    const uint8_t* qs = blk + 2 + (has_m ? 2 : 0) + (five ? 4 : 0);
+    int q = e < 16 ? qs[e] & 0xF : qs[e - 16] >> 4;
+    if (five) {
+      const uint8_t* qh = blk + (has_m ? 4 : 2);
+      q += ((qh[e / 8] >> (e % 8)) & 1) * 16;
+    }
+    if (has_m) return d * q + half_to_double(uint16_t(blk[2] | blk[3] << 8));
+    return d * (q - (five ? 16 : 8));
+  }
   if (format == MLXRS_QMM_FORMAT_Q4_K || format == MLXRS_QMM_FORMAT_Q5_K) {
     const double d = half_to_double(uint16_t(blk[0] | blk[1] << 8));
     const double dmin = half_to_double(uint16_t(blk[2] | blk[3] << 8));
@@ -278,10 +312,7 @@ double block_weight(int format, const uint8_t* blk, int e) {
 }
 
 int run_blocks(int format, int M, int N, int K, int x_dt, int y_dt, uint64_t seed, const char* tag) {
-  const int bb = format == MLXRS_QMM_FORMAT_Q4_K   ? 144
-                 : format == MLXRS_QMM_FORMAT_Q5_K ? 176
-                                                   : 210,
-            nb = K / 256;
+  const int bb = block_bytes_of(format), bv = small_block_format(format) ? 32 : 256, nb = K / bv;
   Rng rng{seed};
   Buf x(size_t(M) * K * dt_size(x_dt)), w(size_t(N) * nb * bb), y(size_t(M) * N * dt_size(y_dt));
   std::vector<double> xd(size_t(M) * K);
@@ -290,7 +321,11 @@ int run_blocks(int format, int M, int N, int K, int x_dt, int y_dt, uint64_t see
   for (size_t i = 0; i < w.bytes; ++i) wb[i] = uint8_t(rng.next());
   for (size_t b = 0; b < size_t(N) * nb; ++b) {  // finite block factors
     uint8_t* blk = wb + b * bb;
-    for (int at : format == MLXRS_QMM_FORMAT_Q6_K ? std::vector<int>{208} : std::vector<int>{0, 2}) {
+    const bool one = format == MLXRS_QMM_FORMAT_Q4_0 || format == MLXRS_QMM_FORMAT_Q5_0 ||
+                     format == MLXRS_QMM_FORMAT_Q8_0;
+    for (int at : format == MLXRS_QMM_FORMAT_Q6_K ? std::vector<int>{208}
+                  : one                           ? std::vector<int>{0}
+                                                  : std::vector<int>{0, 2}) {
       uint16_t h = double_to_half(rng.uniform(0.001, 0.01));
       blk[at] = uint8_t(h), blk[at + 1] = uint8_t(h >> 8);
     }
@@ -304,7 +339,7 @@ int run_blocks(int format, int M, int N, int K, int x_dt, int y_dt, uint64_t see
   const bool int8 = M > 16 && mlxrs_qmm_isa() == MLXRS_QMM_ISA_AVX512_VNNI;
   for (int n = 0; n < N; ++n) {
     std::vector<double> wd(K);
-    for (int k = 0; k < K; ++k) wd[k] = block_weight(format, wb + (size_t(n) * nb + k / 256) * bb, k % 256);
+    for (int k = 0; k < K; ++k) wd[k] = block_weight(format, wb + (size_t(n) * nb + k / bv) * bb, k % bv);
     for (int m = 0; m < M; ++m) {
       double ref = 0, mag = 0, q8 = 0;
       for (int k = 0; k < K; ++k) {
@@ -332,11 +367,14 @@ int test_blocks() {
   const int dts[][2] = {{F32, F32}, {F16, F32}, {F32, BF16}};
   for_each_isa_and_threads([&](int isa, int threads) {
     int before = fails, n_before = calls;
-    for (int format : {MLXRS_QMM_FORMAT_Q4_K, MLXRS_QMM_FORMAT_Q5_K, MLXRS_QMM_FORMAT_Q6_K})
-      for (int K : {256, 768})
+    for (int format : {MLXRS_QMM_FORMAT_Q4_0, MLXRS_QMM_FORMAT_Q4_1, MLXRS_QMM_FORMAT_Q5_0,
+                       MLXRS_QMM_FORMAT_Q5_1, MLXRS_QMM_FORMAT_Q8_0, MLXRS_QMM_FORMAT_Q4_K,
+                       MLXRS_QMM_FORMAT_Q5_K, MLXRS_QMM_FORMAT_Q6_K})
+      for (int K : {96, 256, 608, 768})
         for (int M : {1, 2, 5, 17, 40})
           for (int N : {1, 3, 7, 33})
             for (const auto& d : dts) {
+              if (K % (small_block_format(format) ? 32 : 256)) continue;
               char tag[160];
               std::snprintf(tag, sizeof tag, "blocks isa=%d threads=%d format=%d M=%d N=%d K=%d x=%s y=%s",
                             isa, threads, format, M, N, K, dt_name(d[0]), dt_name(d[1]));
@@ -345,7 +383,7 @@ int test_blocks() {
     std::printf("  blocks isa=%d threads=%d: %d calls, %d failed\n", isa, threads,
                 calls - n_before, fails - before);
   });
-  // Refused: unknown format, K not a multiple of 256; y untouched.
+  // Refused: unknown format, K not a multiple of the format's block; y untouched.
   Buf x(4 * 512), w(144 * 2), y(4);
   std::memset(x.p, 0, x.bytes), std::memset(w.p, 0, w.bytes);
   fill_nan(y.p, F32, 1);
@@ -354,6 +392,9 @@ int test_blocks() {
   fails += !report(mlxrs_qmm_blocks_raw(x.p, F32, w.as<uint8_t>(), MLXRS_QMM_FORMAT_Q4_K, y.p, F32,
                                         1, 1, 300) == 1,
                    "blocks: K = 300 accepted");
+  fails += !report(mlxrs_qmm_blocks_raw(x.p, F32, w.as<uint8_t>(), MLXRS_QMM_FORMAT_Q4_0, y.p, F32,
+                                        1, 1, 48) == 1,
+                   "blocks: Q4_0 with K = 48 accepted");
   fails += !report(std::isnan(y.as<float>()[0]), "blocks: a refused call wrote y");
   return fails;
 }
