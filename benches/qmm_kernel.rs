@@ -248,15 +248,18 @@ fn compare_blocks(
     let shape = format!("1x{k}@{n}x{k}T");
     g.throughput(Throughput::Bytes(blocks[0].nbytes() as u64));
     let mut next = 0;
-    g.bench_function(BenchmarkId::new(format!("{format}/blocks"), &shape), |bch| {
-        bch.iter(|| {
-            let w = &blocks[next % blocks.len()];
-            next += 1;
-            let y = quant::block_matmul(&x, w, format).expect("blocks");
-            y.eval().expect("eval");
-            y
-        })
-    });
+    g.bench_function(
+        BenchmarkId::new(format!("{format}/blocks"), &shape),
+        |bch| {
+            bch.iter(|| {
+                let w = &blocks[next % blocks.len()];
+                next += 1;
+                let y = quant::block_matmul(&x, w, format).expect("blocks");
+                y.eval().expect("eval");
+                y
+            })
+        },
+    );
     let (wq, sc, bi, bits) = &affine[0];
     g.throughput(Throughput::Bytes(
         (wq.nbytes() + sc.nbytes() + bi.nbytes()) as u64,
