@@ -127,7 +127,11 @@ fn random_blocks(format: BlockFormat, rows: i32, cols: i32, seed: u64) -> Array 
             BlockFormat::Q5_0 => block[0..2].copy_from_slice(&f16(0.015)),
             BlockFormat::Q8_0 => block[0..2].copy_from_slice(&f16(0.002)),
             BlockFormat::Q4_1 | BlockFormat::Q5_1 => {
-                let d = if format == BlockFormat::Q5_1 { 0.015 } else { 0.03 };
+                let d = if format == BlockFormat::Q5_1 {
+                    0.015
+                } else {
+                    0.03
+                };
                 block[0..2].copy_from_slice(&f16(d));
                 block[2..4].copy_from_slice(&f16(-0.2));
             }
