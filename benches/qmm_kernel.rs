@@ -159,6 +159,11 @@ fn random_blocks(format: quant::BlockFormat, rows: usize, cols: usize, seed: u64
         };
         match format {
             BlockFormat::Q6K => block[208..210].copy_from_slice(&factor(1.0)),
+            BlockFormat::Q3K => block[108..110].copy_from_slice(&factor(1.0)),
+            BlockFormat::Q2K => {
+                block[80..82].copy_from_slice(&factor(1.0));
+                block[82..84].copy_from_slice(&factor(1.0));
+            }
             BlockFormat::Q4_0 | BlockFormat::Q5_0 | BlockFormat::Q8_0 => {
                 block[0..2].copy_from_slice(&factor(1.0))
             }
@@ -194,6 +199,8 @@ fn compare_blocks(
         BlockFormat::Q5_0 => GgmlType::Q5_0,
         BlockFormat::Q5_1 => GgmlType::Q5_1,
         BlockFormat::Q8_0 => GgmlType::Q8_0,
+        BlockFormat::Q2K => GgmlType::Q2K,
+        BlockFormat::Q3K => GgmlType::Q3K,
         BlockFormat::Q4K => GgmlType::Q4K,
         BlockFormat::Q5K => GgmlType::Q5K,
         BlockFormat::Q6K => GgmlType::Q6K,
@@ -293,7 +300,11 @@ fn bench_blocks_dram(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3));
     with_device(Device::cpu(), || {
-        for format in BlockFormat::ALL {
+        // Q2_K and Q3_K have no affine form (without blocks the loader decodes them to f16).
+        let affine = BlockFormat::ALL
+            .into_iter()
+            .filter(|f| !matches!(f, BlockFormat::Q2K | BlockFormat::Q3K));
+        for format in affine {
             for shape in [(8960usize, 1536usize), (1536, 8960)] {
                 compare_blocks(&mut g, format, shape, 640 << 20);
             }

@@ -27,6 +27,16 @@
 // qh[l] times 16, value 64c + 32 + l the high nibble plus bit 2c + 1 of qh[l] times 16 (codes
 // 0..31). Weight i: (d * sc[i / 32]) * q - dmin * m[i / 32], as Q4_K's.
 //
+// Q2_K, 84 bytes per 256 weights: 16 bytes of sub-block (16 values) factors, scale sc = b & 15
+// and min m = b >> 4; 64 bytes qs; d (f16) at 80, dmin (f16) at 82. For half n < 2, k < 4 and
+// l < 32, value 128n + 32k + l is (qs[32n + l] >> 2k) & 3. Weight i: d * sc[i / 16] * q -
+// dmin * m[i / 16].
+//
+// Q3_K, 110 bytes per 256 weights: hmask[32], qs[64], 12 bytes of sixteen 6-bit scales, d
+// (f16) at 108. Scale j: low 4 bits b[j] & 15 (j < 8) or b[j - 8] >> 4, high 2 bits
+// (b[8 + j % 4] >> 2 (j / 4)) & 3, minus 32. Value 128n + 32k + l: (qs[32n + l] >> 2k) & 3,
+// plus 4 when bit 4n + k of hmask[l] is set, minus 4. Weight i: d * scale[i / 16] * q.
+//
 // Q6_K, 210 bytes per 256 weights: 128 bytes ql, 64 bytes qh, 16 int8 scales, d (f16). For
 // half h < 2 and l < 32, with L = ql + 64 h and H = qh + 32 h: value 128h + l is
 // (L[l] & 15) | (H[l] & 3) << 4, value 128h + 32 + l is (L[l + 32] & 15) | (H[l] >> 2 & 3) << 4,
@@ -49,6 +59,8 @@ enum BlockFormat : int {
   kQ5_0 = 6,
   kQ5_1 = 7,
   kQ8_0 = 8,
+  kQ2K = 10,
+  kQ3K = 11,
   kQ4K = 12,
   kQ5K = 13,
   kQ6K = 14
@@ -66,6 +78,8 @@ inline int block_bytes(int format) {
     case kQ5_0: return 22;
     case kQ5_1: return 24;
     case kQ8_0: return 34;
+    case kQ2K: return 84;
+    case kQ3K: return 110;
     case kQ4K: return 144;
     case kQ5K: return 176;
     case kQ6K: return 210;
@@ -136,9 +150,52 @@ inline void q4k_scales_mins(const uint8_t* b, uint8_t out[16]) {
   }
 }
 
+// Q2_K, Q3_K and Q6_K: 16 sub-blocks of 16 values, each with a scale and an offset.
+inline bool sub16_format(int format) { return format == kQ2K || format == kQ3K || format == kQ6K; }
+
+// The 256 codes of a Q2_K or Q3_K block as unsigned bytes (Q3_K: 0..7, its q + 4) in value
+// order, and its sub-blocks' factors: weight i is scl[i / 16] * c[i] - off[i / 16].
+inline void q23k_block(int format, const uint8_t* blk, uint8_t codes[256], float scl[16], float off[16]) {
+  uint16_t h;
+  const bool q3 = format == kQ3K;
+  const uint8_t* qs = blk + (q3 ? 32 : 16);
+  for (int n = 0; n < 2; ++n)
+    for (int k = 0; k < 4; ++k)
+      for (int l = 0; l < 32; ++l) {
+        int c = (qs[32 * n + l] >> (2 * k)) & 3;
+        if (q3) c += ((blk[l] >> (4 * n + k)) & 1) * 4;
+        codes[128 * n + 32 * k + l] = uint8_t(c);
+      }
+  if (q3) {
+    __builtin_memcpy(&h, blk + 108, 2);
+    const float d = sb_load(&h, F16, 0);
+    const uint8_t* b = blk + 96;
+    for (int j = 0; j < 16; ++j) {
+      const int low = j < 8 ? b[j] & 15 : b[j - 8] >> 4;
+      const int high = (b[8 + j % 4] >> (2 * (j / 4))) & 3;
+      scl[j] = d * float((low | high << 4) - 32);
+      off[j] = 4.f * scl[j];
+    }
+  } else {
+    __builtin_memcpy(&h, blk + 80, 2);
+    const float d = sb_load(&h, F16, 0);
+    __builtin_memcpy(&h, blk + 82, 2);
+    const float dmin = sb_load(&h, F16, 0);
+    for (int j = 0; j < 16; ++j) {
+      scl[j] = d * float(blk[j] & 15);
+      off[j] = dmin * float(blk[j] >> 4);
+    }
+  }
+}
+
 // The block_values(format) weights of one block as f32, by the format's definition.
 inline void dequantize_block(int format, const uint8_t* blk, float* out) {
-  if (small_format(format)) {
+  if (format == kQ2K || format == kQ3K) {
+    uint8_t c[256];
+    float scl[16], off[16];
+    q23k_block(format, blk, c, scl, off);
+    for (int i = 0; i < 256; ++i) out[i] = scl[i / 16] * float(c[i]) - off[i / 16];
+  } else if (small_format(format)) {
     uint8_t c[32];
     float d, off;
     small_block(format, blk, c, d, off);

@@ -391,10 +391,107 @@ inline void block_small(const BlockProblem& p, int n0, int m0) {
     for (int m = 0; m < MB; ++m) p.y[size_t(m0 + m) * p.ldy + n0 + r] = _mm512_reduce_add_ps(tot[r][m]);
 }
 
+// A Q2_K or Q3_K block's sixteen sub-block scales (lanes j) and offsets: weight = scale * code
+// - offset, codes as q23k_block gives them.
+template <int F>
+inline void q23k_factors(const uint8_t* blk, __m512& scl, __m512& off) {
+  if constexpr (F == kQ2K) {
+    const __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk)));
+    scl = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_and_si512(b, _mm512_set1_epi32(15))),
+                        _mm512_set1_ps(f16_scalar(blk + 80)));
+    off = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(b, 4)), _mm512_set1_ps(f16_scalar(blk + 82)));
+  } else {
+    // Low 4 bits: bytes 0..7 (scales 0..7) and their high nibbles (8..15); high 2 bits: the
+    // word of bytes 8..11 shifted by 0, 2, 4, 6 (scales 0..3, 4..7, 8..11, 12..15).
+    const __m128i p = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk + 96));
+    const __m128i low4 = _mm_set1_epi8(15);
+    const __m128i low = _mm_unpacklo_epi64(_mm_and_si128(p, low4), _mm_and_si128(_mm_srli_epi16(p, 4), low4));
+    uint32_t w;
+    __builtin_memcpy(&w, blk + 104, 4);
+    const __m128i high = _mm_and_si128(_mm_srlv_epi32(_mm_set1_epi32(int(w)), _mm_setr_epi32(0, 2, 4, 6)),
+                                       _mm_set1_epi8(3));
+    const __m512i sc = _mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_or_si128(low, _mm_slli_epi16(high, 4))),
+                                        _mm512_set1_epi32(32));
+    scl = _mm512_mul_ps(_mm512_cvtepi32_ps(sc), _mm512_set1_ps(f16_scalar(blk + 108)));
+    off = _mm512_mul_ps(scl, _mm512_set1_ps(4.f));
+  }
+}
+
+// The 64 codes of chunk c (values 64c .. 64c + 64) of a Q2_K or Q3_K block: for n = c / 2 and
+// k = 2 (c % 2) and k + 1, the 2-bit fields k of qs[32n .. 32n + 32), Q3_K's bits 4n + k of
+// hmask adding 4 (16-bit shifts: bits from the neighbouring byte are masked off).
+template <int F>
+inline __m512i q23k_codes(const uint8_t* blk, int c) {
+  constexpr int qs_at = F == kQ3K ? 32 : 16;
+  const int n = c / 2, k = 2 * (c % 2);
+  const __m256i three = _mm256_set1_epi8(3);
+  const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + qs_at + 32 * n));
+  __m256i v0 = _mm256_and_si256(_mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * k)), three);
+  __m256i v1 = _mm256_and_si256(_mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * k + 2)), three);
+  if constexpr (F == kQ3K) {
+    const __m256i hm = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk));
+    const __m256i one = _mm256_set1_epi8(1);
+    const __m256i h0 = _mm256_and_si256(_mm256_srl_epi16(hm, _mm_cvtsi32_si128(4 * n + k)), one);
+    const __m256i h1 = _mm256_and_si256(_mm256_srl_epi16(hm, _mm_cvtsi32_si128(4 * n + k + 1)), one);
+    v0 = _mm256_or_si256(v0, _mm256_slli_epi16(h0, 2));
+    v1 = _mm256_or_si256(v1, _mm256_slli_epi16(h1, 2));
+  }
+  return _mm512_inserti64x4(_mm512_castsi256_si512(v0), v1, 1);
+}
+
+// y[m0 .. m0 + MB, n0 .. n0 + R] for Q2_K or Q3_K rows (F), as block_q6k: sub-blocks of 16,
+// lane l of chunk c in sub-block 4c + l / 4, the offsets times x's sums over 16 values.
+template <int F, int R, int MB, int D>
+inline void block_q23k(const BlockProblem& p, int n0, int m0) {
+  constexpr int bb = F == kQ3K ? 110 : 84;
+  const int nb = p.K / kBlockValues;
+  const size_t row_bytes = size_t(nb) * bb;
+  const uint8_t* wb = p.w + size_t(n0) * row_bytes;
+  const XBlock* xs[MB];
+  for (int m = 0; m < MB; ++m) xs[m] = xblocks(p.xp) + size_t(m0 + m) * nb;
+  __m512i sub[4];
+  for (int c = 0; c < 4; ++c)
+    sub[c] = _mm512_add_epi32(_mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
+                              _mm512_set1_epi32(4 * c));
+  __m512 tot[R][MB];
+  for (int r = 0; r < R; ++r)
+    for (int m = 0; m < MB; ++m) tot[r][m] = _mm512_setzero_ps();
+  for (int b = 0; b < nb; ++b) {
+    __m512 scl[R];
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* blk = wb + r * row_bytes + size_t(b) * bb;
+      for (int a = 0; a < bb; a += 64) __builtin_prefetch(blk + kPrefetchAhead + a, 0, 3);
+      __m512 off;
+      q23k_factors<F>(blk, scl[r], off);
+      for (int m = 0; m < MB; ++m)
+        tot[r][m] = _mm512_fnmadd_ps(off, _mm512_load_ps(xs[m][b].sum16), tot[r][m]);
+    }
+    for (int c = 0; c < 4; ++c) {
+      __m512i v[R];
+      __m512 s[R];
+      for (int r = 0; r < R; ++r) {
+        v[r] = q23k_codes<F>(wb + r * row_bytes + size_t(b) * bb, c);
+        s[r] = _mm512_permutexvar_ps(sub[c], scl[r]);
+      }
+      for (int m = 0; m < MB; ++m) {
+        __m512i dx[3];
+        __m512 xe;
+        load_x<D>(xs[m][b], c, dx, xe);
+        for (int r = 0; r < R; ++r)
+          tot[r][m] = _mm512_fmadd_ps(dot64<D>(v[r], dx), _mm512_mul_ps(s[r], xe), tot[r][m]);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int m = 0; m < MB; ++m) p.y[size_t(m0 + m) * p.ldy + n0 + r] = _mm512_reduce_add_ps(tot[r][m]);
+}
+
 template <int F, int R, int MB, int D>
 inline void block(const BlockProblem& p, int n0, int m0) {
   if constexpr (F == kQ4_0 || F == kQ4_1 || F == kQ5_0 || F == kQ5_1 || F == kQ8_0)
     block_small<F, R, MB, D>(p, n0, m0);
+  else if constexpr (F == kQ2K || F == kQ3K)
+    block_q23k<F, R, MB, D>(p, n0, m0);
   else if constexpr (F == kQ6K)
     block_q6k<R, MB, D>(p, n0, m0);
   else
@@ -436,6 +533,8 @@ void rows(const BlockProblem& p, int n0, int n1) {
     case kQ5_0: return rows_format<kQ5_0, D>(p, n0, n1);
     case kQ5_1: return rows_format<kQ5_1, D>(p, n0, n1);
     case kQ8_0: return rows_format<kQ8_0, D>(p, n0, n1);
+    case kQ2K: return rows_format<kQ2K, D>(p, n0, n1);
+    case kQ3K: return rows_format<kQ3K, D>(p, n0, n1);
     default: break;
   }
   if (p.format == kQ4K)

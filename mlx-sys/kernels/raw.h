@@ -53,12 +53,14 @@ int mlxrs_qmm_raw(
 #define MLXRS_QMM_FORMAT_Q5_0 6
 #define MLXRS_QMM_FORMAT_Q5_1 7
 #define MLXRS_QMM_FORMAT_Q8_0 8
+#define MLXRS_QMM_FORMAT_Q2_K 10
+#define MLXRS_QMM_FORMAT_Q3_K 11
 #define MLXRS_QMM_FORMAT_Q4_K 12
 #define MLXRS_QMM_FORMAT_Q5_K 13
 #define MLXRS_QMM_FORMAT_Q6_K 14
 
 /* y[M, N] = x[M, K] @ w^T for w in a GGUF block format (MLXRS_QMM_FORMAT_Q4_0, _Q4_1, _Q5_0,
- * _Q5_1 and _Q8_0: 32 values per block; _Q4_K, _Q5_K and _Q6_K: 256): N rows of K / V blocks
+ * _Q5_1 and _Q8_0: 32 values per block; _Q2_K, _Q3_K, _Q4_K, _Q5_K and _Q6_K: 256): N rows of K / V blocks
  * each, as the file stores them. Same contract as mlxrs_qmm_raw otherwise (K a multiple of the
  * format's V). */
 int mlxrs_qmm_blocks_raw(

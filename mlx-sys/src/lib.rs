@@ -103,6 +103,10 @@ pub mod native_qmm {
     pub const FORMAT_Q5_1: c_int = MLXRS_QMM_FORMAT_Q5_1 as c_int;
     /// Weight layout: GGUF `Q8_0` blocks as stored (ggml type id 8).
     pub const FORMAT_Q8_0: c_int = MLXRS_QMM_FORMAT_Q8_0 as c_int;
+    /// Weight layout: GGUF `Q2_K` blocks as stored (ggml type id 10).
+    pub const FORMAT_Q2_K: c_int = MLXRS_QMM_FORMAT_Q2_K as c_int;
+    /// Weight layout: GGUF `Q3_K` blocks as stored (ggml type id 11).
+    pub const FORMAT_Q3_K: c_int = MLXRS_QMM_FORMAT_Q3_K as c_int;
     /// Weight layout: GGUF `Q4_K` blocks as stored (ggml type id 12).
     pub const FORMAT_Q4_K: c_int = MLXRS_QMM_FORMAT_Q4_K as c_int;
     /// Weight layout: GGUF `Q5_K` blocks as stored (ggml type id 13).

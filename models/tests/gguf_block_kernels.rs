@@ -72,6 +72,11 @@ fn random_blocks(format: BlockFormat, rows: usize, cols: usize, rng: &mut Lcg) -
                 block[2..4].copy_from_slice(&factor());
             }
             BlockFormat::Q6K => block[208..210].copy_from_slice(&factor()),
+            BlockFormat::Q3K => block[108..110].copy_from_slice(&factor()),
+            BlockFormat::Q2K => {
+                block[80..82].copy_from_slice(&factor());
+                block[82..84].copy_from_slice(&factor());
+            }
             BlockFormat::Q4_1 | BlockFormat::Q5_1 => {
                 block[0..2].copy_from_slice(&factor());
                 block[2..4].copy_from_slice(&f16_bytes(0.01 * rng.unit()));
@@ -91,6 +96,8 @@ fn ggml_type(format: BlockFormat) -> GgmlType {
         BlockFormat::Q5_0 => GgmlType::Q5_0,
         BlockFormat::Q5_1 => GgmlType::Q5_1,
         BlockFormat::Q8_0 => GgmlType::Q8_0,
+        BlockFormat::Q2K => GgmlType::Q2K,
+        BlockFormat::Q3K => GgmlType::Q3K,
         BlockFormat::Q4K => GgmlType::Q4K,
         BlockFormat::Q5K => GgmlType::Q5K,
         BlockFormat::Q6K => GgmlType::Q6K,
@@ -248,6 +255,18 @@ fn q5_k_blocks_match_the_decoder() {
 }
 
 #[test]
+fn q2_k_and_q3_k_blocks_match_the_decoder() {
+    let _g = switches();
+    if !quant::block_formats_available() {
+        return;
+    }
+    for (i, &(m, n, k)) in SHAPES.iter().enumerate() {
+        check(BlockFormat::Q2K, m, n, k, 201 + i as u64, EXACT_REL);
+        check(BlockFormat::Q3K, m, n, k, 301 + i as u64, EXACT_REL);
+    }
+}
+
+#[test]
 fn q6_k_blocks_match_the_decoder() {
     let _g = switches();
     if !quant::block_formats_available() {
@@ -372,6 +391,9 @@ fn runs_of_two_formats_are_one_matrix() {
     check_runs(BlockFormat::Q5_0, BlockFormat::Q4K, 512, 79);
     check_runs(BlockFormat::Q8_0, BlockFormat::Q6K, 768, 80);
     check_runs(BlockFormat::Q5_0, BlockFormat::Q8_0, 640, 81);
+    // As a Q3_K_M file stores them.
+    check_runs(BlockFormat::Q3K, BlockFormat::Q5K, 512, 82);
+    check_runs(BlockFormat::Q2K, BlockFormat::Q3K, 768, 83);
 }
 
 fn check_runs(first: BlockFormat, second: BlockFormat, k: usize, seed: u64) {

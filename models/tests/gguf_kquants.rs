@@ -269,6 +269,27 @@ fn k_quants_kept_as_stored_multiply_to_the_reference() {
     );
 }
 
+/// `Q2_K` and `Q3_K` kept as stored (before: decoded to f16).
+#[test]
+fn q2_k_and_q3_k_kept_as_stored_multiply_to_the_reference() {
+    use mlx_rs::quant::BlockFormat;
+    check_kept(
+        "gguf_q23_k",
+        &[
+            (
+                "model.layers.0.mlp.gate_proj",
+                "blk.0.ffn_gate.weight",
+                BlockFormat::Q2K,
+            ),
+            (
+                "model.layers.0.mlp.up_proj",
+                "blk.0.ffn_up.weight",
+                BlockFormat::Q3K,
+            ),
+        ],
+    );
+}
+
 /// The formats of 32 values kept as stored, as the K-quants are: rows of three blocks (an odd
 /// count, the decode kernels' tail), each format against the `gguf` package's decoder.
 #[test]
@@ -433,6 +454,8 @@ fn a_non_finite_block_factor_is_a_typed_error() {
         ("gguf_small_blocks.gguf", "blk.0.attn_v.weight", 2),
         ("gguf_small_blocks.gguf", "blk.0.attn_q.weight", 34),
         ("gguf_small_blocks.gguf", "blk.0.ffn_gate.weight", 44),
+        ("gguf_q23_k.gguf", "blk.0.ffn_gate.weight", 84 + 82),
+        ("gguf_q23_k.gguf", "blk.0.ffn_up.weight", 108),
     ] {
         let (file, _) = open_gguf(&common::fixture(fixture)).unwrap();
         let info = file.tensors.iter().find(|t| t.name == gguf_name).unwrap();

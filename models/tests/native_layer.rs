@@ -71,6 +71,8 @@ enum Storage {
     /// The formats of 32 values, all five: q and k `Q4_0`, v and down `Q8_0`, o `Q4_1`, gate
     /// `Q5_0`, up `Q5_1` (so q/k/v and gate/up are two runs each); any multiple of 32 fits.
     BlocksSmall,
+    /// As a Q3_K_M / Q2_K file keeps them: q, k, gate, up `Q3_K`, o `Q2_K`, v and down `Q6_K`.
+    BlocksLow,
 }
 
 const HIDDEN: i32 = SMALL.hidden;
@@ -122,6 +124,12 @@ fn random_blocks(format: BlockFormat, rows: i32, cols: i32, seed: u64) -> Array 
                 let f = if format == BlockFormat::Q5K { 0.5 } else { 1.0 };
                 block[0..2].copy_from_slice(&f16(4e-4 * f));
                 block[2..4].copy_from_slice(&f16(2e-4 * f));
+            }
+            // Q3_K: scales up to ±32 times codes up to ±4; Q2_K: 15 × 3 and mins up to 15.
+            BlockFormat::Q3K => block[108..110].copy_from_slice(&f16(2e-3)),
+            BlockFormat::Q2K => {
+                block[80..82].copy_from_slice(&f16(6e-3));
+                block[82..84].copy_from_slice(&f16(6e-3));
             }
             BlockFormat::Q4_0 => block[0..2].copy_from_slice(&f16(0.03)),
             BlockFormat::Q5_0 => block[0..2].copy_from_slice(&f16(0.015)),
@@ -233,6 +241,9 @@ fn tiny_model_stored(
                     (Storage::BlocksSmall, "o_proj") => BlockFormat::Q4_1,
                     (Storage::BlocksSmall, "gate_proj") => BlockFormat::Q5_0,
                     (Storage::BlocksSmall, _) => BlockFormat::Q5_1,
+                    (Storage::BlocksLow, "o_proj") => BlockFormat::Q2K,
+                    (Storage::BlocksLow, "v_proj" | "down_proj") => BlockFormat::Q6K,
+                    (Storage::BlocksLow, _) => BlockFormat::Q3K,
                     (_, "v_proj" | "down_proj") => BlockFormat::Q6K,
                     _ => kq,
                 };
@@ -594,6 +605,15 @@ fn layer_and_model_step_of_q5_k_blocks_are_the_composed_path() {
     if mlx_rs::quant::block_formats_available() {
         check_layer_matches_composed_stored("qwen2", BLOCK_SIZED, Storage::BlocksQ5);
         check_model_step_matches_parts_stored("llama", BLOCK_SIZED, Storage::BlocksQ5);
+    }
+}
+
+/// As a Q3_K_M file stores them (q/k/v two runs: Q3_K then Q6_K; o in Q2_K).
+#[test]
+fn layer_and_model_step_of_q3_k_and_q2_k_blocks_are_the_composed_path() {
+    if mlx_rs::quant::block_formats_available() {
+        check_layer_matches_composed_stored("qwen2", BLOCK_SIZED, Storage::BlocksLow);
+        check_model_step_matches_parts_stored("llama", BLOCK_SIZED, Storage::BlocksLow);
     }
 }
 

@@ -1,7 +1,7 @@
 //! GGUF (ggml) blocks multiplied as stored by the native CPU kernels ([`block_matmul`]): no
 //! conversion to MLX's affine layout, so a `Q4_K` weight costs its 4.5 bits, a `Q4_0` weight
-//! its 4.5, a `Q5_0` weight its 5.5 and a `Q8_0` weight its 8.5 bits, in memory and in every
-//! byte a decode step reads.
+//! its 4.5, a `Q5_0` weight its 5.5, a `Q8_0` weight its 8.5 and a `Q3_K` weight its 3.44
+//! bits, in memory and in every byte a decode step reads.
 
 use crate::error::{Error, Result};
 use crate::Array;
@@ -40,6 +40,12 @@ pub enum BlockFormat {
     Q5_1,
     /// `Q8_0`: int8 codes, f16 `d` per 32 weights, weight `d q` (34 bytes).
     Q8_0,
+    /// `Q2_K`: 2-bit codes, a 4-bit scale and a 4-bit min per 16 weights, two f16 factors per
+    /// block (84 bytes per 256 weights).
+    Q2K,
+    /// `Q3_K`: 3-bit codes (two bits and one of a mask each), a 6-bit scale per 16 weights,
+    /// one f16 factor per block (110 bytes per 256 weights).
+    Q3K,
     /// `Q4_K`: 4-bit codes, a 6-bit scale and a 6-bit min per 32 weights, two f16 factors per
     /// block (144 bytes per 256 weights).
     Q4K,
@@ -53,12 +59,14 @@ pub enum BlockFormat {
 
 impl BlockFormat {
     /// Every format, in ggml's type order.
-    pub const ALL: [BlockFormat; 8] = [
+    pub const ALL: [BlockFormat; 10] = [
         BlockFormat::Q4_0,
         BlockFormat::Q4_1,
         BlockFormat::Q5_0,
         BlockFormat::Q5_1,
         BlockFormat::Q8_0,
+        BlockFormat::Q2K,
+        BlockFormat::Q3K,
         BlockFormat::Q4K,
         BlockFormat::Q5K,
         BlockFormat::Q6K,
@@ -67,8 +75,12 @@ impl BlockFormat {
     /// Weights per block: 32, or 256 for the K-quants.
     pub const fn values_per_block(self) -> usize {
         match self {
-            BlockFormat::Q4K | BlockFormat::Q5K | BlockFormat::Q6K => 256,
-            _ => 32,
+            BlockFormat::Q4_0
+            | BlockFormat::Q4_1
+            | BlockFormat::Q5_0
+            | BlockFormat::Q5_1
+            | BlockFormat::Q8_0 => 32,
+            _ => 256,
         }
     }
 
@@ -80,6 +92,8 @@ impl BlockFormat {
             BlockFormat::Q5_0 => 22,
             BlockFormat::Q5_1 => 24,
             BlockFormat::Q8_0 => 34,
+            BlockFormat::Q2K => 84,
+            BlockFormat::Q3K => 110,
             BlockFormat::Q4K => 144,
             BlockFormat::Q5K => 176,
             BlockFormat::Q6K => 210,
@@ -106,6 +120,8 @@ impl BlockFormat {
             BlockFormat::Q5_0 => q::FORMAT_Q5_0,
             BlockFormat::Q5_1 => q::FORMAT_Q5_1,
             BlockFormat::Q8_0 => q::FORMAT_Q8_0,
+            BlockFormat::Q2K => q::FORMAT_Q2_K,
+            BlockFormat::Q3K => q::FORMAT_Q3_K,
             BlockFormat::Q4K => q::FORMAT_Q4_K,
             BlockFormat::Q5K => q::FORMAT_Q5_K,
             BlockFormat::Q6K => q::FORMAT_Q6_K,
@@ -121,6 +137,8 @@ impl fmt::Display for BlockFormat {
             BlockFormat::Q5_0 => "Q5_0",
             BlockFormat::Q5_1 => "Q5_1",
             BlockFormat::Q8_0 => "Q8_0",
+            BlockFormat::Q2K => "Q2_K",
+            BlockFormat::Q3K => "Q3_K",
             BlockFormat::Q4K => "Q4_K",
             BlockFormat::Q5K => "Q5_K",
             BlockFormat::Q6K => "Q6_K",

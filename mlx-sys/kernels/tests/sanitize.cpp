@@ -260,6 +260,8 @@ int block_bytes_of(int format) {
     case MLXRS_QMM_FORMAT_Q5_0: return 22;
     case MLXRS_QMM_FORMAT_Q5_1: return 24;
     case MLXRS_QMM_FORMAT_Q8_0: return 34;
+    case MLXRS_QMM_FORMAT_Q2_K: return 84;
+    case MLXRS_QMM_FORMAT_Q3_K: return 110;
     case MLXRS_QMM_FORMAT_Q4_K: return 144;
     case MLXRS_QMM_FORMAT_Q5_K: return 176;
     default: return 210;
@@ -280,6 +282,22 @@ double block_weight(int format, const uint8_t* blk, int e) {
     }
     if (has_m) return d * q + half_to_double(uint16_t(blk[2] | blk[3] << 8));
     return d * (q - (five ? 16 : 8));
+  }
+  if (format == MLXRS_QMM_FORMAT_Q2_K || format == MLXRS_QMM_FORMAT_Q3_K) {
+    // e = 128 n + 32 k + l: field k (2 bits) of qs[32 n + l]; sub-block e / 16.
+    const int n = e / 128, k = (e % 128) / 32, l = e % 32, j = e / 16;
+    if (format == MLXRS_QMM_FORMAT_Q2_K) {
+      const int q = (blk[16 + 32 * n + l] >> (2 * k)) & 3;
+      const double d = half_to_double(uint16_t(blk[80] | blk[81] << 8));
+      const double dmin = half_to_double(uint16_t(blk[82] | blk[83] << 8));
+      return d * (blk[j] & 15) * q - dmin * (blk[j] >> 4);
+    }
+    const int low2 = (blk[32 + 32 * n + l] >> (2 * k)) & 3;
+    const bool high = (blk[l] >> (4 * n + k)) & 1;
+    const uint8_t* sc = blk + 96;
+    const int scale = ((j < 8 ? sc[j] & 15 : sc[j - 8] >> 4) | ((sc[8 + j % 4] >> (2 * (j / 4))) & 3) << 4) - 32;
+    const double d = half_to_double(uint16_t(blk[108] | blk[109] << 8));
+    return d * scale * (low2 - (high ? 0 : 4));
   }
   if (format == MLXRS_QMM_FORMAT_Q4_K || format == MLXRS_QMM_FORMAT_Q5_K) {
     const double d = half_to_double(uint16_t(blk[0] | blk[1] << 8));
@@ -323,9 +341,11 @@ int run_blocks(int format, int M, int N, int K, int x_dt, int y_dt, uint64_t see
     uint8_t* blk = wb + b * bb;
     const bool one = format == MLXRS_QMM_FORMAT_Q4_0 || format == MLXRS_QMM_FORMAT_Q5_0 ||
                      format == MLXRS_QMM_FORMAT_Q8_0;
-    for (int at : format == MLXRS_QMM_FORMAT_Q6_K ? std::vector<int>{208}
-                  : one                           ? std::vector<int>{0}
-                                                  : std::vector<int>{0, 2}) {
+    for (int at : format == MLXRS_QMM_FORMAT_Q6_K   ? std::vector<int>{208}
+                  : format == MLXRS_QMM_FORMAT_Q3_K ? std::vector<int>{108}
+                  : format == MLXRS_QMM_FORMAT_Q2_K ? std::vector<int>{80, 82}
+                  : one                             ? std::vector<int>{0}
+                                                    : std::vector<int>{0, 2}) {
       uint16_t h = double_to_half(rng.uniform(0.001, 0.01));
       blk[at] = uint8_t(h), blk[at + 1] = uint8_t(h >> 8);
     }
@@ -368,7 +388,8 @@ int test_blocks() {
   for_each_isa_and_threads([&](int isa, int threads) {
     int before = fails, n_before = calls;
     for (int format : {MLXRS_QMM_FORMAT_Q4_0, MLXRS_QMM_FORMAT_Q4_1, MLXRS_QMM_FORMAT_Q5_0,
-                       MLXRS_QMM_FORMAT_Q5_1, MLXRS_QMM_FORMAT_Q8_0, MLXRS_QMM_FORMAT_Q4_K,
+                       MLXRS_QMM_FORMAT_Q5_1, MLXRS_QMM_FORMAT_Q8_0, MLXRS_QMM_FORMAT_Q2_K,
+                       MLXRS_QMM_FORMAT_Q3_K, MLXRS_QMM_FORMAT_Q4_K,
                        MLXRS_QMM_FORMAT_Q5_K, MLXRS_QMM_FORMAT_Q6_K})
       for (int K : {96, 256, 608, 768})
         for (int M : {1, 2, 5, 17, 40})
@@ -387,8 +408,8 @@ int test_blocks() {
   Buf x(4 * 512), w(144 * 2), y(4);
   std::memset(x.p, 0, x.bytes), std::memset(w.p, 0, w.bytes);
   fill_nan(y.p, F32, 1);
-  fails += !report(mlxrs_qmm_blocks_raw(x.p, F32, w.as<uint8_t>(), 11, y.p, F32, 1, 1, 256) == 1,
-                   "blocks: format 11 (Q3_K) accepted");
+  fails += !report(mlxrs_qmm_blocks_raw(x.p, F32, w.as<uint8_t>(), 9, y.p, F32, 1, 1, 256) == 1,
+                   "blocks: format 9 (Q8_1) accepted");
   fails += !report(mlxrs_qmm_blocks_raw(x.p, F32, w.as<uint8_t>(), MLXRS_QMM_FORMAT_Q4_K, y.p, F32,
                                         1, 1, 300) == 1,
                    "blocks: K = 300 accepted");

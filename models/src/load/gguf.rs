@@ -18,7 +18,8 @@
 //! `Q4_0`, `Q4_1`, `Q8_0`), else `float32`. `Q6_K` is decoded row by row and requantized to an
 //! 8-bit, group-32 triplet with `float16` scales and biases (not lossless: a weight moves by at
 //! most half an 8-bit step of its group's range, typically a fifth of `Q6_K`'s own step; see
-//! [`ggml_quants::requantize_affine8`]). `Q2_K` and `Q3_K` are decoded row by row to `float16`.
+//! [`ggml_quants::requantize_affine8`]). `Q2_K` and `Q3_K` are decoded row by row to `float16`
+//! (or kept as stored, below).
 //! No tensor is ever held as a whole in `f32` on the way. With
 //! [`GgufReadOptions::keep_blocks`] (what [`super::load`] asks for on a CPU with the AVX-512
 //! VNNI kernels), the `Q4_K`, `Q5_K` and `Q6_K` matrices of the layers' projections and of the head
@@ -174,7 +175,7 @@ fn check_types(path: &Path, gguf: &GgufFile) -> Result<()> {
     Err(Error::Gguf(format!(
         "{}: tensor type {} cannot be loaded; supported: F32, F16, BF16, I8, I16, I32, Q4_0, \
          Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K (kept quantized), Q6_K (requantized to 8 bits), \
-         Q2_K, Q3_K (decoded to f16)",
+         Q2_K, Q3_K (kept as stored where the native kernels run, else decoded to f16)",
         path.display(),
         list.join(", ")
     )))
@@ -227,7 +228,8 @@ pub fn read_gguf_weights_with_progress(
 /// How [`read_gguf_weights_with_options`] stores block-quantized matrices.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GgufReadOptions {
-    /// Keep the `Q4_0`, `Q4_1`, `Q5_0`, `Q5_1`, `Q8_0`, `Q4_K`, `Q5_K` and `Q6_K` matrices of
+    /// Keep the `Q4_0`, `Q4_1`, `Q5_0`, `Q5_1`, `Q8_0`, `Q2_K`, `Q3_K`, `Q4_K`, `Q5_K` and
+    /// `Q6_K` matrices of
     /// the decoder layers' projections (`attn_q`, `attn_k`, `attn_v`, `attn_output`,
     /// `ffn_gate`, `ffn_up`, `ffn_down`) and of the output head as stored, under `P.blocks`
     /// (`uint8` `[rows, cols / values per block, block bytes]`: the last axis names the
@@ -321,6 +323,8 @@ fn kept_block_format(info: &GgufTensorInfo) -> Option<mlx_rs::quant::BlockFormat
         GgmlType::Q5_0 => BlockFormat::Q5_0,
         GgmlType::Q5_1 => BlockFormat::Q5_1,
         GgmlType::Q8_0 => BlockFormat::Q8_0,
+        GgmlType::Q2K => BlockFormat::Q2K,
+        GgmlType::Q3K => BlockFormat::Q3K,
         GgmlType::Q4K => BlockFormat::Q4K,
         GgmlType::Q5K => BlockFormat::Q5K,
         GgmlType::Q6K => BlockFormat::Q6K,
@@ -351,13 +355,15 @@ fn kept_block_format(info: &GgufTensorInfo) -> Option<mlx_rs::quant::BlockFormat
 }
 
 /// Checks that every block's f16 factors (`Q4_1`, `Q5_1`, `Q4_K`, `Q5_K`: the first two;
-/// `Q4_0`, `Q5_0`, `Q8_0`: d; `Q6_K`: d) are finite, as the affine conversion does
+/// `Q4_0`, `Q5_0`, `Q8_0`: d; `Q2_K`: d and dmin; `Q3_K`, `Q6_K`: d) are finite, as the affine conversion does
 /// ([`ggml_quants`]).
 fn check_block_factors(format: mlx_rs::quant::BlockFormat, bytes: &[u8]) -> Result<()> {
     use mlx_rs::quant::BlockFormat;
     let offsets: &[usize] = match format {
         BlockFormat::Q4_1 | BlockFormat::Q5_1 | BlockFormat::Q4K | BlockFormat::Q5K => &[0, 2],
         BlockFormat::Q4_0 | BlockFormat::Q5_0 | BlockFormat::Q8_0 => &[0],
+        BlockFormat::Q2K => &[80, 82],
+        BlockFormat::Q3K => &[108],
         BlockFormat::Q6K => &[208],
     };
     if !bytes.len().is_multiple_of(format.block_bytes()) {

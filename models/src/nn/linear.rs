@@ -119,8 +119,8 @@ impl QuantizedMatrix {
     }
 }
 
-/// A `[rows, cols]` matrix of GGUF blocks kept as stored (`Q4_0` … `Q8_0`, `Q4_K`, `Q5_K`,
-/// `Q6_K`; see [`mlx_rs::quant::block_matmul_fused`]): `weight` is `uint8` holding the runs'
+/// A `[rows, cols]` matrix of GGUF blocks kept as stored (`Q4_0` … `Q8_0`, `Q2_K` … `Q6_K`;
+/// see [`mlx_rs::quant::block_matmul_fused`]): `weight` is `uint8` holding the runs'
 /// rows one after the other (`[rows, cols / values per block, block bytes]` for one run). Only
 /// the native CPU kernels multiply it; the GGUF loader keeps blocks only where they run.
 #[derive(Debug, Clone)]
@@ -134,8 +134,9 @@ pub struct BlockMatrix {
 impl BlockMatrix {
     /// Takes `<path>.blocks` when it exists (`Ok(None)` otherwise): `uint8` `[rows, blocks per
     /// row, block bytes]`, the format following from the block's bytes (every format's differ:
-    /// 18 `Q4_0`, 20 `Q4_1`, 22 `Q5_0`, 24 `Q5_1`, 34 `Q8_0`, 144 `Q4_K`, 176 `Q5_K`, 210
-    /// `Q6_K`; [`BlockFormat::from_block_bytes`]) and the blocks covering `cols`.
+    /// 18 `Q4_0`, 20 `Q4_1`, 22 `Q5_0`, 24 `Q5_1`, 34 `Q8_0`, 84 `Q2_K`, 110 `Q3_K`, 144
+    /// `Q4_K`, 176 `Q5_K`, 210 `Q6_K`; [`BlockFormat::from_block_bytes`]) and the blocks
+    /// covering `cols`.
     ///
     /// Errors: [`Error::ShapeMismatch`] when the tensor is not such a matrix.
     ///
