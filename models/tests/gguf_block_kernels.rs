@@ -500,3 +500,57 @@ fn shapes_that_do_not_fit_are_typed_errors() {
         Err(Error::Shape(_))
     ));
 }
+
+/// A matrix split by columns (as tensor parallelism splits o_proj and down_proj) gives, summed,
+/// the whole matrix's product: the integer prefill quantizes x per run of 32 values, the same
+/// runs either way.
+#[test]
+fn column_halves_add_up_to_the_whole() {
+    let _g = switches();
+    if !quant::block_formats_available() {
+        return;
+    }
+    for format in [BlockFormat::Q4_1, BlockFormat::Q8_0, BlockFormat::Q4K] {
+        let per = format.values_per_block();
+        let (m, n) = (40usize, 24usize);
+        let (ka, kb) = if per == 32 { (320, 256) } else { (512, 256) };
+        let k = ka + kb;
+        let mut rng = Lcg(90);
+        let blocks = random_blocks(format, n, k, &mut rng);
+        let x: Vec<f32> = (0..m * k).map(|_| rng.unit()).collect();
+        let bb = format.block_bytes();
+        let (na, nb) = (ka / per, kb / per);
+        let mut left = Vec::new();
+        let mut right = Vec::new();
+        for row in blocks.chunks_exact((na + nb) * bb) {
+            left.extend_from_slice(&row[..na * bb]);
+            right.extend_from_slice(&row[na * bb..]);
+        }
+        let xs = |lo: usize, hi: usize| {
+            let v: Vec<f32> = (0..m)
+                .flat_map(|i| x[i * k + lo..i * k + hi].to_vec())
+                .collect();
+            Array::from_slice(&v, &[m as i32, (hi - lo) as i32]).unwrap()
+        };
+        let mul = |x: &Array, w: &[u8]| {
+            let w = Array::from_bytes(w, &[n as i32, (w.len() / n) as i32], Dtype::Uint8).unwrap();
+            quant::block_matmul(x, &w, format)
+                .unwrap()
+                .to_vec::<f32>()
+                .unwrap()
+        };
+        let whole = mul(&xs(0, k), &blocks);
+        let a = mul(&xs(0, ka), &left);
+        let b = mul(&xs(ka, k), &right);
+        for i in 0..m * n {
+            let sum = a[i] + b[i];
+            assert!(
+                (sum - whole[i]).abs() <= 1e-4 * whole[i].abs().max(1.0),
+                "{format} output {i}: {} + {} = {sum} vs {}",
+                a[i],
+                b[i],
+                whole[i]
+            );
+        }
+    }
+}

@@ -8,29 +8,6 @@ use mlx_models::load::{load, LoadOptions};
 use mlx_models::model::FinishReason;
 use mlx_models::runtime::engine::MlxEngine;
 use mlx_rs::Device;
-use std::sync::{Mutex, MutexGuard};
-
-/// The exact mode is process-wide: the tests take turns.
-static MODE: Mutex<()> = Mutex::new(());
-
-fn mode() -> MutexGuard<'static, ()> {
-    MODE.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The exact mode (`quant::set_native_qmm_exact`) until dropped.
-struct Exact(#[allow(dead_code)] MutexGuard<'static, ()>);
-impl Exact {
-    fn on() -> Exact {
-        let g = mode();
-        mlx_rs::quant::set_native_qmm_exact(true);
-        Exact(g)
-    }
-}
-impl Drop for Exact {
-    fn drop(&mut self) {
-        mlx_rs::quant::set_native_qmm_exact(false);
-    }
-}
 
 fn engine() -> Option<MlxEngine> {
     let path = common::test_data("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")?;
@@ -44,7 +21,6 @@ fn engine() -> Option<MlxEngine> {
 
 #[test]
 fn greedy_completion_knows_the_capital_of_france() {
-    let _m = mode();
     let Some(mut engine) = engine() else { return };
     let (text, stats, prompt_len) = common::complete_capital_of_france(&mut engine, &[]);
     assert!(text.contains("Paris"), "completion: {text:?}");
@@ -59,7 +35,6 @@ fn greedy_completion_knows_the_capital_of_france() {
 
 #[test]
 fn perplexity_matches_the_transformers_reference() {
-    let _m = mode();
     let Some(mut engine) = engine() else { return };
     common::check_perplexity(&mut engine, "ppl_reference.json");
 }
@@ -67,16 +42,10 @@ fn perplexity_matches_the_transformers_reference() {
 /// `qwen_chat`'s multi-turn reuse: the second turn prefills only what it adds to the first
 /// (the template's rendering of the reply may differ from the generated tokens; the longest
 /// shared prefix is reused) and says the same as a cold engine.
-///
-/// In the exact mode: by default the first reply's tokens were computed at decode (activations
-/// to 21 bits) where the cold engine prefills them on 8-bit activations (the integer prefill of
-/// GGUF blocks), so their cached keys and values differ by that rounding, and greedy answers
-/// can part after a few tokens. With f32 activations both paths compute the same numbers.
 #[test]
 fn a_second_chat_turn_reuses_the_first_and_answers_the_same() {
     use mlx_models::model::{GenerateParams, LanguageModel};
     use mlx_models::text::ChatMessage;
-    let _exact = Exact::on();
     let (Some(mut warm), Some(mut cold)) = (engine(), engine()) else {
         return;
     };

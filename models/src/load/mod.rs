@@ -85,10 +85,10 @@ pub struct LoadOptions {
     /// On a CPU whose native kernels multiply GGUF blocks on integer dot products (x86-64 with
     /// AVX-512 VNNI, [`mlx_rs::quant::QmmIsa::Avx512Vnni`] in use, the native kernel enabled),
     /// keep a GGUF file's block-quantized projection matrices (`Q4_0`, `Q4_1`, `Q5_0`, `Q5_1`,
-    /// `Q8_0`, `Q4_K`, `Q5_K`, `Q6_K`) as stored ([`gguf::GgufReadOptions::keep_blocks`];
-    /// default `true`): the file's bits per weight (`Q4_K` 4.5, `Q6_K` 6.56, `Q5_0` 5.5)
-    /// instead of the affine conversion's (6, 9 and 9), and prefill on 8-bit activations. `false`,
-    /// and on other CPUs (where only the portable block kernel would run, far slower than the
+    /// `Q8_0`, `Q2_K`, `Q3_K`, `Q4_K`, `Q5_K`, `Q6_K`) as stored
+    /// ([`gguf::GgufReadOptions::keep_blocks`]; default `true`): the file's bits per weight
+    /// (`Q4_K` 4.5, `Q6_K` 6.56, `Q5_0` 5.5) instead of the affine conversion's (6, 9 and 9),
+    /// and the K-quants prefill on 8-bit activations. `false`, and on other CPUs (where only the portable block kernel would run, far slower than the
     /// affine kernels) or in the exact mode ([`mlx_rs::quant::set_native_qmm_exact`]): convert
     /// them as the [`gguf`] module docs say. Ignored on a GPU.
     pub gguf_blocks: bool,
