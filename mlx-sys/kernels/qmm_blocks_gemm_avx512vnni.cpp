@@ -9,8 +9,8 @@
 // scale: every output that uses it is NaN.
 //
 // Weights (pack_panel): 16 rows of the matrix at a time, their codes unpacked (Q4_K: 0..15,
-// Q5_K: 0..31, Q6_K: q + 32 in 0..63, Q2_K: 0..3, Q3_K: q + 4 in 0..7; the formats of 32 values as small_block gives them, one
-// sub-block per block) and interleaved so that one 64-byte vector holds 4 consecutive codes
+// Q5_K: 0..31, Q6_K: q + 32 in 0..63, Q2_K: 0..3, Q3_K: q + 4 in 0..7; the K-quants only:
+// the formats of 32 values prefill on f32 activations, qmm_driver.cpp) and interleaved so that one 64-byte vector holds 4 consecutive codes
 // of each of the 16 rows: VPDPBUSD with 4 values of one row of x broadcast then adds, in lane r,
 // row r's 4 products. A sub-block (Q4_K: 32 values, Q6_K: 16) has one scale per row, so its
 // 8 (or 4) products accumulate exactly in int32 before one conversion to f32, scaled by the
@@ -30,16 +30,14 @@ namespace {
 
 constexpr int kPanel = 16;  // rows per panel (one per lane)
 
-// The sub-block of a format: its values (one scale each).
+// The sub-block of a K-quant: its values (one scale each).
 inline int sub_values(int format) { return sub16_format(format) ? 16 : 32; }
 
-// One row's block_values(format) codes of block blk, in value order, and its per-sub-block
-// scale and offset factors: the weight of value e is scl[e / S] * code - off[e / S]
+// One row's 256 codes of K-quant block blk, in value order, and its per-sub-block scale and
+// offset factors: the weight of value e is scl[e / S] * code - off[e / S]
 // (S = sub_values).
 inline void unpack_block(int format, const uint8_t* blk, uint8_t* codes, float* scl, float* off) {
-  if (small_format(format)) {
-    small_block(format, blk, codes, scl[0], off[0]);
-  } else if (format == kQ2K || format == kQ3K) {
+  if (format == kQ2K || format == kQ3K) {
     q23k_block(format, blk, codes, scl, off);
   } else if (has_mins(format)) {
     // Lanes 0..7: d * sc[j] (the scales), lanes 8..15: dmin * m[j] (the offsets).

@@ -485,12 +485,14 @@ void solve_blocks(const Call& c, const float* xf, float* yf) {
   Pool* pool = lk.owns_lock() ? &pool_locked() : nullptr;
   const int threads = pool ? pool->size() : 1;
 #if defined(__x86_64__)
+  // Which families of formats the runs hold: the K-quants (x prepared per 256 values) and the
+  // formats of 32 values (x prepared per 32).
+  bool large = false, small = false;
+  for (const auto& r : runs) (small_format(r.format) ? small : large) = true;
   // The formats of 32 values prefill on f32 activations (dequantized tiles and sgemm): on
   // 8-bit ones, SmolLM2 Q4_1's perplexity over tensor-parallel ranks parted from one process's
   // by 2.6% (models/tests/parallel.rs), which is not understood yet.
-  bool any_small = false;
-  for (const auto& r : runs) any_small |= small_format(r.format);
-  if (many && isa >= kIsaAvx512Vnni && !any_small) {
+  if (many && isa >= kIsaAvx512Vnni && !small) {
     // Prefill on integer dot products (qmm_blocks_gemm_avx512vnni.cpp): x to 8 bits once,
     // then 16-row panels of the matrix, each for every row of x.
     XQuant* xq = new_block_gemm_x(xf, M, K);
@@ -517,8 +519,6 @@ void solve_blocks(const Call& c, const float* xf, float* yf) {
   const BlockKernels& k = block_kernels_generic();
 #endif
   // x as each family of formats among the runs reads it.
-  bool large = false, small = false;
-  for (const auto& r : runs) (small_format(r.format) ? small : large) = true;
   std::vector<uint8_t> xpbuf(large ? k.xp_bytes(M, K) : 0), xp32buf(small ? k.xp32_bytes(M, K) : 0);
   if (large) k.prepare(xf, xpbuf.data(), M, K);
   if (small) k.prepare32(xf, xp32buf.data(), M, K);
