@@ -589,9 +589,11 @@ pub fn set_native_gemm_threshold(rows: usize) {
 /// with AVX-512 VNNI, each activation is rounded per block of 8 values to an 8-bit integer
 /// times a power of two (error at most 2⁻⁶ of the block's largest magnitude) and multiplied
 /// with one VNNI dot product per code pair instead of three (the default keeps 21 bits). Opt
-/// in for throughput, as llama.cpp's 8-bit activations; the prefill path is unchanged. The
-/// environment variable `MLX_RS_QMM_INT8_ACTIVATIONS=1` turns it on at start-up. Returns
-/// whether the integer kernels now run (false on other CPUs, or when switched off).
+/// in for throughput, as llama.cpp's 8-bit activations (the bias terms multiply the rounded
+/// values' sums, so a product is exactly that of the rounded x with the weights); the prefill
+/// path is unchanged. The environment variable `MLX_RS_QMM_INT8_ACTIVATIONS=1` turns it on at
+/// start-up. Returns whether the integer kernels now run (false on other CPUs, or when
+/// switched off).
 ///
 /// ```
 /// let _on = mlx_rs::quant::set_native_int8_activations(true);

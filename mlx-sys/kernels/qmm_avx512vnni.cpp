@@ -29,7 +29,10 @@
 // gives half of that; the clamp of a 128 the rest). One VPDPBUSD per digit and code half instead
 // of three: at decode the per-row work is about a third, which is what several sequences
 // decoded together pay per row. Opt-in: the products then carry the activations' quantization
-// error, as llama.cpp's 8-bit activations do.
+// error, as llama.cpp's 8-bit activations do. The bias terms then multiply the sums of the
+// rounded values (rounded_group_sums_avx512_vnni_int8), not x's exact sums: a product is then
+// exactly that of the rounded x with the weights, its error scaling with the weights, not with
+// the unsigned codes (0..15 where the weights are centred near 0, several times larger).
 //
 // 8-bit codes. A chunk is 64 codes of a row, 64 bytes in order: VPDPBUSD lane d sums the
 // products of codes 4d .. 4d + 3, so an x block of 8 values is a pair of lanes and a group of
@@ -351,6 +354,24 @@ const Kernels& kernels_avx512_vnni_int8() {
                          kernels_avx512().dots_h, kernels_avx512().mix_h,
                          kernels_avx512().to_half, kernels_avx512().from_half};
   return k;
+}
+
+void rounded_group_sums_avx512_vnni_int8(const float* x, int M, int K, int G, float* xsum) {
+  const int ng = K / G;
+  for (size_t m = 0; m < size_t(M); ++m)
+    for (int g = 0; g < ng; ++g) {
+      const float* xg = x + m * K + size_t(g) * G;
+      float sum = 0.f;
+      for (int e = 0; e < G; e += 16) {
+        __m512i d[3];
+        float e0, e1;
+        digits16<1>(xg + e, 16, d, e0, e1);
+        // Integer sums of 8 digits (at most 8 * 127): exact in f32.
+        sum += e0 * float(_mm512_mask_reduce_add_epi32(0x00FF, d[0])) +
+               e1 * float(_mm512_mask_reduce_add_epi32(0xFF00, d[0]));
+      }
+      xsum[m * ng + g] = sum;
+    }
 }
 
 }  // namespace mlxrs_qmm

@@ -4,8 +4,11 @@
 // Activations. prepare() writes each row of x, per block of 256 values, as the same integer
 // digits the affine VNNI kernels use (qmm_vnni_digits.h: per 8 values a power of two, three
 // signed 7-bit digits by default, one 8-bit digit with integer activations), in the values'
-// own order, with the power of two of every 4 values (one VPDPBUSD lane) and exact f32 sums of
-// x over 16 and 32 values for the formats' offsets (Q4_K's mins, Q6_K's -32).
+// own order, with the power of two of every 4 values (one VPDPBUSD lane) and the sums of the
+// rounded values over 16 and 32 values for the formats' offsets (Q4_K's mins, Q6_K's -32). The
+// rounded sums, not x's exact ones: then a product is exactly that of the rounded x with the
+// weights, and its error scales with the weights, not with the unsigned codes (0..15 for
+// weights centred near 0), which with one 8-bit digit made it several times larger.
 //
 // Codes. VPDPBUSD multiplies 64 unsigned codes by 64 signed digits, in fours per lane, so each
 // 512-bit product covers 64 consecutive values. Q4_K: the 32 bytes qs[32c .. 32c + 32) hold
@@ -22,8 +25,8 @@
 // one 128-value step of two VPDPBUSD per digit (XQuad: lane 4t + i of block t sums its values
 // 4i .. 4i + 3 and 16 + 4i .. 16 + 4i + 3, which sit in the same bytes of the blocks' low and
 // high code vectors, with no shuffle of the codes). Codes are small_block's (unsigned; Q8_0's
-// q + 128), and each block's offset (qmm_blocks.h) times x's exact sum over it is added once
-// per block. A lane's integer sum is at most 8 * 255 * 2^20 in magnitude: exact in int32.
+// q + 128), and each block's offset (qmm_blocks.h) times the sum of x's rounded values over
+// it is added once per block. A lane's integer sum is at most 8 * 255 * 2^20 in magnitude: exact in int32.
 #include <immintrin.h>
 
 #include "qmm_blocks.h"
@@ -45,6 +48,17 @@ inline XBlock* xblocks(const void* xp) {
   return reinterpret_cast<XBlock*>(a);
 }
 
+// The sum of the 16 values digits16 rounded (d, powers of two e0 and e1 for lanes 0..7 and
+// 8..15): the offsets multiply it, so that a product sees one x, the rounded one, in its codes
+// and in its offset alike (see the top of this file). Each half's integer sum is below 2^23 in
+// magnitude: exact in int32 and in f32.
+template <int D>
+inline float rounded_sum16(const __m512i (&d)[3], float e0, float e1) {
+  const __m512i X = recombine<D>(d);
+  return e0 * float(_mm512_mask_reduce_add_epi32(0x00FF, X)) +
+         e1 * float(_mm512_mask_reduce_add_epi32(0xFF00, X));
+}
+
 size_t xp_bytes(int M, int K) { return size_t(M) * (K / kBlockValues) * sizeof(XBlock) + 64; }
 
 template <int D>
@@ -63,7 +77,7 @@ void prepare(const float* x, void* xp, int M, int K) {
           _mm_store_si128(reinterpret_cast<__m128i*>(o.digit[k] + 16 * t), _mm512_cvtepi32_epi8(d[k]));
         o.lane_scale[4 * t] = o.lane_scale[4 * t + 1] = e0;
         o.lane_scale[4 * t + 2] = o.lane_scale[4 * t + 3] = e1;
-        o.sum16[t] = _mm512_reduce_add_ps(_mm512_loadu_ps(xb + 16 * t));
+        o.sum16[t] = rounded_sum16<D>(d, e0, e1);
       }
       for (int j = 0; j < 8; ++j) {
         o.sum32[j] = 0.f;
@@ -194,8 +208,8 @@ inline void block_q6k(const BlockProblem& p, int n0, int m0) {
     for (int m = 0; m < MB; ++m) p.y[size_t(m0 + m) * p.ldy + n0 + r] = _mm512_reduce_add_ps(tot[r][m]);
 }
 
-// x per row for the formats of 32 values: ceil(K / 128) quads of four blocks, then the exact
-// sums of x over each block (padded to 16 blocks). In a quad, lane l = 4t + i (block t, i < 4)
+// x per row for the formats of 32 values: ceil(K / 128) quads of four blocks, then the sums
+// of x's rounded values over each block (padded to 16 blocks). In a quad, lane l = 4t + i (block t, i < 4)
 // sums 8 values of block t: 4i .. 4i + 3 (digits in a[k], bytes 4l .. 4l + 3) and 16 + 4i ..
 // 16 + 4i + 3 (digits in b[k]): the values block_codes puts in the same bytes of its low
 // (values 0..15 of each block) and high (16..31) vectors. The 8 share one power of two.
@@ -246,8 +260,8 @@ void prepare32(const float* x, void* xp32, int M, int K) {
             lane[8 * i + u] = v[4 * i + u];
             lane[8 * i + 4 + u] = v[16 + 4 * i + u];
           }
-        sum32[j] = _mm512_reduce_add_ps(_mm512_loadu_ps(v)) + _mm512_reduce_add_ps(_mm512_loadu_ps(v + 16));
       }
+      float sum = 0.f;
       for (int h = 0; h < 2; ++h) {  // lanes i = 2h, 2h + 1
         __m512i d[3];
         float e0, e1;
@@ -259,7 +273,9 @@ void prepare32(const float* x, void* xp32, int M, int K) {
         }
         q.scale[4 * t + 2 * h] = e0;
         q.scale[4 * t + 2 * h + 1] = e1;
+        sum += rounded_sum16<D>(d, e0, e1);
       }
+      if (j < nb) sum32[j] = sum;
     }
     for (int j = nb; j < sum_slots(K); ++j) sum32[j] = 0.f;
   }

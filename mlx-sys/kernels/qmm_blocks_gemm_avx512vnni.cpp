@@ -4,15 +4,19 @@
 //
 // Activations (quantize_x): each run of 32 values of a row of x becomes 8-bit integers X in
 // [-127, 127] times one f32 scale s = max |x| / 127 of the run, X = round(x / s), so |x - X s|
-// <= s / 2 = max |x| / 254 over the run; the exact f32 sums of x over 16 and 32 values carry the
-// formats' offsets (Q4_K's mins, Q6_K's -32). A run holding an infinity or a NaN gets a NaN
-// scale: every output that uses it is NaN.
+// <= s / 2 = max |x| / 254 over the run. The formats' offsets (Q4_1's m, Q4_K's mins, Q6_K's
+// -32) multiply the sums of the rounded values X s over 16 and 32 values, not of x: then the
+// product is exactly that of the rounded x with the weights, and its error sum_e (X_e s - x_e)
+// w_e scales with the weights themselves. (With x's exact sums the error would scale with the
+// unsigned codes, 0..15 for Q4_1 where the weights are centred near 0: on SmolLM2's down
+// projection that was 2.5 times the error of the rounding itself.) A run holding an infinity
+// or a NaN gets a NaN scale: every output that uses it is NaN.
 //
 // Weights (pack_panel): 16 rows of the matrix at a time, their codes unpacked (Q4_K: 0..15,
-// Q5_K: 0..31, Q6_K: q + 32 in 0..63, Q2_K: 0..3, Q3_K: q + 4 in 0..7; the K-quants only:
-// the formats of 32 values prefill on f32 activations, qmm_driver.cpp) and interleaved so that one 64-byte vector holds 4 consecutive codes
-// of each of the 16 rows: VPDPBUSD with 4 values of one row of x broadcast then adds, in lane r,
-// row r's 4 products. A sub-block (Q4_K: 32 values, Q6_K: 16) has one scale per row, so its
+// Q5_K: 0..31, Q6_K: q + 32 in 0..63, Q2_K: 0..3, Q3_K: q + 4 in 0..7; the formats of 32
+// values as small_block gives them, one sub-block per block) and interleaved so that one
+// 64-byte vector holds 4 consecutive codes of each of the 16 rows: VPDPBUSD with 4 values of
+// one row of x broadcast then adds, in lane r, row r's 4 products. A sub-block (Q4_K: 32 values, Q6_K: 16) has one scale per row, so its
 // 8 (or 4) products accumulate exactly in int32 before one conversion to f32, scaled by the
 // rows' d * sc and x's s. The packed panel (about K bytes per row) is built once per call and
 // read for every row of x, like the dequantized tiles of the sgemm path but a quarter of
@@ -30,14 +34,16 @@ namespace {
 
 constexpr int kPanel = 16;  // rows per panel (one per lane)
 
-// The sub-block of a K-quant: its values (one scale each).
+// The sub-block of a format: its values (one scale each).
 inline int sub_values(int format) { return sub16_format(format) ? 16 : 32; }
 
-// One row's 256 codes of K-quant block blk, in value order, and its per-sub-block scale and
-// offset factors: the weight of value e is scl[e / S] * code - off[e / S]
+// One row's block_values(format) codes of block blk, in value order, and its per-sub-block
+// scale and offset factors: the weight of value e is scl[e / S] * code - off[e / S]
 // (S = sub_values).
 inline void unpack_block(int format, const uint8_t* blk, uint8_t* codes, float* scl, float* off) {
-  if (format == kQ2K || format == kQ3K) {
+  if (small_format(format)) {
+    small_block(format, blk, codes, scl[0], off[0]);
+  } else if (format == kQ2K || format == kQ3K) {
     q23k_block(format, blk, codes, scl, off);
   } else if (has_mins(format)) {
     // Lanes 0..7: d * sc[j] (the scales), lanes 8..15: dmin * m[j] (the offsets).
@@ -104,7 +110,8 @@ void pack_panel(const BlockRun& run, int n0, int K, Panel& p) {
 
 }  // namespace
 
-// x quantized: per 32 values an int8 run and its scale; exact sums over 16 and 32 values.
+// x quantized: per 32 values an int8 run and its scale; the rounded values' sums over 16 and
+// 32 values.
 struct XQuant {
   std::vector<int8_t> q;      // [M][K]
   std::vector<float> scale;   // [M][K / 32]
@@ -119,32 +126,40 @@ void quantize_x(const float* x, int M, int K, XQuant& xq) {
   xq.scale.resize(size_t(M) * K / 32);
   xq.sum16.resize(size_t(M) * K / 16);
   xq.sum32.resize(size_t(M) * K / 32);
+  const __m512i lim = _mm512_set1_epi32(127), neg = _mm512_set1_epi32(-127);
   for (size_t run = 0; run < size_t(M) * K / 32; ++run) {
     const float* v = x + run * 32;
     const __m512 a = _mm512_loadu_ps(v), b = _mm512_loadu_ps(v + 16);
     const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b)));
-    const float s0 = _mm512_reduce_add_ps(a), s1 = _mm512_reduce_add_ps(b);
-    xq.sum16[2 * run] = s0;
-    xq.sum16[2 * run + 1] = s1;
-    xq.sum32[run] = s0 + s1;
     int8_t* out = &xq.q[run * 32];
-    if (!std::isfinite(amax) || !std::isfinite(s0 + s1)) {
-      xq.scale[run] = std::nanf("");
+    if (!std::isfinite(amax)) {
+      xq.scale[run] = xq.sum16[2 * run] = xq.sum16[2 * run + 1] = xq.sum32[run] = std::nanf("");
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm256_setzero_si256());
       continue;
     }
     const float s = amax / 127.f;
     xq.scale[run] = s;
-    const __m512 inv = _mm512_set1_ps(s > 0.f ? 1.f / s : 0.f);
-    const __m512i qa = _mm512_cvt_roundps_epi32(_mm512_mul_ps(a, inv),
-                                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m512i qb = _mm512_cvt_roundps_epi32(_mm512_mul_ps(b, inv),
-                                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m512i lim = _mm512_set1_epi32(127);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out),
-                     _mm512_cvtsepi32_epi8(_mm512_min_epi32(_mm512_max_epi32(qa, _mm512_sub_epi32(_mm512_setzero_si512(), lim)), lim)));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 16),
-                     _mm512_cvtsepi32_epi8(_mm512_min_epi32(_mm512_max_epi32(qb, _mm512_sub_epi32(_mm512_setzero_si512(), lim)), lim)));
+    // A run below the smallest normal f32 (1/s would overflow) rounds to zeros.
+    const float r = s > 0.f ? 1.f / s : 0.f;
+    const __m512 inv = _mm512_set1_ps(std::isfinite(r) ? r : 0.f);
+    const __m512i qa = _mm512_min_epi32(
+        _mm512_max_epi32(_mm512_cvt_roundps_epi32(_mm512_mul_ps(a, inv),
+                                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
+                         neg),
+        lim);
+    const __m512i qb = _mm512_min_epi32(
+        _mm512_max_epi32(_mm512_cvt_roundps_epi32(_mm512_mul_ps(b, inv),
+                                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
+                         neg),
+        lim);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm512_cvtsepi32_epi8(qa));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 16), _mm512_cvtsepi32_epi8(qb));
+    // The sums of the rounded values (integers, exact), so that an offset sees the same x as
+    // the codes do.
+    const int s0 = _mm512_reduce_add_epi32(qa), s1 = _mm512_reduce_add_epi32(qb);
+    xq.sum16[2 * run] = s * float(s0);
+    xq.sum16[2 * run + 1] = s * float(s1);
+    xq.sum32[run] = s * float(s0 + s1);
   }
 }
 

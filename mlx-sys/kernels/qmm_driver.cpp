@@ -374,6 +374,14 @@ void solve_affine(const Call& c, const float* xf, float* yf) {
   // Per-group sums of x in 8 interleaved partial sums (a group is a multiple of 32 values):
   // independent additions instead of one chain, in a fixed order.
   std::vector<float> xsum(size_t(M) * ng);
+#if defined(__x86_64__)
+  // One 8-bit digit per value (4- and 8-bit codes): the bias term multiplies the sums of the
+  // rounded values, so that the product is that of the rounded x with the weights (with x's
+  // exact sums its error would scale with the unsigned codes, not the weights).
+  if (int8 && (c.bits == 4 || c.bits == 8))
+    rounded_group_sums_avx512_vnni_int8(xf, M, K, G, xsum.data());
+  else
+#endif
   for (size_t m = 0; m < size_t(M); ++m)
     for (int g = 0; g < ng; ++g) {
       const float* xg = xf + m * K + size_t(g) * G;
@@ -489,10 +497,7 @@ void solve_blocks(const Call& c, const float* xf, float* yf) {
   // formats of 32 values (x prepared per 32).
   bool large = false, small = false;
   for (const auto& r : runs) (small_format(r.format) ? small : large) = true;
-  // The formats of 32 values prefill on f32 activations (dequantized tiles and sgemm): on
-  // 8-bit ones, SmolLM2 Q4_1's perplexity over tensor-parallel ranks parted from one process's
-  // by 2.6% (models/tests/parallel.rs), which is not understood yet.
-  if (many && isa >= kIsaAvx512Vnni && !small) {
+  if (many && isa >= kIsaAvx512Vnni) {
     // Prefill on integer dot products (qmm_blocks_gemm_avx512vnni.cpp): x to 8 bits once,
     // then 16-row panels of the matrix, each for every row of x.
     XQuant* xq = new_block_gemm_x(xf, M, K);

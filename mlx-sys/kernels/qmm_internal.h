@@ -111,6 +111,10 @@ const Kernels& kernels_avx512();
 const Kernels& kernels_avx512_vnni();
 // The same with integer activations: one 8-bit digit per value (opt-in, see the driver).
 const Kernels& kernels_avx512_vnni_int8();
+// The sums over each group of G values of x ([M, K] f32) as kernels_avx512_vnni_int8() rounds
+// it (one 8-bit digit per value), into xsum ([M, K / G]): the biases multiply these, so that a
+// product sees the same x in its codes and in its bias term.
+void rounded_group_sums_avx512_vnni_int8(const float* x, int M, int K, int G, float* xsum);
 #endif
 
 inline float sb_load(const void* p, int dt, size_t i) {

@@ -3,14 +3,19 @@
 //! ([`mlx_rs::quant::block_matmul`]) against the loader's decoder
 //! ([`mlx_models::load::ggml_quants::dequantize`], itself checked against the `gguf` package's
 //! numpy decoder in `gguf_kquants.rs`) and an f64 dot product: random blocks, awkward shapes,
-//! decode (M ≤ 16, the integer kernels on AVX-512 VNNI CPUs) and prefill (M > 16, dequantized
-//! tiles and sgemm), the exact (f32) kernels, integer activations, the fused prologue and
-//! epilogue, and the typed errors of shapes that do not fit.
+//! decode (M ≤ 16, the integer kernels on AVX-512 VNNI CPUs) and prefill (M > 16: 8-bit
+//! activations and integer dot products on AVX-512 VNNI CPUs, else dequantized tiles and
+//! sgemm), the exact (f32) kernels, integer activations, the fused prologue and epilogue, and
+//! the typed errors of shapes that do not fit. Where the kernels round x to 8 bits, the
+//! reference multiplies x rounded the same way (written here from the schemes' definitions), so
+//! the bound stays that of f32 accumulation: an offset that saw another x than the codes do
+//! would show.
 
 use mlx_models::load::ggml_quants::dequantize;
 use mlx_models::load::gguf_file::GgmlType;
 use mlx_rs::quant::{self, BlockFormat, BlockRun};
 use mlx_rs::{Array, Dtype, Error};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 /// The kernels' switches are process-wide: tests that flip them run one at a time.
@@ -27,6 +32,7 @@ impl Drop for ResetSwitches {
     fn drop(&mut self) {
         quant::set_native_qmm_exact(false);
         quant::set_native_int8_activations(false);
+        INT8_DECODE.store(false, Ordering::SeqCst);
     }
 }
 fn switches() -> Switches {
@@ -113,13 +119,10 @@ const SMALL: [BlockFormat; 5] = [
     BlockFormat::Q8_0,
 ];
 
-/// y = x · Wᵀ in f64 from the decoder's weights, Σ |x||w| per output (the error scale), and
-/// the bound of the integer prefill's activation rounding: Σ |w| · max |x| over the value's
-/// run of 32 / 254.
+/// y = x · Wᵀ in f64 from the decoder's weights, and Σ |x||w| per output (the error scale).
 struct Reference {
     y: Vec<f64>,
     scale: Vec<f64>,
-    int8_bound: Vec<f64>,
 }
 
 fn reference(
@@ -132,26 +135,98 @@ fn reference(
 ) -> Reference {
     let mut w = vec![0f32; n * k];
     dequantize(ggml_type(format), blocks, &mut w).unwrap();
+    // x as the kernels round it (when they do), written from the schemes' definitions.
+    let rounded = match rounding(m) {
+        Rounding::None => x.iter().map(|&v| v as f64).collect(),
+        Rounding::Runs32 => round_runs32(x),
+        Rounding::Digit8 => round_digit8(x, k, format.values_per_block()),
+    };
     let mut r = Reference {
         y: vec![0f64; m * n],
         scale: vec![0f64; m * n],
-        int8_bound: vec![0f64; m * n],
     };
     for i in 0..m {
-        let amax: Vec<f64> = x[i * k..(i + 1) * k]
-            .chunks(32)
-            .map(|run| run.iter().fold(0f64, |a, &v| a.max((v as f64).abs())))
-            .collect();
         for j in 0..n {
             for e in 0..k {
-                let (a, b) = (x[i * k + e] as f64, w[j * k + e] as f64);
-                r.y[i * n + j] += a * b;
-                r.scale[i * n + j] += (a * b).abs();
-                r.int8_bound[i * n + j] += b.abs() * amax[e / 32] / 254.0;
+                let b = w[j * k + e] as f64;
+                r.y[i * n + j] += rounded[i * k + e] * b;
+                r.scale[i * n + j] += (x[i * k + e] as f64 * b).abs();
             }
         }
     }
     r
+}
+
+/// How the kernels round x for M rows: not at all (f32, or 21 bits, within [`EXACT_REL`]),
+/// to 8 bits per run of 32 values (the integer prefill), or to one 8-bit digit per group of 8
+/// values (integer activations at decode).
+enum Rounding {
+    None,
+    Runs32,
+    Digit8,
+}
+
+/// Whether the integer activations at decode are switched on (by this file's tests).
+static INT8_DECODE: AtomicBool = AtomicBool::new(false);
+
+fn rounding(m: usize) -> Rounding {
+    if integer_prefill(m) {
+        Rounding::Runs32
+    } else if m <= 16 && INT8_DECODE.load(Ordering::SeqCst) {
+        Rounding::Digit8
+    } else {
+        Rounding::None
+    }
+}
+
+/// The integer prefill's rounding: per run of 32 values, s = max |x| / 127 (in f32) and
+/// X = round(x / s) (ties to even, computed as x · (1 / s) in f32) in [-127, 127]; x ≈ X s.
+fn round_runs32(x: &[f32]) -> Vec<f64> {
+    x.chunks(32)
+        .flat_map(|run| {
+            let amax = run.iter().fold(0f32, |a, &v| a.max(v.abs()));
+            let s = amax / 127.0;
+            let inv = if s > 0.0 { 1.0 / s } else { 0.0 };
+            let inv = if inv.is_finite() { inv } else { 0.0 };
+            run.iter()
+                .map(move |&v| (v * inv).round_ties_even().clamp(-127.0, 127.0) as f64 * s as f64)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// The decode kernels' one-digit rounding: per group of 8 values, with f the exponent field of
+/// their largest magnitude (at least 24), X = round(x · 2^(133 − f)) in [-127, 127] and
+/// x ≈ X · 2^(f − 133). A group is 8 consecutive values for the K-quants, and values
+/// 4i .. 4i + 3 with 16 + 4i .. 16 + 4i + 3 of a block for the formats of 32 values.
+fn round_digit8(x: &[f32], k: usize, per_block: usize) -> Vec<f64> {
+    let mut out = vec![0f64; x.len()];
+    let groups: Vec<[usize; 8]> = if per_block == 32 {
+        (0..k / 32)
+            .flat_map(|b| {
+                (0..4).map(move |i| {
+                    let a = 32 * b + 4 * i;
+                    [a, a + 1, a + 2, a + 3, a + 16, a + 17, a + 18, a + 19]
+                })
+            })
+            .collect()
+    } else {
+        (0..k / 8)
+            .map(|g| std::array::from_fn(|u| 8 * g + u))
+            .collect()
+    };
+    for (row, out) in x.chunks(k).zip(out.chunks_mut(k)) {
+        for g in &groups {
+            let amax = g.iter().fold(0f32, |a, &e| a.max(row[e].abs()));
+            let f = ((amax.to_bits() >> 23) & 0xFF).max(24);
+            let up = f32::from_bits((133 + 127 - f) << 23);
+            let e = f32::from_bits((f + 127 - 133) << 23);
+            for &i in g {
+                out[i] = (row[i] * up).round_ties_even().clamp(-127.0, 127.0) as f64 * e as f64;
+            }
+        }
+    }
+    out
 }
 
 /// Whether M rows of x take the integer prefill (more than 16 rows on an AVX-512 VNNI CPU
@@ -165,12 +240,7 @@ fn check(format: BlockFormat, m: usize, n: usize, k: usize, seed: u64, rel: f64)
     let mut rng = Lcg(seed);
     let blocks = random_blocks(format, n, k, &mut rng);
     let x: Vec<f32> = (0..m * k).map(|_| rng.unit()).collect();
-    let Reference {
-        y: want,
-        scale,
-        int8_bound,
-    } = reference(format, &blocks, &x, m, n, k);
-    let int8 = integer_prefill(m);
+    let Reference { y: want, scale } = reference(format, &blocks, &x, m, n, k);
     let w = Array::from_bytes(
         &blocks,
         &[n as i32, format.row_bytes(k).unwrap() as i32],
@@ -185,9 +255,8 @@ fn check(format: BlockFormat, m: usize, n: usize, k: usize, seed: u64, rel: f64)
     assert_eq!(got.len(), m * n);
     for i in 0..m * n {
         let err = (got[i] as f64 - want[i]).abs();
-        let bound = if int8 { int8_bound[i] } else { 0.0 };
         assert!(
-            err <= rel * scale[i] + bound + 1e-6,
+            err <= rel * scale[i] + 1e-6,
             "{format} M={m} N={n} K={k} output {i}: {} vs {} (scale {})",
             got[i],
             want[i],
@@ -307,17 +376,19 @@ fn exact_kernels_and_integer_activations_match_the_decoder() {
         }
     }
     quant::set_native_qmm_exact(false);
-    // 8-bit activations: each value within 2^-6 of its 8-block's largest magnitude.
+    // One 8-bit digit per value: the product of the rounded x (round_digit8), offsets included.
     if quant::set_native_int8_activations(true) {
+        INT8_DECODE.store(true, Ordering::SeqCst);
         for format in BlockFormat::ALL {
-            check(format, 1, 9, 512, 9, 2.0f64.powi(-6));
-            check(format, 4, 6, 768, 10, 2.0f64.powi(-6));
+            check(format, 1, 9, 512, 9, EXACT_REL);
+            check(format, 4, 6, 768, 10, EXACT_REL);
             if format.values_per_block() == 32 {
-                check(format, 1, 5, 608, 11, 2.0f64.powi(-6));
+                check(format, 1, 5, 608, 11, EXACT_REL);
             }
         }
     }
     quant::set_native_int8_activations(false);
+    INT8_DECODE.store(false, Ordering::SeqCst);
 }
 
 #[test]
@@ -431,15 +502,10 @@ fn check_runs(first: BlockFormat, second: BlockFormat, k: usize, seed: u64) {
                 } else {
                     (&r6, i * n6 + j - n4)
                 };
-                let bound = if integer_prefill(m) {
-                    r.int8_bound[at]
-                } else {
-                    0.0
-                };
                 let (want, scale) = (r.y[at], r.scale[at]);
                 let err = (got[i * n + j] as f64 - want).abs();
                 assert!(
-                    err <= EXACT_REL * scale + bound + 1e-6,
+                    err <= EXACT_REL * scale + 1e-6,
                     "{first} M={m} row {i} output {j}: {} vs {want}",
                     got[i * n + j]
                 );

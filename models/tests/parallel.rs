@@ -285,15 +285,57 @@ where
     line.parse().unwrap()
 }
 
+/// The native kernels' exact mode (f32 activations) in this process while held, and the
+/// environment that puts a rank's process in it.
+struct Exact;
+impl Exact {
+    fn on() -> Exact {
+        mlx_rs::quant::set_native_qmm_exact(true);
+        Exact
+    }
+    fn env(&self) -> (&'static str, String) {
+        ("MLX_RS_QMM_EXACT", "1".to_string())
+    }
+}
+impl Drop for Exact {
+    fn drop(&mut self) {
+        mlx_rs::quant::set_native_qmm_exact(false);
+    }
+}
+
 #[test]
 fn smollm2_split_over_ranks_says_what_one_process_says() {
     mlx_rs::memory::reset_peak_memory().unwrap();
     let mut alone = smollm2_engine(None);
     let whole = mlx_rs::memory::active_memory().unwrap() as f64;
     let whole_peak = mlx_rs::memory::peak_memory().unwrap() as f64;
+    // The default mode's prefill rounds activations to 8 bits (on AVX-512 VNNI CPUs): a value
+    // that sits at a rounding boundary lands on either side of it depending on f32 summation
+    // order, which the ranks' all-reduce changes, so that mode agrees with one process only
+    // within the rounding's own effect. The split itself is checked in the exact mode (f32
+    // activations), where the perplexity must agree to 1e-4; the default mode once, within
+    // 2% (0.6% measured on these 126 tokens).
+    let (default_tokens, default_ppl) = smollm2_run(&mut alone, 12);
+    let exact = Exact::on();
     let (tokens, ppl) = smollm2_run(&mut alone, 12);
     drop(alone);
     let tokens = format!("{tokens:?}");
+    let outputs = ring::run(
+        "rank_worker",
+        2,
+        &env("smollm2", "tensor", ""),
+        Duration::from_secs(600),
+    );
+    check_all(&outputs);
+    for r in &outputs {
+        assert_eq!(parse::<String>(r, "TOKENS"), format!("{default_tokens:?}"));
+        let p: f64 = parse(r, "PPL");
+        let rel = (p - default_ppl).abs() / default_ppl;
+        assert!(
+            rel < 0.02,
+            "default mode, tensor × 2: perplexity {p} vs {default_ppl}"
+        );
+    }
     for (mode, ranks) in [
         ("tensor", 2),
         ("tensor", 4),
@@ -303,7 +345,7 @@ fn smollm2_split_over_ranks_says_what_one_process_says() {
         let outputs = ring::run(
             "rank_worker",
             ranks,
-            &env("smollm2", mode, ""),
+            &[&env("smollm2", mode, "")[..], &[exact.env()]].concat(),
             Duration::from_secs(600),
         );
         check_all(&outputs);

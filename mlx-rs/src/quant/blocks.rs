@@ -167,8 +167,10 @@ pub fn block_formats_available() -> bool {
 /// [`crate::quant::QmmIsa::Avx512Vnni`] (21 bits per block of 8 values;
 /// [`crate::quant::set_native_int8_activations`] makes it 8 bits); elsewhere each row is
 /// dequantized to f32 by the format's definition. More than 16 rows of `x` (prefill)
-/// multiply on 8-bit activations for the K-quants on AVX-512 VNNI (error at most a 32-value
-/// run's largest |x| / 254 per value), else dequantized f32 tiles with the BLAS sgemm.
+/// multiply on 8-bit activations on AVX-512 VNNI (error at most a 32-value run's largest
+/// |x| / 254 per value; the formats' offsets meet the same rounded values as the codes, so the
+/// product is exactly that of the rounded `x` with the weights), else dequantized f32 tiles
+/// with the BLAS sgemm. [`crate::quant::set_native_qmm_exact`] keeps f32 activations.
 ///
 /// Errors: [`Error::Shape`] when the shapes do not fit, [`Error::Mlx`] on a GPU stream or a
 /// CPU other than x86-64 ([`block_formats_available`]).

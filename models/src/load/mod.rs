@@ -88,7 +88,7 @@ pub struct LoadOptions {
     /// `Q8_0`, `Q2_K`, `Q3_K`, `Q4_K`, `Q5_K`, `Q6_K`) as stored
     /// ([`gguf::GgufReadOptions::keep_blocks`]; default `true`): the file's bits per weight
     /// (`Q4_K` 4.5, `Q6_K` 6.56, `Q5_0` 5.5) instead of the affine conversion's (6, 9 and 9),
-    /// and the K-quants prefill on 8-bit activations. `false`, and on other CPUs (where only the portable block kernel would run, far slower than the
+    /// and a prompt chunk multiplies them on 8-bit activations. `false`, and on other CPUs (where only the portable block kernel would run, far slower than the
     /// affine kernels) or in the exact mode ([`mlx_rs::quant::set_native_qmm_exact`]): convert
     /// them as the [`gguf`] module docs say. Ignored on a GPU.
     pub gguf_blocks: bool,
