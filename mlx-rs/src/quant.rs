@@ -28,7 +28,7 @@
 mod blocks;
 
 pub use blocks::{
-    block_formats_available, block_matmul, block_matmul_fused, BlockFormat, BlockRun,
+    block_formats_available, block_matmul, block_matmul_fused, block_rows, BlockFormat, BlockRun,
     MAX_BLOCK_RUNS,
 };
 

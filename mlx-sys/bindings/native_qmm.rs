@@ -183,5 +183,14 @@ unsafe extern "C" {
     ) -> ::std::os::raw::c_int;
 }
 unsafe extern "C" {
+    pub fn mlxrs_block_rows(
+        res: *mut mlx_array,
+        table: mlx_array,
+        ids: mlx_array,
+        format: ::std::os::raw::c_int,
+        s: mlx_stream,
+    ) -> ::std::os::raw::c_int;
+}
+unsafe extern "C" {
     pub fn mlxrs_qmm_native_count() -> u64;
 }

@@ -120,9 +120,17 @@ struct TableView {
   mx::Dtype sb_dtype = mx::float32;
   uint32_t rows = 0;
   int K = 0, bits = 0, group = 0;
+  int format = 0;  // a GGUF block format (one run), or 0: MLX's affine layout
 
   // Row `id` (< rows) as K floats.
   void dequantize_row(uint32_t id, float* out) const {
+    if (format != 0) {
+      const int bv = mlxrs_qmm::block_values(format), bb = mlxrs_qmm::block_bytes(format);
+      const uint8_t* src = w + size_t(id) * mlxrs_qmm::row_bytes(format, K);
+      for (int b = 0; b < K / bv; ++b)
+        mlxrs_qmm::dequantize_block(format, src + size_t(b) * bb, out + b * bv);
+      return;
+    }
     const uint8_t* row = w + size_t(id) * size_t(K) * bits / 8;
     const size_t ng = size_t(K / group), g0 = size_t(id) * ng;
     auto sb = [&](const void* p, size_t i) -> float {
@@ -309,7 +317,8 @@ class NativeDecoderStack : public mx::Primitive {
                uint32_t(inputs[1].shape(0)),
                hidden,
                p_.embed_q.bits,
-               p_.embed_q.group};
+               p_.embed_q.group,
+               p_.embed_q.blocks.parts ? p_.embed_q.blocks.format[0] : 0};
     enc.dispatch([=, tasks = std::move(tasks)]() mutable {
       std::vector<char> cache_scratch, x_scratch;
       const size_t m = size_t(M);
@@ -601,8 +610,13 @@ int decoder_stack(mlx_vector_array* res, const mlx_array x,
       B = xa.shape(0);
       L = xa.shape(1);
       const auto& tw = mlx_array_get_(embedding->weight);
-      if (embedding->block_parts != 0 || embedding->bits <= 0) return;  // affine tables only
-      hidden = tw.ndim() == 2 ? tw.shape(1) * 32 / embedding->bits : 0;
+      if (embedding->block_parts > 1) return;  // a table of one format
+      if (embedding->block_parts == 1)
+        hidden = ProjParams::from(*embedding).blocks.cols(tw);
+      else if (embedding->bits <= 0)
+        return;
+      else
+        hidden = tw.ndim() == 2 ? tw.shape(1) * 32 / embedding->bits : 0;
       if (!add_projection(inputs, "embedding table", *embedding, hidden, p.embed_q)) return;
       inputs[0] = mlxrs_glue::ensure_contiguous(inputs[0], stream);
     } else {

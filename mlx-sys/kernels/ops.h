@@ -96,7 +96,7 @@ int mlxrs_cached_attention(mlx_vector_array* res, const mlx_array qkv, const mlx
  * float dtype. GGUF blocks as stored (block_parts = 1 to 4, see mlxrs_block_matmul in qmm.h):
  * `weight` uint8 holding block_parts runs of block_rows[i] rows in format block_formats[i]
  * (MLXRS_QMM_FORMAT_*); scales, biases, group_size and bits are not read (pass the weight and
- * zeros). An embedding table must be affine. */
+ * zeros). An embedding table is affine or one run of blocks. */
 typedef struct mlxrs_quantized_projection {
   mlx_array weight;
   mlx_array scales;

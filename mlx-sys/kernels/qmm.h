@@ -61,8 +61,8 @@ int mlxrs_quantized_matmul_fused(
 
 /* y = [rms_norm(x, norm_weight, norm_eps)] @ w^T [+ residual] with w a matrix of GGUF blocks as
  * stored: `parts` (1 to 4) consecutive runs of rows[i] rows in format formats[i]
- * (MLXRS_QMM_FORMAT_Q4_K, _Q5_K or _Q6_K, raw.h), each row K / 256 blocks, all in one uint8 array
- * (any shape; [N, K / 256 * block bytes] for one run). Several runs are a fused projection
+ * (MLXRS_QMM_FORMAT_*, raw.h), each row K / V blocks (V = 32 or 256 values per block), all in
+ * one uint8 array (any shape; [N, K / V, block bytes] for one run). Several runs are a fused projection
  * whose parts were stored in different formats. `norm_weight` ([K] float32) and `residual` may
  * be null handles. The output [..., N] has x's dtype. CPU streams on x86-64 only (there is no
  * other implementation): elsewhere, and for weights that do not fit x, it reports an error.
@@ -78,6 +78,14 @@ int mlxrs_block_matmul(
     float norm_eps,
     const mlx_array residual,
     const mlx_stream s);
+
+/* Rows of a table of GGUF blocks, as an embedding lookup: `table` uint8 [rows, K / V, block
+ * bytes] in format `format` (MLXRS_QMM_FORMAT_*), `ids` int32 or uint32 of any shape; the
+ * result is float32 [ids..., K], each row dequantized by the format's definition, a row of NaN
+ * for an id outside [0, rows). CPU streams only. Returns 0, or 1 after reporting through the
+ * error handler. */
+int mlxrs_block_rows(mlx_array* res, const mlx_array table, const mlx_array ids, int format,
+                     const mlx_stream s);
 
 /* How many native primitives mlxrs_quantized_matmul has built in this process. */
 uint64_t mlxrs_qmm_native_count(void);

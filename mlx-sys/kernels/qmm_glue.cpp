@@ -1,7 +1,9 @@
 // MLX-facing glue: the NativeQuantizedMatmul primitive and the C interface over mlx-c handles.
 // Compiled with -std=c++20 against the MLX headers and mlx-c's sources, without instruction-set
 // flags; the kernels it calls live in units that include no MLX header.
+#include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <exception>
 #include <optional>
 #include <stdexcept>
@@ -121,6 +123,64 @@ class NativeQuantizedMatmul : public mx::UnaryPrimitive {
   mlxrs_glue::BlockParts blocks_;
 };
 
+// inputs: table (uint8 [rows, K / V, block bytes], GGUF blocks of one format), ids (int32 or
+// uint32, any shape). Output: float32 [ids..., K], row ids[i] of the table dequantized by the
+// format's definition; an id outside [0, rows) gives a row of NaN (as the native decoder
+// stack's lookup does), never a read outside the table.
+class BlockRows : public mx::UnaryPrimitive {
+ public:
+  BlockRows(mx::Stream stream, int format) : mx::UnaryPrimitive(stream), format_(format) {}
+
+  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
+    const auto& table = inputs[0];
+    const auto& ids = inputs[1];
+    if (!table.flags().row_contiguous || !ids.flags().row_contiguous)
+      throw std::runtime_error("BlockRows: inputs must be row-contiguous");
+    out.set_data(mx::allocator::malloc(out.nbytes()));
+    auto& enc = mx::cpu::get_command_encoder(stream());
+    for (const auto& a : inputs) enc.set_input_array(a);
+    enc.set_output_array(out);
+    const int format = format_, K = out.shape(-1);
+    const size_t rows = size_t(table.shape(0)), n = ids.size();
+    const uint8_t* t = table.data<uint8_t>();
+    const uint32_t* id = ids.data<uint32_t>();  // int32 ids below 0 read as large: outside
+    float* y = out.data<float>();
+    enc.dispatch([=]() {
+      const int bv = mlxrs_qmm::block_values(format), bb = mlxrs_qmm::block_bytes(format);
+      const size_t rb = mlxrs_qmm::row_bytes(format, K);
+      for (size_t i = 0; i < n; ++i) {
+        float* row = y + i * size_t(K);
+        if (id[i] >= rows) {
+          std::fill(row, row + K, std::nanf(""));
+          continue;
+        }
+        const uint8_t* src = t + size_t(id[i]) * rb;
+        for (int b = 0; b < K / bv; ++b) mlxrs_qmm::dequantize_block(format, src + size_t(b) * bb, row + b * bv);
+      }
+    });
+  }
+
+  void eval_gpu(const std::vector<mx::array>&, mx::array&) override {
+    throw std::runtime_error("BlockRows has no GPU implementation");
+  }
+
+  const char* name() const override { return "BlockRows"; }
+
+  bool is_equivalent(const mx::Primitive& other) const override {
+    auto* o = dynamic_cast<const BlockRows*>(&other);
+    return o && o->format_ == format_;
+  }
+
+  std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override {
+    auto shape = inputs[1].shape();
+    shape.push_back(inputs[0].shape(1) * mlxrs_qmm::block_values(format_));
+    return {shape};
+  }
+
+ private:
+  int format_;
+};
+
 // Appends the optional norm weight (f32 [K]) and residual (float, the output's shape) to the
 // primitive's inputs; throws std::invalid_argument for shapes that do not fit.
 void add_prologue_epilogue(const char* op, std::vector<mx::array>& inputs, const mx::array& x,
@@ -207,6 +267,34 @@ extern "C" __attribute__((visibility("default"))) int mlxrs_block_matmul(
     const mx::array* r = mlxrs_glue::has(residual) ? &mlx_array_get_(residual) : nullptr;
     mlx_array_set_(*res, build_blocks(mlx_array_get_(x), mlx_array_get_(w), blocks,
                                       mlx_stream_get_(s), nw, norm_eps, r));
+  });
+}
+
+extern "C" __attribute__((visibility("default"))) int mlxrs_block_rows(mlx_array* res,
+                                                                        const mlx_array table,
+                                                                        const mlx_array ids,
+                                                                        int format,
+                                                                        const mlx_stream s) {
+  return mlxrs_glue::guarded([&] {
+    const auto& t = mlx_array_get_(table);
+    const auto& i = mlx_array_get_(ids);
+    const auto& stream = mlx_stream_get_(s);
+    if (stream.device != mx::Device::cpu)
+      throw std::invalid_argument("block_rows: GGUF blocks as stored run only on the CPU");
+    const int bb = mlxrs_qmm::block_bytes(format);
+    if (bb == 0) throw std::invalid_argument("block_rows: unknown block format " + std::to_string(format));
+    if (t.dtype() != mx::uint8 || t.ndim() != 3 || t.shape(2) != bb || t.shape(0) < 1 || t.shape(1) < 1 ||
+        int64_t(t.shape(1)) * mlxrs_qmm::block_values(format) > (int64_t(1) << 30))
+      throw std::invalid_argument("block_rows: the table must be uint8 [rows, blocks, " +
+                                  std::to_string(bb) + "], got " + mlxrs_glue::shape_str(t.shape()));
+    if (i.dtype() != mx::int32 && i.dtype() != mx::uint32)
+      throw std::invalid_argument("block_rows: ids must be int32 or uint32");
+    std::vector<mx::array> inputs{mlxrs_glue::ensure_contiguous(t, stream),
+                                  mlxrs_glue::ensure_contiguous(i, stream)};
+    auto shape = i.shape();
+    shape.push_back(t.shape(1) * mlxrs_qmm::block_values(format));
+    mlx_array_set_(*res, mx::array(std::move(shape), mx::float32,
+                                   std::make_shared<BlockRows>(stream, format), std::move(inputs)));
   });
 }
 

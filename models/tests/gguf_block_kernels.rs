@@ -620,3 +620,61 @@ fn column_halves_add_up_to_the_whole() {
         }
     }
 }
+
+/// Rows looked up from a table of blocks ([`quant::block_rows`], the embedding of a GGUF file
+/// kept as stored) are the decoder's rows; ids outside the table give rows of NaN.
+#[test]
+fn block_rows_are_the_decoders_rows() {
+    let (rows, k) = (7usize, 512usize);
+    for (f, format) in BlockFormat::ALL.into_iter().enumerate() {
+        let mut rng = Lcg(700 + f as u64);
+        let blocks = random_blocks(format, rows, k, &mut rng);
+        let mut want = vec![0f32; rows * k];
+        dequantize(ggml_type(format), &blocks, &mut want).unwrap();
+        let per = k / format.values_per_block();
+        let table = Array::from_bytes(
+            &blocks,
+            &[rows as i32, per as i32, format.block_bytes() as i32],
+            Dtype::Uint8,
+        )
+        .unwrap();
+        let ids = [6i32, 0, 3, 3, -1, 7, 1];
+        let got = quant::block_rows(
+            &table,
+            &Array::from_slice(&ids, &[1, ids.len() as i32]).unwrap(),
+            format,
+        )
+        .unwrap();
+        assert_eq!(got.shape(), vec![1, ids.len() as i32, k as i32]);
+        let got = got.to_vec::<f32>().unwrap();
+        for (i, &id) in ids.iter().enumerate() {
+            let row = &got[i * k..(i + 1) * k];
+            if !(0..rows as i32).contains(&id) {
+                assert!(row.iter().all(|v| v.is_nan()), "{format}: id {id}");
+                continue;
+            }
+            let expected = &want[id as usize * k..(id as usize + 1) * k];
+            for (e, (&g, &w)) in row.iter().zip(expected).enumerate() {
+                assert!(
+                    (g - w).abs() <= 1e-6 * w.abs().max(1e-3),
+                    "{format} row {id} value {e}: {g} vs {w}"
+                );
+            }
+        }
+    }
+    // A table whose block bytes name another format, and float ids, are typed errors.
+    let table = Array::from_bytes(&[0u8; 2 * 34], &[2, 1, 34], Dtype::Uint8).unwrap();
+    let ids = Array::from_slice(&[0i32], &[1]).unwrap();
+    assert!(matches!(
+        quant::block_rows(&table, &ids, BlockFormat::Q4_0),
+        Err(Error::Shape(_))
+    ));
+    assert!(matches!(
+        quant::block_rows(
+            &table,
+            &Array::from_slice(&[0f32], &[1]).unwrap(),
+            BlockFormat::Q8_0
+        ),
+        Err(Error::Shape(_))
+    ));
+}

@@ -199,7 +199,21 @@ fn tiny_model_stored(
         seed
     };
     let table = uniform(&[16, hidden], -1.0, 1.0, next());
-    if quantized_embedding {
+    // GGUF files keep their token embedding in blocks too (Q8_0 beside the formats of 32
+    // values, Q4_K or Q6_K in K-quant files): looked up from the blocks, the tied head
+    // multiplies them.
+    let table_blocks = match storage {
+        Storage::Blocks => Some(BlockFormat::Q4K),
+        Storage::BlocksSmall => Some(BlockFormat::Q8_0),
+        Storage::BlocksLow => Some(BlockFormat::Q6K),
+        Storage::Affine | Storage::BlocksQ5 => None,
+    };
+    if let (true, Some(format)) = (quantized_embedding, table_blocks) {
+        w.insert(
+            "model.embed_tokens.blocks",
+            random_blocks(format, 16, hidden, next()),
+        );
+    } else if quantized_embedding {
         let (wq, s, b) = quant::quantize(&table.astype(Dtype::Float16).unwrap(), 32, 8).unwrap();
         w.insert("model.embed_tokens.weight", wq);
         w.insert("model.embed_tokens.scales", s);

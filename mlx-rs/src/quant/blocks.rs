@@ -298,3 +298,58 @@ pub fn block_matmul_fused(
         )
     })
 }
+
+/// Rows of a table of GGUF blocks, as an embedding lookup: `table` is `uint8`
+/// `[rows, K / values per block, block bytes]` in `format`, `ids` `int32` or `uint32` of any
+/// shape; the result is float32 `[ids..., K]`, each row dequantized by the format's definition
+/// (the bytes are read as stored, never converted), and a row of NaN for an id outside
+/// `[0, rows)`: never a read outside the table. CPU streams only.
+///
+/// Errors: [`Error::Shape`] when the table's shape does not name `format`'s blocks or the ids
+/// are not 32-bit integers; [`Error::Mlx`] on a GPU stream.
+///
+/// ```
+/// use mlx_rs::quant::{self, BlockFormat};
+/// use mlx_rs::{Array, Dtype};
+/// // Two Q8_0 rows of one block: d = 0.5 with codes 0, 1, 2, ... and d = 2 with every code -1.
+/// let mut table = vec![0u8; 2 * 34];
+/// table[..2].copy_from_slice(&half::f16::from_f32(0.5).to_le_bytes());
+/// for i in 0..32 {
+///     table[2 + i] = i as u8;
+/// }
+/// table[34..36].copy_from_slice(&half::f16::from_f32(2.0).to_le_bytes());
+/// table[36..].fill(0xFF);
+/// let table = Array::from_bytes(&table, &[2, 1, 34], Dtype::Uint8)?;
+/// let ids = Array::from_slice(&[1i32, 0, 7], &[3])?;
+/// let rows = quant::block_rows(&table, &ids, BlockFormat::Q8_0)?;
+/// assert_eq!(rows.shape(), vec![3, 32]);
+/// let v = rows.to_vec::<f32>()?;
+/// assert_eq!((v[0], v[32 + 3], v[32 + 31]), (-2.0, 1.5, 15.5));
+/// assert!(v[64].is_nan()); // id 7 is outside the table
+/// # Ok::<(), mlx_rs::Error>(())
+/// ```
+#[track_caller]
+pub fn block_rows(table: &Array, ids: &Array, format: BlockFormat) -> Result<Array> {
+    let shape = table.shape();
+    let fits = table.dtype() == crate::Dtype::Uint8
+        && matches!(shape[..], [r, b, bytes] if r > 0 && b > 0 && bytes as usize == format.block_bytes());
+    if !fits {
+        return Err(Error::Shape(format!(
+            "block_rows: a table of {format} blocks is uint8 [rows, blocks, {}], got {:?} {:?}",
+            format.block_bytes(),
+            table.dtype(),
+            shape
+        )));
+    }
+    if !matches!(ids.dtype(), crate::Dtype::Int32 | crate::Dtype::Uint32) {
+        return Err(Error::Shape(format!(
+            "block_rows: ids must be int32 or uint32, got {:?}",
+            ids.dtype()
+        )));
+    }
+    // SAFETY: valid handles; the shim reports every failure through the error handler and
+    // returns 1.
+    Array::try_op_stream(|res, s| unsafe {
+        sys::native_qmm::mlxrs_block_rows(res, table.as_raw(), ids.as_raw(), format.raw(), s)
+    })
+}

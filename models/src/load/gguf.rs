@@ -22,8 +22,9 @@
 //! (or kept as stored, below).
 //! No tensor is ever held as a whole in `f32` on the way. With
 //! [`GgufReadOptions::keep_blocks`] (what [`super::load`] asks for on a CPU with the AVX-512
-//! VNNI kernels), the `Q4_K`, `Q5_K` and `Q6_K` matrices of the layers' projections and of the head
-//! skip all of this and stay in the file's blocks, as `P.blocks`. `F32`, `F16`, `BF16`, `I8`,
+//! VNNI kernels), the block-quantized matrices (`Q4_0` … `Q8_0`, `Q2_K` … `Q6_K`) of the
+//! layers' projections, of the head and of the token embedding skip all of this and stay in
+//! the file's blocks, as `P.blocks` `[rows, blocks per row, block bytes]`. `F32`, `F16`, `BF16`, `I8`,
 //! `I16` and `I32` are taken as stored. Other types (`IQ*`, `TQ*`, `MXFP4`, ...) are refused
 //! before any data is read, with an [`Error::Gguf`] naming the type and a tensor.
 //!
@@ -313,8 +314,10 @@ fn requantizes_q6_k(info: &GgufTensorInfo) -> bool {
 }
 
 /// The block format a tensor keeps under [`GgufReadOptions::keep_blocks`], if it is one of
-/// the matrices kept: a 2-D `Q4_0` / `Q4_1` / `Q5_0` / `Q5_1` / `Q8_0` / `Q4_K` / `Q5_K` /
-/// `Q6_K` `.weight` of a layer projection or of the head, with whole blocks per row.
+/// the matrices kept: a 2-D `Q4_0` / `Q4_1` / `Q5_0` / `Q5_1` / `Q8_0` / `Q2_K` / `Q3_K` /
+/// `Q4_K` / `Q5_K` / `Q6_K` `.weight` of a layer projection, of the head or of the token
+/// embedding (looked up by [`mlx_rs::quant::block_rows`], and the tied head), with whole
+/// blocks per row.
 fn kept_block_format(info: &GgufTensorInfo) -> Option<mlx_rs::quant::BlockFormat> {
     use mlx_rs::quant::BlockFormat;
     let format = match info.ggml_type {
@@ -332,6 +335,7 @@ fn kept_block_format(info: &GgufTensorInfo) -> Option<mlx_rs::quant::BlockFormat
     };
     let stem = info.name.strip_suffix(".weight")?;
     let projection = stem == "output"
+        || stem == "token_embd"
         || stem
             .strip_prefix("blk.")
             .and_then(|rest| rest.split_once('.'))

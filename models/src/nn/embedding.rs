@@ -1,6 +1,7 @@
-//! Token embeddings (dense or MLX-quantized), usable as the tied LM head.
+//! Token embeddings (dense, MLX-quantized or GGUF blocks as stored), usable as the tied LM
+//! head.
 
-use super::linear::{Linear, QuantizedMatrix};
+use super::linear::{BlockMatrix, Linear, QuantizedMatrix};
 use super::take_float;
 use crate::error::Result;
 use crate::load::BuildOptions;
@@ -20,11 +21,21 @@ pub enum Embedding {
         /// The compute dtype of the gathered rows.
         dtype: Dtype,
     },
+    /// GGUF blocks of one format as stored (`[vocab, dim / values per block, block bytes]`):
+    /// rows are dequantized by the format's definition when looked up
+    /// ([`quant::block_rows`]), and the tied head multiplies the blocks directly.
+    Blocks {
+        /// The blocks.
+        matrix: BlockMatrix,
+        /// The compute dtype of the looked-up rows.
+        dtype: Dtype,
+    },
 }
 
 impl Embedding {
-    /// Takes `<path>.weight` (`[vocab, dim]`), or the quantization triplet when `<path>.scales`
-    /// exists.
+    /// Takes `<path>.weight` (`[vocab, dim]`), the quantization triplet when `<path>.scales`
+    /// exists, or GGUF blocks of one format when `<path>.blocks` does
+    /// ([`BlockMatrix::load`]).
     pub fn load(
         weights: &mut Weights,
         path: &str,
@@ -32,6 +43,12 @@ impl Embedding {
         dim: i32,
         options: &BuildOptions,
     ) -> Result<Embedding> {
+        if let Some(matrix) = BlockMatrix::load(weights, path, vocab, dim)? {
+            return Ok(Embedding::Blocks {
+                matrix,
+                dtype: options.dtype,
+            });
+        }
         Ok(
             match QuantizedMatrix::load(weights, path, vocab, dim, options)? {
                 Some(matrix) => Embedding::Quantized {
@@ -71,12 +88,20 @@ impl Embedding {
                     rows.astype(*dtype)?
                 }
             }
+            Embedding::Blocks { matrix, dtype } => {
+                let rows = quant::block_rows(&matrix.weight, ids, matrix.runs[0].format)?;
+                if rows.dtype() == *dtype {
+                    rows
+                } else {
+                    rows.astype(*dtype)?
+                }
+            }
         })
     }
 
     /// The table as the native decoder stack looks it up
-    /// ([`mlx_rs::native::StackInput::Tokens`]): `Some` when it is quantized and its rows are
-    /// computed in float32.
+    /// ([`mlx_rs::native::StackInput::Tokens`]): `Some` when it is quantized (MLX's affine
+    /// layout or GGUF blocks) and its rows are computed in float32.
     pub fn quantized_table(&self) -> Option<mlx_rs::native::QuantizedProjection<'_>> {
         match self {
             Embedding::Quantized {
@@ -90,6 +115,17 @@ impl Embedding {
                 bits: q.params.bits,
                 blocks: &[],
             }),
+            Embedding::Blocks {
+                matrix,
+                dtype: Dtype::Float32,
+            } => Some(mlx_rs::native::QuantizedProjection {
+                weight: &matrix.weight,
+                scales: &matrix.weight,
+                biases: &matrix.weight,
+                group_size: 0,
+                bits: 0,
+                blocks: &matrix.runs,
+            }),
             _ => None,
         }
     }
@@ -100,6 +136,7 @@ impl Embedding {
         Ok(match self {
             Embedding::Dense(w) => Linear::from_dense_transposed(w.t()?),
             Embedding::Quantized { matrix, .. } => Linear::from_quantized(matrix.clone()),
+            Embedding::Blocks { matrix, .. } => Linear::from_blocks(matrix.clone()),
         })
     }
 }

@@ -281,6 +281,14 @@ impl Linear {
         }
     }
 
+    /// A layer reading GGUF blocks as stored (for `as_linear`).
+    pub(crate) fn from_blocks(matrix: BlockMatrix) -> Linear {
+        Linear {
+            weight: LinearWeight::Blocks(matrix),
+            bias: None,
+        }
+    }
+
     /// The packed matrix and the bias, when the weight is stored quantized (for
     /// [`mlx_rs::native::decoder_layer`]).
     pub(crate) fn quantized_projection(
