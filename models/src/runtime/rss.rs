@@ -77,7 +77,8 @@ mod tests {
     fn the_peak_follows_a_touched_block_and_resets() {
         let before = current_bytes().unwrap();
         assert!(reset_peak());
-        let block = vec![7u8; 256 << 20];
+        // black_box: an optimised build would otherwise drop the unused allocation.
+        let block = std::hint::black_box(vec![7u8; 256 << 20]);
         let peak = peak_bytes().unwrap();
         assert!(
             peak >= before + (200 << 20),
