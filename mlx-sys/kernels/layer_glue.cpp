@@ -125,10 +125,7 @@ struct TableView {
   // Row `id` (< rows) as K floats.
   void dequantize_row(uint32_t id, float* out) const {
     if (format != 0) {
-      const int bv = mlxrs_qmm::block_values(format), bb = mlxrs_qmm::block_bytes(format);
-      const uint8_t* src = w + size_t(id) * mlxrs_qmm::row_bytes(format, K);
-      for (int b = 0; b < K / bv; ++b)
-        mlxrs_qmm::dequantize_block(format, src + size_t(b) * bb, out + b * bv);
+      mlxrs_qmm::dequantize_row(format, w + size_t(id) * mlxrs_qmm::row_bytes(format, K), K, out);
       return;
     }
     const uint8_t* row = w + size_t(id) * size_t(K) * bits / 8;

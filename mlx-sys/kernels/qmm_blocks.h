@@ -251,6 +251,12 @@ inline void dequantize_block(int format, const uint8_t* blk, float* out) {
   }
 }
 
+// One row of K values (K / block_values(format) blocks from row) as f32: an embedding lookup.
+inline void dequantize_row(int format, const uint8_t* row, int K, float* out) {
+  const int bv = block_values(format), bb = block_bytes(format);
+  for (int b = 0; b < K / bv; ++b) dequantize_block(format, row + size_t(b) * bb, out + b * bv);
+}
+
 // One call: y[m, n] = sum_k x[m, k] w[n, k] for m < M and rows n of the block matrix.
 struct BlockProblem {
   const float* x;    // [M, K] f32, row-major

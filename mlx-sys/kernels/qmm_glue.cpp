@@ -146,16 +146,13 @@ class BlockRows : public mx::UnaryPrimitive {
     const uint32_t* id = ids.data<uint32_t>();  // int32 ids below 0 read as large: outside
     float* y = out.data<float>();
     enc.dispatch([=]() {
-      const int bv = mlxrs_qmm::block_values(format), bb = mlxrs_qmm::block_bytes(format);
       const size_t rb = mlxrs_qmm::row_bytes(format, K);
       for (size_t i = 0; i < n; ++i) {
         float* row = y + i * size_t(K);
-        if (id[i] >= rows) {
+        if (id[i] < rows)
+          mlxrs_qmm::dequantize_row(format, t + size_t(id[i]) * rb, K, row);
+        else
           std::fill(row, row + K, std::nanf(""));
-          continue;
-        }
-        const uint8_t* src = t + size_t(id[i]) * rb;
-        for (int b = 0; b < K / bv; ++b) mlxrs_qmm::dequantize_block(format, src + size_t(b) * bb, row + b * bv);
       }
     });
   }
