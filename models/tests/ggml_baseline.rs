@@ -105,7 +105,9 @@ fn both_log_probs(m: &mut MlxEngine, g: &mut GgmlEngine, seq: &[u32]) -> (Vec<f3
 /// by a few tenths at single positions, and a greedy choice between two tokens closer than
 /// that may flip. At the first divergence the two tokens are scored by both engines, llama.cpp
 /// one token per call as its decode runs them (its batched kernels differ from its one-token
-/// ones by as much: up to 0.24 nats on the Q8_0 file). Each engine's token must be its own
+/// ones by as much: up to 0.24 nats on the Q8_0 file); ours in chunks of 16 tokens, which
+/// take the decode kernels (longer chunks round the activations to 8 bits, as llama.cpp's
+/// batched kernels do). Each engine's token must be its own
 /// choice (margin ≥ −0.05), and the two margins together at most twice the largest
 /// disagreement of the engines over the paragraph `TEXT`: the flip is explained by the
 /// engines' numerical difference, not by a different model.
@@ -121,8 +123,10 @@ fn greedy_continuations_agree_until_a_near_tie() {
             ..GgmlOptions::default()
         };
         let mut g1 = GgmlEngine::load(&path, one_by_one).unwrap();
+        let mut m1 = mlx(&path);
+        m1.set_prefill_chunk(16).unwrap();
         let paragraph = m.tokenizer().encode(TEXT, true).unwrap();
-        let (lm, lg) = both_log_probs(&mut m, &mut g1, &paragraph);
+        let (lm, lg) = both_log_probs(&mut m1, &mut g1, &paragraph);
         let disagreement = lm
             .iter()
             .zip(&lg)
@@ -146,8 +150,8 @@ fn greedy_continuations_agree_until_a_near_tie() {
             let mut with_theirs = prompt.clone();
             with_theirs.extend(&ours[..same]);
             with_theirs.push(theirs[same]);
-            let (m_ours, g_ours) = both_log_probs(&mut m, &mut g1, &with_ours);
-            let (m_theirs, g_theirs) = both_log_probs(&mut m, &mut g1, &with_theirs);
+            let (m_ours, g_ours) = both_log_probs(&mut m1, &mut g1, &with_ours);
+            let (m_theirs, g_theirs) = both_log_probs(&mut m1, &mut g1, &with_theirs);
             let i = prompt.len() + same - 1;
             let mlx_margin = m_ours[i] - m_theirs[i];
             let ggml_margin = g_theirs[i] - g_ours[i];
