@@ -366,9 +366,7 @@ void rounded_group_sums_avx512_vnni_int8(const float* x, int M, int K, int G, fl
         __m512i d[3];
         float e0, e1;
         digits16<1>(xg + e, 16, d, e0, e1);
-        // Integer sums of 8 digits (at most 8 * 127): exact in f32.
-        sum += e0 * float(_mm512_mask_reduce_add_epi32(0x00FF, d[0])) +
-               e1 * float(_mm512_mask_reduce_add_epi32(0xFF00, d[0]));
+        sum += rounded_sum16<1>(d, e0, e1);
       }
       xsum[m * ng + g] = sum;
     }

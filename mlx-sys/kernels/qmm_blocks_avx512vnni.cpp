@@ -48,17 +48,6 @@ inline XBlock* xblocks(const void* xp) {
   return reinterpret_cast<XBlock*>(a);
 }
 
-// The sum of the 16 values digits16 rounded (d, powers of two e0 and e1 for lanes 0..7 and
-// 8..15): the offsets multiply it, so that a product sees one x, the rounded one, in its codes
-// and in its offset alike (see the top of this file). Each half's integer sum is below 2^23 in
-// magnitude: exact in int32 and in f32.
-template <int D>
-inline float rounded_sum16(const __m512i (&d)[3], float e0, float e1) {
-  const __m512i X = recombine<D>(d);
-  return e0 * float(_mm512_mask_reduce_add_epi32(0x00FF, X)) +
-         e1 * float(_mm512_mask_reduce_add_epi32(0xFF00, X));
-}
-
 size_t xp_bytes(int M, int K) { return size_t(M) * (K / kBlockValues) * sizeof(XBlock) + 64; }
 
 template <int D>

@@ -63,5 +63,16 @@ inline __m512i recombine(const __m512i (&d)[3]) {
       _mm512_add_epi32(_mm512_slli_epi32(d[0], 14), _mm512_slli_epi32(d[1], 7)), d[2]);
 }
 
+// The sum of the 16 values digits16 rounded (d, powers of two e0 and e1 for lanes 0..7 and
+// 8..15): offsets and biases multiply it, so that a product sees one x, the rounded one, in
+// its codes and in its offset alike. Each half's integer sum is below 2^23 in magnitude:
+// exact in int32 and in f32.
+template <int D>
+inline float rounded_sum16(const __m512i (&d)[3], float e0, float e1) {
+  const __m512i X = recombine<D>(d);
+  return e0 * float(_mm512_mask_reduce_add_epi32(0x00FF, X)) +
+         e1 * float(_mm512_mask_reduce_add_epi32(0xFF00, X));
+}
+
 }  // namespace
 }  // namespace mlxrs_qmm
