@@ -99,8 +99,10 @@ pub struct LoadArgs {
     /// none, such as a base model's GGUF).
     #[arg(long, value_name = "FILE")]
     pub chat_template: Option<PathBuf>,
-    /// The dtype the KV cache stores (default: the compute dtype); `f16` under float32 halves
-    /// the cache's memory and the bytes attention reads (see `LoadOptions::kv_cache_dtype`).
+    /// The dtype the KV cache stores (default: f16 for a quantized GGUF file under float32, as
+    /// llama.cpp's default cache, else the compute dtype); `f16` under float32 halves the
+    /// cache's memory and the bytes attention reads, `f32` keeps a GGUF model's cache exact
+    /// (see `LoadOptions::kv_cache_dtype`).
     #[arg(long, value_enum)]
     pub kv_cache_dtype: Option<DtypeArg>,
 }

@@ -426,16 +426,21 @@ async fn ignore_eos_runs_to_the_token_limit() {
     let Some(server) = common::shared() else {
         return;
     };
-    let prompt = reference_chat_prompt(&[("user", QUESTION)]);
-    let (expected, generated, stopped) = reference_generate(&prompt, 24);
-    assert!(
-        stopped && generated < 12,
-        "the reference stops early: {expected:?}"
-    );
+    // A question whose greedy answer ends (end of sequence) within 12 tokens: the first of a
+    // few. Which one is a matter of the build's numerics: SmolLM2's first token for QUESTION
+    // is a near tie ("The" or "L'", 0.05 apart), and its "L'Étoile, …" runs on.
+    let (question, expected) = [QUESTION, "Hi!", "What is 2 + 2?"]
+        .into_iter()
+        .find_map(|question| {
+            let prompt = reference_chat_prompt(&[("user", question)]);
+            let (expected, generated, stopped) = reference_generate(&prompt, 24);
+            (stopped && generated < 12).then_some((question, expected))
+        })
+        .expect("one of the questions' reference answers ends within 12 tokens");
     let (status, body) = post_json(
         &server.url("/v1/chat/completions"),
         &json!({
-            "messages": [{"role": "user", "content": QUESTION}],
+            "messages": [{"role": "user", "content": question}],
             "max_tokens": 12, "temperature": 0, "ignore_eos": true,
         }),
     )

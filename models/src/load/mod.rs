@@ -113,12 +113,14 @@ pub struct LoadOptions {
     /// the embedding. Either way the memory budget counts this rank's part, and a model
     /// larger than one machine loads across several.
     pub parallel: Option<crate::parallel::Parallel>,
-    /// The dtype the KV cache stores keys and values in; `None` (the default): the compute
-    /// dtype. [`mlx_rs::Dtype::Float16`] under a float32 model (the CPU's default) halves the
-    /// cache's memory and the bytes attention reads per token, rounding each stored key and
-    /// value to half precision as llama.cpp's default cache does; the native attention reads
-    /// it directly. Applied with [`crate::model::CausalLm::set_kv_cache_dtype`]; the memory
-    /// budget counts the cache in it.
+    /// The dtype the KV cache stores keys and values in; `None` (the default): chosen by
+    /// [`LoadOptions::resolved_kv_cache_dtype`], float16 for a GGUF file of quantized weights
+    /// under a float32 model (the CPU's default), else the compute dtype. [`mlx_rs::Dtype::Float16`] under a
+    /// float32 model halves the cache's memory and the bytes attention reads per token,
+    /// rounding each stored key and value to half precision as llama.cpp's default cache
+    /// does; the native attention reads it directly. Applied with
+    /// [`crate::model::CausalLm::set_kv_cache_dtype`]; the memory budget counts the cache in
+    /// it. `Some(Float32)` keeps a GGUF model's cache in float32.
     pub kv_cache_dtype: Option<Dtype>,
 }
 
@@ -144,6 +146,34 @@ impl LoadOptions {
     /// The compute dtype in force.
     pub fn compute_dtype(&self) -> Dtype {
         self.dtype.unwrap_or_else(|| default_dtype(self.device))
+    }
+
+    /// The dtype the KV cache stores, for a checkpoint that is (`quantized_gguf`) or is not a
+    /// GGUF file of quantized weights: [`LoadOptions::kv_cache_dtype`] when set; else float16
+    /// for such a file under a float32 compute dtype, as llama.cpp's default cache (measured
+    /// in BENCHMARKS.md, "A float16 KV cache": decode at depth +12–35%, perplexity unchanged
+    /// to 1e-3, the same bytes per token as llama.cpp; beside 4- to 8-bit weights the cache's
+    /// 11 significant bits add nothing measurable), and the compute dtype otherwise (Hugging
+    /// Face checkpoints and float GGUF files keep exact caches, so their logits match
+    /// transformers' float32 references).
+    ///
+    /// ```
+    /// use mlx_models::load::LoadOptions;
+    /// use mlx_rs::{Device, Dtype};
+    /// let cpu = LoadOptions { device: Device::cpu(), ..LoadOptions::default() };
+    /// assert_eq!(cpu.resolved_kv_cache_dtype(true), Dtype::Float16);
+    /// assert_eq!(cpu.resolved_kv_cache_dtype(false), Dtype::Float32);
+    /// let f32_cache = LoadOptions { kv_cache_dtype: Some(Dtype::Float32), ..cpu };
+    /// assert_eq!(f32_cache.resolved_kv_cache_dtype(true), Dtype::Float32);
+    /// ```
+    pub fn resolved_kv_cache_dtype(&self, quantized_gguf: bool) -> Dtype {
+        let compute = self.compute_dtype();
+        self.kv_cache_dtype
+            .unwrap_or(if quantized_gguf && compute == Dtype::Float32 {
+                Dtype::Float16
+            } else {
+                compute
+            })
     }
 
     /// Whether a GGUF file's K-quant matrices stay as stored ([`LoadOptions::gguf_blocks`] on a
@@ -206,6 +236,8 @@ pub struct LoadedModel {
     /// The checkpoint's parameters ([`plan::parameter_count`] of every tensor it declares):
     /// the whole model's, also on a rank that loads a share of it.
     pub parameter_count: u64,
+    /// The dtype the model's KV caches store ([`LoadOptions::resolved_kv_cache_dtype`]).
+    pub kv_cache_dtype: Dtype,
 }
 
 impl std::fmt::Debug for LoadedModel {
@@ -247,6 +279,8 @@ pub fn load(model: &str, options: &LoadOptions) -> Result<LoadedModel> {
     let dtype = options.compute_dtype();
     let keep = options.keeps_quantized();
     // Everything up to the budget check reads headers and small files only.
+    // Whether the checkpoint is a GGUF file of quantized weights (its KV cache's default).
+    let mut quantized_gguf = false;
     let (config, generation, weights, mut tokenizer, parameter_count) = if path.is_dir() {
         let (config, generation) = hf::load_hf_config(&path)?;
         check_supported(&config)?;
@@ -264,7 +298,7 @@ pub fn load(model: &str, options: &LoadOptions) -> Result<LoadedModel> {
             }
         }
         let bytes = rank_share(hf::loaded_bytes(&shards, dtype, keep), options);
-        check_memory(&config, bytes, options)?;
+        check_memory(&config, bytes, options, false)?;
         let tokenizer = Tokenizer::from_dir(&path)?;
         let weights = match &options.parallel {
             // Each rank cuts its vocabulary rows, and under tensor parallelism each layer to
@@ -292,7 +326,12 @@ pub fn load(model: &str, options: &LoadOptions) -> Result<LoadedModel> {
             keep_blocks: options.keeps_gguf_blocks(),
         };
         let bytes = rank_share(gguf::loaded_bytes_kept(&file, dtype, keep, read), options);
-        check_memory(&config, bytes, options)?;
+        quantized_gguf = file.tensors.iter().any(|t| {
+            t.ggml_type
+                .block_layout()
+                .is_some_and(|(values, _)| values > 1)
+        });
+        check_memory(&config, bytes, options, quantized_gguf)?;
         let tokenizer = Tokenizer::from_gguf(&file)?;
         let weights = match &options.parallel {
             Some(p) => {
@@ -329,7 +368,10 @@ pub fn load(model: &str, options: &LoadOptions) -> Result<LoadedModel> {
         Ok((model, lookup))
     })?;
     let (mut model, lookup_table_bytes) = build?;
-    model.set_kv_cache_dtype(options.kv_cache_dtype)?;
+    let kv_cache_dtype = options.resolved_kv_cache_dtype(quantized_gguf);
+    model.set_kv_cache_dtype(
+        (kv_cache_dtype != options.compute_dtype()).then_some(kv_cache_dtype),
+    )?;
     Ok(LoadedModel {
         model,
         tokenizer,
@@ -339,6 +381,7 @@ pub fn load(model: &str, options: &LoadOptions) -> Result<LoadedModel> {
         source,
         lookup_table_bytes,
         parameter_count,
+        kv_cache_dtype,
     })
 }
 
@@ -430,12 +473,17 @@ fn advise_huge_pages(weights: &Weights) -> Result<mlx_rs::memory::HugePageAdvice
 
 /// [`Error::MemoryBudget`] when `weight_bytes` plus the KV cache of the budgeted context
 /// exceed `options.memory_budget`.
-fn check_memory(config: &ModelConfig, weight_bytes: u64, options: &LoadOptions) -> Result<()> {
+fn check_memory(
+    config: &ModelConfig,
+    weight_bytes: u64,
+    options: &LoadOptions,
+    quantized_gguf: bool,
+) -> Result<()> {
     let context = budget::budget_context(config, options.context_length);
     let kv = budget::kv_cache_bytes(
         config,
         context,
-        options.kv_cache_dtype.unwrap_or(options.compute_dtype()),
+        options.resolved_kv_cache_dtype(quantized_gguf),
     );
     budget::check_budget(weight_bytes.saturating_add(kv), options.memory_budget)
 }

@@ -323,6 +323,7 @@ impl MlxEngine {
     /// context length is the config's (no limit when the config names none).
     pub fn from_loaded(loaded: LoadedModel, options: &LoadOptions) -> Result<MlxEngine> {
         let context = loaded.config.context_length().unwrap_or(usize::MAX);
+        let kv_dtype = loaded.kv_cache_dtype;
         let model =
             super::vocab_limit::VocabLimited::wrap(loaded.model, loaded.tokenizer.vocab_size());
         let mut engine = MlxEngine::new(
@@ -332,7 +333,6 @@ impl MlxEngine {
             context,
             options.device,
         )?;
-        let kv_dtype = options.kv_cache_dtype.unwrap_or(options.compute_dtype());
         let kv = if kv_dtype == options.compute_dtype() {
             String::new()
         } else {
@@ -440,7 +440,7 @@ impl LanguageModel for MlxEngine {
     /// MLX's active memory right after loading (the weights as the kernels read them: every
     /// buffer the model holds) less the embedding tables a step reads one row of
     /// ([`LoadedModel::lookup_table_bytes`]), plus the KV cache up to `depth` in the dtype it
-    /// stores ([`LoadOptions::kv_cache_dtype`], else the compute dtype). `None` for an engine
+    /// stores ([`LoadOptions::resolved_kv_cache_dtype`]). `None` for an engine
     /// not built by [`MlxEngine::from_loaded`].
     fn decode_bytes_per_token(&self, depth: usize) -> Option<u64> {
         let (weights, dtype) = self.footprint?;

@@ -100,10 +100,25 @@ pub fn start(options: Options) -> Option<TestServer> {
     Some(rx.recv().expect("the test server did not start"))
 }
 
-/// The test binary's shared default server.
+/// The test binary's shared server, checked against the reference's cold generations: its
+/// prefix cache is off, so that each prompt is computed in the same pieces as the reference
+/// computes it (whole, then one token at a time) whatever the other tests sent before. With
+/// reuse, a prompt after a hit is computed as the cached prefix plus a short suffix, and the
+/// default kernels round a long chunk's activations to 8 bits but a short one's to 21 bits
+/// (`mlx_rs::quant::qmm_blocks`): the logits differ in the third digit, enough to tip a near
+/// tie (SmolLM2's first token for "What is the capital of France?" is one, 0.05 apart). Batched
+/// decoding is not affected: a sequence's decode rows compute the same, bit for bit, at every
+/// batch size. Reuse is checked in `prefix_reuse.rs`.
 pub fn shared() -> Option<TestServer> {
     static SERVER: OnceLock<Option<TestServer>> = OnceLock::new();
-    SERVER.get_or_init(|| start(Options::default())).clone()
+    SERVER
+        .get_or_init(|| {
+            start(Options {
+                prefix_cache_mib: 0,
+                ..Options::default()
+            })
+        })
+        .clone()
 }
 
 /// A greedy generation the reference thread runs: prompt ids, token limit, where to answer.
