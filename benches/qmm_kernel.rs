@@ -20,11 +20,17 @@
 //! `requantize_affine8`: `Q6_K` to 8-bit), time per call side by side; `qmm_blocks_cached`
 //! the formats of 32 values on SmolLM2-135M's shapes, in the cache.
 //!
+//! `qmm_blocks_batched` multiplies 1, 4 and 16 rows of x (decode of that many sequences
+//! together, which the decode kernels take up to 16) with block matrices in the cache:
+//! SmolLM2-135M's `Q4_1` MLP shape and a `Q4_K` / `Q6_K` one of Qwen2.5-1.5B's attention.
+//! Compute, not reading, bounds these; throughput is counted in multiply-adds.
+//!
 //! ```text
 //! cargo bench --bench qmm_kernel
 //! cargo bench --bench qmm_kernel -- qmm_kernel_dram
 //! cargo bench --bench qmm_kernel -- qmm_blocks_dram
 //! cargo bench --bench qmm_kernel -- qmm_blocks_cached
+//! cargo bench --bench qmm_kernel -- qmm_blocks_batched
 //! ```
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use mlx_rs::{quant, random, with_device, Array, Device, Dtype};
@@ -327,5 +333,51 @@ fn bench_blocks_dram(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench, bench_dram, bench_blocks_dram);
+/// Several rows of x at once against block matrices in the cache: the decode kernels' compute
+/// per row, which bounds how far decoding many sequences together gains.
+fn bench_blocks_batched(c: &mut Criterion) {
+    use quant::BlockFormat;
+    if !quant::block_formats_available() {
+        return;
+    }
+    let mut g = c.benchmark_group("qmm_blocks_batched");
+    g.sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    with_device(Device::cpu(), || {
+        for (format, n, k) in [
+            (BlockFormat::Q4_1, 1536usize, 576usize),
+            (BlockFormat::Q4K, 1536, 1536),
+            (BlockFormat::Q6K, 1536, 1536),
+        ] {
+            let shape = [n as i32, format.row_bytes(k).unwrap() as i32];
+            let w = Array::from_bytes(&random_blocks(format, n, k, 7), &shape, Dtype::Uint8)
+                .expect("blocks");
+            for m in [1usize, 4, 16] {
+                let x = input(&[m as i32, k as i32], Dtype::Float32, 3);
+                g.throughput(Throughput::Elements((m * n * k) as u64));
+                g.bench_function(
+                    BenchmarkId::new(format!("{format}"), format!("{m}x{k}@{n}x{k}T")),
+                    |bch| {
+                        bch.iter(|| {
+                            let y = quant::block_matmul(&x, &w, format).expect("blocks");
+                            y.eval().expect("eval");
+                            y
+                        })
+                    },
+                );
+            }
+        }
+    })
+    .expect("cpu stream");
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench,
+    bench_dram,
+    bench_blocks_dram,
+    bench_blocks_batched
+);
 criterion_main!(benches);

@@ -205,14 +205,12 @@ inline void block4(const Problem& p, int n0, int m0) {
       const __m512 s = _mm512_permutexvar_ps(idx, s16[r]);
       for (int m = 0; m < MB; ++m) {
         const XChunk& x = xs[m][c];
-        __m512i d[3];
+        __m512i even[3], odd[3];
         for (int k = 0; k < D; ++k) {
-          const __m512i even = _mm512_load_si512(x.digit[k][0]);
-          const __m512i odd = _mm512_load_si512(x.digit[k][1]);
-          d[k] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, even), hi,
-                                     odd);
+          even[k] = _mm512_load_si512(x.digit[k][0]);
+          odd[k] = _mm512_load_si512(x.digit[k][1]);
         }
-        const __m512i sum = recombine<D>(d);
+        const __m512i sum = digit_dot2<D>(lo, even, hi, odd);
         tot[r][m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum),
                                     _mm512_mul_ps(s, _mm512_load_ps(x.scale)), tot[r][m]);
       }
@@ -259,9 +257,7 @@ inline void block8(const Problem& p, int n0, int m0) {
       for (int k = 0; k < D; ++k) dx[k] = _mm512_load_si512(x.digit[k]);
       const __m512 xscale = _mm512_load_ps(x.scale);
       for (int r = 0; r < R; ++r) {
-        __m512i d[3];
-        for (int k = 0; k < D; ++k) d[k] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v[r], dx[k]);
-        const __m512i sum = recombine<D>(d);
+        const __m512i sum = digit_dot<D>(v[r], dx);
         tot[r][m] =
             _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(s[r], xscale), tot[r][m]);
       }

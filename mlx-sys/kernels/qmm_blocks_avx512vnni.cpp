@@ -85,9 +85,7 @@ constexpr size_t kPrefetchAhead = 16384;
 // dx, recombined and converted to f32 (exact up to the conversion).
 template <int D>
 inline __m512 dot64(__m512i v, const __m512i (&dx)[3]) {
-  __m512i d[3];
-  for (int k = 0; k < D; ++k) d[k] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v, dx[k]);
-  return _mm512_cvtepi32_ps(recombine<D>(d));
+  return _mm512_cvtepi32_ps(digit_dot<D>(v, dx));
 }
 
 // x's digits of chunk c, and its lanes' powers of two.
@@ -384,10 +382,8 @@ inline void block_small(const BlockProblem& p, int n0, int m0) {
         }
         const __m512 xe = _mm512_load_ps(x.scale);
         for (int r = 0; r < R; ++r) {
-          __m512i dd[3];
-          for (int k = 0; k < D; ++k)
-            dd[k] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo[r], xa[k]), hi[r], xb[k]);
-          tot[r][m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(recombine<D>(dd)), _mm512_mul_ps(s[r], xe), tot[r][m]);
+          tot[r][m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(digit_dot2<D>(lo[r], xa, hi[r], xb)),
+                                      _mm512_mul_ps(s[r], xe), tot[r][m]);
         }
       }
     }

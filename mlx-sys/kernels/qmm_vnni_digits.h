@@ -63,6 +63,28 @@ inline __m512i recombine(const __m512i (&d)[3]) {
       _mm512_add_epi32(_mm512_slli_epi32(d[0], 14), _mm512_slli_epi32(d[1], 7)), d[2]);
 }
 
+// The dot products of the codes v with x's D digits dx, recombined: per lane, the codes times
+// X = d0 2^14 + d1 2^7 + d2 (D = 3) or d0 (D = 1). Horner's rule on VPDPBUSD's accumulator,
+// ((v . d0) 2^7 + v . d1) 2^7 + v . d2: D VPDPBUSD and D - 1 shifts, where recombining D
+// separate products takes D - 1 more shifts and D - 1 additions. Bit for bit the recombined
+// sum: VPDPBUSD and the shifts wrap modulo 2^32, and the result fits in int32 (the callers
+// bound it), so every intermediate wrap cancels.
+template <int D>
+inline __m512i digit_dot(__m512i v, const __m512i (&dx)[3]) {
+  __m512i t = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v, dx[0]);
+  for (int k = 1; k < D; ++k) t = _mm512_dpbusd_epi32(_mm512_slli_epi32(t, 7), v, dx[k]);
+  return t;
+}
+
+// The same over two code vectors in the same lanes: lo with x's digits xl, hi with xh.
+template <int D>
+inline __m512i digit_dot2(__m512i lo, const __m512i (&xl)[3], __m512i hi, const __m512i (&xh)[3]) {
+  __m512i t = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, xl[0]), hi, xh[0]);
+  for (int k = 1; k < D; ++k)
+    t = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_slli_epi32(t, 7), lo, xl[k]), hi, xh[k]);
+  return t;
+}
+
 // The sum of the 16 values digits16 rounded (d, powers of two e0 and e1 for lanes 0..7 and
 // 8..15): offsets and biases multiply it, so that a product sees one x, the rounded one, in
 // its codes and in its offset alike. Each half's integer sum is below 2^23 in magnitude:
