@@ -13,8 +13,9 @@
 // itself keeps 2^-24 of each value's own magnitude); blocks whose values are all below 2^-102
 // in magnitude lose further bits, and a block holding an infinity or a NaN makes every output
 // that uses it NaN. X is split into three signed 7-bit digits, X = a 2^14 + b 2^7 + c, so that
-// the digit dot products are exact in int32; per 128 codes they are recombined (exact),
-// converted to f32 (rounded to 24 bits) and scaled by the group's scale times 2^e.
+// the digit dot products are exact in int32; per 128 codes they are recombined (exact, by
+// Horner's rule on VPDPBUSD's accumulator: digit_dot in qmm_vnni_digits.h), converted to f32
+// (rounded to 24 bits) and scaled by the group's scale times 2^e.
 //
 // Layout. A chunk is 128 codes of a row: 64 bytes of MLX's packed words. Byte 4d + j of the
 // chunk holds codes 8d + 2j (low nibble) and 8d + 2j + 1 (high nibble), so VPDPBUSD lane d sums

@@ -17,7 +17,7 @@
 // in 2c + 1. Q5_K: the same, each nibble with its bit of qh as a fifth (qk_codes). Q6_K: the 64 bytes ql[64h ..] give values 128h + 0..63 (low nibbles) and
 // 128h + 64..127 (high nibbles), and qh's four 2-bit fields of 32 bytes add the high bits in
 // the same order; codes are q + 32 (unsigned) and the -32 goes into the offset term. Each
-// lane's integer sum is recombined exactly, converted to f32 and scaled by the row's
+// lane's integer sum is recombined exactly (digit_dot), converted to f32 and scaled by the row's
 // sub-block scale times the lane's power of two.
 //
 // The formats of 32 values (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) read x prepared by prepare32: the
