@@ -416,3 +416,42 @@ fn load_entry_point_on_a_gguf_file() {
     assert_eq!(loaded.source, path.display().to_string());
     assert!(loaded.generation_config.eos_token_id.is_none());
 }
+
+/// The KV cache's default dtype follows the file: a float GGUF keeps the compute dtype (so its
+/// logits keep matching transformers' float32 ones, as above); a GGUF of quantized weights
+/// stores float16, as llama.cpp's default cache; `LoadOptions::kv_cache_dtype` overrides both.
+#[test]
+fn the_kv_cache_is_float16_by_default_for_quantized_gguf_only() {
+    let cpu = LoadOptions {
+        device: Device::cpu(),
+        ..Default::default()
+    };
+    let load = |path: &std::path::Path, options: &LoadOptions| {
+        mlx_models::load::load(path.to_str().unwrap(), options).unwrap()
+    };
+    let float = load(&common::fixture("load/tiny_qwen2.gguf"), &cpu);
+    assert_eq!(float.kv_cache_dtype, Dtype::Float32);
+    assert_eq!(float.model.new_cache().storage(), None);
+    let half = LoadOptions {
+        kv_cache_dtype: Some(Dtype::Float16),
+        ..cpu.clone()
+    };
+    let float_asked = load(&common::fixture("load/tiny_qwen2.gguf"), &half);
+    assert_eq!(
+        float_asked.model.new_cache().storage(),
+        Some(Dtype::Float16)
+    );
+    let Some(path) = common::test_data("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") else {
+        return;
+    };
+    let quantized = load(&path, &cpu);
+    assert_eq!(quantized.kv_cache_dtype, Dtype::Float16);
+    assert_eq!(quantized.model.new_cache().storage(), Some(Dtype::Float16));
+    let exact = LoadOptions {
+        kv_cache_dtype: Some(Dtype::Float32),
+        ..cpu
+    };
+    let quantized_exact = load(&path, &exact);
+    assert_eq!(quantized_exact.kv_cache_dtype, Dtype::Float32);
+    assert_eq!(quantized_exact.model.new_cache().storage(), None);
+}
