@@ -67,8 +67,8 @@ inline __m512i recombine(const __m512i (&d)[3]) {
 // X = d0 2^14 + d1 2^7 + d2 (D = 3) or d0 (D = 1). Horner's rule on VPDPBUSD's accumulator,
 // ((v . d0) 2^7 + v . d1) 2^7 + v . d2: D VPDPBUSD and D - 1 shifts, where recombining D
 // separate products takes D - 1 more shifts and D - 1 additions. Bit for bit the recombined
-// sum: VPDPBUSD and the shifts wrap modulo 2^32, and the result fits in int32 (the callers
-// bound it), so every intermediate wrap cancels.
+// sum: both compute the same sum modulo 2^32 (VPDPBUSD, the non-saturating form, and the
+// shifts wrap), and that is the exact integer because the callers bound it within int32.
 template <int D>
 inline __m512i digit_dot(__m512i v, const __m512i (&dx)[3]) {
   __m512i t = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v, dx[0]);

@@ -437,6 +437,7 @@ fn the_kv_cache_is_float16_by_default_for_quantized_gguf_only() {
         ..cpu.clone()
     };
     let float_asked = load(&common::fixture("load/tiny_qwen2.gguf"), &half);
+    assert_eq!(float_asked.kv_cache_dtype, Dtype::Float16);
     assert_eq!(
         float_asked.model.new_cache().storage(),
         Some(Dtype::Float16)
@@ -454,4 +455,23 @@ fn the_kv_cache_is_float16_by_default_for_quantized_gguf_only() {
     let quantized_exact = load(&path, &exact);
     assert_eq!(quantized_exact.kv_cache_dtype, Dtype::Float32);
     assert_eq!(quantized_exact.model.new_cache().storage(), None);
+    // The memory budget counts the cache in the dtype it will have: over a 1-byte budget the
+    // two loads need amounts that differ by half the f32 cache of 1024 positions (SmolLM2: 30
+    // layers, keys and values, 3 KV heads of 64: 2 bytes saved per value).
+    let needed = |kv: Option<Dtype>| {
+        let options = LoadOptions {
+            kv_cache_dtype: kv,
+            context_length: Some(1024),
+            memory_budget: mlx_models::load::MemoryBudget::Bytes(1),
+            ..exact.clone()
+        };
+        match mlx_models::load::load(path.to_str().unwrap(), &options) {
+            Err(Error::MemoryBudget { needed, .. }) => needed,
+            other => panic!("expected a memory budget error, got {:?}", other.err()),
+        }
+    };
+    assert_eq!(
+        needed(Some(Dtype::Float32)) - needed(None),
+        30 * 2 * 3 * 64 * 1024 * 2
+    );
 }

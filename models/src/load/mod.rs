@@ -148,14 +148,15 @@ impl LoadOptions {
         self.dtype.unwrap_or_else(|| default_dtype(self.device))
     }
 
-    /// The dtype the KV cache stores, for a checkpoint that is (`quantized_gguf`) or is not a
-    /// GGUF file of quantized weights: [`LoadOptions::kv_cache_dtype`] when set; else float16
-    /// for such a file under a float32 compute dtype, as llama.cpp's default cache (measured
-    /// in BENCHMARKS.md, "A float16 KV cache": decode at depth +12–35%, perplexity unchanged
-    /// to 1e-3, the same bytes per token as llama.cpp; beside 4- to 8-bit weights the cache's
-    /// 11 significant bits add nothing measurable), and the compute dtype otherwise (Hugging
-    /// Face checkpoints and float GGUF files keep exact caches, so their logits match
-    /// transformers' float32 references).
+    /// The dtype the KV cache stores, for a checkpoint that is (`quantized_gguf`: its layers'
+    /// matrices in a GGUF block format) or is not a GGUF file of quantized weights:
+    /// [`LoadOptions::kv_cache_dtype`] when set; else float16 for such a file under a float32
+    /// compute dtype, as llama.cpp's default cache (measured in BENCHMARKS.md, "A float16 KV
+    /// cache": decode at depth +12–35%, perplexity within 0.15% (Qwen2.5-Coder-1.5B 11.838 →
+    /// 11.822), the same bytes per token as llama.cpp), and the compute dtype otherwise: float
+    /// GGUF files keep exact caches, so their logits match transformers' float32 references,
+    /// and so do Hugging Face checkpoints, MLX-quantized ones included (this default follows
+    /// llama.cpp's for its own file format; `kv_cache_dtype` asks for f16 anywhere).
     ///
     /// ```
     /// use mlx_models::load::LoadOptions;
@@ -318,6 +319,15 @@ pub fn load(model: &str, options: &LoadOptions) -> Result<LoadedModel> {
     } else {
         let (mut file, config) = open_checked_gguf(&path)?;
         let parameters = plan::parameter_count(&gguf::declared_tensors(&file, &config)?);
+        // Quantized weights: the layers' matrices in a block format (a float file whose
+        // embedding alone is quantized keeps an exact cache); decided on the whole file, so
+        // that every pipeline stage agrees.
+        quantized_gguf = file.tensors.iter().any(|t| {
+            gguf::layer_of(&t.name).is_some()
+                && t.ggml_type
+                    .block_layout()
+                    .is_some_and(|(values, _)| values > 1)
+        });
         if let Some(stage) = pipeline_stage(&config, options)? {
             file.tensors
                 .retain(|t| gguf::layer_of(&t.name).is_none_or(|l| stage.contains(&l)));
@@ -326,11 +336,6 @@ pub fn load(model: &str, options: &LoadOptions) -> Result<LoadedModel> {
             keep_blocks: options.keeps_gguf_blocks(),
         };
         let bytes = rank_share(gguf::loaded_bytes_kept(&file, dtype, keep, read), options);
-        quantized_gguf = file.tensors.iter().any(|t| {
-            t.ggml_type
-                .block_layout()
-                .is_some_and(|(values, _)| values > 1)
-        });
         check_memory(&config, bytes, options, quantized_gguf)?;
         let tokenizer = Tokenizer::from_gguf(&file)?;
         let weights = match &options.parallel {
