@@ -260,8 +260,8 @@ inline void dequantize_row(int format, const uint8_t* row, int K, float* out) {
 // One call: y[m, n] = sum_k x[m, k] w[n, k] for m < M and rows n of the block matrix.
 struct BlockProblem {
   const float* x;    // [M, K] f32, row-major
-  const void* xp;    // x prepared by the kernel set for the K-quants (prepare), or null
-  const void* xp32;  // x prepared for the formats of 32 values (prepare32), or null
+  const void* xp;    // x prepared for Q2_K, Q3_K and Q6_K (prepare), or null
+  const void* xp32;  // x prepared for the other formats (prepare32), or null
   const uint8_t* w;  // [N, row_bytes(format, K)]
   int format;
   float* y;  // y[m, n] at y[m * ldy + n], f32
@@ -272,8 +272,9 @@ struct BlockProblem {
 // A kernel set for the block formats.
 struct BlockKernels {
   // Bytes of the prepared x (0: rows() reads x directly); 64 bytes of alignment slack included.
-  // K a multiple of 256; prepare32 / xp32_bytes: the same for the formats of 32 values, K a
-  // multiple of 32. A call prepares what its runs' formats read.
+  // prepare / xp_bytes: for the formats whose scales cover 16 values (Q2_K, Q3_K, Q6_K; K a
+  // multiple of 256); prepare32 / xp32_bytes: for those whose scales cover 32 (the formats of
+  // 32 values, Q4_K, Q5_K; K a multiple of 32). A call prepares what its runs' formats read.
   size_t (*xp_bytes)(int M, int K);
   void (*prepare)(const float* x, void* xp, int M, int K);
   size_t (*xp32_bytes)(int M, int K);

@@ -1,32 +1,30 @@
 // AVX-512 VNNI kernels for GGUF blocks read as stored (qmm_blocks.h), at decode and small M.
 // Built with the flags of qmm_avx512vnni.cpp; includes no MLX header.
 //
-// Activations. prepare() writes each row of x, per block of 256 values, as the same integer
-// digits the affine VNNI kernels use (qmm_vnni_digits.h: per 8 values a power of two, three
-// signed 7-bit digits by default, one 8-bit digit with integer activations), in the values'
-// own order, with the power of two of every 4 values (one VPDPBUSD lane) and the sums of the
-// rounded values over 16 and 32 values for the formats' offsets (Q4_K's mins, Q6_K's -32). The
-// rounded sums, not x's exact ones: then a product is exactly that of the rounded x with the
-// weights, and its error scales with the weights, not with the unsigned codes (0..15 for
-// weights centred near 0), which with one 8-bit digit made it several times larger.
+// Activations. Each row of x becomes the same integer digits the affine VNNI kernels use
+// (qmm_vnni_digits.h: per 8 values a power of two, three signed 7-bit digits by default, one
+// 8-bit digit with integer activations), laid out for runs of S values that share one weight
+// scale: S = 32 for the formats of 32 values and for Q4_K's and Q5_K's sub-blocks, S = 16 for
+// the sub-blocks of Q2_K, Q3_K and Q6_K (prepare_runs<D, S>). 128 values are one XQuad: lane
+// l (of 16) of run t = l / (S / 8) (i = l % (S / 8)) holds its values 4i .. 4i + 3 (digits in
+// a[k], bytes 4l .. 4l + 3) and S / 2 + 4i .. S / 2 + 4i + 3 (in b[k]), the 8 with one power of
+// two: one VPDPBUSD per digit on a[k] and one on b[k] add the lane's 8 products, all of one
+// run, so 128 values take one conversion and one scaling. Each row also holds the sums of
+// its rounded values over each run, for the formats' offsets (Q4_1's m, Q4_K's mins, Q6_K's
+// -32). The rounded sums, not x's exact ones: then a product is exactly that of the rounded x
+// with the weights, and its error scales with the weights, not with the unsigned codes (0..15
+// for weights centred near 0), which with one 8-bit digit made it several times larger.
 //
-// Codes. VPDPBUSD multiplies 64 unsigned codes by 64 signed digits, in fours per lane, so each
-// 512-bit product covers 64 consecutive values. Q4_K: the 32 bytes qs[32c .. 32c + 32) hold
-// values 64c .. 64c + 32 (low nibbles) and 64c + 32 .. 64c + 64 (high nibbles): the two
-// nibble halves side by side are those 64 values in order, lanes 0..7 in sub-block 2c and 8..15
-// in 2c + 1. Q5_K: the same, each nibble with its bit of qh as a fifth (qk_codes). Q6_K: the 64 bytes ql[64h ..] give values 128h + 0..63 (low nibbles) and
-// 128h + 64..127 (high nibbles), and qh's four 2-bit fields of 32 bytes add the high bits in
-// the same order; codes are q + 32 (unsigned) and the -32 goes into the offset term. Each
-// lane's integer sum is recombined exactly (digit_dot), converted to f32 and scaled by the row's
-// sub-block scale times the lane's power of two.
-//
-// The formats of 32 values (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) read x prepared by prepare32: the
-// same digits, with a power of two per 8 values, laid out so that four consecutive blocks are
-// one 128-value step of two VPDPBUSD per digit (XQuad: lane 4t + i of block t sums its values
-// 4i .. 4i + 3 and 16 + 4i .. 16 + 4i + 3, which sit in the same bytes of the blocks' low and
-// high code vectors, with no shuffle of the codes). Codes are small_block's (unsigned; Q8_0's
-// q + 128), and each block's offset (qmm_blocks.h) times the sum of x's rounded values over
-// it is added once per block. A lane's integer sum is at most 8 * 255 * 2^20 in magnitude: exact in int32.
+// Codes. The weights' unsigned codes are laid out to match: lane l of the low vector holds
+// the codes of the values in a[k]'s lane l, the high vector those in b[k]'s. The formats of
+// 32 values: four consecutive blocks' low (values 0..15) and high (16..31) halves, as stored
+// (block_codes; Q8_0's q + 128). Q4_K and Q5_K: the nibbles of a 64-byte quarter of qs,
+// shuffled per 128 bits (qk_quad_codes). Q6_K, Q2_K and Q3_K: 128 values' codes in order
+// (Q6_K's q + 32), their 8-byte words split into even and odd (sub16_codes). A lane's integer
+// sum is recombined exactly (digit_dot2), at most 8 * 255 * 2^20 in magnitude: exact in
+// int32. It is converted to f32 and scaled by the row's run scale times the lane's power of
+// two; each run's offset times x's rounded sum over the run is added once per block.
+
 #include <immintrin.h>
 
 #include "qmm_blocks.h"
@@ -36,43 +34,80 @@
 namespace mlxrs_qmm {
 namespace {
 
-struct alignas(64) XBlock {
-  int8_t digit[3][256];  // [a, b, c][value]
-  float lane_scale[64];  // 2^e of values 4l .. 4l + 3
-  float sum16[16];       // sum of x over values 16j .. 16j + 15
-  float sum32[16];       // 0 in 0..7; sum over values 32j .. 32j + 31 in 8 + j
+struct alignas(64) XQuad {
+  int8_t a[3][64];
+  int8_t b[3][64];
+  float scale[16];
 };
 
-inline XBlock* xblocks(const void* xp) {
-  uintptr_t a = (reinterpret_cast<uintptr_t>(xp) + 63) & ~uintptr_t(63);
-  return reinterpret_cast<XBlock*>(a);
+// A row of x for runs of S values: quads(K) quads, then the sums over each run (K / S of them,
+// padded with zeros to a multiple of 16).
+inline int quads(int K) { return (K + 127) / 128; }
+template <int S>
+inline int sum_slots(int K) { return (K / S + 15) / 16 * 16; }
+template <int S>
+inline size_t x_row_bytes(int K) {
+  return (size_t(quads(K)) * sizeof(XQuad) + size_t(sum_slots<S>(K)) * 4 + 63) / 64 * 64;
 }
 
-size_t xp_bytes(int M, int K) { return size_t(M) * (K / kBlockValues) * sizeof(XBlock) + 64; }
+template <int S>
+size_t xp_bytes(int M, int K) { return size_t(M) * x_row_bytes<S>(K) + 64; }
 
-template <int D>
-void prepare(const float* x, void* xp, int M, int K) {
-  const int nb = K / kBlockValues;
-  XBlock* out = xblocks(xp);
-  for (int m = 0; m < M; ++m)
-    for (int b = 0; b < nb; ++b) {
-      const float* xb = x + size_t(m) * K + size_t(b) * kBlockValues;
-      XBlock& o = out[size_t(m) * nb + b];
-      for (int t = 0; t < 16; ++t) {
-        __m512i d[3];
-        float e0, e1;
-        digits16<D>(xb + 16 * t, 16, d, e0, e1);
-        for (int k = 0; k < D; ++k)
-          _mm_store_si128(reinterpret_cast<__m128i*>(o.digit[k] + 16 * t), _mm512_cvtepi32_epi8(d[k]));
-        o.lane_scale[4 * t] = o.lane_scale[4 * t + 1] = e0;
-        o.lane_scale[4 * t + 2] = o.lane_scale[4 * t + 3] = e1;
-        o.sum16[t] = rounded_sum16<D>(d, e0, e1);
+struct XRow {
+  const XQuad* quad;
+  const float* sums;
+};
+
+template <int S>
+inline XRow x_row(const void* xp, int K, int m) {
+  const uintptr_t at = (reinterpret_cast<uintptr_t>(xp) + 63) & ~uintptr_t(63);
+  const uint8_t* base = reinterpret_cast<const uint8_t*>(at) + size_t(m) * x_row_bytes<S>(K);
+  return {reinterpret_cast<const XQuad*>(base),
+          reinterpret_cast<const float*>(base + size_t(quads(K)) * sizeof(XQuad))};
+}
+
+// x's rows as XQuads for runs of S values (K a multiple of S; the last quad's lanes past K
+// hold zeros), two lanes per digits16v: their 16 values are 4 of each of two 8-value loads,
+// alternately.
+template <int D, int S>
+void prepare_runs(const float* x, void* xp, int M, int K) {
+  static_assert(S == 16 || S == 32, "runs of 16 or 32 values");
+  constexpr int per_run = S / 8;  // lanes
+  const int runs = K / S;
+  const __m512i pairs = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+  // Digit bytes in lane order to a (the first four of each eight) and b (the other four).
+  const __m128i split = _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15);
+  for (int m = 0; m < M; ++m) {
+    const XRow r = x_row<S>(xp, K, m);
+    auto* quad = const_cast<XQuad*>(r.quad);
+    auto* sums = const_cast<float*>(r.sums);
+    const float* xr = x + size_t(m) * K;
+    for (int lane = 0; lane < quads(K) * 16; lane += 2) {
+      const int t = lane / per_run, i = lane % per_run, l = lane % 16;
+      XQuad& q = quad[lane / 16];
+      __m512 v = _mm512_setzero_ps();
+      if (t < runs) {
+        const float* at = xr + size_t(S) * t + 4 * i;
+        v = _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(0xFF, at), pairs,
+                                   _mm512_maskz_loadu_ps(0xFF, at + S / 2));
       }
-      for (int j = 0; j < 8; ++j) {
-        o.sum32[j] = 0.f;
-        o.sum32[8 + j] = o.sum16[2 * j] + o.sum16[2 * j + 1];
+      __m512i d[3];
+      float e0, e1;
+      digits16v<D>(v, d, e0, e1);
+      for (int k = 0; k < D; ++k) {
+        const __m128i bytes = _mm_shuffle_epi8(_mm512_cvtepi32_epi8(d[k]), split);
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(q.a[k] + 4 * l), bytes);
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(q.b[k] + 4 * l), _mm_unpackhi_epi64(bytes, bytes));
+      }
+      q.scale[l] = e0;
+      q.scale[l + 1] = e1;
+      if (t < runs) {
+        if (i == 0) sums[t] = 0.f;
+        sums[t] += rounded_sum16<D>(d, e0, e1);
       }
     }
+    for (int t = runs; t < sum_slots<S>(K); ++t) sums[t] = 0.f;
+  }
 }
 
 // How far ahead of the bytes being read the kernels prefetch (into L1): swept over 4, 8, 12,
@@ -80,193 +115,6 @@ void prepare(const float* x, void* xp, int M, int K) {
 // 16 KiB lifted the long rows of the down projection (K = 8960) from about 17 to 24 GB/s and
 // was within the noise of the best elsewhere.
 constexpr size_t kPrefetchAhead = 16384;
-
-// The integer dot products of 64 codes v (values 64c .. 64c + 64 of a block) with x's digits
-// dx, recombined and converted to f32 (exact up to the conversion).
-template <int D>
-inline __m512 dot64(__m512i v, const __m512i (&dx)[3]) {
-  return _mm512_cvtepi32_ps(digit_dot<D>(v, dx));
-}
-
-// x's digits of chunk c, and its lanes' powers of two.
-template <int D>
-inline void load_x(const XBlock& x, int c, __m512i (&dx)[3], __m512& xe) {
-  for (int k = 0; k < D; ++k) dx[k] = _mm512_load_si512(x.digit[k] + 64 * c);
-  xe = _mm512_load_ps(x.lane_scale + 16 * c);
-}
-
-// y[m0 .. m0 + MB, n0 .. n0 + R] for Q4_K or Q5_K (F) rows.
-template <int F, int R, int MB, int D>
-inline void block_qk(const BlockProblem& p, int n0, int m0) {
-  constexpr int bb = F == kQ5K ? 176 : 144;
-  const int nb = p.K / kBlockValues;
-  const size_t row_bytes = size_t(nb) * bb;
-  const uint8_t* wb = p.w + size_t(n0) * row_bytes;
-  const XBlock* xs[MB];
-  for (int m = 0; m < MB; ++m) xs[m] = xblocks(p.xp) + size_t(m0 + m) * nb;
-  // Lanes 0..7 of chunk c are in sub-block 2c, lanes 8..15 in 2c + 1.
-  __m512i sub[4];
-  for (int c = 0; c < 4; ++c)
-    sub[c] = _mm512_add_epi32(_mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
-                              _mm512_set1_epi32(2 * c));
-  __m512 tot[R][MB];
-  for (int r = 0; r < R; ++r)
-    for (int m = 0; m < MB; ++m) tot[r][m] = _mm512_setzero_ps();
-  for (int b = 0; b < nb; ++b) {
-    __m512 scm[R];
-    for (int r = 0; r < R; ++r) {
-      const uint8_t* blk = wb + r * row_bytes + size_t(b) * bb;
-      __builtin_prefetch(blk + kPrefetchAhead, 0, 3);
-      __builtin_prefetch(blk + kPrefetchAhead + 64, 0, 3);
-      __builtin_prefetch(blk + kPrefetchAhead + 128, 0, 3);
-      scm[r] = q4k_factors(blk);
-      for (int m = 0; m < MB; ++m)
-        tot[r][m] = _mm512_fnmadd_ps(scm[r], _mm512_load_ps(xs[m][b].sum32), tot[r][m]);
-    }
-    for (int c = 0; c < 4; ++c) {
-      __m512i v[R];
-      __m512 s[R];
-      for (int r = 0; r < R; ++r) {
-        v[r] = qk_codes<F>(wb + r * row_bytes + size_t(b) * bb, c);
-        s[r] = _mm512_permutexvar_ps(sub[c], scm[r]);
-      }
-      for (int m = 0; m < MB; ++m) {
-        __m512i dx[3];
-        __m512 xe;
-        load_x<D>(xs[m][b], c, dx, xe);
-        for (int r = 0; r < R; ++r)
-          tot[r][m] = _mm512_fmadd_ps(dot64<D>(v[r], dx), _mm512_mul_ps(s[r], xe), tot[r][m]);
-      }
-    }
-  }
-  for (int r = 0; r < R; ++r)
-    for (int m = 0; m < MB; ++m) p.y[size_t(m0 + m) * p.ldy + n0 + r] = _mm512_reduce_add_ps(tot[r][m]);
-}
-
-// y[m0 .. m0 + MB, n0 .. n0 + R] for Q6_K rows.
-template <int R, int MB, int D>
-inline void block_q6k(const BlockProblem& p, int n0, int m0) {
-  const int nb = p.K / kBlockValues;
-  const size_t row_bytes = size_t(nb) * 210;
-  const uint8_t* wb = p.w + size_t(n0) * row_bytes;
-  const XBlock* xs[MB];
-  for (int m = 0; m < MB; ++m) xs[m] = xblocks(p.xp) + size_t(m0 + m) * nb;
-  // Lane l of chunk c is in sub-block 4c + l / 4.
-  __m512i sub[4];
-  for (int c = 0; c < 4; ++c)
-    sub[c] = _mm512_add_epi32(_mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
-                              _mm512_set1_epi32(4 * c));
-  __m512 tot[R][MB];
-  for (int r = 0; r < R; ++r)
-    for (int m = 0; m < MB; ++m) tot[r][m] = _mm512_setzero_ps();
-  for (int b = 0; b < nb; ++b) {
-    __m512 dsc[R];
-    for (int r = 0; r < R; ++r) {
-      const uint8_t* blk = wb + r * row_bytes + size_t(b) * 210;
-      for (int a = 0; a < 256; a += 64) __builtin_prefetch(blk + kPrefetchAhead + a, 0, 3);
-      dsc[r] = _mm512_mul_ps(
-          _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 192)))),
-          _mm512_set1_ps(f16_scalar(blk + 208)));
-      const __m512 off = _mm512_mul_ps(dsc[r], _mm512_set1_ps(32.f));
-      for (int m = 0; m < MB; ++m)
-        tot[r][m] = _mm512_fnmadd_ps(off, _mm512_load_ps(xs[m][b].sum16), tot[r][m]);
-    }
-    for (int h = 0; h < 2; ++h) {
-      __m512i v[2][R];
-      for (int r = 0; r < R; ++r) {
-        const uint8_t* blk = wb + r * row_bytes + size_t(b) * 210;
-        q6k_codes(blk, h, v[0][r], v[1][r]);
-      }
-      for (int e = 0; e < 2; ++e) {
-        const int c = 2 * h + e;
-        __m512 s[R];
-        for (int r = 0; r < R; ++r) s[r] = _mm512_permutexvar_ps(sub[c], dsc[r]);
-        for (int m = 0; m < MB; ++m) {
-          __m512i dx[3];
-          __m512 xe;
-          load_x<D>(xs[m][b], c, dx, xe);
-          for (int r = 0; r < R; ++r)
-            tot[r][m] = _mm512_fmadd_ps(dot64<D>(v[e][r], dx), _mm512_mul_ps(s[r], xe), tot[r][m]);
-        }
-      }
-    }
-  }
-  for (int r = 0; r < R; ++r)
-    for (int m = 0; m < MB; ++m) p.y[size_t(m0 + m) * p.ldy + n0 + r] = _mm512_reduce_add_ps(tot[r][m]);
-}
-
-// x per row for the formats of 32 values: ceil(K / 128) quads of four blocks, then the sums
-// of x's rounded values over each block (padded to 16 blocks). In a quad, lane l = 4t + i (block t, i < 4)
-// sums 8 values of block t: 4i .. 4i + 3 (digits in a[k], bytes 4l .. 4l + 3) and 16 + 4i ..
-// 16 + 4i + 3 (digits in b[k]): the values block_codes puts in the same bytes of its low
-// (values 0..15 of each block) and high (16..31) vectors. The 8 share one power of two.
-struct alignas(64) XQuad {
-  int8_t a[3][64];
-  int8_t b[3][64];
-  float scale[16];
-};
-
-inline int quads(int K) { return (K + 127) / 128; }
-inline int sum_slots(int K) { return (K / 32 + 15) / 16 * 16; }
-inline size_t x32_row_bytes(int K) {
-  return (size_t(quads(K)) * sizeof(XQuad) + size_t(sum_slots(K)) * 4 + 63) / 64 * 64;
-}
-
-size_t xp32_bytes(int M, int K) { return size_t(M) * x32_row_bytes(K) + 64; }
-
-struct X32Row {
-  const XQuad* quad;
-  const float* sum32;
-};
-
-inline X32Row x32_row(const void* xp32, int K, int m) {
-  const uint8_t* base = reinterpret_cast<const uint8_t*>(xblocks(xp32)) + size_t(m) * x32_row_bytes(K);
-  return {reinterpret_cast<const XQuad*>(base),
-          reinterpret_cast<const float*>(base + size_t(quads(K)) * sizeof(XQuad))};
-}
-
-template <int D>
-void prepare32(const float* x, void* xp32, int M, int K) {
-  const int nb = K / kSmallBlockValues;
-  // Digit bytes in lane order (values 4i.., then 16 + 4i.., per i) to a (first four of each
-  // eight) and b (the other four).
-  const __m128i split = _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15);
-  for (int m = 0; m < M; ++m) {
-    const X32Row r = x32_row(xp32, K, m);
-    auto* quad = const_cast<XQuad*>(r.quad);
-    auto* sum32 = const_cast<float*>(r.sum32);
-    const float* xr = x + size_t(m) * K;
-    for (int j = 0; j < quads(K) * 4; ++j) {
-      XQuad& q = quad[j / 4];
-      const int t = j % 4;
-      alignas(64) float lane[32] = {};
-      if (j < nb) {
-        const float* v = xr + 32 * j;
-        for (int i = 0; i < 4; ++i)
-          for (int u = 0; u < 4; ++u) {
-            lane[8 * i + u] = v[4 * i + u];
-            lane[8 * i + 4 + u] = v[16 + 4 * i + u];
-          }
-      }
-      float sum = 0.f;
-      for (int h = 0; h < 2; ++h) {  // lanes i = 2h, 2h + 1
-        __m512i d[3];
-        float e0, e1;
-        digits16<D>(lane + 16 * h, 16, d, e0, e1);
-        for (int k = 0; k < D; ++k) {
-          const __m128i bytes = _mm_shuffle_epi8(_mm512_cvtepi32_epi8(d[k]), split);
-          _mm_storel_epi64(reinterpret_cast<__m128i*>(q.a[k] + 16 * t + 8 * h), bytes);
-          _mm_storel_epi64(reinterpret_cast<__m128i*>(q.b[k] + 16 * t + 8 * h), _mm_unpackhi_epi64(bytes, bytes));
-        }
-        q.scale[4 * t + 2 * h] = e0;
-        q.scale[4 * t + 2 * h + 1] = e1;
-        sum += rounded_sum16<D>(d, e0, e1);
-      }
-      if (j < nb) sum32[j] = sum;
-    }
-    for (int j = nb; j < sum_slots(K); ++j) sum32[j] = 0.f;
-  }
-}
 
 template <int F>
 constexpr int small_bytes() {
@@ -327,8 +175,8 @@ inline void block_small(const BlockProblem& p, int n0, int m0) {
   const int nb = p.K / kSmallBlockValues;
   const size_t rb = size_t(nb) * bb;
   const uint8_t* wb = p.w + size_t(n0) * rb;
-  X32Row xs[MB];
-  for (int m = 0; m < MB; ++m) xs[m] = x32_row(p.xp32, p.K, m0 + m);
+  XRow xs[MB];
+  for (int m = 0; m < MB; ++m) xs[m] = x_row<32>(p.xp32, p.K, m0 + m);
   const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   const __m512i at = _mm512_mullo_epi32(iota, _mm512_set1_epi32(bb));
   const __m512i lane_block = _mm512_srli_epi32(iota, 2);
@@ -350,7 +198,7 @@ inline void block_small(const BlockProblem& p, int n0, int m0) {
                                              _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dm, 16))))
                              : _mm512_mul_ps(d[r], _mm512_set1_ps(F == kQ8_0 ? 128.f : small_five<F>() ? 16.f : 8.f));
       for (int m = 0; m < MB; ++m)
-        tot[r][m] = _mm512_fnmadd_ps(off, _mm512_load_ps(xs[m].sum32 + g), tot[r][m]);
+        tot[r][m] = _mm512_fnmadd_ps(off, _mm512_load_ps(xs[m].sums + g), tot[r][m]);
       if constexpr (small_five<F>()) {
         // The 16 blocks' qh words; their low and high halves, 64 bits (four blocks) per quad.
         const __m512i qh = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), valid, at,
@@ -385,6 +233,66 @@ inline void block_small(const BlockProblem& p, int n0, int m0) {
           tot[r][m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(digit_dot2<D>(lo[r], xa, hi[r], xb)),
                                       _mm512_mul_ps(s[r], xe), tot[r][m]);
         }
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int m = 0; m < MB; ++m) p.y[size_t(m0 + m) * p.ldy + n0 + r] = _mm512_reduce_add_ps(tot[r][m]);
+}
+
+// y[m0 .. m0 + MB, n0 .. n0 + R] for Q4_K or Q5_K (F) rows, x in runs of 32 (prepare_runs): a
+// block's eight sub-blocks of 32 are eight blocks of the formats of 32 values, two quads, each
+// lane 8 values of one sub-block (one scale), so that 128 values take two VPDPBUSD per digit
+// and one conversion. The mins times x's rounded sums over the sub-blocks, once per block.
+template <int F, int R, int MB, int D>
+inline void block_qk(const BlockProblem& p, int n0, int m0) {
+  constexpr int bb = F == kQ5K ? 176 : 144;
+  const int nb = p.K / kBlockValues;
+  const size_t row_bytes = size_t(nb) * bb;
+  const uint8_t* wb = p.w + size_t(n0) * row_bytes;
+  XRow xs[MB];
+  for (int m = 0; m < MB; ++m) xs[m] = x_row<32>(p.xp32, p.K, m0 + m);
+  // Lanes 4t .. 4t + 3 of quad h hold sub-block 4h + t.
+  __m512i sub[2];
+  for (int h = 0; h < 2; ++h)
+    sub[h] = _mm512_add_epi32(_mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
+                              _mm512_set1_epi32(4 * h));
+  __m512 tot[R][MB];
+  for (int r = 0; r < R; ++r)
+    for (int m = 0; m < MB; ++m) tot[r][m] = _mm512_setzero_ps();
+  for (int b = 0; b < nb; ++b) {
+    // x's sums over the block's sub-blocks in lanes 8..15, beside the mins of q4k_factors.
+    __m512 xsum[MB];
+    for (int m = 0; m < MB; ++m)
+      xsum[m] = _mm512_castsi512_ps(_mm512_inserti64x4(
+          _mm512_setzero_si512(), _mm256_load_si256(reinterpret_cast<const __m256i*>(xs[m].sums + 8 * b)), 1));
+    __m512 scm[R];
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* blk = wb + r * row_bytes + size_t(b) * bb;
+      __builtin_prefetch(blk + kPrefetchAhead, 0, 3);
+      __builtin_prefetch(blk + kPrefetchAhead + 64, 0, 3);
+      __builtin_prefetch(blk + kPrefetchAhead + 128, 0, 3);
+      scm[r] = q4k_factors(blk);
+      for (int m = 0; m < MB; ++m) tot[r][m] = _mm512_fnmadd_ps(scm[r], xsum[m], tot[r][m]);
+    }
+    for (int h = 0; h < 2; ++h) {
+      __m512i lo[R], hi[R];
+      __m512 s[R];
+      for (int r = 0; r < R; ++r) {
+        qk_quad_codes<F>(wb + r * row_bytes + size_t(b) * bb, h, lo[r], hi[r]);
+        s[r] = _mm512_permutexvar_ps(sub[h], scm[r]);
+      }
+      for (int m = 0; m < MB; ++m) {
+        const XQuad& x = xs[m].quad[2 * b + h];
+        __m512i xa[3], xb[3];
+        for (int k = 0; k < D; ++k) {
+          xa[k] = _mm512_load_si512(x.a[k]);
+          xb[k] = _mm512_load_si512(x.b[k]);
+        }
+        const __m512 xe = _mm512_load_ps(x.scale);
+        for (int r = 0; r < R; ++r)
+          tot[r][m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(digit_dot2<D>(lo[r], xa, hi[r], xb)),
+                                      _mm512_mul_ps(s[r], xe), tot[r][m]);
       }
     }
   }
@@ -440,20 +348,52 @@ inline __m512i q23k_codes(const uint8_t* blk, int c) {
   return _mm512_inserti64x4(_mm512_castsi256_si512(v0), v1, 1);
 }
 
-// y[m0 .. m0 + MB, n0 .. n0 + R] for Q2_K or Q3_K rows (F), as block_q6k: sub-blocks of 16,
-// lane l of chunk c in sub-block 4c + l / 4, the offsets times x's sums over 16 values.
+// A Q6_K, Q2_K or Q3_K block's sixteen sub-block scales (lanes j) and offsets: weight =
+// scale * code - offset, codes as sub16_codes gives them.
+template <int F>
+inline void sub16_factors(const uint8_t* blk, __m512& scl, __m512& off) {
+  if constexpr (F == kQ6K) {
+    scl = _mm512_mul_ps(
+        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 192)))),
+        _mm512_set1_ps(f16_scalar(blk + 208)));
+    off = _mm512_mul_ps(scl, _mm512_set1_ps(32.f));
+  } else {
+    q23k_factors<F>(blk, scl, off);
+  }
+}
+
+// The 128 codes of half h (values 128h .. 128h + 128, sub-blocks 8h .. 8h + 7) of a Q6_K,
+// Q2_K or Q3_K block, laid out for runs of 16: the even 8-byte words of the values in order
+// (values 16j .. 16j + 7 of sub-block 8h + j, lanes 2j and 2j + 1) in lo, the odd ones
+// (16j + 8 .. 16j + 15) in hi.
+template <int F>
+inline void sub16_codes(const uint8_t* blk, int h, __m512i& lo, __m512i& hi) {
+  __m512i v0, v1;  // values 128h + 0..63 and 128h + 64..127
+  if constexpr (F == kQ6K) {
+    q6k_codes(blk, h, v0, v1);
+  } else {
+    v0 = q23k_codes<F>(blk, 2 * h);
+    v1 = q23k_codes<F>(blk, 2 * h + 1);
+  }
+  lo = _mm512_permutex2var_epi64(v0, _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14), v1);
+  hi = _mm512_permutex2var_epi64(v0, _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15), v1);
+}
+
+// y[m0 .. m0 + MB, n0 .. n0 + R] for Q6_K, Q2_K or Q3_K rows (F), x in runs of 16
+// (prepare_runs): per block the offsets times x's sums over the sixteen sub-blocks, then two
+// halves of 128 values, lanes 2j and 2j + 1 of half h in sub-block 8h + j.
 template <int F, int R, int MB, int D>
-inline void block_q23k(const BlockProblem& p, int n0, int m0) {
-  constexpr int bb = F == kQ3K ? 110 : 84;
+inline void block_sub16(const BlockProblem& p, int n0, int m0) {
+  constexpr int bb = F == kQ6K ? 210 : F == kQ3K ? 110 : 84;
   const int nb = p.K / kBlockValues;
   const size_t row_bytes = size_t(nb) * bb;
   const uint8_t* wb = p.w + size_t(n0) * row_bytes;
-  const XBlock* xs[MB];
-  for (int m = 0; m < MB; ++m) xs[m] = xblocks(p.xp) + size_t(m0 + m) * nb;
-  __m512i sub[4];
-  for (int c = 0; c < 4; ++c)
-    sub[c] = _mm512_add_epi32(_mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
-                              _mm512_set1_epi32(4 * c));
+  XRow xs[MB];
+  for (int m = 0; m < MB; ++m) xs[m] = x_row<16>(p.xp, p.K, m0 + m);
+  __m512i sub[2];
+  for (int h = 0; h < 2; ++h)
+    sub[h] = _mm512_add_epi32(_mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7),
+                              _mm512_set1_epi32(8 * h));
   __m512 tot[R][MB];
   for (int r = 0; r < R; ++r)
     for (int m = 0; m < MB; ++m) tot[r][m] = _mm512_setzero_ps();
@@ -463,23 +403,28 @@ inline void block_q23k(const BlockProblem& p, int n0, int m0) {
       const uint8_t* blk = wb + r * row_bytes + size_t(b) * bb;
       for (int a = 0; a < bb; a += 64) __builtin_prefetch(blk + kPrefetchAhead + a, 0, 3);
       __m512 off;
-      q23k_factors<F>(blk, scl[r], off);
+      sub16_factors<F>(blk, scl[r], off);
       for (int m = 0; m < MB; ++m)
-        tot[r][m] = _mm512_fnmadd_ps(off, _mm512_load_ps(xs[m][b].sum16), tot[r][m]);
+        tot[r][m] = _mm512_fnmadd_ps(off, _mm512_load_ps(xs[m].sums + 16 * b), tot[r][m]);
     }
-    for (int c = 0; c < 4; ++c) {
-      __m512i v[R];
+    for (int h = 0; h < 2; ++h) {
+      __m512i lo[R], hi[R];
       __m512 s[R];
       for (int r = 0; r < R; ++r) {
-        v[r] = q23k_codes<F>(wb + r * row_bytes + size_t(b) * bb, c);
-        s[r] = _mm512_permutexvar_ps(sub[c], scl[r]);
+        sub16_codes<F>(wb + r * row_bytes + size_t(b) * bb, h, lo[r], hi[r]);
+        s[r] = _mm512_permutexvar_ps(sub[h], scl[r]);
       }
       for (int m = 0; m < MB; ++m) {
-        __m512i dx[3];
-        __m512 xe;
-        load_x<D>(xs[m][b], c, dx, xe);
+        const XQuad& x = xs[m].quad[2 * b + h];
+        __m512i xa[3], xb[3];
+        for (int k = 0; k < D; ++k) {
+          xa[k] = _mm512_load_si512(x.a[k]);
+          xb[k] = _mm512_load_si512(x.b[k]);
+        }
+        const __m512 xe = _mm512_load_ps(x.scale);
         for (int r = 0; r < R; ++r)
-          tot[r][m] = _mm512_fmadd_ps(dot64<D>(v[r], dx), _mm512_mul_ps(s[r], xe), tot[r][m]);
+          tot[r][m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(digit_dot2<D>(lo[r], xa, hi[r], xb)),
+                                      _mm512_mul_ps(s[r], xe), tot[r][m]);
       }
     }
   }
@@ -491,10 +436,8 @@ template <int F, int R, int MB, int D>
 inline void block(const BlockProblem& p, int n0, int m0) {
   if constexpr (F == kQ4_0 || F == kQ4_1 || F == kQ5_0 || F == kQ5_1 || F == kQ8_0)
     block_small<F, R, MB, D>(p, n0, m0);
-  else if constexpr (F == kQ2K || F == kQ3K)
-    block_q23k<F, R, MB, D>(p, n0, m0);
-  else if constexpr (F == kQ6K)
-    block_q6k<R, MB, D>(p, n0, m0);
+  else if constexpr (F == kQ2K || F == kQ3K || F == kQ6K)
+    block_sub16<F, R, MB, D>(p, n0, m0);
   else
     block_qk<F, R, MB, D>(p, n0, m0);
 }
@@ -549,12 +492,12 @@ void rows(const BlockProblem& p, int n0, int n1) {
 }  // namespace
 
 const BlockKernels& block_kernels_avx512_vnni() {
-  static const BlockKernels k{xp_bytes, prepare<3>, xp32_bytes, prepare32<3>, rows<3>};
+  static const BlockKernels k{xp_bytes<16>, prepare_runs<3, 16>, xp_bytes<32>, prepare_runs<3, 32>, rows<3>};
   return k;
 }
 
 const BlockKernels& block_kernels_avx512_vnni_int8() {
-  static const BlockKernels k{xp_bytes, prepare<1>, xp32_bytes, prepare32<1>, rows<1>};
+  static const BlockKernels k{xp_bytes<16>, prepare_runs<1, 16>, xp_bytes<32>, prepare_runs<1, 32>, rows<1>};
   return k;
 }
 

@@ -60,6 +60,38 @@ inline __m512i qk_codes(const uint8_t* blk, int c) {
   return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
 }
 
+// The 128 codes of quad h (values 128h .. 128h + 128: sub-blocks 4h .. 4h + 3) of a Q4_K or
+// Q5_K (F) block, laid out as block_codes lays four blocks of 32: 128-bit lane t of lo holds
+// sub-block 4h + t's values 0..15, of hi its values 16..31. The 64 bytes qs[64h ..] are four
+// 16-byte quarters Q0..Q3; sub-blocks 4h and 4h + 1 are the low and high nibbles of Q0 (values
+// 0..15) and Q1 (16..31), 4h + 2 and 4h + 3 those of Q2 and Q3. Q5_K: bit 4h + t of qh[i]
+// adds 16 to value i of sub-block 4h + t.
+template <int F>
+inline void qk_quad_codes(const uint8_t* blk, int h, __m512i& lo, __m512i& hi) {
+  constexpr int qs_at = F == kQ5K ? 48 : 16;
+  const __m512i q = _mm512_loadu_si512(blk + qs_at + 64 * h);
+  const __m512i q02 = _mm512_shuffle_i64x2(q, q, 0xA0);  // Q0, Q0, Q2, Q2
+  const __m512i q13 = _mm512_shuffle_i64x2(q, q, 0xF5);  // Q1, Q1, Q3, Q3
+  // High nibbles down in 128-bit lanes 1 and 3 (16-bit elements 8..15 and 24..31).
+  constexpr __mmask32 odd = 0xFF00FF00u;
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  lo = _mm512_and_si512(_mm512_mask_srli_epi16(q02, odd, q02, 4), low4);
+  hi = _mm512_and_si512(_mm512_mask_srli_epi16(q13, odd, q13, 4), low4);
+  if constexpr (F == kQ5K) {
+    // Per 128-bit lane t the byte 1 << (4h + t).
+    const __m512i bit = _mm512_slli_epi32(
+        _mm512_setr_epi32(0x01010101, 0x01010101, 0x01010101, 0x01010101, 0x02020202, 0x02020202,
+                          0x02020202, 0x02020202, 0x04040404, 0x04040404, 0x04040404, 0x04040404,
+                          0x08080808, 0x08080808, 0x08080808, 0x08080808),
+        4 * h);
+    const __m512i qh0 = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 16)));
+    const __m512i qh1 = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 32)));
+    const __m512i bit4 = _mm512_set1_epi8(0x10);
+    lo = _mm512_or_si512(lo, _mm512_maskz_mov_epi8(_mm512_test_epi8_mask(qh0, bit), bit4));
+    hi = _mm512_or_si512(hi, _mm512_maskz_mov_epi8(_mm512_test_epi8_mask(qh1, bit), bit4));
+  }
+}
+
 // The 128 codes q + 32 (0..63) of half h of a Q6_K block (qmm_blocks.h), in value order: v0
 // holds values 128h + 0..63, v1 values 128h + 64..127.
 inline void q6k_codes(const uint8_t* blk, int h, __m512i& v0, __m512i& v1) {

@@ -493,10 +493,10 @@ void solve_blocks(const Call& c, const float* xf, float* yf) {
   Pool* pool = lk.owns_lock() ? &pool_locked() : nullptr;
   const int threads = pool ? pool->size() : 1;
 #if defined(__x86_64__)
-  // Which families of formats the runs hold: the K-quants (x prepared per 256 values) and the
-  // formats of 32 values (x prepared per 32).
+  // How the runs read x: in runs of 16 values (the sub-blocks of Q2_K, Q3_K and Q6_K: prepare)
+  // or of 32 (the formats of 32 values, and the sub-blocks of Q4_K and Q5_K: prepare32).
   bool large = false, small = false;
-  for (const auto& r : runs) (small_format(r.format) ? small : large) = true;
+  for (const auto& r : runs) (sub16_format(r.format) ? large : small) = true;
   if (many && isa >= kIsaAvx512Vnni) {
     // Prefill on integer dot products (qmm_blocks_gemm_avx512vnni.cpp): x to 8 bits once,
     // then 16-row panels of the matrix, each for every row of x.

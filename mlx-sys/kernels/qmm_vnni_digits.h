@@ -14,14 +14,11 @@ inline __m512i low_digit(__m512i v) {
                           k64);
 }
 
-// The D digits of 16 values x[0 .. valid) (zeros past it), as int32 in d[0..D) (D = 3: X = d0
-// 2^14 + d1 2^7 + d2; D = 1: X = d0 in [-127, 127]), and the powers of two of the two 8-value
-// blocks, e0 and e1.
+// The D digits of the 16 values of v, as int32 in d[0..D) (D = 3: X = d0 2^14 + d1 2^7 + d2;
+// D = 1: X = d0 in [-127, 127]), and the powers of two of the two 8-value blocks, e0 and e1.
 template <int D>
-inline void digits16(const float* x, int valid, __m512i d[3], float& e0, float& e1) {
+inline void digits16v(__m512 v, __m512i d[3], float& e0, float& e1) {
   static_assert(D == 1 || D == 3, "one digit or three");
-  const __mmask16 mk = valid >= 16 ? 0xFFFF : valid <= 0 ? 0 : (1u << valid) - 1;
-  __m512 v = _mm512_maskz_loadu_ps(mk, x);
   // Largest |x| of each 8-value half, in every element of the half.
   __m512 a = _mm512_abs_ps(v);
   a = _mm512_max_ps(a, _mm512_permute_ps(a, 0xB1));
@@ -53,6 +50,13 @@ inline void digits16(const float* x, int valid, __m512i d[3], float& e0, float& 
   }
   e0 = _mm512_cvtss_f32(e);
   e1 = _mm_cvtss_f32(_mm512_extractf32x4_ps(e, 2));
+}
+
+// The same for the 16 values x[0 .. valid) (zeros past it).
+template <int D>
+inline void digits16(const float* x, int valid, __m512i d[3], float& e0, float& e1) {
+  const __mmask16 mk = valid >= 16 ? 0xFFFF : valid <= 0 ? 0 : (1u << valid) - 1;
+  digits16v<D>(_mm512_maskz_loadu_ps(mk, x), d, e0, e1);
 }
 
 // The activations' digits recombined: X = d0 2^14 + d1 2^7 + d2, or d0 alone.

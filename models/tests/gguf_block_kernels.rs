@@ -139,7 +139,7 @@ fn reference(
     let rounded = match rounding(m) {
         Rounding::None => x.iter().map(|&v| v as f64).collect(),
         Rounding::Runs32 => round_runs32(x),
-        Rounding::Digit8 => round_digit8(x, k, format.values_per_block()),
+        Rounding::Digit8 => round_digit8(x, k, digit_groups_in(format)),
     };
     let mut r = Reference {
         y: vec![0f64; m * n],
@@ -197,24 +197,19 @@ fn round_runs32(x: &[f32]) -> Vec<f64> {
 
 /// The decode kernels' one-digit rounding: per group of 8 values, with f the exponent field of
 /// their largest magnitude (at least 24), X = round(x · 2^(133 − f)) in [-127, 127] and
-/// x ≈ X · 2^(f − 133). A group is 8 consecutive values for the K-quants, and values
-/// 4i .. 4i + 3 with 16 + 4i .. 16 + 4i + 3 of a block for the formats of 32 values.
-fn round_digit8(x: &[f32], k: usize, per_block: usize) -> Vec<f64> {
+/// x ≈ X · 2^(f − 133). The groups follow the runs of `run` values that share a weight scale:
+/// values 4i .. 4i + 3 with run / 2 + 4i .. run / 2 + 4i + 3 of each run, for i < run / 8.
+fn round_digit8(x: &[f32], k: usize, run: usize) -> Vec<f64> {
     let mut out = vec![0f64; x.len()];
-    let groups: Vec<[usize; 8]> = if per_block == 32 {
-        (0..k / 32)
-            .flat_map(|b| {
-                (0..4).map(move |i| {
-                    let a = 32 * b + 4 * i;
-                    [a, a + 1, a + 2, a + 3, a + 16, a + 17, a + 18, a + 19]
-                })
+    let groups: Vec<[usize; 8]> = (0..k / run)
+        .flat_map(|t| {
+            (0..run / 8).map(move |i| {
+                let a = run * t + 4 * i;
+                let b = a + run / 2;
+                [a, a + 1, a + 2, a + 3, b, b + 1, b + 2, b + 3]
             })
-            .collect()
-    } else {
-        (0..k / 8)
-            .map(|g| std::array::from_fn(|u| 8 * g + u))
-            .collect()
-    };
+        })
+        .collect();
     for (row, out) in x.chunks(k).zip(out.chunks_mut(k)) {
         for g in &groups {
             let amax = g.iter().fold(0f32, |a, &e| a.max(row[e].abs()));
@@ -227,6 +222,16 @@ fn round_digit8(x: &[f32], k: usize, per_block: usize) -> Vec<f64> {
         }
     }
     out
+}
+
+/// The runs of values that share one weight scale (and so the decode kernels' groups of 8,
+/// `round_digit8`): the sub-blocks of 16 of Q2_K, Q3_K and Q6_K, else 32 (the formats of 32
+/// values, Q4_K's and Q5_K's sub-blocks).
+fn digit_groups_in(format: BlockFormat) -> usize {
+    match format {
+        BlockFormat::Q2K | BlockFormat::Q3K | BlockFormat::Q6K => 16,
+        _ => 32,
+    }
 }
 
 /// Whether M rows of x take the integer prefill (more than 16 rows on an AVX-512 VNNI CPU
