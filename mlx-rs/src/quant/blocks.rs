@@ -164,8 +164,11 @@ pub fn block_formats_available() -> bool {
 /// `x · Wᵀ` with `W` `[N, K]` in a GGUF block format, read as stored (`w`: `uint8`, any shape,
 /// holding `N · format.row_bytes(K)` bytes); `x` is `[..., K]` in any float dtype and the result
 /// `[..., N]` has `x`'s dtype. On CPUs with AVX-512 VNNI the activations are rounded as in
-/// [`crate::quant::QmmIsa::Avx512Vnni`] (21 bits per block of 8 values;
-/// [`crate::quant::set_native_int8_activations`] makes it 8 bits); elsewhere each row is
+/// [`crate::quant::QmmIsa::Avx512Vnni`] (21 bits per group of 8 values;
+/// [`crate::quant::set_native_int8_activations`] makes it 8 bits), the groups taken within the
+/// runs of values that share one weight scale (runs of 32 for the formats of 32 values, Q4_K
+/// and Q5_K, of 16 for Q2_K, Q3_K and Q6_K: values `4i..4i+4` with `S/2+4i..S/2+4i+4` of each
+/// run of `S`, for `i < S/8`); elsewhere each row is
 /// dequantized to f32 by the format's definition. More than 16 rows of `x` (prefill)
 /// multiply on 8-bit activations on AVX-512 VNNI (error at most a 32-value run's largest
 /// |x| / 254 per value; the formats' offsets meet the same rounded values as the codes, so the
