@@ -116,6 +116,33 @@ void prepare_runs(const float* x, void* xp, int M, int K) {
 // was within the noise of the best elsewhere.
 constexpr size_t kPrefetchAhead = 16384;
 
+// The step every kernel takes per quad: tot[r][m] += the 128 products of row r's codes (lo,
+// hi, laid out as the quad's a and b) with quad q of x's row m, as one integer sum per lane
+// (digit_dot2), converted and scaled by the lane's run scale s[r] times x's power of two.
+template <int R, int MB, int D>
+inline void quad_products(const XRow (&xs)[MB], int q, const __m512i (&lo)[R], const __m512i (&hi)[R],
+                          const __m512 (&s)[R], __m512 (&tot)[R][MB]) {
+  for (int m = 0; m < MB; ++m) {
+    const XQuad& x = xs[m].quad[q];
+    __m512i xa[3], xb[3];
+    for (int k = 0; k < D; ++k) {
+      xa[k] = _mm512_load_si512(x.a[k]);
+      xb[k] = _mm512_load_si512(x.b[k]);
+    }
+    const __m512 xe = _mm512_load_ps(x.scale);
+    for (int r = 0; r < R; ++r)
+      tot[r][m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(digit_dot2<D>(lo[r], xa, hi[r], xb)),
+                                  _mm512_mul_ps(s[r], xe), tot[r][m]);
+  }
+}
+
+// y[m0 + m, n0 + r] = the sum of tot[r][m]'s lanes.
+template <int R, int MB>
+inline void store_totals(const BlockProblem& p, int n0, int m0, const __m512 (&tot)[R][MB]) {
+  for (int r = 0; r < R; ++r)
+    for (int m = 0; m < MB; ++m) p.y[size_t(m0 + m) * p.ldy + n0 + r] = _mm512_reduce_add_ps(tot[r][m]);
+}
+
 template <int F>
 constexpr int small_bytes() {
   return F == kQ4_0 ? 18 : F == kQ4_1 ? 20 : F == kQ5_0 ? 22 : F == kQ5_1 ? 24 : 34;
@@ -221,23 +248,10 @@ inline void block_small(const BlockProblem& p, int n0, int m0) {
           block_codes<F>(wb + r * rb + size_t(b) * bb, n, ml, mh, lo[r], hi[r]);
         s[r] = _mm512_permutexvar_ps(lanes, d[r]);
       }
-      for (int m = 0; m < MB; ++m) {
-        const XQuad& x = xs[m].quad[b / 4];
-        __m512i xa[3], xb[3];
-        for (int k = 0; k < D; ++k) {
-          xa[k] = _mm512_load_si512(x.a[k]);
-          xb[k] = _mm512_load_si512(x.b[k]);
-        }
-        const __m512 xe = _mm512_load_ps(x.scale);
-        for (int r = 0; r < R; ++r) {
-          tot[r][m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(digit_dot2<D>(lo[r], xa, hi[r], xb)),
-                                      _mm512_mul_ps(s[r], xe), tot[r][m]);
-        }
-      }
+      quad_products<R, MB, D>(xs, b / 4, lo, hi, s, tot);
     }
   }
-  for (int r = 0; r < R; ++r)
-    for (int m = 0; m < MB; ++m) p.y[size_t(m0 + m) * p.ldy + n0 + r] = _mm512_reduce_add_ps(tot[r][m]);
+  store_totals<R, MB>(p, n0, m0, tot);
 }
 
 // y[m0 .. m0 + MB, n0 .. n0 + R] for Q4_K or Q5_K (F) rows, x in runs of 32 (prepare_runs): a
@@ -282,22 +296,10 @@ inline void block_qk(const BlockProblem& p, int n0, int m0) {
         qk_quad_codes<F>(wb + r * row_bytes + size_t(b) * bb, h, lo[r], hi[r]);
         s[r] = _mm512_permutexvar_ps(sub[h], scm[r]);
       }
-      for (int m = 0; m < MB; ++m) {
-        const XQuad& x = xs[m].quad[2 * b + h];
-        __m512i xa[3], xb[3];
-        for (int k = 0; k < D; ++k) {
-          xa[k] = _mm512_load_si512(x.a[k]);
-          xb[k] = _mm512_load_si512(x.b[k]);
-        }
-        const __m512 xe = _mm512_load_ps(x.scale);
-        for (int r = 0; r < R; ++r)
-          tot[r][m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(digit_dot2<D>(lo[r], xa, hi[r], xb)),
-                                      _mm512_mul_ps(s[r], xe), tot[r][m]);
-      }
+      quad_products<R, MB, D>(xs, 2 * b + h, lo, hi, s, tot);
     }
   }
-  for (int r = 0; r < R; ++r)
-    for (int m = 0; m < MB; ++m) p.y[size_t(m0 + m) * p.ldy + n0 + r] = _mm512_reduce_add_ps(tot[r][m]);
+  store_totals<R, MB>(p, n0, m0, tot);
 }
 
 // A Q2_K or Q3_K block's sixteen sub-block scales (lanes j) and offsets: weight = scale * code
@@ -414,22 +416,10 @@ inline void block_sub16(const BlockProblem& p, int n0, int m0) {
         sub16_codes<F>(wb + r * row_bytes + size_t(b) * bb, h, lo[r], hi[r]);
         s[r] = _mm512_permutexvar_ps(sub[h], scl[r]);
       }
-      for (int m = 0; m < MB; ++m) {
-        const XQuad& x = xs[m].quad[2 * b + h];
-        __m512i xa[3], xb[3];
-        for (int k = 0; k < D; ++k) {
-          xa[k] = _mm512_load_si512(x.a[k]);
-          xb[k] = _mm512_load_si512(x.b[k]);
-        }
-        const __m512 xe = _mm512_load_ps(x.scale);
-        for (int r = 0; r < R; ++r)
-          tot[r][m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(digit_dot2<D>(lo[r], xa, hi[r], xb)),
-                                      _mm512_mul_ps(s[r], xe), tot[r][m]);
-      }
+      quad_products<R, MB, D>(xs, 2 * b + h, lo, hi, s, tot);
     }
   }
-  for (int r = 0; r < R; ++r)
-    for (int m = 0; m < MB; ++m) p.y[size_t(m0 + m) * p.ldy + n0 + r] = _mm512_reduce_add_ps(tot[r][m]);
+  store_totals<R, MB>(p, n0, m0, tot);
 }
 
 template <int F, int R, int MB, int D>
