@@ -254,54 +254,6 @@ inline void block_small(const BlockProblem& p, int n0, int m0) {
   store_totals<R, MB>(p, n0, m0, tot);
 }
 
-// y[m0 .. m0 + MB, n0 .. n0 + R] for Q4_K or Q5_K (F) rows, x in runs of 32 (prepare_runs): a
-// block's eight sub-blocks of 32 are eight blocks of the formats of 32 values, two quads, each
-// lane 8 values of one sub-block (one scale), so that 128 values take two VPDPBUSD per digit
-// and one conversion. The mins times x's rounded sums over the sub-blocks, once per block.
-template <int F, int R, int MB, int D>
-inline void block_qk(const BlockProblem& p, int n0, int m0) {
-  constexpr int bb = F == kQ5K ? 176 : 144;
-  const int nb = p.K / kBlockValues;
-  const size_t row_bytes = size_t(nb) * bb;
-  const uint8_t* wb = p.w + size_t(n0) * row_bytes;
-  XRow xs[MB];
-  for (int m = 0; m < MB; ++m) xs[m] = x_row<32>(p.xp32, p.K, m0 + m);
-  // Lanes 4t .. 4t + 3 of quad h hold sub-block 4h + t.
-  __m512i sub[2];
-  for (int h = 0; h < 2; ++h)
-    sub[h] = _mm512_add_epi32(_mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
-                              _mm512_set1_epi32(4 * h));
-  __m512 tot[R][MB];
-  for (int r = 0; r < R; ++r)
-    for (int m = 0; m < MB; ++m) tot[r][m] = _mm512_setzero_ps();
-  for (int b = 0; b < nb; ++b) {
-    // x's sums over the block's sub-blocks in lanes 8..15, beside the mins of q4k_factors.
-    __m512 xsum[MB];
-    for (int m = 0; m < MB; ++m)
-      xsum[m] = _mm512_castsi512_ps(_mm512_inserti64x4(
-          _mm512_setzero_si512(), _mm256_load_si256(reinterpret_cast<const __m256i*>(xs[m].sums + 8 * b)), 1));
-    __m512 scm[R];
-    for (int r = 0; r < R; ++r) {
-      const uint8_t* blk = wb + r * row_bytes + size_t(b) * bb;
-      __builtin_prefetch(blk + kPrefetchAhead, 0, 3);
-      __builtin_prefetch(blk + kPrefetchAhead + 64, 0, 3);
-      __builtin_prefetch(blk + kPrefetchAhead + 128, 0, 3);
-      scm[r] = q4k_factors(blk);
-      for (int m = 0; m < MB; ++m) tot[r][m] = _mm512_fnmadd_ps(scm[r], xsum[m], tot[r][m]);
-    }
-    for (int h = 0; h < 2; ++h) {
-      __m512i lo[R], hi[R];
-      __m512 s[R];
-      for (int r = 0; r < R; ++r) {
-        qk_quad_codes<F>(wb + r * row_bytes + size_t(b) * bb, h, lo[r], hi[r]);
-        s[r] = _mm512_permutexvar_ps(sub[h], scm[r]);
-      }
-      quad_products<R, MB, D>(xs, 2 * b + h, lo, hi, s, tot);
-    }
-  }
-  store_totals<R, MB>(p, n0, m0, tot);
-}
-
 // A Q2_K or Q3_K block's sixteen sub-block scales (lanes j) and offsets: weight = scale * code
 // - offset, codes as q23k_block gives them.
 template <int F>
@@ -381,39 +333,75 @@ inline void sub16_codes(const uint8_t* blk, int h, __m512i& lo, __m512i& hi) {
   hi = _mm512_permutex2var_epi64(v0, _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15), v1);
 }
 
-// y[m0 .. m0 + MB, n0 .. n0 + R] for Q6_K, Q2_K or Q3_K rows (F), x in runs of 16
-// (prepare_runs): per block the offsets times x's sums over the sixteen sub-blocks, then two
-// halves of 128 values, lanes 2j and 2j + 1 of half h in sub-block 8h + j.
+// The K-quants' runs: Q4_K and Q5_K scale sub-blocks of 32 values, Q2_K, Q3_K and Q6_K
+// sub-blocks of 16.
+template <int F>
+constexpr int kquant_run() { return F == kQ4K || F == kQ5K ? 32 : 16; }
+template <int F>
+constexpr int kquant_bytes() {
+  return F == kQ2K ? 84 : F == kQ3K ? 110 : F == kQ4K ? 144 : F == kQ5K ? 176 : 210;
+}
+
+// A K-quant block's run scales (lanes j, for run j) and offsets, the offsets in the lanes
+// kquant_sums puts x's rounded sums over the runs: Q4_K / Q5_K, q4k_factors' one vector (the
+// 8 scales in lanes 0..7, the 8 mins in 8..15); the others, sub16_factors.
+template <int F>
+inline void kquant_factors(const uint8_t* blk, __m512& scl, __m512& off) {
+  if constexpr (kquant_run<F>() == 32)
+    scl = off = q4k_factors(blk);
+  else
+    sub16_factors<F>(blk, scl, off);
+}
+
+// x's rounded sums over block b's runs: the 16 runs of 16, or the 8 runs of 32 in lanes
+// 8..15 (beside Q4_K's mins) with zeros in 0..7.
+template <int S>
+inline __m512 kquant_sums(const XRow& x, int b) {
+  if constexpr (S == 16) return _mm512_load_ps(x.sums + 16 * b);
+  return _mm512_castsi512_ps(_mm512_inserti64x4(
+      _mm512_setzero_si512(), _mm256_load_si256(reinterpret_cast<const __m256i*>(x.sums + 8 * b)), 1));
+}
+
+// y[m0 .. m0 + MB, n0 .. n0 + R] for K-quant rows (F), x in runs of S = kquant_run<F>()
+// (prepare_runs): per block the offsets times x's sums over its runs, then two quads of 128
+// values, lanes l of quad h in run (128 / S) h + l / (S / 8): Q4_K / Q5_K's codes from
+// qk_quad_codes, the others' from sub16_codes.
 template <int F, int R, int MB, int D>
-inline void block_sub16(const BlockProblem& p, int n0, int m0) {
-  constexpr int bb = F == kQ6K ? 210 : F == kQ3K ? 110 : 84;
+inline void block_kquant(const BlockProblem& p, int n0, int m0) {
+  constexpr int S = kquant_run<F>(), bb = kquant_bytes<F>();
   const int nb = p.K / kBlockValues;
   const size_t row_bytes = size_t(nb) * bb;
   const uint8_t* wb = p.w + size_t(n0) * row_bytes;
   XRow xs[MB];
-  for (int m = 0; m < MB; ++m) xs[m] = x_row<16>(p.xp, p.K, m0 + m);
+  for (int m = 0; m < MB; ++m) xs[m] = x_row<S>(S == 32 ? p.xp32 : p.xp, p.K, m0 + m);
+  // Lane l of quad h holds run (128 / S) h + l / (S / 8).
+  const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   __m512i sub[2];
   for (int h = 0; h < 2; ++h)
-    sub[h] = _mm512_add_epi32(_mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7),
-                              _mm512_set1_epi32(8 * h));
+    sub[h] = _mm512_add_epi32(_mm512_srli_epi32(iota, S == 32 ? 2 : 1), _mm512_set1_epi32(128 / S * h));
   __m512 tot[R][MB];
   for (int r = 0; r < R; ++r)
     for (int m = 0; m < MB; ++m) tot[r][m] = _mm512_setzero_ps();
   for (int b = 0; b < nb; ++b) {
+    __m512 xsum[MB];
+    for (int m = 0; m < MB; ++m) xsum[m] = kquant_sums<S>(xs[m], b);
     __m512 scl[R];
     for (int r = 0; r < R; ++r) {
       const uint8_t* blk = wb + r * row_bytes + size_t(b) * bb;
       for (int a = 0; a < bb; a += 64) __builtin_prefetch(blk + kPrefetchAhead + a, 0, 3);
       __m512 off;
-      sub16_factors<F>(blk, scl[r], off);
-      for (int m = 0; m < MB; ++m)
-        tot[r][m] = _mm512_fnmadd_ps(off, _mm512_load_ps(xs[m].sums + 16 * b), tot[r][m]);
+      kquant_factors<F>(blk, scl[r], off);
+      for (int m = 0; m < MB; ++m) tot[r][m] = _mm512_fnmadd_ps(off, xsum[m], tot[r][m]);
     }
     for (int h = 0; h < 2; ++h) {
       __m512i lo[R], hi[R];
       __m512 s[R];
       for (int r = 0; r < R; ++r) {
-        sub16_codes<F>(wb + r * row_bytes + size_t(b) * bb, h, lo[r], hi[r]);
+        const uint8_t* blk = wb + r * row_bytes + size_t(b) * bb;
+        if constexpr (S == 32)
+          qk_quad_codes<F>(blk, h, lo[r], hi[r]);
+        else
+          sub16_codes<F>(blk, h, lo[r], hi[r]);
         s[r] = _mm512_permutexvar_ps(sub[h], scl[r]);
       }
       quad_products<R, MB, D>(xs, 2 * b + h, lo, hi, s, tot);
@@ -426,10 +414,8 @@ template <int F, int R, int MB, int D>
 inline void block(const BlockProblem& p, int n0, int m0) {
   if constexpr (F == kQ4_0 || F == kQ4_1 || F == kQ5_0 || F == kQ5_1 || F == kQ8_0)
     block_small<F, R, MB, D>(p, n0, m0);
-  else if constexpr (F == kQ2K || F == kQ3K || F == kQ6K)
-    block_sub16<F, R, MB, D>(p, n0, m0);
   else
-    block_qk<F, R, MB, D>(p, n0, m0);
+    block_kquant<F, R, MB, D>(p, n0, m0);
 }
 
 template <int F, int R, int D>
