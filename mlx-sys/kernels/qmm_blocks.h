@@ -71,7 +71,7 @@ constexpr int kBlockValues = 256;
 constexpr int kSmallBlockValues = 32;
 
 // Bytes per block, or 0 for a format without blocks here.
-inline int block_bytes(int format) {
+constexpr int block_bytes(int format) {
   switch (format) {
     case kQ4_0: return 18;
     case kQ4_1: return 20;
@@ -88,7 +88,7 @@ inline int block_bytes(int format) {
 }
 
 // Whether a format has blocks of 32 values (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0).
-inline bool small_format(int format) {
+constexpr bool small_format(int format) {
   return format == kQ4_0 || format == kQ4_1 || format == kQ5_0 || format == kQ5_1 ||
          format == kQ8_0;
 }
@@ -137,7 +137,7 @@ inline void small_block(int format, const uint8_t* blk, uint8_t codes[32], float
 }
 
 // Q4_K and Q5_K: sub-blocks of 32 with 6-bit scales and mins (Q6_K: 16, int8 scales).
-inline bool has_mins(int format) { return format == kQ4K || format == kQ5K; }
+constexpr bool has_mins(int format) { return format == kQ4K || format == kQ5K; }
 
 // The eight scales and eight mins of a Q4_K block's 12 scale bytes, as bytes: out[0..8) the
 // scales, out[8..16) the mins.
@@ -151,7 +151,7 @@ inline void q4k_scales_mins(const uint8_t* b, uint8_t out[16]) {
 }
 
 // Q2_K, Q3_K and Q6_K: 16 sub-blocks of 16 values, each with a scale and an offset.
-inline bool sub16_format(int format) { return format == kQ2K || format == kQ3K || format == kQ6K; }
+constexpr bool sub16_format(int format) { return format == kQ2K || format == kQ3K || format == kQ6K; }
 
 // The 256 codes of a Q2_K or Q3_K block as unsigned bytes (Q3_K: 0..7, its q + 4) in value
 // order, and its sub-blocks' factors: weight i is scl[i / 16] * c[i] - off[i / 16].

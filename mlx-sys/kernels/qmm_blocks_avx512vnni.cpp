@@ -144,10 +144,6 @@ inline void store_totals(const BlockProblem& p, int n0, int m0, const __m512 (&t
 }
 
 template <int F>
-constexpr int small_bytes() {
-  return F == kQ4_0 ? 18 : F == kQ4_1 ? 20 : F == kQ5_0 ? 22 : F == kQ5_1 ? 24 : 34;
-}
-template <int F>
 constexpr bool small_has_m() { return F == kQ4_1 || F == kQ5_1; }
 template <int F>
 constexpr bool small_five() { return F == kQ5_0 || F == kQ5_1; }
@@ -164,7 +160,7 @@ constexpr int small_qs_at() {
 // mh hold the fifth bits of the four blocks' values 0..15 and 16..31, 16 per block.
 template <int F, int N = 0>
 inline void block_codes(const uint8_t* b0, int n, uint64_t ml, uint64_t mh, __m512i& lo, __m512i& hi) {
-  constexpr int bb = small_bytes<F>(), qs = small_qs_at<F>();
+  constexpr int bb = block_bytes(F), qs = small_qs_at<F>();
   if constexpr (N != 0) n = N;
   lo = _mm512_setzero_si512();
   if constexpr (F == kQ8_0) {
@@ -198,7 +194,7 @@ inline void block_codes(const uint8_t* b0, int n, uint64_t ml, uint64_t mh, __m5
 // (128 values: two VPDPBUSD per digit into 16 lanes of 8 values, one conversion).
 template <int F, int R, int MB, int D>
 inline void block_small(const BlockProblem& p, int n0, int m0) {
-  constexpr int bb = small_bytes<F>();
+  constexpr int bb = block_bytes(F);
   const int nb = p.K / kSmallBlockValues;
   const size_t rb = size_t(nb) * bb;
   const uint8_t* wb = p.w + size_t(n0) * rb;
@@ -333,14 +329,9 @@ inline void sub16_codes(const uint8_t* blk, int h, __m512i& lo, __m512i& hi) {
   hi = _mm512_permutex2var_epi64(v0, _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15), v1);
 }
 
-// The K-quants' runs: Q4_K and Q5_K scale sub-blocks of 32 values, Q2_K, Q3_K and Q6_K
-// sub-blocks of 16.
+// The K-quants' runs: sub-blocks of 16 values for Q2_K, Q3_K and Q6_K, of 32 for Q4_K and Q5_K.
 template <int F>
-constexpr int kquant_run() { return F == kQ4K || F == kQ5K ? 32 : 16; }
-template <int F>
-constexpr int kquant_bytes() {
-  return F == kQ2K ? 84 : F == kQ3K ? 110 : F == kQ4K ? 144 : F == kQ5K ? 176 : 210;
-}
+constexpr int kquant_run() { return sub16_format(F) ? 16 : 32; }
 
 // A K-quant block's run scales (lanes j, for run j) and offsets, the offsets in the lanes
 // kquant_sums puts x's rounded sums over the runs: Q4_K / Q5_K, q4k_factors' one vector (the
@@ -368,7 +359,7 @@ inline __m512 kquant_sums(const XRow& x, int b) {
 // qk_quad_codes, the others' from sub16_codes.
 template <int F, int R, int MB, int D>
 inline void block_kquant(const BlockProblem& p, int n0, int m0) {
-  constexpr int S = kquant_run<F>(), bb = kquant_bytes<F>();
+  constexpr int S = kquant_run<F>(), bb = block_bytes(F);
   const int nb = p.K / kBlockValues;
   const size_t row_bytes = size_t(nb) * bb;
   const uint8_t* wb = p.w + size_t(n0) * row_bytes;
@@ -412,7 +403,7 @@ inline void block_kquant(const BlockProblem& p, int n0, int m0) {
 
 template <int F, int R, int MB, int D>
 inline void block(const BlockProblem& p, int n0, int m0) {
-  if constexpr (F == kQ4_0 || F == kQ4_1 || F == kQ5_0 || F == kQ5_1 || F == kQ8_0)
+  if constexpr (small_format(F))
     block_small<F, R, MB, D>(p, n0, m0);
   else
     block_kquant<F, R, MB, D>(p, n0, m0);

@@ -495,8 +495,8 @@ void solve_blocks(const Call& c, const float* xf, float* yf) {
 #if defined(__x86_64__)
   // How the runs read x: in runs of 16 values (the sub-blocks of Q2_K, Q3_K and Q6_K: prepare)
   // or of 32 (the formats of 32 values, and the sub-blocks of Q4_K and Q5_K: prepare32).
-  bool large = false, small = false;
-  for (const auto& r : runs) (sub16_format(r.format) ? large : small) = true;
+  bool runs16 = false, runs32 = false;
+  for (const auto& r : runs) (sub16_format(r.format) ? runs16 : runs32) = true;
   if (many && isa >= kIsaAvx512Vnni) {
     // Prefill on integer dot products (qmm_blocks_gemm_avx512vnni.cpp): x to 8 bits once,
     // then 16-row panels of the matrix, each for every row of x.
@@ -524,9 +524,9 @@ void solve_blocks(const Call& c, const float* xf, float* yf) {
   const BlockKernels& k = block_kernels_generic();
 #endif
   // x as each family of formats among the runs reads it.
-  std::vector<uint8_t> xpbuf(large ? k.xp_bytes(M, K) : 0), xp32buf(small ? k.xp32_bytes(M, K) : 0);
-  if (large) k.prepare(xf, xpbuf.data(), M, K);
-  if (small) k.prepare32(xf, xp32buf.data(), M, K);
+  std::vector<uint8_t> xpbuf(runs16 ? k.xp_bytes(M, K) : 0), xp32buf(runs32 ? k.xp32_bytes(M, K) : 0);
+  if (runs16) k.prepare(xf, xpbuf.data(), M, K);
+  if (runs32) k.prepare32(xf, xp32buf.data(), M, K);
   BlockRowsJob j{&k, &runs,
                  BlockProblem{xf, xpbuf.data(), xp32buf.data(), nullptr, 0, yf, M, 0, K, size_t(N)},
                  rows_chunk(N, threads)};
