@@ -60,14 +60,32 @@ pub fn emit(mlx: &Mlx, mlxc_lib: &Path, out_dir: &Path) -> BuildResult<()> {
                 // `--as-needed` keeps the DT_NEEDED entry that makes OpenBLAS interpose.
                 println!("cargo:rustc-cfg=mlx_openblas");
             }
-            None => println!(
-                "cargo:warning=OpenBLAS (libopenblas.so.0) not found: MLX keeps the wheel's \
-                 reference BLAS, and f32 matmul runs about 30x slower. Debian/Ubuntu: `apt-get \
-                 install libopenblas0-pthread`, or set MLX_BLAS_LIB to a libopenblas.so.0."
-            ),
+            None => {
+                println!(
+                    "cargo:warning=OpenBLAS (libopenblas.so.0) not found: MLX keeps the wheel's \
+                     reference BLAS, and f32 matmul runs about 30x slower. Debian/Ubuntu: \
+                     `apt-get install libopenblas0-pthread`, or set MLX_BLAS_LIB to a \
+                     libopenblas.so.0."
+                );
+                // Without this, a build made before OpenBLAS was installed keeps the reference
+                // BLAS until `cargo clean` (the script's outputs are cached): the folder the
+                // package installs into is watched instead, so the next build after the
+                // install finds it.
+                if let Some(dir) = openblas_install_dir() {
+                    println!("cargo:rerun-if-changed={}", dir.display());
+                }
+            }
         }
     }
     Ok(())
+}
+
+/// The folder Debian's and Ubuntu's OpenBLAS packages install `libopenblas.so.0` into, where
+/// it exists (other systems: none is watched).
+fn openblas_install_dir() -> Option<PathBuf> {
+    let arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
+    let dir = PathBuf::from(format!("/usr/lib/{arch}-linux-gnu"));
+    dir.is_dir().then_some(dir)
 }
 
 /// `MLX_BLAS_LIB`, else `libopenblas.so.0` in the usual library folders.
