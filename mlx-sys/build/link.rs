@@ -80,11 +80,16 @@ pub fn emit(mlx: &Mlx, mlxc_lib: &Path, out_dir: &Path) -> BuildResult<()> {
     Ok(())
 }
 
-/// The folder Debian's and Ubuntu's OpenBLAS packages install `libopenblas.so.0` into, where
-/// it exists (other systems: none is watched).
-fn openblas_install_dir() -> Option<PathBuf> {
+/// Debian's and Ubuntu's multiarch library folder, where their OpenBLAS packages install
+/// `libopenblas.so.0`.
+fn debian_lib_dir() -> PathBuf {
     let arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
-    let dir = PathBuf::from(format!("/usr/lib/{arch}-linux-gnu"));
+    PathBuf::from(format!("/usr/lib/{arch}-linux-gnu"))
+}
+
+/// [`debian_lib_dir`] where it exists (other systems: none is watched).
+fn openblas_install_dir() -> Option<PathBuf> {
+    let dir = debian_lib_dir();
     dir.is_dir().then_some(dir)
 }
 
@@ -96,7 +101,10 @@ fn find_openblas() -> Option<PathBuf> {
     }
     let arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
     [
-        format!("/usr/lib/{arch}-linux-gnu/libopenblas.so.0"),
+        debian_lib_dir()
+            .join("libopenblas.so.0")
+            .to_string_lossy()
+            .into_owned(),
         format!("/lib/{arch}-linux-gnu/libopenblas.so.0"),
         "/usr/lib64/libopenblas.so.0".to_string(),
         "/usr/lib/libopenblas.so.0".to_string(),

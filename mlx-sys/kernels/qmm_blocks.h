@@ -153,6 +153,10 @@ inline void q4k_scales_mins(const uint8_t* b, uint8_t out[16]) {
 // Q2_K, Q3_K and Q6_K: 16 sub-blocks of 16 values, each with a scale and an offset.
 constexpr bool sub16_format(int format) { return format == kQ2K || format == kQ3K || format == kQ6K; }
 
+// The values that share one weight scale (a run): the sub-blocks of 16 of Q2_K, Q3_K and
+// Q6_K, else 32 (the formats of 32 values, the sub-blocks of Q4_K and Q5_K).
+constexpr int run_values(int format) { return sub16_format(format) ? 16 : 32; }
+
 // The 256 codes of a Q2_K or Q3_K block as unsigned bytes (Q3_K: 0..7, its q + 4) in value
 // order, and its sub-blocks' factors: weight i is scl[i / 16] * c[i] - off[i / 16].
 inline void q23k_block(int format, const uint8_t* blk, uint8_t codes[256], float scl[16], float off[16]) {

@@ -329,16 +329,12 @@ inline void sub16_codes(const uint8_t* blk, int h, __m512i& lo, __m512i& hi) {
   hi = _mm512_permutex2var_epi64(v0, _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15), v1);
 }
 
-// The K-quants' runs: sub-blocks of 16 values for Q2_K, Q3_K and Q6_K, of 32 for Q4_K and Q5_K.
-template <int F>
-constexpr int kquant_run() { return sub16_format(F) ? 16 : 32; }
-
 // A K-quant block's run scales (lanes j, for run j) and offsets, the offsets in the lanes
 // kquant_sums puts x's rounded sums over the runs: Q4_K / Q5_K, q4k_factors' one vector (the
 // 8 scales in lanes 0..7, the 8 mins in 8..15); the others, sub16_factors.
 template <int F>
 inline void kquant_factors(const uint8_t* blk, __m512& scl, __m512& off) {
-  if constexpr (kquant_run<F>() == 32)
+  if constexpr (run_values(F) == 32)
     scl = off = q4k_factors(blk);
   else
     sub16_factors<F>(blk, scl, off);
@@ -353,13 +349,13 @@ inline __m512 kquant_sums(const XRow& x, int b) {
       _mm512_setzero_si512(), _mm256_load_si256(reinterpret_cast<const __m256i*>(x.sums + 8 * b)), 1));
 }
 
-// y[m0 .. m0 + MB, n0 .. n0 + R] for K-quant rows (F), x in runs of S = kquant_run<F>()
+// y[m0 .. m0 + MB, n0 .. n0 + R] for K-quant rows (F), x in runs of S = run_values(F)
 // (prepare_runs): per block the offsets times x's sums over its runs, then two quads of 128
 // values, lanes l of quad h in run (128 / S) h + l / (S / 8): Q4_K / Q5_K's codes from
 // qk_quad_codes, the others' from sub16_codes.
 template <int F, int R, int MB, int D>
 inline void block_kquant(const BlockProblem& p, int n0, int m0) {
-  constexpr int S = kquant_run<F>(), bb = block_bytes(F);
+  constexpr int S = run_values(F), bb = block_bytes(F);
   const int nb = p.K / kBlockValues;
   const size_t row_bytes = size_t(nb) * bb;
   const uint8_t* wb = p.w + size_t(n0) * row_bytes;

@@ -34,12 +34,9 @@ namespace {
 
 constexpr int kPanel = 16;  // rows per panel (one per lane)
 
-// The sub-block of a format: its values (one scale each).
-inline int sub_values(int format) { return sub16_format(format) ? 16 : 32; }
-
 // One row's block_values(format) codes of block blk, in value order, and its per-sub-block
 // scale and offset factors: the weight of value e is scl[e / S] * code - off[e / S]
-// (S = sub_values).
+// (S = run_values).
 inline void unpack_block(int format, const uint8_t* blk, uint8_t* codes, float* scl, float* off) {
   if (small_format(format)) {
     small_block(format, blk, codes, scl[0], off[0]);
@@ -80,7 +77,7 @@ struct Panel {
 };
 
 void pack_panel(const BlockRun& run, int n0, int K, Panel& p) {
-  const int S = sub_values(run.format), nsub = K / S, bv = block_values(run.format), nb = K / bv;
+  const int S = run_values(run.format), nsub = K / S, bv = block_values(run.format), nb = K / bv;
   const int valid = run.n1 - n0 < kPanel ? run.n1 - n0 : kPanel;
   const int bb = block_bytes(run.format);
   p.rows.assign(size_t(kPanel) * K, 0);
@@ -221,7 +218,7 @@ void block_gemm_avx512_vnni(const BlockGemmProblem& g, int panel) {
       thread_local Panel p;
       pack_panel(run, n0, g.K, p);
       const __mmask16 store = __mmask16((1u << valid) - 1);
-      if (sub_values(run.format) == 32)
+      if (run_values(run.format) == 32)
         panel_all_rows<32>(p, *g.xq, g.M, g.K, g.y + n0, g.ldy, store);
       else
         panel_all_rows<16>(p, *g.xq, g.M, g.K, g.y + n0, g.ldy, store);
