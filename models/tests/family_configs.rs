@@ -110,6 +110,7 @@ fn fixture_weights(name: &str) -> (ModelConfig, Weights) {
 
 fn build_err(config: &ModelConfig, weights: Weights) -> Error {
     let options = BuildOptions {
+        huge_pages: false,
         dtype: Dtype::Float32,
         quantization: None,
     };

@@ -42,6 +42,7 @@ fn options(group_size: i32, bits: i32) -> BuildOptions {
     )
     .unwrap();
     BuildOptions {
+        huge_pages: false,
         dtype: Dtype::Float32,
         quantization: Some(q),
     }

@@ -23,6 +23,7 @@ fn fixture_model(name: &str) -> mlx_models::nn::Decoder {
     let (tensors, _) = load_safetensors(dir.join("model.safetensors")).unwrap();
     let weights = families::sanitize(&config, Weights::from_map(tensors)).unwrap();
     let options = BuildOptions {
+        huge_pages: false,
         dtype: Dtype::Float32,
         quantization: None,
     };

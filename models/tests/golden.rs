@@ -63,6 +63,7 @@ fn fixture(name: &str) -> Fixture {
 
 fn options(config: &ModelConfig) -> BuildOptions {
     BuildOptions {
+        huge_pages: false,
         dtype: Dtype::Float32,
         quantization: config
             .quantization()

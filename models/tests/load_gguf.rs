@@ -360,6 +360,7 @@ fn check_logits(arch: &str) {
     };
     let (weights, build) = prepare_weights(&ck.config, ck.weights, &options).unwrap();
     let build = mlx_models::families::BuildOptions {
+        huge_pages: false,
         dtype: build.dtype,
         quantization: build.quantization,
     };

@@ -297,6 +297,7 @@ fn tiny_model_stored(
         }
     }
     let options = BuildOptions {
+        huge_pages: false,
         dtype: Dtype::Float32,
         quantization: Some(
             QuantizationConfig::from_value(&serde_json::json!({

@@ -54,6 +54,7 @@ fn check_tiny(name: &str, parallel: Option<&Parallel>) {
     let vocab = common::i32s(&reference["logits_shape"])[1] as usize;
     let want = common::f32s(&reference["logits"]);
     let options = BuildOptions {
+        huge_pages: false,
         dtype: Dtype::Float32,
         quantization: config
             .quantization()

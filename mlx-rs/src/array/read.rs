@@ -84,6 +84,22 @@ impl Array {
         Ok(out)
     }
 
+    /// The host address of this array's first element, after evaluating it (`None` for an
+    /// array without host data): e.g. to check that views share one buffer.
+    ///
+    /// ```
+    /// use mlx_rs::{s, Array};
+    /// let a = Array::from_slice(&[1u8, 2, 3, 4], &[4])?;
+    /// let tail = a.slice(s![2..])?;
+    /// assert_eq!(tail.host_address()?.unwrap(), a.host_address()?.unwrap() + 2);
+    /// # Ok::<(), mlx_rs::Error>(())
+    /// ```
+    pub fn host_address(&self) -> Result<Option<usize>> {
+        self.eval()?;
+        let (ptr, _) = self.host_data()?;
+        Ok((!ptr.is_null()).then_some(ptr as usize))
+    }
+
     /// The data pointer of this evaluated array and whether its elements lie there in
     /// row-major order (queues nothing).
     pub(crate) fn host_data(&self) -> Result<(*const std::ffi::c_void, bool)> {

@@ -239,7 +239,7 @@ pub fn expected_tensors(config: &ModelConfig) -> Result<Vec<ExpectedTensor>> {
 /// use mlx_models::{weights::Weights, Error};
 /// let config = ModelConfig::from_json(r#"{"model_type":"gpt2","hidden_size":8,
 ///     "num_hidden_layers":1,"intermediate_size":8,"num_attention_heads":2,"vocab_size":4}"#)?;
-/// let options = BuildOptions { dtype: mlx_rs::Dtype::Float32, quantization: None };
+/// let options = BuildOptions { dtype: mlx_rs::Dtype::Float32, quantization: None, huge_pages: false };
 /// let r = build(&config, Weights::default(), &options);
 /// assert!(matches!(r, Err(Error::UnsupportedModel { .. })));
 /// # Ok::<(), mlx_models::Error>(())

@@ -60,6 +60,13 @@ pub struct BuildOptions {
     /// A module is quantized iff `<path>.scales` exists; its parameters come from
     /// [`QuantizationConfig::for_module`].
     pub quantization: Option<QuantizationConfig>,
+    /// Put the weights that building creates on transparent huge pages, as
+    /// [`LoadOptions::huge_pages`] does for the tensors as read: the fused q/k/v and gate/up
+    /// projections (concatenations of the checkpoint's tensors) are advised, and a decoder
+    /// layer's GGUF block matrices are copied into one buffer that they then view, so that
+    /// small matrices and the edges of large ones are on huge pages too. Set by [`load`] from
+    /// that option on the CPU, `false` on a GPU.
+    pub huge_pages: bool,
 }
 
 /// Options of [`load`].
@@ -358,10 +365,12 @@ pub fn load(model: &str, options: &LoadOptions) -> Result<LoadedModel> {
         let (weights, build) = prepare_weights(&config, weights, options)?;
         let weights = crate::families::sanitize(&config, weights)?;
         let lookup = lookup_table_bytes(&config, &weights);
-        if options.huge_pages && options.device.device_type() == DeviceType::Cpu {
+        let huge_pages = options.huge_pages && options.device.device_type() == DeviceType::Cpu;
+        if huge_pages {
             advise_huge_pages(&weights)?;
         }
         let build = crate::families::BuildOptions {
+            huge_pages,
             dtype: build.dtype,
             quantization: build
                 .quantization
@@ -370,6 +379,11 @@ pub fn load(model: &str, options: &LoadOptions) -> Result<LoadedModel> {
         };
         let model =
             crate::families::build_parallel(&config, weights, &build, options.parallel.as_ref())?;
+        if huge_pages {
+            // The tensors as read, now copied into fused or shared buffers, are free: give
+            // their pages back (MLX's cache and glibc's heap) rather than keep them resident.
+            mlx_rs::memory::release_to_system()?;
+        }
         Ok((model, lookup))
     })?;
     let (mut model, lookup_table_bytes) = build?;
@@ -569,6 +583,7 @@ pub fn prepare_weights(
         BuildOptions {
             dtype,
             quantization,
+            huge_pages: false,
         },
     ))
 }

@@ -53,6 +53,13 @@ pub struct Attention {
 }
 
 impl Attention {
+    /// Its projections: q/k/v (fused or not), then o.
+    pub(crate) fn linears_mut(&mut self) -> Vec<&mut Linear> {
+        let mut l = self.qkv_proj.linears_mut();
+        l.push(&mut self.o_proj);
+        l
+    }
+
     /// Takes `<path>.{q,k,v,o}_proj` (and `<path>.{q,k}_norm` with `spec.qk_norm`). Widths are
     /// `heads · head_dim` (queries, output) and `kv_heads · head_dim` (keys, values), which
     /// differ from `hidden` when `head_dim` is explicit. Keys-as-values layers have no
@@ -92,7 +99,7 @@ impl Attention {
             }
             None => (None, None),
         };
-        let qkv_proj = FusedLinear::fuse(parts, &widths)?;
+        let qkv_proj = FusedLinear::fuse_for(parts, &widths, options)?;
         Ok(Attention {
             qkv_proj,
             o_proj,

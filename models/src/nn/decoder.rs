@@ -95,7 +95,7 @@ impl DecoderLayer {
             .layer_scalar
             .then(|| take_float(weights, &format!("{path}.layer_scalar"), &[1], options))
             .transpose()?;
-        Ok(DecoderLayer {
+        let mut layer = DecoderLayer {
             pre_attention: norm(weights, spec.norms.pre_attention)?,
             self_attn: Attention::load(
                 weights,
@@ -115,7 +115,14 @@ impl DecoderLayer {
             keeps_kv: false,
             spec: spec.clone(),
             all_sum: None,
-        })
+        };
+        if options.huge_pages {
+            // The layer's block matrices in one buffer on huge pages (see `colocate`).
+            let mut linears = layer.self_attn.linears_mut();
+            linears.extend(layer.mlp.linears_mut());
+            super::colocate::colocate_blocks(linears)?;
+        }
+        Ok(layer)
     }
 
     /// The description this layer was built from.

@@ -154,6 +154,7 @@ mod tests {
             Array::from_slice(&[1.0f32, 0.0, 0.0, 1.0, 2.0, 3.0], &[3, 2]).unwrap(),
         );
         let options = BuildOptions {
+            huge_pages: false,
             dtype: Dtype::Float32,
             quantization: None,
         };

@@ -231,6 +231,18 @@ pub struct Linear {
 }
 
 impl Linear {
+    /// The arrays this layer reads: its weight (with the quantization's scales and biases),
+    /// then its bias.
+    pub(crate) fn arrays(&self) -> Vec<&Array> {
+        let mut arrays = match &self.weight {
+            LinearWeight::Dense(w) => vec![w],
+            LinearWeight::Quantized(q) => vec![&q.weight, &q.scales, &q.biases],
+            LinearWeight::Blocks(b) => vec![&b.weight],
+        };
+        arrays.extend(self.bias.as_ref());
+        arrays
+    }
+
     /// Takes `<path>.weight` (and `<path>.bias` when `bias`; the MLX quantization triplet when
     /// `<path>.scales` exists), checking shapes against `in_features`/`out_features`.
     pub fn load(
@@ -396,6 +408,7 @@ mod tests {
 
     fn options(quantization: Option<QuantizationConfig>) -> BuildOptions {
         BuildOptions {
+            huge_pages: false,
             dtype: Dtype::Float32,
             quantization,
         }

@@ -18,6 +18,13 @@ pub struct Mlp {
 }
 
 impl Mlp {
+    /// Its projections: gate/up (fused or not), then down.
+    pub(crate) fn linears_mut(&mut self) -> Vec<&mut Linear> {
+        let mut l = self.gate_up_proj.linears_mut();
+        l.push(&mut self.down_proj);
+        l
+    }
+
     /// Takes `<path>.{gate,up,down}_proj` (`hidden → intermediate → hidden`, with biases when
     /// `spec.bias`).
     pub fn load(
@@ -34,7 +41,7 @@ impl Mlp {
         let gate = proj(weights, "gate_proj", hidden, inter)?;
         let up = proj(weights, "up_proj", hidden, inter)?;
         Ok(Mlp {
-            gate_up_proj: FusedLinear::fuse(vec![gate, up], &[inter, inter])?,
+            gate_up_proj: FusedLinear::fuse_for(vec![gate, up], &[inter, inter], options)?,
             down_proj: proj(weights, "down_proj", inter, hidden)?,
             activation: spec.activation,
         })

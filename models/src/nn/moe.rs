@@ -353,6 +353,7 @@ mod tests {
         let q = QuantizationConfig::from_value(&serde_json::json!({"group_size": 32, "bits": 4}))
             .unwrap();
         let options = |quantization| BuildOptions {
+            huge_pages: false,
             dtype: Dtype::Float32,
             quantization,
         };

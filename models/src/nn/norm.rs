@@ -37,7 +37,7 @@ impl RmsNorm {
     /// use mlx_rs::{Array, Dtype};
     /// let mut w = Weights::default();
     /// w.insert("n.weight", Array::from_slice(&[0.5f32, -1.0], &[2])?);
-    /// let options = BuildOptions { dtype: Dtype::Float32, quantization: None };
+    /// let options = BuildOptions { dtype: Dtype::Float32, quantization: None, huge_pages: false };
     /// let spec = NormSpec { eps: 1e-6, weight: NormWeight::OnePlus };
     /// let norm = RmsNorm::load_spec(&mut w, "n", 2, spec, &options)?;
     /// assert_eq!(norm.weight().to_vec::<f32>()?, vec![1.5, 0.0]);
