@@ -640,9 +640,12 @@ def t_memory(ctx):
     if rss is None or not ctx.rss_baseline or not ctx.idle_release:
         return info
     # The server hands freed memory back after --idle-release seconds with nothing to run: its
-    # RSS falls back to the baseline plus what the prefix cache now holds (and a margin for
-    # the allocators' bookkeeping).
-    rss_limit = ctx.rss_baseline + max(held - base_held, 0) + 32 * 2**20 + 0.1 * ctx.rss_baseline
+    # RSS falls back to the baseline plus what the prefix cache now holds, and a margin for the
+    # allocators' bookkeeping. That margin is measured: after this suite's load, SmolLM2's
+    # server keeps about 50 MiB beyond the prefix cache (2026-12-08: 246-251 MiB after the idle
+    # release on a 142 MiB baseline; 251-256 MiB with `--no-huge-pages`, whose 179 MiB baseline
+    # still holds the freed tensors of the load, which the default load now releases).
+    rss_limit = ctx.rss_baseline + max(held - base_held, 0) + 64 * 2**20 + 0.1 * ctx.rss_baseline
     deadline = time.time() + ctx.idle_release + 10
     while rss > rss_limit and time.time() < deadline:
         time.sleep(0.25)
