@@ -284,7 +284,9 @@ impl EngineLoop {
     /// Runs until every [`Engine`] handle is dropped.
     fn run(mut self, commands: mpsc::Receiver<Command>) {
         self.publish();
-        // Whether memory was handed back since the last step.
+        // Whether memory was handed back since the last step or command (a command can free
+        // memory with nothing to run: a cancel, or an unload that drops the prefix cache; the
+        // next idle spell then hands that back too).
         let mut released = false;
         loop {
             if self.scheduler.is_idle() {
@@ -304,10 +306,14 @@ impl EngineLoop {
                     },
                 };
                 self.handle(command);
+                released = false;
             }
             loop {
                 match commands.try_recv() {
-                    Ok(c) => self.handle(c),
+                    Ok(c) => {
+                        self.handle(c);
+                        released = false;
+                    }
                     Err(mpsc::TryRecvError::Empty) => break,
                     Err(mpsc::TryRecvError::Disconnected) => return,
                 }
