@@ -483,10 +483,16 @@ pub fn prepare_tokenizer(config: &ModelConfig, tokenizer: &mut Tokenizer) {
     ));
 }
 
-/// Backs the host buffers of `weights` with transparent huge pages where the OS allows.
+/// Backs the host buffers of `weights` with transparent huge pages where the OS allows, but
+/// for the decoder layers' GGUF block projections, which building copies into one buffer per
+/// layer and advises there ([`crate::nn::colocate::is_layer_projection_blocks`]).
 fn advise_huge_pages(weights: &Weights) -> Result<mlx_rs::memory::HugePageAdvice> {
     let names = weights.names();
-    let arrays: Vec<&mlx_rs::Array> = names.iter().filter_map(|n| weights.get(n)).collect();
+    let arrays: Vec<&mlx_rs::Array> = names
+        .iter()
+        .filter(|n| !crate::nn::colocate::is_layer_projection_blocks(n))
+        .filter_map(|n| weights.get(n))
+        .collect();
     Ok(mlx_rs::memory::advise_huge_pages(&arrays)?)
 }
 

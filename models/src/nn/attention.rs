@@ -53,6 +53,11 @@ pub struct Attention {
 }
 
 impl Attention {
+    /// The q/k/v projections, fused or not.
+    pub(crate) fn qkv_projection(&self) -> &FusedLinear {
+        &self.qkv_proj
+    }
+
     /// Its projections: q/k/v (fused or not), then o.
     pub(crate) fn linears_mut(&mut self) -> Vec<&mut Linear> {
         let mut l = self.qkv_proj.linears_mut();
@@ -99,7 +104,7 @@ impl Attention {
             }
             None => (None, None),
         };
-        let qkv_proj = FusedLinear::fuse_for(parts, &widths, options)?;
+        let qkv_proj = FusedLinear::fuse(parts, &widths)?;
         Ok(Attention {
             qkv_proj,
             o_proj,

@@ -17,11 +17,41 @@ use mlx_rs::{s, Array, Dtype};
 /// Offsets of the matrices in the shared buffer are multiples of this (cache lines).
 const ALIGN: usize = 64;
 
+/// The projections of a decoder layer, under its path, as [`super::Attention::load`] and
+/// [`super::Mlp::load`] read them.
+const LAYER_PROJECTIONS: [&str; 7] = [
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+];
+
+/// Whether the tensor `name` is a decoder layer's attention or MLP projection in GGUF blocks
+/// (`model.layers.{i}.self_attn.q_proj.blocks`, …): with
+/// [`crate::load::BuildOptions::huge_pages`], [`super::decoder::DecoderLayer::load`] puts those on huge pages itself (copied into one buffer per layer),
+/// so the loader does not advise them first.
+pub(crate) fn is_layer_projection_blocks(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("model.layers.") else {
+        return false;
+    };
+    let Some((index, rest)) = rest.split_once('.') else {
+        return false;
+    };
+    index.parse::<usize>().is_ok()
+        && rest
+            .strip_suffix(".blocks")
+            .is_some_and(|p| LAYER_PROJECTIONS.contains(&p))
+}
+
 /// Copies the GGUF block matrices among `linears` (at least two; others are left alone) into
 /// one evaluated buffer, advises it to transparent huge pages, and makes each matrix a view of
 /// its part. Does nothing when fewer than two are blocks or the buffer would pass `i32::MAX`
-/// bytes.
-pub(crate) fn colocate_blocks(linears: Vec<&mut Linear>) -> Result<()> {
+/// bytes. Returns whether it made the shared buffer (then every block matrix among `linears`
+/// is a view of it).
+pub(crate) fn colocate_blocks(linears: Vec<&mut Linear>) -> Result<bool> {
     let mut blocks: Vec<&mut Array> = linears
         .into_iter()
         .filter_map(|l| match &mut l.weight {
@@ -30,7 +60,7 @@ pub(crate) fn colocate_blocks(linears: Vec<&mut Linear>) -> Result<()> {
         })
         .collect();
     if blocks.len() < 2 {
-        return Ok(());
+        return Ok(false);
     }
     // Each matrix flat, then zeros up to the next multiple of ALIGN.
     let mut pieces: Vec<Array> = Vec::with_capacity(2 * blocks.len());
@@ -47,7 +77,7 @@ pub(crate) fn colocate_blocks(linears: Vec<&mut Linear>) -> Result<()> {
         }
     }
     if end > i32::MAX as usize {
-        return Ok(());
+        return Ok(false);
     }
     let refs: Vec<&Array> = pieces.iter().collect();
     let shared = concatenate(&refs, 0)?;
@@ -59,7 +89,7 @@ pub(crate) fn colocate_blocks(linears: Vec<&mut Linear>) -> Result<()> {
         view.eval()?;
         **w = view;
     }
-    Ok(())
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -116,7 +146,7 @@ mod tests {
         let x64 =
             Array::from_slice(&(0..64).map(|i| i as f32).collect::<Vec<_>>(), &[1, 64]).unwrap();
         let before = (product(&a, &x), product(&b, &x), product(&c, &x64));
-        colocate_blocks(vec![&mut a, &mut b, &mut c]).unwrap();
+        assert!(colocate_blocks(vec![&mut a, &mut b, &mut c]).unwrap());
         let after = (product(&a, &x), product(&b, &x), product(&c, &x64));
         assert_eq!(before, after);
         // One buffer: each view starts where the previous one ends, rounded up to 64 bytes.
@@ -138,6 +168,30 @@ mod tests {
     }
 
     #[test]
+    fn the_loader_leaves_exactly_the_layer_projection_blocks_to_the_layers() {
+        for name in [
+            "model.layers.0.self_attn.q_proj.blocks",
+            "model.layers.27.self_attn.o_proj.blocks",
+            "model.layers.3.mlp.gate_proj.blocks",
+            "model.layers.3.mlp.down_proj.blocks",
+        ] {
+            assert!(is_layer_projection_blocks(name), "{name}");
+        }
+        for name in [
+            "model.layers.0.self_attn.q_proj.weight",
+            "model.layers.0.self_attn.q_proj.bias",
+            "model.layers.x.mlp.up_proj.blocks",
+            "model.layers.3.mlp.experts.gate_proj.blocks",
+            "model.layers.3.mlp.up_proj",
+            "model.embed_tokens.blocks",
+            "lm_head.blocks",
+            "model.layers.3.self_attn.q_norm.blocks",
+        ] {
+            assert!(!is_layer_projection_blocks(name), "{name}");
+        }
+    }
+
+    #[test]
     fn one_block_matrix_or_none_is_left_alone() {
         let mut a = q8_0(64, 64, 1);
         let dense =
@@ -147,7 +201,7 @@ mod tests {
             LinearWeight::Blocks(m) => m.weight.host_address().unwrap().unwrap(),
             _ => unreachable!(),
         };
-        colocate_blocks(vec![&mut a, &mut d]).unwrap();
+        assert!(!colocate_blocks(vec![&mut a, &mut d]).unwrap());
         let after = match &a.weight {
             LinearWeight::Blocks(m) => m.weight.host_address().unwrap().unwrap(),
             _ => unreachable!(),

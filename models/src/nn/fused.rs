@@ -154,18 +154,10 @@ impl FusedLinear {
         }
     }
 
-    /// [`FusedLinear::fuse`], then [`FusedLinear::advise_huge_pages`] when the build asks for
-    /// huge pages ([`crate::load::BuildOptions::huge_pages`]).
-    pub(crate) fn fuse_for(
-        parts: Vec<Linear>,
-        out_features: &[i32],
-        options: &crate::load::BuildOptions,
-    ) -> Result<FusedLinear> {
-        let fused = FusedLinear::fuse(parts, out_features)?;
-        if options.huge_pages {
-            fused.advise_huge_pages()?;
-        }
-        Ok(fused)
+    /// Whether this is one fused product whose weight is a GGUF block matrix (which
+    /// [`crate::nn::decoder::DecoderLayer::load`] colocates with the layer's other blocks).
+    pub(crate) fn is_fused_blocks(&self) -> bool {
+        matches!(self, FusedLinear::Fused { linear, .. } if linear.is_blocks())
     }
 
     /// The layers that compute the parts: the fused one, or each separate part.

@@ -333,6 +333,11 @@ impl Linear {
         }
     }
 
+    /// Whether the weight is a GGUF block matrix, kept in the file's own layout.
+    pub(crate) fn is_blocks(&self) -> bool {
+        matches!(self.weight, LinearWeight::Blocks(_))
+    }
+
     /// Whether the weight is stored quantized (MLX's affine layout or GGUF blocks).
     pub fn is_quantized(&self) -> bool {
         matches!(

@@ -18,6 +18,11 @@ pub struct Mlp {
 }
 
 impl Mlp {
+    /// The gate and up projections, fused or not.
+    pub(crate) fn gate_up_projection(&self) -> &FusedLinear {
+        &self.gate_up_proj
+    }
+
     /// Its projections: gate/up (fused or not), then down.
     pub(crate) fn linears_mut(&mut self) -> Vec<&mut Linear> {
         let mut l = self.gate_up_proj.linears_mut();
@@ -41,7 +46,7 @@ impl Mlp {
         let gate = proj(weights, "gate_proj", hidden, inter)?;
         let up = proj(weights, "up_proj", hidden, inter)?;
         Ok(Mlp {
-            gate_up_proj: FusedLinear::fuse_for(vec![gate, up], &[inter, inter], options)?,
+            gate_up_proj: FusedLinear::fuse(vec![gate, up], &[inter, inter])?,
             down_proj: proj(weights, "down_proj", inter, hidden)?,
             activation: spec.activation,
         })

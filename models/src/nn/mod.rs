@@ -6,7 +6,7 @@
 //! runs its forward pass with MLX's fused kernels where MLX has one.
 
 pub mod attention;
-mod colocate;
+pub(crate) mod colocate;
 pub mod decoder;
 pub mod embedding;
 pub mod fused;
