@@ -31,8 +31,8 @@ const LAYER_PROJECTIONS: [&str; 7] = [
 
 /// Whether the tensor `name` is a decoder layer's attention or MLP projection in GGUF blocks
 /// (`model.layers.{i}.self_attn.q_proj.blocks`, …): with
-/// [`crate::load::BuildOptions::huge_pages`], [`super::decoder::DecoderLayer::load`] puts those on huge pages itself (copied into one buffer per layer),
-/// so the loader does not advise them first.
+/// [`crate::load::BuildOptions::huge_pages`], [`super::decoder::DecoderLayer::load`] puts
+/// those on huge pages itself ([`colocate_blocks`]), so the loader does not advise them first.
 pub(crate) fn is_layer_projection_blocks(name: &str) -> bool {
     let Some(rest) = name.strip_prefix("model.layers.") else {
         return false;
@@ -46,11 +46,11 @@ pub(crate) fn is_layer_projection_blocks(name: &str) -> bool {
             .is_some_and(|p| LAYER_PROJECTIONS.contains(&p))
 }
 
-/// Copies the GGUF block matrices among `linears` (at least two; others are left alone) into
-/// one evaluated buffer, advises it to transparent huge pages, and makes each matrix a view of
-/// its part. Does nothing when fewer than two are blocks or the buffer would pass `i32::MAX`
-/// bytes. Returns whether it made the shared buffer (then every block matrix among `linears`
-/// is a view of it).
+/// Puts the GGUF block matrices among `linears` (others are left alone) on transparent huge
+/// pages: copies them into one evaluated buffer, advises it, and makes each matrix a view of
+/// its part. When fewer than two are blocks or the buffer would pass `i32::MAX` bytes, it
+/// advises each where it is instead. Returns whether it made the shared buffer (then every
+/// block matrix among `linears` is a view of it).
 pub(crate) fn colocate_blocks(linears: Vec<&mut Linear>) -> Result<bool> {
     let mut blocks: Vec<&mut Array> = linears
         .into_iter()
@@ -59,8 +59,13 @@ pub(crate) fn colocate_blocks(linears: Vec<&mut Linear>) -> Result<bool> {
             _ => None,
         })
         .collect();
+    let advise_in_place = |blocks: &[&mut Array]| -> Result<bool> {
+        let arrays: Vec<&Array> = blocks.iter().map(|w| &**w).collect();
+        mlx_rs::memory::advise_huge_pages(&arrays)?;
+        Ok(false)
+    };
     if blocks.len() < 2 {
-        return Ok(false);
+        return advise_in_place(&blocks);
     }
     // Each matrix flat, then zeros up to the next multiple of ALIGN.
     let mut pieces: Vec<Array> = Vec::with_capacity(2 * blocks.len());
@@ -77,7 +82,7 @@ pub(crate) fn colocate_blocks(linears: Vec<&mut Linear>) -> Result<bool> {
         }
     }
     if end > i32::MAX as usize {
-        return Ok(false);
+        return advise_in_place(&blocks);
     }
     let refs: Vec<&Array> = pieces.iter().collect();
     let shared = concatenate(&refs, 0)?;

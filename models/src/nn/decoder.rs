@@ -125,23 +125,14 @@ impl DecoderLayer {
     /// The one place where a layer's projections go onto transparent huge pages
     /// ([`BuildOptions::huge_pages`]). Its GGUF block matrices, which the loader leaves to it
     /// ([`super::colocate::is_layer_projection_blocks`]), are copied into one buffer that is
-    /// advised once (`colocate`), or advised where they are when colocation declines. The
+    /// advised once, or advised where they are when colocation declines (`colocate`). The
     /// fused q/k/v and gate/up products of other storage are new buffers of their own,
     /// advised here. Every other matrix is a tensor as the loader read and advised it. So
     /// nothing is advised twice, and nothing is collapsed into huge pages only to be copied.
     fn put_on_huge_pages(&mut self) -> Result<()> {
         let mut linears = self.self_attn.linears_mut();
         linears.extend(self.mlp.linears_mut());
-        if !super::colocate::colocate_blocks(linears)? {
-            let mut linears = self.self_attn.linears_mut();
-            linears.extend(self.mlp.linears_mut());
-            let blocks: Vec<&Array> = linears
-                .iter()
-                .filter(|l| l.is_blocks())
-                .flat_map(|l| l.arrays())
-                .collect();
-            mlx_rs::memory::advise_huge_pages(&blocks)?;
-        }
+        super::colocate::colocate_blocks(linears)?;
         for fused in [
             self.self_attn.qkv_projection(),
             self.mlp.gate_up_projection(),
