@@ -211,6 +211,21 @@ pub struct HugePageAdvice {
 /// The size of a transparent huge page on x86-64 and most AArch64 kernels.
 pub const HUGE_PAGE_BYTES: usize = 2 << 20;
 
+/// The kernel's transparent-huge-page mode (`always`, `madvise` or `never`, from
+/// /sys/kernel/mm/transparent_hugepage/enabled); `None` where there is no such file (off
+/// Linux). Under `madvise`, only what [`advise_huge_pages`] advises gets huge pages.
+///
+/// ```
+/// let mode = mlx_rs::memory::transparent_huge_pages_mode();
+/// assert!(mode.is_none() || matches!(mode.as_deref(), Some("always" | "madvise" | "never")));
+/// ```
+pub fn transparent_huge_pages_mode() -> Option<String> {
+    let s = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").ok()?;
+    let start = s.find('[')? + 1;
+    let end = s[start..].find(']')? + start;
+    Some(s[start..end].to_string())
+}
+
 /// Asks the operating system to back the host buffers of `arrays` with transparent huge pages
 /// (`madvise(MADV_HUGEPAGE)`, then `MADV_COLLAPSE` to do it at once), for the whole 2 MiB
 /// spans inside each buffer. Evaluates the arrays first.
@@ -295,14 +310,6 @@ mod tests {
     use super::*;
     use crate::Array;
 
-    /// The transparent-huge-page mode the kernel reports (`always`, `madvise`, `never`), if any.
-    fn thp_mode() -> Option<String> {
-        let s = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").ok()?;
-        let start = s.find('[')? + 1;
-        let end = s[start..].find(']')? + start;
-        Some(s[start..end].to_string())
-    }
-
     /// `AnonHugePages` of the mapping of /proc/self/smaps that contains `addr`, in bytes.
     fn anon_huge_bytes_at(addr: usize) -> Option<usize> {
         let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
@@ -344,7 +351,7 @@ mod tests {
         assert_eq!(advice.advised % HUGE_PAGE_BYTES, 0);
         assert_eq!(a.to_vec::<f32>().unwrap(), values);
         assert_eq!(small.to_vec::<f32>().unwrap(), vec![1.0, 2.0]);
-        let mode = thp_mode();
+        let mode = transparent_huge_pages_mode();
         if cfg!(target_os = "linux") && matches!(mode.as_deref(), Some("always" | "madvise")) {
             assert!(
                 advice.advised >= a.nbytes() - 2 * HUGE_PAGE_BYTES,

@@ -6,6 +6,7 @@
 mod common;
 
 use mlx_models::load::{load, LoadOptions};
+use mlx_rs::memory::transparent_huge_pages_mode as thp_mode;
 use mlx_rs::Device;
 
 /// `AnonHugePages` of this process, in bytes (None off Linux).
@@ -14,12 +15,6 @@ fn anon_huge_pages() -> Option<u64> {
     let line = rollup.lines().find(|l| l.starts_with("AnonHugePages:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
-}
-
-/// The transparent-huge-page mode (`always`, `madvise` or `never`).
-fn thp_mode() -> Option<String> {
-    let s = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").ok()?;
-    Some(s.split('[').nth(1)?.split(']').next()?.to_string())
 }
 
 #[test]

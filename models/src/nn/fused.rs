@@ -284,13 +284,6 @@ mod tests {
         })
     }
 
-    /// The transparent-huge-page mode of this kernel (`always`, `madvise`, `never`), if any.
-    fn thp_mode() -> Option<String> {
-        let s = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").ok()?;
-        let start = s.find('[')? + 1;
-        Some(s[start..start + s[start..].find(']')?].to_string())
-    }
-
     #[test]
     fn fused_copies_take_huge_page_advice_and_keep_their_values() {
         // Two 4-bit parts of 2048 x 2048 (2 MiB of codes each): the fused codes are a new
@@ -315,7 +308,11 @@ mod tests {
         let advice = fused.advise_huge_pages().unwrap();
         let codes = 2 * n * n / 2;
         assert!(advice.collapsed <= advice.advised && advice.advised <= codes + 2 * n * 32 * 4);
-        if cfg!(target_os = "linux") && matches!(thp_mode().as_deref(), Some("always" | "madvise"))
+        if cfg!(target_os = "linux")
+            && matches!(
+                mlx_rs::memory::transparent_huge_pages_mode().as_deref(),
+                Some("always" | "madvise")
+            )
         {
             assert!(
                 advice.advised >= mlx_rs::memory::HUGE_PAGE_BYTES,
